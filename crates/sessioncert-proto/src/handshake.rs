@@ -1,0 +1,790 @@
+//! The one-round-trip handshake (Noise NK) and the client's key confirmation.
+//!
+//! ```text
+//! client                                            server
+//!   GET  /.well-known/sessioncert/config   ->  signed KeyConfig (identity, keys, suites)
+//!   POST /.well-known/sessioncert/handshake
+//!        ClientHello { versions, hs_suite, key_id, suites, Noise NK msg1: e, es }  ->
+//!                                          <-  ServerHello (Noise msg2: e, ee; payload:
+//!                                               version, suite, session id, lifetime)
+//!        session is MATCHING on the server
+//!   POST /.well-known/sessioncert/confirm
+//!        sessioncert-id + client_finished   ->  session is ESTABLISHED
+//! ```
+//!
+//! Each step is its own type; a method consumes the state it leaves, so calling a step
+//! out of order does not compile:
+//! [`ClientHandshake`] → [`UnconfirmedClientSession`] → [`ClientSession`] on the client,
+//! [`respond`] → [`PendingServerSession`] → [`ServerSession`] on the server.
+
+use crate::codec::{Reader, Writer};
+use crate::config::{KeyConfig, HS_NOISE_NK_25519_AESGCM_SHA256, NOISE_NK_PARAMS, VERSION_1};
+use crate::crypto::{self, AeadKey, KeySchedule, Suite, NONCE_LEN};
+use crate::identity::HandshakeKeyPair;
+use crate::session::{ClientSession, DirectionKeys, ServerSession};
+use crate::{ProtocolError, SessionId, SESSION_ID_LEN};
+use zeroize::Zeroizing;
+
+/// Message type byte of a client hello.
+pub const CLIENT_HELLO: u8 = 0x01;
+/// Message type byte of a server hello.
+pub const SERVER_HELLO: u8 = 0x02;
+/// Length of the client's key confirmation.
+pub const FINISHED_LEN: usize = 32;
+
+const PROLOGUE_LABEL: &[u8] = b"sessioncert/1 handshake";
+const LABEL_C2S_KEY: &[u8] = b"sessioncert/1 c2s key";
+const LABEL_C2S_IV: &[u8] = b"sessioncert/1 c2s iv";
+const LABEL_S2C_KEY: &[u8] = b"sessioncert/1 s2c key";
+const LABEL_S2C_IV: &[u8] = b"sessioncert/1 s2c iv";
+const LABEL_FINISHED: &[u8] = b"sessioncert/1 client finished";
+
+/// Largest handshake message accepted (Noise's own limit is 65,535 bytes).
+pub const MAX_HANDSHAKE_LEN: usize = 4096;
+
+/// The protocol versions this implementation speaks, preferred first.
+pub const SUPPORTED_VERSIONS: [u16; 1] = [VERSION_1];
+
+/// What the client offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientOffer {
+    /// Versions, preferred first.
+    pub versions: Vec<u16>,
+    /// Record suites, preferred first.
+    pub suites: Vec<Suite>,
+}
+
+impl Default for ClientOffer {
+    fn default() -> Self {
+        ClientOffer {
+            versions: SUPPORTED_VERSIONS.to_vec(),
+            suites: Suite::ALL.to_vec(),
+        }
+    }
+}
+
+/// The plaintext header of a client hello; every byte of it is also the Noise prologue,
+/// so changing the offer in flight makes the handshake fail (no downgrade).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientHelloHeader {
+    /// Offered versions.
+    pub versions: Vec<u16>,
+    /// Handshake suite (Noise pattern and primitives).
+    pub hs_suite: u16,
+    /// Which handshake key of the key configuration the client encrypted to.
+    pub key_id: u8,
+    /// Offered record suite ids, preferred first.
+    pub suites: Vec<u16>,
+}
+
+impl ClientHelloHeader {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16);
+        out.put_u8(CLIENT_HELLO);
+        out.put_u16_list(&self.versions);
+        out.put_u16(self.hs_suite);
+        out.put_u8(self.key_id);
+        out.put_u16_list(&self.suites);
+        out
+    }
+}
+
+fn prologue(header_bytes: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(PROLOGUE_LABEL.len() + header_bytes.len());
+    p.extend_from_slice(PROLOGUE_LABEL);
+    p.extend_from_slice(header_bytes);
+    p
+}
+
+/// Splits a client hello into its header, the header's exact bytes, and the Noise message.
+pub fn parse_client_hello(msg: &[u8]) -> Result<(ClientHelloHeader, &[u8], &[u8]), ProtocolError> {
+    if msg.len() > MAX_HANDSHAKE_LEN {
+        return Err(ProtocolError::malformed("client hello"));
+    }
+    let mut r = Reader::new(msg, "client hello");
+    if r.u8()? != CLIENT_HELLO {
+        return Err(ProtocolError::malformed("client hello"));
+    }
+    let versions = r.u16_list()?;
+    let hs_suite = r.u16()?;
+    let key_id = r.u8()?;
+    let suites = r.u16_list()?;
+    let header_len = msg.len() - r.rest_len();
+    let noise = r.bytes16()?;
+    r.finish()?;
+    Ok((
+        ClientHelloHeader {
+            versions,
+            hs_suite,
+            key_id,
+            suites,
+        },
+        &msg[..header_len],
+        noise,
+    ))
+}
+
+/// What the server tells the client in its hello (inside the Noise payload, so it is
+/// encrypted and authenticated by the server's handshake key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerHello {
+    /// Chosen version.
+    pub version: u16,
+    /// Chosen record suite.
+    pub suite: Suite,
+    /// The new session's id.
+    pub session_id: SessionId,
+    /// Absolute end of the session's life, unix ms.
+    pub expires_at_ms: u64,
+    /// Idle timeout, ms.
+    pub idle_timeout_ms: u64,
+}
+
+impl ServerHello {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(48);
+        out.put_u16(self.version);
+        out.put_u16(self.suite.id());
+        out.extend_from_slice(self.session_id.as_bytes());
+        out.put_u64(self.expires_at_ms);
+        out.put_u64(self.idle_timeout_ms);
+        out.put_u16(0); // extensions: none defined in version 1
+        out
+    }
+
+    fn decode(b: &[u8]) -> Result<Self, ProtocolError> {
+        let mut r = Reader::new(b, "server hello");
+        let version = r.u16()?;
+        let suite = Suite::from_id(r.u16()?).ok_or(ProtocolError::malformed("server hello"))?;
+        let session_id = SessionId(r.array::<SESSION_ID_LEN>()?);
+        let expires_at_ms = r.u64()?;
+        let idle_timeout_ms = r.u64()?;
+        let _extensions = r.bytes16()?;
+        r.finish()?;
+        Ok(ServerHello {
+            version,
+            suite,
+            session_id,
+            expires_at_ms,
+            idle_timeout_ms,
+        })
+    }
+}
+
+fn noise_builder(prologue: &[u8]) -> Result<snow::Builder<'_>, ProtocolError> {
+    let params = NOISE_NK_PARAMS
+        .parse()
+        .map_err(|_| ProtocolError::Crypto("noise params"))?;
+    snow::Builder::with_resolver(params, crypto::resolver())
+        .prologue(prologue)
+        .map_err(|_| ProtocolError::Crypto("noise prologue"))
+}
+
+/// Session keys derived from a finished Noise handshake.
+struct Derived {
+    c2s: DirectionKeys,
+    s2c: DirectionKeys,
+    finished: Zeroizing<[u8; FINISHED_LEN]>,
+}
+
+/// `PRK = HKDF-Extract(salt = h, ikm = k1 || k2)`; keys, IVs and the finished key are
+/// expanded from it with distinct labels, so no two uses share key material.
+fn derive(hs: &mut snow::HandshakeState, suite: Suite) -> Derived {
+    let (k1, k2) = hs.dangerously_get_raw_split();
+    let mut ikm = Zeroizing::new([0u8; 64]);
+    ikm[..32].copy_from_slice(&k1);
+    ikm[32..].copy_from_slice(&k2);
+    let (mut k1, mut k2) = (k1, k2);
+    zeroize::Zeroize::zeroize(&mut k1);
+    zeroize::Zeroize::zeroize(&mut k2);
+    let h = hs.get_handshake_hash().to_vec();
+    let ks = KeySchedule::extract(&h, ikm.as_ref());
+    let c2s_key = ks.expand::<32>(LABEL_C2S_KEY);
+    let s2c_key = ks.expand::<32>(LABEL_S2C_KEY);
+    let c2s_iv = ks.expand::<NONCE_LEN>(LABEL_C2S_IV);
+    let s2c_iv = ks.expand::<NONCE_LEN>(LABEL_S2C_IV);
+    let finished_key = ks.expand::<32>(LABEL_FINISHED);
+    let finished = Zeroizing::new(crypto::hmac_sha256(
+        finished_key.as_ref(),
+        &[LABEL_FINISHED, &h],
+    ));
+    Derived {
+        c2s: DirectionKeys::new(AeadKey::new(suite, &c2s_key), *c2s_iv),
+        s2c: DirectionKeys::new(AeadKey::new(suite, &s2c_key), *s2c_iv),
+        finished,
+    }
+}
+
+/// A client that sent its hello and waits for the server's.
+pub struct ClientHandshake {
+    noise: snow::HandshakeState,
+    offer: ClientOffer,
+}
+
+impl core::fmt::Debug for ClientHandshake {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ClientHandshake")
+            .field("offer", &self.offer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientHandshake {
+    /// Starts a handshake to the current key of a verified configuration. Returns the
+    /// state to keep and the client hello to POST.
+    pub fn start(
+        config: &KeyConfig,
+        offer: ClientOffer,
+        now_ms: u64,
+    ) -> Result<(Self, Vec<u8>), ProtocolError> {
+        Self::start_inner(config, offer, now_ms, None)
+    }
+
+    /// As [`ClientHandshake::start`] with a fixed ephemeral key. Only for test vectors:
+    /// reusing an ephemeral key destroys forward secrecy.
+    #[doc(hidden)]
+    pub fn start_with_ephemeral_for_vectors(
+        config: &KeyConfig,
+        offer: ClientOffer,
+        now_ms: u64,
+        ephemeral: &[u8; 32],
+    ) -> Result<(Self, Vec<u8>), ProtocolError> {
+        Self::start_inner(config, offer, now_ms, Some(ephemeral))
+    }
+
+    fn start_inner(
+        config: &KeyConfig,
+        offer: ClientOffer,
+        now_ms: u64,
+        ephemeral: Option<&[u8; 32]>,
+    ) -> Result<(Self, Vec<u8>), ProtocolError> {
+        let key = config
+            .current_key(now_ms)
+            .ok_or(ProtocolError::UntrustedConfig(
+                "no handshake key is valid now",
+            ))?;
+        // Offer only what the server advertises (signed), in our preference order.
+        let suites: Vec<u16> = offer
+            .suites
+            .iter()
+            .map(|s| s.id())
+            .filter(|id| config.record_suites.contains(id))
+            .collect();
+        if suites.is_empty() {
+            return Err(ProtocolError::NoCommonSuite);
+        }
+        if !offer.versions.iter().any(|v| config.versions.contains(v)) {
+            return Err(ProtocolError::UnsupportedVersion);
+        }
+        let header = ClientHelloHeader {
+            versions: offer.versions.clone(),
+            hs_suite: HS_NOISE_NK_25519_AESGCM_SHA256,
+            key_id: key.key_id,
+            suites,
+        };
+        let header_bytes = header.encode();
+        let prologue = prologue(&header_bytes);
+        let mut builder = noise_builder(&prologue)?
+            .remote_public_key(&key.public)
+            .map_err(|_| ProtocolError::Crypto("noise remote key"))?;
+        if let Some(e) = ephemeral {
+            builder = builder.fixed_ephemeral_key_for_testing_only(e);
+        }
+        let mut noise = builder
+            .build_initiator()
+            .map_err(|_| ProtocolError::Crypto("noise initiator"))?;
+        let payload = [0u8, 0]; // extensions: none defined in version 1
+        let mut msg1 = vec![0u8; 32 + payload.len() + 16];
+        let n = noise
+            .write_message(&payload, &mut msg1)
+            .map_err(|_| ProtocolError::Crypto("noise write"))?;
+        msg1.truncate(n);
+        let mut out = header_bytes;
+        out.put_bytes16(&msg1);
+        Ok((ClientHandshake { noise, offer }, out))
+    }
+
+    /// Reads the server hello. On success the client holds the session keys and the
+    /// key confirmation to send; the session is usable only after the server accepts it.
+    pub fn read_server_hello(
+        mut self,
+        msg: &[u8],
+    ) -> Result<(UnconfirmedClientSession, ServerHello), ProtocolError> {
+        if msg.len() > MAX_HANDSHAKE_LEN {
+            return Err(ProtocolError::malformed("server hello"));
+        }
+        let mut r = Reader::new(msg, "server hello");
+        if r.u8()? != SERVER_HELLO {
+            return Err(ProtocolError::malformed("server hello"));
+        }
+        let noise_msg = r.bytes16()?;
+        r.finish()?;
+        let mut payload = vec![0u8; noise_msg.len()];
+        let n = self
+            .noise
+            .read_message(noise_msg, &mut payload)
+            .map_err(|_| ProtocolError::HandshakeFailed("server hello did not authenticate"))?;
+        let hello = ServerHello::decode(&payload[..n])?;
+        // The server's choice must be something we offered (it is authenticated, but a
+        // buggy or hostile server must not pick a suite we refused).
+        if !self.offer.versions.contains(&hello.version) {
+            return Err(ProtocolError::UnsupportedVersion);
+        }
+        if !self.offer.suites.contains(&hello.suite) {
+            return Err(ProtocolError::NoCommonSuite);
+        }
+        let d = derive(&mut self.noise, hello.suite);
+        let session =
+            ClientSession::new(hello.session_id, hello.version, hello.suite, d.c2s, d.s2c);
+        Ok((
+            UnconfirmedClientSession {
+                session,
+                finished: d.finished,
+            },
+            hello,
+        ))
+    }
+}
+
+/// A client session whose key confirmation the server has not yet accepted.
+pub struct UnconfirmedClientSession {
+    session: ClientSession,
+    finished: Zeroizing<[u8; FINISHED_LEN]>,
+}
+
+impl UnconfirmedClientSession {
+    /// The session id to confirm.
+    pub fn id(&self) -> SessionId {
+        self.session.id()
+    }
+
+    /// The body of `POST /.well-known/sessioncert/confirm`:
+    /// `HMAC-SHA256(finished_key, "sessioncert/1 client finished" || h)`.
+    pub fn client_finished(&self) -> &[u8; FINISHED_LEN] {
+        &self.finished
+    }
+
+    /// Call once the server answered the confirmation with success.
+    pub fn confirmed(self) -> ClientSession {
+        self.session
+    }
+}
+
+/// The server's policy for new sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerPolicy {
+    /// Record suites the server accepts, preferred first (used only to filter: the
+    /// client's preference order decides among the accepted ones).
+    pub suites: Vec<Suite>,
+    /// Session lifetime, ms.
+    pub lifetime_ms: u64,
+    /// Idle timeout, ms.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for ServerPolicy {
+    fn default() -> Self {
+        ServerPolicy {
+            suites: Suite::ALL.to_vec(),
+            lifetime_ms: 24 * 3600 * 1000,
+            idle_timeout_ms: 30 * 60 * 1000,
+        }
+    }
+}
+
+/// A server session waiting for the client's key confirmation (state MATCHING).
+pub struct PendingServerSession {
+    session: ServerSession,
+    expected_finished: Zeroizing<[u8; FINISHED_LEN]>,
+}
+
+impl core::fmt::Debug for PendingServerSession {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PendingServerSession")
+            .field("session", &self.session)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingServerSession {
+    /// The session id.
+    pub fn id(&self) -> SessionId {
+        self.session.id()
+    }
+
+    /// The negotiated suite.
+    pub fn suite(&self) -> Suite {
+        self.session.suite()
+    }
+
+    /// Checks the client's key confirmation in constant time. On success the session
+    /// is ESTABLISHED; on failure it is handed back unchanged (a forged confirmation
+    /// must not destroy an honest client's pending session).
+    pub fn confirm(self, client_finished: &[u8]) -> Result<ServerSession, ConfirmFailed> {
+        if crypto::ct_eq(client_finished, self.expected_finished.as_ref()) {
+            Ok(self.session)
+        } else {
+            Err(ConfirmFailed {
+                pending: Box::new(self),
+                error: ProtocolError::HandshakeFailed("key confirmation mismatch"),
+            })
+        }
+    }
+
+    /// Serializes the pending session for sealed storage.
+    pub fn export(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = self.session.export();
+        out.extend_from_slice(self.expected_finished.as_ref());
+        out
+    }
+
+    /// Restores from [`PendingServerSession::export`].
+    pub fn import(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        let mut r = Reader::new(bytes, "session export");
+        let session = ServerSession::read(&mut r)?;
+        let expected_finished = Zeroizing::new(r.array::<FINISHED_LEN>()?);
+        r.finish()?;
+        Ok(PendingServerSession {
+            session,
+            expected_finished,
+        })
+    }
+}
+
+/// A refused key confirmation, with the still-pending session.
+#[derive(Debug)]
+pub struct ConfirmFailed {
+    /// The session, unchanged.
+    pub pending: Box<PendingServerSession>,
+    /// Why it was refused.
+    pub error: ProtocolError,
+}
+
+/// The result of answering a client hello.
+pub struct ServerResponse {
+    /// The session to keep (MATCHING).
+    pub pending: PendingServerSession,
+    /// The server hello to send back.
+    pub message: Vec<u8>,
+    /// What was agreed.
+    pub hello: ServerHello,
+}
+
+/// Answers a client hello with the handshake key it names.
+///
+/// `keys` are the server's handshake keys; `session_id` is a fresh random id.
+pub fn respond(
+    keys: &[HandshakeKeyPair],
+    policy: &ServerPolicy,
+    msg: &[u8],
+    session_id: SessionId,
+    now_ms: u64,
+) -> Result<ServerResponse, ProtocolError> {
+    respond_inner(keys, policy, msg, session_id, now_ms, None)
+}
+
+/// As [`respond`] with a fixed ephemeral key. Only for test vectors.
+#[doc(hidden)]
+pub fn respond_with_ephemeral_for_vectors(
+    keys: &[HandshakeKeyPair],
+    policy: &ServerPolicy,
+    msg: &[u8],
+    session_id: SessionId,
+    now_ms: u64,
+    ephemeral: &[u8; 32],
+) -> Result<ServerResponse, ProtocolError> {
+    respond_inner(keys, policy, msg, session_id, now_ms, Some(ephemeral))
+}
+
+fn respond_inner(
+    keys: &[HandshakeKeyPair],
+    policy: &ServerPolicy,
+    msg: &[u8],
+    session_id: SessionId,
+    now_ms: u64,
+    ephemeral: Option<&[u8; 32]>,
+) -> Result<ServerResponse, ProtocolError> {
+    let (header, header_bytes, noise_msg) = parse_client_hello(msg)?;
+    if header.hs_suite != HS_NOISE_NK_25519_AESGCM_SHA256 {
+        return Err(ProtocolError::NoCommonSuite);
+    }
+    let version = SUPPORTED_VERSIONS
+        .iter()
+        .copied()
+        .find(|v| header.versions.contains(v))
+        .ok_or(ProtocolError::UnsupportedVersion)?;
+    let key = keys
+        .iter()
+        .find(|k| k.key_id == header.key_id && k.is_valid_at(now_ms))
+        .ok_or(ProtocolError::UnknownKey(header.key_id))?;
+    let suite = header
+        .suites
+        .iter()
+        .filter_map(|id| Suite::from_id(*id))
+        .find(|s| policy.suites.contains(s))
+        .ok_or(ProtocolError::NoCommonSuite)?;
+
+    let prologue = prologue(header_bytes);
+    let mut builder = noise_builder(&prologue)?
+        .local_private_key(key.secret())
+        .map_err(|_| ProtocolError::Crypto("noise local key"))?;
+    if let Some(e) = ephemeral {
+        builder = builder.fixed_ephemeral_key_for_testing_only(e);
+    }
+    let mut noise = builder
+        .build_responder()
+        .map_err(|_| ProtocolError::Crypto("noise responder"))?;
+    let mut payload = vec![0u8; noise_msg.len()];
+    let n = noise
+        .read_message(noise_msg, &mut payload)
+        .map_err(|_| ProtocolError::HandshakeFailed("client hello did not authenticate"))?;
+    // Extensions: a u16-length-prefixed list; none are defined in version 1, and
+    // unknown ones are ignored so later versions can add them.
+    let mut r = Reader::new(&payload[..n], "client hello extensions");
+    r.bytes16()?;
+    r.finish()?;
+
+    let hello = ServerHello {
+        version,
+        suite,
+        session_id,
+        expires_at_ms: now_ms.saturating_add(policy.lifetime_ms),
+        idle_timeout_ms: policy.idle_timeout_ms,
+    };
+    let hello_bytes = hello.encode();
+    let mut msg2 = vec![0u8; 32 + hello_bytes.len() + 16];
+    let n = noise
+        .write_message(&hello_bytes, &mut msg2)
+        .map_err(|_| ProtocolError::Crypto("noise write"))?;
+    msg2.truncate(n);
+    let d = derive(&mut noise, suite);
+    let mut message = Vec::with_capacity(3 + n);
+    message.put_u8(SERVER_HELLO);
+    message.put_bytes16(&msg2);
+    Ok(ServerResponse {
+        pending: PendingServerSession {
+            session: ServerSession::new(session_id, version, suite, d.c2s, d.s2c),
+            expected_finished: d.finished,
+        },
+        message,
+        hello,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PublishedKey;
+    use crate::identity::IdentityKey;
+    use crate::record::{RequestBinding, ResponseBinding};
+    use proptest::prelude::*;
+
+    pub(crate) fn setup() -> (KeyConfig, Vec<HandshakeKeyPair>) {
+        let id = IdentityKey::from_seed(&[1; 32]);
+        let hk = HandshakeKeyPair::from_secret(7, &[2; 32], 0, u64::MAX).unwrap();
+        let cfg = KeyConfig {
+            identity: id.pin(),
+            issued_at_ms: 0,
+            versions: vec![VERSION_1],
+            record_suites: Suite::ALL.iter().map(|s| s.id()).collect(),
+            keys: vec![PublishedKey {
+                key_id: 7,
+                hs_suite: HS_NOISE_NK_25519_AESGCM_SHA256,
+                public: hk.public().to_vec(),
+                not_before_ms: 0,
+                not_after_ms: u64::MAX,
+            }],
+        };
+        (cfg, vec![hk])
+    }
+
+    fn full_handshake(offer: ClientOffer) -> (ClientSession, ServerSession) {
+        let (cfg, keys) = setup();
+        let (c, hello) = ClientHandshake::start(&cfg, offer, 1000).unwrap();
+        let resp = respond(
+            &keys,
+            &ServerPolicy::default(),
+            &hello,
+            SessionId([9; 16]),
+            1000,
+        )
+        .unwrap();
+        let (uc, sh) = c.read_server_hello(&resp.message).unwrap();
+        assert_eq!(sh, resp.hello);
+        let s = resp.pending.confirm(uc.client_finished()).unwrap();
+        (uc.confirmed(), s)
+    }
+
+    #[test]
+    fn both_sides_derive_the_same_keys() {
+        for suite in Suite::ALL {
+            let (mut c, mut s) = full_handshake(ClientOffer {
+                versions: vec![VERSION_1],
+                suites: vec![suite],
+            });
+            assert_eq!(c.suite(), suite);
+            let (rec, exp) = c.seal_request(&RequestBinding::Full, b"ping").unwrap();
+            let o = s.open_request(&RequestBinding::Full, &rec).unwrap();
+            assert_eq!(o.plaintext, b"ping");
+            let r = s
+                .seal_response(&o.expectation(), &ResponseBinding::Full, b"pong")
+                .unwrap();
+            assert_eq!(
+                c.open_response(&exp, &ResponseBinding::Full, &r).unwrap(),
+                b"pong"
+            );
+        }
+    }
+
+    #[test]
+    fn client_preference_decides_among_accepted_suites() {
+        let (c, _) = full_handshake(ClientOffer {
+            versions: vec![VERSION_1],
+            suites: vec![Suite::ChaCha20Poly1305, Suite::Aes256Gcm],
+        });
+        assert_eq!(c.suite(), Suite::ChaCha20Poly1305);
+    }
+
+    #[test]
+    fn wrong_confirmation_is_refused_and_session_kept() {
+        let (cfg, keys) = setup();
+        let (_c, hello) = ClientHandshake::start(&cfg, ClientOffer::default(), 1000).unwrap();
+        let resp = respond(
+            &keys,
+            &ServerPolicy::default(),
+            &hello,
+            SessionId([9; 16]),
+            1000,
+        )
+        .unwrap();
+        let failed = resp.pending.confirm(&[0u8; 32]).unwrap_err();
+        assert!(matches!(failed.error, ProtocolError::HandshakeFailed(_)));
+        assert!(failed.pending.confirm(&[0u8; 31]).is_err());
+    }
+
+    #[test]
+    fn stripping_a_suite_from_the_offer_breaks_the_handshake() {
+        let (cfg, keys) = setup();
+        let (_c, mut hello) = ClientHandshake::start(&cfg, ClientOffer::default(), 1000).unwrap();
+        // Offer is [AES, ChaCha]; an attacker rewrites it to [ChaCha, ChaCha].
+        let (h, _, _) = parse_client_hello(&hello).unwrap();
+        assert_eq!(h.suites, vec![1, 2]);
+        let pos = hello.len() - 2 - 50 - 4;
+        assert_eq!(&hello[pos..pos + 4], &[0, 1, 0, 2]);
+        hello[pos + 1] = 2;
+        let r = respond(
+            &keys,
+            &ServerPolicy::default(),
+            &hello,
+            SessionId([9; 16]),
+            1000,
+        );
+        assert!(
+            matches!(r, Err(ProtocolError::HandshakeFailed(_))),
+            "{:?}",
+            r.err()
+        );
+    }
+
+    #[test]
+    fn server_hello_from_another_key_is_refused() {
+        let (cfg, _) = setup();
+        let other = vec![HandshakeKeyPair::from_secret(7, &[3; 32], 0, u64::MAX).unwrap()];
+        let (c, hello) = ClientHandshake::start(&cfg, ClientOffer::default(), 1000).unwrap();
+        // The impostor cannot even read the hello (es differs)...
+        assert!(respond(
+            &other,
+            &ServerPolicy::default(),
+            &hello,
+            SessionId([9; 16]),
+            1000
+        )
+        .is_err());
+        // ...and a server hello made for a different client hello does not open.
+        let (cfg2, keys2) = setup();
+        let (_c2, hello2) = ClientHandshake::start(&cfg2, ClientOffer::default(), 1000).unwrap();
+        let resp2 = respond(
+            &keys2,
+            &ServerPolicy::default(),
+            &hello2,
+            SessionId([9; 16]),
+            1000,
+        )
+        .unwrap();
+        assert!(c.read_server_hello(&resp2.message).is_err());
+    }
+
+    #[test]
+    fn unknown_key_and_version_and_suite_are_refused() {
+        let (cfg, keys) = setup();
+        let (_c, mut hello) = ClientHandshake::start(&cfg, ClientOffer::default(), 1000).unwrap();
+        let policy = ServerPolicy::default();
+        assert!(matches!(
+            respond(&keys, &policy, &hello, SessionId([9; 16]), 1000).map(|_| ()),
+            Ok(())
+        ));
+        let only_chacha = ServerPolicy {
+            suites: vec![Suite::ChaCha20Poly1305],
+            ..ServerPolicy::default()
+        };
+        let (_c, h2) = ClientHandshake::start(
+            &cfg,
+            ClientOffer {
+                versions: vec![VERSION_1],
+                suites: vec![Suite::Aes256Gcm],
+            },
+            1000,
+        )
+        .unwrap();
+        assert!(matches!(
+            respond(&keys, &only_chacha, &h2, SessionId([9; 16]), 1000).map(|_| ()),
+            Err(ProtocolError::NoCommonSuite)
+        ));
+        // key id byte sits right after type(1) + versions(1+2) + hs_suite(2).
+        hello[6] = 8;
+        assert!(matches!(
+            respond(&keys, &policy, &hello, SessionId([9; 16]), 1000).map(|_| ()),
+            Err(ProtocolError::UnknownKey(8))
+        ));
+        hello[6] = 7;
+        hello[3] = 9; // version 0x0009
+        assert!(matches!(
+            respond(&keys, &policy, &hello, SessionId([9; 16]), 1000).map(|_| ()),
+            Err(ProtocolError::UnsupportedVersion)
+        ));
+    }
+
+    #[test]
+    fn pending_session_export_round_trip() {
+        let (cfg, keys) = setup();
+        let (c, hello) = ClientHandshake::start(&cfg, ClientOffer::default(), 1000).unwrap();
+        let resp = respond(
+            &keys,
+            &ServerPolicy::default(),
+            &hello,
+            SessionId([9; 16]),
+            1000,
+        )
+        .unwrap();
+        let restored = PendingServerSession::import(&resp.pending.export()).unwrap();
+        let (uc, _) = c.read_server_hello(&resp.message).unwrap();
+        assert!(restored.confirm(uc.client_finished()).is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn client_hello_parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = parse_client_hello(&bytes);
+            let (_, keys) = setup();
+            let _ = respond(&keys, &ServerPolicy::default(), &bytes, SessionId([1; 16]), 1);
+        }
+
+        #[test]
+        fn server_hello_parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let (cfg, _) = setup();
+            let (c, _) = ClientHandshake::start(&cfg, ClientOffer::default(), 1000).unwrap();
+            let _ = c.read_server_hello(&bytes);
+            let _ = ServerHello::decode(&bytes);
+        }
+    }
+}

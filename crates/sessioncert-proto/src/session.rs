@@ -1,0 +1,629 @@
+//! Established sessions: sealing and opening records, re-keying, export for storage.
+//!
+//! Each direction has its own key and IV (a record sealed by the client can never be
+//! reflected back as a response). The nonce is `iv XOR seq`, so it never repeats under
+//! one key as long as a sequence number is used once per direction — which the client's
+//! counter and the server's replay window guarantee. A response is sealed under the
+//! server-to-client key with its request's sequence number.
+//!
+//! Keys ratchet forward every [`REKEY_INTERVAL`] messages
+//! (`key[e+1] = HKDF-Expand(key[e], "sessioncert/1 rekey", 32)`); the previous epoch's
+//! key is kept only while requests of that epoch can still be in flight, so a key
+//! compromised late in a session does not open its early traffic.
+
+use crate::codec::{Reader, Writer};
+use crate::crypto::{nonce_for, AeadKey, Suite, KEY_LEN, NONCE_LEN, TAG_LEN};
+use crate::record::{
+    record_tag, request_ad, response_ad, RecordHeader, RecordType, RequestBinding, ResponseBinding,
+    RECORD_HEADER_LEN,
+};
+use crate::replay::ReplayWindow;
+use crate::{ProtocolError, SessionId};
+use zeroize::Zeroizing;
+
+/// Messages per key epoch before both sides ratchet the key.
+pub const REKEY_INTERVAL: u64 = 1 << 16;
+/// Sequence numbers must stay below this; then the session is spent and the client
+/// handshakes again.
+pub const MAX_MESSAGES: u64 = 1 << 32;
+
+pub(crate) const REKEY_LABEL: &[u8] = b"sessioncert/1 rekey";
+
+/// The keys of one direction.
+pub(crate) struct DirectionKeys {
+    epoch: u64,
+    current: AeadKey,
+    previous: Option<AeadKey>,
+    iv: [u8; NONCE_LEN],
+}
+
+enum Epoch {
+    Current,
+    Previous,
+    Next,
+}
+
+impl DirectionKeys {
+    pub(crate) fn new(key: AeadKey, iv: [u8; NONCE_LEN]) -> Self {
+        DirectionKeys {
+            epoch: 0,
+            current: key,
+            previous: None,
+            iv,
+        }
+    }
+
+    fn relation(&self, seq: u64) -> Result<Epoch, ProtocolError> {
+        if seq >= MAX_MESSAGES {
+            return Err(ProtocolError::Exhausted);
+        }
+        let e = seq / REKEY_INTERVAL;
+        if e == self.epoch {
+            Ok(Epoch::Current)
+        } else if e + 1 == self.epoch && self.previous.is_some() {
+            Ok(Epoch::Previous)
+        } else if e == self.epoch + 1 {
+            Ok(Epoch::Next)
+        } else if e < self.epoch {
+            Err(ProtocolError::Replay(seq))
+        } else {
+            // More than one epoch ahead: no honest peer skips 65,536 messages.
+            Err(ProtocolError::BadSeal)
+        }
+    }
+
+    fn advance(&mut self, next: AeadKey) {
+        self.previous = Some(core::mem::replace(&mut self.current, next));
+        self.epoch += 1;
+    }
+
+    fn seal(
+        &mut self,
+        seq: u64,
+        ad: &[u8],
+        buf: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], ProtocolError> {
+        let nonce = nonce_for(&self.iv, seq);
+        match self.relation(seq)? {
+            Epoch::Current => self.current.seal_detached(&nonce, ad, buf),
+            Epoch::Previous => match &self.previous {
+                Some(k) => k.seal_detached(&nonce, ad, buf),
+                None => Err(ProtocolError::Replay(seq)),
+            },
+            Epoch::Next => {
+                let k = self.current.ratchet(REKEY_LABEL);
+                let tag = k.seal_detached(&nonce, ad, buf)?;
+                self.advance(k);
+                Ok(tag)
+            }
+        }
+    }
+
+    /// Opens in place; only ratchets forward once a next-epoch record authenticated, so
+    /// forged sequence numbers cannot move the key schedule.
+    fn open(&mut self, seq: u64, ad: &[u8], buf: &mut [u8]) -> Result<usize, ProtocolError> {
+        let nonce = nonce_for(&self.iv, seq);
+        match self.relation(seq)? {
+            Epoch::Current => self.current.open_in_place(&nonce, ad, buf),
+            Epoch::Previous => match &self.previous {
+                Some(k) => k.open_in_place(&nonce, ad, buf),
+                None => Err(ProtocolError::Replay(seq)),
+            },
+            Epoch::Next => {
+                let k = self.current.ratchet(REKEY_LABEL);
+                let n = k.open_in_place(&nonce, ad, buf)?;
+                self.advance(k);
+                Ok(n)
+            }
+        }
+    }
+
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.put_u64(self.epoch);
+        out.extend_from_slice(self.current.raw());
+        match &self.previous {
+            Some(p) => {
+                out.put_u8(1);
+                out.extend_from_slice(p.raw());
+            }
+            None => out.put_u8(0),
+        }
+        out.extend_from_slice(&self.iv);
+    }
+
+    fn read(r: &mut Reader<'_>, suite: Suite) -> Result<Self, ProtocolError> {
+        let epoch = r.u64()?;
+        let current = AeadKey::new(suite, &Zeroizing::new(r.array::<KEY_LEN>()?));
+        let previous = match r.u8()? {
+            0 => None,
+            1 => Some(AeadKey::new(suite, &Zeroizing::new(r.array::<KEY_LEN>()?))),
+            _ => return Err(ProtocolError::malformed("session export")),
+        };
+        let iv = r.array()?;
+        Ok(DirectionKeys {
+            epoch,
+            current,
+            previous,
+            iv,
+        })
+    }
+}
+
+/// Seals `body` into `type || seq || ciphertext || tag` with one copy of the body.
+fn seal_record(
+    keys: &mut DirectionKeys,
+    record_type: RecordType,
+    seq: u64,
+    ad: &[u8],
+    body: &[u8],
+) -> Result<Vec<u8>, ProtocolError> {
+    let mut out = Vec::with_capacity(RECORD_HEADER_LEN + body.len() + TAG_LEN);
+    RecordHeader { record_type, seq }.write(&mut out);
+    out.extend_from_slice(body);
+    let tag = keys.seal(seq, ad, &mut out[RECORD_HEADER_LEN..])?;
+    out.extend_from_slice(&tag);
+    Ok(out)
+}
+
+/// Opens a record's ciphertext into a fresh buffer (the input stays untouched).
+fn open_record(
+    keys: &mut DirectionKeys,
+    seq: u64,
+    ad: &[u8],
+    record: &[u8],
+) -> Result<Vec<u8>, ProtocolError> {
+    let mut buf = record[RECORD_HEADER_LEN..].to_vec();
+    match keys.open(seq, ad, &mut buf) {
+        Ok(n) => {
+            buf.truncate(n);
+            Ok(buf)
+        }
+        Err(e) => {
+            crate::crypto::wipe(buf);
+            Err(e)
+        }
+    }
+}
+
+const EXPORT_MAGIC: &[u8; 4] = b"SCSX";
+const EXPORT_FORMAT: u8 = 1;
+const ROLE_CLIENT: u8 = 1;
+const ROLE_SERVER: u8 = 2;
+
+/// What a client needs to open the response to one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseExpectation {
+    /// The request's sequence number.
+    pub seq: u64,
+    /// The request record's tag.
+    pub request_tag: [u8; TAG_LEN],
+    /// Whether the request was sent in full-request mode.
+    pub full: bool,
+}
+
+/// The client side of an established session.
+pub struct ClientSession {
+    id: SessionId,
+    version: u16,
+    suite: Suite,
+    c2s: DirectionKeys,
+    s2c: DirectionKeys,
+    next_seq: u64,
+}
+
+impl core::fmt::Debug for ClientSession {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ClientSession")
+            .field("id", &self.id)
+            .field("suite", &self.suite)
+            .field("next_seq", &self.next_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientSession {
+    pub(crate) fn new(
+        id: SessionId,
+        version: u16,
+        suite: Suite,
+        c2s: DirectionKeys,
+        s2c: DirectionKeys,
+    ) -> Self {
+        ClientSession {
+            id,
+            version,
+            suite,
+            c2s,
+            s2c,
+            next_seq: 0,
+        }
+    }
+
+    /// The session id to send in the `sessioncert-id` header.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The negotiated record suite.
+    pub fn suite(&self) -> Suite {
+        self.suite
+    }
+
+    /// The negotiated protocol version.
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
+    /// The sequence number the next request will use.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Whether the message budget is spent (a new handshake is needed).
+    pub fn is_exhausted(&self) -> bool {
+        self.next_seq >= MAX_MESSAGES
+    }
+
+    /// Seals a request body. The sequence number is consumed even if the request is
+    /// never sent, so a nonce is never reused.
+    pub fn seal_request(
+        &mut self,
+        binding: &RequestBinding<'_>,
+        body: &[u8],
+    ) -> Result<(Vec<u8>, ResponseExpectation), ProtocolError> {
+        let seq = self.next_seq;
+        if seq >= MAX_MESSAGES {
+            return Err(ProtocolError::Exhausted);
+        }
+        self.next_seq += 1;
+        let ad = request_ad(&self.id, seq, binding);
+        let record = seal_record(&mut self.c2s, binding.record_type(), seq, &ad, body)?;
+        let request_tag = record_tag(&record).ok_or(ProtocolError::Crypto("tag"))?;
+        Ok((
+            record,
+            ResponseExpectation {
+                seq,
+                request_tag,
+                full: matches!(binding, RequestBinding::Full),
+            },
+        ))
+    }
+
+    /// Opens the response to the request described by `expect`.
+    pub fn open_response(
+        &mut self,
+        expect: &ResponseExpectation,
+        binding: &ResponseBinding<'_>,
+        record: &[u8],
+    ) -> Result<Vec<u8>, ProtocolError> {
+        let h = RecordHeader::parse(record)?;
+        let want = if expect.full {
+            RecordType::FullResponse
+        } else {
+            RecordType::Response
+        };
+        if h.record_type != want || binding.record_type() != want || h.seq != expect.seq {
+            return Err(ProtocolError::BadSeal);
+        }
+        let ad = response_ad(&self.id, h.seq, &expect.request_tag, binding);
+        open_record(&mut self.s2c, h.seq, &ad, record)
+    }
+
+    /// Serializes the session's secrets (to save a session to a file). Keep it secret.
+    pub fn export(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(200));
+        out.extend_from_slice(EXPORT_MAGIC);
+        out.put_u8(EXPORT_FORMAT);
+        out.put_u8(ROLE_CLIENT);
+        out.put_u16(self.version);
+        out.put_u16(self.suite.id());
+        out.extend_from_slice(self.id.as_bytes());
+        self.c2s.encode_into(&mut out);
+        self.s2c.encode_into(&mut out);
+        out.put_u64(self.next_seq);
+        out
+    }
+
+    /// Restores a session from [`ClientSession::export`].
+    pub fn import(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        let mut r = Reader::new(bytes, "session export");
+        let (version, suite, id) = read_export_head(&mut r, ROLE_CLIENT)?;
+        let c2s = DirectionKeys::read(&mut r, suite)?;
+        let s2c = DirectionKeys::read(&mut r, suite)?;
+        let next_seq = r.u64()?;
+        r.finish()?;
+        Ok(ClientSession {
+            id,
+            version,
+            suite,
+            c2s,
+            s2c,
+            next_seq,
+        })
+    }
+}
+
+fn read_export_head(
+    r: &mut Reader<'_>,
+    role: u8,
+) -> Result<(u16, Suite, SessionId), ProtocolError> {
+    if r.take(4)? != EXPORT_MAGIC || r.u8()? != EXPORT_FORMAT || r.u8()? != role {
+        return Err(ProtocolError::malformed("session export"));
+    }
+    let version = r.u16()?;
+    let suite = Suite::from_id(r.u16()?).ok_or(ProtocolError::malformed("session export"))?;
+    let id = SessionId(r.array()?);
+    Ok((version, suite, id))
+}
+
+/// A request the server opened: its plaintext and what its response must be bound to.
+pub struct OpenedRequest {
+    /// The request's sequence number.
+    pub seq: u64,
+    /// The request record's tag.
+    pub request_tag: [u8; TAG_LEN],
+    /// Whether it came in full-request mode.
+    pub full: bool,
+    /// The decrypted body (header mode) or Binary HTTP message (full mode).
+    pub plaintext: Vec<u8>,
+}
+
+impl OpenedRequest {
+    /// The handle needed to seal the response, without the plaintext.
+    pub fn expectation(&self) -> ResponseExpectation {
+        ResponseExpectation {
+            seq: self.seq,
+            request_tag: self.request_tag,
+            full: self.full,
+        }
+    }
+}
+
+/// The server side of an established session.
+pub struct ServerSession {
+    id: SessionId,
+    version: u16,
+    suite: Suite,
+    c2s: DirectionKeys,
+    s2c: DirectionKeys,
+    window: ReplayWindow,
+}
+
+impl core::fmt::Debug for ServerSession {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ServerSession")
+            .field("id", &self.id)
+            .field("suite", &self.suite)
+            .field("highest_seq", &self.window.highest())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerSession {
+    pub(crate) fn new(
+        id: SessionId,
+        version: u16,
+        suite: Suite,
+        c2s: DirectionKeys,
+        s2c: DirectionKeys,
+    ) -> Self {
+        ServerSession {
+            id,
+            version,
+            suite,
+            c2s,
+            s2c,
+            window: ReplayWindow::new(),
+        }
+    }
+
+    /// The session id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The negotiated record suite.
+    pub fn suite(&self) -> Suite {
+        self.suite
+    }
+
+    /// The negotiated protocol version.
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
+    /// The highest request sequence number accepted so far.
+    pub fn highest_seq(&self) -> Option<u64> {
+        self.window.highest()
+    }
+
+    /// Authenticates and decrypts a request record, and records its sequence number in
+    /// the replay window. A replayed, reordered-too-far, tampered or re-bound record is
+    /// refused, and the session state is unchanged by a refusal.
+    pub fn open_request(
+        &mut self,
+        binding: &RequestBinding<'_>,
+        record: &[u8],
+    ) -> Result<OpenedRequest, ProtocolError> {
+        let h = RecordHeader::parse(record)?;
+        if h.record_type != binding.record_type() {
+            return Err(ProtocolError::BadSeal);
+        }
+        self.window.check(h.seq)?;
+        let ad = request_ad(&self.id, h.seq, binding);
+        let plaintext = open_record(&mut self.c2s, h.seq, &ad, record)?;
+        self.window.mark(h.seq)?;
+        Ok(OpenedRequest {
+            seq: h.seq,
+            request_tag: record_tag(record).ok_or(ProtocolError::BadSeal)?,
+            full: matches!(binding, RequestBinding::Full),
+            plaintext,
+        })
+    }
+
+    /// Seals the response to an opened request.
+    pub fn seal_response(
+        &mut self,
+        request: &ResponseExpectation,
+        binding: &ResponseBinding<'_>,
+        body: &[u8],
+    ) -> Result<Vec<u8>, ProtocolError> {
+        let want_full = matches!(binding, ResponseBinding::Full);
+        if want_full != request.full {
+            return Err(ProtocolError::Crypto(
+                "response mode differs from request mode",
+            ));
+        }
+        let ad = response_ad(&self.id, request.seq, &request.request_tag, binding);
+        seal_record(&mut self.s2c, binding.record_type(), request.seq, &ad, body)
+    }
+
+    /// Serializes the session's secrets and replay window for sealed storage.
+    pub fn export(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(400));
+        out.extend_from_slice(EXPORT_MAGIC);
+        out.put_u8(EXPORT_FORMAT);
+        out.put_u8(ROLE_SERVER);
+        out.put_u16(self.version);
+        out.put_u16(self.suite.id());
+        out.extend_from_slice(self.id.as_bytes());
+        self.c2s.encode_into(&mut out);
+        self.s2c.encode_into(&mut out);
+        self.window.encode_into(&mut out);
+        out
+    }
+
+    /// Restores a session from [`ServerSession::export`].
+    pub fn import(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        let mut r = Reader::new(bytes, "session export");
+        let s = Self::read(&mut r)?;
+        r.finish()?;
+        Ok(s)
+    }
+
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, ProtocolError> {
+        let (version, suite, id) = read_export_head(r, ROLE_SERVER)?;
+        let c2s = DirectionKeys::read(r, suite)?;
+        let s2c = DirectionKeys::read(r, suite)?;
+        let window = ReplayWindow::read(r)?;
+        Ok(ServerSession {
+            id,
+            version,
+            suite,
+            c2s,
+            s2c,
+            window,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::record::RequestLine;
+
+    pub(crate) fn pair(suite: Suite) -> (ClientSession, ServerSession) {
+        let id = SessionId([5; 16]);
+        let k1 = AeadKey::new(suite, &[1; 32]);
+        let k2 = AeadKey::new(suite, &[2; 32]);
+        let c = ClientSession::new(
+            id,
+            1,
+            suite,
+            DirectionKeys::new(k1.clone(), [3; 12]),
+            DirectionKeys::new(k2.clone(), [4; 12]),
+        );
+        let s = ServerSession::new(
+            id,
+            1,
+            suite,
+            DirectionKeys::new(k1, [3; 12]),
+            DirectionKeys::new(k2, [4; 12]),
+        );
+        (c, s)
+    }
+
+    fn line() -> RequestBinding<'static> {
+        RequestBinding::Header(RequestLine {
+            method: "POST",
+            path: "/apiTest",
+            query: "",
+            content_type: "application/json",
+        })
+    }
+
+    const OK: ResponseBinding<'static> = ResponseBinding::Header {
+        status: 200,
+        content_type: "application/json",
+    };
+
+    #[test]
+    fn request_response_round_trip_across_rekeys() {
+        for suite in Suite::ALL {
+            let (mut c, mut s) = pair(suite);
+            // Fast-forward both sides close to an epoch boundary.
+            c.next_seq = REKEY_INTERVAL - 2;
+            for i in 0..5u8 {
+                let (rec, exp) = c.seal_request(&line(), &[i; 40]).unwrap();
+                let opened = s.open_request(&line(), &rec).unwrap();
+                assert_eq!(opened.plaintext, vec![i; 40]);
+                let resp = s.seal_response(&opened.expectation(), &OK, b"{}").unwrap();
+                assert_eq!(c.open_response(&exp, &OK, &resp).unwrap(), b"{}");
+            }
+            assert_eq!(c.c2s.epoch, 1);
+            assert_eq!(s.c2s.epoch, 1);
+        }
+    }
+
+    #[test]
+    fn previous_epoch_request_still_opens_after_rekey() {
+        let (mut c, mut s) = pair(Suite::Aes256Gcm);
+        c.next_seq = REKEY_INTERVAL - 1;
+        let (old, _) = c.seal_request(&line(), b"old").unwrap();
+        let (new, _) = c.seal_request(&line(), b"new").unwrap();
+        assert_eq!(s.open_request(&line(), &new).unwrap().plaintext, b"new");
+        assert_eq!(s.open_request(&line(), &old).unwrap().plaintext, b"old");
+    }
+
+    #[test]
+    fn forged_far_future_seq_does_not_move_the_key_schedule() {
+        let (mut c, mut s) = pair(Suite::Aes256Gcm);
+        let (mut rec, _) = c.seal_request(&line(), b"x").unwrap();
+        rec[1..9].copy_from_slice(&(REKEY_INTERVAL + 3).to_be_bytes());
+        assert!(s.open_request(&line(), &rec).is_err());
+        assert_eq!(s.c2s.epoch, 0);
+        let (rec2, _) = c.seal_request(&line(), b"y").unwrap();
+        assert!(s.open_request(&line(), &rec2).is_ok());
+    }
+
+    #[test]
+    fn exports_round_trip() {
+        let (mut c, mut s) = pair(Suite::ChaCha20Poly1305);
+        let (rec, _) = c.seal_request(&line(), b"a").unwrap();
+        s.open_request(&line(), &rec).unwrap();
+        let mut c2 = ClientSession::import(&c.export()).unwrap();
+        let mut s2 = ServerSession::import(&s.export()).unwrap();
+        assert!(
+            s2.open_request(&line(), &rec).is_err(),
+            "window survived export"
+        );
+        let (rec, exp) = c2.seal_request(&line(), b"b").unwrap();
+        let o = s2.open_request(&line(), &rec).unwrap();
+        let resp = s2.seal_response(&o.expectation(), &OK, b"r").unwrap();
+        assert_eq!(c2.open_response(&exp, &OK, &resp).unwrap(), b"r");
+        assert!(ClientSession::import(&s.export()).is_err(), "role checked");
+        let e = c.export();
+        assert!(ClientSession::import(&e[..e.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn exhausted_session_refuses_to_seal() {
+        let (mut c, _) = pair(Suite::Aes256Gcm);
+        c.next_seq = MAX_MESSAGES;
+        assert!(c.is_exhausted());
+        assert!(matches!(
+            c.seal_request(&line(), b"x"),
+            Err(ProtocolError::Exhausted)
+        ));
+    }
+}
