@@ -1,0 +1,203 @@
+//! Files, connections, migrations and crash recovery.
+
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use super::rows::{self, to_db, LIVE};
+use super::StartupReport;
+use crate::StoreError;
+
+/// How long a connection waits for another writer's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Meta key of the clean-shutdown flag: "1" after a clean shutdown, "0" while a
+/// server runs.
+pub(super) const CLEAN_SHUTDOWN: &str = "clean_shutdown";
+
+/// The ordered schema migrations; migration `i` takes `user_version` from `i` to
+/// `i + 1`. Append only: never edit a migration that has shipped.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: sessions and meta.
+    "CREATE TABLE sessions (
+        id              BLOB PRIMARY KEY NOT NULL,
+        state           TEXT NOT NULL,
+        version         INTEGER NOT NULL,
+        suite           TEXT NOT NULL,
+        client_addr     TEXT,
+        created_at_ms   INTEGER NOT NULL,
+        last_used_at_ms INTEGER NOT NULL,
+        expires_at_ms   INTEGER NOT NULL,
+        idle_timeout_ms INTEGER NOT NULL,
+        request_count   INTEGER NOT NULL,
+        sealed_secrets  BLOB NOT NULL,
+        ended_at_ms     INTEGER
+    );
+    -- sweep (live rows by state, stale matching by age) and `list --live`
+    CREATE INDEX sessions_state_created ON sessions (state, created_at_ms);
+    -- ended_since and deletion of old ended rows
+    CREATE INDEX sessions_ended ON sessions (ended_at_ms) WHERE ended_at_ms IS NOT NULL;
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY NOT NULL,
+        value TEXT NOT NULL
+    );",
+];
+
+/// Creates the database's directory (mode 0700 on unix, for directories it creates)
+/// and file (mode 0600 on unix) if missing. Existing ones are left as they are.
+pub(super) fn prepare_files(path: &Path) -> Result<(), StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder.create(dir)?;
+    }
+    create_private(path)?;
+    Ok(())
+}
+
+fn create_private(path: &Path) -> Result<File, StoreError> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    Ok(options.open(path)?)
+}
+
+/// The side file a server-mode instance holds an exclusive lock on.
+pub(super) fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".server-lock");
+    path.with_file_name(name)
+}
+
+/// Takes the exclusive server lock, or fails if another server holds it. The lock is
+/// released when the returned file is dropped (or the process dies).
+pub(super) fn acquire_server_lock(path: &Path) -> Result<File, StoreError> {
+    use fs4::fs_std::FileExt;
+    let lock_path = lock_path(path);
+    let file = create_private(&lock_path)?;
+    if file.try_lock_exclusive()? {
+        Ok(file)
+    } else {
+        Err(StoreError::AlreadyInUse(lock_path))
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    Writer,
+    Reader,
+}
+
+pub(super) fn open_connection(path: &Path, role: Role) -> Result<Connection, StoreError> {
+    let flags = match role {
+        Role::Writer => {
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        }
+        Role::Reader => OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    if role == Role::Writer {
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Database(format!(
+                "could not switch the database to WAL journal mode (got {mode:?})"
+            )));
+        }
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Freed space (old secret blobs) is overwritten with zeros in the database file.
+    conn.pragma_update(None, "secure_delete", "ON")?;
+    if role == Role::Reader {
+        conn.pragma_update(None, "query_only", "ON")?;
+    }
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+fn user_version(conn: &Connection) -> Result<u32, StoreError> {
+    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    u32::try_from(v)
+        .map_err(|_| StoreError::Database(format!("invalid schema version (user_version {v})")))
+}
+
+/// Brings the schema up to date in one transaction; refuses a newer schema.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let supported = super::SCHEMA_VERSION;
+    let check = |found: u32| {
+        if found > supported {
+            Err(StoreError::SchemaTooNew { found, supported })
+        } else {
+            Ok(found)
+        }
+    };
+    if check(user_version(conn)?)? == supported {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Re-read under the write lock: another process may have migrated meanwhile.
+    let found = check(user_version(&tx)?)?;
+    for sql in &MIGRATIONS[found as usize..] {
+        tx.execute_batch(sql)?;
+    }
+    tx.pragma_update(None, "user_version", supported)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// The crash-recovery step of a server-mode open: if the previous server did not shut
+/// down cleanly, expire every live session; then mark the database as running, synced
+/// to disk before any session can be accepted.
+pub(super) fn recover_and_mark_running(
+    conn: &mut Connection,
+    now_ms: u64,
+) -> Result<StartupReport, StoreError> {
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    let result = (|| {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let unclean = match rows::meta_get(&tx, CLEAN_SHUTDOWN)? {
+            Some(flag) => flag != "1",
+            // A brand-new database is clean. A database that has live sessions but no
+            // flag was not left by a clean shutdown of this code, so treat it as unclean.
+            None => tx.query_row(
+                &format!("SELECT EXISTS (SELECT 1 FROM sessions WHERE state IN {LIVE})"),
+                [],
+                |r| r.get::<_, bool>(0),
+            )?,
+        };
+        let expired = if unclean {
+            tx.execute(
+                &format!(
+                    "UPDATE sessions SET state = 'expired', sealed_secrets = X'', \
+                     ended_at_ms = ?1 WHERE state IN {LIVE}"
+                ),
+                [to_db(now_ms)],
+            )? as u64
+        } else {
+            0
+        };
+        rows::meta_set(&tx, CLEAN_SHUTDOWN, "0")?;
+        tx.commit()?;
+        Ok(StartupReport {
+            unclean_previous_shutdown: unclean,
+            sessions_expired_by_recovery: expired,
+        })
+    })();
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    result
+}
