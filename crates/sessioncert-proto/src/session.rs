@@ -103,7 +103,13 @@ impl DirectionKeys {
     /// forged sequence numbers cannot move the key schedule.
     fn open(&mut self, seq: u64, ad: &[u8], buf: &mut [u8]) -> Result<usize, ProtocolError> {
         let nonce = nonce_for(&self.iv, seq);
-        match self.relation(seq)? {
+        // An unauthenticated sequence number past the budget is a forgery, not a reason
+        // to tell the peer its session ran out.
+        let relation = self.relation(seq).map_err(|e| match e {
+            ProtocolError::Exhausted => ProtocolError::BadSeal,
+            e => e,
+        })?;
+        match relation {
             Epoch::Current => self.current.open_in_place(&nonce, ad, buf),
             Epoch::Previous => match &self.previous {
                 Some(k) => k.open_in_place(&nonce, ad, buf),
@@ -594,6 +600,15 @@ pub(crate) mod tests {
         assert_eq!(s.c2s.epoch, 0);
         let (rec2, _) = c.seal_request(&line(), b"y").unwrap();
         assert!(s.open_request(&line(), &rec2).is_ok());
+    }
+
+    #[test]
+    fn forged_seq_past_the_budget_is_a_bad_seal_not_an_expiry() {
+        let (mut c, mut s) = pair(Suite::Aes256Gcm);
+        let (mut rec, _) = c.seal_request(&line(), b"x").unwrap();
+        rec[1..9].copy_from_slice(&u64::MAX.to_be_bytes());
+        let e = s.open_request(&line(), &rec).unwrap_err();
+        assert_eq!(e.code(), crate::ErrorCode::Rejected, "{e:?}");
     }
 
     #[test]

@@ -1,0 +1,462 @@
+//! The server's key material on disk: identity, handshake keys, storage key.
+//!
+//! ```text
+//! DATA/identity.key        Ed25519 identity seed (0600)  — the pin derives from it
+//! DATA/handshake.keys      X25519 handshake keys, one per line, rotated under the identity (0600)
+//! DATA/storage.key         key that seals session secrets at rest (0600), unless
+//!                          SESSIONCERT_STORAGE_KEY is set; never inside the database
+//! DATA/sessions.db         SQLite sessions (sessioncert-store)
+//! ```
+
+use crate::ServerError;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use sessioncert_proto::config::{PublishedKey, HS_NOISE_NK_25519_AESGCM_SHA256, VERSION_1};
+use sessioncert_proto::{HandshakeKeyPair, IdentityKey, KeyConfig, Pin, SignedKeyConfig, Suite};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// File name of the identity key inside a data directory.
+pub const IDENTITY_FILE: &str = "identity.key";
+/// File name of the handshake keys inside a data directory.
+pub const HANDSHAKE_FILE: &str = "handshake.keys";
+/// File name of the storage key inside a data directory.
+pub const STORAGE_KEY_FILE: &str = "storage.key";
+/// File name of the SQLite database inside a data directory.
+pub const DATABASE_FILE: &str = "sessions.db";
+/// Environment variable that, when set, supplies the storage key (base64url, 32 bytes).
+pub const STORAGE_KEY_ENV: &str = "SESSIONCERT_STORAGE_KEY";
+
+const IDENTITY_HEADER: &str = "sessioncert identity v1";
+const HANDSHAKE_HEADER: &str = "sessioncert handshake keys v1";
+const STORAGE_HEADER: &str = "sessioncert storage key v1";
+
+/// How long a new handshake key is valid.
+pub const HANDSHAKE_KEY_LIFETIME_MS: u64 = 30 * 24 * 3600 * 1000;
+/// A new handshake key is made when the newest one has less than this left.
+pub const HANDSHAKE_KEY_RENEW_BEFORE_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// Writes `contents` to `path` with mode 0600, atomically (temporary file + rename).
+pub fn write_secret_file(path: &Path, contents: &[u8]) -> Result<(), ServerError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| ServerError::io(dir, e))?;
+    let tmp = path.with_extension("tmp");
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp).map_err(|e| ServerError::io(&tmp, e))?;
+    f.write_all(contents)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| ServerError::io(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| ServerError::io(path, e))
+}
+
+fn read_text(path: &Path) -> Result<Zeroizing<String>, ServerError> {
+    fs::read_to_string(path)
+        .map(Zeroizing::new)
+        .map_err(|e| ServerError::io(path, e))
+}
+
+fn decode_32(s: &str, path: &Path) -> Result<Zeroizing<[u8; 32]>, ServerError> {
+    let v = Zeroizing::new(
+        URL_SAFE_NO_PAD
+            .decode(s.trim())
+            .map_err(|_| ServerError::KeyFile(path.to_owned(), "not base64url"))?,
+    );
+    let a: [u8; 32] = v
+        .as_slice()
+        .try_into()
+        .map_err(|_| ServerError::KeyFile(path.to_owned(), "not 32 bytes"))?;
+    Ok(Zeroizing::new(a))
+}
+
+/// Creates a new identity in `dir`. Refuses to overwrite an existing one.
+pub fn create_identity(dir: &Path) -> Result<IdentityKey, ServerError> {
+    let path = dir.join(IDENTITY_FILE);
+    if path.exists() {
+        return Err(ServerError::KeyFile(
+            path,
+            "already exists; refusing to overwrite",
+        ));
+    }
+    let id = IdentityKey::generate()?;
+    let text = Zeroizing::new(format!(
+        "{IDENTITY_HEADER}\n{}\n",
+        URL_SAFE_NO_PAD.encode(id.to_seed().as_ref())
+    ));
+    write_secret_file(&path, text.as_bytes())?;
+    Ok(id)
+}
+
+/// Loads the identity of `dir`.
+pub fn load_identity(dir: &Path) -> Result<IdentityKey, ServerError> {
+    let path = dir.join(IDENTITY_FILE);
+    let text = read_text(&path)?;
+    let mut lines = text.lines();
+    if lines.next() != Some(IDENTITY_HEADER) {
+        return Err(ServerError::KeyFile(
+            path,
+            "not a sessioncert identity file",
+        ));
+    }
+    let seed = decode_32(lines.next().unwrap_or(""), &path)?;
+    Ok(IdentityKey::from_seed(&seed))
+}
+
+/// The pin of the identity in `dir`.
+pub fn fingerprint(dir: &Path) -> Result<Pin, ServerError> {
+    Ok(load_identity(dir)?.pin())
+}
+
+/// All key material a server needs, loaded from (or created in) a data directory.
+pub struct ServerKeys {
+    identity: IdentityKey,
+    handshake: Vec<HandshakeKeyPair>,
+    storage: StorageKey,
+}
+
+impl std::fmt::Debug for ServerKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerKeys")
+            .field("pin", &self.identity.pin().to_string())
+            .field("handshake", &self.handshake)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerKeys {
+    /// Keys held only in memory (tests, embedded use).
+    pub fn ephemeral(now_ms: u64) -> Result<Self, ServerError> {
+        Ok(ServerKeys {
+            identity: IdentityKey::generate()?,
+            handshake: vec![HandshakeKeyPair::generate(
+                1,
+                now_ms.saturating_sub(60_000),
+                now_ms + HANDSHAKE_KEY_LIFETIME_MS,
+            )?],
+            storage: StorageKey::generate()?,
+        })
+    }
+
+    /// Builds from parts.
+    pub fn from_parts(
+        identity: IdentityKey,
+        handshake: Vec<HandshakeKeyPair>,
+        storage: StorageKey,
+    ) -> Self {
+        ServerKeys {
+            identity,
+            handshake,
+            storage,
+        }
+    }
+
+    /// Opens `dir`, creating the identity, handshake key and storage key on first use, and
+    /// rotating the handshake key when the newest one nears its end (old ones stay until
+    /// they expire, so clients holding an older configuration keep working).
+    /// Returns the keys and whether a new identity was created.
+    pub fn open_or_create(dir: &Path, now_ms: u64) -> Result<(Self, bool), ServerError> {
+        fs::create_dir_all(dir).map_err(|e| ServerError::io(dir, e))?;
+        let created = !dir.join(IDENTITY_FILE).exists();
+        let identity = if created {
+            create_identity(dir)?
+        } else {
+            load_identity(dir)?
+        };
+        let handshake = load_or_rotate_handshake_keys(dir, now_ms)?;
+        let storage = StorageKey::load_or_create(dir)?;
+        Ok((
+            ServerKeys {
+                identity,
+                handshake,
+                storage,
+            },
+            created,
+        ))
+    }
+
+    /// The identity's pin.
+    pub fn pin(&self) -> Pin {
+        self.identity.pin()
+    }
+
+    /// The handshake keys.
+    pub fn handshake_keys(&self) -> &[HandshakeKeyPair] {
+        &self.handshake
+    }
+
+    /// The storage key.
+    pub fn storage_key(&self) -> &StorageKey {
+        &self.storage
+    }
+
+    /// Signs a fresh key configuration listing every handshake key still valid.
+    pub fn signed_config(
+        &self,
+        suites: &[Suite],
+        now_ms: u64,
+    ) -> Result<SignedKeyConfig, ServerError> {
+        let cfg = KeyConfig {
+            identity: self.identity.pin(),
+            issued_at_ms: now_ms,
+            versions: vec![VERSION_1],
+            record_suites: suites.iter().map(|s| s.id()).collect(),
+            keys: self
+                .handshake
+                .iter()
+                .filter(|k| k.not_after_ms >= now_ms)
+                .map(|k| PublishedKey {
+                    key_id: k.key_id,
+                    hs_suite: HS_NOISE_NK_25519_AESGCM_SHA256,
+                    public: k.public().to_vec(),
+                    not_before_ms: k.not_before_ms,
+                    not_after_ms: k.not_after_ms,
+                })
+                .collect(),
+        };
+        Ok(cfg.sign(&self.identity)?)
+    }
+}
+
+fn load_or_rotate_handshake_keys(
+    dir: &Path,
+    now_ms: u64,
+) -> Result<Vec<HandshakeKeyPair>, ServerError> {
+    let path = dir.join(HANDSHAKE_FILE);
+    let mut keys = Vec::new();
+    if path.exists() {
+        let text = read_text(&path)?;
+        let mut lines = text.lines();
+        if lines.next() != Some(HANDSHAKE_HEADER) {
+            return Err(ServerError::KeyFile(
+                path,
+                "not a sessioncert handshake key file",
+            ));
+        }
+        for line in lines.filter(|l| !l.trim().is_empty()) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let bad = || ServerError::KeyFile(path.clone(), "bad handshake key line");
+            if f.len() != 4 {
+                return Err(bad());
+            }
+            let id: u8 = f[0].parse().map_err(|_| bad())?;
+            let nb: u64 = f[1].parse().map_err(|_| bad())?;
+            let na: u64 = f[2].parse().map_err(|_| bad())?;
+            let secret = decode_32(f[3], &path)?;
+            keys.push(HandshakeKeyPair::from_secret(id, &secret, nb, na)?);
+        }
+    }
+    let before = keys.len();
+    keys.retain(|k| k.not_after_ms >= now_ms);
+    let newest_end = keys.iter().map(|k| k.not_after_ms).max().unwrap_or(0);
+    let rotated = newest_end < now_ms + HANDSHAKE_KEY_RENEW_BEFORE_MS;
+    if rotated {
+        let next_id = keys
+            .iter()
+            .map(|k| k.key_id)
+            .max()
+            .map_or(1, |m| m.wrapping_add(1));
+        // Start slightly in the past to tolerate small clock differences with clients.
+        keys.push(HandshakeKeyPair::generate(
+            next_id,
+            now_ms.saturating_sub(5 * 60_000),
+            now_ms + HANDSHAKE_KEY_LIFETIME_MS,
+        )?);
+    }
+    if rotated || keys.len() != before {
+        let mut text = Zeroizing::new(format!("{HANDSHAKE_HEADER}\n"));
+        for k in &keys {
+            text.push_str(&format!(
+                "{} {} {} {}\n",
+                k.key_id,
+                k.not_before_ms,
+                k.not_after_ms,
+                URL_SAFE_NO_PAD.encode(k.secret())
+            ));
+        }
+        write_secret_file(&path, text.as_bytes())?;
+    }
+    Ok(keys)
+}
+
+/// The key that seals session secrets before they reach the store.
+///
+/// XChaCha20-Poly1305 with a random 192-bit nonce per seal: sessions are re-sealed on
+/// every write-behind flush, far more often than a 96-bit random nonce tolerates. The
+/// session id is the associated data, so a sealed blob cannot be moved to another row.
+pub struct StorageKey(Zeroizing<[u8; 32]>);
+
+const AT_REST_AD: &[u8] = b"sessioncert/1 at rest";
+
+impl StorageKey {
+    /// A random key.
+    pub fn generate() -> Result<Self, ServerError> {
+        let mut k = Zeroizing::new([0u8; 32]);
+        sessioncert_proto::crypto::fill_random(k.as_mut())?;
+        Ok(StorageKey(k))
+    }
+
+    /// From the environment variable if set, else from `dir/storage.key`, created if missing.
+    pub fn load_or_create(dir: &Path) -> Result<Self, ServerError> {
+        if let Ok(v) = std::env::var(STORAGE_KEY_ENV) {
+            let v = Zeroizing::new(v);
+            return Ok(StorageKey(decode_32(&v, Path::new(STORAGE_KEY_ENV))?));
+        }
+        let path: PathBuf = dir.join(STORAGE_KEY_FILE);
+        if path.exists() {
+            let text = read_text(&path)?;
+            let mut lines = text.lines();
+            if lines.next() != Some(STORAGE_HEADER) {
+                return Err(ServerError::KeyFile(
+                    path,
+                    "not a sessioncert storage key file",
+                ));
+            }
+            return Ok(StorageKey(decode_32(lines.next().unwrap_or(""), &path)?));
+        }
+        let k = Self::generate()?;
+        let text = Zeroizing::new(format!(
+            "{STORAGE_HEADER}\n{}\n",
+            URL_SAFE_NO_PAD.encode(k.0.as_ref())
+        ));
+        write_secret_file(&path, text.as_bytes())?;
+        Ok(k)
+    }
+
+    fn ad(id: &sessioncert_proto::SessionId) -> Vec<u8> {
+        let mut ad = AT_REST_AD.to_vec();
+        ad.extend_from_slice(id.as_bytes());
+        ad
+    }
+
+    /// `nonce (24) || ciphertext || tag`.
+    pub fn seal(
+        &self,
+        id: &sessioncert_proto::SessionId,
+        secrets: &[u8],
+    ) -> Result<Vec<u8>, ServerError> {
+        use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+        use chacha20poly1305::XChaCha20Poly1305;
+        let cipher = XChaCha20Poly1305::new(self.0.as_ref().into());
+        let mut nonce = [0u8; 24];
+        sessioncert_proto::crypto::fill_random(&mut nonce)?;
+        let ct = cipher
+            .encrypt(
+                (&nonce).into(),
+                Payload {
+                    msg: secrets,
+                    aad: &Self::ad(id),
+                },
+            )
+            .map_err(|_| ServerError::AtRest)?;
+        let mut out = Vec::with_capacity(24 + ct.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    /// Opens what [`StorageKey::seal`] made for the same session id.
+    pub fn open(
+        &self,
+        id: &sessioncert_proto::SessionId,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, ServerError> {
+        use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+        use chacha20poly1305::XChaCha20Poly1305;
+        if sealed.len() < 24 + 16 {
+            return Err(ServerError::AtRest);
+        }
+        let cipher = XChaCha20Poly1305::new(self.0.as_ref().into());
+        let (nonce, ct) = sealed.split_at(24);
+        cipher
+            .decrypt(
+                nonce.into(),
+                Payload {
+                    msg: ct,
+                    aad: &Self::ad(id),
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| ServerError::AtRest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sessioncert_proto::{SessionId, Trust};
+
+    #[test]
+    fn data_dir_is_created_once_and_reloads_the_same_identity() {
+        let d = tempfile::tempdir().unwrap();
+        let (k1, created) = ServerKeys::open_or_create(d.path(), 1_000_000).unwrap();
+        assert!(created);
+        let (k2, created) = ServerKeys::open_or_create(d.path(), 1_000_000).unwrap();
+        assert!(!created);
+        assert_eq!(k1.pin(), k2.pin());
+        assert_eq!(
+            k1.handshake_keys()[0].public(),
+            k2.handshake_keys()[0].public()
+        );
+        assert_eq!(fingerprint(d.path()).unwrap(), k1.pin());
+        #[cfg(unix)]
+        for f in [IDENTITY_FILE, HANDSHAKE_FILE, STORAGE_KEY_FILE] {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(d.path().join(f)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}");
+        }
+        assert!(
+            create_identity(d.path()).is_err(),
+            "never overwrites an identity"
+        );
+    }
+
+    #[test]
+    fn handshake_key_rotates_under_the_same_identity() {
+        let d = tempfile::tempdir().unwrap();
+        let t0 = 1_000_000;
+        let (k1, _) = ServerKeys::open_or_create(d.path(), t0).unwrap();
+        let later = t0 + HANDSHAKE_KEY_LIFETIME_MS - HANDSHAKE_KEY_RENEW_BEFORE_MS + 1;
+        let (k2, _) = ServerKeys::open_or_create(d.path(), later).unwrap();
+        assert_eq!(
+            k2.handshake_keys().len(),
+            2,
+            "old key kept until it expires"
+        );
+        let cfg = k2.signed_config(&Suite::ALL, later).unwrap();
+        let parsed = cfg.verify(Trust::Pin(k1.pin()), later).unwrap();
+        assert_eq!(parsed.current_key(later).unwrap().key_id, 2);
+        let (k3, _) =
+            ServerKeys::open_or_create(d.path(), t0 + HANDSHAKE_KEY_LIFETIME_MS + 1).unwrap();
+        assert_eq!(k3.handshake_keys().len(), 1, "expired key dropped");
+    }
+
+    #[test]
+    fn at_rest_seal_binds_the_session_id() {
+        let k = StorageKey::generate().unwrap();
+        let a = SessionId([1; 16]);
+        let b = SessionId([2; 16]);
+        let sealed = k.seal(&a, b"secret keys").unwrap();
+        assert_eq!(k.open(&a, &sealed).unwrap().as_slice(), b"secret keys");
+        assert!(k.open(&b, &sealed).is_err());
+        let mut t = sealed.clone();
+        t[30] ^= 1;
+        assert!(k.open(&a, &t).is_err());
+        assert!(StorageKey::generate().unwrap().open(&a, &sealed).is_err());
+        assert!(k.open(&a, &sealed[..10]).is_err());
+    }
+
+    #[test]
+    fn corrupt_key_files_are_clear_errors() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join(IDENTITY_FILE), "garbage").unwrap();
+        let e = load_identity(d.path()).unwrap_err().to_string();
+        assert!(e.contains("identity"), "{e}");
+    }
+}

@@ -1,0 +1,149 @@
+//! sessioncert for axum servers.
+//!
+//! ```no_run
+//! use axum::{routing::post, Router};
+//! use sessioncert_server::{SessionCert, ServerKeys};
+//! use std::sync::Arc;
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let (keys, _) = ServerKeys::open_or_create("./data".as_ref(), sessioncert_server::now_ms())?;
+//! let (store, _) = sessioncert_store::SqliteStore::open("./data/sessions.db".as_ref(),
+//!     sessioncert_store::OpenMode::Server)?;
+//! let sc = SessionCert::builder(Arc::new(keys), Arc::new(store)).build()?;
+//! let sealed = Router::new().route("/echo", post(|b: String| async move { b }));
+//! let app = sc.router(sealed).route("/health", axum::routing::get(|| async { "ok" }));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await?;
+//! sc.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! [`SessionCert::router`] adds the protocol endpoints under `/.well-known/sessioncert/`,
+//! wraps the given routes in [`SealLayer`] (header mode) and serves the same routes in
+//! full-request mode. Routes merged outside stay plain.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod error;
+pub mod keys;
+pub mod limits;
+mod routes;
+pub mod seal;
+pub mod sessions;
+
+pub use error::{Refusal, ServerError};
+pub use keys::{ServerKeys, StorageKey};
+pub use limits::Limits;
+pub use seal::{SealLayer, SealedContext};
+pub use sessioncert_proto::ServerPolicy;
+pub use sessions::{now_ms, SessionManager, Timing};
+
+use axum::routing::{get, post};
+use axum::Router;
+use sessioncert_proto::wire;
+use sessioncert_store::SessionStore;
+use std::sync::Arc;
+
+/// Builds a [`SessionCert`].
+pub struct SessionCertBuilder {
+    keys: Arc<ServerKeys>,
+    store: Arc<dyn SessionStore>,
+    policy: ServerPolicy,
+    limits: Limits,
+    timing: Timing,
+}
+
+impl SessionCertBuilder {
+    /// Session policy (suites, lifetime, idle timeout).
+    pub fn policy(mut self, policy: ServerPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Abuse limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Background timing.
+    pub fn timing(mut self, timing: Timing) -> Self {
+        self.timing = timing;
+        self
+    }
+
+    /// Builds and starts background maintenance (needs a tokio runtime).
+    pub fn build(self) -> Result<SessionCert, ServerError> {
+        let manager = Arc::new(SessionManager::new(
+            self.keys,
+            self.store,
+            self.policy,
+            self.limits,
+            self.timing,
+        )?);
+        let maintenance = manager.spawn_maintenance();
+        Ok(SessionCert {
+            manager,
+            maintenance: Arc::new(maintenance),
+        })
+    }
+}
+
+/// The sessioncert server: endpoints, layer and session table.
+#[derive(Clone)]
+pub struct SessionCert {
+    manager: Arc<SessionManager>,
+    maintenance: Arc<tokio::task::JoinHandle<()>>,
+}
+
+impl SessionCert {
+    /// Starts building with keys and a store.
+    pub fn builder(keys: Arc<ServerKeys>, store: Arc<dyn SessionStore>) -> SessionCertBuilder {
+        SessionCertBuilder {
+            keys,
+            store,
+            policy: ServerPolicy::default(),
+            limits: Limits::default(),
+            timing: Timing::default(),
+        }
+    }
+
+    /// The session table.
+    pub fn manager(&self) -> &Arc<SessionManager> {
+        &self.manager
+    }
+
+    /// A header-mode sealing layer for any service.
+    pub fn layer(&self) -> SealLayer {
+        SealLayer::new(self.manager.clone())
+    }
+
+    /// The protocol endpoints only.
+    pub fn protocol_routes(&self) -> Router {
+        Router::new()
+            .route(wire::CONFIG_PATH, get(routes::get_config))
+            .route(wire::HANDSHAKE_PATH, post(routes::post_handshake))
+            .route(wire::CONFIRM_PATH, post(routes::post_confirm))
+            .route(wire::CLOSE_PATH, post(routes::post_close))
+            .with_state(self.manager.clone())
+    }
+
+    /// Protocol endpoints + `sealed` in header mode + `sealed` in full-request mode.
+    pub fn router(&self, sealed: Router) -> Router {
+        let full = Router::new()
+            .route(wire::FULL_PATH, post(routes::post_full))
+            .with_state(routes::FullState {
+                manager: self.manager.clone(),
+                sealed: sealed.clone(),
+            });
+        self.protocol_routes()
+            .merge(full)
+            .merge(sealed.layer(self.layer()))
+    }
+
+    /// Persists every session and records a clean shutdown. Call after the HTTP server
+    /// stopped accepting requests.
+    pub async fn shutdown(&self) -> Result<(), ServerError> {
+        self.maintenance.abort();
+        self.manager.shutdown().await
+    }
+}

@@ -1,0 +1,104 @@
+//! Abuse limits: body size, handshake rate and live sessions per client address.
+
+use dashmap::DashMap;
+use std::net::IpAddr;
+use std::time::Instant;
+
+/// Limits applied to peers. Every refusal carries a clear error code.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest sealed request body accepted (413 above).
+    pub max_body_bytes: usize,
+    /// Sustained handshakes per second per client address (429 above).
+    pub handshakes_per_sec: f64,
+    /// Burst of handshakes per client address.
+    pub handshake_burst: f64,
+    /// Live sessions per client address (429 above).
+    pub max_sessions_per_addr: u32,
+    /// Sessions waiting for key confirmation, server-wide (429 above): bounds the memory
+    /// a flood of unconfirmed handshakes can take.
+    pub max_pending_sessions: usize,
+    /// Do not rate-limit loopback peers (local benchmarks, sidecars). Turn off when a
+    /// local reverse proxy forwards internet traffic.
+    pub exempt_loopback: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 4 * 1024 * 1024,
+            handshakes_per_sec: 20.0,
+            handshake_burst: 60.0,
+            max_sessions_per_addr: 256,
+            max_pending_sessions: 100_000,
+            exempt_loopback: false,
+        }
+    }
+}
+
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// Per-address token buckets for handshakes.
+#[derive(Default)]
+pub(crate) struct HandshakeRate {
+    buckets: DashMap<IpAddr, Bucket>,
+}
+
+impl HandshakeRate {
+    /// Takes one token for `addr`; `Err(seconds to wait)` when empty.
+    pub(crate) fn take(&self, addr: IpAddr, limits: &Limits) -> Result<(), u64> {
+        let now = Instant::now();
+        let mut b = self.buckets.entry(addr).or_insert(Bucket {
+            tokens: limits.handshake_burst,
+            last: now,
+        });
+        let elapsed = now.duration_since(b.last).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * limits.handshakes_per_sec).min(limits.handshake_burst);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = (1.0 - b.tokens) / limits.handshakes_per_sec.max(1e-9);
+            Err(wait.ceil().max(1.0) as u64)
+        }
+    }
+
+    /// Drops buckets that have refilled completely (they carry no state).
+    pub(crate) fn prune(&self, limits: &Limits) {
+        let full_after = limits.handshake_burst / limits.handshakes_per_sec.max(1e-9);
+        self.buckets
+            .retain(|_, b| b.last.elapsed().as_secs_f64() < full_after);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_burst_then_refuses() {
+        let l = Limits {
+            handshakes_per_sec: 1.0,
+            handshake_burst: 3.0,
+            ..Limits::default()
+        };
+        let r = HandshakeRate::default();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        for _ in 0..3 {
+            assert!(r.take(a, &l).is_ok());
+        }
+        assert!(r.take(a, &l).unwrap_err() >= 1);
+        assert!(r.take(b, &l).is_ok(), "other addresses unaffected");
+        assert_eq!(r.len(), 2);
+    }
+}

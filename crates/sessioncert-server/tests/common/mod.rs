@@ -1,0 +1,267 @@
+//! A real server on 127.0.0.1 and a raw protocol client for tests that need to reach
+//! inside the messages (flip bytes, replay, reorder).
+#![allow(dead_code)]
+
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use sessioncert_proto::record::RequestLine;
+use sessioncert_proto::wire::*;
+use sessioncert_proto::{
+    ClientHandshake, ClientOffer, ClientSession, KeyConfig, Pin, RequestBinding, ResponseBinding,
+    ResponseExpectation, SignedKeyConfig, Trust,
+};
+use sessioncert_server::{now_ms, Limits, ServerKeys, SessionCert, Timing};
+use sessioncert_store::SessionStore;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub async fn echo(body: Bytes) -> Json<serde_json::Value> {
+    let data = serde_json::from_slice::<serde_json::Value>(&body)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into()));
+    Json(serde_json::json!({"status": true, "message": "ok", "requestData": data}))
+}
+
+pub fn sealed_routes() -> Router {
+    Router::new().route("/apiTest", post(echo)).route(
+        "/status/{code}",
+        get(
+            |axum::extract::Path(c): axum::extract::Path<u16>| async move {
+                (http::StatusCode::from_u16(c).unwrap(), "status body")
+            },
+        ),
+    )
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub sc: SessionCert,
+    pub pin: Pin,
+    task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    pub async fn start(keys: ServerKeys, store: Arc<dyn SessionStore>, limits: Limits) -> Self {
+        Self::start_with(keys, store, limits, Timing::default(), Default::default()).await
+    }
+
+    pub async fn start_with(
+        keys: ServerKeys,
+        store: Arc<dyn SessionStore>,
+        limits: Limits,
+        timing: Timing,
+        policy: sessioncert_proto::ServerPolicy,
+    ) -> Self {
+        let pin = keys.pin();
+        let sc = SessionCert::builder(Arc::new(keys), store)
+            .limits(limits)
+            .timing(timing)
+            .policy(policy)
+            .build()
+            .unwrap();
+        let app = sc
+            .router(sealed_routes())
+            .route("/plain/apiTest", post(echo));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        TestServer {
+            base: format!("http://{addr}"),
+            sc,
+            pin,
+            task,
+            stop: Some(tx),
+        }
+    }
+
+    /// Stops accepting, then persists sessions and records a clean shutdown.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
+        self.sc.shutdown().await.unwrap();
+    }
+}
+
+pub fn generous() -> Limits {
+    Limits {
+        handshakes_per_sec: 1e6,
+        handshake_burst: 1e6,
+        max_sessions_per_addr: 1_000_000,
+        ..Limits::default()
+    }
+}
+
+/// A sealed request as it would go on the wire.
+pub struct Sealed {
+    pub method: http::Method,
+    pub path: String,
+    pub query: String,
+    pub content_type: String,
+    pub record: Vec<u8>,
+    pub expect: ResponseExpectation,
+}
+
+/// A protocol-level client on reqwest, for tests that tamper with messages.
+pub struct RawClient {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub config: KeyConfig,
+    pub session: ClientSession,
+}
+
+impl RawClient {
+    pub async fn fetch_config(http: &reqwest::Client, base: &str, pin: Pin) -> KeyConfig {
+        let b = http
+            .get(format!("{base}{CONFIG_PATH}"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        SignedKeyConfig::decode(&b)
+            .unwrap()
+            .verify(Trust::Pin(pin), now_ms())
+            .unwrap()
+    }
+
+    pub async fn connect(base: &str, pin: Pin) -> Self {
+        Self::connect_with(base, pin, ClientOffer::default()).await
+    }
+
+    pub async fn connect_with(base: &str, pin: Pin, offer: ClientOffer) -> Self {
+        let http = reqwest::Client::new();
+        let config = Self::fetch_config(&http, base, pin).await;
+        let (hs, hello) = ClientHandshake::start(&config, offer, now_ms()).unwrap();
+        let r = http
+            .post(format!("{base}{HANDSHAKE_PATH}"))
+            .body(hello)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let (uc, _) = hs.read_server_hello(&r.bytes().await.unwrap()).unwrap();
+        let r = http
+            .post(format!("{base}{CONFIRM_PATH}"))
+            .header(SESSION_HEADER, uc.id().to_string())
+            .body(uc.client_finished().to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        RawClient {
+            http,
+            base: base.to_owned(),
+            config,
+            session: uc.confirmed(),
+        }
+    }
+
+    pub fn seal(&mut self, method: &str, path_query: &str, ct: &str, body: &[u8]) -> Sealed {
+        let (path, query) = path_query.split_once('?').unwrap_or((path_query, ""));
+        let (record, expect) = self
+            .session
+            .seal_request(
+                &RequestBinding::Header(RequestLine {
+                    method,
+                    path,
+                    query,
+                    content_type: ct,
+                }),
+                body,
+            )
+            .unwrap();
+        Sealed {
+            method: method.parse().unwrap(),
+            path: path.into(),
+            query: query.into(),
+            content_type: ct.into(),
+            record,
+            expect,
+        }
+    }
+
+    /// Sends a sealed request exactly as given (possibly tampered).
+    pub async fn send_raw(&self, s: &Sealed) -> reqwest::Response {
+        let url = if s.query.is_empty() {
+            format!("{}{}", self.base, s.path)
+        } else {
+            format!("{}{}?{}", self.base, s.path, s.query)
+        };
+        let mut rb = self
+            .http
+            .request(s.method.clone(), url)
+            .header(SESSION_HEADER, self.session.id().to_string())
+            .header("content-type", SEALED_CONTENT_TYPE)
+            .body(s.record.clone());
+        if !s.content_type.is_empty() {
+            rb = rb.header(CONTENT_TYPE_HEADER, s.content_type.as_str());
+        }
+        rb.send().await.unwrap()
+    }
+
+    /// Opens a response to `s`.
+    pub async fn open(
+        &mut self,
+        s: &Sealed,
+        r: reqwest::Response,
+    ) -> Result<(u16, Vec<u8>), String> {
+        let status = r.status().as_u16();
+        if let Some(code) = r.headers().get(ERROR_HEADER) {
+            return Err(format!("{status} {}", code.to_str().unwrap()));
+        }
+        let ct = r
+            .headers()
+            .get(CONTENT_TYPE_HEADER)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = r.bytes().await.unwrap();
+        self.session
+            .open_response(
+                &s.expect,
+                &ResponseBinding::Header {
+                    status,
+                    content_type: &ct,
+                },
+                &body,
+            )
+            .map(|b| (status, b))
+            .map_err(|e| format!("open failed: {e}"))
+    }
+
+    pub async fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>), String> {
+        let s = self.seal(method, path, "application/json", body);
+        let r = self.send_raw(&s).await;
+        self.open(&s, r).await
+    }
+}
+
+pub async fn error_code(r: reqwest::Response) -> (u16, String) {
+    let status = r.status().as_u16();
+    let code = r
+        .headers()
+        .get(ERROR_HEADER)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, code)
+}
