@@ -49,6 +49,10 @@ pub mod wire {
     pub const SESSION_HEADER: &str = "sessioncert-id";
     /// Header carrying the inner (sealed) content type in header mode.
     pub const CONTENT_TYPE_HEADER: &str = "sessioncert-content-type";
+    /// Header carrying the real status in header mode when that status forbids a body
+    /// (204, 205, 304): the sealed response then goes out as 200 with this header, and the
+    /// real status is what the seal binds.
+    pub const STATUS_HEADER: &str = "sessioncert-status";
     /// Header carrying an error code on a refusal.
     pub const ERROR_HEADER: &str = "sessioncert-error";
     /// Content type of sealed bodies.

@@ -374,6 +374,17 @@ pub struct OpenedRequest {
     pub plaintext: Vec<u8>,
 }
 
+impl core::fmt::Debug for OpenedRequest {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // The plaintext may be sensitive: show only its length.
+        f.debug_struct("OpenedRequest")
+            .field("seq", &self.seq)
+            .field("full", &self.full)
+            .field("plaintext_len", &self.plaintext.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl OpenedRequest {
     /// The handle needed to seal the response, without the plaintext.
     pub fn expectation(&self) -> ResponseExpectation {

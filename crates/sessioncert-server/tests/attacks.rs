@@ -186,7 +186,8 @@ async fn response_of_one_request_does_not_open_as_another() {
 async fn request_line_and_content_type_are_bound() {
     let srv = server().await;
     let mut c = RawClient::connect(&srv.base, srv.pin).await;
-    let cases: [(&str, fn(&mut Sealed)); 4] = [
+    type Tamper = fn(&mut Sealed);
+    let cases: [(&str, Tamper); 4] = [
         ("method", |s| s.method = http::Method::PUT),
         ("path", |s| s.path = "/status/200".into()),
         ("query", |s| s.query = "admin=1".into()),

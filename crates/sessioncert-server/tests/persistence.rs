@@ -36,9 +36,18 @@ async fn sessions_survive_a_clean_restart() {
     let srv = start(d.path()).await;
     c.base = srv.base.clone();
     c.http = reqwest::Client::new();
-    assert_eq!(c.call("POST", "/apiTest", b"{\"after\":1}").await.unwrap().0, 200);
+    assert_eq!(
+        c.call("POST", "/apiTest", b"{\"after\":1}")
+            .await
+            .unwrap()
+            .0,
+        200
+    );
     // The replay window was persisted too: the old request is still refused.
-    assert_eq!(error_code(c.send_raw(&replay).await).await, (400, "rejected".into()));
+    assert_eq!(
+        error_code(c.send_raw(&replay).await).await,
+        (400, "rejected".into())
+    );
     srv.sc.manager().flush_dirty().await;
     let listed = srv.sc.manager().store().list(true).await.unwrap();
     assert_eq!(listed.len(), 1);
@@ -60,7 +69,9 @@ async fn sessions_do_not_survive_an_unclean_stop() {
     let (store, report) = loop {
         match SqliteStore::open(&d.path().join(DATABASE_FILE), OpenMode::Server) {
             Ok(x) => break x,
-            Err(sessioncert_store::StoreError::AlreadyInUse(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(sessioncert_store::StoreError::AlreadyInUse(_)) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
             Err(e) => panic!("{e}"),
         }
     };
@@ -71,15 +82,28 @@ async fn sessions_do_not_survive_an_unclean_stop() {
     c.base = srv.base.clone();
     c.http = reqwest::Client::new();
     let s = c.seal("POST", "/apiTest", "application/json", b"{}");
-    assert_eq!(error_code(c.send_raw(&s).await).await, (401, "session_expired".into()));
+    assert_eq!(
+        error_code(c.send_raw(&s).await).await,
+        (401, "session_expired".into())
+    );
 }
 
 #[tokio::test]
 async fn operator_close_from_another_process_takes_effect() {
     let d = tempfile::tempdir().unwrap();
     let (keys, _) = ServerKeys::open_or_create(d.path(), now_ms()).unwrap();
-    let timing = Timing { poll_interval: Duration::from_millis(100), ..Timing::default() };
-    let srv = TestServer::start_with(keys, open_store(d.path()), generous(), timing, Default::default()).await;
+    let timing = Timing {
+        poll_interval: Duration::from_millis(100),
+        ..Timing::default()
+    };
+    let srv = TestServer::start_with(
+        keys,
+        open_store(d.path()),
+        generous(),
+        timing,
+        Default::default(),
+    )
+    .await;
     let mut c = RawClient::connect(&srv.base, srv.pin).await;
     assert_eq!(c.call("POST", "/apiTest", b"{}").await.unwrap().0, 200);
     srv.sc.manager().store().flush().await.unwrap();
@@ -90,7 +114,10 @@ async fn operator_close_from_another_process_takes_effect() {
     assert!(admin.close(&c.session.id(), now_ms()).await.unwrap());
     tokio::time::sleep(Duration::from_millis(400)).await;
     let s = c.seal("POST", "/apiTest", "application/json", b"{}");
-    assert_eq!(error_code(c.send_raw(&s).await).await, (401, "session_closed".into()));
+    assert_eq!(
+        error_code(c.send_raw(&s).await).await,
+        (401, "session_closed".into())
+    );
 }
 
 #[derive(Clone, Default)]
@@ -116,8 +143,12 @@ fn encodings(secret: &[u8]) -> Vec<Vec<u8>> {
     vec![
         secret.to_vec(),
         hex::encode(secret).into_bytes(),
-        base64::engine::general_purpose::STANDARD.encode(secret).into_bytes(),
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret).into_bytes(),
+        base64::engine::general_purpose::STANDARD
+            .encode(secret)
+            .into_bytes(),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(secret)
+            .into_bytes(),
         format!("{secret:?}").into_bytes(),
     ]
 }
@@ -136,7 +167,9 @@ async fn no_session_key_in_the_database_file_or_the_logs() {
     let srv = start(d.path()).await;
     let mut c = RawClient::connect(&srv.base, srv.pin).await;
     for i in 0..5 {
-        c.call("POST", "/apiTest", format!("{{\"i\":{i}}}").as_bytes()).await.unwrap();
+        c.call("POST", "/apiTest", format!("{{\"i\":{i}}}").as_bytes())
+            .await
+            .unwrap();
     }
     // Also provoke the refusal paths, which log.
     let s = c.seal("POST", "/apiTest", "application/json", b"{}");
@@ -155,23 +188,38 @@ async fn no_session_key_in_the_database_file_or_the_logs() {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(d.path()).unwrap() {
         let p = entry.unwrap().path();
-        if p.file_name().unwrap().to_string_lossy().starts_with("sessions.db") {
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("sessions.db")
+        {
             files.push((p.clone(), std::fs::read(&p).unwrap()));
         }
     }
     assert!(!files.is_empty());
     let logs = logs.0.lock().unwrap().clone();
-    assert!(contains(&logs, b"sealed request refused"), "the test captured the server's logs");
+    assert!(
+        contains(&logs, b"sealed request refused"),
+        "the test captured the server's logs"
+    );
     for key in [c2s_key, s2c_key] {
         for enc in encodings(key) {
             for (p, bytes) in &files {
-                assert!(!contains(bytes, &enc), "session key found in {}", p.display());
+                assert!(
+                    !contains(bytes, &enc),
+                    "session key found in {}",
+                    p.display()
+                );
             }
             assert!(!contains(&logs, &enc), "session key found in the logs");
         }
     }
     // The plaintext bodies never reach the database either.
     for (p, bytes) in &files {
-        assert!(!contains(bytes, b"{\"i\":3}"), "plaintext in {}", p.display());
+        assert!(
+            !contains(bytes, b"{\"i\":3}"),
+            "plaintext in {}",
+            p.display()
+        );
     }
 }

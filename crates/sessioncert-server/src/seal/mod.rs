@@ -17,7 +17,9 @@ use axum::body::{Body, Bytes};
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
-use sessioncert_proto::wire::{CONTENT_TYPE_HEADER, SEALED_CONTENT_TYPE, SESSION_HEADER};
+use sessioncert_proto::wire::{
+    CONTENT_TYPE_HEADER, SEALED_CONTENT_TYPE, SESSION_HEADER, STATUS_HEADER,
+};
 use sessioncert_proto::{ErrorCode, OpenedRequest, RequestBinding, RequestLine, SessionId};
 use std::sync::Arc;
 
@@ -120,6 +122,15 @@ pub(crate) fn sealed_response(
         header::CACHE_CONTROL,
         HeaderValue::from_static("no-store, no-transform"),
     );
+    // A record always has a body; statuses that forbid one travel as 200 plus the real
+    // status in a header (which the seal binds, so it cannot be altered).
+    let status = if matches!(status.as_u16(), 204 | 205 | 304) {
+        headers.insert(STATUS_HEADER, HeaderValue::from(status.as_u16()));
+        StatusCode::OK
+    } else {
+        headers.remove(STATUS_HEADER);
+        status
+    };
     let mut r = (status, Body::from(record)).into_response();
     *r.headers_mut() = headers;
     r

@@ -1,0 +1,320 @@
+//! `sessioncert bench handshake|request`: load generators with a fixed duration and
+//! concurrency. Each worker runs its operation back to back; latencies of successful
+//! operations are kept for percentiles, failures are counted.
+
+use super::parse_duration;
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use serde_json::json;
+use sessioncert_client::{Client, Pin, Trust};
+use sessioncert_proto::wire::{
+    CONFIG_PATH, CONFIRM_PATH, HANDSHAKE_CONTENT_TYPE, HANDSHAKE_PATH, SESSION_HEADER,
+};
+use sessioncert_proto::{ClientHandshake, ClientOffer, KeyConfig, SignedKeyConfig};
+use sessioncert_server::now_ms;
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// `bench` subcommands.
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Full handshakes (hello + key confirmation) per second.
+    Handshake(HandshakeArgs),
+    /// Requests per second against one URL, sealed or plain.
+    Request(RequestArgs),
+}
+
+#[derive(Args)]
+pub struct Common {
+    /// How long to run.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Concurrent workers.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `bench handshake`.
+#[derive(Args)]
+pub struct HandshakeArgs {
+    /// Server base URL, e.g. http://127.0.0.1:8080
+    #[arg(long)]
+    url: String,
+    /// Server identity pin.
+    #[arg(long)]
+    pin: String,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// Arguments of `bench request`.
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("mode").args(["pin", "plain"]).required(true)))]
+pub struct RequestArgs {
+    /// Full URL to POST to, e.g. http://127.0.0.1:8080/apiTest
+    #[arg(long)]
+    url: String,
+    /// Server identity pin (sealed requests).
+    #[arg(long)]
+    pin: Option<String>,
+    /// Send plain requests (the baseline).
+    #[arg(long)]
+    plain: bool,
+    /// Use full-request mode for sealed requests.
+    #[arg(long)]
+    full: bool,
+    /// Size of the JSON request body in bytes.
+    #[arg(long, default_value_t = 1024)]
+    body: usize,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// Results of one run.
+struct Report {
+    ok: u64,
+    errors: u64,
+    elapsed: Duration,
+    latencies_us: Vec<u32>,
+    last_error: Option<String>,
+}
+
+impl Report {
+    fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies_us[i] as f64 / 1000.0
+    }
+
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn print(&self, what: &str, key: &str, c: &Common) {
+        let (p50, p99) = (self.percentile_ms(0.50), self.percentile_ms(0.99));
+        if c.json {
+            let v = json!({
+                key: (self.rate() * 10.0).round() / 10.0,
+                "p50_ms": (p50 * 1000.0).round() / 1000.0,
+                "p99_ms": (p99 * 1000.0).round() / 1000.0,
+                "errors": self.errors,
+                "count": self.ok,
+                "duration_s": (self.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+                "concurrency": c.concurrency,
+            });
+            println!("{v}");
+        } else {
+            println!(
+                "{what}: {} in {:.2} s = {:.0}/s, p50 {p50:.3} ms, p99 {p99:.3} ms, errors {}",
+                self.ok,
+                self.elapsed.as_secs_f64(),
+                self.rate(),
+                self.errors
+            );
+        }
+        if let Some(e) = &self.last_error {
+            eprintln!("sessioncert bench: last error: {e}");
+        }
+    }
+}
+
+/// Runs `op` from `concurrency` workers for `duration`.
+async fn drive<S, F, Fut>(c: &Common, states: Vec<S>, op: F) -> Report
+where
+    S: Send + Sync + 'static,
+    F: Fn(Arc<S>) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let start = Instant::now();
+    let deadline = start + c.duration;
+    let mut tasks = Vec::new();
+    for s in states {
+        let op = op.clone();
+        let s = Arc::new(s);
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(1 << 16);
+            let (mut ok, mut errors, mut last_error) = (0u64, 0u64, None);
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match op(s.clone()).await {
+                    Ok(()) => {
+                        ok += 1;
+                        lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        last_error = Some(format!("{e:#}"));
+                    }
+                }
+            }
+            (ok, errors, lat, last_error)
+        }));
+    }
+    let mut r = Report {
+        ok: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latencies_us: Vec::new(),
+        last_error: None,
+    };
+    for t in tasks {
+        if let Ok((ok, errors, lat, last)) = t.await {
+            r.ok += ok;
+            r.errors += errors;
+            r.latencies_us.extend(lat);
+            r.last_error = last.or(r.last_error);
+        }
+    }
+    r.elapsed = start.elapsed();
+    r.latencies_us.sort_unstable();
+    r
+}
+
+fn http_client(concurrency: usize) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency.max(1))
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(30))
+        .build()?)
+}
+
+/// One complete session establishment: hello → server hello → key confirmation.
+async fn handshake_once(
+    http: &reqwest::Client,
+    base: &str,
+    config: &KeyConfig,
+) -> anyhow::Result<()> {
+    let (hs, hello) = ClientHandshake::start(config, ClientOffer::default(), now_ms())?;
+    let r = http
+        .post(format!("{base}{HANDSHAKE_PATH}"))
+        .header("content-type", HANDSHAKE_CONTENT_TYPE)
+        .body(hello)
+        .send()
+        .await?;
+    if r.status() != 200 {
+        bail!("handshake answered {}", r.status());
+    }
+    let (unconfirmed, _) = hs.read_server_hello(&r.bytes().await?)?;
+    let r = http
+        .post(format!("{base}{CONFIRM_PATH}"))
+        .header(SESSION_HEADER, unconfirmed.id().to_string())
+        .body(unconfirmed.client_finished().to_vec())
+        .send()
+        .await?;
+    if r.status() != 204 {
+        bail!("confirm answered {}", r.status());
+    }
+    let _session = unconfirmed.confirmed();
+    Ok(())
+}
+
+fn json_body(size: usize) -> Vec<u8> {
+    let overhead = r#"{"data":""}"#.len();
+    let mut s = String::from(r#"{"data":""#);
+    s.push_str(&"x".repeat(size.saturating_sub(overhead)));
+    s.push_str(r#""}"#);
+    s.into_bytes()
+}
+
+/// Runs a bench subcommand.
+pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BenchCommand::Handshake(a) => {
+            let base = a.url.trim_end_matches('/').to_owned();
+            let pin: Pin = a.pin.parse().context("bad --pin")?;
+            let http = http_client(a.common.concurrency)?;
+            let bytes = http
+                .get(format!("{base}{CONFIG_PATH}"))
+                .send()
+                .await
+                .context("cannot fetch the key configuration")?
+                .bytes()
+                .await?;
+            let config = SignedKeyConfig::decode(&bytes)?.verify(Trust::Pin(pin), now_ms())?;
+            let states = (0..a.common.concurrency)
+                .map(|_| (http.clone(), base.clone(), config.clone()))
+                .collect();
+            let report = drive(
+                &a.common,
+                states,
+                |s: Arc<(reqwest::Client, String, KeyConfig)>| async move {
+                    handshake_once(&s.0, &s.1, &s.2).await
+                },
+            )
+            .await;
+            report.print("handshakes", "handshakes_per_sec", &a.common);
+        }
+        BenchCommand::Request(a) => {
+            let body = bytes::Bytes::from(json_body(a.body));
+            let http = http_client(a.common.concurrency)?;
+            let report = if a.plain {
+                let states = (0..a.common.concurrency)
+                    .map(|_| (http.clone(), a.url.clone(), body.clone()))
+                    .collect();
+                drive(
+                    &a.common,
+                    states,
+                    |s: Arc<(reqwest::Client, String, bytes::Bytes)>| async move {
+                        let r =
+                            s.0.post(&s.1)
+                                .header("content-type", "application/json")
+                                .body(s.2.clone())
+                                .send()
+                                .await?;
+                        let status = r.status();
+                        r.bytes().await?;
+                        if !status.is_success() {
+                            bail!("server answered {status}");
+                        }
+                        Ok(())
+                    },
+                )
+                .await
+            } else {
+                let pin: Pin = a
+                    .pin
+                    .as_deref()
+                    .unwrap_or_default()
+                    .parse()
+                    .context("bad --pin")?;
+                let (base, path) = super::request::split_url(&a.url)?;
+                let mut states = Vec::new();
+                for _ in 0..a.common.concurrency {
+                    let c = Client::builder(&base, Trust::Pin(pin))
+                        .http_client(http.clone())
+                        .build()
+                        .await
+                        .context("handshake before the run failed")?;
+                    states.push((c, path.clone(), body.clone(), a.full));
+                }
+                drive(
+                    &a.common,
+                    states,
+                    |s: Arc<(Client, String, bytes::Bytes, bool)>| async move {
+                        let r =
+                            s.0.post(&s.1)
+                                .header("content-type", "application/json")
+                                .body(s.2.to_vec())
+                                .full(s.3)
+                                .send()
+                                .await?;
+                        if !r.status().is_success() {
+                            bail!("server answered {}", r.status());
+                        }
+                        Ok(())
+                    },
+                )
+                .await
+            };
+            report.print("requests", "requests_per_sec", &a.common);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

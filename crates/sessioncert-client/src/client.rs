@@ -1,0 +1,1038 @@
+//! The client: configuration, handshake, session lifecycle and sealed exchanges.
+
+use crate::file::{self, SessionSnapshot};
+use crate::request::{Prepared, RequestBuilder, Response};
+use crate::ClientError;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use reqwest::Url;
+use sessioncert_proto::full::{FullRequest, FullResponse};
+use sessioncert_proto::handshake::{MAX_HANDSHAKE_LEN, SUPPORTED_VERSIONS};
+use sessioncert_proto::record::{RequestBinding, RequestLine, ResponseBinding};
+use sessioncert_proto::session::ResponseExpectation;
+use sessioncert_proto::wire;
+use sessioncert_proto::{
+    ClientHandshake, ClientOffer, ClientSession, ErrorCode, KeyConfig, Pin, ProtocolError,
+    SessionId, SignedKeyConfig, Suite, Trust,
+};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tracing::{debug, info, warn};
+use zeroize::Zeroizing;
+
+/// Default connect timeout of the built-in HTTP client.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default total request timeout of the built-in HTTP client.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default cap on a response body (sealed record or refusal) read into memory.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest key configuration accepted.
+const MAX_CONFIG_LEN: usize = 64 * 1024;
+/// Largest refusal body read (only its `message` is used).
+const MAX_REFUSAL_LEN: usize = 16 * 1024;
+/// Longest refusal message kept (it is unauthenticated text from the network).
+const MAX_MESSAGE_CHARS: usize = 512;
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Locks a std mutex, ignoring poisoning (every critical section here leaves the data
+/// consistent: the protocol types update themselves atomically or not at all).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What is known about the current session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The session id (public; sent in every request).
+    pub id: SessionId,
+    /// The negotiated record suite.
+    pub suite: Suite,
+    /// The negotiated protocol version.
+    pub version: u16,
+    /// Absolute end of the session's life, unix ms (server clock).
+    pub expires_at_ms: u64,
+    /// The server's idle timeout, ms.
+    pub idle_timeout_ms: u64,
+    /// The sequence number the next request will use.
+    pub next_seq: u64,
+}
+
+/// One established session, shared by the requests that use it. Requests keep an
+/// `Arc` to the slot they sealed with, so a concurrent re-handshake never leaves a
+/// response without the keys to open it.
+pub(crate) struct Slot {
+    generation: u64,
+    id: SessionId,
+    suite: Suite,
+    version: u16,
+    expires_at_ms: u64,
+    idle_timeout_ms: u64,
+    session: Mutex<ClientSession>,
+    last_used_ms: AtomicU64,
+    dead: AtomicBool,
+}
+
+impl Slot {
+    fn new(
+        generation: u64,
+        session: ClientSession,
+        expires_at_ms: u64,
+        idle_timeout_ms: u64,
+        last_used_ms: u64,
+    ) -> Self {
+        Slot {
+            generation,
+            id: session.id(),
+            suite: session.suite(),
+            version: session.version(),
+            expires_at_ms,
+            idle_timeout_ms,
+            session: Mutex::new(session),
+            last_used_ms: AtomicU64::new(last_used_ms),
+            dead: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether requests can still be sealed with this session (as far as the client
+    /// can tell; the server may still have forgotten it).
+    fn usable(&self, now: u64) -> bool {
+        if self.dead.load(Ordering::Acquire) || now >= self.expires_at_ms {
+            return false;
+        }
+        let idle = now.saturating_sub(self.last_used_ms.load(Ordering::Relaxed));
+        if self.idle_timeout_ms > 0 && idle >= self.idle_timeout_ms {
+            return false;
+        }
+        !lock(&self.session).is_exhausted()
+    }
+
+    fn info(&self) -> SessionInfo {
+        SessionInfo {
+            id: self.id,
+            suite: self.suite,
+            version: self.version,
+            expires_at_ms: self.expires_at_ms,
+            idle_timeout_ms: self.idle_timeout_ms,
+            next_seq: lock(&self.session).next_seq(),
+        }
+    }
+}
+
+/// A sealed request, ready to send.
+struct SealedRequest {
+    record: Vec<u8>,
+    expect: ResponseExpectation,
+}
+
+pub(crate) struct Inner {
+    base: Url,
+    /// `base` as text without a trailing `/` (what session files record).
+    base_str: String,
+    http: reqwest::Client,
+    identity: Pin,
+    suites: Vec<Suite>,
+    max_response_bytes: usize,
+    config: Mutex<Option<KeyConfig>>,
+    current: Mutex<Option<Arc<Slot>>>,
+    next_generation: AtomicU64,
+    /// Single-flight for handshakes.
+    handshake_lock: tokio::sync::Mutex<()>,
+    /// Files the session is persisted to after every seal. Lock order: a slot's
+    /// `session` before `files`.
+    files: Mutex<Vec<PathBuf>>,
+    /// `(generation, next_seq)` most recently written to every file; writes happen
+    /// under this lock, so the files never go back to an older state.
+    persisted: tokio::sync::Mutex<Option<(u64, u64)>>,
+}
+
+/// An encrypted-session HTTP client. Cheap to clone (all clones share one session);
+/// `Send + Sync`; any number of requests may run concurrently.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let session = lock(&self.inner.current).as_ref().map(|s| s.id);
+        f.debug_struct("Client")
+            .field("base_url", &self.inner.base_str)
+            .field("identity", &self.inner.identity)
+            .field("session", &session)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Client`]; see [`Client::builder`].
+#[must_use]
+pub struct ClientBuilder {
+    base_url: String,
+    trust: Trust,
+    http: Option<reqwest::Client>,
+    suites: Vec<Suite>,
+    session_file: Option<PathBuf>,
+    lazy: bool,
+    max_response_bytes: usize,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("base_url", &self.base_url)
+            .field("trust", &self.trust)
+            .field("suites", &self.suites)
+            .field("session_file", &self.session_file)
+            .field("connect_lazily", &self.lazy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// Uses this HTTP client (for TLS settings, proxies, timeouts, …) instead of the
+    /// built-in one (connect timeout 10 s, request timeout 60 s, no TLS unless the
+    /// `rustls-tls` feature is on).
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// Record suites to offer, preferred first (default: AES-256-GCM, ChaCha20-Poly1305).
+    pub fn suites(mut self, suites: Vec<Suite>) -> Self {
+        self.suites = suites;
+        self
+    }
+
+    /// Keeps the session in this file: it is loaded at build time when it exists and
+    /// matches the base URL and the pinned identity (otherwise it is ignored and a new
+    /// handshake overwrites it), and rewritten after every sealed request *before* the
+    /// request is sent, so a crash can never make the client reuse a sequence number.
+    /// With [`Trust::FirstUse`], the identity recorded in a matching file is trusted.
+    pub fn session_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.session_file = Some(path.into());
+        self
+    }
+
+    /// When `true`, [`ClientBuilder::build`] does not handshake; the first request does.
+    /// (With [`Trust::FirstUse`] and no usable session file, the key configuration is
+    /// still fetched at build time, so that [`Client::identity`] is known.)
+    pub fn connect_lazily(mut self, lazy: bool) -> Self {
+        self.lazy = lazy;
+        self
+    }
+
+    /// Largest response body read into memory (default 64 MiB).
+    pub fn max_response_bytes(mut self, max: usize) -> Self {
+        self.max_response_bytes = max;
+        self
+    }
+
+    /// Builds the client: loads the session file or fetches and verifies the key
+    /// configuration, handshakes and confirms (unless connecting lazily).
+    pub async fn build(self) -> Result<Client, ClientError> {
+        let (base, base_str) = parse_base(&self.base_url)?;
+        if self.suites.is_empty() {
+            return Err(ClientError::InvalidRequest(
+                "no record suite to offer".into(),
+            ));
+        }
+        let http = match self.http {
+            Some(c) => c,
+            None => reqwest::Client::builder()
+                .connect_timeout(DEFAULT_CONNECT_TIMEOUT)
+                .timeout(DEFAULT_REQUEST_TIMEOUT)
+                .build()?,
+        };
+        let now = now_ms();
+
+        let loaded = match &self.session_file {
+            Some(path) => load_matching(path, &base_str, self.trust, &self.suites, now),
+            None => None,
+        };
+
+        let mut config = None;
+        let identity = match (self.trust, &loaded) {
+            (Trust::Pin(pin), _) => pin,
+            (Trust::FirstUse, Some(l)) => {
+                warn!(
+                    pin = %l.pin,
+                    "server identity is NOT pinned (trust on first use): trusting the identity \
+                     recorded in the session file; pin it with Trust::Pin(\"{}\")",
+                    l.pin
+                );
+                l.pin
+            }
+            (Trust::FirstUse, None) => {
+                let cfg = fetch_config(&http, &base, Trust::FirstUse).await?;
+                let pin = cfg.identity;
+                config = Some(cfg);
+                pin
+            }
+        };
+
+        let inner = Arc::new(Inner {
+            base,
+            base_str,
+            http,
+            identity,
+            suites: self.suites,
+            max_response_bytes: self.max_response_bytes,
+            config: Mutex::new(config),
+            current: Mutex::new(None),
+            next_generation: AtomicU64::new(1),
+            handshake_lock: tokio::sync::Mutex::new(()),
+            files: Mutex::new(self.session_file.into_iter().collect()),
+            persisted: tokio::sync::Mutex::new(None),
+        });
+
+        if let Some(l) = loaded {
+            let generation = inner.next_generation.fetch_add(1, Ordering::Relaxed);
+            let last_used = l.modified_ms.unwrap_or(now).min(now);
+            let slot = Slot::new(
+                generation,
+                l.session,
+                l.expires_at_ms,
+                l.idle_timeout_ms,
+                last_used,
+            );
+            info!(session = %slot.id, next_seq = slot.info().next_seq, "continuing session from session file");
+            *lock(&inner.current) = Some(Arc::new(slot));
+        } else if !self.lazy {
+            inner.renew(None).await?;
+        }
+        Ok(Client { inner })
+    }
+}
+
+/// Loads the session file if it exists and may be used; logs why not otherwise.
+fn load_matching(
+    path: &Path,
+    base_str: &str,
+    trust: Trust,
+    suites: &[Suite],
+    now: u64,
+) -> Option<file::LoadedSession> {
+    let l = match file::load(path) {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            debug!(path = %path.display(), "no session file yet");
+            return None;
+        }
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "ignoring unreadable session file; a new handshake will replace it");
+            return None;
+        }
+    };
+    let why_not = if l.base_url != base_str {
+        Some(format!(
+            "it is for base URL {} (this client: {base_str})",
+            l.base_url
+        ))
+    } else if matches!(trust, Trust::Pin(p) if p != l.pin) {
+        Some(format!(
+            "it is for server identity {} which is not the pinned one",
+            l.pin
+        ))
+    } else if now >= l.expires_at_ms {
+        Some("its session has expired".to_string())
+    } else if !suites.contains(&l.session.suite()) {
+        Some(format!(
+            "its suite {} is not among the allowed suites",
+            l.session.suite()
+        ))
+    } else if l.session.is_exhausted() {
+        Some("its session's message budget is spent".to_string())
+    } else {
+        None
+    };
+    match why_not {
+        Some(reason) => {
+            info!(path = %path.display(), "ignoring session file: {reason}; handshaking anew");
+            None
+        }
+        None => Some(l),
+    }
+}
+
+fn parse_base(s: &str) -> Result<(Url, String), ClientError> {
+    let url = Url::parse(s).map_err(|e| ClientError::InvalidUrl(format!("{s}: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ClientError::InvalidUrl(format!(
+            "{s}: scheme must be http or https"
+        )));
+    }
+    if url.cannot_be_a_base() || url.host_str().is_none() {
+        return Err(ClientError::InvalidUrl(format!("{s}: no host")));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ClientError::InvalidUrl(format!(
+            "{s}: a base URL cannot have a query or fragment"
+        )));
+    }
+    let base_str = url.as_str().trim_end_matches('/').to_string();
+    Ok((url, base_str))
+}
+
+/// `base` joined with an absolute path (and query) below it.
+fn join(base_str: &str, path_and_query: &str) -> Result<Url, ClientError> {
+    let mut s = String::with_capacity(base_str.len() + path_and_query.len() + 1);
+    s.push_str(base_str);
+    if !path_and_query.starts_with('/') {
+        s.push('/');
+    }
+    s.push_str(path_and_query);
+    let mut url =
+        Url::parse(&s).map_err(|e| ClientError::InvalidRequest(format!("bad path: {e}")))?;
+    url.set_fragment(None);
+    Ok(url)
+}
+
+/// `GET` the signed key configuration and verify it against `trust`.
+async fn fetch_config(
+    http: &reqwest::Client,
+    base: &Url,
+    trust: Trust,
+) -> Result<KeyConfig, ClientError> {
+    let url = join(base.as_str().trim_end_matches('/'), wire::CONFIG_PATH)?;
+    let resp = http.get(url).send().await?;
+    if resp.headers().contains_key(wire::ERROR_HEADER) {
+        return Err(refusal(resp).await);
+    }
+    let status = resp.status();
+    if status != StatusCode::OK {
+        return Err(ClientError::unexpected(
+            Some(status),
+            "key configuration endpoint did not answer 200",
+        ));
+    }
+    let body = read_limited(resp, MAX_CONFIG_LEN).await?;
+    let signed = SignedKeyConfig::decode(&body)?;
+    let config = signed.verify(trust, now_ms()).map_err(|e| match e {
+        ProtocolError::UntrustedConfig(reason) => ClientError::Untrusted {
+            reason,
+            presented: KeyConfig::decode(&signed.config).ok().map(|c| c.identity),
+        },
+        other => ClientError::Protocol(other),
+    })?;
+    match trust {
+        Trust::FirstUse => warn!(
+            pin = %config.identity,
+            "server identity is NOT pinned (trust on first use): accepted {}; \
+             pin it next time with Trust::Pin(\"{}\")",
+            config.identity,
+            config.identity
+        ),
+        Trust::Pin(_) => debug!(identity = %config.identity, "key configuration verified"),
+    }
+    Ok(config)
+}
+
+/// Reads a body of at most `max` bytes.
+pub(crate) async fn read_limited(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, ClientError> {
+    let status = resp.status();
+    let too_large = || ClientError::unexpected(Some(status), "response body too large");
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let cap = resp.content_length().unwrap_or(0).min(max as u64) as usize;
+    let mut out = Vec::with_capacity(cap);
+    while let Some(chunk) = resp.chunk().await? {
+        if out.len() + chunk.len() > max {
+            return Err(too_large());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// Turns a response carrying `sessioncert-error` into an error.
+async fn refusal(resp: reqwest::Response) -> ClientError {
+    let status = resp.status();
+    let code_text = resp
+        .headers()
+        .get(wire::ERROR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let retry_after = resp
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let message = read_limited(resp, MAX_REFUSAL_LEN)
+        .await
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("message")?.as_str().map(str::to_owned))
+        .map(|m| m.chars().take(MAX_MESSAGE_CHARS).collect())
+        .unwrap_or_default();
+    match ErrorCode::parse(&code_text) {
+        Some(code) => ClientError::Rejected {
+            status,
+            code,
+            message,
+            retry_after,
+        },
+        None => ClientError::unexpected(
+            Some(status),
+            format!(
+                "unknown sessioncert-error code {:?}",
+                code_text.chars().take(64).collect::<String>()
+            ),
+        ),
+    }
+}
+
+fn is_sealed_content_type(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim())
+        .is_some_and(|v| v.eq_ignore_ascii_case(wire::SEALED_CONTENT_TYPE))
+}
+
+/// A session refusal after which one fresh handshake and one retry are worth it.
+fn needs_new_session(e: &ClientError) -> bool {
+    matches!(
+        e.code(),
+        Some(ErrorCode::UnknownSession | ErrorCode::SessionExpired | ErrorCode::SessionClosed)
+    )
+}
+
+impl Inner {
+    fn url(&self, path_and_query: &str) -> Result<Url, ClientError> {
+        join(&self.base_str, path_and_query)
+    }
+
+    fn current(&self) -> Option<Arc<Slot>> {
+        lock(&self.current).clone()
+    }
+
+    fn has_files(&self) -> bool {
+        !lock(&self.files).is_empty()
+    }
+
+    /// The cached configuration if it still has a usable key, else a fresh one.
+    async fn config(&self, force_fetch: bool) -> Result<(KeyConfig, bool), ClientError> {
+        if !force_fetch {
+            if let Some(c) = lock(&self.config).as_ref() {
+                if c.current_key(now_ms()).is_some() {
+                    return Ok((c.clone(), false));
+                }
+            }
+        }
+        let c = fetch_config(&self.http, &self.base, Trust::Pin(self.identity)).await?;
+        *lock(&self.config) = Some(c.clone());
+        Ok((c, true))
+    }
+
+    /// Config (cached or fetched), handshake, confirmation. Refetches the
+    /// configuration once if the server answers `unknown_key` to a cached one.
+    async fn handshake(&self) -> Result<Slot, ClientError> {
+        let mut force_fetch = false;
+        loop {
+            let (config, fresh) = self.config(force_fetch).await?;
+            let offer = ClientOffer {
+                versions: SUPPORTED_VERSIONS.to_vec(),
+                suites: self.suites.clone(),
+            };
+            let (hs, hello) = ClientHandshake::start(&config, offer, now_ms())?;
+            let resp = self
+                .http
+                .post(self.url(wire::HANDSHAKE_PATH)?)
+                .header(CONTENT_TYPE, wire::HANDSHAKE_CONTENT_TYPE)
+                .body(hello)
+                .send()
+                .await?;
+            if resp.headers().contains_key(wire::ERROR_HEADER) {
+                let err = refusal(resp).await;
+                if err.code() == Some(ErrorCode::UnknownKey) && !fresh {
+                    info!("server does not know the cached handshake key; refetching the key configuration");
+                    force_fetch = true;
+                    continue;
+                }
+                return Err(err);
+            }
+            let status = resp.status();
+            if status != StatusCode::OK {
+                return Err(ClientError::unexpected(
+                    Some(status),
+                    "handshake endpoint did not answer 200",
+                ));
+            }
+            let server_hello = read_limited(resp, MAX_HANDSHAKE_LEN).await?;
+            let (unconfirmed, hello) = hs.read_server_hello(&server_hello)?;
+
+            let resp = self
+                .http
+                .post(self.url(wire::CONFIRM_PATH)?)
+                .header(wire::SESSION_HEADER, unconfirmed.id().to_string())
+                .header(CONTENT_TYPE, wire::HANDSHAKE_CONTENT_TYPE)
+                .body(unconfirmed.client_finished().to_vec())
+                .send()
+                .await?;
+            if resp.headers().contains_key(wire::ERROR_HEADER) {
+                return Err(refusal(resp).await);
+            }
+            let status = resp.status();
+            if !status.is_success() {
+                return Err(ClientError::unexpected(
+                    Some(status),
+                    "confirm endpoint did not accept the key confirmation",
+                ));
+            }
+            let session = unconfirmed.confirmed();
+            let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+            info!(
+                session = %hello.session_id,
+                suite = %hello.suite,
+                version = hello.version,
+                expires_at_ms = hello.expires_at_ms,
+                "sessioncert session established"
+            );
+            return Ok(Slot::new(
+                generation,
+                session,
+                hello.expires_at_ms,
+                hello.idle_timeout_ms,
+                now_ms(),
+            ));
+        }
+    }
+
+    /// Makes sure there is a usable session other than generation `stale`. Concurrent
+    /// callers share one handshake: whoever gets the lock second finds the new session.
+    async fn renew(&self, stale: Option<u64>) -> Result<Arc<Slot>, ClientError> {
+        let _single_flight = self.handshake_lock.lock().await;
+        if let Some(cur) = self.current() {
+            if Some(cur.generation) != stale && cur.usable(now_ms()) {
+                return Ok(cur);
+            }
+        }
+        self.install_new_session().await
+    }
+
+    /// Handshakes and makes the result the current session (caller holds
+    /// `handshake_lock`).
+    async fn install_new_session(&self) -> Result<Arc<Slot>, ClientError> {
+        let slot = Arc::new(self.handshake().await?);
+        *lock(&self.current) = Some(slot.clone());
+        let snapshot = {
+            let s = lock(&slot.session);
+            self.has_files().then(|| (s.export(), s.next_seq()))
+        };
+        if let Some((secrets, next_seq)) = snapshot {
+            self.persist(&slot, next_seq, secrets, false).await?;
+        }
+        Ok(slot)
+    }
+
+    /// The session to seal the next request with, handshaking first when there is
+    /// none or it is expired, idle too long or spent.
+    async fn acquire(&self) -> Result<Arc<Slot>, ClientError> {
+        let cur = self.current();
+        match cur {
+            Some(s) if s.usable(now_ms()) => Ok(s),
+            other => {
+                if let Some(s) = &other {
+                    debug!(session = %s.id, "session expired or spent; handshaking anew");
+                }
+                self.renew(other.map(|s| s.generation)).await
+            }
+        }
+    }
+
+    /// Writes the session to every session file unless a newer state is already there.
+    async fn persist(
+        &self,
+        slot: &Slot,
+        next_seq: u64,
+        secrets: Zeroizing<Vec<u8>>,
+        force: bool,
+    ) -> Result<(), ClientError> {
+        let mut mark = self.persisted.lock().await;
+        let state = (slot.generation, next_seq);
+        if !force && mark.is_some_and(|m| m >= state) {
+            return Ok(());
+        }
+        let files = lock(&self.files).clone();
+        if files.is_empty() {
+            return Ok(());
+        }
+        let json = SessionSnapshot {
+            base_url: self.base_str.clone(),
+            pin: self.identity,
+            session_id: slot.id,
+            suite: slot.suite,
+            expires_at_ms: slot.expires_at_ms,
+            idle_timeout_ms: slot.idle_timeout_ms,
+            secrets,
+        }
+        .to_json()?;
+        tokio::task::spawn_blocking(move || {
+            for f in &files {
+                file::write_atomic(f, &json).map_err(|e| {
+                    ClientError::SessionFile(format!("writing {}: {e}", f.display()))
+                })?;
+            }
+            Ok::<(), ClientError>(())
+        })
+        .await
+        .map_err(|e| ClientError::SessionFile(format!("writer task failed: {e}")))??;
+        if mark.is_none_or(|m| m < state) {
+            *mark = Some(state);
+        }
+        Ok(())
+    }
+
+    /// Seals with `slot` and persists the session before returning.
+    async fn seal(
+        &self,
+        slot: &Slot,
+        binding: &RequestBinding<'_>,
+        body: &[u8],
+    ) -> Result<SealedRequest, ClientError> {
+        let (record, expect, snapshot) = {
+            let mut s = lock(&slot.session);
+            let (record, expect) = s.seal_request(binding, body)?;
+            // Checked under the session lock, so a concurrent `save_session` either
+            // exported after this seal or registered its file before it.
+            let snapshot = self.has_files().then(|| (s.export(), s.next_seq()));
+            (record, expect, snapshot)
+        };
+        slot.last_used_ms.store(now_ms(), Ordering::Relaxed);
+        if let Some((secrets, next_seq)) = snapshot {
+            self.persist(slot, next_seq, secrets, false).await?;
+        }
+        Ok(SealedRequest { record, expect })
+    }
+
+    /// One sealed exchange with `slot`: seal, persist, send, authenticate the answer.
+    async fn exchange(&self, slot: &Slot, p: &Prepared) -> Result<Response, ClientError> {
+        let content_type = p.content_type.as_deref().unwrap_or("");
+        let req = if p.full {
+            let authority = match (p.url.host_str(), p.url.port()) {
+                (Some(h), Some(port)) => format!("{h}:{port}"),
+                (Some(h), None) => h.to_string(),
+                _ => String::new(),
+            };
+            let path = match p.url.query() {
+                Some(q) => format!("{}?{q}", p.url.path()),
+                None => p.url.path().to_string(),
+            };
+            let mut headers: Vec<(String, Vec<u8>)> = Vec::with_capacity(p.headers.len() + 1);
+            if !content_type.is_empty() {
+                headers.push((CONTENT_TYPE.as_str().into(), content_type.as_bytes().into()));
+            }
+            for (k, v) in &p.headers {
+                headers.push((k.as_str().to_string(), v.as_bytes().to_vec()));
+            }
+            let inner = Zeroizing::new(
+                FullRequest {
+                    method: p.method.as_str().to_string(),
+                    scheme: p.url.scheme().to_string(),
+                    authority,
+                    path,
+                    headers,
+                    body: p.body.clone(),
+                }
+                .encode(),
+            );
+            let sealed = self.seal(slot, &RequestBinding::Full, &inner).await?;
+            debug!(session = %slot.id, seq = sealed.expect.seq, "sending sealed full-mode request");
+            let rb = self
+                .http
+                .post(self.url(wire::FULL_PATH)?)
+                .header(wire::SESSION_HEADER, slot.id.to_string())
+                .header(CONTENT_TYPE, wire::SEALED_CONTENT_TYPE)
+                .body(sealed.record);
+            (rb, sealed.expect)
+        } else {
+            let binding = RequestBinding::Header(RequestLine {
+                method: p.method.as_str(),
+                path: p.url.path(),
+                query: p.url.query().unwrap_or(""),
+                content_type,
+            });
+            let sealed = self.seal(slot, &binding, &p.body).await?;
+            debug!(session = %slot.id, seq = sealed.expect.seq, method = %p.method, "sending sealed request");
+            let mut rb = self
+                .http
+                .request(p.method.clone(), p.url.clone())
+                .headers(p.headers.clone())
+                .header(wire::SESSION_HEADER, slot.id.to_string())
+                .header(CONTENT_TYPE, wire::SEALED_CONTENT_TYPE);
+            if !content_type.is_empty() {
+                rb = rb.header(wire::CONTENT_TYPE_HEADER, content_type);
+            }
+            (rb.body(sealed.record), sealed.expect)
+        };
+        let (mut rb, expect) = req;
+        if let Some(t) = p.timeout {
+            rb = rb.timeout(t);
+        }
+        let resp = rb.send().await?;
+        self.open(slot, &expect, resp).await
+    }
+
+    /// Authenticates and opens the answer to a sealed request.
+    async fn open(
+        &self,
+        slot: &Slot,
+        expect: &ResponseExpectation,
+        resp: reqwest::Response,
+    ) -> Result<Response, ClientError> {
+        let status = resp.status();
+        if resp.headers().contains_key(wire::ERROR_HEADER) {
+            return Err(refusal(resp).await);
+        }
+        if !is_sealed_content_type(resp.headers()) {
+            warn!(
+                status = status.as_u16(),
+                "response to a sealed request is not sealed; discarding it"
+            );
+            return Err(ClientError::Unsealed { status });
+        }
+        let outer_headers = resp.headers().clone();
+        let record = read_limited(resp, self.max_response_bytes).await?;
+        if expect.full {
+            let plain = Zeroizing::new(lock(&slot.session).open_response(
+                expect,
+                &ResponseBinding::Full,
+                &record,
+            )?);
+            let inner = FullResponse::decode(&plain)?;
+            let status = StatusCode::from_u16(inner.status)
+                .map_err(|_| ProtocolError::Malformed { what: "status" })?;
+            let mut headers = HeaderMap::with_capacity(inner.headers.len());
+            for (k, v) in inner.headers {
+                let name = http::HeaderName::from_bytes(k.as_bytes())
+                    .map_err(|_| ProtocolError::Malformed { what: "header" })?;
+                let value = HeaderValue::from_bytes(&v)
+                    .map_err(|_| ProtocolError::Malformed { what: "header" })?;
+                headers.append(name, value);
+            }
+            Ok(Response::new(status, headers, inner.body.into(), true))
+        } else {
+            // A status that forbids a body (204, 205, 304) arrives as 200 with the real
+            // status in a header; the seal binds the real one.
+            let status = match outer_headers.get(wire::STATUS_HEADER) {
+                Some(v) if status == StatusCode::OK => v
+                    .to_str()
+                    .ok()
+                    .and_then(|s| s.parse::<u16>().ok())
+                    .and_then(|c| StatusCode::from_u16(c).ok())
+                    .ok_or_else(|| {
+                        ClientError::unexpected(Some(status), "bad sessioncert-status header")
+                    })?,
+                _ => status,
+            };
+            let inner_ct = match outer_headers.get(wire::CONTENT_TYPE_HEADER) {
+                Some(v) => v.to_str().map_err(|_| {
+                    ClientError::unexpected(Some(status), "sessioncert-content-type is not text")
+                })?,
+                None => "",
+            };
+            let binding = ResponseBinding::Header {
+                status: status.as_u16(),
+                content_type: inner_ct,
+            };
+            let body = lock(&slot.session).open_response(expect, &binding, &record)?;
+            let mut headers = outer_headers.clone();
+            headers.remove(CONTENT_TYPE);
+            headers.remove(CONTENT_LENGTH);
+            headers.remove(wire::CONTENT_TYPE_HEADER);
+            headers.remove(wire::STATUS_HEADER);
+            if !inner_ct.is_empty() {
+                if let Ok(v) = HeaderValue::from_str(inner_ct) {
+                    headers.insert(CONTENT_TYPE, v);
+                }
+            }
+            Ok(Response::new(status, headers, body.into(), false))
+        }
+    }
+
+    /// Sends a prepared request: fresh session if needed, one transparent re-handshake
+    /// and retry if the server no longer knows the session.
+    pub(crate) async fn execute(&self, p: &Prepared) -> Result<Response, ClientError> {
+        let mut retried = false;
+        loop {
+            let slot = self.acquire().await?;
+            match self.exchange(&slot, p).await {
+                Ok(r) => return Ok(r),
+                Err(e) if !retried && needs_new_session(&e) => {
+                    info!(session = %slot.id, code = ?e.code(), "server no longer accepts the session; handshaking anew and retrying once");
+                    slot.dead.store(true, Ordering::Release);
+                    retried = true;
+                    self.renew(Some(slot.generation)).await?;
+                }
+                Err(ClientError::Protocol(ProtocolError::Exhausted)) if !retried => {
+                    slot.dead.store(true, Ordering::Release);
+                    retried = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Client {
+    /// Fetches and verifies the key configuration, handshakes and confirms the session.
+    pub async fn connect(base_url: &str, trust: Trust) -> Result<Client, ClientError> {
+        Client::builder(base_url, trust).build().await
+    }
+
+    /// A builder for more options.
+    pub fn builder(base_url: &str, trust: Trust) -> ClientBuilder {
+        ClientBuilder {
+            base_url: base_url.to_string(),
+            trust,
+            http: None,
+            suites: Suite::ALL.to_vec(),
+            session_file: None,
+            lazy: false,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+
+    /// A sealed request. `path_and_query` is relative to the base URL (which may have
+    /// a path prefix): with base `https://api.example/v1`, `"/notes?limit=5"` goes to
+    /// `https://api.example/v1/notes?limit=5`.
+    pub fn request(&self, method: Method, path_and_query: &str) -> RequestBuilder {
+        RequestBuilder::new(self.clone(), method, path_and_query)
+    }
+
+    /// A sealed `GET`.
+    pub fn get(&self, path_and_query: &str) -> RequestBuilder {
+        self.request(Method::GET, path_and_query)
+    }
+
+    /// A sealed `POST`.
+    pub fn post(&self, path_and_query: &str) -> RequestBuilder {
+        self.request(Method::POST, path_and_query)
+    }
+
+    /// A sealed `PUT`.
+    pub fn put(&self, path_and_query: &str) -> RequestBuilder {
+        self.request(Method::PUT, path_and_query)
+    }
+
+    /// A sealed `PATCH`.
+    pub fn patch(&self, path_and_query: &str) -> RequestBuilder {
+        self.request(Method::PATCH, path_and_query)
+    }
+
+    /// A sealed `DELETE`.
+    pub fn delete(&self, path_and_query: &str) -> RequestBuilder {
+        self.request(Method::DELETE, path_and_query)
+    }
+
+    pub(crate) fn url(&self, path_and_query: &str) -> Result<Url, ClientError> {
+        self.inner.url(path_and_query)
+    }
+
+    /// Closes the session on the server (sealed `POST /.well-known/sessioncert/close`)
+    /// and forgets it, deleting its session files. The next request handshakes anew.
+    /// The session is forgotten even if the close request fails (the error is
+    /// returned); a server that already forgot the session counts as success.
+    pub async fn close(&self) -> Result<(), ClientError> {
+        let _single_flight = self.inner.handshake_lock.lock().await;
+        let Some(slot) = self.inner.current() else {
+            return Ok(());
+        };
+        let result = if slot.usable(now_ms()) {
+            let p = Prepared {
+                method: Method::POST,
+                url: self.url(wire::CLOSE_PATH)?,
+                headers: HeaderMap::new(),
+                content_type: None,
+                body: Vec::new(),
+                full: false,
+                timeout: None,
+            };
+            match self.inner.exchange(&slot, &p).await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(ClientError::unexpected(
+                    Some(r.status()),
+                    "server did not close the session",
+                )),
+                Err(e) if needs_new_session(&e) => Ok(()),
+                Err(e) => Err(e),
+            }
+        } else {
+            Ok(())
+        };
+        slot.dead.store(true, Ordering::Release);
+        {
+            let mut cur = lock(&self.inner.current);
+            if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, &slot)) {
+                *cur = None;
+            }
+        }
+        {
+            let mut mark = self.inner.persisted.lock().await;
+            // Late writes of this (or an older) session must not resurrect the file.
+            *mark = Some((slot.generation, u64::MAX));
+            let files = lock(&self.inner.files).clone();
+            for f in files {
+                if let Err(e) = file::remove(&f) {
+                    warn!(path = %f.display(), error = %e, "could not remove session file");
+                }
+            }
+        }
+        info!(session = %slot.id, "session closed");
+        result
+    }
+
+    /// Runs a fresh handshake now and makes it the current session (requests already
+    /// in flight finish on the old one).
+    pub async fn rehandshake(&self) -> Result<(), ClientError> {
+        let _single_flight = self.inner.handshake_lock.lock().await;
+        self.inner.install_new_session().await.map(|_| ())
+    }
+
+    /// The current session, if any.
+    pub async fn session_info(&self) -> Option<SessionInfo> {
+        self.inner.current().map(|s| s.info())
+    }
+
+    /// Saves the current session to `path` (atomically, mode 0600 on unix) so another
+    /// process can continue it with [`ClientBuilder::session_file`]. From then on this
+    /// client keeps `path` up to date after every sealed request as well, so the file
+    /// can never hold a sequence number this client already used.
+    pub async fn save_session(&self, path: &Path) -> Result<(), ClientError> {
+        let slot = self.inner.current().ok_or(ClientError::NoSession)?;
+        let (secrets, next_seq) = {
+            let s = lock(&slot.session);
+            let mut files = lock(&self.inner.files);
+            if !files.iter().any(|f| f == path) {
+                files.push(path.to_path_buf());
+            }
+            (s.export(), s.next_seq())
+        };
+        self.inner.persist(&slot, next_seq, secrets, true).await
+    }
+
+    /// The verified server identity (the pin, or what was accepted on first use).
+    pub fn identity(&self) -> Pin {
+        self.inner.identity
+    }
+
+    /// The base URL requests are relative to.
+    pub fn base_url(&self) -> &Url {
+        &self.inner.base
+    }
+}

@@ -1,0 +1,194 @@
+//! Session files: a session saved to disk so a later process can continue it.
+//!
+//! ```json
+//! {"format":1,"base_url":"https://api.example","pin":"ed25519:…","session_id":"…",
+//!  "suite":"AES-256-GCM","expires_at_ms":…,"idle_timeout_ms":…,"secrets":"<base64url>"}
+//! ```
+//!
+//! `secrets` is `ClientSession::export()` (keys and the next sequence number). The file
+//! is written atomically (temporary file, fsync, rename) with mode 0600 on unix.
+
+use crate::ClientError;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sessioncert_proto::{ClientSession, Pin, SessionId, Suite};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// The only session file format this version reads and writes.
+pub const SESSION_FILE_FORMAT: u32 = 1;
+
+/// Largest session file we read (a real one is well under 1 KiB).
+const MAX_FILE_LEN: u64 = 64 * 1024;
+
+#[derive(Serialize, Deserialize)]
+struct FileRepr {
+    format: u32,
+    base_url: String,
+    pin: String,
+    session_id: String,
+    suite: String,
+    expires_at_ms: u64,
+    idle_timeout_ms: u64,
+    secrets: String,
+}
+
+impl Drop for FileRepr {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.secrets);
+    }
+}
+
+/// What goes into a session file (the secrets stay zeroized-on-drop).
+pub(crate) struct SessionSnapshot {
+    pub base_url: String,
+    pub pin: Pin,
+    pub session_id: SessionId,
+    pub suite: Suite,
+    pub expires_at_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub secrets: Zeroizing<Vec<u8>>,
+}
+
+impl SessionSnapshot {
+    /// The JSON bytes of the file (zeroized on drop: they hold the session keys).
+    pub(crate) fn to_json(&self) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+        let repr = FileRepr {
+            format: SESSION_FILE_FORMAT,
+            base_url: self.base_url.clone(),
+            pin: self.pin.to_string(),
+            session_id: self.session_id.to_string(),
+            suite: self.suite.name().to_string(),
+            expires_at_ms: self.expires_at_ms,
+            idle_timeout_ms: self.idle_timeout_ms,
+            secrets: URL_SAFE_NO_PAD.encode(self.secrets.as_slice()),
+        };
+        let mut out = Zeroizing::new(Vec::with_capacity(512));
+        serde_json::to_writer(&mut *out, &repr)?;
+        out.push(b'\n');
+        Ok(out)
+    }
+}
+
+/// A session read back from a file and checked for internal consistency.
+pub(crate) struct LoadedSession {
+    pub base_url: String,
+    pub pin: Pin,
+    pub session: ClientSession,
+    pub expires_at_ms: u64,
+    pub idle_timeout_ms: u64,
+    /// When the file was last written (≈ when the session was last used), unix ms.
+    pub modified_ms: Option<u64>,
+}
+
+/// Reads and parses a session file. `Ok(None)` if it does not exist.
+pub(crate) fn load(path: &Path) -> Result<Option<LoadedSession>, ClientError> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ClientError::SessionFile(format!("{}: {e}", path.display()))),
+    };
+    if meta.len() > MAX_FILE_LEN {
+        return Err(ClientError::SessionFile(format!(
+            "{}: too large to be a session file",
+            path.display()
+        )));
+    }
+    let bytes = Zeroizing::new(
+        std::fs::read(path)
+            .map_err(|e| ClientError::SessionFile(format!("{}: {e}", path.display())))?,
+    );
+    let modified_ms = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64);
+    parse(&bytes).map(|mut l| {
+        l.modified_ms = modified_ms;
+        Some(l)
+    })
+}
+
+fn parse(bytes: &[u8]) -> Result<LoadedSession, ClientError> {
+    let bad = |what: &str| ClientError::SessionFile(format!("invalid session file: {what}"));
+    let repr: FileRepr = serde_json::from_slice(bytes).map_err(|_| bad("not the expected JSON"))?;
+    if repr.format != SESSION_FILE_FORMAT {
+        return Err(bad("unsupported format"));
+    }
+    let pin: Pin = repr.pin.parse().map_err(|_| bad("pin"))?;
+    let session_id: SessionId = repr.session_id.parse().map_err(|_| bad("session_id"))?;
+    let suite = Suite::from_name(&repr.suite).ok_or_else(|| bad("suite"))?;
+    let secrets = Zeroizing::new(
+        URL_SAFE_NO_PAD
+            .decode(repr.secrets.as_bytes())
+            .map_err(|_| bad("secrets"))?,
+    );
+    let session = ClientSession::import(&secrets).map_err(|_| bad("secrets"))?;
+    if session.id() != session_id || session.suite() != suite {
+        return Err(bad("secrets do not match session_id/suite"));
+    }
+    Ok(LoadedSession {
+        base_url: repr.base_url.clone(),
+        pin,
+        session,
+        expires_at_ms: repr.expires_at_ms,
+        idle_timeout_ms: repr.idle_timeout_ms,
+        modified_ms: None,
+    })
+}
+
+/// Writes `data` to `path` atomically: a temporary file beside it (mode 0600 on
+/// unix), fsync, rename over `path`, fsync of the directory (best effort).
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "session file has no name")
+    })?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let result = (|| {
+        let mut f = opts.open(&tmp)?;
+        // A temporary file left by a crash may predate the mode above; force it.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return result;
+    }
+    #[cfg(unix)]
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Removes a session file; a missing file is fine.
+pub(crate) fn remove(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}

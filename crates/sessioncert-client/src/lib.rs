@@ -1,0 +1,73 @@
+//! Async client for sessioncert: application-layer encryption for HTTP APIs.
+//!
+//! [`Client::connect`] fetches the server's signed key configuration, verifies it
+//! against a pinned identity ([`Trust::Pin`]), runs a Noise NK handshake inside two
+//! ordinary HTTP requests and confirms the session. From then on every request body is
+//! sealed (bound to the method, path, query and content type) and every response is
+//! authenticated before you see it: a response that is not sealed, or that was
+//! tampered with, is an error — never returned as if it were the server's answer.
+//!
+//! ```no_run
+//! use sessioncert_client::{Client, Pin, Trust};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let pin: Pin = "ed25519:11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo".parse()?;
+//! let client = Client::connect("https://api.example/v1", Trust::Pin(pin)).await?;
+//!
+//! // Header mode: the body is sealed; method, path and query stay visible but bound.
+//! let resp = client
+//!     .post("/notes")
+//!     .json(&serde_json::json!({ "text": "hello" }))
+//!     .send()
+//!     .await?;
+//! println!("{} {}", resp.status(), resp.text()?);
+//!
+//! // Full-request mode: method, path, query and headers travel sealed too.
+//! let resp = client.get("/notes?limit=5").full(true).send().await?;
+//! let notes: serde_json::Value = resp.json()?;
+//! # let _ = notes;
+//!
+//! client.close().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Behaviour
+//!
+//! * **Concurrency.** A [`Client`] is cheap to clone and safe to share; the session is
+//!   locked only while a record is sealed or opened, never across network I/O.
+//! * **Recovery.** If the server answers `unknown_session`, `session_expired` or
+//!   `session_closed`, the client runs one fresh handshake (shared by all requests that
+//!   hit it at once) and retries the request once. It also handshakes proactively when
+//!   the session is past its lifetime, idle timeout or message budget. A handshake
+//!   refused with `unknown_key` refetches the key configuration once.
+//! * **Session files.** With [`ClientBuilder::session_file`] the session survives the
+//!   process: it is written (atomically, mode 0600) after every seal and before the
+//!   request is sent, so a crash can never make the client reuse a sequence number.
+//! * **Trust on first use.** [`Trust::FirstUse`] accepts whatever identity signs the
+//!   configuration and logs a warning with the pin to use next time
+//!   ([`Client::identity`] returns it).
+//! * **Limits of header mode.** Only the status, the inner content type and the body
+//!   of a response are authenticated; other headers pass unprotected, and `HEAD` (no
+//!   response body) needs full-request mode.
+//!
+//! Logs go through `tracing`; keys, key confirmations and bodies are never logged.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod client;
+mod error;
+mod file;
+mod request;
+
+pub use client::{
+    Client, ClientBuilder, SessionInfo, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_REQUEST_TIMEOUT,
+};
+pub use error::ClientError;
+pub use file::SESSION_FILE_FORMAT;
+pub use request::{RequestBuilder, Response};
+pub use sessioncert_proto::{ErrorCode, Pin, ProtocolError, SessionId, Suite, Trust};
+
+/// Re-exported so callers can name methods, statuses and headers without adding `http`.
+pub use http;

@@ -1,0 +1,304 @@
+//! Building sealed requests and reading their (authenticated) responses.
+
+use crate::{Client, ClientError};
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use reqwest::Url;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::fmt;
+use std::time::Duration;
+
+/// Everything needed to (re)send one request.
+pub(crate) struct Prepared {
+    pub method: Method,
+    pub url: Url,
+    pub headers: HeaderMap,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+    pub full: bool,
+    pub timeout: Option<Duration>,
+}
+
+/// A sealed request being built; see [`Client::request`].
+#[must_use = "a request does nothing until you `.send().await` it"]
+pub struct RequestBuilder {
+    client: Client,
+    method: Method,
+    path: String,
+    headers: HeaderMap,
+    content_type: Option<String>,
+    body: Vec<u8>,
+    full: bool,
+    timeout: Option<Duration>,
+    error: Option<ClientError>,
+}
+
+impl fmt::Debug for RequestBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestBuilder")
+            .field("method", &self.method)
+            .field("full", &self.full)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RequestBuilder {
+    pub(crate) fn new(client: Client, method: Method, path: &str) -> Self {
+        RequestBuilder {
+            client,
+            method,
+            path: path.to_string(),
+            headers: HeaderMap::new(),
+            content_type: None,
+            body: Vec::new(),
+            full: false,
+            timeout: None,
+            error: None,
+        }
+    }
+
+    fn fail(mut self, e: ClientError) -> Self {
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+        self
+    }
+
+    /// Adds a header. In header mode (the default) headers travel **unprotected**
+    /// beside the sealed body; in full-request mode ([`RequestBuilder::full`]) they are
+    /// sealed. `content-type` sets the inner (sealed) content type; `sessioncert-*`,
+    /// `content-length`, `transfer-encoding` and `host` are refused.
+    pub fn header<K, V>(self, name: K, value: V) -> Self
+    where
+        HeaderName: TryFrom<K>,
+        <HeaderName as TryFrom<K>>::Error: Into<http::Error>,
+        HeaderValue: TryFrom<V>,
+        <HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
+    {
+        let name = match HeaderName::try_from(name) {
+            Ok(n) => n,
+            Err(e) => {
+                let e: http::Error = e.into();
+                return self.fail(ClientError::InvalidRequest(format!("header name: {e}")));
+            }
+        };
+        let value = match HeaderValue::try_from(value) {
+            Ok(v) => v,
+            Err(e) => {
+                let e: http::Error = e.into();
+                return self.fail(ClientError::InvalidRequest(format!("header value: {e}")));
+            }
+        };
+        self.add_header(name, value)
+    }
+
+    /// Adds several headers (same rules as [`RequestBuilder::header`]).
+    pub fn headers(mut self, headers: HeaderMap) -> Self {
+        let mut last = None;
+        for (name, value) in headers {
+            let name = match name {
+                Some(n) => {
+                    last = Some(n.clone());
+                    n
+                }
+                None => match &last {
+                    Some(n) => n.clone(),
+                    None => continue,
+                },
+            };
+            self = self.add_header(name, value);
+        }
+        self
+    }
+
+    fn add_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        if name == CONTENT_TYPE {
+            return match value.to_str() {
+                Ok(v) => self.content_type(v),
+                Err(_) => self.fail(ClientError::InvalidRequest(
+                    "content-type must be visible ASCII".into(),
+                )),
+            };
+        }
+        if name.as_str().starts_with("sessioncert-")
+            || name == CONTENT_LENGTH
+            || name == TRANSFER_ENCODING
+            || name == HOST
+        {
+            return self.fail(ClientError::InvalidRequest(format!(
+                "header {name} is set by the client itself"
+            )));
+        }
+        self.headers.append(name, value);
+        self
+    }
+
+    /// The plaintext body (sealed before it leaves the process).
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Serializes `value` as the JSON body and sets the content type to
+    /// `application/json` unless one was set.
+    pub fn json<T: Serialize + ?Sized>(mut self, value: &T) -> Self {
+        match serde_json::to_vec(value) {
+            Ok(b) => {
+                self.body = b;
+                if self.content_type.is_none() {
+                    self.content_type = Some("application/json".into());
+                }
+                self
+            }
+            Err(e) => self.fail(ClientError::Json(e)),
+        }
+    }
+
+    /// The inner content type (sealed in full mode; bound to the seal and sent as
+    /// `sessioncert-content-type` in header mode).
+    pub fn content_type(mut self, content_type: impl Into<String>) -> Self {
+        let ct = content_type.into();
+        if HeaderValue::from_str(&ct).is_err() {
+            return self.fail(ClientError::InvalidRequest(
+                "content type is not a valid header value".into(),
+            ));
+        }
+        self.content_type = Some(ct);
+        self
+    }
+
+    /// Full-request mode: method, path, query, headers and body all travel sealed in a
+    /// `POST /.well-known/sessioncert/full`; the response's status and headers come
+    /// back sealed too. Default: header mode.
+    pub fn full(mut self, full: bool) -> Self {
+        self.full = full;
+        self
+    }
+
+    /// A timeout for this request (each attempt), overriding the HTTP client's.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Seals and sends the request and authenticates the response. A response that is
+    /// not sealed (and not a refusal) is an error, never returned as if it were.
+    pub async fn send(self) -> Result<Response, ClientError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        if !self.full && self.method == Method::HEAD {
+            return Err(ClientError::InvalidRequest(
+                "HEAD responses have no body to carry a seal; use full-request mode".into(),
+            ));
+        }
+        let url = self.client.url(&self.path)?;
+        let prepared = Prepared {
+            method: self.method,
+            url,
+            headers: self.headers,
+            content_type: self.content_type,
+            body: self.body,
+            full: self.full,
+            timeout: self.timeout,
+        };
+        self.client.inner.execute(&prepared).await
+    }
+}
+
+/// An authenticated response.
+///
+/// The status and the body are always authenticated. In header mode, `content-type`
+/// (the inner content type) is authenticated but every other header came through
+/// unprotected; in full-request mode all headers are authenticated
+/// (see [`Response::headers_authenticated`]).
+#[derive(Clone)]
+pub struct Response {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    full: bool,
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("content_type", &self.content_type())
+            .field("body_len", &self.body.len())
+            .field("full", &self.full)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Response {
+    pub(crate) fn new(status: StatusCode, headers: HeaderMap, body: Bytes, full: bool) -> Self {
+        Response {
+            status,
+            headers,
+            body,
+            full,
+        }
+    }
+
+    /// The HTTP status (authenticated).
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The response headers; `content-type` is the inner content type.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// Whether all headers were authenticated (full-request mode) or only the
+    /// content type (header mode).
+    pub fn headers_authenticated(&self) -> bool {
+        self.full
+    }
+
+    /// The inner content type, if any.
+    pub fn content_type(&self) -> Option<&str> {
+        self.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok())
+    }
+
+    /// The decrypted body.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The decrypted body (cheap clone).
+    pub fn bytes(&self) -> Bytes {
+        self.body.clone()
+    }
+
+    /// The decrypted body, consuming the response.
+    pub fn into_bytes(self) -> Bytes {
+        self.body
+    }
+
+    /// The decrypted body as UTF-8 text.
+    pub fn text(&self) -> Result<String, ClientError> {
+        Ok(String::from_utf8(self.body.to_vec())?)
+    }
+
+    /// The decrypted body parsed as JSON.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ClientError> {
+        Ok(serde_json::from_slice(&self.body)?)
+    }
+
+    /// `Err` with the status if it is a client or server error (4xx/5xx).
+    pub fn error_for_status(self) -> Result<Self, ClientError> {
+        if self.status.is_client_error() || self.status.is_server_error() {
+            Err(ClientError::Status {
+                status: self.status,
+                body: self.body,
+            })
+        } else {
+            Ok(self)
+        }
+    }
+}
