@@ -50,6 +50,11 @@ impl ReplayWindow {
     /// Whether `seq` would be accepted now. Does not change the window, so a caller can
     /// check first, authenticate, and only then [`ReplayWindow::mark`].
     pub fn check(&self, seq: u64) -> Result<(), ProtocolError> {
+        // The top of the window is stored as highest + 1, so u64::MAX can never be
+        // accepted (sessions end at `MAX_MESSAGES`, far below).
+        if seq == u64::MAX {
+            return Err(ProtocolError::Replay(seq));
+        }
         if seq >= self.top {
             return Ok(());
         }
@@ -67,8 +72,8 @@ impl ReplayWindow {
     pub fn mark(&mut self, seq: u64) -> Result<(), ProtocolError> {
         self.check(seq)?;
         if seq >= self.top {
-            let advance = seq - self.top + 1;
-            if advance >= WINDOW {
+            let advance = seq - self.top;
+            if advance >= WINDOW - 1 {
                 self.bits = [0; WORDS];
             } else {
                 // Clear the slots of the numbers that slide into the window unseen.
@@ -142,6 +147,16 @@ mod tests {
         for s in (9 * WINDOW + 1)..(10 * WINDOW) {
             assert!(w.check(s).is_ok(), "{s}");
         }
+    }
+
+    #[test]
+    fn extreme_sequence_numbers_do_not_overflow() {
+        let mut w = ReplayWindow::new();
+        assert!(w.mark(u64::MAX).is_err());
+        w.mark(u64::MAX - 1).unwrap();
+        assert!(w.mark(u64::MAX - 1).is_err());
+        assert!(w.mark(u64::MAX).is_err());
+        assert!(w.check(0).is_err());
     }
 
     #[test]

@@ -1,0 +1,3021 @@
+//! Writes the machine-readable test vectors of `docs/PROTOCOL.md` into a directory:
+//!
+//! ```text
+//! cargo run -p sessioncert-proto --example gen_vectors -- test-vectors
+//! ```
+//!
+//! Everything is deterministic: fixed identity seed, fixed handshake keys, fixed Noise
+//! ephemerals (through the `*_for_vectors` entry points), fixed session ids and clock.
+//! Every value is produced by the crate and, where the crate does not expose an
+//! intermediate (Noise chaining keys, the handshake hash, associated data, nonces), by the
+//! small from-the-spec reference implementation in [`reference`]; generation fails if the
+//! two ever disagree, so the files also check that `docs/PROTOCOL.md` describes the code.
+//!
+//! `tests/vectors.rs` includes this file as a module: it checks that [`generate`] still
+//! produces exactly the committed files, and re-derives every value in them.
+#![allow(dead_code, clippy::vec_init_then_push)]
+#![forbid(unsafe_code)]
+
+use serde::{Deserialize, Serialize};
+use sessioncert_proto::config::{
+    PublishedKey, HS_NOISE_NK_25519_AESGCM_SHA256, NOISE_NK_PARAMS, VERSION_1,
+};
+use sessioncert_proto::full::{FullRequest, FullResponse};
+use sessioncert_proto::handshake::{
+    parse_client_hello, respond_with_ephemeral_for_vectors, ClientHandshake, ClientOffer,
+    ServerPolicy,
+};
+use sessioncert_proto::replay::{ReplayWindow, WINDOW};
+use sessioncert_proto::session::{MAX_MESSAGES, REKEY_INTERVAL};
+use sessioncert_proto::{
+    ClientSession, HandshakeKeyPair, IdentityKey, KeyConfig, Pin, ProtocolError, RequestBinding,
+    RequestLine, ResponseBinding, ResponseExpectation, ServerSession, SessionId, SignedKeyConfig,
+    Suite, Trust,
+};
+
+// ---------------------------------------------------------------------------------------
+// Entry point
+// ---------------------------------------------------------------------------------------
+
+fn main() {
+    let dir = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "test-vectors".to_owned());
+    std::fs::create_dir_all(&dir).expect("create output directory");
+    for (name, text) in generate() {
+        let path = std::path::Path::new(&dir).join(name);
+        std::fs::write(&path, text).expect("write vector file");
+        println!("wrote {}", path.display());
+    }
+}
+
+/// The vector files as `(file name, file contents)`.
+pub fn generate() -> Vec<(&'static str, String)> {
+    let kc = gen_key_config();
+    let hs = gen_handshake(&kc);
+    let rec = gen_records(&hs);
+    let rw = gen_replay_window();
+    vec![
+        ("key-config.json", to_json(&kc)),
+        ("handshake.json", to_json(&hs)),
+        ("records.json", to_json(&rec)),
+        ("replay-window.json", to_json(&rw)),
+    ]
+}
+
+/// The names of every vector file, for the test that the directory holds nothing stale.
+pub const FILES: [&str; 4] = [
+    "key-config.json",
+    "handshake.json",
+    "records.json",
+    "replay-window.json",
+];
+
+fn to_json<T: Serialize>(v: &T) -> String {
+    let mut s = serde_json::to_string_pretty(v).expect("serialize");
+    s.push('\n');
+    s
+}
+
+// ---------------------------------------------------------------------------------------
+// Small helpers
+// ---------------------------------------------------------------------------------------
+
+/// Lower-case hex.
+pub fn hx(b: &[u8]) -> String {
+    hex::encode(b)
+}
+
+/// Decodes hex, panicking on bad input (vector files are trusted test input).
+pub fn unhx(s: &str) -> Vec<u8> {
+    hex::decode(s).unwrap_or_else(|e| panic!("bad hex {s:?}: {e}"))
+}
+
+/// Decodes hex of exactly N bytes.
+pub fn unhx_n<const N: usize>(s: &str) -> [u8; N] {
+    unhx(s)
+        .try_into()
+        .unwrap_or_else(|_| panic!("expected {N} bytes of hex: {s:?}"))
+}
+
+/// 32 bytes counting up from `start` (a recognisable, fixed "secret").
+fn pattern(start: u8) -> [u8; 32] {
+    core::array::from_fn(|i| start.wrapping_add(i as u8))
+}
+
+fn sid(start: u8) -> SessionId {
+    SessionId(core::array::from_fn(|i| start.wrapping_add(i as u8)))
+}
+
+/// The wire name of the code a refusal carries.
+pub fn code(e: &ProtocolError) -> String {
+    e.code().as_str().to_owned()
+}
+
+fn flip(b: &[u8], i: usize) -> Vec<u8> {
+    let mut v = b.to_vec();
+    v[i] ^= 0x01;
+    v
+}
+
+fn flip_last(b: &[u8]) -> Vec<u8> {
+    flip(b, b.len() - 1)
+}
+
+fn lines(s: &[&str]) -> Vec<String> {
+    s.iter().map(|x| (*x).to_owned()).collect()
+}
+
+/// Parses a trust setting as written in the files: `first_use` or a pin text.
+pub fn parse_trust(s: &str) -> Trust {
+    if s == "first_use" {
+        Trust::FirstUse
+    } else {
+        Trust::Pin(s.parse::<Pin>().expect("pin text"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Fixed inputs
+// ---------------------------------------------------------------------------------------
+
+const DAY: u64 = 86_400_000;
+/// The clock of every vector: 2026-01-01T00:00:00Z.
+pub const NOW_MS: u64 = 1_767_225_600_000;
+const KEY1_NOT_BEFORE: u64 = NOW_MS - 31 * DAY; // 2025-12-01
+const KEY1_NOT_AFTER: u64 = NOW_MS - DAY; // 2025-12-31: expired at NOW_MS
+const KEY2_NOT_BEFORE: u64 = NOW_MS - 7 * DAY; // 2025-12-25
+const KEY2_NOT_AFTER: u64 = NOW_MS + 31 * DAY; // 2026-02-01
+const ISSUED_AT: u64 = NOW_MS - 7 * DAY;
+
+fn identity_seed() -> [u8; 32] {
+    pattern(0x00)
+}
+fn other_identity_seed() -> [u8; 32] {
+    pattern(0xe0)
+}
+fn key1_secret() -> [u8; 32] {
+    pattern(0x20)
+}
+fn key2_secret() -> [u8; 32] {
+    pattern(0x40)
+}
+fn impostor_secret() -> [u8; 32] {
+    pattern(0xc0)
+}
+
+fn server_keys() -> Vec<HandshakeKeyPair> {
+    vec![
+        HandshakeKeyPair::from_secret(1, &key1_secret(), KEY1_NOT_BEFORE, KEY1_NOT_AFTER).unwrap(),
+        HandshakeKeyPair::from_secret(2, &key2_secret(), KEY2_NOT_BEFORE, KEY2_NOT_AFTER).unwrap(),
+    ]
+}
+
+fn published(k: &HandshakeKeyPair) -> PublishedKey {
+    PublishedKey {
+        key_id: k.key_id,
+        hs_suite: HS_NOISE_NK_25519_AESGCM_SHA256,
+        public: k.public().to_vec(),
+        not_before_ms: k.not_before_ms,
+        not_after_ms: k.not_after_ms,
+    }
+}
+
+fn key_config() -> KeyConfig {
+    KeyConfig {
+        identity: IdentityKey::from_seed(&identity_seed()).pin(),
+        issued_at_ms: ISSUED_AT,
+        versions: vec![VERSION_1],
+        record_suites: Suite::ALL.iter().map(|s| s.id()).collect(),
+        keys: server_keys().iter().map(published).collect(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// JSON shapes (shared with tests/vectors.rs)
+// ---------------------------------------------------------------------------------------
+
+/// A key pair of the identity.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct IdentityV {
+    /// Ed25519 secret seed.
+    pub seed: String,
+    /// Ed25519 public key (the pin's bytes).
+    pub public: String,
+    /// Pin text.
+    pub pin: String,
+}
+
+/// A handshake key pair as the server holds it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct HandshakeKeyV {
+    pub key_id: u8,
+    pub hs_suite: u16,
+    pub secret: String,
+    pub public: String,
+    pub not_before_ms: u64,
+    pub not_after_ms: u64,
+}
+
+/// A published key inside a configuration.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PublishedKeyV {
+    pub key_id: u8,
+    pub hs_suite: u16,
+    pub public: String,
+    pub not_before_ms: u64,
+    pub not_after_ms: u64,
+}
+
+/// The fields of a `KeyConfig`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ConfigV {
+    pub identity: String,
+    pub issued_at_ms: u64,
+    pub versions: Vec<u16>,
+    pub record_suites: Vec<u16>,
+    pub keys: Vec<PublishedKeyV>,
+}
+
+impl ConfigV {
+    fn of(c: &KeyConfig) -> Self {
+        ConfigV {
+            identity: hx(&c.identity.0),
+            issued_at_ms: c.issued_at_ms,
+            versions: c.versions.clone(),
+            record_suites: c.record_suites.clone(),
+            keys: c
+                .keys
+                .iter()
+                .map(|k| PublishedKeyV {
+                    key_id: k.key_id,
+                    hs_suite: k.hs_suite,
+                    public: hx(&k.public),
+                    not_before_ms: k.not_before_ms,
+                    not_after_ms: k.not_after_ms,
+                })
+                .collect(),
+        }
+    }
+
+    /// The `KeyConfig` these fields describe.
+    pub fn to_config(&self) -> KeyConfig {
+        KeyConfig {
+            identity: Pin(unhx_n(&self.identity)),
+            issued_at_ms: self.issued_at_ms,
+            versions: self.versions.clone(),
+            record_suites: self.record_suites.clone(),
+            keys: self
+                .keys
+                .iter()
+                .map(|k| PublishedKey {
+                    key_id: k.key_id,
+                    hs_suite: k.hs_suite,
+                    public: unhx(&k.public),
+                    not_before_ms: k.not_before_ms,
+                    not_after_ms: k.not_after_ms,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct CurrentKeyV {
+    pub now_ms: u64,
+    pub key_id: Option<u8>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct VerifyOkV {
+    pub name: String,
+    pub signed_config: String,
+    pub trust: String,
+    pub now_ms: u64,
+    /// The configuration `verify` returns, re-encoded.
+    pub config_encoded: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct VerifyFailV {
+    pub name: String,
+    pub description: String,
+    pub signed_config: String,
+    pub trust: String,
+    pub now_ms: u64,
+    pub error: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct InvalidPinV {
+    pub text: String,
+    pub reason: String,
+}
+
+/// `key-config.json`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct KeyConfigFile {
+    pub description: Vec<String>,
+    pub signing_label: String,
+    pub identity: IdentityV,
+    pub other_identity: IdentityV,
+    pub handshake_keys: Vec<HandshakeKeyV>,
+    pub config: ConfigV,
+    pub config_encoded: String,
+    pub signing_input: String,
+    pub signature: String,
+    pub signed_config: String,
+    pub current_key: Vec<CurrentKeyV>,
+    pub verify_ok: Vec<VerifyOkV>,
+    pub verify_fail: Vec<VerifyFailV>,
+    pub invalid_pins: Vec<InvalidPinV>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PolicyV {
+    pub suites: Vec<u16>,
+    pub lifetime_ms: u64,
+    pub idle_timeout_ms: u64,
+}
+
+impl PolicyV {
+    pub fn to_policy(&self) -> ServerPolicy {
+        ServerPolicy {
+            suites: self
+                .suites
+                .iter()
+                .map(|id| Suite::from_id(*id).expect("suite id"))
+                .collect(),
+            lifetime_ms: self.lifetime_ms,
+            idle_timeout_ms: self.idle_timeout_ms,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct OfferV {
+    pub versions: Vec<u16>,
+    pub suites: Vec<u16>,
+}
+
+impl OfferV {
+    pub fn to_offer(&self) -> ClientOffer {
+        ClientOffer {
+            versions: self.versions.clone(),
+            suites: self
+                .suites
+                .iter()
+                .map(|id| Suite::from_id(*id).expect("suite id"))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ServerHelloV {
+    pub version: u16,
+    pub suite: u16,
+    pub session_id: String,
+    pub expires_at_ms: u64,
+    pub idle_timeout_ms: u64,
+}
+
+/// Every intermediate value of the Noise NK run (see `docs/PROTOCOL.md` §6).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct NoiseTraceV {
+    /// `h = ck =` the protocol name padded with zeros to 32 bytes.
+    pub h_init: String,
+    /// After `MixHash(prologue)`.
+    pub h_prologue: String,
+    /// After `MixHash(rs)` (the pre-message `<- s`).
+    pub h_pre_message: String,
+    /// After `MixHash(e_client.public)`.
+    pub h_msg1_e: String,
+    /// `DH(e_client, s_server)`.
+    pub dh_es: String,
+    /// `ck` after `MixKey(dh_es)`.
+    pub ck_es: String,
+    /// The cipher key `k` after `MixKey(dh_es)`.
+    pub k_es: String,
+    /// After `EncryptAndHash(msg1 payload)`.
+    pub h_msg1: String,
+    /// After `MixHash(e_server.public)`.
+    pub h_msg2_e: String,
+    /// `DH(e_server, e_client)`.
+    pub dh_ee: String,
+    /// `ck` after `MixKey(dh_ee)`.
+    pub ck_ee: String,
+    /// `k` after `MixKey(dh_ee)`.
+    pub k_ee: String,
+    /// After `EncryptAndHash(msg2 payload)`: the final handshake hash `h`.
+    pub handshake_hash: String,
+    /// `Split()` outputs, raw.
+    pub k1: String,
+    pub k2: String,
+}
+
+/// The sessioncert key schedule on top of Noise.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct KeyScheduleV {
+    /// `HKDF-Extract(salt = handshake_hash, ikm = k1 || k2)`.
+    pub prk: String,
+    pub c2s_key: String,
+    pub c2s_iv: String,
+    pub s2c_key: String,
+    pub s2c_iv: String,
+    pub finished_key: String,
+    /// `HKDF-Expand(c2s_key, "sessioncert/1 rekey", 32)`: the epoch-1 key.
+    pub c2s_key_epoch1: String,
+    pub s2c_key_epoch1: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct HandshakeCaseV {
+    pub name: String,
+    pub suite: u16,
+    pub now_ms: u64,
+    pub offer: OfferV,
+    pub key_id: u8,
+    pub server_static_public: String,
+    pub client_ephemeral_secret: String,
+    pub client_ephemeral_public: String,
+    pub server_ephemeral_secret: String,
+    pub server_ephemeral_public: String,
+    pub session_id: String,
+    pub session_id_text: String,
+    pub client_hello_header: String,
+    pub prologue: String,
+    pub msg1_payload: String,
+    pub noise_msg1: String,
+    pub client_hello: String,
+    pub server_hello_fields: ServerHelloV,
+    pub msg2_payload: String,
+    pub noise_msg2: String,
+    pub server_hello: String,
+    pub noise: NoiseTraceV,
+    pub keys: KeyScheduleV,
+    pub client_finished: String,
+    pub client_export: String,
+    pub server_pending_export: String,
+    pub server_export: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct HandshakeNegV {
+    pub name: String,
+    pub description: String,
+    /// Which case's state to use.
+    pub case: String,
+    /// `respond` (server reads `input` as a client hello), `read_server_hello` (the case's
+    /// client reads `input` as a server hello) or `confirm` (the case's pending server
+    /// session checks `input` as client_finished).
+    pub op: String,
+    pub input: String,
+    pub error: String,
+}
+
+/// `handshake.json`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct HandshakeFile {
+    pub description: Vec<String>,
+    pub noise_protocol_name: String,
+    pub prologue_label: String,
+    pub config_encoded: String,
+    pub server_keys: Vec<HandshakeKeyV>,
+    pub policy: PolicyV,
+    pub cases: Vec<HandshakeCaseV>,
+    pub negative: Vec<HandshakeNegV>,
+}
+
+/// How a request record is bound.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum ReqBindingV {
+    Header {
+        method: String,
+        path: String,
+        query: String,
+        content_type: String,
+    },
+    Full,
+}
+
+impl ReqBindingV {
+    pub fn binding(&self) -> RequestBinding<'_> {
+        match self {
+            ReqBindingV::Header {
+                method,
+                path,
+                query,
+                content_type,
+            } => RequestBinding::Header(RequestLine {
+                method,
+                path,
+                query,
+                content_type,
+            }),
+            ReqBindingV::Full => RequestBinding::Full,
+        }
+    }
+
+    fn header(method: &str, path: &str, query: &str, content_type: &str) -> Self {
+        ReqBindingV::Header {
+            method: method.into(),
+            path: path.into(),
+            query: query.into(),
+            content_type: content_type.into(),
+        }
+    }
+}
+
+/// How a response record is bound (beyond its request).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum RespBindingV {
+    Header { status: u16, content_type: String },
+    Full,
+}
+
+impl RespBindingV {
+    pub fn binding(&self) -> ResponseBinding<'_> {
+        match self {
+            RespBindingV::Header {
+                status,
+                content_type,
+            } => ResponseBinding::Header {
+                status: *status,
+                content_type,
+            },
+            RespBindingV::Full => ResponseBinding::Full,
+        }
+    }
+
+    fn header(status: u16, content_type: &str) -> Self {
+        RespBindingV::Header {
+            status,
+            content_type: content_type.into(),
+        }
+    }
+}
+
+/// A header field as `[name, value]` (values in these vectors are ASCII).
+pub type FieldV = (String, String);
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct FullRequestV {
+    pub method: String,
+    pub scheme: String,
+    pub authority: String,
+    pub path: String,
+    pub headers: Vec<FieldV>,
+    pub body: String,
+}
+
+impl FullRequestV {
+    pub fn to_request(&self) -> FullRequest {
+        FullRequest {
+            method: self.method.clone(),
+            scheme: self.scheme.clone(),
+            authority: self.authority.clone(),
+            path: self.path.clone(),
+            headers: self
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
+                .collect(),
+            body: unhx(&self.body),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct FullResponseV {
+    pub status: u16,
+    pub headers: Vec<FieldV>,
+    pub body: String,
+}
+
+impl FullResponseV {
+    pub fn to_response(&self) -> FullResponse {
+        FullResponse {
+            status: self.status,
+            headers: self
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
+                .collect(),
+            body: unhx(&self.body),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RequestV {
+    pub binding: ReqBindingV,
+    /// Full mode: the HTTP request whose Binary HTTP encoding is `plaintext`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full: Option<FullRequestV>,
+    pub plaintext: String,
+    pub seq: u64,
+    pub epoch: u64,
+    pub ad: String,
+    pub nonce: String,
+    pub record: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ResponseV {
+    pub binding: RespBindingV,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full: Option<FullResponseV>,
+    pub plaintext: String,
+    pub epoch: u64,
+    pub ad: String,
+    pub nonce: String,
+    pub record: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ExchangeV {
+    pub name: String,
+    pub request: RequestV,
+    pub response: ResponseV,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ScenarioV {
+    pub name: String,
+    pub description: String,
+    pub client_export_start: String,
+    pub server_export_start: String,
+    /// In the order the client seals them (sequence numbers ascending).
+    pub exchanges: Vec<ExchangeV>,
+    /// Indices into `exchanges`, in the order the server opens each request and at once
+    /// seals its response; the client opens the responses in the same order.
+    pub server_order: Vec<usize>,
+    pub client_export_end: String,
+    pub server_export_end: String,
+}
+
+/// The expected outcome of one operation: exactly one of the two is set.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ExpectV {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plaintext: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ExpectV {
+    fn ok(pt: &[u8]) -> Self {
+        ExpectV {
+            plaintext: Some(hx(pt)),
+            error: None,
+        }
+    }
+    fn err(code: &str) -> Self {
+        ExpectV {
+            plaintext: None,
+            error: Some(code.into()),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct OpenStepV {
+    pub binding: ReqBindingV,
+    pub record: String,
+    pub expect: ExpectV,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ServerOpenCaseV {
+    pub name: String,
+    pub description: String,
+    pub server_export: String,
+    /// Opened one after another against the same server session.
+    pub steps: Vec<OpenStepV>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ExpectationV {
+    pub seq: u64,
+    pub request_tag: String,
+    pub full: bool,
+}
+
+impl ExpectationV {
+    pub fn to_expectation(&self) -> ResponseExpectation {
+        ResponseExpectation {
+            seq: self.seq,
+            request_tag: unhx_n(&self.request_tag),
+            full: self.full,
+        }
+    }
+    fn of(e: &ResponseExpectation) -> Self {
+        ExpectationV {
+            seq: e.seq,
+            request_tag: hx(&e.request_tag),
+            full: e.full,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ClientOpenCaseV {
+    pub name: String,
+    pub description: String,
+    pub client_export: String,
+    pub expectation: ExpectationV,
+    pub binding: RespBindingV,
+    pub record: String,
+    pub error: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ClientSealCaseV {
+    pub name: String,
+    pub description: String,
+    pub client_export: String,
+    pub binding: ReqBindingV,
+    pub plaintext: String,
+    pub error: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RecordSuiteV {
+    pub name: String,
+    pub suite: u16,
+    pub session_id: String,
+    /// Epoch-0 keys and IVs (the same values as in handshake.json).
+    pub c2s_key: String,
+    pub c2s_iv: String,
+    pub s2c_key: String,
+    pub s2c_iv: String,
+    pub c2s_key_epoch1: String,
+    pub s2c_key_epoch1: String,
+    /// The confirmed sessions right after the handshake of handshake.json.
+    pub client_export: String,
+    pub server_export: String,
+    pub scenarios: Vec<ScenarioV>,
+    pub server_open_cases: Vec<ServerOpenCaseV>,
+    pub client_open_cases: Vec<ClientOpenCaseV>,
+    pub client_seal_cases: Vec<ClientSealCaseV>,
+}
+
+/// `records.json`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RecordsFile {
+    pub description: Vec<String>,
+    pub rekey_interval: u64,
+    pub max_messages: u64,
+    pub replay_window: u64,
+    pub suites: Vec<RecordSuiteV>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ReplayStepV {
+    pub seq: u64,
+    /// `accept` or the error code (`rejected`).
+    pub expect: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ReplayCaseV {
+    pub name: String,
+    pub description: String,
+    pub steps: Vec<ReplayStepV>,
+    pub highest: Option<u64>,
+    /// The window's storage encoding afterwards: `u64 top || 16 × u64 bitmap words`.
+    pub state: String,
+}
+
+/// `replay-window.json`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ReplayFile {
+    pub description: Vec<String>,
+    pub window: u64,
+    pub cases: Vec<ReplayCaseV>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Reference implementation, straight from docs/PROTOCOL.md, using only generic primitives
+// ---------------------------------------------------------------------------------------
+
+/// An independent implementation of the byte layouts and the key schedule. It shares no
+/// code with the crate beyond the primitives (SHA-256, HMAC, HKDF, AES-GCM, ChaCha20-
+/// Poly1305 from RustCrypto, X25519 from snow's default resolver).
+pub mod reference {
+    use aes_gcm::aead::{Aead, KeyInit, Payload};
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+    use snow::params::DHChoice;
+    use snow::resolvers::{CryptoResolver, DefaultResolver};
+
+    pub const NOISE_NAME: &[u8] = b"Noise_NK_25519_AESGCM_SHA256";
+    pub const PROLOGUE_LABEL: &[u8] = b"sessioncert/1 handshake";
+
+    pub fn x25519(secret: &[u8; 32], public: &[u8; 32]) -> [u8; 32] {
+        let mut dh = DefaultResolver
+            .resolve_dh(&DHChoice::Curve25519)
+            .expect("x25519");
+        dh.set(secret);
+        let mut out = [0u8; 32];
+        dh.dh(public, &mut out).expect("dh");
+        out
+    }
+
+    pub fn x25519_public(secret: &[u8; 32]) -> [u8; 32] {
+        let mut base = [0u8; 32];
+        base[0] = 9;
+        x25519(secret, &base)
+    }
+
+    pub fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        for p in parts {
+            h.update(p);
+        }
+        h.finalize().into()
+    }
+
+    pub fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("hmac key");
+        for p in parts {
+            m.update(p);
+        }
+        m.finalize().into_bytes().into()
+    }
+
+    /// Noise's HKDF with two outputs.
+    pub fn noise_hkdf(ck: &[u8; 32], ikm: &[u8]) -> ([u8; 32], [u8; 32]) {
+        let temp = hmac(ck, &[ikm]);
+        let o1 = hmac(&temp, &[&[1u8]]);
+        let o2 = hmac(&temp, &[&o1, &[2u8]]);
+        (o1, o2)
+    }
+
+    /// RFC 5869 HKDF-Extract.
+    pub fn hkdf_extract(salt: &[u8], ikm: &[u8]) -> [u8; 32] {
+        hmac(salt, &[ikm])
+    }
+
+    /// RFC 5869 HKDF-Expand for at most 32 bytes (one block).
+    pub fn hkdf_expand(prk: &[u8; 32], info: &[u8], len: usize) -> Vec<u8> {
+        assert!(len <= 32);
+        hmac(prk, &[info, &[1u8]])[..len].to_vec()
+    }
+
+    pub fn aes_gcm_seal(key: &[u8; 32], nonce: &[u8; 12], ad: &[u8], pt: &[u8]) -> Vec<u8> {
+        aes_gcm::Aes256Gcm::new(key.into())
+            .encrypt(nonce.into(), Payload { msg: pt, aad: ad })
+            .expect("seal")
+    }
+
+    /// Seals with record suite `suite` (1 = AES-256-GCM, 2 = ChaCha20-Poly1305).
+    pub fn aead_seal(
+        suite: u16,
+        key: &[u8; 32],
+        nonce: &[u8; 12],
+        ad: &[u8],
+        pt: &[u8],
+    ) -> Vec<u8> {
+        match suite {
+            1 => aes_gcm_seal(key, nonce, ad, pt),
+            2 => chacha20poly1305::ChaCha20Poly1305::new(key.into())
+                .encrypt(nonce.into(), Payload { msg: pt, aad: ad })
+                .expect("seal"),
+            _ => panic!("unknown suite {suite}"),
+        }
+    }
+
+    fn noise_nonce(n: u64) -> [u8; 12] {
+        let mut out = [0u8; 12];
+        out[4..].copy_from_slice(&n.to_be_bytes());
+        out
+    }
+
+    /// Everything a Noise NK run produces.
+    pub struct Nk {
+        pub h_init: [u8; 32],
+        pub h_prologue: [u8; 32],
+        pub h_pre_message: [u8; 32],
+        pub h_msg1_e: [u8; 32],
+        pub dh_es: [u8; 32],
+        pub ck_es: [u8; 32],
+        pub k_es: [u8; 32],
+        pub h_msg1: [u8; 32],
+        pub h_msg2_e: [u8; 32],
+        pub dh_ee: [u8; 32],
+        pub ck_ee: [u8; 32],
+        pub k_ee: [u8; 32],
+        pub h: [u8; 32],
+        pub k1: [u8; 32],
+        pub k2: [u8; 32],
+        pub msg1: Vec<u8>,
+        pub msg2: Vec<u8>,
+    }
+
+    /// Runs Noise_NK_25519_AESGCM_SHA256 from the initiator's point of view (it knows
+    /// `rs`, the responder's static public key, and both ephemeral secrets are fixed).
+    pub fn noise_nk(
+        prologue: &[u8],
+        rs: &[u8; 32],
+        e_client: &[u8; 32],
+        e_server: &[u8; 32],
+        payload1: &[u8],
+        payload2: &[u8],
+    ) -> Nk {
+        let mut h_init = [0u8; 32];
+        h_init[..NOISE_NAME.len()].copy_from_slice(NOISE_NAME);
+        let ck = h_init;
+        let h_prologue = sha256(&[&h_init, prologue]);
+        let h_pre_message = sha256(&[&h_prologue, rs]);
+        // -> e, es
+        let ec_pub = x25519_public(e_client);
+        let h_msg1_e = sha256(&[&h_pre_message, &ec_pub]);
+        let dh_es = x25519(e_client, rs);
+        let (ck_es, k_es) = noise_hkdf(&ck, &dh_es);
+        let c1 = aes_gcm_seal(&k_es, &noise_nonce(0), &h_msg1_e, payload1);
+        let h_msg1 = sha256(&[&h_msg1_e, &c1]);
+        let msg1 = [ec_pub.as_slice(), &c1].concat();
+        // <- e, ee
+        let es_pub = x25519_public(e_server);
+        let h_msg2_e = sha256(&[&h_msg1, &es_pub]);
+        let dh_ee = x25519(e_client, &es_pub);
+        let (ck_ee, k_ee) = noise_hkdf(&ck_es, &dh_ee);
+        let c2 = aes_gcm_seal(&k_ee, &noise_nonce(0), &h_msg2_e, payload2);
+        let h = sha256(&[&h_msg2_e, &c2]);
+        let msg2 = [es_pub.as_slice(), &c2].concat();
+        let (k1, k2) = noise_hkdf(&ck_ee, &[]);
+        Nk {
+            h_init,
+            h_prologue,
+            h_pre_message,
+            h_msg1_e,
+            dh_es,
+            ck_es,
+            k_es,
+            h_msg1,
+            h_msg2_e,
+            dh_ee,
+            ck_ee,
+            k_ee,
+            h,
+            k1,
+            k2,
+            msg1,
+            msg2,
+        }
+    }
+
+    pub struct Schedule {
+        pub prk: [u8; 32],
+        pub c2s_key: [u8; 32],
+        pub c2s_iv: [u8; 12],
+        pub s2c_key: [u8; 32],
+        pub s2c_iv: [u8; 12],
+        pub finished_key: [u8; 32],
+        pub client_finished: [u8; 32],
+    }
+
+    pub const FINISHED_LABEL: &[u8] = b"sessioncert/1 client finished";
+    pub const REKEY_LABEL: &[u8] = b"sessioncert/1 rekey";
+
+    pub fn schedule(h: &[u8; 32], k1: &[u8; 32], k2: &[u8; 32]) -> Schedule {
+        let prk = hkdf_extract(h, &[k1.as_slice(), k2].concat());
+        let e32 = |l: &[u8]| -> [u8; 32] { hkdf_expand(&prk, l, 32).try_into().unwrap() };
+        let e12 = |l: &[u8]| -> [u8; 12] { hkdf_expand(&prk, l, 12).try_into().unwrap() };
+        let finished_key = e32(FINISHED_LABEL);
+        Schedule {
+            prk,
+            c2s_key: e32(b"sessioncert/1 c2s key"),
+            c2s_iv: e12(b"sessioncert/1 c2s iv"),
+            s2c_key: e32(b"sessioncert/1 s2c key"),
+            s2c_iv: e12(b"sessioncert/1 s2c iv"),
+            finished_key,
+            client_finished: hmac(&finished_key, &[FINISHED_LABEL, h]),
+        }
+    }
+
+    /// `key[e+1] = HKDF-Expand(key[e], "sessioncert/1 rekey", 32)`.
+    pub fn ratchet(key: &[u8; 32]) -> [u8; 32] {
+        hkdf_expand(key, REKEY_LABEL, 32).try_into().unwrap()
+    }
+
+    /// The key of epoch `epoch` given the epoch-0 key.
+    pub fn epoch_key(key0: &[u8; 32], epoch: u64) -> [u8; 32] {
+        let mut k = *key0;
+        for _ in 0..epoch {
+            k = ratchet(&k);
+        }
+        k
+    }
+
+    pub fn nonce(iv: &[u8; 12], seq: u64) -> [u8; 12] {
+        let mut n = *iv;
+        for (b, s) in n[4..].iter_mut().zip(seq.to_be_bytes()) {
+            *b ^= s;
+        }
+        n
+    }
+
+    fn b32(out: &mut Vec<u8>, b: &[u8]) {
+        out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+        out.extend_from_slice(b);
+    }
+
+    /// Request AD; `line` = Some((method, path, query, content_type)) in header mode.
+    pub fn request_ad(
+        record_type: u8,
+        session_id: &[u8; 16],
+        seq: u64,
+        line: Option<(&str, &str, &str, &str)>,
+    ) -> Vec<u8> {
+        let mut ad = b"sessioncert/1 request".to_vec();
+        ad.push(record_type);
+        ad.extend_from_slice(session_id);
+        ad.extend_from_slice(&seq.to_be_bytes());
+        if let Some((m, p, q, c)) = line {
+            for f in [m, p, q, c] {
+                b32(&mut ad, f.as_bytes());
+            }
+        }
+        ad
+    }
+
+    /// Response AD; `status` = Some((status, content_type)) in header mode.
+    pub fn response_ad(
+        record_type: u8,
+        session_id: &[u8; 16],
+        seq: u64,
+        request_tag: &[u8; 16],
+        status: Option<(u16, &str)>,
+    ) -> Vec<u8> {
+        let mut ad = b"sessioncert/1 response".to_vec();
+        ad.push(record_type);
+        ad.extend_from_slice(session_id);
+        ad.extend_from_slice(&seq.to_be_bytes());
+        ad.extend_from_slice(request_tag);
+        if let Some((s, c)) = status {
+            ad.extend_from_slice(&s.to_be_bytes());
+            b32(&mut ad, c.as_bytes());
+        }
+        ad
+    }
+
+    /// `type || seq || AEAD(key, iv XOR seq, ad, plaintext)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record(
+        suite: u16,
+        key: &[u8; 32],
+        iv: &[u8; 12],
+        record_type: u8,
+        seq: u64,
+        ad: &[u8],
+        pt: &[u8],
+    ) -> Vec<u8> {
+        let mut out = vec![record_type];
+        out.extend_from_slice(&seq.to_be_bytes());
+        out.extend_from_slice(&aead_seal(suite, key, &nonce(iv, seq), ad, pt));
+        out
+    }
+
+    /// One direction's keys in a session export.
+    pub fn direction_export(
+        epoch: u64,
+        current: &[u8; 32],
+        previous: Option<&[u8; 32]>,
+        iv: &[u8; 12],
+    ) -> Vec<u8> {
+        let mut out = epoch.to_be_bytes().to_vec();
+        out.extend_from_slice(current);
+        match previous {
+            Some(p) => {
+                out.push(1);
+                out.extend_from_slice(p);
+            }
+            None => out.push(0),
+        }
+        out.extend_from_slice(iv);
+        out
+    }
+
+    /// The export head: magic, format, role, version, suite, session id.
+    pub fn export_head(role: u8, version: u16, suite: u16, session_id: &[u8; 16]) -> Vec<u8> {
+        let mut out = b"SCSX".to_vec();
+        out.push(1);
+        out.push(role);
+        out.extend_from_slice(&version.to_be_bytes());
+        out.extend_from_slice(&suite.to_be_bytes());
+        out.extend_from_slice(session_id);
+        out
+    }
+
+    /// The replay window's encoding given every sequence number ever accepted.
+    pub fn window_state(accepted: &[u64]) -> Vec<u8> {
+        let top = accepted.iter().max().map_or(0, |m| m + 1);
+        let mut words = [0u64; 16];
+        for &s in accepted {
+            if top - s <= 1024 {
+                let i = (s % 1024) as usize;
+                words[i / 64] |= 1 << (i % 64);
+            }
+        }
+        let mut out = top.to_be_bytes().to_vec();
+        for w in words {
+            out.extend_from_slice(&w.to_be_bytes());
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// key-config.json
+// ---------------------------------------------------------------------------------------
+
+fn identity_v(seed: &[u8; 32]) -> IdentityV {
+    let id = IdentityKey::from_seed(seed);
+    IdentityV {
+        seed: hx(seed),
+        public: hx(&id.pin().0),
+        pin: id.pin().to_string(),
+    }
+}
+
+fn handshake_key_v(k: &HandshakeKeyPair) -> HandshakeKeyV {
+    HandshakeKeyV {
+        key_id: k.key_id,
+        hs_suite: HS_NOISE_NK_25519_AESGCM_SHA256,
+        secret: hx(k.secret()),
+        public: hx(k.public()),
+        not_before_ms: k.not_before_ms,
+        not_after_ms: k.not_after_ms,
+    }
+}
+
+/// Runs what a client does with served config bytes.
+pub fn decode_and_verify(
+    bytes: &[u8],
+    trust: Trust,
+    now_ms: u64,
+) -> Result<KeyConfig, ProtocolError> {
+    SignedKeyConfig::decode(bytes)?.verify(trust, now_ms)
+}
+
+/// Signs `config` with the Ed25519 key of `seed` directly (no check that it names it).
+fn raw_sign(seed: &[u8; 32], config: &[u8]) -> [u8; 64] {
+    use ed25519_dalek::Signer;
+    let sk = ed25519_dalek::SigningKey::from_bytes(seed);
+    let msg = [sessioncert_proto::config::CONFIG_SIGNING_LABEL, config].concat();
+    sk.sign(&msg).to_bytes()
+}
+
+fn gen_key_config() -> KeyConfigFile {
+    let id = IdentityKey::from_seed(&identity_seed());
+    let other = IdentityKey::from_seed(&other_identity_seed());
+    let cfg = key_config();
+    let signed = cfg.sign(&id).unwrap();
+    let served = signed.encode();
+    let signing_input = [
+        sessioncert_proto::config::CONFIG_SIGNING_LABEL,
+        &signed.config,
+    ]
+    .concat();
+    let pin = id.pin().to_string();
+
+    // Independent checks of the signature and the served layout.
+    assert_eq!(raw_sign(&identity_seed(), &signed.config), signed.signature);
+    assert_eq!(&served[..2], &[0, 1]);
+    assert_eq!(&served[2..66], &signed.signature);
+    assert_eq!(&served[66..], &signed.config[..]);
+
+    let mut current_key = Vec::new();
+    for now in [
+        NOW_MS - 40 * DAY,
+        KEY1_NOT_BEFORE,
+        NOW_MS - 20 * DAY,
+        NOW_MS - 3 * DAY,
+        NOW_MS,
+        KEY2_NOT_AFTER,
+        KEY2_NOT_AFTER + 1,
+    ] {
+        current_key.push(CurrentKeyV {
+            now_ms: now,
+            key_id: cfg.current_key(now).map(|k| k.key_id),
+        });
+    }
+
+    // A config of another identity, signed by it (fine under trust-on-first-use).
+    let mut other_cfg = key_config();
+    other_cfg.identity = other.pin();
+    let other_served = other_cfg.sign(&other).unwrap().encode();
+
+    let mut verify_ok = Vec::new();
+    for (name, bytes, trust, now) in [
+        ("pinned", served.clone(), pin.clone(), NOW_MS),
+        ("first_use", served.clone(), "first_use".to_owned(), NOW_MS),
+        (
+            "pinned_only_key1_valid",
+            served.clone(),
+            pin.clone(),
+            NOW_MS - 20 * DAY,
+        ),
+        (
+            "first_use_accepts_another_identity",
+            other_served.clone(),
+            "first_use".to_owned(),
+            NOW_MS,
+        ),
+    ] {
+        let got = decode_and_verify(&bytes, parse_trust(&trust), now).unwrap();
+        verify_ok.push(VerifyOkV {
+            name: name.into(),
+            signed_config: hx(&bytes),
+            trust,
+            now_ms: now,
+            config_encoded: hx(&got.encode()),
+        });
+    }
+
+    let mut fails: Vec<(&str, &str, Vec<u8>, String, u64)> = Vec::new();
+    fails.push((
+        "wrong_pin",
+        "A correctly signed configuration of our identity, checked against another pin.",
+        served.clone(),
+        other.pin().to_string(),
+        NOW_MS,
+    ));
+    fails.push((
+        "other_identity_under_our_pin",
+        "Another identity's correctly self-signed configuration, checked against our pin.",
+        other_served.clone(),
+        pin.clone(),
+        NOW_MS,
+    ));
+    fails.push((
+        "flipped_signature_byte",
+        "The first signature byte XOR 0x01.",
+        flip(&served, 2),
+        pin.clone(),
+        NOW_MS,
+    ));
+    fails.push((
+        "flipped_config_byte",
+        "The last config byte (inside key 2's not_after) XOR 0x01.",
+        flip_last(&served),
+        pin.clone(),
+        NOW_MS,
+    ));
+    {
+        let mut stripped = key_config();
+        stripped.record_suites = vec![Suite::ChaCha20Poly1305.id()];
+        let bytes = SignedKeyConfig {
+            config: stripped.encode(),
+            signature: signed.signature,
+        }
+        .encode();
+        fails.push((
+            "stripped_suite_old_signature",
+            "AES-256-GCM removed from record_suites, original signature kept (downgrade).",
+            bytes.clone(),
+            pin.clone(),
+            NOW_MS,
+        ));
+        fails.push((
+            "stripped_suite_old_signature_first_use",
+            "The same stripped configuration is refused under trust-on-first-use too.",
+            bytes,
+            "first_use".to_owned(),
+            NOW_MS,
+        ));
+    }
+    {
+        let mut forged = key_config();
+        forged.record_suites = vec![Suite::ChaCha20Poly1305.id()];
+        let config = forged.encode();
+        let signature = raw_sign(&other_identity_seed(), &config);
+        fails.push((
+            "names_our_identity_signed_by_another",
+            "A configuration naming our identity, signed by another Ed25519 key.",
+            SignedKeyConfig { config, signature }.encode(),
+            "first_use".to_owned(),
+            NOW_MS,
+        ));
+    }
+    fails.push((
+        "expired",
+        "Verified at 2026-03-01, after every key's not_after.",
+        served.clone(),
+        pin.clone(),
+        NOW_MS + 59 * DAY,
+    ));
+    fails.push((
+        "not_yet_valid",
+        "Verified at 2025-11-22, before every key's not_before.",
+        served.clone(),
+        pin.clone(),
+        NOW_MS - 40 * DAY,
+    ));
+    {
+        let mut only_unknown = key_config();
+        for k in &mut only_unknown.keys {
+            k.hs_suite = 0x0002;
+        }
+        fails.push((
+            "only_unknown_handshake_suites",
+            "Correctly signed, but every key is for handshake suite 0x0002, which this version does not speak: no usable key.",
+            only_unknown.sign(&id).unwrap().encode(),
+            pin.clone(),
+            NOW_MS,
+        ));
+    }
+    {
+        let mut t = served.clone();
+        t.push(0);
+        fails.push((
+            "trailing_byte",
+            "One 0x00 byte appended to the served bytes (the config encoding must be consumed exactly).",
+            t,
+            pin.clone(),
+            NOW_MS,
+        ));
+    }
+    fails.push((
+        "truncated",
+        "The last byte removed.",
+        served[..served.len() - 1].to_vec(),
+        pin.clone(),
+        NOW_MS,
+    ));
+    fails.push((
+        "unknown_signature_algorithm",
+        "sig_alg 0x0002 instead of 0x0001.",
+        {
+            let mut t = served.clone();
+            t[1] = 2;
+            t
+        },
+        pin.clone(),
+        NOW_MS,
+    ));
+    fails.push((
+        "bad_magic",
+        "Config magic \"SCKD\" instead of \"SCKC\" (re-signed, so only the parse fails).",
+        {
+            let mut c = cfg.encode();
+            c[3] = b'D';
+            let signature = raw_sign(&identity_seed(), &c);
+            SignedKeyConfig {
+                config: c,
+                signature,
+            }
+            .encode()
+        },
+        pin.clone(),
+        NOW_MS,
+    ));
+    fails.push((
+        "signature_only",
+        "Only sig_alg and the signature, no config.",
+        served[..66].to_vec(),
+        pin.clone(),
+        NOW_MS,
+    ));
+
+    let verify_fail = fails
+        .into_iter()
+        .map(|(name, description, bytes, trust, now)| {
+            let err = decode_and_verify(&bytes, parse_trust(&trust), now).expect_err(name);
+            VerifyFailV {
+                name: name.into(),
+                description: description.into(),
+                signed_config: hx(&bytes),
+                trust,
+                now_ms: now,
+                error: code(&err),
+            }
+        })
+        .collect();
+
+    let mut invalid_pins = Vec::new();
+    let pin_b64 = pin.strip_prefix("ed25519:").unwrap().to_owned();
+    for (text, reason) in [
+        (format!("x25519:{pin_b64}"), "wrong prefix"),
+        (
+            format!("ed25519:{pin_b64}A"),
+            "33 bytes after decoding / bad length",
+        ),
+        (format!("ed25519:{}", &pin_b64[..42]), "too short"),
+        (format!("ed25519:{}=", pin_b64), "padding is not allowed"),
+        (
+            format!("ed25519:{}", pin_b64.replace(['-', '_'], "+")),
+            "standard base64 alphabet instead of base64url (only if the pin contains - or _)",
+        ),
+        ("ed25519:".to_owned(), "empty key"),
+    ] {
+        if text.parse::<Pin>().is_err() {
+            invalid_pins.push(InvalidPinV {
+                text,
+                reason: reason.into(),
+            });
+        }
+    }
+
+    KeyConfigFile {
+        description: lines(&[
+            "sessioncert key configuration vectors (docs/PROTOCOL.md §4-5). All byte strings are lower-case hex.",
+            "signed_config is what GET /.well-known/sessioncert/config serves: u16 sig_alg (1 = Ed25519) || signature[64] || config_encoded.",
+            "signing_input = signing_label (with its trailing 0x00) || config_encoded; signature = Ed25519(identity seed, signing_input).",
+            "trust is either a pin text (accept only that identity) or \"first_use\" (accept any identity that signs the config).",
+            "verify = decode signed_config, check the pin, check the signature, require a usable handshake key at now_ms; error is the ErrorCode wire name.",
+            "current_key: the key a client uses at now_ms (valid, suite 1, 32-byte key; newest not_before wins; null = none).",
+        ]),
+        signing_label: String::from_utf8_lossy(sessioncert_proto::config::CONFIG_SIGNING_LABEL)
+            .into_owned(),
+        identity: identity_v(&identity_seed()),
+        other_identity: identity_v(&other_identity_seed()),
+        handshake_keys: server_keys().iter().map(handshake_key_v).collect(),
+        config: ConfigV::of(&cfg),
+        config_encoded: hx(&cfg.encode()),
+        signing_input: hx(&signing_input),
+        signature: hx(&signed.signature),
+        signed_config: hx(&served),
+        current_key,
+        verify_ok,
+        verify_fail,
+        invalid_pins,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// handshake.json
+// ---------------------------------------------------------------------------------------
+
+struct CaseInput {
+    name: &'static str,
+    suite: Suite,
+    offer: ClientOffer,
+    client_e: [u8; 32],
+    server_e: [u8; 32],
+    session_id: SessionId,
+}
+
+fn case_inputs() -> Vec<CaseInput> {
+    vec![
+        CaseInput {
+            name: "aes-256-gcm",
+            suite: Suite::Aes256Gcm,
+            offer: ClientOffer {
+                versions: vec![VERSION_1],
+                suites: vec![Suite::Aes256Gcm, Suite::ChaCha20Poly1305],
+            },
+            client_e: pattern(0x60),
+            server_e: pattern(0x80),
+            session_id: sid(0xa0),
+        },
+        CaseInput {
+            name: "chacha20-poly1305",
+            suite: Suite::ChaCha20Poly1305,
+            offer: ClientOffer {
+                versions: vec![VERSION_1],
+                suites: vec![Suite::ChaCha20Poly1305, Suite::Aes256Gcm],
+            },
+            client_e: pattern(0x70),
+            server_e: pattern(0x90),
+            session_id: sid(0xb0),
+        },
+    ]
+}
+
+/// Starts the client of a case again (the fixed ephemeral makes it deterministic).
+pub fn restart_client(
+    config: &KeyConfig,
+    offer: &OfferV,
+    now_ms: u64,
+    client_e: &[u8; 32],
+) -> (ClientHandshake, Vec<u8>) {
+    ClientHandshake::start_with_ephemeral_for_vectors(config, offer.to_offer(), now_ms, client_e)
+        .expect("client start")
+}
+
+fn reference_header(versions: &[u16], key_id: u8, suites: &[u16]) -> Vec<u8> {
+    let mut out = vec![0x01, versions.len() as u8];
+    for v in versions {
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    out.extend_from_slice(&HS_NOISE_NK_25519_AESGCM_SHA256.to_be_bytes());
+    out.push(key_id);
+    out.push(suites.len() as u8);
+    for s in suites {
+        out.extend_from_slice(&s.to_be_bytes());
+    }
+    out
+}
+
+fn gen_handshake(kc: &KeyConfigFile) -> HandshakeFile {
+    let cfg = KeyConfig::decode(&unhx(&kc.config_encoded)).unwrap();
+    let keys = server_keys();
+    let policy = ServerPolicy::default();
+    let mut cases = Vec::new();
+    let mut negative = Vec::new();
+    let mut hellos = Vec::new();
+
+    for ci in case_inputs() {
+        let key = cfg.current_key(NOW_MS).unwrap().clone();
+        let offer_v = OfferV {
+            versions: ci.offer.versions.clone(),
+            suites: ci.offer.suites.iter().map(|s| s.id()).collect(),
+        };
+        let (ch, client_hello) = restart_client(&cfg, &offer_v, NOW_MS, &ci.client_e);
+        let resp = respond_with_ephemeral_for_vectors(
+            &keys,
+            &policy,
+            &client_hello,
+            ci.session_id,
+            NOW_MS,
+            &ci.server_e,
+        )
+        .unwrap();
+        let (uc, sh) = ch.read_server_hello(&resp.message).unwrap();
+        assert_eq!(sh, resp.hello);
+        assert_eq!(sh.suite, ci.suite);
+        let client_finished = *uc.client_finished();
+        let pending_export = resp.pending.export().to_vec();
+        let server = resp.pending.confirm(&client_finished).unwrap();
+        let client = uc.confirmed();
+        let client_export = client.export().to_vec();
+        let server_export = server.export().to_vec();
+
+        // The reference implementation must produce the same bytes.
+        let (_, header_bytes, noise1) = parse_client_hello(&client_hello).unwrap();
+        let header = reference_header(&offer_v.versions, key.key_id, &offer_v.suites);
+        assert_eq!(header_bytes, &header[..]);
+        let prologue = [reference::PROLOGUE_LABEL, &header].concat();
+        let mut payload2 = Vec::new();
+        payload2.extend_from_slice(&sh.version.to_be_bytes());
+        payload2.extend_from_slice(&sh.suite.id().to_be_bytes());
+        payload2.extend_from_slice(ci.session_id.as_bytes());
+        payload2.extend_from_slice(&(NOW_MS + policy.lifetime_ms).to_be_bytes());
+        payload2.extend_from_slice(&policy.idle_timeout_ms.to_be_bytes());
+        payload2.extend_from_slice(&[0, 0]);
+        let rs: [u8; 32] = key.public.clone().try_into().unwrap();
+        let nk = reference::noise_nk(
+            &prologue,
+            &rs,
+            &ci.client_e,
+            &ci.server_e,
+            &[0, 0],
+            &payload2,
+        );
+        assert_eq!(noise1, &nk.msg1[..]);
+        let mut ref_hello = header.clone();
+        ref_hello.extend_from_slice(&(nk.msg1.len() as u16).to_be_bytes());
+        ref_hello.extend_from_slice(&nk.msg1);
+        assert_eq!(client_hello, ref_hello);
+        let mut ref_server_hello = vec![0x02];
+        ref_server_hello.extend_from_slice(&(nk.msg2.len() as u16).to_be_bytes());
+        ref_server_hello.extend_from_slice(&nk.msg2);
+        assert_eq!(resp.message, ref_server_hello);
+        let ks = reference::schedule(&nk.h, &nk.k1, &nk.k2);
+        assert_eq!(client_finished, ks.client_finished);
+        let sid_bytes = ci.session_id.as_bytes();
+        let dirs = [
+            reference::direction_export(0, &ks.c2s_key, None, &ks.c2s_iv),
+            reference::direction_export(0, &ks.s2c_key, None, &ks.s2c_iv),
+        ]
+        .concat();
+        let ref_client_export = [
+            reference::export_head(1, VERSION_1, ci.suite.id(), sid_bytes),
+            dirs.clone(),
+            0u64.to_be_bytes().to_vec(),
+        ]
+        .concat();
+        assert_eq!(client_export, ref_client_export);
+        let ref_server_export = [
+            reference::export_head(2, VERSION_1, ci.suite.id(), sid_bytes),
+            dirs,
+            reference::window_state(&[]),
+        ]
+        .concat();
+        assert_eq!(server_export, ref_server_export);
+        assert_eq!(
+            pending_export,
+            [ref_server_export, ks.client_finished.to_vec()].concat()
+        );
+
+        hellos.push((client_hello.clone(), resp.message.clone(), client_finished));
+        cases.push(HandshakeCaseV {
+            name: ci.name.into(),
+            suite: ci.suite.id(),
+            now_ms: NOW_MS,
+            offer: offer_v,
+            key_id: key.key_id,
+            server_static_public: hx(&key.public),
+            client_ephemeral_secret: hx(&ci.client_e),
+            client_ephemeral_public: hx(&reference::x25519_public(&ci.client_e)),
+            server_ephemeral_secret: hx(&ci.server_e),
+            server_ephemeral_public: hx(&reference::x25519_public(&ci.server_e)),
+            session_id: hx(sid_bytes),
+            session_id_text: ci.session_id.to_string(),
+            client_hello_header: hx(&header),
+            prologue: hx(&prologue),
+            msg1_payload: hx(&[0, 0]),
+            noise_msg1: hx(&nk.msg1),
+            client_hello: hx(&client_hello),
+            server_hello_fields: ServerHelloV {
+                version: sh.version,
+                suite: sh.suite.id(),
+                session_id: hx(sh.session_id.as_bytes()),
+                expires_at_ms: sh.expires_at_ms,
+                idle_timeout_ms: sh.idle_timeout_ms,
+            },
+            msg2_payload: hx(&payload2),
+            noise_msg2: hx(&nk.msg2),
+            server_hello: hx(&resp.message),
+            noise: NoiseTraceV {
+                h_init: hx(&nk.h_init),
+                h_prologue: hx(&nk.h_prologue),
+                h_pre_message: hx(&nk.h_pre_message),
+                h_msg1_e: hx(&nk.h_msg1_e),
+                dh_es: hx(&nk.dh_es),
+                ck_es: hx(&nk.ck_es),
+                k_es: hx(&nk.k_es),
+                h_msg1: hx(&nk.h_msg1),
+                h_msg2_e: hx(&nk.h_msg2_e),
+                dh_ee: hx(&nk.dh_ee),
+                ck_ee: hx(&nk.ck_ee),
+                k_ee: hx(&nk.k_ee),
+                handshake_hash: hx(&nk.h),
+                k1: hx(&nk.k1),
+                k2: hx(&nk.k2),
+            },
+            keys: KeyScheduleV {
+                prk: hx(&ks.prk),
+                c2s_key: hx(&ks.c2s_key),
+                c2s_iv: hx(&ks.c2s_iv),
+                s2c_key: hx(&ks.s2c_key),
+                s2c_iv: hx(&ks.s2c_iv),
+                finished_key: hx(&ks.finished_key),
+                c2s_key_epoch1: hx(&reference::ratchet(&ks.c2s_key)),
+                s2c_key_epoch1: hx(&reference::ratchet(&ks.s2c_key)),
+            },
+            client_finished: hx(&client_finished),
+            client_export: hx(&client_export),
+            server_pending_export: hx(&pending_export),
+            server_export: hx(&server_export),
+        });
+    }
+
+    // ---- negative cases -------------------------------------------------------------
+    let aes = &cases[0];
+    let (hello, server_hello, finished) = hellos[0].clone();
+    let (chacha_hello, chacha_server_hello, chacha_finished) = hellos[1].clone();
+    // Layout of the AES case's client hello: 01 | 01 0001 | 0001 | 02 | 02 0001 0002 | len | msg1
+    assert_eq!(&hello[..12], &[1, 1, 0, 1, 0, 1, 2, 2, 0, 1, 0, 2]);
+    let msg1_at = 14;
+    let rewrite_header = |new_header: &[u8]| -> Vec<u8> { [new_header, &hello[12..]].concat() };
+
+    let mut neg: Vec<(&str, String, &str, &str, Vec<u8>)> = Vec::new();
+    let n =
+        |name: &'static str, desc: &str, case: &'static str, op: &'static str, input: Vec<u8>| {
+            (name, desc.to_owned(), case, op, input)
+        };
+    neg.push(n(
+        "downgrade_strip_suite",
+        "The offer [AES-256-GCM, ChaCha20-Poly1305] rewritten in flight to [ChaCha20-Poly1305]; msg1 untouched. The server would accept the header, but the prologue differs, so msg1's payload does not authenticate.",
+        "aes-256-gcm",
+        "respond",
+        rewrite_header(&[1, 1, 0, 1, 0, 1, 2, 1, 0, 2]),
+    ));
+    neg.push(n(
+        "downgrade_reorder_suites",
+        "The offer reordered to [ChaCha20-Poly1305, AES-256-GCM] so the server would pick ChaCha20-Poly1305.",
+        "aes-256-gcm",
+        "respond",
+        rewrite_header(&[1, 1, 0, 1, 0, 1, 2, 2, 0, 2, 0, 1]),
+    ));
+    neg.push(n(
+        "tampered_version_list",
+        "Version 0x0002 prepended to the offered versions (the server still picks 1, but the prologue differs).",
+        "aes-256-gcm",
+        "respond",
+        rewrite_header(&[1, 2, 0, 2, 0, 1, 0, 1, 2, 2, 0, 1, 0, 2]),
+    ));
+    neg.push(n(
+        "unknown_key_id",
+        "key_id 9, which the server does not have.",
+        "aes-256-gcm",
+        "respond",
+        {
+            let mut h = hello.clone();
+            h[6] = 9;
+            h
+        },
+    ));
+    neg.push(n(
+        "expired_key_id",
+        "key_id 1, whose validity ended the day before now_ms.",
+        "aes-256-gcm",
+        "respond",
+        {
+            let mut h = hello.clone();
+            h[6] = 1;
+            h
+        },
+    ));
+    neg.push(n(
+        "unsupported_version",
+        "Only version 0x0009 offered.",
+        "aes-256-gcm",
+        "respond",
+        {
+            let mut h = hello.clone();
+            h[3] = 9;
+            h
+        },
+    ));
+    neg.push(n(
+        "unknown_handshake_suite",
+        "hs_suite 0x0002.",
+        "aes-256-gcm",
+        "respond",
+        {
+            let mut h = hello.clone();
+            h[5] = 2;
+            h
+        },
+    ));
+    neg.push(n(
+        "no_common_record_suite",
+        "Offered record suites [0x0003, 0x0004], which do not exist.",
+        "aes-256-gcm",
+        "respond",
+        rewrite_header(&[1, 1, 0, 1, 0, 1, 2, 2, 0, 3, 0, 4]),
+    ));
+    neg.push(n(
+        "wrong_message_type",
+        "First byte 0x02 instead of 0x01.",
+        "aes-256-gcm",
+        "respond",
+        {
+            let mut h = hello.clone();
+            h[0] = 2;
+            h
+        },
+    ));
+    neg.push(n(
+        "client_hello_truncated",
+        "The last byte removed.",
+        "aes-256-gcm",
+        "respond",
+        hello[..hello.len() - 1].to_vec(),
+    ));
+    neg.push(n(
+        "client_hello_trailing_byte",
+        "One 0x00 byte appended.",
+        "aes-256-gcm",
+        "respond",
+        [hello.as_slice(), &[0]].concat(),
+    ));
+    neg.push(n(
+        "client_hello_too_large",
+        "4097 bytes: a valid hello followed by zeros, over MAX_HANDSHAKE_LEN (4096).",
+        "aes-256-gcm",
+        "respond",
+        {
+            let mut h = hello.clone();
+            h.resize(4097, 0);
+            h
+        },
+    ));
+    neg.push(n(
+        "flipped_client_ephemeral",
+        "First byte of the client's ephemeral public key XOR 0x01.",
+        "aes-256-gcm",
+        "respond",
+        flip(&hello, msg1_at),
+    ));
+    neg.push(n(
+        "flipped_msg1_tag",
+        "Last byte of msg1 (its AEAD tag) XOR 0x01.",
+        "aes-256-gcm",
+        "respond",
+        flip_last(&hello),
+    ));
+    neg.push(n(
+        "low_order_client_ephemeral",
+        "The client's ephemeral public key replaced by 32 zero bytes (a low-order point: the DH result is all zero and is refused).",
+        "aes-256-gcm",
+        "respond",
+        {
+            let mut h = hello.clone();
+            h[msg1_at..msg1_at + 32].fill(0);
+            h
+        },
+    ));
+    // A client that was given an impostor's key (same key id) instead of the server's,
+    // and the impostor's answer to it.
+    let impostor =
+        HandshakeKeyPair::from_secret(2, &impostor_secret(), KEY2_NOT_BEFORE, KEY2_NOT_AFTER)
+            .unwrap();
+    let mut impostor_cfg = cfg.clone();
+    impostor_cfg.keys[1].public = impostor.public().to_vec();
+    let (_, impostor_hello) = restart_client(
+        &impostor_cfg,
+        &aes.offer,
+        NOW_MS,
+        &unhx_n(&aes.client_ephemeral_secret),
+    );
+    let impostor_resp = respond_with_ephemeral_for_vectors(
+        &[impostor],
+        &policy,
+        &impostor_hello,
+        SessionId(unhx_n(&aes.session_id)),
+        NOW_MS,
+        &unhx_n(&aes.server_ephemeral_secret),
+    )
+    .unwrap();
+    neg.push(n(
+        "hello_encrypted_to_another_key",
+        "A client hello (same header, same ephemeral) made for an impostor's static key 2: the server cannot open msg1 (es differs).",
+        "aes-256-gcm",
+        "respond",
+        impostor_hello,
+    ));
+    neg.push(n(
+        "server_hello_from_impostor",
+        "The impostor's server hello: made with the impostor's static key, it does not authenticate for a client that encrypted to the real key.",
+        "aes-256-gcm",
+        "read_server_hello",
+        impostor_resp.message,
+    ));
+    neg.push(n(
+        "flipped_server_ephemeral",
+        "First byte of the server's ephemeral public key XOR 0x01.",
+        "aes-256-gcm",
+        "read_server_hello",
+        flip(&server_hello, 3),
+    ));
+    neg.push(n(
+        "flipped_server_hello_ciphertext",
+        "First byte of the encrypted ServerHello payload XOR 0x01 (e.g. an attacker changing the chosen suite or lifetime).",
+        "aes-256-gcm",
+        "read_server_hello",
+        flip(&server_hello, 3 + 32),
+    ));
+    neg.push(n(
+        "flipped_server_hello_tag",
+        "Last byte XOR 0x01.",
+        "aes-256-gcm",
+        "read_server_hello",
+        flip_last(&server_hello),
+    ));
+    neg.push(n(
+        "server_hello_of_another_handshake",
+        "The server hello of the chacha20-poly1305 case (a splice across handshakes).",
+        "aes-256-gcm",
+        "read_server_hello",
+        chacha_server_hello,
+    ));
+    neg.push(n(
+        "server_hello_wrong_type",
+        "First byte 0x01 instead of 0x02.",
+        "aes-256-gcm",
+        "read_server_hello",
+        {
+            let mut h = server_hello.clone();
+            h[0] = 1;
+            h
+        },
+    ));
+    neg.push(n(
+        "server_hello_trailing_byte",
+        "One 0x00 byte appended.",
+        "aes-256-gcm",
+        "read_server_hello",
+        [server_hello.as_slice(), &[0]].concat(),
+    ));
+    neg.push(n(
+        "server_hello_truncated",
+        "The last byte removed (the length prefix no longer matches).",
+        "aes-256-gcm",
+        "read_server_hello",
+        server_hello[..server_hello.len() - 1].to_vec(),
+    ));
+    neg.push(n(
+        "flipped_client_finished",
+        "client_finished with its first byte XOR 0x01.",
+        "aes-256-gcm",
+        "confirm",
+        flip(&finished, 0),
+    ));
+    neg.push(n(
+        "short_client_finished",
+        "client_finished without its last byte.",
+        "aes-256-gcm",
+        "confirm",
+        finished[..31].to_vec(),
+    ));
+    neg.push(n(
+        "client_finished_of_another_session",
+        "The chacha20-poly1305 case's client_finished.",
+        "aes-256-gcm",
+        "confirm",
+        chacha_finished.to_vec(),
+    ));
+    neg.push(n(
+        "empty_client_finished",
+        "An empty body.",
+        "aes-256-gcm",
+        "confirm",
+        Vec::new(),
+    ));
+    neg.push(n(
+        "chacha_downgrade_to_aes",
+        "The chacha20-poly1305 case's offer [ChaCha20-Poly1305, AES-256-GCM] rewritten to [AES-256-GCM].",
+        "chacha20-poly1305",
+        "respond",
+        [&[1u8, 1, 0, 1, 0, 1, 2, 1, 0, 1][..], &chacha_hello[12..]].concat(),
+    ));
+
+    let file_cases = cases.clone();
+    let hs_file_stub = HandshakeFile {
+        description: Vec::new(),
+        noise_protocol_name: String::new(),
+        prologue_label: String::new(),
+        config_encoded: kc.config_encoded.clone(),
+        server_keys: keys.iter().map(handshake_key_v).collect(),
+        policy: PolicyV {
+            suites: policy.suites.iter().map(|s| s.id()).collect(),
+            lifetime_ms: policy.lifetime_ms,
+            idle_timeout_ms: policy.idle_timeout_ms,
+        },
+        cases: file_cases,
+        negative: Vec::new(),
+    };
+    for (name, description, case, op, input) in neg {
+        let err = run_handshake_op(&hs_file_stub, case, op, &input).expect_err(name);
+        negative.push(HandshakeNegV {
+            name: name.into(),
+            description,
+            case: case.into(),
+            op: op.into(),
+            input: hx(&input),
+            error: err,
+        });
+    }
+
+    HandshakeFile {
+        description: lines(&[
+            "sessioncert handshake vectors (docs/PROTOCOL.md §6). All byte strings are lower-case hex.",
+            "Both cases use the key configuration of key-config.json (config_encoded) at now_ms; the client encrypts to its current key (key_id 2).",
+            "Fixed ephemerals: a real implementation draws them at random; use them only to reproduce these bytes.",
+            "client_hello = client_hello_header || u16 len || noise_msg1; prologue = prologue_label || client_hello_header.",
+            "server_hello = 0x02 || u16 len || noise_msg2; msg2_payload is the ServerHello plaintext inside noise_msg2.",
+            "noise: every intermediate of the Noise NK run; keys: the sessioncert key schedule on top of it.",
+            "client_export = ClientSession::export() after confirmation; server_pending_export = PendingServerSession::export(); server_export = ServerSession::export() after confirmation (layouts in PROTOCOL.md §12).",
+            "negative: op respond = the server (server_keys, policy, the case's session id, server ephemeral and now_ms) answers input as a client hello; read_server_hello = the case's client (restarted with its fixed ephemeral) reads input as a server hello; confirm = the case's pending server session checks input as client_finished. error = ErrorCode wire name.",
+        ]),
+        noise_protocol_name: NOISE_NK_PARAMS.into(),
+        prologue_label: String::from_utf8_lossy(reference::PROLOGUE_LABEL).into_owned(),
+        ..hs_file_stub
+    }
+    .with_negative(negative)
+}
+
+impl HandshakeFile {
+    fn with_negative(mut self, negative: Vec<HandshakeNegV>) -> Self {
+        self.negative = negative;
+        self
+    }
+
+    /// The case named `name`.
+    pub fn case(&self, name: &str) -> &HandshakeCaseV {
+        self.cases
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no case {name}"))
+    }
+
+    pub fn keys(&self) -> Vec<HandshakeKeyPair> {
+        self.server_keys
+            .iter()
+            .map(|k| {
+                HandshakeKeyPair::from_secret(
+                    k.key_id,
+                    &unhx_n(&k.secret),
+                    k.not_before_ms,
+                    k.not_after_ms,
+                )
+                .unwrap()
+            })
+            .collect()
+    }
+}
+
+/// Runs one handshake operation of a negative case; `Err` carries the wire code.
+pub fn run_handshake_op(
+    hs: &HandshakeFile,
+    case: &str,
+    op: &str,
+    input: &[u8],
+) -> Result<(), String> {
+    let c = hs.case(case);
+    let cfg = KeyConfig::decode(&unhx(&hs.config_encoded)).unwrap();
+    match op {
+        "respond" => respond_with_ephemeral_for_vectors(
+            &hs.keys(),
+            &hs.policy.to_policy(),
+            input,
+            SessionId(unhx_n(&c.session_id)),
+            c.now_ms,
+            &unhx_n(&c.server_ephemeral_secret),
+        )
+        .map(|_| ())
+        .map_err(|e| code(&e)),
+        "read_server_hello" => {
+            let (ch, _) = restart_client(
+                &cfg,
+                &c.offer,
+                c.now_ms,
+                &unhx_n(&c.client_ephemeral_secret),
+            );
+            ch.read_server_hello(input)
+                .map(|_| ())
+                .map_err(|e| code(&e))
+        }
+        "confirm" => {
+            let pending =
+                sessioncert_proto::PendingServerSession::import(&unhx(&c.server_pending_export))
+                    .unwrap();
+            pending
+                .confirm(input)
+                .map(|_| ())
+                .map_err(|f| code(&f.error))
+        }
+        other => panic!("unknown op {other}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// records.json
+// ---------------------------------------------------------------------------------------
+
+/// What one exchange sends and answers.
+struct ExSpec {
+    name: &'static str,
+    req: ReqBindingV,
+    req_full: Option<FullRequestV>,
+    req_pt: Vec<u8>,
+    resp: RespBindingV,
+    resp_full: Option<FullResponseV>,
+    resp_pt: Vec<u8>,
+}
+
+fn header_ex(
+    name: &'static str,
+    req: ReqBindingV,
+    req_pt: &[u8],
+    status: u16,
+    ct: &str,
+    resp_pt: &[u8],
+) -> ExSpec {
+    ExSpec {
+        name,
+        req,
+        req_full: None,
+        req_pt: req_pt.to_vec(),
+        resp: RespBindingV::header(status, ct),
+        resp_full: None,
+        resp_pt: resp_pt.to_vec(),
+    }
+}
+
+fn full_ex(name: &'static str, req: FullRequestV, resp: FullResponseV) -> ExSpec {
+    let req_pt = req.to_request().encode();
+    let resp_pt = resp.to_response().encode().unwrap();
+    ExSpec {
+        name,
+        req: ReqBindingV::Full,
+        req_full: Some(req),
+        req_pt,
+        resp: RespBindingV::Full,
+        resp_full: Some(resp),
+        resp_pt,
+    }
+}
+
+fn fields(f: &[(&str, &str)]) -> Vec<FieldV> {
+    f.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+}
+
+fn main_exchanges() -> Vec<ExSpec> {
+    vec![
+        header_ex(
+            "create_note",
+            ReqBindingV::header("POST", "/api/notes", "", "application/json"),
+            br#"{"title":"hello","body":"first note"}"#,
+            201,
+            "application/json",
+            br#"{"id":1}"#,
+        ),
+        header_ex(
+            "list_notes_with_query",
+            ReqBindingV::header("GET", "/api/notes", "limit=5&tag=caf%C3%A9", ""),
+            b"",
+            200,
+            "application/json",
+            br#"[{"id":1,"title":"hello"}]"#,
+        ),
+        header_ex(
+            "delete_percent_encoded_path",
+            ReqBindingV::header("DELETE", "/api/tags/caf%C3%A9", "", ""),
+            b"",
+            204,
+            "",
+            b"",
+        ),
+        full_ex(
+            "full_mode",
+            FullRequestV {
+                method: "POST".into(),
+                scheme: "https".into(),
+                authority: "api.example.com".into(),
+                path: "/api/notes?draft=true".into(),
+                headers: fields(&[
+                    ("content-type", "application/json"),
+                    ("x-request-id", "vec-3"),
+                ]),
+                body: hx(br#"{"title":"secret path"}"#),
+            },
+            FullResponseV {
+                status: 201,
+                headers: fields(&[
+                    ("content-type", "application/json"),
+                    ("location", "/api/notes/2"),
+                ]),
+                body: hx(br#"{"id":2}"#),
+            },
+        ),
+        header_ex(
+            "concurrent_a",
+            ReqBindingV::header("PUT", "/api/notes/2", "", "application/json"),
+            br#"{"title":"renamed"}"#,
+            200,
+            "application/json",
+            br#"{"id":2,"title":"renamed"}"#,
+        ),
+        header_ex(
+            "concurrent_b",
+            ReqBindingV::header("GET", "/api/profile", "", ""),
+            b"",
+            200,
+            "application/json",
+            br#"{"name":"Ada"}"#,
+        ),
+        header_ex(
+            "close",
+            ReqBindingV::header("POST", "/.well-known/sessioncert/close", "", ""),
+            b"",
+            200,
+            "",
+            b"",
+        ),
+    ]
+}
+
+fn ping_binding() -> ReqBindingV {
+    ReqBindingV::header("POST", "/api/ping", "", "text/plain")
+}
+
+fn ping_ex(seq: u64) -> ExSpec {
+    ExSpec {
+        name: "ping",
+        req: ping_binding(),
+        req_full: None,
+        req_pt: format!("ping {seq}").into_bytes(),
+        resp: RespBindingV::header(200, "text/plain"),
+        resp_full: None,
+        resp_pt: format!("pong {seq}").into_bytes(),
+    }
+}
+
+/// A client export with `next_seq` replaced (the last 8 bytes of a client export).
+pub fn client_export_at(export: &[u8], next_seq: u64) -> Vec<u8> {
+    let mut e = export.to_vec();
+    let n = e.len();
+    e[n - 8..].copy_from_slice(&next_seq.to_be_bytes());
+    e
+}
+
+/// A server export with the session id replaced (bytes 10..26 of any export).
+pub fn export_with_session_id(export: &[u8], id: &[u8; 16]) -> Vec<u8> {
+    let mut e = export.to_vec();
+    e[10..26].copy_from_slice(id);
+    e
+}
+
+/// A record with its sequence number field replaced.
+pub fn with_seq(record: &[u8], seq: u64) -> Vec<u8> {
+    let mut r = record.to_vec();
+    r[1..9].copy_from_slice(&seq.to_be_bytes());
+    r
+}
+
+/// Keys of one suite's session as the reference sees them.
+struct RefKeys {
+    suite: u16,
+    sid: [u8; 16],
+    c2s_key: [u8; 32],
+    c2s_iv: [u8; 12],
+    s2c_key: [u8; 32],
+    s2c_iv: [u8; 12],
+}
+
+fn req_type(b: &ReqBindingV) -> u8 {
+    match b {
+        ReqBindingV::Header { .. } => 0x01,
+        ReqBindingV::Full => 0x02,
+    }
+}
+
+fn resp_type(b: &RespBindingV) -> u8 {
+    match b {
+        RespBindingV::Header { .. } => 0x81,
+        RespBindingV::Full => 0x82,
+    }
+}
+
+/// The reference AD of a request.
+pub fn reference_request_ad(sid: &[u8; 16], seq: u64, b: &ReqBindingV) -> Vec<u8> {
+    let line = match b {
+        ReqBindingV::Header {
+            method,
+            path,
+            query,
+            content_type,
+        } => Some((
+            method.as_str(),
+            path.as_str(),
+            query.as_str(),
+            content_type.as_str(),
+        )),
+        ReqBindingV::Full => None,
+    };
+    reference::request_ad(req_type(b), sid, seq, line)
+}
+
+/// The reference AD of a response.
+pub fn reference_response_ad(
+    sid: &[u8; 16],
+    seq: u64,
+    tag: &[u8; 16],
+    b: &RespBindingV,
+) -> Vec<u8> {
+    let status = match b {
+        RespBindingV::Header {
+            status,
+            content_type,
+        } => Some((*status, content_type.as_str())),
+        RespBindingV::Full => None,
+    };
+    reference::response_ad(resp_type(b), sid, seq, tag, status)
+}
+
+/// Runs a scenario through the crate, checking every record against the reference.
+fn run_scenario(
+    rk: &RefKeys,
+    name: &str,
+    description: &str,
+    client_start: &[u8],
+    server_start: &[u8],
+    specs: Vec<ExSpec>,
+    server_order: Vec<usize>,
+) -> ScenarioV {
+    let mut client = ClientSession::import(client_start).unwrap();
+    let mut server = ServerSession::import(server_start).unwrap();
+    let mut sealed = Vec::new();
+    for s in &specs {
+        let (rec, exp) = client.seal_request(&s.req.binding(), &s.req_pt).unwrap();
+        sealed.push((rec, exp));
+    }
+    let mut responses = vec![Vec::new(); specs.len()];
+    for &i in &server_order {
+        let s = &specs[i];
+        let opened = server.open_request(&s.req.binding(), &sealed[i].0).unwrap();
+        assert_eq!(opened.plaintext, s.req_pt);
+        assert_eq!(opened.expectation(), sealed[i].1);
+        let resp = server
+            .seal_response(&opened.expectation(), &s.resp.binding(), &s.resp_pt)
+            .unwrap();
+        let got = client
+            .open_response(&sealed[i].1, &s.resp.binding(), &resp)
+            .unwrap();
+        assert_eq!(got, s.resp_pt);
+        responses[i] = resp;
+    }
+    let exchanges = specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let (rec, exp) = &sealed[i];
+            let seq = exp.seq;
+            let epoch = seq / REKEY_INTERVAL;
+            let ad = reference_request_ad(&rk.sid, seq, &s.req);
+            let key = reference::epoch_key(&rk.c2s_key, epoch);
+            let ref_rec = reference::record(
+                rk.suite,
+                &key,
+                &rk.c2s_iv,
+                req_type(&s.req),
+                seq,
+                &ad,
+                &s.req_pt,
+            );
+            assert_eq!(rec, &ref_rec, "request {i} of {name}");
+            let rad = reference_response_ad(&rk.sid, seq, &exp.request_tag, &s.resp);
+            let rkey = reference::epoch_key(&rk.s2c_key, epoch);
+            let ref_resp = reference::record(
+                rk.suite,
+                &rkey,
+                &rk.s2c_iv,
+                resp_type(&s.resp),
+                seq,
+                &rad,
+                &s.resp_pt,
+            );
+            assert_eq!(responses[i], ref_resp, "response {i} of {name}");
+            ExchangeV {
+                name: s.name.into(),
+                request: RequestV {
+                    binding: s.req.clone(),
+                    full: s.req_full.clone(),
+                    plaintext: hx(&s.req_pt),
+                    seq,
+                    epoch,
+                    ad: hx(&ad),
+                    nonce: hx(&reference::nonce(&rk.c2s_iv, seq)),
+                    record: hx(rec),
+                },
+                response: ResponseV {
+                    binding: s.resp.clone(),
+                    full: s.resp_full.clone(),
+                    plaintext: hx(&s.resp_pt),
+                    epoch,
+                    ad: hx(&rad),
+                    nonce: hx(&reference::nonce(&rk.s2c_iv, seq)),
+                    record: hx(&responses[i]),
+                },
+            }
+        })
+        .collect::<Vec<_>>();
+    // The server's window after the scenario, by the reference.
+    let server_end = server.export().to_vec();
+    // Scenarios start from a fresh window (checked here), so the accepted set is theirs.
+    let mut accepted: Vec<u64> = Vec::new();
+    assert_eq!(
+        &server_start[server_start.len() - 136..],
+        &reference::window_state(&[])[..]
+    );
+    accepted.extend(sealed.iter().map(|(_, e)| e.seq));
+    assert_eq!(
+        &server_end[server_end.len() - 136..],
+        &reference::window_state(&accepted)[..]
+    );
+    ScenarioV {
+        name: name.into(),
+        description: description.into(),
+        client_export_start: hx(client_start),
+        server_export_start: hx(server_start),
+        exchanges,
+        server_order,
+        client_export_end: hx(&client.export()),
+        server_export_end: hx(&server_end),
+    }
+}
+
+/// Seals one ping request at `seq` from a fresh client of `client_export`.
+fn ping_at(client_export: &[u8], seq: u64) -> (Vec<u8>, ResponseExpectation) {
+    let mut c = ClientSession::import(&client_export_at(client_export, seq)).unwrap();
+    c.seal_request(&ping_binding().binding(), &ping_ex(seq).req_pt)
+        .unwrap()
+}
+
+/// Runs the steps of a server open case; returns the outcome of each.
+pub fn run_server_steps(server_export: &[u8], steps: &[(ReqBindingV, Vec<u8>)]) -> Vec<ExpectV> {
+    let mut server = ServerSession::import(server_export).unwrap();
+    steps
+        .iter()
+        .map(|(b, rec)| match server.open_request(&b.binding(), rec) {
+            Ok(o) => ExpectV::ok(&o.plaintext),
+            Err(e) => ExpectV::err(&code(&e)),
+        })
+        .collect()
+}
+
+fn gen_records(hs: &HandshakeFile) -> RecordsFile {
+    let mut suites = Vec::new();
+    for (ci, case) in hs.cases.iter().enumerate() {
+        let other = &hs.cases[1 - ci];
+        let rk = RefKeys {
+            suite: case.suite,
+            sid: unhx_n(&case.session_id),
+            c2s_key: unhx_n(&case.keys.c2s_key),
+            c2s_iv: unhx_n(&case.keys.c2s_iv),
+            s2c_key: unhx_n(&case.keys.s2c_key),
+            s2c_iv: unhx_n(&case.keys.s2c_iv),
+        };
+        let cexp = unhx(&case.client_export);
+        let sexp = unhx(&case.server_export);
+
+        let main = run_scenario(
+            &rk,
+            "main",
+            "Header-mode and full-mode requests from the fresh session. Requests 4 and 5 are concurrent: the server opens 5 before 4 (accepted: both inside the replay window).",
+            &cexp,
+            &sexp,
+            main_exchanges(),
+            vec![0, 1, 2, 3, 5, 4, 6],
+        );
+        let rekey_start = client_export_at(&cexp, REKEY_INTERVAL - 2);
+        let rekey = run_scenario(
+            &rk,
+            "rekey",
+            "The fresh session with the client's next_seq set to REKEY_INTERVAL - 2 (65534) in its export. Seqs 65534 and 65535 use the epoch-0 keys, 65536 and 65537 the epoch-1 keys. The server opens 65536 before 65535: 65535 then opens with the retained previous-epoch key, and its response is sealed with the previous s2c key.",
+            &rekey_start,
+            &sexp,
+            (0..4).map(|i| ping_ex(REKEY_INTERVAL - 2 + i)).collect(),
+            vec![0, 2, 1, 3],
+        );
+
+        // Records used by the negative cases.
+        let ex = &main.exchanges;
+        let r0 = unhx(&ex[0].request.record);
+        let b0 = ex[0].request.binding.clone();
+        let r1 = unhx(&ex[1].request.record);
+        let b1 = ex[1].request.binding.clone();
+        let r3 = unhx(&ex[3].request.record);
+        let resp0 = unhx(&ex[0].response.record);
+        let resp1 = unhx(&ex[1].response.record);
+        let resp3 = unhx(&ex[3].response.record);
+        let other_main_r0 = {
+            let mut c = ClientSession::import(&unhx(&other.client_export)).unwrap();
+            c.seal_request(&b0.binding(), &unhx(&ex[0].request.plaintext))
+                .unwrap()
+                .0
+        };
+        let (r76, _) = ping_at(&cexp, 76);
+        let (r77, _) = ping_at(&cexp, 77);
+        let (r1100, _) = ping_at(&cexp, 1100);
+        let ping = ping_binding();
+        let pt0 = unhx(&ex[0].request.plaintext);
+
+        let with = |f: &dyn Fn(&mut String, &mut String, &mut String, &mut String)| -> ReqBindingV {
+            let ReqBindingV::Header {
+                mut method,
+                mut path,
+                mut query,
+                mut content_type,
+            } = b0.clone()
+            else {
+                unreachable!()
+            };
+            f(&mut method, &mut path, &mut query, &mut content_type);
+            ReqBindingV::Header {
+                method,
+                path,
+                query,
+                content_type,
+            }
+        };
+        let full_endpoint_binding =
+            ReqBindingV::header("POST", "/.well-known/sessioncert/full", "", "");
+
+        type Steps = Vec<(ReqBindingV, Vec<u8>)>;
+        let mut sc: Vec<(&str, &str, Vec<u8>, Steps)> = Vec::new();
+        sc.push((
+            "ok_then_replay",
+            "Request 0 opens; the identical record presented again is a replay.",
+            sexp.clone(),
+            vec![(b0.clone(), r0.clone()), (b0.clone(), r0.clone())],
+        ));
+        sc.push((
+            "method_changed",
+            "Request 0 presented with method PUT instead of POST.",
+            sexp.clone(),
+            vec![(with(&|m, _, _, _| *m = "PUT".into()), r0.clone())],
+        ));
+        sc.push((
+            "method_case_changed",
+            "Method \"post\": the method is bound byte for byte, as sent.",
+            sexp.clone(),
+            vec![(with(&|m, _, _, _| *m = "post".into()), r0.clone())],
+        ));
+        sc.push((
+            "path_changed",
+            "Request 0 presented on path /api/notes/1.",
+            sexp.clone(),
+            vec![(with(&|_, p, _, _| *p = "/api/notes/1".into()), r0.clone())],
+        ));
+        sc.push((
+            "query_added",
+            "Request 0 presented with query \"admin=1\".",
+            sexp.clone(),
+            vec![(with(&|_, _, q, _| *q = "admin=1".into()), r0.clone())],
+        ));
+        sc.push((
+            "query_changed",
+            "Request 1 presented with limit=6 instead of limit=5.",
+            sexp.clone(),
+            vec![(
+                ReqBindingV::header("GET", "/api/notes", "limit=6&tag=caf%C3%A9", ""),
+                r1.clone(),
+            )],
+        ));
+        sc.push((
+            "query_moved_into_path",
+            "Request 1 with its query moved into the path (path \"/api/notes?limit=5&tag=caf%C3%A9\", query \"\"): the fields are length-prefixed, so this is a different binding.",
+            sexp.clone(),
+            vec![(
+                ReqBindingV::header("GET", "/api/notes?limit=5&tag=caf%C3%A9", "", ""),
+                r1.clone(),
+            )],
+        ));
+        sc.push((
+            "content_type_changed",
+            "Request 0 presented with inner content type text/plain.",
+            sexp.clone(),
+            vec![(with(&|_, _, _, c| *c = "text/plain".into()), r0.clone())],
+        ));
+        sc.push((
+            "content_type_dropped",
+            "Request 0 presented without the sessioncert-content-type header (bound as \"\").",
+            sexp.clone(),
+            vec![(with(&|_, _, _, c| c.clear()), r0.clone())],
+        ));
+        sc.push((
+            "session_id_changed",
+            "Request 0 opened by a server session with the same keys but another session id (the export's session id field patched): the session id is bound.",
+            export_with_session_id(&sexp, &[0x55; 16]),
+            vec![(b0.clone(), r0.clone())],
+        ));
+        sc.push((
+            "flipped_ciphertext_byte",
+            "First ciphertext byte of request 0 (offset 9) XOR 0x01.",
+            sexp.clone(),
+            vec![(b0.clone(), flip(&r0, 9))],
+        ));
+        sc.push((
+            "flipped_tag_byte",
+            "Last byte of request 0 (in its tag) XOR 0x01.",
+            sexp.clone(),
+            vec![(b0.clone(), flip_last(&r0))],
+        ));
+        sc.push((
+            "seq_field_changed",
+            "Request 0 with its sequence number field set to 1 (nonce and AD change, so it does not open); the genuine request 1 still opens afterwards.",
+            sexp.clone(),
+            vec![(b0.clone(), with_seq(&r0, 1)), (b1.clone(), r1.clone())],
+        ));
+        sc.push((
+            "header_record_as_full",
+            "Header-mode request 0 presented to the full-mode endpoint (binding full, record type 0x01): refused before decryption.",
+            sexp.clone(),
+            vec![(ReqBindingV::Full, r0.clone())],
+        ));
+        sc.push((
+            "header_record_retyped_as_full",
+            "Header-mode request 0 with its type byte rewritten to 0x02 and presented as full mode: the type is in the AD.",
+            sexp.clone(),
+            vec![(ReqBindingV::Full, {
+                let mut r = r0.clone();
+                r[0] = 0x02;
+                r
+            })],
+        ));
+        sc.push((
+            "full_record_as_header",
+            "Full-mode request 3 presented as a header-mode request to POST /.well-known/sessioncert/full.",
+            sexp.clone(),
+            vec![(full_endpoint_binding.clone(), r3.clone())],
+        ));
+        sc.push((
+            "full_record_retyped_as_header",
+            "Full-mode request 3 with its type byte rewritten to 0x01, presented in header mode.",
+            sexp.clone(),
+            vec![(full_endpoint_binding, {
+                let mut r = r3.clone();
+                r[0] = 0x01;
+                r
+            })],
+        ));
+        sc.push((
+            "response_reflected_as_request",
+            "The server's own response 0 (type 0x81) sent back to it as a request.",
+            sexp.clone(),
+            vec![(b0.clone(), resp0.clone())],
+        ));
+        sc.push((
+            "response_retyped_as_request",
+            "Response 0 with its type byte rewritten to 0x01: the directions use different keys.",
+            sexp.clone(),
+            vec![(b0.clone(), {
+                let mut r = resp0.clone();
+                r[0] = 0x01;
+                r
+            })],
+        ));
+        sc.push((
+            "record_of_another_session",
+            "Request 0 of the other suite's session (same binding and plaintext) presented to this session.",
+            sexp.clone(),
+            vec![(b0.clone(), other_main_r0)],
+        ));
+        sc.push((
+            "replay_window_edges",
+            "Seq 1100 opens (highest = 1100). 77 = 1100 - 1023 is the oldest number still inside the window and opens; 76 and 0 were never seen but are too old; 1100 and 77 again are replays.",
+            sexp.clone(),
+            vec![
+                (ping.clone(), r1100.clone()),
+                (ping.clone(), r77.clone()),
+                (ping.clone(), r76.clone()),
+                (b0.clone(), r0.clone()),
+                (ping.clone(), r1100.clone()),
+                (ping.clone(), r77.clone()),
+            ],
+        ));
+        sc.push((
+            "out_of_order_inside_window",
+            "Requests 1 then 0: an older unseen number inside the window is accepted.",
+            sexp.clone(),
+            vec![(b1.clone(), r1.clone()), (b0.clone(), r0.clone())],
+        ));
+        sc.push((
+            "forged_seq_does_not_move_window",
+            "Request 0 with seq rewritten to 1100 is refused, and must not advance the window: the genuine request 0 still opens.",
+            sexp.clone(),
+            vec![(b0.clone(), with_seq(&r0, 1100)), (b0.clone(), r0.clone())],
+        ));
+        sc.push((
+            "forged_next_epoch_does_not_rekey",
+            "Request 0 with seq rewritten to 65536 (next epoch) is refused and must not ratchet the key: request 0 still opens.",
+            sexp.clone(),
+            vec![
+                (b0.clone(), with_seq(&r0, REKEY_INTERVAL)),
+                (b0.clone(), r0.clone()),
+            ],
+        ));
+        sc.push((
+            "seq_two_epochs_ahead",
+            "Request 0 with seq rewritten to 2 × 65536.",
+            sexp.clone(),
+            vec![(b0.clone(), with_seq(&r0, 2 * REKEY_INTERVAL))],
+        ));
+        sc.push((
+            "seq_beyond_max_messages",
+            "Request 0 with seq rewritten to 2^32 (MAX_MESSAGES): an unauthenticated number past the budget is a forgery (rejected, not session_expired); the genuine request 0 still opens.",
+            sexp.clone(),
+            vec![(b0.clone(), with_seq(&r0, MAX_MESSAGES)), (b0.clone(), r0.clone())],
+        ));
+        sc.push((
+            "record_too_short",
+            "24 bytes: a header and 15 bytes, shorter than a tag.",
+            sexp.clone(),
+            vec![(b0.clone(), r0[..24].to_vec())],
+        ));
+        sc.push((
+            "unknown_record_type",
+            "Type byte 0x03.",
+            sexp.clone(),
+            vec![(b0.clone(), {
+                let mut r = r0.clone();
+                r[0] = 0x03;
+                r
+            })],
+        ));
+        sc.push((
+            "empty_record",
+            "An empty body.",
+            sexp.clone(),
+            vec![(b0.clone(), Vec::new())],
+        ));
+
+        let server_open_cases = sc
+            .into_iter()
+            .map(|(name, description, export, steps)| {
+                let outcomes = run_server_steps(&export, &steps);
+                ServerOpenCaseV {
+                    name: name.into(),
+                    description: description.into(),
+                    server_export: hx(&export),
+                    steps: steps
+                        .into_iter()
+                        .zip(outcomes)
+                        .map(|((binding, record), expect)| OpenStepV {
+                            binding,
+                            record: hx(&record),
+                            expect,
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+
+        // ---- client side --------------------------------------------------------
+        let exp_of = |i: usize| -> ResponseExpectation {
+            let rec = unhx(&ex[i].request.record);
+            ResponseExpectation {
+                seq: ex[i].request.seq,
+                request_tag: rec[rec.len() - 16..].try_into().unwrap(),
+                full: matches!(ex[i].request.binding, ReqBindingV::Full),
+            }
+        };
+        let rb0 = ex[0].response.binding.clone();
+        let rb1 = ex[1].response.binding.clone();
+        let other_resp0 = {
+            let o = &hs.cases[1 - ci];
+            let mut s = ServerSession::import(&unhx(&o.server_export)).unwrap();
+            let mut c = ClientSession::import(&unhx(&o.client_export)).unwrap();
+            let (rec, _) = c.seal_request(&b0.binding(), &pt0).unwrap();
+            let op = s.open_request(&b0.binding(), &rec).unwrap();
+            // Sealed under the other session, for *our* request 0's expectation.
+            let mut e = op.expectation();
+            e.request_tag = exp_of(0).request_tag;
+            s.seal_response(&e, &rb0.binding(), &unhx(&ex[0].response.plaintext))
+                .unwrap()
+        };
+        let mut cc: Vec<(&str, &str, ResponseExpectation, RespBindingV, Vec<u8>)> = Vec::new();
+        cc.push((
+            "response_of_another_request",
+            "Response 0 delivered as the answer to request 1 (a splice): its seq does not match.",
+            exp_of(1),
+            rb1.clone(),
+            resp0.clone(),
+        ));
+        cc.push((
+            "response_of_another_request_seq_rewritten",
+            "Response 0 with its seq field rewritten to 1, delivered as the answer to request 1, under response 0's binding.",
+            exp_of(1),
+            rb0.clone(),
+            with_seq(&resp0, 1),
+        ));
+        cc.push((
+            "request_tag_mismatch",
+            "Response 0 opened with an expectation whose request tag has its first byte XOR 0x01: a response is bound to the exact request record.",
+            {
+                let mut e = exp_of(0);
+                e.request_tag[0] ^= 1;
+                e
+            },
+            rb0.clone(),
+            resp0.clone(),
+        ));
+        cc.push((
+            "status_changed",
+            "Response 0 (201) presented with status 200.",
+            exp_of(0),
+            RespBindingV::header(200, "application/json"),
+            resp0.clone(),
+        ));
+        cc.push((
+            "content_type_changed",
+            "Response 0 presented with inner content type text/html.",
+            exp_of(0),
+            RespBindingV::header(201, "text/html"),
+            resp0.clone(),
+        ));
+        cc.push((
+            "flipped_ciphertext_byte",
+            "First ciphertext byte of response 0 XOR 0x01.",
+            exp_of(0),
+            rb0.clone(),
+            flip(&resp0, 9),
+        ));
+        cc.push((
+            "flipped_tag_byte",
+            "Last byte of response 0 XOR 0x01.",
+            exp_of(0),
+            rb0.clone(),
+            flip_last(&resp0),
+        ));
+        cc.push((
+            "request_reflected_as_response",
+            "The client's own request 0 (type 0x01) returned as its response.",
+            exp_of(0),
+            rb0.clone(),
+            r0.clone(),
+        ));
+        cc.push((
+            "request_retyped_as_response",
+            "Request 0 with its type byte rewritten to 0x81: the directions use different keys.",
+            exp_of(0),
+            rb0.clone(),
+            {
+                let mut r = r0.clone();
+                r[0] = 0x81;
+                r
+            },
+        ));
+        cc.push((
+            "full_response_as_header",
+            "Full-mode response 3 opened as a header-mode response (status 200, no content type) to header-mode request 0.",
+            exp_of(0),
+            RespBindingV::header(200, ""),
+            resp3.clone(),
+        ));
+        cc.push((
+            "header_response_for_full_request",
+            "Header-mode response 1 delivered as the answer to full-mode request 3.",
+            exp_of(3),
+            RespBindingV::Full,
+            with_seq(&resp1, 3),
+        ));
+        cc.push((
+            "response_of_another_session",
+            "A response for the same seq, request tag and binding, sealed by the other suite's session.",
+            exp_of(0),
+            rb0.clone(),
+            other_resp0,
+        ));
+        cc.push((
+            "response_too_short",
+            "Nine header bytes and no tag.",
+            exp_of(0),
+            rb0.clone(),
+            resp0[..9].to_vec(),
+        ));
+        let client_open_cases = cc
+            .into_iter()
+            .map(|(name, description, e, binding, record)| {
+                let mut c = ClientSession::import(&cexp).unwrap();
+                let err = c
+                    .open_response(&e, &binding.binding(), &record)
+                    .expect_err(name);
+                ClientOpenCaseV {
+                    name: name.into(),
+                    description: description.into(),
+                    client_export: hx(&cexp),
+                    expectation: ExpectationV::of(&e),
+                    binding,
+                    record: hx(&record),
+                    error: code(&err),
+                }
+            })
+            .collect();
+
+        let spent = client_export_at(&cexp, MAX_MESSAGES);
+        let client_seal_cases = vec![{
+            let mut c = ClientSession::import(&spent).unwrap();
+            assert!(c.is_exhausted());
+            let err = c.seal_request(&ping.binding(), b"ping").expect_err("spent");
+            ClientSealCaseV {
+                name: "message_budget_spent".into(),
+                description: "next_seq = 2^32 = MAX_MESSAGES: the client refuses to seal and must handshake again.".into(),
+                client_export: hx(&spent),
+                binding: ping.clone(),
+                plaintext: hx(b"ping"),
+                error: code(&err),
+            }
+        }];
+
+        suites.push(RecordSuiteV {
+            name: case.name.clone(),
+            suite: case.suite,
+            session_id: case.session_id.clone(),
+            c2s_key: case.keys.c2s_key.clone(),
+            c2s_iv: case.keys.c2s_iv.clone(),
+            s2c_key: case.keys.s2c_key.clone(),
+            s2c_iv: case.keys.s2c_iv.clone(),
+            c2s_key_epoch1: case.keys.c2s_key_epoch1.clone(),
+            s2c_key_epoch1: case.keys.s2c_key_epoch1.clone(),
+            client_export: case.client_export.clone(),
+            server_export: case.server_export.clone(),
+            scenarios: vec![main, rekey],
+            server_open_cases,
+            client_open_cases,
+            client_seal_cases,
+        });
+    }
+    RecordsFile {
+        description: lines(&[
+            "sessioncert sealed record vectors (docs/PROTOCOL.md §8-12). All byte strings are lower-case hex.",
+            "Each suite starts from the confirmed sessions of the same-named case in handshake.json (client_export / server_export).",
+            "record = type || u64 seq || AEAD ciphertext || 16-byte tag; nonce = iv XOR seq (last 8 bytes); ad = the associated data; epoch = seq / rekey_interval selects the key (epoch-1 keys given).",
+            "scenarios: import client_export_start / server_export_start; seal every request in order (seq ascending); then in server_order the server opens each request and seals its response, and the client opens that response. Every record and both end exports must match.",
+            "server_open_cases: import server_export, open each step's record with its binding in order; expect is the plaintext or the ErrorCode wire name.",
+            "client_open_cases: import client_export and open record as the response described by expectation and binding; error is the ErrorCode wire name.",
+            "client_seal_cases: import client_export, seal plaintext with binding; error is the ErrorCode wire name.",
+            "In full mode, plaintext is the known-length Binary HTTP (RFC 9292) encoding of full.",
+            "A header-mode response binding holds the real status (over HTTP, 204/205/304 travel as 200 plus a sessioncert-status header; PROTOCOL.md §13).",
+        ]),
+        rekey_interval: REKEY_INTERVAL,
+        max_messages: MAX_MESSAGES,
+        replay_window: WINDOW,
+        suites,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// replay-window.json
+// ---------------------------------------------------------------------------------------
+
+/// Runs a sequence through a fresh window: the outcome of each step, the highest
+/// accepted number and the encoded state.
+pub fn run_window(seqs: &[u64]) -> (Vec<ReplayStepV>, Option<u64>, Vec<u8>) {
+    let mut w = ReplayWindow::new();
+    let steps = seqs
+        .iter()
+        .map(|&seq| ReplayStepV {
+            seq,
+            expect: match w.mark(seq) {
+                Ok(()) => "accept".into(),
+                Err(e) => code(&e),
+            },
+        })
+        .collect();
+    let mut state = Vec::new();
+    w.encode_into(&mut state);
+    (steps, w.highest(), state)
+}
+
+fn gen_replay_window() -> ReplayFile {
+    let max = MAX_MESSAGES - 1;
+    let inputs: Vec<(&str, &str, Vec<u64>)> = vec![
+        (
+            "in_order",
+            "Consecutive numbers are accepted once each.",
+            vec![0, 1, 2, 3, 2, 3],
+        ),
+        (
+            "first_number_not_zero",
+            "The first number may be anything; lower unseen numbers inside the window are still accepted.",
+            vec![5, 0, 4, 0, 5],
+        ),
+        (
+            "out_of_order",
+            "Concurrent requests arriving out of order.",
+            vec![10, 8, 9, 7, 10, 8, 11, 6],
+        ),
+        (
+            "window_boundary",
+            "Highest 2000: 977 (= 2000 - 1023) is the oldest acceptable number, 976 is too old.",
+            vec![2000, 977, 976, 1999, 977, 2001, 977, 978],
+        ),
+        (
+            "slide_by_exactly_window",
+            "0 then 1024 (the window moves by 1024: 0 falls out).",
+            vec![0, 1024, 0, 1, 1],
+        ),
+        (
+            "ring_slot_reuse",
+            "1 and 1025 share a bitmap slot; after 1025, 1 is too old and 2 is the oldest acceptable.",
+            vec![1, 1025, 1, 1025, 2, 2],
+        ),
+        (
+            "partial_slide_clears_slots",
+            "0..9 accepted, then 1030: slots of numbers that slid into the window unseen are cleared (1029 and 10 accepted), 7 (= 1030 - 1023) was seen, 6 is too old.",
+            vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 1030, 1029, 10, 7, 6, 1030],
+        ),
+        (
+            "big_jump",
+            "A jump far beyond the window clears it entirely.",
+            vec![3, 100_000, 3, 99_000, 98_977, 98_976, 99_999],
+        ),
+        (
+            "near_max_messages",
+            "Numbers just below 2^32 (the highest usable sequence number is 2^32 - 1).",
+            vec![max, max - 1023, max - 1024, max, max - 1],
+        ),
+    ];
+    let cases = inputs
+        .into_iter()
+        .map(|(name, description, seqs)| {
+            let (steps, highest, state) = run_window(&seqs);
+            // The reference view of the state.
+            let accepted: Vec<u64> = steps
+                .iter()
+                .filter(|s| s.expect == "accept")
+                .map(|s| s.seq)
+                .collect();
+            assert_eq!(state, reference::window_state(&accepted), "{name}");
+            ReplayCaseV {
+                name: name.into(),
+                description: description.into(),
+                steps,
+                highest,
+                state: hx(&state),
+            }
+        })
+        .collect();
+    ReplayFile {
+        description: lines(&[
+            "sessioncert replay window vectors (docs/PROTOCOL.md §9). Each case starts from an empty window and offers the numbers in order.",
+            "A number is accepted iff it was never accepted before and (nothing was accepted yet, or it is > highest - 1024, i.e. >= highest - 1023).",
+            "expect: accept, or the ErrorCode wire name of the refusal (rejected: replay and forgery look the same to a peer).",
+            "state: u64 top (= highest + 1, 0 if empty) || 16 big-endian u64 words; bit (s mod 1024) — word (s mod 1024) / 64, bit (s mod 1024) % 64 — is set iff s in [top - 1024, top - 1] was accepted.",
+        ]),
+        window: WINDOW,
+        cases,
+    }
+}
