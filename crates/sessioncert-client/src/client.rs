@@ -4,7 +4,7 @@ use crate::file::{self, SessionSnapshot};
 use crate::request::{Prepared, RequestBuilder, Response};
 use crate::ClientError;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use reqwest::Url;
 use sessioncert_proto::full::{FullRequest, FullResponse};
 use sessioncert_proto::handshake::{MAX_HANDSHAKE_LEN, SUPPORTED_VERSIONS};
@@ -76,10 +76,18 @@ pub(crate) struct Slot {
     version: u16,
     expires_at_ms: u64,
     idle_timeout_ms: u64,
+    /// The id as a ready header value (built once, sent on every request).
+    id_header: HeaderValue,
     session: Mutex<ClientSession>,
     last_used_ms: AtomicU64,
     dead: AtomicBool,
 }
+
+/// Header names as values: `&str` names would be re-parsed on every request.
+const H_SESSION: HeaderName = HeaderName::from_static(wire::SESSION_HEADER);
+const H_INNER_CONTENT_TYPE: HeaderName = HeaderName::from_static(wire::CONTENT_TYPE_HEADER);
+const H_STATUS: HeaderName = HeaderName::from_static(wire::STATUS_HEADER);
+const H_ERROR: HeaderName = HeaderName::from_static(wire::ERROR_HEADER);
 
 impl Slot {
     fn new(
@@ -96,6 +104,9 @@ impl Slot {
             version: session.version(),
             expires_at_ms,
             idle_timeout_ms,
+            // A session id is base64url text, always a valid header value.
+            id_header: HeaderValue::from_str(&session.id().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("")),
             session: Mutex::new(session),
             last_used_ms: AtomicU64::new(last_used_ms),
             dead: AtomicBool::new(false),
@@ -381,17 +392,25 @@ fn parse_base(s: &str) -> Result<(Url, String), ClientError> {
     Ok((url, base_str))
 }
 
-/// `base` joined with an absolute path (and query) below it.
-fn join(base_str: &str, path_and_query: &str) -> Result<Url, ClientError> {
-    let mut s = String::with_capacity(base_str.len() + path_and_query.len() + 1);
-    s.push_str(base_str);
-    if !path_and_query.starts_with('/') {
-        s.push('/');
+/// `base` joined with an absolute path (and query) below it. Built by setting the path
+/// and query on a copy of the parsed base (the same percent-encoding and dot-segment
+/// rules as a full parse) so the host is not parsed again on every request.
+fn join(base: &Url, path_and_query: &str) -> Result<Url, ClientError> {
+    let without_fragment = path_and_query.split('#').next().unwrap_or("");
+    let (path, query) = match without_fragment.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (without_fragment, None),
+    };
+    let prefix = base.path().trim_end_matches('/');
+    let mut full = String::with_capacity(prefix.len() + path.len() + 1);
+    full.push_str(prefix);
+    if !path.starts_with('/') {
+        full.push('/');
     }
-    s.push_str(path_and_query);
-    let mut url =
-        Url::parse(&s).map_err(|e| ClientError::InvalidRequest(format!("bad path: {e}")))?;
-    url.set_fragment(None);
+    full.push_str(path);
+    let mut url = base.clone();
+    url.set_path(&full);
+    url.set_query(query);
     Ok(url)
 }
 
@@ -401,7 +420,7 @@ async fn fetch_config(
     base: &Url,
     trust: Trust,
 ) -> Result<KeyConfig, ClientError> {
-    let url = join(base.as_str().trim_end_matches('/'), wire::CONFIG_PATH)?;
+    let url = join(base, wire::CONFIG_PATH)?;
     let resp = http.get(url).send().await?;
     if resp.headers().contains_key(wire::ERROR_HEADER) {
         return Err(refusal(resp).await);
@@ -514,7 +533,7 @@ fn needs_new_session(e: &ClientError) -> bool {
 
 impl Inner {
     fn url(&self, path_and_query: &str) -> Result<Url, ClientError> {
-        join(&self.base_str, path_and_query)
+        join(&self.base, path_and_query)
     }
 
     fn current(&self) -> Option<Arc<Slot>> {
@@ -557,7 +576,7 @@ impl Inner {
                 .body(hello)
                 .send()
                 .await?;
-            if resp.headers().contains_key(wire::ERROR_HEADER) {
+            if resp.headers().contains_key(&H_ERROR) {
                 let err = refusal(resp).await;
                 if err.code() == Some(ErrorCode::UnknownKey) && !fresh {
                     info!("server does not know the cached handshake key; refetching the key configuration");
@@ -584,7 +603,7 @@ impl Inner {
                 .body(unconfirmed.client_finished().to_vec())
                 .send()
                 .await?;
-            if resp.headers().contains_key(wire::ERROR_HEADER) {
+            if resp.headers().contains_key(&H_ERROR) {
                 return Err(refusal(resp).await);
             }
             let status = resp.status();
@@ -756,7 +775,7 @@ impl Inner {
             let rb = self
                 .http
                 .post(self.url(wire::FULL_PATH)?)
-                .header(wire::SESSION_HEADER, slot.id.to_string())
+                .header(H_SESSION, slot.id_header.clone())
                 .header(CONTENT_TYPE, wire::SEALED_CONTENT_TYPE)
                 .body(sealed.record);
             (rb, sealed.expect)
@@ -773,10 +792,10 @@ impl Inner {
                 .http
                 .request(p.method.clone(), p.url.clone())
                 .headers(p.headers.clone())
-                .header(wire::SESSION_HEADER, slot.id.to_string())
+                .header(H_SESSION, slot.id_header.clone())
                 .header(CONTENT_TYPE, wire::SEALED_CONTENT_TYPE);
             if !content_type.is_empty() {
-                rb = rb.header(wire::CONTENT_TYPE_HEADER, content_type);
+                rb = rb.header(H_INNER_CONTENT_TYPE, content_type);
             }
             (rb.body(sealed.record), sealed.expect)
         };
@@ -796,7 +815,7 @@ impl Inner {
         resp: reqwest::Response,
     ) -> Result<Response, ClientError> {
         let status = resp.status();
-        if resp.headers().contains_key(wire::ERROR_HEADER) {
+        if resp.headers().contains_key(&H_ERROR) {
             return Err(refusal(resp).await);
         }
         if !is_sealed_content_type(resp.headers()) {
@@ -806,8 +825,9 @@ impl Inner {
             );
             return Err(ClientError::Unsealed { status });
         }
-        let outer_headers = resp.headers().clone();
-        let record = read_limited(resp, self.max_response_bytes).await?;
+        let mut resp = resp;
+        let outer_headers = std::mem::take(resp.headers_mut());
+        let mut record = read_limited(resp, self.max_response_bytes).await?;
         if expect.full {
             let plain = Zeroizing::new(lock(&slot.session).open_response(
                 expect,
@@ -829,7 +849,7 @@ impl Inner {
         } else {
             // A status that forbids a body (204, 205, 304) arrives as 200 with the real
             // status in a header; the seal binds the real one.
-            let status = match outer_headers.get(wire::STATUS_HEADER) {
+            let status = match outer_headers.get(&H_STATUS) {
                 Some(v) if status == StatusCode::OK => v
                     .to_str()
                     .ok()
@@ -840,7 +860,9 @@ impl Inner {
                     })?,
                 _ => status,
             };
-            let inner_ct = match outer_headers.get(wire::CONTENT_TYPE_HEADER) {
+            let mut headers = outer_headers;
+            let inner_ct = headers.remove(&H_INNER_CONTENT_TYPE);
+            let inner_ct_str = match &inner_ct {
                 Some(v) => v.to_str().map_err(|_| {
                     ClientError::unexpected(Some(status), "sessioncert-content-type is not text")
                 })?,
@@ -848,20 +870,20 @@ impl Inner {
             };
             let binding = ResponseBinding::Header {
                 status: status.as_u16(),
-                content_type: inner_ct,
+                content_type: inner_ct_str,
             };
-            let body = lock(&slot.session).open_response(expect, &binding, &record)?;
-            let mut headers = outer_headers.clone();
+            let has_inner_ct = !inner_ct_str.is_empty();
+            // Decrypted inside the received buffer; the body is a slice of it, not a copy.
+            let range =
+                lock(&slot.session).open_response_in_place(expect, &binding, &mut record)?;
+            let body = bytes::Bytes::from(record).slice(range);
             headers.remove(CONTENT_TYPE);
             headers.remove(CONTENT_LENGTH);
-            headers.remove(wire::CONTENT_TYPE_HEADER);
-            headers.remove(wire::STATUS_HEADER);
-            if !inner_ct.is_empty() {
-                if let Ok(v) = HeaderValue::from_str(inner_ct) {
-                    headers.insert(CONTENT_TYPE, v);
-                }
+            headers.remove(&H_STATUS);
+            if let Some(v) = inner_ct.filter(|_| has_inner_ct) {
+                headers.insert(CONTENT_TYPE, v);
             }
-            Ok(Response::new(status, headers, body.into(), false))
+            Ok(Response::new(status, headers, body, false))
         }
     }
 
@@ -1034,5 +1056,47 @@ impl Client {
     /// The base URL requests are relative to.
     pub fn base_url(&self) -> &Url {
         &self.inner.base
+    }
+}
+
+#[cfg(test)]
+mod join_tests {
+    use super::*;
+
+    /// The fast join must give exactly what a full parse of the concatenation gives,
+    /// because the path and query it produces are bound into every seal.
+    #[test]
+    fn join_matches_a_full_parse() {
+        for base in [
+            "http://127.0.0.1:8080",
+            "http://h:1/api",
+            "https://example.com/api/",
+        ] {
+            let b = Url::parse(base).unwrap();
+            for pq in [
+                "/apiTest",
+                "/a b/c?x=1 2&y=%20",
+                "/notes/1?q=é",
+                "/../x/./y",
+                "//double",
+                "/p?",
+                "/frag#x",
+                "rel",
+                "/%7Euser",
+            ] {
+                let mut s = b.as_str().trim_end_matches('/').to_string();
+                if !pq.starts_with('/') {
+                    s.push('/');
+                }
+                s.push_str(pq);
+                let mut want = Url::parse(&s).unwrap();
+                want.set_fragment(None);
+                assert_eq!(
+                    join(&b, pq).unwrap().as_str(),
+                    want.as_str(),
+                    "{base} + {pq}"
+                );
+            }
+        }
     }
 }

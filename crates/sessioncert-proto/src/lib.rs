@@ -29,7 +29,9 @@ pub use handshake::{
 };
 pub use identity::{HandshakeKeyPair, IdentityKey, Pin};
 pub use record::{RequestBinding, RequestLine, ResponseBinding};
-pub use session::{ClientSession, OpenedRequest, ResponseExpectation, ServerSession};
+pub use session::{
+    ClientSession, OpenedInPlace, OpenedRequest, ResponseExpectation, ServerSession,
+};
 pub use session_id::{MalformedSessionId, SessionId, SESSION_ID_LEN};
 pub use session_state::{SessionState, UnknownSessionState};
 

@@ -171,6 +171,17 @@ fn seal_record(
     Ok(out)
 }
 
+/// Opens a record in place; returns where the plaintext now lies inside `record`.
+fn open_record_in_place(
+    keys: &mut DirectionKeys,
+    seq: u64,
+    ad: &[u8],
+    record: &mut [u8],
+) -> Result<core::ops::Range<usize>, ProtocolError> {
+    let n = keys.open(seq, ad, &mut record[RECORD_HEADER_LEN..])?;
+    Ok(RECORD_HEADER_LEN..RECORD_HEADER_LEN + n)
+}
+
 /// Opens a record's ciphertext into a fresh buffer (the input stays untouched).
 fn open_record(
     keys: &mut DirectionKeys,
@@ -302,6 +313,31 @@ impl ClientSession {
         binding: &ResponseBinding<'_>,
         record: &[u8],
     ) -> Result<Vec<u8>, ProtocolError> {
+        let h = self.check_response_header(expect, binding, record)?;
+        let ad = response_ad(&self.id, h.seq, &expect.request_tag, binding);
+        open_record(&mut self.s2c, h.seq, &ad, record)
+    }
+
+    /// As [`ClientSession::open_response`], decrypting inside `record` instead of
+    /// copying: returns the range of `record` that holds the plaintext. On failure the
+    /// buffer's content is unspecified and must be discarded.
+    pub fn open_response_in_place(
+        &mut self,
+        expect: &ResponseExpectation,
+        binding: &ResponseBinding<'_>,
+        record: &mut [u8],
+    ) -> Result<core::ops::Range<usize>, ProtocolError> {
+        let h = self.check_response_header(expect, binding, record)?;
+        let ad = response_ad(&self.id, h.seq, &expect.request_tag, binding);
+        open_record_in_place(&mut self.s2c, h.seq, &ad, record)
+    }
+
+    fn check_response_header(
+        &self,
+        expect: &ResponseExpectation,
+        binding: &ResponseBinding<'_>,
+        record: &[u8],
+    ) -> Result<RecordHeader, ProtocolError> {
         let h = RecordHeader::parse(record)?;
         let want = if expect.full {
             RecordType::FullResponse
@@ -311,8 +347,7 @@ impl ClientSession {
         if h.record_type != want || binding.record_type() != want || h.seq != expect.seq {
             return Err(ProtocolError::BadSeal);
         }
-        let ad = response_ad(&self.id, h.seq, &expect.request_tag, binding);
-        open_record(&mut self.s2c, h.seq, &ad, record)
+        Ok(h)
     }
 
     /// Serializes the session's secrets (to save a session to a file). Keep it secret.
@@ -396,6 +431,31 @@ impl OpenedRequest {
     }
 }
 
+/// A request opened in place: where its plaintext lies and what its response must be
+/// bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenedInPlace {
+    /// The request's sequence number.
+    pub seq: u64,
+    /// The request record's tag.
+    pub request_tag: [u8; TAG_LEN],
+    /// Whether it came in full-request mode.
+    pub full: bool,
+    /// The plaintext's range inside the record buffer.
+    pub plaintext: core::ops::Range<usize>,
+}
+
+impl OpenedInPlace {
+    /// The handle needed to seal the response.
+    pub fn expectation(&self) -> ResponseExpectation {
+        ResponseExpectation {
+            seq: self.seq,
+            request_tag: self.request_tag,
+            full: self.full,
+        }
+    }
+}
+
 /// The server side of an established session.
 pub struct ServerSession {
     id: SessionId,
@@ -462,17 +522,45 @@ impl ServerSession {
         binding: &RequestBinding<'_>,
         record: &[u8],
     ) -> Result<OpenedRequest, ProtocolError> {
+        let mut buf = record.to_vec();
+        match self.open_request_in_place(binding, &mut buf) {
+            Ok(opened) => {
+                buf.truncate(opened.plaintext.end);
+                buf.drain(..opened.plaintext.start);
+                Ok(OpenedRequest {
+                    seq: opened.seq,
+                    request_tag: opened.request_tag,
+                    full: opened.full,
+                    plaintext: buf,
+                })
+            }
+            Err(e) => {
+                crate::crypto::wipe(buf);
+                Err(e)
+            }
+        }
+    }
+
+    /// As [`ServerSession::open_request`], decrypting inside `record` instead of
+    /// copying; the returned `plaintext` range says where the plaintext now lies. On
+    /// failure the buffer's content is unspecified and must be discarded.
+    pub fn open_request_in_place(
+        &mut self,
+        binding: &RequestBinding<'_>,
+        record: &mut [u8],
+    ) -> Result<OpenedInPlace, ProtocolError> {
         let h = RecordHeader::parse(record)?;
         if h.record_type != binding.record_type() {
             return Err(ProtocolError::BadSeal);
         }
         self.window.check(h.seq)?;
+        let request_tag = record_tag(record).ok_or(ProtocolError::BadSeal)?;
         let ad = request_ad(&self.id, h.seq, binding);
-        let plaintext = open_record(&mut self.c2s, h.seq, &ad, record)?;
+        let plaintext = open_record_in_place(&mut self.c2s, h.seq, &ad, record)?;
         self.window.mark(h.seq)?;
-        Ok(OpenedRequest {
+        Ok(OpenedInPlace {
             seq: h.seq,
-            request_tag: record_tag(record).ok_or(ProtocolError::BadSeal)?,
+            request_tag,
             full: matches!(binding, RequestBinding::Full),
             plaintext,
         })
@@ -640,6 +728,26 @@ pub(crate) mod tests {
         assert!(ClientSession::import(&s.export()).is_err(), "role checked");
         let e = c.export();
         assert!(ClientSession::import(&e[..e.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn in_place_and_copying_opens_agree() {
+        let (mut c, mut s) = pair(Suite::Aes256Gcm);
+        let (rec, exp) = c.seal_request(&line(), b"hello in place").unwrap();
+        let mut buf = rec.clone();
+        let o = s.open_request_in_place(&line(), &mut buf).unwrap();
+        assert_eq!(&buf[o.plaintext.clone()], b"hello in place");
+        assert!(
+            s.open_request(&line(), &rec).is_err(),
+            "in-place open marked the window"
+        );
+        let resp = s.seal_response(&o.expectation(), &OK, b"answer").unwrap();
+        let mut rbuf = resp.clone();
+        let r = c.open_response_in_place(&exp, &OK, &mut rbuf).unwrap();
+        assert_eq!(&rbuf[r], b"answer");
+        let mut bad = resp.clone();
+        bad[12] ^= 1;
+        assert!(c.open_response_in_place(&exp, &OK, &mut bad).is_err());
     }
 
     #[test]

@@ -55,8 +55,12 @@ impl FromStr for SessionId {
         if s.len() != 22 {
             return Err(MalformedSessionId);
         }
-        let v = URL_SAFE_NO_PAD.decode(s).map_err(|_| MalformedSessionId)?;
-        SessionId::from_slice(&v).ok_or(MalformedSessionId)
+        // Decoded on the stack: this runs on every sealed request.
+        let mut buf = [0u8; 18];
+        let n = URL_SAFE_NO_PAD
+            .decode_slice(s, &mut buf)
+            .map_err(|_| MalformedSessionId)?;
+        SessionId::from_slice(&buf[..n]).ok_or(MalformedSessionId)
     }
 }
 

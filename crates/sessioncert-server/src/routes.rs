@@ -3,7 +3,8 @@
 
 use crate::error::Refusal;
 use crate::seal::{
-    open_header_mode, read_body, require_sealed_type, sealed_response, session_id, SealedContext,
+    open_header_mode, read_body, read_body_mut, require_sealed_type, sealed_response, session_id,
+    SealedContext,
 };
 use crate::sessions::SessionManager;
 use axum::body::Body;
@@ -76,7 +77,7 @@ pub(crate) async fn post_confirm(
 pub(crate) async fn post_close(State(m): State<Arc<SessionManager>>, req: Request) -> Response {
     let result = async {
         let (parts, body) = req.into_parts();
-        let (_, entry, opened) = open_header_mode(&m, &parts, body).await?;
+        let (_, entry, opened, _) = open_header_mode(&m, &parts, body).await?;
         let binding = ResponseBinding::Header {
             status: 200,
             content_type: "",
@@ -112,13 +113,13 @@ async fn serve_full(s: FullState, req: Request) -> Result<Response, Refusal> {
     let (parts, body) = req.into_parts();
     let id = session_id(&parts.headers)?;
     require_sealed_type(&parts.headers)?;
-    let record = read_body(body, s.manager.limits().max_body_bytes).await?;
+    let mut record = read_body_mut(body, s.manager.limits().max_body_bytes).await?;
     let (entry, opened) = s
         .manager
-        .open_request(&id, &RequestBinding::Full, &record)
+        .open_request(&id, &RequestBinding::Full, &mut record)
         .await?;
     let expect = opened.expectation();
-    let inner = FullRequest::decode(&opened.plaintext).map_err(Refusal::from)?;
+    let inner = FullRequest::decode(&record[opened.plaintext.clone()]).map_err(Refusal::from)?;
     let mut builder = http::Request::builder().method(inner.method.as_str()).uri(
         inner
             .path
@@ -148,7 +149,7 @@ async fn serve_full(s: FullState, req: Request) -> Result<Response, Refusal> {
     }
     let Ok(resp) = s.sealed.oneshot(inner_req).await;
     let (rparts, rbody) = resp.into_parts();
-    let body = axum::body::to_bytes(rbody, usize::MAX)
+    let body = read_body(rbody, usize::MAX)
         .await
         .map_err(|_| Refusal::new(ErrorCode::Internal))?;
     let headers = rparts

@@ -15,7 +15,7 @@ use crate::ServerError;
 use dashmap::DashMap;
 use sessioncert_proto::handshake::respond;
 use sessioncert_proto::{
-    ErrorCode, OpenedRequest, PendingServerSession, RequestBinding, ResponseBinding,
+    ErrorCode, OpenedInPlace, PendingServerSession, RequestBinding, ResponseBinding,
     ResponseExpectation, ServerPolicy, ServerSession, SessionId, SessionState, SignedKeyConfig,
 };
 use sessioncert_store::{SessionProgress, SessionRecord, SessionStore};
@@ -92,6 +92,8 @@ pub struct Entry {
     expires_at_ms: u64,
     idle_timeout_ms: u64,
     dirty: AtomicBool,
+    /// Whether the store has a row for this session yet.
+    stored: AtomicBool,
     inner: Mutex<Mutable>,
 }
 
@@ -127,6 +129,15 @@ fn refusal_for_end(state: SessionState) -> Refusal {
     })
 }
 
+/// How long a new session may stay MATCHING before it is written to the store.
+const UNSTORED_GRACE_MS: u64 = 1000;
+
+/// A write for the store.
+enum StoreWrite {
+    Insert(SessionRecord),
+    Progress(SessionProgress),
+}
+
 /// Counters for operators.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -150,6 +161,7 @@ pub struct SessionManager {
     store: Arc<dyn SessionStore>,
     cache: DashMap<SessionId, Arc<Entry>>,
     dirty: Mutex<Vec<SessionId>>,
+    unstored: Mutex<std::collections::VecDeque<(SessionId, u64)>>,
     per_addr: DashMap<IpAddr, u32>,
     pending: AtomicU64,
     rate: HandshakeRate,
@@ -175,6 +187,7 @@ impl SessionManager {
             store,
             cache: DashMap::new(),
             dirty: Mutex::new(Vec::new()),
+            unstored: Mutex::new(std::collections::VecDeque::new()),
             per_addr: DashMap::new(),
             pending: AtomicU64::new(0),
             rate: HandshakeRate::default(),
@@ -258,11 +271,6 @@ impl SessionManager {
                 tracing::info!(error = %e, "handshake refused");
                 Refusal::from(e)
             })?;
-        let sealed = self
-            .keys
-            .storage_key()
-            .seal(&id, &resp.pending.export())
-            .map_err(|_| Refusal::new(ErrorCode::Internal))?;
         let entry = Arc::new(Entry {
             id,
             suite: resp.hello.suite.name(),
@@ -273,6 +281,7 @@ impl SessionManager {
             expires_at_ms: resp.hello.expires_at_ms,
             idle_timeout_ms: resp.hello.idle_timeout_ms,
             dirty: AtomicBool::new(false),
+            stored: AtomicBool::new(false),
             inner: Mutex::new(Mutable {
                 live: Live::Matching(resp.pending),
                 last_used_at_ms: now,
@@ -285,22 +294,13 @@ impl SessionManager {
         self.pending.fetch_add(1, Ordering::Relaxed);
         self.cache.insert(id, entry.clone());
         self.stats.handshakes.fetch_add(1, Ordering::Relaxed);
-        let record = SessionRecord {
-            id,
-            state: SessionState::Matching,
-            version: entry.version,
-            suite: entry.suite.to_owned(),
-            client_addr: addr.map(|a| a.to_string()),
-            created_at_ms: now,
-            last_used_at_ms: now,
-            expires_at_ms: entry.expires_at_ms,
-            idle_timeout_ms: entry.idle_timeout_ms,
-            request_count: 0,
-            sealed_secrets: sealed,
-        };
-        if let Err(e) = self.store.insert(record).await {
-            tracing::error!(error = %e, "session store insert failed");
-        }
+        // Not written yet: most sessions are confirmed within a round trip, and the
+        // confirmation writes the row. One still MATCHING a second later is written by
+        // the flush, so operators see stalled handshakes.
+        self.unstored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back((id, now));
         Ok(resp.message)
     }
 
@@ -352,6 +352,7 @@ impl SessionManager {
             expires_at_ms: rec.expires_at_ms,
             idle_timeout_ms: rec.idle_timeout_ms,
             dirty: AtomicBool::new(false),
+            stored: AtomicBool::new(true),
             inner: Mutex::new(Mutable {
                 live,
                 last_used_at_ms: rec.last_used_at_ms,
@@ -393,23 +394,26 @@ impl SessionManager {
                     return Err(Refusal::new(ErrorCode::HandshakeFailed));
                 }
             }
-            self.progress_of(&entry, &m)
+            self.write_of(&entry, &m)
         };
-        if let Some(p) = progress {
-            if let Err(e) = self.store.record_progress(p).await {
-                tracing::error!(error = %e, "session store update failed");
-            }
+        let was_update = matches!(progress, Some(StoreWrite::Progress(_)));
+        self.persist(progress).await;
+        if was_update {
+            // A flush wrote the MATCHING row first and may still be queueing it; the
+            // next flush rewrites the current state whatever the order.
+            self.mark_dirty(&entry);
         }
         Ok(())
     }
 
     /// Opens a sealed request. The returned entry is what the response is sealed with.
+    /// The record is decrypted in place; the returned range locates the plaintext.
     pub async fn open_request(
         &self,
         id: &SessionId,
         binding: &RequestBinding<'_>,
-        record: &[u8],
-    ) -> Result<(Arc<Entry>, OpenedRequest), Refusal> {
+        record: &mut [u8],
+    ) -> Result<(Arc<Entry>, OpenedInPlace), Refusal> {
         let entry = self.entry(id).await?;
         let now = now_ms();
         let opened = {
@@ -423,7 +427,7 @@ impl SessionManager {
                 // MATCHING: the client has not confirmed; it must finish the handshake.
                 return Err(Refusal::new(ErrorCode::UnknownSession));
             };
-            match s.open_request(binding, record) {
+            match s.open_request_in_place(binding, record) {
                 Ok(o) => {
                     m.last_used_at_ms = now;
                     m.request_count += 1;
@@ -525,44 +529,97 @@ impl SessionManager {
         }
     }
 
-    fn progress_of(&self, entry: &Entry, m: &Mutable) -> Option<SessionProgress> {
+    /// What to send to the store for this session now: its first row, or an update.
+    fn write_of(&self, entry: &Entry, m: &Mutable) -> Option<StoreWrite> {
         let secrets = match &m.live {
             Live::Matching(p) => p.export(),
             Live::Established(s) => s.export(),
             Live::Ended(_) => return None,
         };
-        match self.keys.storage_key().seal(&entry.id, &secrets) {
-            Ok(sealed) => Some(SessionProgress {
+        let sealed = match self.keys.storage_key().seal(&entry.id, &secrets) {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                tracing::error!(error = %e, "sealing session at rest failed");
+                return None;
+            }
+        };
+        if entry.stored.swap(true, Ordering::AcqRel) {
+            return Some(StoreWrite::Progress(SessionProgress {
                 id: entry.id,
                 state: m.live.state(),
                 last_used_at_ms: m.last_used_at_ms,
                 request_count: m.request_count,
                 sealed_secrets: sealed,
-            }),
-            Err(e) => {
-                tracing::error!(error = %e, "sealing session at rest failed");
-                None
-            }
+            }));
+        }
+        Some(StoreWrite::Insert(SessionRecord {
+            id: entry.id,
+            state: m.live.state(),
+            version: entry.version,
+            suite: entry.suite.to_owned(),
+            client_addr: entry.client_addr.map(|a| a.to_string()),
+            created_at_ms: entry.created_at_ms,
+            last_used_at_ms: m.last_used_at_ms,
+            expires_at_ms: entry.expires_at_ms,
+            idle_timeout_ms: entry.idle_timeout_ms,
+            request_count: m.request_count,
+            sealed_secrets: sealed,
+        }))
+    }
+
+    async fn persist(&self, write: Option<StoreWrite>) {
+        let result = match write {
+            Some(StoreWrite::Insert(r)) => self.store.insert(r).await,
+            Some(StoreWrite::Progress(p)) => self.store.record_progress(p).await,
+            None => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "session store write failed");
         }
     }
 
-    /// Persists every session touched since the last flush.
+    /// Persists every session touched since the last flush, and sessions still waiting
+    /// for their key confirmation a second after the handshake.
     pub async fn flush_dirty(&self) {
+        let stalled: Vec<SessionId> = {
+            let cutoff = now_ms().saturating_sub(UNSTORED_GRACE_MS);
+            let mut q = self.unstored.lock().unwrap_or_else(|p| p.into_inner());
+            let mut out = Vec::new();
+            while q.front().is_some_and(|(_, t)| *t <= cutoff) {
+                if let Some((id, _)) = q.pop_front() {
+                    out.push(id);
+                }
+            }
+            out
+        };
+        for id in stalled {
+            let Some(entry) = self.cache.get(&id).map(|e| e.clone()) else {
+                continue;
+            };
+            if entry.stored.load(Ordering::Acquire) {
+                continue;
+            }
+            let write = {
+                let m = entry.lock();
+                self.write_of(&entry, &m)
+            };
+            self.persist(write).await;
+        }
+        self.flush_touched().await;
+    }
+
+    async fn flush_touched(&self) {
         let ids = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()));
         for id in ids {
             let Some(entry) = self.cache.get(&id).map(|e| e.clone()) else {
                 continue;
             };
             entry.dirty.store(false, Ordering::Release);
-            let p = {
+            let write = {
                 let m = entry.lock();
-                self.progress_of(&entry, &m)
+                self.write_of(&entry, &m)
             };
-            if let Some(p) = p {
-                if let Err(e) = self.store.record_progress(p).await {
-                    tracing::error!(error = %e, "session store update failed");
-                }
-            }
+            self.persist(write).await;
         }
     }
 

@@ -14,14 +14,20 @@ pub use service::SealService;
 use crate::error::Refusal;
 use crate::sessions::{Entry, SessionManager};
 use axum::body::{Body, Bytes};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
+use bytes::BytesMut;
 use http::request::Parts;
-use http::{header, HeaderMap, HeaderValue, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use sessioncert_proto::wire::{
     CONTENT_TYPE_HEADER, SEALED_CONTENT_TYPE, SESSION_HEADER, STATUS_HEADER,
 };
-use sessioncert_proto::{ErrorCode, OpenedRequest, RequestBinding, RequestLine, SessionId};
+use sessioncert_proto::{ErrorCode, OpenedInPlace, RequestBinding, RequestLine, SessionId};
 use std::sync::Arc;
+
+/// Header names as values: using `&str` names re-parses them on every request.
+pub(crate) const H_SESSION: HeaderName = HeaderName::from_static(SESSION_HEADER);
+pub(crate) const H_INNER_CONTENT_TYPE: HeaderName = HeaderName::from_static(CONTENT_TYPE_HEADER);
+pub(crate) const H_STATUS: HeaderName = HeaderName::from_static(STATUS_HEADER);
 
 /// Put into the extensions of every request that arrived sealed, so handlers can tell
 /// which session (and so which peer) they serve.
@@ -38,7 +44,7 @@ pub struct SealedContext {
 /// Reads the session id header.
 pub(crate) fn session_id(headers: &HeaderMap) -> Result<SessionId, Refusal> {
     headers
-        .get(SESSION_HEADER)
+        .get(&H_SESSION)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse().ok())
         .ok_or(Refusal::new(ErrorCode::Malformed))
@@ -57,32 +63,60 @@ pub(crate) fn require_sealed_type(headers: &HeaderMap) -> Result<(), Refusal> {
     }
 }
 
-/// Reads a body up to `limit` bytes; 413 above it.
-pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, Refusal> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-            || e.to_string().contains("length limit");
-        Refusal::new(if too_large {
-            ErrorCode::TooLarge
-        } else {
-            ErrorCode::Malformed
-        })
-    })
+/// Reads a body up to `limit` bytes into a buffer that can be decrypted in place
+/// (no copy when hyper handed over a single unshared chunk).
+pub(crate) async fn read_body_mut(body: Body, limit: usize) -> Result<BytesMut, Refusal> {
+    let b = read_body(body, limit).await?;
+    Ok(b.try_into_mut().unwrap_or_else(|b| BytesMut::from(&b[..])))
+}
+
+/// Reads a body up to `limit` bytes; 413 above it. A body that arrives as one chunk
+/// (the common case) is returned as is, without the copy a general collect makes.
+pub(crate) async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, Refusal> {
+    use axum::body::HttpBody as _;
+    use http_body_util::BodyExt as _;
+    let too_large = || Refusal::new(ErrorCode::TooLarge);
+    if body.size_hint().lower() > limit as u64 {
+        return Err(too_large());
+    }
+    let mut first: Option<Bytes> = None;
+    let mut joined = BytesMut::new();
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| Refusal::new(ErrorCode::Malformed))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers carry nothing we use
+        };
+        len = len.checked_add(data.len()).ok_or_else(too_large)?;
+        if len > limit {
+            return Err(too_large());
+        }
+        match first.take() {
+            None if joined.is_empty() => first = Some(data),
+            prev => {
+                if let Some(p) = prev {
+                    joined.extend_from_slice(&p);
+                }
+                joined.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| joined.freeze()))
 }
 
 /// Opens a header-mode request from its parts and body.
+/// Returns the decrypted body (a slice of the received buffer, not a copy).
 pub(crate) async fn open_header_mode(
     manager: &SessionManager,
     parts: &Parts,
     body: Body,
-) -> Result<(SessionId, Arc<Entry>, OpenedRequest), Refusal> {
+) -> Result<(SessionId, Arc<Entry>, OpenedInPlace, Bytes), Refusal> {
     let id = session_id(&parts.headers)?;
     require_sealed_type(&parts.headers)?;
-    let record = read_body(body, manager.limits().max_body_bytes).await?;
+    let mut record = read_body_mut(body, manager.limits().max_body_bytes).await?;
     let inner_ct = parts
         .headers
-        .get(CONTENT_TYPE_HEADER)
+        .get(&H_INNER_CONTENT_TYPE)
         .map(|v| v.to_str().map_err(|_| Refusal::new(ErrorCode::Malformed)))
         .transpose()?
         .unwrap_or("");
@@ -92,8 +126,9 @@ pub(crate) async fn open_header_mode(
         query: parts.uri.query().unwrap_or(""),
         content_type: inner_ct,
     });
-    let (entry, opened) = manager.open_request(&id, &binding, &record).await?;
-    Ok((id, entry, opened))
+    let (entry, opened) = manager.open_request(&id, &binding, &mut record).await?;
+    let plaintext = record.freeze().slice(opened.plaintext.clone());
+    Ok((id, entry, opened, plaintext))
 }
 
 /// A sealed response: the status stays, the body is the record.
@@ -111,10 +146,10 @@ pub(crate) fn sealed_response(
     );
     match inner_ct {
         Some(ct) => {
-            headers.insert(CONTENT_TYPE_HEADER, ct);
+            headers.insert(H_INNER_CONTENT_TYPE, ct);
         }
         None => {
-            headers.remove(CONTENT_TYPE_HEADER);
+            headers.remove(&H_INNER_CONTENT_TYPE);
         }
     }
     // Intermediaries must not cache or transform sealed bodies.
@@ -125,13 +160,14 @@ pub(crate) fn sealed_response(
     // A record always has a body; statuses that forbid one travel as 200 plus the real
     // status in a header (which the seal binds, so it cannot be altered).
     let status = if matches!(status.as_u16(), 204 | 205 | 304) {
-        headers.insert(STATUS_HEADER, HeaderValue::from(status.as_u16()));
+        headers.insert(H_STATUS, HeaderValue::from(status.as_u16()));
         StatusCode::OK
     } else {
-        headers.remove(STATUS_HEADER);
+        headers.remove(&H_STATUS);
         status
     };
-    let mut r = (status, Body::from(record)).into_response();
+    let mut r = Response::new(Body::from(record));
+    *r.status_mut() = status;
     *r.headers_mut() = headers;
     r
 }

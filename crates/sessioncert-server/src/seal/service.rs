@@ -1,13 +1,14 @@
 //! The `Service` half of header-mode sealing.
 
-use super::{open_header_mode, sealed_response, SealedContext};
+use super::{
+    open_header_mode, read_body, sealed_response, SealedContext, H_INNER_CONTENT_TYPE, H_SESSION,
+};
 use crate::error::Refusal;
 use crate::sessions::SessionManager;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use futures_util::future::BoxFuture;
 use http::{header, HeaderValue, Request};
-use sessioncert_proto::wire::{CONTENT_TYPE_HEADER, SESSION_HEADER};
 use sessioncert_proto::ResponseBinding;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -63,10 +64,10 @@ where
     S::Future: Send,
 {
     let (mut parts, body) = req.into_parts();
-    let (id, entry, opened) = open_header_mode(&manager, &parts, body).await?;
+    let (id, entry, opened, plaintext) = open_header_mode(&manager, &parts, body).await?;
     let expect = opened.expectation();
     // The handler sees an ordinary request: the inner content type, the plaintext body.
-    match parts.headers.remove(CONTENT_TYPE_HEADER) {
+    match parts.headers.remove(&H_INNER_CONTENT_TYPE) {
         Some(ct) => {
             parts.headers.insert(header::CONTENT_TYPE, ct);
         }
@@ -74,7 +75,7 @@ where
             parts.headers.remove(header::CONTENT_TYPE);
         }
     }
-    parts.headers.remove(SESSION_HEADER);
+    parts.headers.remove(&H_SESSION);
     parts.headers.insert(
         header::CONTENT_LENGTH,
         HeaderValue::from(opened.plaintext.len()),
@@ -84,10 +85,10 @@ where
         seq: opened.seq,
         full: false,
     });
-    let req = Request::from_parts(parts, Body::from(opened.plaintext));
+    let req = Request::from_parts(parts, Body::from(plaintext));
     let Ok(resp) = inner.oneshot(req).await;
     let (rparts, rbody) = resp.into_parts();
-    let plain = axum::body::to_bytes(rbody, usize::MAX)
+    let plain = read_body(rbody, usize::MAX)
         .await
         .map_err(|_| Refusal::new(sessioncert_proto::ErrorCode::Internal))?;
     let inner_ct = rparts.headers.get(header::CONTENT_TYPE).cloned();

@@ -17,6 +17,8 @@ use crate::{SessionProgress, SessionRecord, StoreError};
 
 /// Most messages applied in one transaction.
 const MAX_BATCH: usize = 8192;
+/// How long fire-and-forget writes wait for company before they are committed.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
 pub(super) type Ack<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -232,14 +234,26 @@ impl Writer {
     pub(super) fn run(mut self) {
         while let Ok(first) = self.rx.recv() {
             let mut stop = matches!(first, Msg::Shutdown { .. });
+            // Someone waits for this batch: commit as soon as the queue is drained.
+            let mut urgent = first.seq().is_none();
             let mut batch = vec![first];
+            // Fire-and-forget writes linger briefly so that a burst shares one commit
+            // (one WAL append instead of thousands); nobody waits on them.
+            let deadline = std::time::Instant::now() + LINGER;
             while !stop && batch.len() < MAX_BATCH {
-                match self.rx.try_recv() {
-                    Ok(msg) => {
+                let next = if urgent {
+                    self.rx.try_recv().ok()
+                } else {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    self.rx.recv_timeout(left).ok()
+                };
+                match next {
+                    Some(msg) => {
                         stop = matches!(msg, Msg::Shutdown { .. });
+                        urgent |= msg.seq().is_none();
                         batch.push(msg);
                     }
-                    Err(_) => break,
+                    None => break,
                 }
             }
             self.process(batch);
