@@ -17,7 +17,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Application-layer encryption for HTTP APIs: a Noise handshake inside ordinary HTTP
 /// requests, then every request and response travels sealed.
 #[derive(Parser)]
-#[command(name = "sessioncert", version, about, long_about = None)]
+#[command(
+    name = "sessioncert",
+    version,
+    about = "Application-layer encryption for HTTP APIs: a Noise handshake inside ordinary HTTP \
+requests, then every request and response travels sealed."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -8,8 +8,9 @@
 //!
 //! Keys ratchet forward every [`REKEY_INTERVAL`] messages
 //! (`key[e+1] = HKDF-Expand(key[e], "sessioncert/1 rekey", 32)`); the previous epoch's
-//! key is kept only while requests of that epoch can still be in flight, so a key
-//! compromised late in a session does not open its early traffic.
+//! key is kept until the next ratchet (for requests of that epoch still in flight) and
+//! older ones are gone, so a key compromised late in a session does not open its early
+//! traffic.
 
 use crate::codec::{Reader, Writer};
 use crate::crypto::{nonce_for, AeadKey, Suite, KEY_LEN, NONCE_LEN, TAG_LEN};

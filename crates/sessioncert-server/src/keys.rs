@@ -16,6 +16,7 @@ use sessioncert_proto::{HandshakeKeyPair, IdentityKey, KeyConfig, Pin, SignedKey
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use zeroize::Zeroizing;
 
 /// File name of the identity key inside a data directory.
@@ -115,10 +116,15 @@ pub fn fingerprint(dir: &Path) -> Result<Pin, ServerError> {
 }
 
 /// All key material a server needs, loaded from (or created in) a data directory.
+///
+/// The handshake keys can be swapped while the server runs ([`ServerKeys::rotate_if_due`]);
+/// the identity and the storage key never change.
 pub struct ServerKeys {
     identity: IdentityKey,
-    handshake: Vec<HandshakeKeyPair>,
+    handshake: RwLock<Arc<Vec<HandshakeKeyPair>>>,
     storage: StorageKey,
+    /// Where rotated handshake keys are written; `None` keeps them in memory only.
+    dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for ServerKeys {
@@ -133,18 +139,18 @@ impl std::fmt::Debug for ServerKeys {
 impl ServerKeys {
     /// Keys held only in memory (tests, embedded use).
     pub fn ephemeral(now_ms: u64) -> Result<Self, ServerError> {
-        Ok(ServerKeys {
-            identity: IdentityKey::generate()?,
-            handshake: vec![HandshakeKeyPair::generate(
+        Ok(Self::from_parts(
+            IdentityKey::generate()?,
+            vec![HandshakeKeyPair::generate(
                 1,
                 now_ms.saturating_sub(60_000),
                 now_ms + HANDSHAKE_KEY_LIFETIME_MS,
             )?],
-            storage: StorageKey::generate()?,
-        })
+            StorageKey::generate()?,
+        ))
     }
 
-    /// Builds from parts.
+    /// Builds from parts; rotated handshake keys stay in memory.
     pub fn from_parts(
         identity: IdentityKey,
         handshake: Vec<HandshakeKeyPair>,
@@ -152,8 +158,9 @@ impl ServerKeys {
     ) -> Self {
         ServerKeys {
             identity,
-            handshake,
+            handshake: RwLock::new(Arc::new(handshake)),
             storage,
+            dir: None,
         }
     }
 
@@ -174,8 +181,9 @@ impl ServerKeys {
         Ok((
             ServerKeys {
                 identity,
-                handshake,
+                handshake: RwLock::new(Arc::new(handshake)),
                 storage,
+                dir: Some(dir.to_owned()),
             },
             created,
         ))
@@ -186,9 +194,62 @@ impl ServerKeys {
         self.identity.pin()
     }
 
-    /// The handshake keys.
-    pub fn handshake_keys(&self) -> &[HandshakeKeyPair] {
-        &self.handshake
+    /// The handshake keys in use now.
+    pub fn handshake_keys(&self) -> Arc<Vec<HandshakeKeyPair>> {
+        self.handshake
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether the handshake keys need renewing at `now_ms`: the newest one ends within
+    /// [`HANDSHAKE_KEY_RENEW_BEFORE_MS`], or an expired one is still listed.
+    pub fn rotation_due(&self, now_ms: u64) -> bool {
+        let keys = self.handshake_keys();
+        let newest_end = keys.iter().map(|k| k.not_after_ms).max().unwrap_or(0);
+        newest_end < now_ms.saturating_add(HANDSHAKE_KEY_RENEW_BEFORE_MS)
+            || keys.iter().any(|k| k.not_after_ms < now_ms)
+    }
+
+    /// Adds a fresh handshake key and drops expired ones when [`ServerKeys::rotation_due`],
+    /// writing the key file when the keys came from a data directory. Keys still valid
+    /// stay, so clients holding an older configuration keep working. Returns whether the
+    /// set changed (then the key configuration must be re-signed).
+    pub fn rotate_if_due(&self, now_ms: u64) -> Result<bool, ServerError> {
+        if !self.rotation_due(now_ms) {
+            return Ok(false);
+        }
+        let next = match &self.dir {
+            Some(dir) => load_or_rotate_handshake_keys(dir, now_ms)?,
+            None => {
+                let mut keys: Vec<HandshakeKeyPair> = Vec::new();
+                for k in self
+                    .handshake_keys()
+                    .iter()
+                    .filter(|k| k.not_after_ms >= now_ms)
+                {
+                    keys.push(HandshakeKeyPair::from_secret(
+                        k.key_id,
+                        k.secret(),
+                        k.not_before_ms,
+                        k.not_after_ms,
+                    )?);
+                }
+                let next_id = keys
+                    .iter()
+                    .map(|k| k.key_id)
+                    .max()
+                    .map_or(1, |m| m.wrapping_add(1));
+                keys.push(HandshakeKeyPair::generate(
+                    next_id,
+                    now_ms.saturating_sub(5 * 60_000),
+                    now_ms + HANDSHAKE_KEY_LIFETIME_MS,
+                )?);
+                keys
+            }
+        };
+        *self.handshake.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        Ok(true)
     }
 
     /// The storage key.
@@ -208,7 +269,7 @@ impl ServerKeys {
             versions: vec![VERSION_1],
             record_suites: suites.iter().map(|s| s.id()).collect(),
             keys: self
-                .handshake
+                .handshake_keys()
                 .iter()
                 .filter(|k| k.not_after_ms >= now_ms)
                 .map(|k| PublishedKey {
@@ -435,6 +496,32 @@ mod tests {
         let (k3, _) =
             ServerKeys::open_or_create(d.path(), t0 + HANDSHAKE_KEY_LIFETIME_MS + 1).unwrap();
         assert_eq!(k3.handshake_keys().len(), 1, "expired key dropped");
+    }
+
+    #[test]
+    fn running_server_rotates_handshake_keys_on_disk_and_in_memory() {
+        let d = tempfile::tempdir().unwrap();
+        let t0 = 1_000_000;
+        let (k, _) = ServerKeys::open_or_create(d.path(), t0).unwrap();
+        assert!(!k.rotation_due(t0));
+        assert!(!k.rotate_if_due(t0).unwrap());
+        let later = t0 + HANDSHAKE_KEY_LIFETIME_MS - HANDSHAKE_KEY_RENEW_BEFORE_MS + 1;
+        assert!(k.rotate_if_due(later).unwrap());
+        assert_eq!(k.handshake_keys().len(), 2);
+        // The file was written: a restart sees the same two keys.
+        let (k2, _) = ServerKeys::open_or_create(d.path(), later).unwrap();
+        assert_eq!(
+            k2.handshake_keys()[1].public(),
+            k.handshake_keys()[1].public()
+        );
+
+        let mem = ServerKeys::ephemeral(t0).unwrap();
+        assert!(mem.rotate_if_due(later).unwrap());
+        assert_eq!(mem.handshake_keys().len(), 2);
+        let much_later = t0 + 2 * HANDSHAKE_KEY_LIFETIME_MS;
+        assert!(mem.rotate_if_due(much_later).unwrap());
+        assert_eq!(mem.handshake_keys().len(), 1, "expired keys dropped");
+        assert!(mem.handshake_keys()[0].is_valid_at(much_later));
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct Timing {
     pub matching_ttl_ms: u64,
     /// How long ended sessions stay listed in the store.
     pub retain_ended_ms: u64,
+    /// How often the handshake keys are checked for renewal.
+    pub key_rotation_check: Duration,
 }
 
 impl Default for Timing {
@@ -55,6 +57,7 @@ impl Default for Timing {
             sweep_interval: Duration::from_secs(30),
             matching_ttl_ms: 60_000,
             retain_ended_ms: 24 * 3600 * 1000,
+            key_rotation_check: Duration::from_secs(3600),
         }
     }
 }
@@ -223,6 +226,21 @@ impl SessionManager {
             .clone()
     }
 
+    /// Renews the handshake keys when they near their end and re-signs the configuration.
+    pub async fn rotate_keys_if_due(self: &Arc<Self>) {
+        let me = self.clone();
+        let rotated = tokio::task::spawn_blocking(move || me.keys.rotate_if_due(now_ms())).await;
+        match rotated {
+            Ok(Ok(true)) => match self.refresh_config() {
+                Ok(_) => tracing::info!("handshake keys rotated; key configuration re-signed"),
+                Err(e) => tracing::error!(error = %e, "re-signing the key configuration failed"),
+            },
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "handshake key rotation failed"),
+            Err(e) => tracing::error!(error = %e, "handshake key rotation task failed"),
+        }
+    }
+
     /// Re-signs the key configuration (after a key rotation, or to refresh `issued_at`).
     pub fn refresh_config(&self) -> Result<SignedKeyConfig, ServerError> {
         let s = self.keys.signed_config(&self.policy.suites, now_ms())?;
@@ -267,7 +285,7 @@ impl SessionManager {
         let now = now_ms();
         let id = SessionId::random().map_err(Refusal::from)?;
         let resp =
-            respond(self.keys.handshake_keys(), &self.policy, msg, id, now).map_err(|e| {
+            respond(&self.keys.handshake_keys(), &self.policy, msg, id, now).map_err(|e| {
                 tracing::info!(error = %e, "handshake refused");
                 Refusal::from(e)
             })?;
@@ -679,6 +697,7 @@ impl SessionManager {
             let mut flush = tokio::time::interval(timing.flush_interval);
             let mut poll = tokio::time::interval(timing.poll_interval);
             let mut sweep = tokio::time::interval(timing.sweep_interval);
+            let mut rotate = tokio::time::interval(timing.key_rotation_check);
             flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_poll = now_ms();
             loop {
@@ -693,6 +712,10 @@ impl SessionManager {
                         // Overlap the window: clocks of other processes may differ slightly.
                         m.poll_ended(last_poll.saturating_sub(5_000)).await;
                         last_poll = now;
+                    }
+                    _ = rotate.tick() => {
+                        let Some(m) = weak.upgrade() else { break };
+                        m.rotate_keys_if_due().await;
                     }
                     _ = sweep.tick() => {
                         let Some(m) = weak.upgrade() else { break };
