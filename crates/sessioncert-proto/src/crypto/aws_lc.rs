@@ -1,4 +1,5 @@
-//! The native backend (aws-lc-rs): AES-256-GCM at ~4 GB/s per core with AES-NI.
+//! The native backend (aws-lc-rs): AES-256-GCM at well over 10 GB/s per core with
+//! AES-NI/AVX-512 (`benches/core.rs`).
 
 use super::{Suite, NONCE_LEN, TAG_LEN};
 use crate::ProtocolError;

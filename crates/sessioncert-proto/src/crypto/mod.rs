@@ -1,8 +1,8 @@
 //! Primitives behind one seam: AEAD suites, HKDF-SHA256, HMAC, X25519 for Noise, randomness.
 //!
 //! With the `aws-lc` feature (the default on native targets) AEAD and X25519 come from
-//! aws-lc-rs, which is about 3× faster than the pure-Rust RustCrypto crates on this
-//! class of machine; without it (wasm32) RustCrypto is used. Both backends produce the
+//! aws-lc-rs, which seals AES-256-GCM 8–10× and ChaCha20-Poly1305 1.7× faster than the
+//! pure-Rust RustCrypto crates on this class of machine (`benches/core.rs`); without it (wasm32) RustCrypto is used. Both backends produce the
 //! same bytes, which the test vectors and the cross-backend tests check.
 
 #[cfg(feature = "aws-lc")]
