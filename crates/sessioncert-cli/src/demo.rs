@@ -103,6 +103,13 @@ pub fn sealed_routes() -> Router {
         .route("/apiTest", post(echo))
         .route("/notes", get(list).post(create))
         .route("/notes/{id}", get(fetch).delete(remove))
+        // Unknown paths answer a sealed 404, so a typo shows up as "not found".
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": "no such route"})),
+            )
+        })
         .with_state(notes)
 }
 

@@ -35,11 +35,11 @@ pub enum ClientError {
 
     /// A protocol message failed to parse or authenticate (for example a tampered
     /// sealed response: [`ProtocolError::BadSeal`]).
-    #[error("protocol error: {0}")]
+    #[error("protocol error")]
     Protocol(#[from] ProtocolError),
 
     /// The transport failed (connect, timeout, I/O).
-    #[error("HTTP error: {0}")]
+    #[error("HTTP transport error")]
     Http(#[from] reqwest::Error),
 
     /// The response to a sealed request was neither sealed nor a refusal. Its body was

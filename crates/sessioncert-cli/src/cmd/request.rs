@@ -10,9 +10,11 @@ use std::process::ExitCode;
 
 /// Arguments of `sessioncert request`.
 #[derive(Args)]
-#[command(after_help = "Exit status: 0 ok; 1 failure; 2 usage error; 3 server identity not trusted \
+#[command(
+    after_help = "Exit status: 0 ok; 1 failure; 2 usage error; 3 server identity not trusted \
 (wrong pin); 4 refused by the server; 5 server unreachable; 22 with -f when the opened status \
-is 400 or above.")]
+is 400 or above."
+)]
 #[command(group(clap::ArgGroup::new("trust").args(["pin", "tofu"])))]
 #[command(group(clap::ArgGroup::new("payload").args(["data", "data_binary"])))]
 pub struct RequestArgs {

@@ -27,7 +27,8 @@ pub enum SessionsCommand {
     },
     /// Close a session; a running server drops it within about a second.
     Close {
-        /// The session id (as shown by `sessions list`).
+        /// The session id (as shown by `sessions list`; it may start with `-`).
+        #[arg(allow_hyphen_values = true)]
         id: String,
         /// Data directory of the server.
         #[arg(long, env = "SESSIONCERT_DATA", default_value = DEFAULT_DATA_DIR)]

@@ -72,24 +72,33 @@ pub(crate) async fn read_body_mut(body: Body, limit: usize) -> Result<BytesMut, 
 
 /// Reads a body up to `limit` bytes; 413 above it. A body that arrives as one chunk
 /// (the common case) is returned as is, without the copy a general collect makes.
+///
+/// An oversized body is still read (and discarded) up to [`DRAIN_FACTOR`] times the
+/// limit before the 413 goes out: a client that is still sending would otherwise see
+/// a broken pipe instead of the answer. Beyond that the connection is dropped.
 pub(crate) async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, Refusal> {
     use axum::body::HttpBody as _;
     use http_body_util::BodyExt as _;
-    let too_large = || Refusal::new(ErrorCode::TooLarge);
-    if body.size_hint().lower() > limit as u64 {
-        return Err(too_large());
+    let drain_limit = limit.saturating_mul(DRAIN_FACTOR) as u64;
+    if body.size_hint().lower() > drain_limit {
+        return Err(Refusal::new(ErrorCode::TooLarge));
     }
     let mut first: Option<Bytes> = None;
     let mut joined = BytesMut::new();
-    let mut len = 0usize;
+    let mut len = 0u64;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| Refusal::new(ErrorCode::Malformed))?;
         let Ok(data) = frame.into_data() else {
             continue; // trailers carry nothing we use
         };
-        len = len.checked_add(data.len()).ok_or_else(too_large)?;
-        if len > limit {
-            return Err(too_large());
+        len = len.saturating_add(data.len() as u64);
+        if len > limit as u64 {
+            if len > drain_limit {
+                break;
+            }
+            first = None;
+            joined = BytesMut::new();
+            continue;
         }
         match first.take() {
             None if joined.is_empty() => first = Some(data),
@@ -101,8 +110,14 @@ pub(crate) async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, Ref
             }
         }
     }
+    if len > limit as u64 {
+        return Err(Refusal::new(ErrorCode::TooLarge));
+    }
     Ok(first.unwrap_or_else(|| joined.freeze()))
 }
+
+/// How far past the body limit a request is still drained before the 413.
+pub(crate) const DRAIN_FACTOR: usize = 4;
 
 /// Opens a header-mode request from its parts and body.
 /// Returns the decrypted body (a slice of the received buffer, not a copy).

@@ -1,0 +1,1048 @@
+//! End-to-end tests of the `sessioncert` binary, run as a subprocess: key tools, the
+//! demo server, the curl-like client, the operator's session view and the load
+//! generator. Every server listens on 127.0.0.1 on a free port, keeps its data in a
+//! temporary directory and is killed when its guard is dropped.
+
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sessioncert");
+
+/// Longest any single CLI invocation may take before the test gives up on it.
+const CMD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The fields of one `sessions list --json` object: exactly these, nothing more.
+const SESSION_FIELDS: [&str; 11] = [
+    "id",
+    "state",
+    "version",
+    "suite",
+    "client_addr",
+    "created_at_ms",
+    "last_used_at_ms",
+    "expires_at_ms",
+    "idle_timeout_ms",
+    "request_count",
+    "ended_at_ms",
+];
+
+// ---------------------------------------------------------------------------------------
+// Running the binary
+// ---------------------------------------------------------------------------------------
+
+/// A `sessioncert` command with a clean environment: no `SESSIONCERT_*` variable of the
+/// caller leaks in (a stray `SESSIONCERT_PIN` would change what `request` does).
+fn sc() -> Command {
+    let mut c = Command::new(BIN);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("SESSIONCERT_") {
+            c.env_remove(k);
+        }
+    }
+    c.env_remove("RUST_LOG").env("NO_COLOR", "1");
+    c
+}
+
+/// What a finished invocation left behind.
+#[derive(Debug)]
+struct Out {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    /// Asserts success and returns stdout.
+    fn ok(&self) -> &str {
+        assert!(self.status.success(), "command failed: {self:#?}");
+        &self.stdout
+    }
+
+    /// The stdout parsed as JSON.
+    fn json(&self) -> Value {
+        serde_json::from_str(self.ok())
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
+    }
+
+    /// The non-empty lines of stderr.
+    fn stderr_lines(&self) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect()
+    }
+}
+
+/// Runs `sessioncert ARGS…` to completion (bounded by [`CMD_TIMEOUT`]).
+fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Out {
+    let mut c = sc();
+    c.args(args);
+    run_cmd(c)
+}
+
+fn run_cmd(mut c: Command) -> Out {
+    let mut child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start sessioncert");
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = so.read_to_end(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = se.read_to_end(&mut s);
+        s
+    });
+    let deadline = Instant::now() + CMD_TIMEOUT;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{c:?} did not finish within {CMD_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Out {
+        status,
+        stdout: String::from_utf8_lossy(&t_out.join().unwrap()).into_owned(),
+        stderr: String::from_utf8_lossy(&t_err.join().unwrap()).into_owned(),
+    }
+}
+
+/// `sessioncert request --pin PIN ARGS… URL`.
+fn request(pin: &str, args: &[&str], url: &str) -> Out {
+    let mut all = vec!["request", "--pin", pin];
+    all.extend_from_slice(args);
+    all.push(url);
+    run(&all)
+}
+
+/// A port nothing listens on right now.
+fn free_port() -> u16 {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+    l.local_addr().unwrap().port()
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, for at most `timeout`.
+fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Servers
+// ---------------------------------------------------------------------------------------
+
+/// A running `sessioncert serve`; killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts a server on 127.0.0.1:`port` with data in `data`, its log in `log`, and
+    /// waits until it accepts connections.
+    fn start(data: &Path, port: u16, log: &Path) -> Server {
+        Server::start_with(data, port, log, &[])
+    }
+
+    /// [`Server::start`] with extra `serve` arguments.
+    fn start_with(data: &Path, port: u16, log: &Path, extra: &[&str]) -> Server {
+        let logf = std::fs::File::create(log).expect("create server log");
+        let child = sc()
+            .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--data"])
+            .arg(data)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("cannot start sessioncert serve");
+        let mut s = Server {
+            child,
+            port,
+            log: log.to_path_buf(),
+        };
+        s.wait_ready();
+        s
+    }
+
+    fn wait_ready(&mut self) {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                panic!(
+                    "server exited early ({st}); log:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not listen on {addr}; log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base())
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `signal` (`"TERM"`, `"INT"`) and waits (at most `within`) for the exit
+    /// status.
+    fn signal(&mut self, signal: &str, within: Duration) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let st = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("cannot run kill");
+        assert!(st.success(), "kill -{signal} {pid} failed");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit within {within:?} of SIGTERM; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fresh server with its own data directory, and its pin.
+struct Fixture {
+    dir: TempDir,
+    data: PathBuf,
+    server: Server,
+    pin: String,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture::with_args(&[])
+    }
+
+    fn with_args(extra: &[&str]) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let log = dir.path().join("serve.log");
+        let server = Server::start_with(&data, free_port(), &log, extra);
+        let pin = fingerprint(&data);
+        Fixture {
+            dir,
+            data,
+            server,
+            pin,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn sessions(&self, all: bool) -> Vec<Value> {
+        sessions_json(&self.data, all)
+    }
+}
+
+fn fingerprint(data: &Path) -> String {
+    let out = run(&["fingerprint".as_ref(), "--data".as_ref(), data.as_os_str()]);
+    let s = out.ok();
+    assert_eq!(
+        s.lines().count(),
+        1,
+        "fingerprint must print one line: {s:?}"
+    );
+    s.trim_end().to_string()
+}
+
+/// `sessions list --json [--all]`, checked to be an array of objects.
+fn sessions_json(data: &Path, all: bool) -> Vec<Value> {
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "sessions".as_ref(),
+        "list".as_ref(),
+        "--json".as_ref(),
+        "--data".as_ref(),
+        data.as_os_str(),
+    ];
+    if all {
+        args.push("--all".as_ref());
+    }
+    match run(&args).json() {
+        Value::Array(v) => {
+            assert!(v.iter().all(Value::is_object), "not all objects: {v:?}");
+            v
+        }
+        other => panic!("sessions list --json is not an array: {other}"),
+    }
+}
+
+/// `sessions close ID --data DATA`, exactly as an operator pastes an id from the list
+/// (ids are base64url and may start with `-`).
+fn close_session(data: &Path, id: &str) -> Out {
+    run(&[
+        "sessions".as_ref(),
+        "close".as_ref(),
+        id.as_ref(),
+        "--data".as_ref(),
+        data.as_os_str(),
+    ])
+}
+
+fn established(rows: &[Value]) -> Vec<&Value> {
+    rows.iter()
+        .filter(|r| r["state"] == "established")
+        .collect()
+}
+
+fn find<'a>(rows: &'a [Value], id: &str) -> Option<&'a Value> {
+    rows.iter().find(|r| r["id"] == id)
+}
+
+/// The session id recorded in a client session file.
+fn session_file_id(path: &Path) -> String {
+    let v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    v["session_id"]
+        .as_str()
+        .expect("session file has a session_id")
+        .to_string()
+}
+
+/// Waits until the server's store shows session `id` with `count` requests.
+fn wait_request_count(f: &Fixture, id: &str, count: u64) {
+    wait_for(
+        &format!("session {id} to show request_count {count}"),
+        Duration::from_secs(5),
+        || {
+            let rows = f.sessions(false);
+            let n = find(&rows, id)?["request_count"].as_u64()?;
+            assert!(n <= count, "request_count {n} > {count}: {rows:?}");
+            (n == count).then_some(())
+        },
+    );
+}
+
+/// One raw HTTP/1.1 exchange: returns the status code and the whole response text.
+fn raw_http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    (code, text)
+}
+
+/// Asserts the standard echo answer for a JSON request.
+fn assert_echo(out: &Out, sent: &Value) {
+    let v = out.json();
+    assert_eq!(v["status"], true, "{v}");
+    assert!(v["message"].is_string(), "{v}");
+    assert_eq!(&v["requestData"], sent, "{v}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn keygen_pin_matches_fingerprint_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = dir.path().join("id");
+    let out = run(&["keygen".as_ref(), "--out".as_ref(), id.as_os_str()]);
+    let pin = out.ok().trim_end().to_string();
+    assert_eq!(out.stdout.lines().count(), 1, "keygen stdout: {out:?}");
+    assert!(pin.starts_with("ed25519:"), "unexpected pin {pin:?}");
+
+    // fingerprint: exactly the pin and a newline, nothing else.
+    let fp = run(&["fingerprint".as_ref(), "--data".as_ref(), id.as_os_str()]);
+    assert_eq!(fp.ok(), format!("{pin}\n"));
+
+    // A second keygen into the same directory fails and leaves the identity alone.
+    let key_file = id.join("identity.key");
+    let before = std::fs::read(&key_file).expect("identity.key");
+    let again = run(&["keygen".as_ref(), "--out".as_ref(), id.as_os_str()]);
+    assert!(!again.status.success(), "keygen overwrote: {again:?}");
+    assert!(
+        !again.stderr.trim().is_empty(),
+        "no reason given: {again:?}"
+    );
+    assert_eq!(
+        std::fs::read(&key_file).unwrap(),
+        before,
+        "identity changed"
+    );
+    assert_eq!(fingerprint(&id), pin);
+
+    // Another identity has another pin; a directory without one has no fingerprint.
+    let other = dir.path().join("other");
+    let out2 = run(&["keygen".as_ref(), "--out".as_ref(), other.as_os_str()]);
+    assert_ne!(out2.ok().trim_end(), pin);
+    let none = run(&[
+        "fingerprint".as_ref(),
+        "--data".as_ref(),
+        dir.path().join("empty").as_os_str(),
+    ]);
+    assert!(!none.status.success(), "{none:?}");
+    assert!(none.stdout.is_empty(), "{none:?}");
+}
+
+#[test]
+fn serve_creates_identity_and_database_logs_pin_and_answers_health() {
+    let f = Fixture::new();
+    assert!(f.data.join("identity.key").is_file());
+    assert!(f.data.join("sessions.db").is_file());
+    wait_for("the pin in the server log", Duration::from_secs(5), || {
+        f.server.log().contains(&f.pin).then_some(())
+    });
+    let (code, text) = raw_http(f.server.port, "GET", "/healthz", "");
+    assert_eq!(code, 200, "{text}");
+    assert!(text.ends_with("ok"), "{text}");
+}
+
+#[test]
+fn sealed_echo_simple_and_full_mode() {
+    let f = Fixture::new();
+    let url = f.server.url("/apiTest");
+    let sent = serde_json::json!({"name": "sealed", "n": [1, 2, 3], "nested": {"ok": true}});
+    let body = sent.to_string();
+    let ct = "content-type: application/json";
+
+    let out = request(&f.pin, &["-X", "POST", "-H", ct, "-d", &body], &url);
+    assert_echo(&out, &sent);
+    let out = request(
+        &f.pin,
+        &["--full", "-X", "POST", "-H", ct, "-d", &body],
+        &url,
+    );
+    assert_echo(&out, &sent);
+
+    // A non-JSON body comes back as a string; --data-binary @FILE sends a file.
+    let out = request(&f.pin, &["-d", "hello world"], &url);
+    assert_echo(&out, &Value::String("hello world".into()));
+    let file = f.path("body.json");
+    std::fs::write(&file, &body).unwrap();
+    let at = format!("@{}", file.display());
+    let out = request(&f.pin, &["-H", ct, "--data-binary", &at], &url);
+    assert_echo(&out, &sent);
+
+    // -i prints the opened status first.
+    let out = request(&f.pin, &["-i", "-H", ct, "-d", &body], &url);
+    assert!(out.ok().starts_with("HTTP 200"), "{out:?}");
+}
+
+#[test]
+fn notes_crud_round_trip() {
+    let f = Fixture::new();
+    let ct = "content-type: application/json";
+    let notes = f.server.url("/notes");
+
+    let out = request(
+        &f.pin,
+        &[
+            "-i",
+            "-X",
+            "POST",
+            "-H",
+            ct,
+            "-d",
+            r#"{"title":"t1","body":"b1"}"#,
+        ],
+        &notes,
+    );
+    assert!(out.ok().starts_with("HTTP 201"), "create: {out:?}");
+    let created: Value = serde_json::from_str(out.stdout.rsplit("\n\n").next().unwrap())
+        .unwrap_or_else(|e| panic!("create body not JSON ({e}): {out:?}"));
+    assert_eq!(created["title"], "t1");
+    let id = created["id"].as_u64().expect("note id");
+    let one = f.server.url(&format!("/notes/{id}"));
+
+    let list = request(&f.pin, &["-f"], &notes).json();
+    let list = list.as_array().expect("notes list is an array");
+    assert!(list.contains(&created), "{list:?} lacks {created}");
+
+    assert_eq!(request(&f.pin, &["-f"], &one).json(), created);
+
+    let del = request(&f.pin, &["-f", "-i", "-X", "DELETE"], &one);
+    assert!(del.ok().starts_with("HTTP 204"), "delete: {del:?}");
+
+    let gone = request(&f.pin, &["-f"], &one);
+    assert_eq!(gone.code(), Some(22), "get after delete with -f: {gone:?}");
+    assert!(gone.stderr.contains("404"), "{gone:?}");
+    // Without -f a 404 is still a successful exchange.
+    let gone = request(&f.pin, &["-i"], &one);
+    assert!(gone.ok().starts_with("HTTP 404"), "{gone:?}");
+    let list = request(&f.pin, &["-f"], &notes).json();
+    assert!(!list.as_array().unwrap().contains(&created), "{list}");
+}
+
+#[test]
+fn trust_failures_and_usage_errors() {
+    let f = Fixture::new();
+    let url = f.server.url("/apiTest");
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other");
+    let wrong = run(&["keygen".as_ref(), "--out".as_ref(), other.as_os_str()])
+        .ok()
+        .trim_end()
+        .to_string();
+
+    // Wrong pin: exit 3, one line on stderr, nothing on stdout, and no session made.
+    let out = request(&wrong, &["-d", r#"{"secret":1}"#], &url);
+    assert_eq!(out.code(), Some(3), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert_eq!(out.stderr_lines().len(), 1, "{out:?}");
+    assert!(out.stderr.contains("not trusted"), "{out:?}");
+    assert!(
+        f.sessions(true).is_empty(),
+        "a session was made with a wrong pin"
+    );
+
+    // Nobody listening: exit 5, one line.
+    let dead = format!("http://127.0.0.1:{}/apiTest", free_port());
+    let out = request(&f.pin, &["-d", "{}"], &dead);
+    assert_eq!(out.code(), Some(5), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert_eq!(out.stderr_lines().len(), 1, "{out:?}");
+
+    // A pin that is not a pin.
+    let out = request("not-a-pin", &["-d", "{}"], &url);
+    assert!(matches!(out.code(), Some(1 | 2)), "{out:?}");
+    assert!(out.stderr.contains("pin"), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+
+    // Neither --pin nor --tofu.
+    let out = run(&["request", "-d", "{}", &url]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        out.stderr.contains("--pin") && out.stderr.contains("--tofu"),
+        "{out:?}"
+    );
+    assert!(out.stdout.is_empty(), "{out:?}");
+
+    // Both: a usage error.
+    let out = run(&["request", "--pin", &f.pin, "--tofu", "-d", "{}", &url]);
+    assert_eq!(out.code(), Some(2), "{out:?}");
+
+    // None of the refused attempts reached the protected routes.
+    assert!(f.sessions(true).is_empty(), "{:?}", f.sessions(true));
+}
+
+#[test]
+fn bad_input_fails_with_one_line() {
+    let f = Fixture::new();
+    let url = f.server.url("/apiTest");
+
+    // Local mistakes: exit 1, a reason, nothing on stdout.
+    let missing = f.path("missing.bin");
+    let at_missing = format!("@{}", missing.display());
+    for (args, url, what) in [
+        (vec!["-X", "BAD METHOD"], url.as_str(), "method"),
+        (vec!["-H", "no-colon-here"], url.as_str(), "header"),
+        (
+            vec!["--data-binary", at_missing.as_str()],
+            url.as_str(),
+            "missing.bin",
+        ),
+        (vec![], "ftp://127.0.0.1/apiTest", "http"),
+    ] {
+        let out = request(&f.pin, &args, url);
+        assert_eq!(out.code(), Some(1), "{args:?}: {out:?}");
+        assert!(out.stdout.is_empty(), "{args:?}: {out:?}");
+        assert_eq!(out.stderr_lines().len(), 1, "{args:?}: {out:?}");
+        assert!(out.stderr.contains(what), "{args:?}: {out:?}");
+    }
+
+    // An unknown route never counts as success with -f.
+    let out = request(&f.pin, &["-f"], &f.server.url("/no/such/route"));
+    assert!(!out.status.success(), "{out:?}");
+}
+
+#[test]
+fn refusal_by_the_server_exits_4() {
+    // Limits applied to loopback, one live session per address: the second handshake
+    // is refused with 429 rate_limited.
+    let f = Fixture::with_args(&["--limit-loopback", "--max-sessions-per-addr", "1"]);
+    let url = f.server.url("/apiTest");
+    request(&f.pin, &["-d", "{}"], &url).ok();
+    let out = request(&f.pin, &["-d", "{}"], &url);
+    assert_eq!(out.code(), Some(4), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert_eq!(out.stderr_lines().len(), 1, "{out:?}");
+    assert!(out.stderr.contains("429"), "{out:?}");
+}
+
+/// A body over the server's limit (default 4 MiB) is a refusal (413 too_large, exit 4),
+/// not "cannot reach the server".
+#[test]
+fn oversized_body_is_refused_with_exit_4() {
+    let f = Fixture::new();
+    let url = f.server.url("/apiTest");
+    let big = f.path("big.bin");
+    std::fs::write(&big, vec![b'a'; 4 * 1024 * 1024 + 1]).unwrap();
+    let at = format!("@{}", big.display());
+    for full in [false, true] {
+        for _ in 0..5 {
+            let mut args = vec!["--data-binary", at.as_str()];
+            if full {
+                args.push("--full");
+            }
+            let out = request(&f.pin, &args, &url);
+            assert_eq!(out.code(), Some(4), "full={full}: {out:?}");
+            assert!(out.stdout.is_empty(), "{out:?}");
+            assert!(out.stderr.contains("413"), "{out:?}");
+        }
+    }
+}
+
+#[test]
+fn tofu_works_and_warns() {
+    let f = Fixture::new();
+    let sent = serde_json::json!({"tofu": true});
+    let out = run(&[
+        "request",
+        "--tofu",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        &sent.to_string(),
+        &f.server.url("/apiTest"),
+    ]);
+    assert_echo(&out, &sent);
+    assert!(
+        out.stderr.to_uppercase().contains("WARNING"),
+        "no warning: {out:?}"
+    );
+    assert!(out.stderr.contains(&f.pin), "identity not shown: {out:?}");
+}
+
+#[test]
+fn session_file_is_reused_private_and_holds_no_plaintext() {
+    let f = Fixture::new();
+    let url = f.server.url("/apiTest");
+    let sfile = f.path("s.json");
+    let s = sfile.to_str().unwrap();
+    let marker = "marker-plaintext-must-not-be-stored";
+    let sent = serde_json::json!({ "secret": marker });
+    let ct = "content-type: application/json";
+
+    let out = request(
+        &f.pin,
+        &["--session", s, "-H", ct, "-d", &sent.to_string()],
+        &url,
+    );
+    assert_echo(&out, &sent);
+    let id = session_file_id(&sfile);
+    wait_request_count(&f, &id, 1);
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&sfile).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "session file mode {mode:o}");
+    }
+    let content = std::fs::read_to_string(&sfile).unwrap();
+    assert!(!content.contains(marker), "plaintext in the session file");
+
+    let out = request(
+        &f.pin,
+        &["--session", s, "-H", ct, "-d", &sent.to_string()],
+        &url,
+    );
+    assert_echo(&out, &sent);
+    assert_eq!(session_file_id(&sfile), id, "the session was replaced");
+    wait_request_count(&f, &id, 2);
+    let rows = f.sessions(true);
+    assert_eq!(rows.len(), 1, "a second session was made: {rows:?}");
+    assert_eq!(established(&rows).len(), 1, "{rows:?}");
+    assert!(!std::fs::read_to_string(&sfile).unwrap().contains(marker));
+}
+
+#[test]
+fn saved_session_survives_a_graceful_restart() {
+    let mut f = Fixture::new();
+    let port = f.server.port;
+    let url = f.server.url("/apiTest");
+    let sfile = f.path("s.json");
+    let s = sfile.to_str().unwrap();
+
+    request(&f.pin, &["--session", s, "-d", r#"{"first":1}"#], &url).ok();
+    let id = session_file_id(&sfile);
+    wait_request_count(&f, &id, 1);
+    let n1 = established(&f.sessions(false)).len();
+    assert_eq!(n1, 1);
+
+    let st = f.server.signal("TERM", Duration::from_secs(5));
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "SIGTERM exit: {st}; log:\n{}",
+        f.server.log()
+    );
+
+    f.server = Server::start(&f.data, port, &f.path("serve2.log"));
+    assert_eq!(fingerprint(&f.data), f.pin, "identity changed on restart");
+    let sent = serde_json::json!({"again": "after-restart"});
+    let out = request(
+        &f.pin,
+        &[
+            "--session",
+            s,
+            "-H",
+            "content-type: application/json",
+            "-d",
+            &sent.to_string(),
+        ],
+        &url,
+    );
+    assert_echo(&out, &sent);
+    assert_eq!(session_file_id(&sfile), id, "a new handshake was made");
+    wait_request_count(&f, &id, 2);
+    let rows = f.sessions(true);
+    assert_eq!(established(&rows).len(), n1, "{rows:?}");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(
+        !f.server.log().contains("did not shut down cleanly"),
+        "{}",
+        f.server.log()
+    );
+
+    // SIGINT shuts down just as gracefully: the session is still there afterwards.
+    let st = f.server.signal("INT", Duration::from_secs(5));
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "SIGINT exit: {st}; log:\n{}",
+        f.server.log()
+    );
+    f.server = Server::start(&f.data, port, &f.path("serve3.log"));
+    request(&f.pin, &["--session", s, "-d", "{}"], &url).ok();
+    assert_eq!(session_file_id(&sfile), id, "session lost after SIGINT");
+    assert!(!f.server.log().contains("did not shut down cleanly"));
+}
+
+#[test]
+fn sessions_list_shows_documented_fields_and_never_keys() {
+    let f = Fixture::new();
+    let url = f.server.url("/apiTest");
+    let sfile = f.path("s.json");
+    request(
+        &f.pin,
+        &["--session", sfile.to_str().unwrap(), "-d", "{}"],
+        &url,
+    )
+    .ok();
+    request(&f.pin, &["-d", "{}"], &url).ok();
+    let id = session_file_id(&sfile);
+    wait_request_count(&f, &id, 1);
+
+    let rows = f.sessions(false);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let want: BTreeSet<&str> = SESSION_FIELDS.into_iter().collect();
+    for r in &rows {
+        let keys: BTreeSet<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, want, "fields of {r}");
+        assert_eq!(r["state"], "established");
+        assert!(r["suite"].is_string() && r["id"].is_string(), "{r}");
+        for k in [
+            "version",
+            "created_at_ms",
+            "last_used_at_ms",
+            "expires_at_ms",
+            "idle_timeout_ms",
+            "request_count",
+        ] {
+            assert!(r[k].is_u64(), "{k} of {r}");
+        }
+        assert!(r["ended_at_ms"].is_null(), "{r}");
+        assert!(r["expires_at_ms"].as_u64() > r["created_at_ms"].as_u64());
+    }
+    assert!(find(&rows, &id).is_some(), "{rows:?}");
+
+    // The client's session keys appear in neither form of the listing.
+    let file: Value = serde_json::from_slice(&std::fs::read(&sfile).unwrap()).unwrap();
+    let secrets = file["secrets"].as_str().unwrap();
+    assert!(secrets.len() > 40);
+    let json_text = run(&[
+        "sessions".as_ref(),
+        "list".as_ref(),
+        "--json".as_ref(),
+        "--all".as_ref(),
+        "--data".as_ref(),
+        f.data.as_os_str(),
+    ]);
+    assert!(!json_text.ok().contains(secrets));
+
+    // Text form: a header without "establish", then one ESTABLISHED line per session.
+    let text = run(&[
+        "sessions".as_ref(),
+        "list".as_ref(),
+        "--data".as_ref(),
+        f.data.as_os_str(),
+    ]);
+    let lines: Vec<&str> = text.ok().lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1 + rows.len(), "{lines:?}");
+    assert!(
+        !lines[0].to_lowercase().contains("establish"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains("ID") && lines[0].contains("STATE"),
+        "{}",
+        lines[0]
+    );
+    for r in &rows {
+        let rid = r["id"].as_str().unwrap();
+        let line = lines[1..]
+            .iter()
+            .find(|l| l.contains(rid))
+            .unwrap_or_else(|| panic!("no line for {rid}: {lines:?}"));
+        assert!(line.contains("ESTABLISHED"), "{line}");
+    }
+    assert!(!text.stdout.contains(secrets));
+    // What channel.sh counts.
+    let n = text.stdout.to_lowercase().matches("establish").count();
+    assert_eq!(n, rows.len());
+}
+
+#[test]
+fn closed_session_is_replaced_transparently() {
+    let f = Fixture::new();
+    let url = f.server.url("/apiTest");
+    let sfile = f.path("s.json");
+    let s = sfile.to_str().unwrap();
+    request(&f.pin, &["--session", s, "-d", r#"{"n":0}"#], &url).ok();
+    let old = session_file_id(&sfile);
+
+    let out = close_session(&f.data, &old);
+    assert!(out.ok().contains(&old), "{out:?}");
+
+    // The server drops a closed session within about a second; every request in the
+    // meantime must still succeed, and then one must have re-handshaken.
+    let mut n = 0;
+    let new = wait_for("a new session in the file", Duration::from_secs(6), || {
+        n += 1;
+        let sent = serde_json::json!({ "n": n });
+        let out = request(
+            &f.pin,
+            &[
+                "--session",
+                s,
+                "-H",
+                "content-type: application/json",
+                "-d",
+                &sent.to_string(),
+            ],
+            &url,
+        );
+        assert_echo(&out, &sent);
+        let id = session_file_id(&sfile);
+        if id == old {
+            std::thread::sleep(Duration::from_millis(250));
+            None
+        } else {
+            Some(id)
+        }
+    });
+
+    let all = f.sessions(true);
+    let o = find(&all, &old).unwrap_or_else(|| panic!("{old} gone from --all: {all:?}"));
+    assert_eq!(o["state"], "closed", "{o}");
+    assert!(o["ended_at_ms"].is_u64(), "{o}");
+    let nw = find(&all, &new).unwrap_or_else(|| panic!("{new} not listed: {all:?}"));
+    assert_eq!(nw["state"], "established", "{nw}");
+    let live = f.sessions(false);
+    assert!(find(&live, &old).is_none(), "closed session listed as live");
+
+    let text = run(&[
+        "sessions".as_ref(),
+        "list".as_ref(),
+        "--all".as_ref(),
+        "--data".as_ref(),
+        f.data.as_os_str(),
+    ]);
+    let line = text.ok().lines().find(|l| l.contains(&old)).unwrap();
+    assert!(line.contains("CLOSED"), "{line}");
+
+    // Closing it again, or closing garbage, fails.
+    let again = close_session(&f.data, &old);
+    assert!(!again.status.success(), "{again:?}");
+    let bad = close_session(&f.data, "not-an-id");
+    assert!(!bad.status.success(), "{bad:?}");
+}
+
+#[test]
+fn plain_http_to_sealed_route_is_refused_plain_route_answers() {
+    let f = Fixture::new();
+    let marker = "plain-marker-should-not-echo";
+    let body = format!(r#"{{"secret":"{marker}"}}"#);
+
+    let (code, text) = raw_http(f.server.port, "POST", "/apiTest", &body);
+    assert!(
+        (400..500).contains(&code),
+        "sealed route answered {code}: {text}"
+    );
+    assert!(!text.contains(marker), "{text}");
+
+    let (code, text) = raw_http(f.server.port, "POST", "/plain/apiTest", &body);
+    assert_eq!(code, 200, "{text}");
+    let (_, json) = text.split_once("\r\n\r\n").unwrap();
+    let v: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(v["status"], true);
+    assert_eq!(v["requestData"]["secret"], marker);
+
+    // The sealed notes are not readable plain either.
+    let (code, text) = raw_http(f.server.port, "GET", "/notes", "");
+    assert!(
+        (400..500).contains(&code),
+        "sealed /notes answered {code}: {text}"
+    );
+}
+
+#[test]
+fn bench_prints_one_json_object() {
+    let f = Fixture::new();
+    let base = f.server.base();
+    let check = |out: &Out, rate_key: &str| {
+        let line = out.ok().trim();
+        assert_eq!(line.lines().count(), 1, "{out:?}");
+        let v: Value = serde_json::from_str(line).unwrap();
+        let o = v
+            .as_object()
+            .unwrap_or_else(|| panic!("not an object: {v}"));
+        for k in [rate_key, "p50_ms", "p99_ms", "errors"] {
+            assert!(o.contains_key(k), "{k} missing: {v}");
+        }
+        assert_eq!(v["errors"], 0, "{v}; stderr: {}", out.stderr);
+        assert!(v[rate_key].as_f64().unwrap() > 0.0, "{v}");
+        let (p50, p99) = (v["p50_ms"].as_f64().unwrap(), v["p99_ms"].as_f64().unwrap());
+        assert!(p50 > 0.0 && p50 <= p99, "{v}");
+    };
+
+    let plain_url = format!("{base}/plain/apiTest");
+    let sealed_url = format!("{base}/apiTest");
+    let out = run(&[
+        "bench",
+        "request",
+        "--plain",
+        "--url",
+        &plain_url,
+        "--duration",
+        "1s",
+        "--concurrency",
+        "2",
+        "--json",
+    ]);
+    check(&out, "requests_per_sec");
+    let out = run(&[
+        "bench",
+        "request",
+        "--pin",
+        &f.pin,
+        "--url",
+        &sealed_url,
+        "--duration",
+        "1s",
+        "--body",
+        "256",
+        "--json",
+    ]);
+    check(&out, "requests_per_sec");
+    let out = run(&[
+        "bench",
+        "handshake",
+        "--url",
+        &base,
+        "--pin",
+        &f.pin,
+        "--duration",
+        "1s",
+        "--json",
+    ]);
+    check(&out, "handshakes_per_sec");
+
+    // Neither --pin nor --plain is a usage error.
+    let out = run(&["bench", "request", "--url", &sealed_url, "--duration", "1s"]);
+    assert_eq!(out.code(), Some(2), "{out:?}");
+}
+
+/// Session ids are base64url, so about one in 64 starts with `-`; the operator must be
+/// able to paste one from `sessions list` as shown in the usage line
+/// (`sessions close [OPTIONS] <ID>`).
+#[test]
+fn sessions_close_accepts_an_id_starting_with_dash() {
+    let f = Fixture::new();
+    // A well-formed id (16 bytes of base64url) that no session has.
+    let id = "-AAAAAAAAAAAAAAAAAAAAA";
+    let out = run(&[
+        "sessions".as_ref(),
+        "close".as_ref(),
+        id.as_ref(),
+        "--data".as_ref(),
+        f.data.as_os_str(),
+    ]);
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert!(out.stderr.contains("no live session"), "{out:?}");
+}
