@@ -3,6 +3,7 @@
 use crate::file::{self, SessionSnapshot};
 use crate::request::{Prepared, RequestBuilder, Response};
 use crate::ClientError;
+use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use reqwest::Url;
@@ -766,7 +767,7 @@ impl Inner {
                     authority,
                     path,
                     headers,
-                    body: p.body.clone(),
+                    body: p.body.to_vec(),
                 }
                 .encode(),
             );
@@ -981,7 +982,7 @@ impl Client {
                 url: self.url(wire::CLOSE_PATH)?,
                 headers: HeaderMap::new(),
                 content_type: None,
-                body: Vec::new(),
+                body: Bytes::new(),
                 full: false,
                 timeout: None,
             };

@@ -16,7 +16,7 @@ pub(crate) struct Prepared {
     pub url: Url,
     pub headers: HeaderMap,
     pub content_type: Option<String>,
-    pub body: Vec<u8>,
+    pub body: Bytes,
     pub full: bool,
     pub timeout: Option<Duration>,
 }
@@ -29,7 +29,7 @@ pub struct RequestBuilder {
     path: String,
     headers: HeaderMap,
     content_type: Option<String>,
-    body: Vec<u8>,
+    body: Bytes,
     full: bool,
     timeout: Option<Duration>,
     error: Option<ClientError>,
@@ -53,7 +53,7 @@ impl RequestBuilder {
             path: path.to_string(),
             headers: HeaderMap::new(),
             content_type: None,
-            body: Vec::new(),
+            body: Bytes::new(),
             full: false,
             timeout: None,
             error: None,
@@ -137,7 +137,8 @@ impl RequestBuilder {
     }
 
     /// The plaintext body (sealed before it leaves the process).
-    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+    /// Takes `Vec<u8>`, `String`, `&'static str` or `Bytes` without copying.
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
         self.body = body.into();
         self
     }
@@ -147,7 +148,7 @@ impl RequestBuilder {
     pub fn json<T: Serialize + ?Sized>(mut self, value: &T) -> Self {
         match serde_json::to_vec(value) {
             Ok(b) => {
-                self.body = b;
+                self.body = b.into();
                 if self.content_type.is_none() {
                     self.content_type = Some("application/json".into());
                 }

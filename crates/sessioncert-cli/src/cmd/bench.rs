@@ -301,7 +301,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                         let r =
                             s.0.post(&s.1)
                                 .header("content-type", "application/json")
-                                .body(s.2.to_vec())
+                                .body(s.2.clone())
                                 .full(s.3)
                                 .send()
                                 .await?;
