@@ -3,6 +3,7 @@
 use super::{parse_duration, DEFAULT_DATA_DIR};
 use crate::demo;
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use clap::Args;
 use sessioncert_proto::{ServerPolicy, Suite};
 use sessioncert_server::keys::DATABASE_FILE;
@@ -166,7 +167,11 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let app = sc.router(demo::sealed_routes()).merge(demo::plain_routes());
     let listener = tokio::net::TcpListener::bind(a.addr)
         .await
-        .with_context(|| format!("cannot listen on {}", a.addr))?;
+        .with_context(|| format!("cannot listen on {}", a.addr))?
+        // Small request/response exchanges: never hold a segment back (Nagle).
+        .tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
     tracing::info!(addr = %a.addr, pin = %pin, "sessioncert serving; clients pin this identity");
     axum::serve(
         listener,

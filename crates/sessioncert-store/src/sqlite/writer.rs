@@ -235,22 +235,19 @@ impl Writer {
         while let Ok(first) = self.rx.recv() {
             let mut stop = matches!(first, Msg::Shutdown { .. });
             // Someone waits for this batch: commit as soon as the queue is drained.
-            let mut urgent = first.seq().is_none();
+            let urgent = first.seq().is_none();
             let mut batch = vec![first];
             // Fire-and-forget writes linger briefly so that a burst shares one commit
-            // (one WAL append instead of thousands); nobody waits on them.
-            let deadline = std::time::Instant::now() + LINGER;
+            // (one WAL append instead of thousands); nobody waits on them. The thread
+            // sleeps rather than waiting on the channel, so senders never wake it
+            // one message at a time.
+            if !urgent && !stop {
+                std::thread::sleep(LINGER);
+            }
             while !stop && batch.len() < MAX_BATCH {
-                let next = if urgent {
-                    self.rx.try_recv().ok()
-                } else {
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    self.rx.recv_timeout(left).ok()
-                };
-                match next {
+                match self.rx.try_recv().ok() {
                     Some(msg) => {
                         stop = matches!(msg, Msg::Shutdown { .. });
-                        urgent |= msg.seq().is_none();
                         batch.push(msg);
                     }
                     None => break,
