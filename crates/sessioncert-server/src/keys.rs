@@ -77,6 +77,17 @@ fn decode_32(s: &str, path: &Path) -> Result<Zeroizing<[u8; 32]>, ServerError> {
     Ok(Zeroizing::new(a))
 }
 
+/// `header\n<base64url of secret>\n`, built inside one zeroizing buffer of sufficient
+/// capacity so no copy of the secret is left behind in freed memory.
+fn key_file_text(header: &str, secret: &[u8]) -> Zeroizing<String> {
+    let mut t = Zeroizing::new(String::with_capacity(header.len() + secret.len() * 2 + 8));
+    t.push_str(header);
+    t.push('\n');
+    URL_SAFE_NO_PAD.encode_string(secret, &mut *t);
+    t.push('\n');
+    t
+}
+
 /// Creates a new identity in `dir`. Refuses to overwrite an existing one.
 pub fn create_identity(dir: &Path) -> Result<IdentityKey, ServerError> {
     let path = dir.join(IDENTITY_FILE);
@@ -87,10 +98,7 @@ pub fn create_identity(dir: &Path) -> Result<IdentityKey, ServerError> {
         ));
     }
     let id = IdentityKey::generate()?;
-    let text = Zeroizing::new(format!(
-        "{IDENTITY_HEADER}\n{}\n",
-        URL_SAFE_NO_PAD.encode(id.to_seed().as_ref())
-    ));
+    let text = key_file_text(IDENTITY_HEADER, id.to_seed().as_ref());
     write_secret_file(&path, text.as_bytes())?;
     Ok(id)
 }
@@ -222,12 +230,8 @@ impl ServerKeys {
         let next = match &self.dir {
             Some(dir) => load_or_rotate_handshake_keys(dir, now_ms)?,
             None => {
-                let mut keys: Vec<HandshakeKeyPair> = Vec::new();
-                for k in self
-                    .handshake_keys()
-                    .iter()
-                    .filter(|k| k.not_after_ms >= now_ms)
-                {
+                let mut keys = Vec::new();
+                for k in self.handshake_keys().iter() {
                     keys.push(HandshakeKeyPair::from_secret(
                         k.key_id,
                         k.secret(),
@@ -235,16 +239,7 @@ impl ServerKeys {
                         k.not_after_ms,
                     )?);
                 }
-                let next_id = keys
-                    .iter()
-                    .map(|k| k.key_id)
-                    .max()
-                    .map_or(1, |m| m.wrapping_add(1));
-                keys.push(HandshakeKeyPair::generate(
-                    next_id,
-                    now_ms.saturating_sub(5 * 60_000),
-                    now_ms + HANDSHAKE_KEY_LIFETIME_MS,
-                )?);
+                renew_key_set(&mut keys, now_ms)?;
                 keys
             }
         };
@@ -313,11 +308,29 @@ fn load_or_rotate_handshake_keys(
             keys.push(HandshakeKeyPair::from_secret(id, &secret, nb, na)?);
         }
     }
+    if renew_key_set(&mut keys, now_ms)? {
+        let mut text = Zeroizing::new(String::with_capacity(64 + keys.len() * 96));
+        text.push_str(HANDSHAKE_HEADER);
+        text.push('\n');
+        for k in &keys {
+            let prefix = format!("{} {} {} ", k.key_id, k.not_before_ms, k.not_after_ms);
+            text.push_str(&prefix);
+            URL_SAFE_NO_PAD.encode_string(k.secret(), &mut *text);
+            text.push('\n');
+        }
+        write_secret_file(&path, text.as_bytes())?;
+    }
+    Ok(keys)
+}
+
+/// Drops expired handshake keys and adds a fresh one when the newest ends within
+/// [`HANDSHAKE_KEY_RENEW_BEFORE_MS`]. Returns whether the set changed.
+fn renew_key_set(keys: &mut Vec<HandshakeKeyPair>, now_ms: u64) -> Result<bool, ServerError> {
     let before = keys.len();
     keys.retain(|k| k.not_after_ms >= now_ms);
     let newest_end = keys.iter().map(|k| k.not_after_ms).max().unwrap_or(0);
-    let rotated = newest_end < now_ms + HANDSHAKE_KEY_RENEW_BEFORE_MS;
-    if rotated {
+    let add = newest_end < now_ms.saturating_add(HANDSHAKE_KEY_RENEW_BEFORE_MS);
+    if add {
         let next_id = keys
             .iter()
             .map(|k| k.key_id)
@@ -330,20 +343,7 @@ fn load_or_rotate_handshake_keys(
             now_ms + HANDSHAKE_KEY_LIFETIME_MS,
         )?);
     }
-    if rotated || keys.len() != before {
-        let mut text = Zeroizing::new(format!("{HANDSHAKE_HEADER}\n"));
-        for k in &keys {
-            text.push_str(&format!(
-                "{} {} {} {}\n",
-                k.key_id,
-                k.not_before_ms,
-                k.not_after_ms,
-                URL_SAFE_NO_PAD.encode(k.secret())
-            ));
-        }
-        write_secret_file(&path, text.as_bytes())?;
-    }
-    Ok(keys)
+    Ok(add || keys.len() != before)
 }
 
 /// The key that seals session secrets before they reach the store.
@@ -382,10 +382,7 @@ impl StorageKey {
             return Ok(StorageKey(decode_32(lines.next().unwrap_or(""), &path)?));
         }
         let k = Self::generate()?;
-        let text = Zeroizing::new(format!(
-            "{STORAGE_HEADER}\n{}\n",
-            URL_SAFE_NO_PAD.encode(k.0.as_ref())
-        ));
+        let text = key_file_text(STORAGE_HEADER, k.0.as_ref());
         write_secret_file(&path, text.as_bytes())?;
         Ok(k)
     }
