@@ -83,7 +83,7 @@ fn key_file_text(header: &str, secret: &[u8]) -> Zeroizing<String> {
     let mut t = Zeroizing::new(String::with_capacity(header.len() + secret.len() * 2 + 8));
     t.push_str(header);
     t.push('\n');
-    URL_SAFE_NO_PAD.encode_string(secret, &mut *t);
+    URL_SAFE_NO_PAD.encode_string(secret, &mut t);
     t.push('\n');
     t
 }
@@ -315,7 +315,7 @@ fn load_or_rotate_handshake_keys(
         for k in &keys {
             let prefix = format!("{} {} {} ", k.key_id, k.not_before_ms, k.not_after_ms);
             text.push_str(&prefix);
-            URL_SAFE_NO_PAD.encode_string(k.secret(), &mut *text);
+            URL_SAFE_NO_PAD.encode_string(k.secret(), &mut text);
             text.push('\n');
         }
         write_secret_file(&path, text.as_bytes())?;
