@@ -7,11 +7,6 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use sessioncert_client::{Client, Pin, Trust};
-use sessioncert_proto::wire::{
-    CONFIG_PATH, CONFIRM_PATH, HANDSHAKE_CONTENT_TYPE, HANDSHAKE_PATH, SESSION_HEADER,
-};
-use sessioncert_proto::{ClientHandshake, ClientOffer, KeyConfig, SignedKeyConfig};
-use sessioncert_server::now_ms;
 use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -185,36 +180,6 @@ fn http_client(concurrency: usize) -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-/// One complete session establishment: hello → server hello → key confirmation.
-async fn handshake_once(
-    http: &reqwest::Client,
-    base: &str,
-    config: &KeyConfig,
-) -> anyhow::Result<()> {
-    let (hs, hello) = ClientHandshake::start(config, ClientOffer::default(), now_ms())?;
-    let r = http
-        .post(format!("{base}{HANDSHAKE_PATH}"))
-        .header("content-type", HANDSHAKE_CONTENT_TYPE)
-        .body(hello)
-        .send()
-        .await?;
-    if r.status() != 200 {
-        bail!("handshake answered {}", r.status());
-    }
-    let (unconfirmed, _) = hs.read_server_hello(&r.bytes().await?)?;
-    let r = http
-        .post(format!("{base}{CONFIRM_PATH}"))
-        .header(SESSION_HEADER, unconfirmed.id().to_string())
-        .body(unconfirmed.client_finished().to_vec())
-        .send()
-        .await?;
-    if r.status() != 204 {
-        bail!("confirm answered {}", r.status());
-    }
-    let _session = unconfirmed.confirmed();
-    Ok(())
-}
-
 fn json_body(size: usize) -> Vec<u8> {
     let overhead = r#"{"data":""}"#.len();
     let mut s = String::from(r#"{"data":""#);
@@ -230,24 +195,23 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             let base = a.url.trim_end_matches('/').to_owned();
             let pin: Pin = a.pin.parse().context("bad --pin")?;
             let http = http_client(a.common.concurrency)?;
-            let bytes = http
-                .get(format!("{base}{CONFIG_PATH}"))
-                .send()
-                .await
-                .context("cannot fetch the key configuration")?
-                .bytes()
-                .await?;
-            let config = SignedKeyConfig::decode(&bytes)?.verify(Trust::Pin(pin), now_ms())?;
-            let states = (0..a.common.concurrency)
-                .map(|_| (http.clone(), base.clone(), config.clone()))
-                .collect();
-            let report = drive(
-                &a.common,
-                states,
-                |s: Arc<(reqwest::Client, String, KeyConfig)>| async move {
-                    handshake_once(&s.0, &s.1, &s.2).await
-                },
-            )
+            // One client per worker; each iteration is one complete establishment
+            // (hello, server hello, key confirmation) through the product's own client,
+            // with the key configuration fetched once.
+            let mut states = Vec::new();
+            for _ in 0..a.common.concurrency {
+                states.push(
+                    Client::builder(&base, Trust::Pin(pin))
+                        .http_client(http.clone())
+                        .connect_lazily(true)
+                        .build()
+                        .await
+                        .context("cannot fetch the key configuration")?,
+                );
+            }
+            let report = drive(&a.common, states, |c: Arc<Client>| async move {
+                Ok(c.rehandshake().await?)
+            })
             .await;
             report.print("handshakes", "handshakes_per_sec", &a.common);
         }
