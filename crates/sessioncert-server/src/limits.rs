@@ -18,6 +18,10 @@ pub struct Limits {
     /// Sessions waiting for key confirmation, server-wide (429 above): bounds the memory
     /// a flood of unconfirmed handshakes can take.
     pub max_pending_sessions: usize,
+    /// Live sessions held in memory, server-wide (429 above): a session takes about
+    /// 2 KiB, so the default bounds the table near 1 GiB however many addresses a flood
+    /// comes from.
+    pub max_live_sessions: usize,
     /// Do not rate-limit loopback peers (local benchmarks, sidecars). Turn off when a
     /// local reverse proxy forwards internet traffic.
     pub exempt_loopback: bool,
@@ -31,6 +35,7 @@ impl Default for Limits {
             handshake_burst: 60.0,
             max_sessions_per_addr: 256,
             max_pending_sessions: 100_000,
+            max_live_sessions: 500_000,
             exempt_loopback: false,
         }
     }

@@ -275,6 +275,13 @@ impl SessionManager {
                 });
             }
         }
+        if self.cache.len() >= self.limits.max_live_sessions {
+            tracing::warn!("handshake refused: live session table is full");
+            return Err(Refusal {
+                code: ErrorCode::RateLimited,
+                retry_after: Some(60),
+            });
+        }
         if self.pending.load(Ordering::Relaxed) >= self.limits.max_pending_sessions as u64 {
             tracing::warn!("handshake refused: too many unconfirmed sessions");
             return Err(Refusal {

@@ -503,6 +503,37 @@ async fn sessions_per_address_are_capped() {
 }
 
 #[tokio::test]
+async fn live_session_table_is_capped_server_wide() {
+    let limits = Limits {
+        max_live_sessions: 2,
+        ..generous()
+    };
+    let srv = TestServer::start(
+        ServerKeys::ephemeral(now_ms()).unwrap(),
+        Arc::new(MemoryStore::new()),
+        limits,
+    )
+    .await;
+    let a = RawClient::connect(&srv.base, srv.pin).await;
+    let _b = RawClient::connect(&srv.base, srv.pin).await;
+    let http = reqwest::Client::new();
+    let (_hs, hello) = ClientHandshake::start(&a.config, ClientOffer::default(), now_ms()).unwrap();
+    let r = http
+        .post(format!("{}{HANDSHAKE_PATH}", srv.base))
+        .body(hello)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, (429, "rate_limited".into()));
+    // Closing one frees a place.
+    let mut a = a;
+    let s = a.seal("POST", CLOSE_PATH, "", b"");
+    let r = a.send_raw(&s).await;
+    assert_eq!(a.open(&s, r).await.unwrap().0, 200);
+    let _c = RawClient::connect(&srv.base, srv.pin).await;
+}
+
+#[tokio::test]
 async fn closed_session_gets_401_session_closed() {
     let srv = server().await;
     let mut c = RawClient::connect(&srv.base, srv.pin).await;

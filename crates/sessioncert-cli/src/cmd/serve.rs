@@ -9,11 +9,15 @@ use sessioncert_proto::{ServerPolicy, Suite};
 use sessioncert_server::keys::DATABASE_FILE;
 use sessioncert_server::{now_ms, Limits, ServerKeys, SessionCert};
 use sessioncert_store::{MemoryStore, OpenMode, SessionStore, SqliteStore, StoreError};
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long open connections may take to finish after SIGTERM/SIGINT.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Arguments of `sessioncert serve`.
 #[derive(Args)]
@@ -52,6 +56,9 @@ pub struct ServeArgs {
     /// Live sessions per client address (429 above).
     #[arg(long, env = "SESSIONCERT_MAX_SESSIONS_PER_ADDR", default_value_t = 256)]
     max_sessions_per_addr: u32,
+    /// Live sessions held at once, server-wide (429 above; about 2 KiB each).
+    #[arg(long, env = "SESSIONCERT_MAX_SESSIONS", default_value_t = 500_000)]
+    max_sessions: usize,
     /// Apply the per-address limits to loopback clients too (by default they are exempt so
     /// local benchmarks measure the protocol; turn this on behind a local reverse proxy).
     #[arg(long, env = "SESSIONCERT_LIMIT_LOOPBACK")]
@@ -158,6 +165,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         handshake_burst: a.handshake_burst,
         max_sessions_per_addr: a.max_sessions_per_addr,
         exempt_loopback: !a.limit_loopback,
+        max_live_sessions: a.max_sessions,
         ..Limits::default()
     };
     let sc = SessionCert::builder(Arc::new(keys), store)
@@ -173,13 +181,26 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
             let _ = tcp.set_nodelay(true);
         });
     tracing::info!(addr = %a.addr, pin = %pin, "sessioncert serving; clients pin this identity");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("server failed")?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = stop_rx.await;
+        })
+        .into_future(),
+    );
+    shutdown_signal().await;
+    let _ = stop_tx.send(());
+    // Connections still busy after the grace period are cut: the sessions must be
+    // persisted (and the stop recorded as clean) before a supervisor gives up on us.
+    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+        Ok(Ok(r)) => r.context("server failed")?,
+        Ok(Err(e)) => return Err(e).context("server task failed"),
+        Err(_) => tracing::warn!("connections still open after the grace period; closing them"),
+    }
     tracing::info!("shutting down: persisting sessions");
     sc.shutdown().await.context("clean shutdown failed")?;
     Ok(ExitCode::SUCCESS)
