@@ -265,12 +265,7 @@ async fn suite_downgrade_in_flight_fails_the_handshake() {
     // Rewrite the offer to only ChaCha20 (same length): the prologue no longer matches.
     let n = header_bytes.len();
     hello[n - 4..n].copy_from_slice(&[0, 2, 0, 2]);
-    let r = http
-        .post(format!("{}{HANDSHAKE_PATH}", srv.base))
-        .body(hello)
-        .send()
-        .await
-        .unwrap();
+    let r = srv.post_hello(hello).await;
     assert_eq!(error_code(r).await, (400, "handshake_failed".into()));
 }
 
@@ -283,12 +278,7 @@ async fn version_downgrade_or_unknown_version_fails() {
         ClientHandshake::start(&config, ClientOffer::default(), now_ms()).unwrap();
     assert_eq!(&hello[1..4], &[1, 0, VERSION_1 as u8]);
     hello[3] = 0x07;
-    let r = http
-        .post(format!("{}{HANDSHAKE_PATH}", srv.base))
-        .body(hello)
-        .send()
-        .await
-        .unwrap();
+    let r = srv.post_hello(hello).await;
     assert_eq!(error_code(r).await, (400, "unsupported_version".into()));
 }
 
@@ -316,12 +306,7 @@ async fn wrong_confirmation_is_refused_and_session_stays_unusable() {
     let http = reqwest::Client::new();
     let config = RawClient::fetch_config(&http, &srv.base, srv.pin).await;
     let (hs, hello) = ClientHandshake::start(&config, ClientOffer::default(), now_ms()).unwrap();
-    let r = http
-        .post(format!("{}{HANDSHAKE_PATH}", srv.base))
-        .body(hello)
-        .send()
-        .await
-        .unwrap();
+    let r = srv.post_hello(hello).await;
     let (uc, _) = hs.read_server_hello(&r.bytes().await.unwrap()).unwrap();
     let r = http
         .post(format!("{}{CONFIRM_PATH}", srv.base))
@@ -378,12 +363,7 @@ async fn oversized_and_malformed_inputs_get_413_and_400_and_server_keeps_serving
     assert_eq!((status, code.as_str()), (413, "too_large"));
     let http = reqwest::Client::new();
     // Oversized handshake.
-    let r = http
-        .post(format!("{}{HANDSHAKE_PATH}", srv.base))
-        .body(vec![1u8; 100_000])
-        .send()
-        .await
-        .unwrap();
+    let r = srv.post_hello(vec![1u8; 100_000]).await;
     assert_eq!(error_code(r).await.0, 413);
     // Garbage handshakes of many shapes.
     for body in [
@@ -392,12 +372,7 @@ async fn oversized_and_malformed_inputs_get_413_and_400_and_server_keeps_serving
         vec![1, 1, 0, 1, 0, 1, 7, 1, 0, 1, 0, 0],
         vec![0xff; 300],
     ] {
-        let r = http
-            .post(format!("{}{HANDSHAKE_PATH}", srv.base))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let r = srv.post_hello(body).await;
         assert_eq!(error_code(r).await.0, 400);
     }
     // Garbage session ids, garbage records.
@@ -455,12 +430,7 @@ async fn handshake_flood_from_one_address_gets_429() {
     for _ in 0..6 {
         let (_hs, hello) =
             ClientHandshake::start(&config, ClientOffer::default(), now_ms()).unwrap();
-        let r = http
-            .post(format!("{}{HANDSHAKE_PATH}", srv.base))
-            .body(hello)
-            .send()
-            .await
-            .unwrap();
+        let r = srv.post_hello(hello).await;
         let retry = r.headers().get("retry-after").is_some();
         let (s, code) = error_code(r).await;
         if s == 429 {
@@ -490,15 +460,9 @@ async fn sessions_per_address_are_capped() {
     .await;
     let _a = RawClient::connect(&srv.base, srv.pin).await;
     let _b = RawClient::connect(&srv.base, srv.pin).await;
-    let http = reqwest::Client::new();
     let (_hs, hello) =
         ClientHandshake::start(&_a.config, ClientOffer::default(), now_ms()).unwrap();
-    let r = http
-        .post(format!("{}{HANDSHAKE_PATH}", srv.base))
-        .body(hello)
-        .send()
-        .await
-        .unwrap();
+    let r = srv.post_hello(hello).await;
     assert_eq!(error_code(r).await, (429, "rate_limited".into()));
 }
 
@@ -516,14 +480,8 @@ async fn live_session_table_is_capped_server_wide() {
     .await;
     let a = RawClient::connect(&srv.base, srv.pin).await;
     let _b = RawClient::connect(&srv.base, srv.pin).await;
-    let http = reqwest::Client::new();
     let (_hs, hello) = ClientHandshake::start(&a.config, ClientOffer::default(), now_ms()).unwrap();
-    let r = http
-        .post(format!("{}{HANDSHAKE_PATH}", srv.base))
-        .body(hello)
-        .send()
-        .await
-        .unwrap();
+    let r = srv.post_hello(hello).await;
     assert_eq!(error_code(r).await, (429, "rate_limited".into()));
     // Closing one frees a place.
     let mut a = a;

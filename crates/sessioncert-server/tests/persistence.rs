@@ -226,7 +226,6 @@ async fn no_session_key_in_the_database_file_or_the_logs() {
 
 #[tokio::test]
 async fn operators_see_matching_then_established_sessions() {
-    use sessioncert_proto::wire::*;
     use sessioncert_proto::{ClientHandshake, ClientOffer, SessionState};
     let d = tempfile::tempdir().unwrap();
     let srv = start(d.path()).await;
@@ -238,14 +237,8 @@ async fn operators_see_matching_then_established_sessions() {
     assert_eq!(rows[0].id, c.session.id());
     assert_eq!(rows[0].state, SessionState::Established);
     // A handshake left unconfirmed shows up as MATCHING once it has stalled.
-    let http = reqwest::Client::new();
     let (_hs, hello) = ClientHandshake::start(&c.config, ClientOffer::default(), now_ms()).unwrap();
-    let r = http
-        .post(format!("{}{HANDSHAKE_PATH}", srv.base))
-        .body(hello)
-        .send()
-        .await
-        .unwrap();
+    let r = srv.post_hello(hello).await;
     assert_eq!(r.status(), 200);
     tokio::time::sleep(Duration::from_millis(1300)).await;
     srv.sc.manager().flush_dirty().await;

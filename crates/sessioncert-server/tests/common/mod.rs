@@ -87,6 +87,16 @@ impl TestServer {
         }
     }
 
+    /// POSTs raw bytes to the handshake endpoint, as an attacker or a custom client would.
+    pub async fn post_hello(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(format!("{}{HANDSHAKE_PATH}", self.base))
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Stops accepting, then persists sessions and records a clean shutdown.
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
