@@ -10,19 +10,32 @@
 //! Two backends implement the trait: [`MemoryStore`] (no persistence; tests and
 //! servers that want none) and [`SqliteStore`] (the embedded default).
 //!
-//! # Write-behind and group commit ([`SqliteStore`])
+//! # One authority for replay state
 //!
-//! Every write goes to one dedicated writer thread through a channel. The writer
+//! A session's replay window decides whether a request runs. It must have exactly one
+//! authority at a time and must never be re-read from a stale copy. With the stores in
+//! this crate the authority is **the server process**: a server opens the store
+//! exclusively ([`OpenMode::Server`] takes a lock), reads every live session once at
+//! start ([`SessionStore::load_live`]), and from then on holds each live session —
+//! keys and window — in memory, never reading it back. The store is where the server
+//! writes snapshots so that sessions survive a clean restart, where operators list and
+//! close sessions, and where closes made by another process show up
+//! ([`SessionStore::ended_since`]). Writes are durable when the call returns; the
+//! *server* decides how often to write (it batches every touched session into one
+//! [`SessionStore::save`] per flush interval), so there is one write-behind, not two.
+//!
+//! A store shared by several server instances (PostgreSQL, Redis: a later step) cannot
+//! leave the authority in any one process: there, the check-and-advance of the window
+//! happens atomically in the store for every request, and the server never consults a
+//! local copy. [`SessionStore::replay_authority`] says which model a store implements;
+//! the stores here all answer [`ReplayAuthority::ExclusiveServer`].
+//!
+//! # Group commit ([`SqliteStore`])
+//!
+//! Every write goes to one dedicated writer thread through a bounded queue. The writer
 //! takes everything queued, applies it in **one** transaction, commits, and only then
-//! acknowledges the callers that wait. `insert` and `record_progress` are fire and
-//! forget: they return once queued, so the hot path (handshakes, sealed requests)
-//! never waits for disk and thousands of updates share one commit. Consecutive
-//! progress updates of one session in one batch are coalesced into the last.
-//! `flush`, `close`, `sweep` and `shutdown` wait for the commit that carries them.
-//! Reads use their own connections on the blocking pool, so they never queue behind
-//! writes. Read-your-writes holds per instance: `load` of an id with a queued,
-//! uncommitted write, and `list` while anything is queued, first wait for the writer
-//! to drain; other reads go straight to the database.
+//! answers the callers, who all wait for their commit. Reads use their own
+//! connections on the blocking pool, so they never queue behind writes.
 //!
 //! # Crash recovery
 //!
@@ -47,33 +60,46 @@ mod sqlite;
 
 pub use error::StoreError;
 pub use memory::MemoryStore;
-pub use record::{SessionProgress, SessionRecord, SessionSummary};
+pub use record::{SessionProgress, SessionRecord, SessionSummary, SessionWrite};
 pub use sqlite::{OpenMode, SqliteStore, StartupReport, SCHEMA_VERSION};
 
 use sessioncert_proto::SessionId;
 
+/// Who decides whether a request's sequence number is fresh (see the crate docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReplayAuthority {
+    /// One server process at a time holds the store (the store enforces it) and keeps
+    /// every live session's window in memory; the store holds snapshots.
+    ExclusiveServer,
+}
+
 /// Where a server's sessions are persisted. All times are Unix milliseconds.
 ///
-/// Implementations must not block the async runtime.
+/// Implementations must not block the async runtime. Every write is durable when it
+/// returns.
 #[async_trait::async_trait]
 pub trait SessionStore: Send + Sync + 'static {
-    /// Inserts a new session (state `Matching` or `Established`; other states are
-    /// refused with [`StoreError::InvalidState`]). May be written behind, but a later
-    /// `load`/`list` on this instance sees it and `flush` makes it durable. Inserting
-    /// an id that is already stored changes nothing (the first record wins), so a
-    /// closed session cannot be brought back this way.
-    async fn insert(&self, record: SessionRecord) -> Result<(), StoreError>;
+    /// Which replay-state model this store implements.
+    fn replay_authority(&self) -> ReplayAuthority {
+        ReplayAuthority::ExclusiveServer
+    }
 
-    /// Applies a progress update without waiting for disk. Only live
-    /// (`matching`/`established`) sessions are updated: a closed or expired session is
-    /// never resurrected. The state may move `Matching -> Established`, never back.
-    async fn record_progress(&self, progress: SessionProgress) -> Result<(), StoreError>;
+    /// Every live (`matching`/`established`) session, for a server to load **once**
+    /// when it starts. A running server never reads a session back.
+    async fn load_live(&self) -> Result<Vec<SessionRecord>, StoreError>;
 
-    /// The stored session, if any.
+    /// Applies `writes` in order, in one transaction, and returns after the commit.
+    /// See [`SessionWrite`] for what each write may change: no write resurrects an
+    /// ended session. On error nothing of the batch is applied.
+    async fn save(&self, writes: Vec<SessionWrite>) -> Result<(), StoreError>;
+
+    /// The stored session, if any (operators and tests; never a server's hot path).
     async fn load(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError>;
 
-    /// Closes a live session: state `Closed`, secrets wiped, end time `now_ms`.
-    /// Returns whether a live session was closed.
+    /// Closes a live session: state `Closed`, secrets wiped, end time `now_ms`. Returns
+    /// whether a live session was closed. The operator path (another process); a
+    /// server ends its own sessions with [`SessionWrite::End`].
     async fn close(&self, id: &SessionId, now_ms: u64) -> Result<bool, StoreError>;
 
     /// Ids of sessions closed or expired at or after `since_ms` (by anyone, including
@@ -95,11 +121,8 @@ pub trait SessionStore: Send + Sync + 'static {
         retain_ended_ms: u64,
     ) -> Result<u64, StoreError>;
 
-    /// Waits until every write issued before the call is durable. Reports an error if
-    /// a fire-and-forget write issued since the previous `flush` could not be stored.
-    async fn flush(&self) -> Result<(), StoreError>;
-
-    /// Flushes and records a clean shutdown. Later calls fail with
+    /// Records a clean shutdown: the caller has stopped accepting requests and saved
+    /// every session, so the stored windows are current. Later writes fail with
     /// [`StoreError::WriterGone`] (for backends that have a writer).
     async fn shutdown(&self) -> Result<(), StoreError>;
 }

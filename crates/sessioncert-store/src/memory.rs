@@ -5,7 +5,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use sessioncert_proto::{SessionId, SessionState};
 
-use crate::{SessionProgress, SessionRecord, SessionStore, SessionSummary, StoreError};
+use crate::{SessionRecord, SessionStore, SessionSummary, SessionWrite, StoreError};
 
 struct Entry {
     record: SessionRecord,
@@ -50,23 +50,40 @@ fn end(entry: &mut Entry, state: SessionState, now_ms: u64) {
 
 #[async_trait::async_trait]
 impl SessionStore for MemoryStore {
-    async fn insert(&self, record: SessionRecord) -> Result<(), StoreError> {
-        if !record.state.is_live() {
-            return Err(StoreError::InvalidState(record.state));
-        }
-        self.lock().entry(record.id).or_insert(Entry {
-            record,
-            ended_at_ms: None,
-        });
-        Ok(())
+    async fn load_live(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .values()
+            .filter(|e| e.record.state.is_live())
+            .map(|e| e.record.clone())
+            .collect())
     }
 
-    async fn record_progress(&self, progress: SessionProgress) -> Result<(), StoreError> {
-        if !progress.state.is_live() {
-            return Err(StoreError::InvalidState(progress.state));
-        }
-        if let Some(entry) = self.lock().get_mut(&progress.id) {
-            entry.record.apply_progress(progress);
+    async fn save(&self, writes: Vec<SessionWrite>) -> Result<(), StoreError> {
+        // All or nothing, like a transaction: check the batch before applying any of it.
+        writes.iter().try_for_each(SessionWrite::check)?;
+        let mut map = self.lock();
+        for w in writes {
+            match w {
+                SessionWrite::Insert(record) => {
+                    map.entry(record.id).or_insert(Entry {
+                        record,
+                        ended_at_ms: None,
+                    });
+                }
+                SessionWrite::Progress(progress) => {
+                    if let Some(entry) = map.get_mut(&progress.id) {
+                        entry.record.apply_progress(progress);
+                    }
+                }
+                SessionWrite::End { id, state, at_ms } => {
+                    if let Some(entry) = map.get_mut(&id) {
+                        if entry.record.state.is_live() {
+                            end(entry, state, at_ms);
+                        }
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -128,10 +145,6 @@ impl SessionStore for MemoryStore {
             map.retain(|_, e| !matches!(e.ended_at_ms, Some(t) if t < cutoff));
         }
         Ok(expired)
-    }
-
-    async fn flush(&self) -> Result<(), StoreError> {
-        Ok(())
     }
 
     async fn shutdown(&self) -> Result<(), StoreError> {

@@ -150,8 +150,8 @@ fn serialize_state<S: Serializer>(state: &SessionState, s: S) -> Result<S::Ok, S
     s.serialize_str(state.as_str())
 }
 
-/// A hot-path update of a live session. Stores write it behind (batched) and never
-/// make the caller wait for disk.
+/// An update of a live session (its replay window advanced, it was used, it was
+/// confirmed).
 ///
 /// `Debug` prints the length of `sealed_secrets`, never its bytes.
 #[derive(Clone, PartialEq, Eq)]
@@ -177,5 +177,55 @@ impl fmt::Debug for SessionProgress {
             .field("request_count", &self.request_count)
             .field("sealed_secrets_len", &self.sealed_secrets.len())
             .finish()
+    }
+}
+
+/// One write in a [`crate::SessionStore::save`] batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionWrite {
+    /// Stores a new session (state `Matching` or `Established`). If the id is already
+    /// stored nothing changes (the first record wins), so an ended session cannot be
+    /// brought back this way.
+    Insert(SessionRecord),
+    /// Updates a stored live session. A closed or expired session is never
+    /// resurrected; the state moves `Matching -> Established`, never back.
+    Progress(SessionProgress),
+    /// Ends a stored live session: `state` (`Closed` or `Expired`), secrets wiped,
+    /// end time `at_ms`. An already ended session keeps its first end.
+    End {
+        /// The session.
+        id: SessionId,
+        /// `Closed` or `Expired`.
+        state: SessionState,
+        /// When it ended.
+        at_ms: u64,
+    },
+}
+
+impl SessionWrite {
+    /// The session the write is about.
+    pub fn id(&self) -> SessionId {
+        match self {
+            SessionWrite::Insert(r) => r.id,
+            SessionWrite::Progress(p) => p.id,
+            SessionWrite::End { id, .. } => *id,
+        }
+    }
+
+    /// Refuses writes whose state does not fit their kind.
+    pub(crate) fn check(&self) -> Result<(), crate::StoreError> {
+        let (state, ok) = match self {
+            SessionWrite::Insert(r) => (r.state, r.state.is_live()),
+            SessionWrite::Progress(p) => (p.state, p.state.is_live()),
+            SessionWrite::End { state, .. } => (
+                *state,
+                matches!(state, SessionState::Closed | SessionState::Expired),
+            ),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(crate::StoreError::InvalidState(state))
+        }
     }
 }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use sessioncert_proto::{SessionId, SessionState};
 use sessioncert_store::{
-    MemoryStore, OpenMode, SessionProgress, SessionRecord, SessionStore, SqliteStore,
+    MemoryStore, OpenMode, SessionProgress, SessionRecord, SessionStore, SessionWrite, SqliteStore,
     StartupReport, StoreError, SCHEMA_VERSION,
 };
 use tempfile::TempDir;
@@ -45,6 +45,23 @@ fn progress(n: u32, state: SessionState, at: u64, count: u64) -> SessionProgress
         last_used_at_ms: at,
         request_count: count,
         sealed_secrets: secret(n + 1_000_000 + count as u32),
+    }
+}
+
+/// One-write shorthands over `save` (each write its own durable batch).
+#[async_trait::async_trait]
+trait SingleWrites {
+    async fn insert(&self, r: SessionRecord) -> Result<(), StoreError>;
+    async fn record_progress(&self, p: SessionProgress) -> Result<(), StoreError>;
+}
+
+#[async_trait::async_trait]
+impl<S: SessionStore + ?Sized> SingleWrites for S {
+    async fn insert(&self, r: SessionRecord) -> Result<(), StoreError> {
+        self.save(vec![SessionWrite::Insert(r)]).await
+    }
+    async fn record_progress(&self, p: SessionProgress) -> Result<(), StoreError> {
+        self.save(vec![SessionWrite::Progress(p)]).await
     }
 }
 
@@ -102,7 +119,10 @@ on_every_backend!(
     close_wipes_secrets_and_shows_in_ended_since,
     list_filters_and_never_shows_secrets,
     sweep_expires_wipes_and_deletes,
-    reads_see_own_unflushed_writes,
+    writes_are_visible_when_save_returns,
+    a_batch_applies_in_order_or_not_at_all,
+    ended_sessions_stay_ended,
+    load_live_returns_exactly_the_live_sessions,
 );
 
 // ---------------------------------------------------------------- properties
@@ -138,7 +158,6 @@ async fn insert_load_round_trip(store: &dyn SessionStore) {
     let mut again = record(1, SessionState::Matching, 9_999);
     again.sealed_secrets = b"other".to_vec();
     store.insert(again).await.unwrap();
-    store.flush().await.unwrap();
     assert_eq!(store.load(&id(1)).await.unwrap(), Some(a));
 }
 
@@ -219,7 +238,6 @@ async fn progress_updates_fields_and_establishes(store: &dyn SessionStore) {
         err,
         StoreError::InvalidState(SessionState::Closed)
     ));
-    store.flush().await.unwrap();
     assert_eq!(store.load(&id(7)).await.unwrap(), None);
 }
 
@@ -254,7 +272,6 @@ async fn progress_does_not_resurrect_ended_sessions(store: &dyn SessionStore) {
             .record_progress(progress(n, SessionState::Matching, 8_000, 43))
             .await
             .unwrap();
-        store.flush().await.unwrap();
         let r = store.load(&id(n)).await.unwrap().unwrap();
         assert_eq!(r.state, state);
         assert!(r.sealed_secrets.is_empty(), "secrets came back: {r:?}");
@@ -454,7 +471,123 @@ async fn sweep_expires_wipes_and_deletes(store: &dyn SessionStore) {
     assert!(live.contains(&id(5)) && live.contains(&id(8)));
 }
 
-async fn reads_see_own_unflushed_writes(store: &dyn SessionStore) {
+async fn a_batch_applies_in_order_or_not_at_all(store: &dyn SessionStore) {
+    // In order: insert, progress, end of one session and a second insert, one batch.
+    store
+        .save(vec![
+            SessionWrite::Insert(record(1, SessionState::Matching, 1_000)),
+            SessionWrite::Progress(progress(1, SessionState::Established, 1_100, 3)),
+            SessionWrite::Insert(record(2, SessionState::Established, 1_000)),
+            SessionWrite::End {
+                id: id(2),
+                state: SessionState::Closed,
+                at_ms: 1_200,
+            },
+        ])
+        .await
+        .unwrap();
+    let r1 = store.load(&id(1)).await.unwrap().unwrap();
+    assert_eq!((r1.state, r1.request_count), (SessionState::Established, 3));
+    let r2 = store.load(&id(2)).await.unwrap().unwrap();
+    assert_eq!(r2.state, SessionState::Closed);
+    assert!(r2.sealed_secrets.is_empty());
+    // One invalid write refuses the whole batch: the valid insert before it is not applied.
+    let err = store
+        .save(vec![
+            SessionWrite::Insert(record(3, SessionState::Established, 1_000)),
+            SessionWrite::End {
+                id: id(1),
+                state: SessionState::Established,
+                at_ms: 1_300,
+            },
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        StoreError::InvalidState(SessionState::Established)
+    ));
+    assert_eq!(store.load(&id(3)).await.unwrap(), None);
+    assert_eq!(
+        store.load(&id(1)).await.unwrap().unwrap().state,
+        SessionState::Established
+    );
+    // An empty batch is fine.
+    store.save(Vec::new()).await.unwrap();
+}
+
+async fn ended_sessions_stay_ended(store: &dyn SessionStore) {
+    store
+        .insert(record(1, SessionState::Established, 1_000))
+        .await
+        .unwrap();
+    store
+        .save(vec![SessionWrite::End {
+            id: id(1),
+            state: SessionState::Expired,
+            at_ms: 2_000,
+        }])
+        .await
+        .unwrap();
+    // Nothing that arrives later brings it back or changes its first end.
+    store
+        .save(vec![
+            SessionWrite::Insert(record(1, SessionState::Established, 1_000)),
+            SessionWrite::Progress(progress(1, SessionState::Established, 3_000, 9)),
+            SessionWrite::End {
+                id: id(1),
+                state: SessionState::Closed,
+                at_ms: 4_000,
+            },
+        ])
+        .await
+        .unwrap();
+    assert!(!store.close(&id(1), 5_000).await.unwrap());
+    let r = store.load(&id(1)).await.unwrap().unwrap();
+    assert_eq!((r.state, r.request_count), (SessionState::Expired, 0));
+    assert!(r.sealed_secrets.is_empty());
+    let summary = store.list(false).await.unwrap();
+    assert_eq!(summary[0].ended_at_ms, Some(2_000));
+    assert!(store.load_live().await.unwrap().is_empty());
+}
+
+async fn load_live_returns_exactly_the_live_sessions(store: &dyn SessionStore) {
+    for n in 0..6 {
+        let state = if n % 2 == 0 {
+            SessionState::Established
+        } else {
+            SessionState::Matching
+        };
+        store.insert(record(n, state, 1_000)).await.unwrap();
+    }
+    store
+        .record_progress(progress(0, SessionState::Established, 2_000, 7))
+        .await
+        .unwrap();
+    store.close(&id(2), 3_000).await.unwrap();
+    store
+        .save(vec![SessionWrite::End {
+            id: id(3),
+            state: SessionState::Expired,
+            at_ms: 3_000,
+        }])
+        .await
+        .unwrap();
+    let mut live = store.load_live().await.unwrap();
+    live.sort_by_key(|r| r.id);
+    let ids: Vec<SessionId> = live.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![id(0), id(1), id(4), id(5)]);
+    // Full records, secrets included: this is what a server resumes from.
+    assert_eq!(live[0].request_count, 7);
+    assert_eq!(
+        live[0].sealed_secrets,
+        progress(0, SessionState::Established, 0, 7).sealed_secrets
+    );
+    assert_eq!(live[1].state, SessionState::Matching);
+    assert_eq!(live[2].sealed_secrets, secret(4));
+}
+
+async fn writes_are_visible_when_save_returns(store: &dyn SessionStore) {
     for n in 0..500 {
         store
             .insert(record(n, SessionState::Matching, 1_000 + u64::from(n)))
@@ -465,7 +598,6 @@ async fn reads_see_own_unflushed_writes(store: &dyn SessionStore) {
             .await
             .unwrap();
     }
-    // No flush: this instance must still see every write.
     let r = store.load(&id(499)).await.unwrap().unwrap();
     assert_eq!((r.state, r.request_count), (SessionState::Established, 499));
     store
@@ -535,7 +667,6 @@ async fn sqlite_unclean_stop_expires_live_sessions() {
             .await
             .unwrap();
         assert!(store.close(&id(3), 2_000).await.unwrap());
-        store.flush().await.unwrap();
         // Dropped without shutdown(), as in a crash.
     }
     let before = std::time::SystemTime::now()
@@ -593,7 +724,6 @@ async fn sqlite_admin_sees_and_closes_while_server_runs() {
             .await
             .unwrap();
     }
-    server.flush().await.unwrap();
 
     let (admin, report) = open(&db_path(&fx.dir), OpenMode::Admin);
     assert_eq!(
@@ -616,7 +746,6 @@ async fn sqlite_admin_sees_and_closes_while_server_runs() {
         .record_progress(progress(2, SessionState::Established, 60_000, 7))
         .await
         .unwrap();
-    server.flush().await.unwrap();
     let r = server.load(&id(2)).await.unwrap().unwrap();
     assert_eq!(r.state, SessionState::Closed);
     assert!(r.sealed_secrets.is_empty());
@@ -633,7 +762,6 @@ async fn sqlite_admin_mode_leaves_the_shutdown_flag_alone() {
         .insert(record(1, SessionState::Established, 1_000))
         .await
         .unwrap();
-    server.flush().await.unwrap();
 
     // An admin open + clean admin shutdown while the server runs ...
     let (admin, _) = open(&path, OpenMode::Admin);
@@ -718,7 +846,6 @@ async fn sqlite_creates_private_files_and_missing_directories() {
         .insert(record(1, SessionState::Established, 1_000))
         .await
         .unwrap();
-    store.flush().await.unwrap();
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&path), 0o600, "database file");
     let wal = path.with_file_name("sessions.db-wal");
@@ -745,7 +872,6 @@ async fn sqlite_wiped_secrets_do_not_stay_on_disk() {
         .insert(record(2, SessionState::Established, 1_000))
         .await
         .unwrap();
-    store.flush().await.unwrap();
     assert!(store.close(&id(1), 2_000).await.unwrap());
     assert_eq!(store.sweep(2_000, u64::MAX, u64::MAX).await.unwrap(), 1);
     store.shutdown().await.unwrap();
@@ -773,7 +899,6 @@ async fn sqlite_corrupt_rows_are_errors_not_panics() {
         .insert(record(1, SessionState::Established, 1_000))
         .await
         .unwrap();
-    fx.store.flush().await.unwrap();
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.busy_timeout(std::time::Duration::from_secs(5))
@@ -851,10 +976,6 @@ async fn sqlite_writes_after_shutdown_fail_but_reads_work() {
         Err(StoreError::WriterGone)
     ));
     assert!(matches!(
-        fx.store.flush().await,
-        Err(StoreError::WriterGone)
-    ));
-    assert!(matches!(
         fx.store.close(&id(1), 5).await,
         Err(StoreError::WriterGone)
     ));
@@ -876,26 +997,36 @@ async fn sqlite_burst_of_writes_all_lands() {
     for half in 0..2u32 {
         let store = std::sync::Arc::clone(&store);
         tasks.push(tokio::spawn(async move {
-            for n in (half * N / 2)..((half + 1) * N / 2) {
-                store
-                    .insert(record(n, SessionState::Matching, u64::from(n)))
-                    .await
-                    .unwrap();
-                store
-                    .record_progress(progress(n, SessionState::Established, 10, 1))
-                    .await
-                    .unwrap();
-                store
-                    .record_progress(progress(n, SessionState::Established, 20, 2))
-                    .await
-                    .unwrap();
+            // Batches of 100 sessions, as a server's flush would send them.
+            let ids: Vec<u32> = ((half * N / 2)..((half + 1) * N / 2)).collect();
+            for chunk in ids.chunks(100) {
+                let mut writes = Vec::new();
+                for &n in chunk {
+                    writes.push(SessionWrite::Insert(record(
+                        n,
+                        SessionState::Matching,
+                        u64::from(n),
+                    )));
+                    writes.push(SessionWrite::Progress(progress(
+                        n,
+                        SessionState::Established,
+                        10,
+                        1,
+                    )));
+                    writes.push(SessionWrite::Progress(progress(
+                        n,
+                        SessionState::Established,
+                        20,
+                        2,
+                    )));
+                }
+                store.save(writes).await.unwrap();
             }
         }));
     }
     for t in tasks {
         t.await.unwrap();
     }
-    store.flush().await.unwrap();
 
     // Durable: a separate instance (reading only the file) sees all of it.
     let (admin, _) = open(&db_path(&fx.dir), OpenMode::Admin);

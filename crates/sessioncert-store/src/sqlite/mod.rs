@@ -4,19 +4,17 @@ mod rows;
 mod schema;
 mod writer;
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::Connection;
 use sessioncert_proto::SessionId;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::{SessionProgress, SessionRecord, SessionStore, SessionSummary, StoreError};
+use crate::{SessionRecord, SessionStore, SessionSummary, SessionWrite, StoreError};
 use writer::{Ack, Msg, Writer};
 
 /// The newest schema version this build knows (SQLite `user_version`).
@@ -58,18 +56,14 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The writer's queue. Sending happens under the lock, so channel order is `seq`
-/// order, and the writer can tell which ids are still dirty after a commit.
-struct Queue {
-    tx: Option<Sender<Msg>>,
-    next_seq: u64,
-    /// Ids with a queued, uncommitted insert or progress, with their latest `seq`.
-    dirty: HashMap<SessionId, u64>,
-}
+/// Most messages waiting for the writer; callers beyond it wait for room (every
+/// caller waits for its commit anyway, so this only bounds memory).
+const QUEUE_CAPACITY: usize = 1024;
 
 struct Shared {
     path: PathBuf,
-    queue: Mutex<Queue>,
+    /// `None` once shut down or dropped: later writes fail with `WriterGone`.
+    queue: Mutex<Option<mpsc::Sender<Msg>>>,
     readers: Mutex<Vec<Connection>>,
 }
 
@@ -125,17 +119,13 @@ impl SqliteStore {
             OpenMode::Admin => StartupReport::default(),
         };
         let reader = schema::open_connection(path, schema::Role::Reader)?;
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
-            queue: Mutex::new(Queue {
-                tx: Some(tx),
-                next_seq: 0,
-                dirty: HashMap::new(),
-            }),
+            queue: Mutex::new(Some(tx)),
             readers: Mutex::new(vec![reader]),
         });
-        let writer = Writer::new(conn, rx, Arc::clone(&shared));
+        let writer = Writer::new(conn, rx);
         let handle = thread::Builder::new()
             .name("sessioncert-store-writer".into())
             .spawn(move || writer.run())?;
@@ -160,39 +150,16 @@ impl SqliteStore {
         self.mode
     }
 
-    /// Queues a message; `dirty` marks an id as having an uncommitted write.
-    fn send(
-        &self,
-        make: impl FnOnce(u64) -> Msg,
-        dirty: Option<SessionId>,
-    ) -> Result<(), StoreError> {
-        let mut queue = lock(&self.shared.queue);
-        let seq = queue.next_seq;
-        queue
-            .tx
-            .as_ref()
-            .ok_or(StoreError::WriterGone)?
-            .send(make(seq))
-            .map_err(|_| StoreError::WriterGone)?;
-        queue.next_seq += 1;
-        if let Some(id) = dirty {
-            queue.dirty.insert(id, seq);
-        }
-        Ok(())
-    }
-
     /// Queues a message and waits for the writer's answer (after its commit).
     async fn request<T>(&self, make: impl FnOnce(Ack<T>) -> Msg) -> Result<T, StoreError> {
         let (ack, answer) = oneshot::channel();
-        self.send(|_| make(ack), None)?;
+        let tx = lock(&self.shared.queue)
+            .clone()
+            .ok_or(StoreError::WriterGone)?;
+        tx.send(make(ack))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
         answer.await.map_err(|_| StoreError::WriterGone)?
-    }
-
-    /// Read-your-writes: waits until everything queued so far is committed. Failures
-    /// are not reported here (a read then shows what is committed); `flush` reports
-    /// them.
-    async fn sync(&self) {
-        let _ = self.request(|ack| Msg::Flush { report: false, ack }).await;
     }
 
     async fn read<T: Send + 'static>(
@@ -209,7 +176,7 @@ impl SqliteStore {
 impl Drop for SqliteStore {
     fn drop(&mut self) {
         // Disconnect the channel: the writer commits what is queued, then exits.
-        lock(&self.shared.queue).tx = None;
+        lock(&self.shared.queue).take();
         let handle = self
             .writer
             .get_mut()
@@ -225,27 +192,19 @@ impl Drop for SqliteStore {
 
 #[async_trait::async_trait]
 impl SessionStore for SqliteStore {
-    async fn insert(&self, record: SessionRecord) -> Result<(), StoreError> {
-        if !record.state.is_live() {
-            return Err(StoreError::InvalidState(record.state));
-        }
-        let id = record.id;
-        self.send(|seq| Msg::Insert { seq, record }, Some(id))
+    async fn load_live(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        self.read(rows::load_live).await
     }
 
-    async fn record_progress(&self, progress: SessionProgress) -> Result<(), StoreError> {
-        if !progress.state.is_live() {
-            return Err(StoreError::InvalidState(progress.state));
+    async fn save(&self, writes: Vec<SessionWrite>) -> Result<(), StoreError> {
+        writes.iter().try_for_each(SessionWrite::check)?;
+        if writes.is_empty() {
+            return Ok(());
         }
-        let id = progress.id;
-        self.send(|seq| Msg::Progress { seq, progress }, Some(id))
+        self.request(|ack| Msg::Save { writes, ack }).await
     }
 
     async fn load(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
-        let dirty = lock(&self.shared.queue).dirty.contains_key(id);
-        if dirty {
-            self.sync().await;
-        }
         let id = *id;
         self.read(move |conn| rows::load(conn, &id)).await
     }
@@ -256,17 +215,11 @@ impl SessionStore for SqliteStore {
     }
 
     async fn ended_since(&self, since_ms: u64) -> Result<Vec<SessionId>, StoreError> {
-        // Sessions only end through `close`/`sweep`, which return after their commit,
-        // or through another process; so committed data is all there is to see.
         self.read(move |conn| rows::ended_since(conn, since_ms))
             .await
     }
 
     async fn list(&self, live_only: bool) -> Result<Vec<SessionSummary>, StoreError> {
-        let dirty = !lock(&self.shared.queue).dirty.is_empty();
-        if dirty {
-            self.sync().await;
-        }
         self.read(move |conn| rows::list(conn, live_only)).await
     }
 
@@ -285,23 +238,21 @@ impl SessionStore for SqliteStore {
         .await
     }
 
-    async fn flush(&self) -> Result<(), StoreError> {
-        self.request(|ack| Msg::Flush { report: true, ack }).await
-    }
-
     async fn shutdown(&self) -> Result<(), StoreError> {
         let (ack, answer) = oneshot::channel();
-        {
-            // Send the last message and close the queue in one step: anything after
-            // this fails with `WriterGone` instead of being silently dropped.
-            let mut queue = lock(&self.shared.queue);
-            let tx = queue.tx.take().ok_or(StoreError::WriterGone)?;
-            tx.send(Msg::Shutdown {
-                mark_clean: self.mode == OpenMode::Server,
-                ack,
-            })
-            .map_err(|_| StoreError::WriterGone)?;
-        }
+        // Close the queue first: anything after this fails with `WriterGone` instead
+        // of being silently dropped. Writes already queued are committed before the
+        // shutdown message, which goes last.
+        let tx = lock(&self.shared.queue)
+            .take()
+            .ok_or(StoreError::WriterGone)?;
+        tx.send(Msg::Shutdown {
+            mark_clean: self.mode == OpenMode::Server,
+            ack,
+        })
+        .await
+        .map_err(|_| StoreError::WriterGone)?;
+        drop(tx);
         let result = answer.await.map_err(|_| StoreError::WriterGone)?;
         let handle = lock(&self.writer).take();
         if let Some(handle) = handle {

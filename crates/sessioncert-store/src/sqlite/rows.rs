@@ -119,6 +119,18 @@ pub(super) fn load(conn: &Connection, id: &SessionId) -> Result<Option<SessionRe
     }
 }
 
+pub(super) fn load_live(conn: &Connection) -> Result<Vec<SessionRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {RECORD_COLUMNS} FROM sessions WHERE state IN {LIVE}"
+    ))?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(record_from_row(row)?);
+    }
+    Ok(out)
+}
+
 pub(super) fn list(conn: &Connection, live_only: bool) -> Result<Vec<SessionSummary>, StoreError> {
     let filter = if live_only {
         format!("WHERE state IN {LIVE}")

@@ -1,36 +1,24 @@
 //! The single writer thread: drains the queue, applies a batch in one transaction,
-//! commits, then acknowledges waiters.
-
-use std::collections::HashMap;
-use std::sync::mpsc::Receiver;
-use std::sync::Arc;
+//! commits, then answers every caller.
 
 use rusqlite::{params, Connection, TransactionBehavior};
-use sessioncert_proto::{SessionId, SessionState};
-use tokio::sync::oneshot;
-use zeroize::Zeroize;
+use sessioncert_proto::SessionId;
+use tokio::sync::{mpsc, oneshot};
 
 use super::rows::{self, to_db, LIVE};
 use super::schema::CLEAN_SHUTDOWN;
-use super::Shared;
-use crate::{SessionProgress, SessionRecord, StoreError};
+use crate::{SessionWrite, StoreError};
 
 /// Most messages applied in one transaction.
-const MAX_BATCH: usize = 8192;
-/// How long fire-and-forget writes wait for company before they are committed.
-const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
+const MAX_BATCH: usize = 1024;
 
 pub(super) type Ack<T> = oneshot::Sender<Result<T, StoreError>>;
 
-/// One queued write.
+/// One queued write; every one has a caller waiting for its commit.
 pub(super) enum Msg {
-    Insert {
-        seq: u64,
-        record: SessionRecord,
-    },
-    Progress {
-        seq: u64,
-        progress: SessionProgress,
+    Save {
+        writes: Vec<SessionWrite>,
+        ack: Ack<()>,
     },
     Close {
         id: SessionId,
@@ -43,68 +31,8 @@ pub(super) enum Msg {
         retain_ended_ms: u64,
         ack: Ack<u64>,
     },
-    /// `report`: whether to report (and forget) earlier fire-and-forget failures;
-    /// internal read-your-writes syncs do not.
-    Flush {
-        report: bool,
-        ack: Ack<()>,
-    },
     /// Last message the writer handles; `mark_clean` sets the clean-shutdown flag.
-    Shutdown {
-        mark_clean: bool,
-        ack: Ack<()>,
-    },
-}
-
-impl Msg {
-    fn seq(&self) -> Option<u64> {
-        match self {
-            Msg::Insert { seq, .. } | Msg::Progress { seq, .. } => Some(*seq),
-            _ => None,
-        }
-    }
-}
-
-/// Drops every progress update that a later progress update of the same session in
-/// the same batch supersedes with no other write to that session in between. The
-/// later update is applied at its own position, with the state merged so that an
-/// earlier `Established` is not lost. Anything that is not per-session (sweep, flush,
-/// shutdown) is a barrier.
-pub(super) fn coalesce(batch: Vec<Msg>) -> Vec<Msg> {
-    let mut out: Vec<Option<Msg>> = Vec::with_capacity(batch.len());
-    let mut last_progress: HashMap<SessionId, usize> = HashMap::new();
-    for msg in batch {
-        match msg {
-            Msg::Progress { seq, mut progress } => {
-                if let Some(i) = last_progress.insert(progress.id, out.len()) {
-                    if let Some(Msg::Progress {
-                        progress: mut earlier,
-                        ..
-                    }) = out[i].take()
-                    {
-                        if earlier.state == SessionState::Established {
-                            progress.state = SessionState::Established;
-                        }
-                        earlier.sealed_secrets.zeroize();
-                    }
-                }
-                out.push(Some(Msg::Progress { seq, progress }));
-            }
-            Msg::Insert { ref record, .. } => {
-                last_progress.remove(&record.id);
-                out.push(Some(msg));
-            }
-            Msg::Close { id, .. } => {
-                last_progress.remove(&id);
-                out.push(Some(msg));
-            }
-            Msg::Sweep { .. } | Msg::Flush { .. } | Msg::Shutdown { .. } => {
-                last_progress.clear();
-                out.push(Some(msg));
-            }
-        }
-    }
-    out.into_iter().flatten().collect()
+    Shutdown { mark_clean: bool, ack: Ack<()> },
 }
 
 enum Outcome {
@@ -113,9 +41,9 @@ enum Outcome {
     Swept(u64),
 }
 
-fn apply(conn: &Connection, msg: &Msg) -> Result<Outcome, StoreError> {
-    match msg {
-        Msg::Insert { record: r, .. } => {
+fn apply_write(conn: &Connection, w: &SessionWrite) -> Result<(), StoreError> {
+    match w {
+        SessionWrite::Insert(r) => {
             conn.prepare_cached(
                 "INSERT INTO sessions (id, state, version, suite, client_addr, created_at_ms, \
                  last_used_at_ms, expires_at_ms, idle_timeout_ms, request_count, sealed_secrets) \
@@ -135,9 +63,8 @@ fn apply(conn: &Connection, msg: &Msg) -> Result<Outcome, StoreError> {
                 to_db(r.request_count),
                 r.sealed_secrets,
             ])?;
-            Ok(Outcome::Done)
         }
-        Msg::Progress { progress: p, .. } => {
+        SessionWrite::Progress(p) => {
             conn.prepare_cached(&format!(
                 "UPDATE sessions SET \
                  state = CASE WHEN ?2 = 'established' THEN 'established' ELSE state END, \
@@ -151,16 +78,40 @@ fn apply(conn: &Connection, msg: &Msg) -> Result<Outcome, StoreError> {
                 to_db(p.request_count),
                 p.sealed_secrets,
             ])?;
+        }
+        SessionWrite::End { id, state, at_ms } => {
+            end_session(conn, id, state.as_str(), *at_ms)?;
+        }
+    }
+    Ok(())
+}
+
+/// Ends a live session; returns whether it was live.
+fn end_session(
+    conn: &Connection,
+    id: &SessionId,
+    state: &str,
+    at_ms: u64,
+) -> Result<bool, StoreError> {
+    let n = conn
+        .prepare_cached(&format!(
+            "UPDATE sessions SET state = ?2, sealed_secrets = X'', \
+             ended_at_ms = ?3 WHERE id = ?1 AND state IN {LIVE}"
+        ))?
+        .execute(params![&id.as_bytes()[..], state, to_db(at_ms)])?;
+    Ok(n > 0)
+}
+
+fn apply(conn: &Connection, msg: &Msg) -> Result<Outcome, StoreError> {
+    match msg {
+        Msg::Save { writes, .. } => {
+            for w in writes {
+                apply_write(conn, w)?;
+            }
             Ok(Outcome::Done)
         }
         Msg::Close { id, now_ms, .. } => {
-            let n = conn
-                .prepare_cached(&format!(
-                    "UPDATE sessions SET state = 'closed', sealed_secrets = X'', \
-                     ended_at_ms = ?2 WHERE id = ?1 AND state IN {LIVE}"
-                ))?
-                .execute(params![&id.as_bytes()[..], to_db(*now_ms)])?;
-            Ok(Outcome::Closed(n > 0))
+            Ok(Outcome::Closed(end_session(conn, id, "closed", *now_ms)?))
         }
         Msg::Sweep {
             now_ms,
@@ -188,7 +139,6 @@ fn apply(conn: &Connection, msg: &Msg) -> Result<Outcome, StoreError> {
             }
             Ok(Outcome::Swept(expired as u64))
         }
-        Msg::Flush { .. } => Ok(Outcome::Done),
         Msg::Shutdown { mark_clean, .. } => {
             if *mark_clean {
                 rows::meta_set(conn, CLEAN_SHUTDOWN, "1")?;
@@ -211,46 +161,29 @@ fn apply_in_transaction(conn: &mut Connection, msgs: &[Msg]) -> Result<Vec<Outco
 
 pub(super) struct Writer {
     conn: Connection,
-    rx: Receiver<Msg>,
-    shared: Arc<Shared>,
-    /// Fire-and-forget writes that failed since the last reporting flush.
-    lost: u64,
-    last_loss: String,
+    rx: mpsc::Receiver<Msg>,
 }
 
 impl Writer {
-    pub(super) fn new(conn: Connection, rx: Receiver<Msg>, shared: Arc<Shared>) -> Self {
-        Writer {
-            conn,
-            rx,
-            shared,
-            lost: 0,
-            last_loss: String::new(),
-        }
+    pub(super) fn new(conn: Connection, rx: mpsc::Receiver<Msg>) -> Self {
+        Writer { conn, rx }
     }
 
     /// Runs until shutdown or until every sender is gone (the store was dropped), in
     /// which case whatever is still queued is written first.
     pub(super) fn run(mut self) {
-        while let Ok(first) = self.rx.recv() {
+        while let Some(first) = self.rx.blocking_recv() {
             let mut stop = matches!(first, Msg::Shutdown { .. });
-            // Someone waits for this batch: commit as soon as the queue is drained.
-            let urgent = first.seq().is_none();
+            // Everything queued meanwhile shares this commit (group commit): callers
+            // that arrive while a commit is on disk are answered by the next one.
             let mut batch = vec![first];
-            // Fire-and-forget writes linger briefly so that a burst shares one commit
-            // (one WAL append instead of thousands); nobody waits on them. The thread
-            // sleeps rather than waiting on the channel, so senders never wake it
-            // one message at a time.
-            if !urgent && !stop {
-                std::thread::sleep(LINGER);
-            }
             while !stop && batch.len() < MAX_BATCH {
-                match self.rx.try_recv().ok() {
-                    Some(msg) => {
+                match self.rx.try_recv() {
+                    Ok(msg) => {
                         stop = matches!(msg, Msg::Shutdown { .. });
                         batch.push(msg);
                     }
-                    None => break,
+                    Err(_) => break,
                 }
             }
             self.process(batch);
@@ -261,16 +194,15 @@ impl Writer {
     }
 
     fn process(&mut self, batch: Vec<Msg>) {
-        let max_seq = batch.iter().filter_map(Msg::seq).max();
-        let msgs = coalesce(batch);
         let outcomes: Vec<Result<Outcome, StoreError>> =
-            match apply_in_transaction(&mut self.conn, &msgs) {
+            match apply_in_transaction(&mut self.conn, &batch) {
                 Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
                 Err(e) => {
                     tracing::warn!(error = %e, "session store batch failed; retrying one by one");
                     // Retry one message per transaction so one bad write cannot sink the
-                    // others; each message then gets its own result.
-                    msgs.iter()
+                    // others; each caller then gets its own result.
+                    batch
+                        .iter()
                         .map(|m| {
                             apply_in_transaction(&mut self.conn, std::slice::from_ref(m))
                                 .map(|mut o| o.pop().unwrap_or(Outcome::Done))
@@ -278,38 +210,16 @@ impl Writer {
                         .collect()
                 }
             };
-        if let Some(max_seq) = max_seq {
-            super::lock(&self.shared.queue)
-                .dirty
-                .retain(|_, seq| *seq > max_seq);
-        }
-        for (msg, outcome) in msgs.into_iter().zip(outcomes) {
+        for (msg, outcome) in batch.into_iter().zip(outcomes) {
             self.deliver(msg, outcome);
         }
-    }
-
-    fn take_loss(&mut self) -> Result<(), StoreError> {
-        if self.lost == 0 {
-            return Ok(());
-        }
-        let err = StoreError::Database(format!(
-            "{} queued session write(s) could not be stored; last error: {}",
-            self.lost, self.last_loss
-        ));
-        self.lost = 0;
-        self.last_loss.clear();
-        Err(err)
     }
 
     fn deliver(&mut self, msg: Msg, outcome: Result<Outcome, StoreError>) {
         // A dropped receiver means the caller stopped waiting; nothing to do then.
         match msg {
-            Msg::Insert { .. } | Msg::Progress { .. } => {
-                if let Err(e) = outcome {
-                    tracing::error!(error = %e, "queued session write lost");
-                    self.lost += 1;
-                    self.last_loss = e.to_string();
-                }
+            Msg::Save { ack, .. } => {
+                let _ = ack.send(outcome.map(|_| ()));
             }
             Msg::Close { ack, .. } => {
                 let _ = ack.send(outcome.map(|o| matches!(o, Outcome::Closed(true))));
@@ -320,90 +230,18 @@ impl Writer {
                     _ => 0,
                 }));
             }
-            Msg::Flush { report, ack } => {
-                let result = match outcome {
-                    Ok(_) if report => self.take_loss(),
-                    other => other.map(|_| ()),
-                };
-                let _ = ack.send(result);
-            }
             Msg::Shutdown { ack, .. } => {
-                let result = outcome.and_then(|_| self.take_loss());
                 // Fold the WAL into the database file and truncate it, so no page image
                 // (e.g. of wiped secrets) lingers in the -wal file after a clean stop.
+                // A concurrent reader can make this fail; the data is committed anyway.
                 if let Err(e) = self
                     .conn
                     .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
                 {
                     tracing::warn!(error = %e, "WAL checkpoint at shutdown failed");
                 }
-                let _ = ack.send(result);
+                let _ = ack.send(outcome.map(|_| ()));
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn progress(id: u8, state: SessionState, n: u64) -> Msg {
-        Msg::Progress {
-            seq: n,
-            progress: SessionProgress {
-                id: SessionId([id; 16]),
-                state,
-                last_used_at_ms: n,
-                request_count: n,
-                sealed_secrets: vec![id; 4],
-            },
-        }
-    }
-
-    fn progress_of(m: &Msg) -> Option<(u8, SessionState, u64)> {
-        match m {
-            Msg::Progress { progress: p, .. } => Some((p.id.0[0], p.state, p.request_count)),
-            _ => None,
-        }
-    }
-
-    #[test]
-    fn coalesces_to_last_and_keeps_established() {
-        let out = coalesce(vec![
-            progress(1, SessionState::Established, 1),
-            progress(2, SessionState::Matching, 2),
-            progress(1, SessionState::Matching, 3),
-            progress(1, SessionState::Matching, 4),
-        ]);
-        let got: Vec<_> = out.iter().filter_map(progress_of).collect();
-        assert_eq!(
-            got,
-            vec![
-                (2, SessionState::Matching, 2),
-                (1, SessionState::Established, 4)
-            ]
-        );
-    }
-
-    #[test]
-    fn close_and_flush_are_barriers() {
-        let (ack, _rx) = oneshot::channel();
-        let (flush_ack, _frx) = oneshot::channel();
-        let out = coalesce(vec![
-            progress(1, SessionState::Established, 1),
-            Msg::Close {
-                id: SessionId([1; 16]),
-                now_ms: 5,
-                ack,
-            },
-            progress(1, SessionState::Established, 2),
-            progress(3, SessionState::Established, 3),
-            Msg::Flush {
-                report: true,
-                ack: flush_ack,
-            },
-            progress(3, SessionState::Established, 4),
-        ]);
-        assert_eq!(out.len(), 6, "nothing may be coalesced across a barrier");
     }
 }
