@@ -39,23 +39,63 @@ pub const HANDSHAKE_KEY_LIFETIME_MS: u64 = 30 * 24 * 3600 * 1000;
 /// A new handshake key is made when the newest one has less than this left.
 pub const HANDSHAKE_KEY_RENEW_BEFORE_MS: u64 = 7 * 24 * 3600 * 1000;
 
-/// Writes `contents` to `path` with mode 0600, atomically (temporary file + rename).
+/// Creates `dir` (and parents) if missing; a directory this creates is private (0700 on
+/// unix): it holds key files. An existing directory is left as it is.
+pub fn create_private_dir(dir: &Path) -> Result<(), ServerError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir).map_err(|e| ServerError::io(dir, e))
+}
+
+/// Writes `contents` to `path` with mode 0600, atomically: a new temporary file with a
+/// random name, created exclusively (`O_EXCL`, so a file planted or left behind under
+/// that name can never be reused with its old mode or owner), synced, then renamed
+/// over `path`, and the directory synced.
 pub fn write_secret_file(path: &Path, contents: &[u8]) -> Result<(), ServerError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| ServerError::io(dir, e))?;
-    let tmp = path.with_extension("tmp");
+    create_private_dir(dir)?;
+    let mut suffix = [0u8; 8];
+    sessioncert_proto::crypto::fill_random(&mut suffix)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", hex_lower(&suffix)));
     let mut opts = fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
     let mut f = opts.open(&tmp).map_err(|e| ServerError::io(&tmp, e))?;
-    f.write_all(contents)
+    let written = f
+        .write_all(contents)
         .and_then(|_| f.sync_all())
-        .map_err(|e| ServerError::io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| ServerError::io(path, e))
+        .map_err(|e| ServerError::io(&tmp, e))
+        .and_then(|_| fs::rename(&tmp, path).map_err(|e| ServerError::io(path, e)));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written?;
+    // The rename is durable only once the directory entry is.
+    #[cfg(unix)]
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn read_text(path: &Path) -> Result<Zeroizing<String>, ServerError> {
@@ -177,7 +217,7 @@ impl ServerKeys {
     /// they expire, so clients holding an older configuration keep working).
     /// Returns the keys and whether a new identity was created.
     pub fn open_or_create(dir: &Path, now_ms: u64) -> Result<(Self, bool), ServerError> {
-        fs::create_dir_all(dir).map_err(|e| ServerError::io(dir, e))?;
+        create_private_dir(dir)?;
         let created = !dir.join(IDENTITY_FILE).exists();
         let identity = if created {
             create_identity(dir)?
@@ -261,6 +301,7 @@ impl ServerKeys {
         let cfg = KeyConfig {
             identity: self.identity.pin(),
             issued_at_ms: now_ms,
+            expires_at_ms: now_ms.saturating_add(sessioncert_proto::config::CONFIG_VALIDITY_MS),
             versions: vec![VERSION_1],
             record_suites: suites.iter().map(|s| s.id()).collect(),
             keys: self
@@ -473,6 +514,34 @@ mod tests {
             create_identity(d.path()).is_err(),
             "never overwrites an identity"
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn secret_files_are_private_whatever_was_there_before() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path().join("new").join("data");
+        ServerKeys::open_or_create(&data, 1_000_000).unwrap();
+        let mode = fs::metadata(&data).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "a data directory we create is private");
+        // A world-readable file under the target name (and the old fixed temporary
+        // name) does not lend its mode to the secret written over it.
+        let target = data.join("secret.key");
+        for p in [&target, &data.join("secret.tmp")] {
+            fs::write(p, b"old").unwrap();
+            fs::set_permissions(p, fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        write_secret_file(&target, b"new secret").unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"new secret");
+        let mode = fs::metadata(&target).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let leftovers: Vec<_> = fs::read_dir(&data)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.') && n.ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
     #[test]

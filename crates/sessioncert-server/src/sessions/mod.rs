@@ -1,28 +1,43 @@
-//! The live session table: an in-memory cache in front of a [`SessionStore`].
+//! The live session table and everything that creates, uses and ends sessions.
+//!
+//! - `table`: the in-memory entries — the one authority for every live session's keys
+//!   and replay window while the server runs; ended sessions stay as tombstones.
+//! - `admission`: rate and capacity checks before a handshake costs anything.
+//! - `persistence`: the one write-behind path to the store, the load at start and the
+//!   final flush.
+//! - `maintenance`: background flush, sweep, key rotation and closes made elsewhere.
 //!
 //! The hot path (open a request, seal a response) touches only memory: a map lookup,
-//! a short per-session lock and the AEAD. Changes reach the store write-behind: a
-//! session touched by a request is flagged dirty once and a background task re-seals
-//! and persists all dirty sessions every `flush_interval`. State transitions
-//! (new, established, closed) are queued to the store immediately. After an unclean
-//! stop the store expires every live session (see `sessioncert-store`), because the
-//! stored replay windows may lag behind.
+//! a short per-session lock and the AEAD. Shutdown first stops opening requests, then
+//! saves every session, and only then marks the store clean — so a clean restart never
+//! resumes a window older than the last request it accepted.
+
+mod admission;
+mod maintenance;
+mod persistence;
+mod table;
+
+pub use persistence::LoadReport;
+pub use table::Entry;
 
 use crate::error::Refusal;
 use crate::keys::ServerKeys;
 use crate::limits::{HandshakeRate, Limits};
+use crate::tickets::{TicketKeys, TicketTimes};
 use crate::ServerError;
+use base64::Engine as _;
 use dashmap::DashMap;
 use sessioncert_proto::handshake::respond;
 use sessioncert_proto::{
-    ErrorCode, OpenedInPlace, PendingServerSession, RequestBinding, ResponseBinding,
-    ResponseExpectation, ServerPolicy, ServerSession, SessionId, SessionState, SignedKeyConfig,
+    Confirmation, ErrorCode, OpenedInPlace, PendingServerSession, RequestBinding, ResponseBinding,
+    ResponseExpectation, ServerPolicy, SessionId, SessionState, SignedKeyConfig,
 };
-use sessioncert_store::{SessionProgress, SessionRecord, SessionStore};
+use sessioncert_store::SessionStore;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use table::{Live, Mutable};
 
 /// Wall-clock time in unix milliseconds.
 pub fn now_ms() -> u64 {
@@ -35,18 +50,23 @@ pub fn now_ms() -> u64 {
 /// Timing of background work.
 #[derive(Debug, Clone)]
 pub struct Timing {
-    /// How often dirty sessions are persisted.
+    /// How often changed sessions are persisted.
     pub flush_interval: Duration,
     /// How often the store is asked for sessions closed elsewhere (another process).
     pub poll_interval: Duration,
     /// How often expired sessions are swept.
     pub sweep_interval: Duration,
-    /// How long a session may stay MATCHING before it is dropped.
-    pub matching_ttl_ms: u64,
+    /// How long a ticket may be confirmed after its handshake (at most the protocol's
+    /// `TICKET_LIFETIME_MS`; shorter only for tests). The ticket key rotates at the
+    /// protocol's lifetime regardless.
+    pub ticket_lifetime_ms: u64,
     /// How long ended sessions stay listed in the store.
     pub retain_ended_ms: u64,
     /// How often the handshake keys are checked for renewal.
     pub key_rotation_check: Duration,
+    /// How often the key configuration is re-signed (it is valid for 24 h; clients
+    /// refuse an expired one, which bounds how long a removed handshake key is usable).
+    pub config_refresh: Duration,
 }
 
 impl Default for Timing {
@@ -55,74 +75,21 @@ impl Default for Timing {
             flush_interval: Duration::from_millis(100),
             poll_interval: Duration::from_secs(1),
             sweep_interval: Duration::from_secs(30),
-            matching_ttl_ms: 60_000,
+            ticket_lifetime_ms: sessioncert_proto::handshake::TICKET_LIFETIME_MS,
             retain_ended_ms: 24 * 3600 * 1000,
             key_rotation_check: Duration::from_secs(3600),
+            config_refresh: Duration::from_millis(
+                sessioncert_proto::config::CONFIG_VALIDITY_MS / 4,
+            ),
         }
     }
 }
 
-enum Live {
-    Matching(PendingServerSession),
-    Established(ServerSession),
-    Ended(SessionState),
-}
-
-impl Live {
-    fn state(&self) -> SessionState {
-        match self {
-            Live::Matching(_) => SessionState::Matching,
-            Live::Established(_) => SessionState::Established,
-            Live::Ended(s) => *s,
-        }
-    }
-}
-
-struct Mutable {
-    live: Live,
-    last_used_at_ms: u64,
-    request_count: u64,
-}
-
-/// One session in the cache.
-pub struct Entry {
-    id: SessionId,
-    suite: &'static str,
-    version: u16,
-    client_addr: Option<IpAddr>,
-    counted_for_addr: bool,
-    created_at_ms: u64,
-    expires_at_ms: u64,
-    idle_timeout_ms: u64,
-    dirty: AtomicBool,
-    /// Whether the store has a row for this session yet.
-    stored: AtomicBool,
-    inner: Mutex<Mutable>,
-}
-
-impl Entry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Mutable> {
-        // A panic while holding the lock cannot leave keys half-updated in a way that
-        // matters more than refusing service; recover the guard rather than poison forever.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Why this session cannot carry traffic at `now`, if it cannot.
-    fn end_reason(&self, m: &Mutable, now: u64) -> Option<SessionState> {
-        match m.live {
-            Live::Ended(s) => Some(s),
-            _ if now >= self.expires_at_ms => Some(SessionState::Expired),
-            _ if now >= m.last_used_at_ms.saturating_add(self.idle_timeout_ms) => {
-                Some(SessionState::Expired)
-            }
-            _ => None,
-        }
-    }
-
-    /// The session id.
-    pub fn id(&self) -> SessionId {
-        self.id
-    }
+fn client_addr(parts: &http::request::Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 fn refusal_for_end(state: SessionState) -> Refusal {
@@ -132,21 +99,15 @@ fn refusal_for_end(state: SessionState) -> Refusal {
     })
 }
 
-/// How long a new session may stay MATCHING before it is written to the store.
-const UNSTORED_GRACE_MS: u64 = 1000;
-
-/// A write for the store.
-enum StoreWrite {
-    Insert(SessionRecord),
-    Progress(SessionProgress),
-}
+/// Refusal of anything that would change a session once shutdown has begun.
+const SHUTTING_DOWN: Refusal = Refusal::retry_after(ErrorCode::Unavailable, 1);
 
 /// Counters for operators.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Handshakes answered (sessions created, MATCHING).
+    /// Handshakes answered (tickets issued; nothing stored).
     pub handshakes: AtomicU64,
-    /// Sessions confirmed (ESTABLISHED).
+    /// Sessions created by a confirmation (ESTABLISHED).
     pub established: AtomicU64,
     /// Sealed requests opened.
     pub requests: AtomicU64,
@@ -162,17 +123,33 @@ pub struct SessionManager {
     limits: Limits,
     timing: Timing,
     store: Arc<dyn SessionStore>,
+    /// Live sessions and tombstones of ended ones.
     cache: DashMap<SessionId, Arc<Entry>>,
-    dirty: Mutex<Vec<SessionId>>,
-    unstored: Mutex<std::collections::VecDeque<(SessionId, u64)>>,
+    /// Live (matching or established) entries in `cache`.
+    live_count: AtomicUsize,
+    /// Ticket keys (memory only).
+    tickets: TicketKeys,
     per_addr: DashMap<IpAddr, u32>,
-    pending: AtomicU64,
     rate: HandshakeRate,
     stats: Stats,
+    /// Entries changed since the last flush.
+    save_queue: Mutex<Vec<Arc<Entry>>>,
+    /// Serializes flushes, so an older snapshot never lands after a newer one.
+    flush_lock: tokio::sync::Mutex<()>,
+    /// Wakes the flusher early when a session is created, so operators (and a
+    /// `sessions list` right after a request) see it within milliseconds, not a tick.
+    flush_soon: Arc<tokio::sync::Notify>,
+    /// The origins (`scheme://authority`) requests may be sealed for; empty: any.
+    public_origins: Vec<String>,
+    /// Set when shutdown begins: from then on no request is opened and no session
+    /// changes, so the final flush sees every window as it will stay.
+    closing: AtomicBool,
 }
 
 impl SessionManager {
-    /// Creates the manager (background work starts with [`SessionManager::spawn_maintenance`]).
+    /// Creates the manager. Before it serves, load the store's live sessions with
+    /// [`SessionManager::load_from_store`]; background work starts with
+    /// [`SessionManager::spawn_maintenance`]. ([`crate::SessionCert`] does both.)
     pub fn new(
         keys: Arc<ServerKeys>,
         store: Arc<dyn SessionStore>,
@@ -189,13 +166,30 @@ impl SessionManager {
             timing,
             store,
             cache: DashMap::new(),
-            dirty: Mutex::new(Vec::new()),
-            unstored: Mutex::new(std::collections::VecDeque::new()),
+            live_count: AtomicUsize::new(0),
+            tickets: TicketKeys::new(now_ms())?,
             per_addr: DashMap::new(),
-            pending: AtomicU64::new(0),
             rate: HandshakeRate::default(),
             stats: Stats::default(),
+            save_queue: Mutex::new(Vec::new()),
+            flush_lock: tokio::sync::Mutex::new(()),
+            flush_soon: Arc::new(tokio::sync::Notify::new()),
+            closing: AtomicBool::new(false),
+            public_origins: Vec::new(),
         })
+    }
+
+    /// Restricts the origins requests may be sealed for (`scheme://authority`, lower
+    /// case, default port omitted, e.g. `https://api.example.com`); others get
+    /// `421 misdirected`. Empty (the default): any origin.
+    pub fn with_public_origins(mut self, origins: Vec<String>) -> Self {
+        self.public_origins = origins;
+        self
+    }
+
+    /// The origins requests may be sealed for (empty: any).
+    pub fn public_origins(&self) -> &[String] {
+        &self.public_origins
     }
 
     /// The limits in force.
@@ -213,8 +207,13 @@ impl SessionManager {
         &self.store
     }
 
-    /// Number of sessions in the cache.
-    pub fn cached_sessions(&self) -> usize {
+    /// Live (matching or established) sessions held in memory.
+    pub fn live_sessions(&self) -> usize {
+        self.live_count.load(Ordering::Relaxed)
+    }
+
+    /// Entries in the table, tombstones of ended sessions included.
+    pub fn table_len(&self) -> usize {
         self.cache.len()
     }
 
@@ -248,187 +247,157 @@ impl SessionManager {
         Ok(s)
     }
 
-    fn limited(&self, addr: Option<IpAddr>) -> Option<IpAddr> {
-        addr.filter(|a| !(self.limits.exempt_loopback && a.is_loopback()))
-    }
-
-    /// Answers a client hello: a new session in state MATCHING and the server hello.
+    /// Answers a client hello with the server hello and a ticket. Nothing is stored:
+    /// the session exists only once a confirmation arrives.
     pub async fn handshake(&self, msg: &[u8], addr: Option<IpAddr>) -> Result<Vec<u8>, Refusal> {
-        let limited = self.limited(addr);
-        if let Some(a) = limited {
-            if let Err(wait) = self.rate.take(a, &self.limits) {
-                tracing::info!(addr = %a, "handshake refused: rate limit");
-                return Err(Refusal {
-                    code: ErrorCode::RateLimited,
-                    retry_after: Some(wait),
-                });
-            }
-            if self
-                .per_addr
-                .get(&a)
-                .is_some_and(|n| *n >= self.limits.max_sessions_per_addr)
-            {
-                tracing::info!(addr = %a, "handshake refused: sessions per address");
-                return Err(Refusal {
-                    code: ErrorCode::RateLimited,
-                    retry_after: Some(60),
-                });
-            }
-        }
-        if self.cache.len() >= self.limits.max_live_sessions {
-            tracing::warn!("handshake refused: live session table is full");
-            return Err(Refusal {
-                code: ErrorCode::RateLimited,
-                retry_after: Some(60),
-            });
-        }
-        if self.pending.load(Ordering::Relaxed) >= self.limits.max_pending_sessions as u64 {
-            tracing::warn!("handshake refused: too many unconfirmed sessions");
-            return Err(Refusal {
-                code: ErrorCode::RateLimited,
-                retry_after: Some(5),
-            });
-        }
+        self.admit_handshake(self.limited(addr))?;
         let now = now_ms();
+        self.tickets.rotate_if_due(now);
         let id = SessionId::random().map_err(Refusal::from)?;
         let resp =
             respond(&self.keys.handshake_keys(), &self.policy, msg, id, now).map_err(|e| {
                 tracing::info!(error = %e, "handshake refused");
                 Refusal::from(e)
             })?;
-        let entry = Arc::new(Entry {
-            id,
-            suite: resp.hello.suite.name(),
-            version: resp.hello.version,
-            client_addr: addr,
-            counted_for_addr: limited.is_some(),
-            created_at_ms: now,
+        let times = TicketTimes {
+            issued_at_ms: now,
             expires_at_ms: resp.hello.expires_at_ms,
             idle_timeout_ms: resp.hello.idle_timeout_ms,
-            dirty: AtomicBool::new(false),
-            stored: AtomicBool::new(false),
-            inner: Mutex::new(Mutable {
-                live: Live::Matching(resp.pending),
-                last_used_at_ms: now,
-                request_count: 0,
-            }),
-        });
-        if let Some(a) = limited {
-            *self.per_addr.entry(a).or_insert(0) += 1;
-        }
-        self.pending.fetch_add(1, Ordering::Relaxed);
-        self.cache.insert(id, entry.clone());
+        };
+        let ticket = self
+            .tickets
+            .seal(times, &resp.pending.export())
+            .map_err(Refusal::from)?;
+        let message = resp.server_hello(&ticket).map_err(Refusal::from)?;
         self.stats.handshakes.fetch_add(1, Ordering::Relaxed);
-        // Not written yet: most sessions are confirmed within a round trip, and the
-        // confirmation writes the row. One still MATCHING a second later is written by
-        // the flush, so operators see stalled handshakes.
-        self.unstored
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back((id, now));
-        Ok(resp.message)
+        Ok(message)
     }
 
-    /// Looks a session up in the cache, or loads it from the store.
-    async fn entry(&self, id: &SessionId) -> Result<Arc<Entry>, Refusal> {
-        if let Some(e) = self.cache.get(id) {
-            return Ok(e.clone());
+    /// Admits a request before any byte of its body is read: a session this server
+    /// holds (live, or ended — its refusal needs the record), or one the request's
+    /// `sessioncert-confirm` header creates (PROTOCOL §6.8). Anything else is refused
+    /// here, so an anonymous peer cannot make the server buffer a body by naming a
+    /// made-up session id. Memory only; never touches the store.
+    pub fn precheck(&self, id: &SessionId, parts: &http::request::Parts) -> Result<(), Refusal> {
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(SHUTTING_DOWN);
         }
-        let rec = match self.store.load(id).await {
-            Ok(Some(r)) => r,
-            Ok(None) => return Err(Refusal::new(ErrorCode::UnknownSession)),
-            Err(e) => {
-                tracing::error!(error = %e, "session store load failed");
-                return Err(Refusal::new(ErrorCode::Internal));
-            }
+        if self.cache.contains_key(id) {
+            return Ok(());
+        }
+        let Some(header) = parts.headers.get(sessioncert_proto::wire::CONFIRM_HEADER) else {
+            return Err(Refusal::new(ErrorCode::UnknownSession));
         };
-        if !rec.state.is_live() {
-            return Err(refusal_for_end(rec.state));
+        // bytes16(ticket ≤ 1024) || 32 bytes, in base64url: at most 1,411 characters.
+        if header.len() > 1500 {
+            return Err(Refusal::new(ErrorCode::Malformed));
         }
-        let secrets = self
-            .keys
-            .storage_key()
-            .open(id, &rec.sealed_secrets)
-            .map_err(|e| {
-                tracing::warn!(session = %id, error = %e, "stored session unusable");
-                Refusal::new(ErrorCode::UnknownSession)
-            })?;
-        let live = match rec.state {
-            SessionState::Matching => PendingServerSession::import(&secrets).map(Live::Matching),
-            _ => ServerSession::import(&secrets).map(Live::Established),
-        }
-        .map_err(|e| {
-            tracing::warn!(session = %id, error = %e, "stored session unusable");
-            Refusal::new(ErrorCode::UnknownSession)
-        })?;
-        if matches!(live, Live::Matching(_)) {
-            self.pending.fetch_add(1, Ordering::Relaxed);
-        }
-        let suite = sessioncert_proto::Suite::from_name(&rec.suite)
-            .map(|s| s.name())
-            .unwrap_or("unknown");
-        let entry = Arc::new(Entry {
-            id: *id,
-            suite,
-            version: rec.version,
-            client_addr: rec.client_addr.as_deref().and_then(|a| a.parse().ok()),
-            counted_for_addr: false,
-            created_at_ms: rec.created_at_ms,
-            expires_at_ms: rec.expires_at_ms,
-            idle_timeout_ms: rec.idle_timeout_ms,
-            dirty: AtomicBool::new(false),
-            stored: AtomicBool::new(true),
-            inner: Mutex::new(Mutable {
-                live,
-                last_used_at_ms: rec.last_used_at_ms,
-                request_count: rec.request_count,
-            }),
-        });
-        // Two requests may have loaded the same session at once: keep the first.
-        Ok(self.cache.entry(*id).or_insert(entry).clone())
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header.as_bytes())
+            .map_err(|_| Refusal::new(ErrorCode::Malformed))?;
+        self.establish(id, &bytes, client_addr(parts)).map(|_| ())
     }
 
-    /// Checks the client's key confirmation; MATCHING → ESTABLISHED.
-    pub async fn confirm(&self, id: &SessionId, finished: &[u8]) -> Result<(), Refusal> {
-        let entry = self.entry(id).await?;
-        let progress = {
-            let mut m = entry.lock();
-            let now = now_ms();
-            if let Some(end) = entry.end_reason(&m, now) {
-                return Err(refusal_for_end(end));
-            }
-            let live = std::mem::replace(&mut m.live, Live::Ended(SessionState::Expired));
-            match live {
-                Live::Matching(p) => match p.confirm(finished) {
-                    Ok(s) => {
-                        m.live = Live::Established(s);
-                        m.last_used_at_ms = now;
-                        self.pending.fetch_sub(1, Ordering::Relaxed);
-                        self.stats.established.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(failed) => {
-                        m.live = Live::Matching(*failed.pending);
-                        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(session = %id, "key confirmation refused");
-                        return Err(Refusal::new(ErrorCode::HandshakeFailed));
-                    }
-                },
-                other => {
-                    // Already established (a repeated confirmation) or ended.
-                    m.live = other;
-                    return Err(Refusal::new(ErrorCode::HandshakeFailed));
-                }
-            }
-            self.write_of(&entry, &m)
-        };
-        let was_update = matches!(progress, Some(StoreWrite::Progress(_)));
-        self.persist(progress).await;
-        if was_update {
-            // A flush wrote the MATCHING row first and may still be queueing it; the
-            // next flush rewrites the current state whatever the order.
-            self.mark_dirty(&entry);
+    /// Stand-alone key confirmation (`POST /.well-known/sessioncert/confirm`):
+    /// idempotent — a session that already exists answers as it is.
+    pub async fn confirm(
+        &self,
+        id: &SessionId,
+        confirmation: &[u8],
+        addr: Option<IpAddr>,
+    ) -> Result<(), Refusal> {
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(SHUTTING_DOWN);
         }
-        Ok(())
+        if let Some(e) = self.cache.get(id).map(|e| e.value().clone()) {
+            let m = e.lock();
+            return match e.end_reason(&m, now_ms()) {
+                Some(end) => Err(refusal_for_end(end)),
+                None => Ok(()),
+            };
+        }
+        self.establish(id, confirmation, addr).map(|_| ())
+    }
+
+    /// Creates a session from a confirmation (PROTOCOL §6.8 steps 2–7). Returns whether
+    /// this call created it (`false`: a concurrent request with the same confirmation
+    /// did, and this one goes on as any request of the session).
+    fn establish(
+        &self,
+        id: &SessionId,
+        confirmation: &[u8],
+        addr: Option<IpAddr>,
+    ) -> Result<bool, Refusal> {
+        let refused = |code: ErrorCode, why: &str| {
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(session = %id, reason = why, "confirmation refused");
+            Refusal::new(code)
+        };
+        let conf = Confirmation::parse(confirmation)
+            .map_err(|_| refused(ErrorCode::Malformed, "unparseable"))?;
+        let (times, export) = self
+            .tickets
+            .open(conf.ticket)
+            .ok_or_else(|| refused(ErrorCode::UnknownSession, "ticket does not open"))?;
+        let pending = PendingServerSession::import(&export)
+            .map_err(|_| refused(ErrorCode::UnknownSession, "ticket content unusable"))?;
+        if pending.id() != *id {
+            return Err(refused(
+                ErrorCode::UnknownSession,
+                "ticket of another session",
+            ));
+        }
+        let now = now_ms();
+        if now
+            >= times
+                .issued_at_ms
+                .saturating_add(self.timing.ticket_lifetime_ms)
+        {
+            return Err(refused(ErrorCode::SessionExpired, "ticket too old"));
+        }
+        let session = pending
+            .confirm(conf.client_finished)
+            .map_err(|_| refused(ErrorCode::HandshakeFailed, "client_finished mismatch"))?;
+        let limited = self.limited(addr);
+        self.admit_session(limited)?;
+        let entry = Arc::new(Entry::new(
+            *id,
+            session.suite().name(),
+            session.version(),
+            addr,
+            limited.is_some(),
+            now,
+            times.expires_at_ms,
+            times.idle_timeout_ms,
+            Mutable::new(Live::Established(Box::new(session)), now, 0, false),
+        ));
+        let created = match self.cache.entry(*id) {
+            dashmap::mapref::entry::Entry::Occupied(_) => false,
+            dashmap::mapref::entry::Entry::Vacant(v) => {
+                v.insert(entry.clone());
+                true
+            }
+        };
+        if created {
+            if let Some(a) = limited {
+                self.count_for_addr(a);
+            }
+            self.live_count.fetch_add(1, Ordering::Relaxed);
+            self.stats.established.fetch_add(1, Ordering::Relaxed);
+            entry.lock().touch();
+            self.queue_save(&entry);
+            self.flush_soon.notify_one();
+        }
+        Ok(created)
+    }
+
+    /// The session's entry. Memory only: the table is the authority for every live
+    /// session, so an id it does not hold is unknown.
+    fn entry(&self, id: &SessionId) -> Result<Arc<Entry>, Refusal> {
+        self.cache
+            .get(id)
+            .map(|e| e.value().clone())
+            .ok_or(Refusal::new(ErrorCode::UnknownSession))
     }
 
     /// Opens a sealed request. The returned entry is what the response is sealed with.
@@ -439,23 +408,35 @@ impl SessionManager {
         binding: &RequestBinding<'_>,
         record: &mut [u8],
     ) -> Result<(Arc<Entry>, OpenedInPlace), Refusal> {
-        let entry = self.entry(id).await?;
+        let entry = self.entry(id)?;
         let now = now_ms();
         let opened = {
             let mut m = entry.lock();
+            // Checked under the entry lock: the final flush takes every entry's lock
+            // after setting `closing`, so a window advanced here is always in it.
+            if self.closing.load(Ordering::SeqCst) {
+                return Err(SHUTTING_DOWN);
+            }
             if let Some(end) = entry.end_reason(&m, now) {
+                let changed = self.end_locked(&entry, &mut m, end);
+                let mut refusal = refusal_for_end(end);
+                if let Live::Ended(_, Some(ended)) = &m.live {
+                    refusal.tag = ended.refusal_tag(record, refusal.code);
+                }
                 drop(m);
-                self.evict(&entry, end);
-                return Err(refusal_for_end(end));
+                if changed {
+                    self.queue_save(&entry);
+                }
+                return Err(refusal);
             }
             let Live::Established(s) = &mut m.live else {
-                // MATCHING: the client has not confirmed; it must finish the handshake.
                 return Err(Refusal::new(ErrorCode::UnknownSession));
             };
             match s.open_request_in_place(binding, record) {
                 Ok(o) => {
                     m.last_used_at_ms = now;
                     m.request_count += 1;
+                    m.touch();
                     o
                 }
                 Err(e) => {
@@ -471,7 +452,7 @@ impl SessionManager {
             }
         };
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        self.mark_dirty(&entry);
+        self.queue_save(&entry);
         Ok((entry, opened))
     }
 
@@ -502,243 +483,59 @@ impl SessionManager {
         binding: &ResponseBinding<'_>,
     ) -> Result<Vec<u8>, Refusal> {
         let sealed = self.seal_response(entry, request, binding, b"")?;
-        self.close(&entry.id).await;
+        self.end(entry, SessionState::Closed);
         Ok(sealed)
     }
 
-    /// Closes a session (client request or operator). Returns whether it was live.
+    /// Closes a session (client request or operator in this process). Returns whether
+    /// it was live. The session ends in memory at once — no request can use it after
+    /// this returns — and its end reaches the store with the next flush.
     pub async fn close(&self, id: &SessionId) -> bool {
-        let in_cache = match self.cache.get(id).map(|e| e.clone()) {
-            Some(e) => {
-                self.evict(&e, SessionState::Closed);
-                true
-            }
-            None => false,
-        };
-        match self.store.close(id, now_ms()).await {
-            Ok(in_store) => in_cache || in_store,
-            Err(e) => {
-                tracing::error!(error = %e, "session store close failed");
-                in_cache
-            }
+        match self.entry(id) {
+            Ok(e) => self.end(&e, SessionState::Closed),
+            Err(_) => false,
         }
     }
 
-    /// Removes an entry from the cache and marks it ended.
-    fn evict(&self, entry: &Entry, end: SessionState) {
-        {
+    /// Ends a session (it stays as a tombstone). Returns whether it was live.
+    pub(crate) fn end(&self, entry: &Arc<Entry>, end: SessionState) -> bool {
+        let changed = {
             let mut m = entry.lock();
-            if matches!(m.live, Live::Matching(_)) {
-                self.pending.fetch_sub(1, Ordering::Relaxed);
-            }
-            if !matches!(m.live, Live::Ended(_)) {
-                m.live = Live::Ended(end);
-            }
+            self.end_locked(entry, &mut m, end)
+        };
+        if changed {
+            self.queue_save(entry);
         }
-        if self.cache.remove(&entry.id).is_some() && entry.counted_for_addr {
+        changed
+    }
+
+    /// Ends a live session under its lock: traffic keys dropped (the refusal key and
+    /// window stay in the tombstone), counts released. Returns whether it was live.
+    fn end_locked(&self, entry: &Entry, m: &mut Mutable, end: SessionState) -> bool {
+        let live = std::mem::replace(&mut m.live, Live::Ended(end, None));
+        let Live::Established(session) = live else {
+            m.live = live;
+            return false;
+        };
+        m.live = Live::Ended(end, Some((*session).end()));
+        m.ended_at_ms = now_ms();
+        m.touch();
+        self.live_count.fetch_sub(1, Ordering::Relaxed);
+        if entry.counted_for_addr {
             if let Some(a) = entry.client_addr {
-                if let Some(mut n) = self.per_addr.get_mut(&a) {
-                    *n = n.saturating_sub(1);
-                }
-                self.per_addr.remove_if(&a, |_, n| *n == 0);
+                self.uncount_for_addr(a);
             }
         }
+        true
     }
 
-    fn mark_dirty(&self, entry: &Entry) {
-        if !entry.dirty.swap(true, Ordering::AcqRel) {
-            self.dirty
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(entry.id);
-        }
-    }
-
-    /// What to send to the store for this session now: its first row, or an update.
-    fn write_of(&self, entry: &Entry, m: &Mutable) -> Option<StoreWrite> {
-        let secrets = match &m.live {
-            Live::Matching(p) => p.export(),
-            Live::Established(s) => s.export(),
-            Live::Ended(_) => return None,
-        };
-        let sealed = match self.keys.storage_key().seal(&entry.id, &secrets) {
-            Ok(sealed) => sealed,
-            Err(e) => {
-                tracing::error!(error = %e, "sealing session at rest failed");
-                return None;
-            }
-        };
-        if entry.stored.swap(true, Ordering::AcqRel) {
-            return Some(StoreWrite::Progress(SessionProgress {
-                id: entry.id,
-                state: m.live.state(),
-                last_used_at_ms: m.last_used_at_ms,
-                request_count: m.request_count,
-                sealed_secrets: sealed,
-            }));
-        }
-        Some(StoreWrite::Insert(SessionRecord {
-            id: entry.id,
-            state: m.live.state(),
-            version: entry.version,
-            suite: entry.suite.to_owned(),
-            client_addr: entry.client_addr.map(|a| a.to_string()),
-            created_at_ms: entry.created_at_ms,
-            last_used_at_ms: m.last_used_at_ms,
-            expires_at_ms: entry.expires_at_ms,
-            idle_timeout_ms: entry.idle_timeout_ms,
-            request_count: m.request_count,
-            sealed_secrets: sealed,
-        }))
-    }
-
-    async fn persist(&self, write: Option<StoreWrite>) {
-        let result = match write {
-            Some(StoreWrite::Insert(r)) => self.store.insert(r).await,
-            Some(StoreWrite::Progress(p)) => self.store.record_progress(p).await,
-            None => Ok(()),
-        };
-        if let Err(e) = result {
-            tracing::error!(error = %e, "session store write failed");
-        }
-    }
-
-    /// Persists every session touched since the last flush, and sessions still waiting
-    /// for their key confirmation a second after the handshake.
-    pub async fn flush_dirty(&self) {
-        let stalled: Vec<SessionId> = {
-            let cutoff = now_ms().saturating_sub(UNSTORED_GRACE_MS);
-            let mut q = self.unstored.lock().unwrap_or_else(|p| p.into_inner());
-            let mut out = Vec::new();
-            while q.front().is_some_and(|(_, t)| *t <= cutoff) {
-                if let Some((id, _)) = q.pop_front() {
-                    out.push(id);
-                }
-            }
-            out
-        };
-        for id in stalled {
-            let Some(entry) = self.cache.get(&id).map(|e| e.clone()) else {
-                continue;
-            };
-            if entry.stored.load(Ordering::Acquire) {
-                continue;
-            }
-            let write = {
-                let m = entry.lock();
-                self.write_of(&entry, &m)
-            };
-            self.persist(write).await;
-        }
-        self.flush_touched().await;
-    }
-
-    async fn flush_touched(&self) {
-        let ids = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()));
-        for id in ids {
-            let Some(entry) = self.cache.get(&id).map(|e| e.clone()) else {
-                continue;
-            };
-            entry.dirty.store(false, Ordering::Release);
-            let write = {
-                let m = entry.lock();
-                self.write_of(&entry, &m)
-            };
-            self.persist(write).await;
-        }
-    }
-
-    /// Drops sessions closed or expired elsewhere (another process, the store's sweep).
-    pub async fn poll_ended(&self, since_ms: u64) {
-        match self.store.ended_since(since_ms).await {
-            Ok(ids) => {
-                for id in ids {
-                    if let Some(e) = self.cache.get(&id).map(|e| e.clone()) {
-                        tracing::info!(session = %id, "session ended elsewhere; dropped");
-                        self.evict(&e, SessionState::Closed);
-                    }
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "session store poll failed"),
-        }
-    }
-
-    /// Expires sessions past their lifetime, idle timeout or confirmation deadline.
-    pub async fn sweep(&self) -> u64 {
-        let now = now_ms();
-        let mut expired = Vec::new();
-        for e in self.cache.iter() {
-            let m = e.lock();
-            let stale_matching = matches!(m.live, Live::Matching(_))
-                && now >= e.created_at_ms.saturating_add(self.timing.matching_ttl_ms);
-            if stale_matching || e.end_reason(&m, now).is_some() {
-                expired.push(e.value().clone());
-            }
-        }
-        for e in &expired {
-            self.evict(e, SessionState::Expired);
-        }
-        self.rate.prune(&self.limits);
-        match self
-            .store
-            .sweep(
-                now,
-                self.timing.matching_ttl_ms,
-                self.timing.retain_ended_ms,
-            )
-            .await
-        {
-            Ok(n) => n.max(expired.len() as u64),
-            Err(e) => {
-                tracing::error!(error = %e, "session store sweep failed");
-                expired.len() as u64
-            }
-        }
-    }
-
-    /// Starts the background flush, poll and sweep loops; they stop when the manager is dropped.
-    pub fn spawn_maintenance(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let weak = Arc::downgrade(self);
-        let timing = self.timing.clone();
-        tokio::spawn(async move {
-            let mut flush = tokio::time::interval(timing.flush_interval);
-            let mut poll = tokio::time::interval(timing.poll_interval);
-            let mut sweep = tokio::time::interval(timing.sweep_interval);
-            let mut rotate = tokio::time::interval(timing.key_rotation_check);
-            flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut last_poll = now_ms();
-            loop {
-                tokio::select! {
-                    _ = flush.tick() => {
-                        let Some(m) = weak.upgrade() else { break };
-                        m.flush_dirty().await;
-                    }
-                    _ = poll.tick() => {
-                        let Some(m) = weak.upgrade() else { break };
-                        let now = now_ms();
-                        // Overlap the window: clocks of other processes may differ slightly.
-                        m.poll_ended(last_poll.saturating_sub(5_000)).await;
-                        last_poll = now;
-                    }
-                    _ = rotate.tick() => {
-                        let Some(m) = weak.upgrade() else { break };
-                        m.rotate_keys_if_due().await;
-                    }
-                    _ = sweep.tick() => {
-                        let Some(m) = weak.upgrade() else { break };
-                        let n = m.sweep().await;
-                        if n > 0 {
-                            tracing::info!(expired = n, "swept sessions");
-                        }
-                    }
-                }
-            }
-        })
-    }
-
-    /// Persists everything and records a clean shutdown in the store.
+    /// Stops opening requests, saves every session, then records a clean shutdown in
+    /// the store. If the final save fails the store is *not* marked clean, so the next
+    /// start expires the sessions instead of trusting stale windows.
     pub async fn shutdown(&self) -> Result<(), ServerError> {
-        self.flush_dirty().await;
+        self.closing.store(true, Ordering::SeqCst);
+        let saved = self.flush_all().await?;
+        tracing::info!(sessions = saved, "sessions saved");
         self.store.shutdown().await?;
         Ok(())
     }

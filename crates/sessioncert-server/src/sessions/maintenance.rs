@@ -1,0 +1,159 @@
+//! Background work: flush changed sessions, expire and forget old ones, renew keys,
+//! and learn about sessions closed by another process (the operator CLI).
+
+use super::table::{Live, TOMBSTONE_TICKET_LIFETIMES};
+use super::{now_ms, SessionManager};
+use sessioncert_proto::{SessionId, SessionState};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// How long the flusher waits after a new session before writing, so a burst of new
+/// sessions shares one commit.
+const NEW_SESSION_LINGER: std::time::Duration = std::time::Duration::from_millis(5);
+
+impl SessionManager {
+    /// Ends sessions closed or expired elsewhere (another process, the store's sweep).
+    pub async fn poll_ended(&self, since_ms: u64) {
+        match self.store.ended_since(since_ms).await {
+            Ok(ids) => {
+                for id in ids {
+                    let Some(e) = self.cache.get(&id).map(|e| e.value().clone()) else {
+                        continue;
+                    };
+                    if self.end(&e, SessionState::Closed) {
+                        tracing::info!(session = %id, "session ended elsewhere; closed here");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "session store poll failed"),
+        }
+    }
+
+    /// Expires sessions past their lifetime, idle timeout or confirmation deadline, and
+    /// forgets tombstones whose end is saved and that would have expired by now.
+    /// Returns how many sessions it expired.
+    pub async fn sweep(&self) -> u64 {
+        let now = now_ms();
+        let min_tombstone = self
+            .timing
+            .ticket_lifetime_ms
+            .saturating_mul(TOMBSTONE_TICKET_LIFETIMES);
+        let mut expired = Vec::new();
+        let mut forget: Vec<SessionId> = Vec::new();
+        let mut forgettable: Vec<SessionId> = Vec::new();
+        for e in self.cache.iter() {
+            let entry = e.value();
+            let mut m = entry.lock();
+            match m.live {
+                Live::Ended(..) if !m.unsaved() => {
+                    if now >= entry.tombstone_until(&m, min_tombstone) {
+                        forget.push(entry.id);
+                    } else if now >= m.ended_at_ms.saturating_add(min_tombstone) {
+                        // Never before its ticket is long dead (PROTOCOL §6.8).
+                        forgettable.push(entry.id);
+                    }
+                }
+                Live::Ended(..) => {}
+                Live::Established(_) => {
+                    if let Some(end) = entry.end_reason(&m, now) {
+                        self.end_locked(entry, &mut m, end);
+                        expired.push(entry.clone());
+                    }
+                }
+            }
+        }
+        for e in &expired {
+            self.queue_save(e);
+        }
+        // Tombstones only make a refusal more precise (no path reads a session back),
+        // so when there are too many, some saved ones go early.
+        let tombstones = forgettable.len();
+        if tombstones > self.limits.max_live_sessions {
+            forget.extend(
+                forgettable
+                    .into_iter()
+                    .take(tombstones - self.limits.max_live_sessions),
+            );
+        }
+        for id in forget {
+            // Only ended, saved entries were picked; nothing can change them since.
+            self.cache.remove(&id);
+        }
+        self.rate.prune(&self.limits);
+        match self
+            .store
+            .sweep(
+                now,
+                self.timing.ticket_lifetime_ms,
+                self.timing.retain_ended_ms,
+            )
+            .await
+        {
+            Ok(n) => n.max(expired.len() as u64),
+            Err(e) => {
+                tracing::error!(error = %e, "session store sweep failed");
+                expired.len() as u64
+            }
+        }
+    }
+
+    /// Starts the background flush, poll and sweep loops; they stop when the manager
+    /// is dropped or shutdown begins.
+    pub fn spawn_maintenance(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        let timing = self.timing.clone();
+        let flush_soon = self.flush_soon.clone();
+        tokio::spawn(async move {
+            let mut flush = tokio::time::interval(timing.flush_interval);
+            let mut poll = tokio::time::interval(timing.poll_interval);
+            let mut sweep = tokio::time::interval(timing.sweep_interval);
+            let mut rotate = tokio::time::interval(timing.key_rotation_check);
+            let mut resign = tokio::time::interval(timing.config_refresh);
+            resign.tick().await; // the configuration was signed at start
+            flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_poll = now_ms();
+            loop {
+                tokio::select! {
+                    // Holds only the Notify, not the manager, so dropping it ends the loop.
+                    _ = flush_soon.notified() => {
+                        // New sessions: let a burst gather for a moment, then write it.
+                        tokio::time::sleep(NEW_SESSION_LINGER).await;
+                        let Some(m) = weak.upgrade() else { break };
+                        if m.closing.load(Ordering::SeqCst) { break }
+                        let _ = m.flush().await;
+                    }
+                    _ = flush.tick() => {
+                        let Some(m) = weak.upgrade() else { break };
+                        if m.closing.load(Ordering::SeqCst) { break }
+                        // Errors are logged where they happen; the sessions stay queued.
+                        let _ = m.flush().await;
+                    }
+                    _ = poll.tick() => {
+                        let Some(m) = weak.upgrade() else { break };
+                        let now = now_ms();
+                        // Overlap the window: clocks of other processes may differ slightly.
+                        m.poll_ended(last_poll.saturating_sub(5_000)).await;
+                        last_poll = now;
+                    }
+                    _ = resign.tick() => {
+                        let Some(m) = weak.upgrade() else { break };
+                        if let Err(e) = m.refresh_config() {
+                            tracing::error!(error = %e, "re-signing the key configuration failed");
+                        }
+                    }
+                    _ = rotate.tick() => {
+                        let Some(m) = weak.upgrade() else { break };
+                        m.rotate_keys_if_due().await;
+                    }
+                    _ = sweep.tick() => {
+                        let Some(m) = weak.upgrade() else { break };
+                        let n = m.sweep().await;
+                        if n > 0 {
+                            tracing::info!(expired = n, "swept sessions");
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
