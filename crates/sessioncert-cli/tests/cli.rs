@@ -9,6 +9,8 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
@@ -633,10 +635,11 @@ fn refusal_by_the_server_exits_4() {
     assert!(out.stderr.contains("429"), "{out:?}");
 }
 
-/// A body over the server's limit (default 4 MiB) is a refusal (413 too_large, exit 4),
-/// not "cannot reach the server".
+/// A body over the server's limit (default 4 MiB) is a refusal (413 too_large), not
+/// "cannot reach the server". For a POST the refusal is not authenticated, so the CLI
+/// reports an unknown outcome (exit 6) naming the 413.
 #[test]
-fn oversized_body_is_refused_with_exit_4() {
+fn oversized_body_is_refused_with_exit_6_naming_the_413() {
     let f = Fixture::new();
     let url = f.server.url("/apiTest");
     let big = f.path("big.bin");
@@ -649,9 +652,10 @@ fn oversized_body_is_refused_with_exit_4() {
                 args.push("--full");
             }
             let out = request(&f.pin, &args, &url);
-            assert_eq!(out.code(), Some(4), "full={full}: {out:?}");
+            assert_eq!(out.code(), Some(6), "full={full}: {out:?}");
             assert!(out.stdout.is_empty(), "{out:?}");
             assert!(out.stderr.contains("413"), "{out:?}");
+            assert!(out.stderr.contains("too_large"), "{out:?}");
         }
     }
 }
@@ -796,6 +800,10 @@ fn sessions_list_shows_documented_fields_and_never_keys() {
     request(&f.pin, &["-d", "{}"], &url).ok();
     let id = session_file_id(&sfile);
     wait_request_count(&f, &id, 1);
+    // Sessions reach the store write-behind; wait for the second one too.
+    wait_for("both sessions to be listed", Duration::from_secs(5), || {
+        (f.sessions(false).len() == 2).then_some(())
+    });
 
     let rows = f.sessions(false);
     assert_eq!(rows.len(), 2, "{rows:?}");
@@ -875,13 +883,19 @@ fn closed_session_is_replaced_transparently() {
     let s = sfile.to_str().unwrap();
     request(&f.pin, &["--session", s, "-d", r#"{"n":0}"#], &url).ok();
     let old = session_file_id(&sfile);
+    // (The server persists the session's row write-behind.)
+    wait_request_count(&f, &old, 1);
 
     let out = close_session(&f.data, &old);
     assert!(out.ok().contains(&old), "{out:?}");
 
     // The server drops a closed session within about a second; every request in the
-    // meantime must still succeed, and then one must have re-handshaken.
+    // meantime must still succeed. The POST that then meets the refusal is re-sent on a
+    // new session, transparently: the refusal carries a tag proving the request did not
+    // run (PROTOCOL §14.1). (A forged, untagged refusal gives exit 6 instead: see
+    // `forged_refusal_after_an_executed_post_exits_6_and_never_creates_a_second_note`.)
     let mut n = 0;
+    let mut unknown = 0;
     let new = wait_for("a new session in the file", Duration::from_secs(6), || {
         n += 1;
         let sent = serde_json::json!({ "n": n });
@@ -897,6 +911,14 @@ fn closed_session_is_replaced_transparently() {
             ],
             &url,
         );
+        if out.code() == Some(6) {
+            unknown += 1;
+            assert!(out.stdout.is_empty(), "{out:?}");
+            assert_eq!(out.stderr_lines().len(), 1, "{out:?}");
+            assert!(out.stderr.contains("session_closed"), "{out:?}");
+            assert!(!sfile.exists(), "the refused session was kept in the file");
+            return None;
+        }
         assert_echo(&out, &sent);
         let id = session_file_id(&sfile);
         if id == old {
@@ -906,6 +928,12 @@ fn closed_session_is_replaced_transparently() {
             Some(id)
         }
     });
+    assert_eq!(
+        unknown, 0,
+        "the authenticated refusal let the POST be re-sent"
+    );
+    // (The server persists the new session's row write-behind.)
+    wait_request_count(&f, &new, 1);
 
     let all = f.sessions(true);
     let o = find(&all, &old).unwrap_or_else(|| panic!("{old} gone from --all: {all:?}"));
@@ -931,6 +959,41 @@ fn closed_session_is_replaced_transparently() {
     assert!(!again.status.success(), "{again:?}");
     let bad = close_session(&f.data, "not-an-id");
     assert!(!bad.status.success(), "{bad:?}");
+
+    // With --idempotent the replacement is transparent: every request succeeds.
+    let out = close_session(&f.data, &new);
+    assert!(
+        out.status.success(),
+        "closing {new} (old {old}): {out:?}; sessions: {:?}",
+        f.sessions(true)
+    );
+    let mut n = 100;
+    let newer = wait_for("another new session", Duration::from_secs(6), || {
+        n += 1;
+        let sent = serde_json::json!({ "n": n });
+        let out = request(
+            &f.pin,
+            &[
+                "--session",
+                s,
+                "--idempotent",
+                "-H",
+                "content-type: application/json",
+                "-d",
+                &sent.to_string(),
+            ],
+            &url,
+        );
+        assert_echo(&out, &sent);
+        let id = session_file_id(&sfile);
+        if id == new {
+            std::thread::sleep(Duration::from_millis(250));
+            None
+        } else {
+            Some(id)
+        }
+    });
+    assert_ne!(newer, old);
 }
 
 #[test]
@@ -1045,4 +1108,327 @@ fn sessions_close_accepts_an_id_starting_with_dash() {
     ]);
     assert_eq!(out.code(), Some(1), "{out:?}");
     assert!(out.stderr.contains("no live session"), "{out:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// No double execution; exclusive session files
+// ---------------------------------------------------------------------------------------
+
+/// The end of an HTTP/1.1 head and the `content-length` it declares.
+fn parse_head(buf: &[u8]) -> Option<(usize, usize)> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&buf[..end]);
+    let len = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0);
+    Some((end, len))
+}
+
+/// The forging man in the middle: how many forgeries it may still make, and how many
+/// it made.
+#[derive(Default)]
+struct Forgeries {
+    budget: AtomicUsize,
+    made: AtomicUsize,
+}
+
+/// One man-in-the-middle exchange: reads a request from the client, forwards it to the
+/// server (one request per connection), and answers the client with the server's
+/// response — except for an armed `POST /notes`, whose (executed, sealed) answer it
+/// drops and replaces with a forged `401 session_expired` refusal.
+fn forge_one(mut client: TcpStream, upstream: u16, f: &Forgeries) -> std::io::Result<()> {
+    let (budget, forged) = (&f.budget, &f.made);
+    client.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let (head_end, body_len) = loop {
+        let n = client.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(h) = parse_head(&buf) {
+            break h;
+        }
+    };
+    while buf.len() < head_end + body_len {
+        let n = client.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let request_line = head.lines().next().unwrap_or("").to_string();
+    let mut forwarded: String = head
+        .split("\r\n")
+        .filter(|l| !l.is_empty() && !l.to_ascii_lowercase().starts_with("connection:"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    forwarded.push_str("connection: close\r\n\r\n");
+    let mut up = TcpStream::connect((Ipv4Addr::LOCALHOST, upstream))?;
+    up.set_read_timeout(Some(Duration::from_secs(10)))?;
+    up.write_all(forwarded.as_bytes())?;
+    up.write_all(&buf[head_end..head_end + body_len])?;
+    let mut answer = Vec::new();
+    up.read_to_end(&mut answer)?;
+    let forge = request_line.starts_with("POST /notes ")
+        && budget
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+    if forge {
+        forged.fetch_add(1, Ordering::SeqCst);
+        let body = r#"{"error":"session_expired","message":"session expired"}"#;
+        write!(
+            client,
+            "HTTP/1.1 401 Unauthorized\r\nsessioncert-error: session_expired\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+    } else {
+        client.write_all(&answer)?;
+    }
+    client.flush()
+}
+
+/// Starts the forging man in the middle in front of 127.0.0.1:`upstream`; returns its
+/// port and its counters. It runs until the test process ends.
+fn forging_proxy(upstream: u16) -> (u16, Arc<Forgeries>) {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let forgeries = Arc::new(Forgeries::default());
+    let shared = forgeries.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let shared = shared.clone();
+            std::thread::spawn(move || {
+                let _ = forge_one(conn, upstream, &shared);
+            });
+        }
+    });
+    (port, forgeries)
+}
+
+/// The notes the server holds, read directly (not through the man in the middle).
+fn notes(f: &Fixture) -> Vec<Value> {
+    match request(&f.pin, &["-f"], &f.server.url("/notes")).json() {
+        Value::Array(v) => v,
+        other => panic!("notes list is not an array: {other}"),
+    }
+}
+
+#[test]
+fn forged_refusal_after_an_executed_post_exits_6_and_never_creates_a_second_note() {
+    let f = Fixture::new();
+    let (mitm, forgeries) = forging_proxy(f.server.port);
+    let forged = &forgeries.made;
+    let via = |path: &str| format!("http://127.0.0.1:{mitm}{path}");
+    let sfile = f.path("s.json");
+    let s = sfile.to_str().unwrap();
+    let ct = "content-type: application/json";
+
+    // Through the man in the middle, reads pass; the session is saved.
+    let out = request(&f.pin, &["--session", s, "-f"], &via("/notes"));
+    assert_eq!(out.json(), Value::Array(vec![]));
+    let old = session_file_id(&sfile);
+
+    // The POST reaches the server and is executed; the client gets a forged refusal.
+    forgeries.budget.store(1, Ordering::SeqCst);
+    let out = request(
+        &f.pin,
+        &[
+            "--session",
+            s,
+            "-X",
+            "POST",
+            "-H",
+            ct,
+            "-d",
+            r#"{"title":"once"}"#,
+        ],
+        &via("/notes"),
+    );
+    assert_eq!(out.code(), Some(6), "{out:?}");
+    assert_eq!(forged.load(Ordering::SeqCst), 1);
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert_eq!(out.stderr_lines().len(), 1, "{out:?}");
+    for needle in [
+        "outcome unknown",
+        "may or may not have executed this POST request",
+        "session_expired",
+        "not re-sent",
+        "Check whether it took effect before retrying",
+        "--idempotent",
+    ] {
+        assert!(out.stderr.contains(needle), "{needle:?} missing: {out:?}");
+    }
+    // Exactly one note exists: the request was executed once and not re-sent.
+    let list = notes(&f);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["title"], "once");
+
+    // The refused session was dropped from the file; the next request handshakes anew.
+    assert!(
+        !sfile.exists(),
+        "the refused session is still in the session file"
+    );
+    request(&f.pin, &["--session", s, "-f"], &f.server.url("/notes")).ok();
+    assert_ne!(session_file_id(&sfile), old);
+
+    // A POST the user declares safe to repeat is re-sent after the forged refusal: it
+    // succeeds, and (as the user allowed) was executed twice.
+    forgeries.budget.store(1, Ordering::SeqCst);
+    let out = request(
+        &f.pin,
+        &[
+            "--session",
+            s,
+            "--idempotent",
+            "-X",
+            "POST",
+            "-H",
+            ct,
+            "-d",
+            r#"{"title":"twice-ok"}"#,
+        ],
+        &via("/notes"),
+    );
+    assert_eq!(out.json()["title"], "twice-ok");
+    assert_eq!(forged.load(Ordering::SeqCst), 2);
+    let twice = notes(&f)
+        .iter()
+        .filter(|n| n["title"] == "twice-ok")
+        .count();
+    assert_eq!(twice, 2);
+
+    // The exit status is documented.
+    let help = run(&["request", "--help"]);
+    assert!(help.ok().contains("6 outcome unknown"), "{help:?}");
+}
+
+#[test]
+fn concurrent_processes_on_one_session_file_never_reuse_a_sequence_number() {
+    const N: usize = 8;
+    let f = Fixture::new();
+    let sfile = f.path("s.json");
+    let s = sfile.to_str().unwrap().to_string();
+    let notes_url = f.server.url("/notes");
+    request(&f.pin, &["--session", &s, "-f"], &notes_url).ok();
+    let id = session_file_id(&sfile);
+
+    // N processes start together on the same session file, each creating a note.
+    let handles: Vec<_> = (0..N)
+        .map(|i| {
+            let (pin, s, url) = (f.pin.clone(), s.clone(), notes_url.clone());
+            std::thread::spawn(move || {
+                let body = format!(r#"{{"title":"p{i}"}}"#);
+                request(
+                    &pin,
+                    &[
+                        "--session",
+                        &s,
+                        "-X",
+                        "POST",
+                        "-H",
+                        "content-type: application/json",
+                        "-d",
+                        &body,
+                    ],
+                    &url,
+                )
+            })
+        })
+        .collect();
+    for h in handles {
+        let out = h.join().unwrap();
+        // A reused sequence number would be refused as a replay (exit 4).
+        assert_eq!(out.code(), Some(0), "{out:?}");
+    }
+    // All continued the one session, each with its own sequence numbers.
+    assert_eq!(session_file_id(&sfile), id);
+    wait_request_count(&f, &id, 1 + N as u64);
+    assert_eq!(f.sessions(true).len(), 1, "{:?}", f.sessions(true));
+    let list = notes(&f);
+    assert_eq!(list.len(), N, "{list:?}");
+    let ids: BTreeSet<u64> = list.iter().map(|n| n["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.len(), N);
+}
+
+#[test]
+fn a_session_file_held_by_another_process_makes_request_wait_then_fail() {
+    let f = Fixture::new();
+    let url = f.server.url("/apiTest");
+    let sfile = f.path("s.json");
+    let s = sfile.to_str().unwrap();
+    request(&f.pin, &["--session", s, "-d", "{}"], &url).ok();
+
+    // This test process takes the lock, as another `request` would while it runs.
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(f.path("s.json.lock"))
+        .expect("the lock file exists beside the session file");
+    lock.try_lock().expect("the lock is free between commands");
+
+    // While it is held, `request` waits; once it is released, it goes ahead.
+    let mut c = sc();
+    c.args([
+        "request",
+        "--pin",
+        &f.pin,
+        "--session",
+        s,
+        "-d",
+        r#"{"w":1}"#,
+        &url,
+    ]);
+    let waiter = std::thread::spawn(move || run_cmd(c));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!waiter.is_finished(), "request did not wait for the lock");
+    lock.unlock().unwrap();
+    let out = waiter.join().unwrap();
+    assert_echo(&out, &serde_json::json!({"w": 1}));
+
+    // Held for longer than the wait (5 s): exit 1 with a message naming the file.
+    lock.try_lock().unwrap();
+    let started = Instant::now();
+    let out = request(&f.pin, &["--session", s, "-d", "{}"], &url);
+    assert!(started.elapsed() >= Duration::from_secs(5));
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert_eq!(out.stderr_lines().len(), 1, "{out:?}");
+    assert!(out.stderr.contains(s), "{out:?}");
+    assert!(out.stderr.contains("in use by another process"), "{out:?}");
+    drop(lock);
+    request(&f.pin, &["--session", s, "-d", "{}"], &url).ok();
+}
+
+#[test]
+fn session_refuses_to_overwrite_a_file_that_is_not_a_session_file() {
+    let f = Fixture::new();
+    let url = f.server.url("/apiTest");
+    let precious = f.path("notes.txt");
+    std::fs::write(&precious, "do not overwrite me\n").unwrap();
+    let out = request(
+        &f.pin,
+        &["--session", precious.to_str().unwrap(), "-d", "{}"],
+        &url,
+    );
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert_eq!(out.stderr_lines().len(), 1, "{out:?}");
+    assert!(
+        out.stderr.contains(precious.to_str().unwrap())
+            && out.stderr.contains("not a sessioncert session file")
+            && out.stderr.contains("refusing to overwrite"),
+        "{out:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&precious).unwrap(),
+        "do not overwrite me\n"
+    );
+    assert!(f.sessions(true).is_empty(), "a session was made anyway");
 }

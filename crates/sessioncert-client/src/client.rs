@@ -1,8 +1,8 @@
 //! The client: configuration, handshake, session lifecycle and sealed exchanges.
 
-use crate::file::{self, SessionSnapshot};
+use crate::file::{self, FileState, SessionLock, SessionSnapshot};
 use crate::request::{Prepared, RequestBuilder, Response};
-use crate::ClientError;
+use crate::{ClientError, RefusalAuthenticity};
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -30,6 +30,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default cap on a response body (sealed record or refusal) read into memory.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Default longest wait for the lock of a session file another client holds.
+pub const DEFAULT_SESSION_FILE_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest key configuration accepted.
 const MAX_CONFIG_LEN: usize = 64 * 1024;
 /// Largest refusal body read (only its `message` is used).
@@ -84,11 +86,58 @@ pub(crate) struct Slot {
     dead: AtomicBool,
 }
 
+/// How long before a session's end (lifetime or idle) the client stops using it.
+const EXPIRY_MARGIN_MS: u64 = 30_000;
+
 /// Header names as values: `&str` names would be re-parsed on every request.
 const H_SESSION: HeaderName = HeaderName::from_static(wire::SESSION_HEADER);
 const H_INNER_CONTENT_TYPE: HeaderName = HeaderName::from_static(wire::CONTENT_TYPE_HEADER);
 const H_STATUS: HeaderName = HeaderName::from_static(wire::STATUS_HEADER);
 const H_ERROR: HeaderName = HeaderName::from_static(wire::ERROR_HEADER);
+const H_CONFIRM: HeaderName = HeaderName::from_static(wire::CONFIRM_HEADER);
+const H_REFUSAL: HeaderName = HeaderName::from_static(wire::REFUSAL_HEADER);
+const H_TARGET: HeaderName = HeaderName::from_static(wire::TARGET_HEADER);
+const H_COVERED: HeaderName = HeaderName::from_static(wire::COVERED_HEADER);
+const H_RECORD: HeaderName = HeaderName::from_static(wire::RECORD_HEADER);
+
+/// Headers that carry credentials: bound whenever they are set.
+const CREDENTIALS: [HeaderName; 3] = [
+    http::header::AUTHORIZATION,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::COOKIE,
+];
+
+/// The headers a header-mode request binds (PROTOCOL §8.2): those the caller named,
+/// then any credential header that is set; each with its field lines joined by `", "`.
+fn covered_headers(p: &Prepared) -> Result<Vec<(String, String)>, ClientError> {
+    let mut names: Vec<&HeaderName> = p.cover.iter().collect();
+    for c in &CREDENTIALS {
+        if p.headers.contains_key(c) && !names.contains(&c) {
+            names.push(c);
+        }
+    }
+    if names.len() > sessioncert_proto::record::MAX_COVERED_HEADERS {
+        return Err(ClientError::InvalidRequest(format!(
+            "at most {} headers can be covered",
+            sessioncert_proto::record::MAX_COVERED_HEADERS
+        )));
+    }
+    names
+        .into_iter()
+        .map(|n| {
+            let mut value = String::new();
+            for (i, v) in p.headers.get_all(n).iter().enumerate() {
+                if i > 0 {
+                    value.push_str(", ");
+                }
+                value.push_str(v.to_str().map_err(|_| {
+                    ClientError::InvalidRequest(format!("covered header {n} is not text"))
+                })?);
+            }
+            Ok((n.as_str().to_owned(), value))
+        })
+        .collect()
+}
 
 impl Slot {
     fn new(
@@ -116,12 +165,21 @@ impl Slot {
 
     /// Whether requests can still be sealed with this session (as far as the client
     /// can tell; the server may still have forgotten it).
+    ///
+    /// A session close to its end by the client's clock is not used: a request the
+    /// server refuses as expired may not be re-sendable (PROTOCOL §14.1), so handshaking
+    /// anew a little early is cheaper than an outcome that is unknown.
     fn usable(&self, now: u64) -> bool {
-        if self.dead.load(Ordering::Acquire) || now >= self.expires_at_ms {
+        if self.dead.load(Ordering::Acquire)
+            || now.saturating_add(EXPIRY_MARGIN_MS) >= self.expires_at_ms
+        {
             return false;
         }
         let idle = now.saturating_sub(self.last_used_ms.load(Ordering::Relaxed));
-        if self.idle_timeout_ms > 0 && idle >= self.idle_timeout_ms {
+        // The server counts idle time from when it opened the last request, a little
+        // before the client's count starts: keep a margin of a tenth, at most 30 s.
+        let margin = (self.idle_timeout_ms / 10).min(EXPIRY_MARGIN_MS);
+        if self.idle_timeout_ms > 0 && idle.saturating_add(margin) >= self.idle_timeout_ms {
             return false;
         }
         !lock(&self.session).is_exhausted()
@@ -143,6 +201,56 @@ impl Slot {
 struct SealedRequest {
     record: Vec<u8>,
     expect: ResponseExpectation,
+    /// `sessioncert-confirm`, while the server is not known to hold the session.
+    confirm: Option<HeaderValue>,
+}
+
+/// What is known, after an attempt failed once the request was handed to the
+/// transport, about whether the server executed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Execution {
+    /// It certainly was not executed: the connection was never made (nothing was
+    /// sent), or the server refused it with an authenticated refusal.
+    NotExecuted,
+    /// It may or may not have been executed.
+    Unknown,
+}
+
+/// Classifies a failed attempt. An unauthenticated refusal proves nothing: anyone on
+/// the path can forge one after letting the server execute the request.
+fn execution_of(e: &ClientError) -> Execution {
+    match e {
+        ClientError::Rejected {
+            authenticity: RefusalAuthenticity::Authenticated,
+            ..
+        } => Execution::NotExecuted,
+        // Connect errors (refused, unreachable, connect timeout) come from the connector,
+        // before any byte of the request was written; builder errors before that.
+        ClientError::Http(h) if h.is_connect() || h.is_builder() => Execution::NotExecuted,
+        _ => Execution::Unknown,
+    }
+}
+
+/// Whether the client may send a request again on its own after `e`: only when it
+/// knows the first attempt was not executed or the request is safe to send twice.
+fn may_resend(e: &ClientError, retry_safe: bool) -> bool {
+    retry_safe || execution_of(e) == Execution::NotExecuted
+}
+
+/// A refusal the client cannot authenticate (so it proves nothing about execution).
+fn unauthenticated_refusal(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Rejected {
+            authenticity: RefusalAuthenticity::Unauthenticated,
+            ..
+        }
+    )
+}
+
+/// A transport failure after the request may have reached the server.
+fn transport_failed_after_send(e: &ClientError) -> bool {
+    matches!(e, ClientError::Http(_)) && execution_of(e) == Execution::Unknown
 }
 
 pub(crate) struct Inner {
@@ -154,6 +262,8 @@ pub(crate) struct Inner {
     suites: Vec<Suite>,
     max_response_bytes: usize,
     config: Mutex<Option<KeyConfig>>,
+    /// The highest `issued_at_ms` of any configuration accepted (PROTOCOL §5.3 rule 7).
+    config_high_water: AtomicU64,
     current: Mutex<Option<Arc<Slot>>>,
     next_generation: AtomicU64,
     /// Single-flight for handshakes.
@@ -161,6 +271,10 @@ pub(crate) struct Inner {
     /// Files the session is persisted to after every seal. Lock order: a slot's
     /// `session` before `files`.
     files: Mutex<Vec<PathBuf>>,
+    /// The exclusive locks of those files, held as long as this client lives.
+    file_locks: Mutex<Vec<SessionLock>>,
+    /// Longest wait for a session file's lock.
+    lock_timeout: Duration,
     /// `(generation, next_seq)` most recently written to every file; writes happen
     /// under this lock, so the files never go back to an older state.
     persisted: tokio::sync::Mutex<Option<(u64, u64)>>,
@@ -192,6 +306,7 @@ pub struct ClientBuilder {
     http: Option<reqwest::Client>,
     suites: Vec<Suite>,
     session_file: Option<PathBuf>,
+    lock_timeout: Duration,
     lazy: bool,
     max_response_bytes: usize,
 }
@@ -203,6 +318,7 @@ impl fmt::Debug for ClientBuilder {
             .field("trust", &self.trust)
             .field("suites", &self.suites)
             .field("session_file", &self.session_file)
+            .field("session_file_lock_timeout", &self.lock_timeout)
             .field("connect_lazily", &self.lazy)
             .finish_non_exhaustive()
     }
@@ -228,8 +344,27 @@ impl ClientBuilder {
     /// handshake overwrites it), and rewritten after every sealed request *before* the
     /// request is sent, so a crash can never make the client reuse a sequence number.
     /// With [`Trust::FirstUse`], the identity recorded in a matching file is trusted.
+    ///
+    /// The file is **exclusive**: [`ClientBuilder::build`] takes an OS advisory lock on
+    /// `<file>.lock` beside it before reading it, and the client holds that lock until
+    /// it (and every clone) is dropped, so no other process or client can load the same
+    /// sequence number. Another holder is waited for at most
+    /// [`ClientBuilder::session_file_lock_timeout`], then the build fails with
+    /// [`ClientError::SessionFileBusy`]. The OS releases the lock of a process that dies.
+    ///
+    /// A path that exists but is not a session file (nor an empty file) is never
+    /// overwritten: the build fails with [`ClientError::NotASessionFile`].
     pub fn session_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.session_file = Some(path.into());
+        self
+    }
+
+    /// How long [`ClientBuilder::build`] (and [`Client::save_session`]) wait for the
+    /// lock of a session file that another process or client holds before failing with
+    /// [`ClientError::SessionFileBusy`] (default
+    /// [`DEFAULT_SESSION_FILE_LOCK_TIMEOUT`], 5 s; zero: do not wait).
+    pub fn session_file_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
         self
     }
 
@@ -263,10 +398,14 @@ impl ClientBuilder {
                 .timeout(DEFAULT_REQUEST_TIMEOUT)
                 .build()?,
         };
+        // Lock first, then read: the sequence number read can never be stale.
+        let file_lock = match &self.session_file {
+            Some(path) => Some(SessionLock::acquire(path, self.lock_timeout).await?),
+            None => None,
+        };
         let now = now_ms();
-
         let loaded = match &self.session_file {
-            Some(path) => load_matching(path, &base_str, self.trust, &self.suites, now),
+            Some(path) => load_matching(path, &base_str, self.trust, &self.suites, now)?,
             None => None,
         };
 
@@ -297,11 +436,14 @@ impl ClientBuilder {
             identity,
             suites: self.suites,
             max_response_bytes: self.max_response_bytes,
+            config_high_water: AtomicU64::new(config.as_ref().map_or(0, |c| c.issued_at_ms)),
             config: Mutex::new(config),
             current: Mutex::new(None),
             next_generation: AtomicU64::new(1),
             handshake_lock: tokio::sync::Mutex::new(()),
             files: Mutex::new(self.session_file.into_iter().collect()),
+            file_locks: Mutex::new(file_lock.into_iter().collect()),
+            lock_timeout: self.lock_timeout,
             persisted: tokio::sync::Mutex::new(None),
         });
 
@@ -324,23 +466,24 @@ impl ClientBuilder {
     }
 }
 
-/// Loads the session file if it exists and may be used; logs why not otherwise.
+/// Loads the session file if it exists and may be used; logs why not otherwise. A
+/// path holding something that is not a session file is an error (never overwritten).
 fn load_matching(
     path: &Path,
     base_str: &str,
     trust: Trust,
     suites: &[Suite],
     now: u64,
-) -> Option<file::LoadedSession> {
-    let l = match file::load(path) {
-        Ok(Some(l)) => l,
-        Ok(None) => {
+) -> Result<Option<file::LoadedSession>, ClientError> {
+    let l = match file::load(path)? {
+        FileState::Session(l) => *l,
+        FileState::Missing => {
             debug!(path = %path.display(), "no session file yet");
-            return None;
+            return Ok(None);
         }
-        Err(e) => {
-            warn!(path = %path.display(), error = %e, "ignoring unreadable session file; a new handshake will replace it");
-            return None;
+        FileState::Unusable(reason) => {
+            warn!(path = %path.display(), error = %reason, "ignoring unusable session file; a new handshake will replace it");
+            return Ok(None);
         }
     };
     let why_not = if l.base_url != base_str {
@@ -368,9 +511,9 @@ fn load_matching(
     match why_not {
         Some(reason) => {
             info!(path = %path.display(), "ignoring session file: {reason}; handshaking anew");
-            None
+            Ok(None)
         }
-        None => Some(l),
+        None => Ok(Some(l)),
     }
 }
 
@@ -505,6 +648,8 @@ async fn refusal(resp: reqwest::Response) -> ClientError {
             code,
             message,
             retry_after,
+            // Until its tag is checked against the session (PROTOCOL §14.1).
+            authenticity: RefusalAuthenticity::Unauthenticated,
         },
         None => ClientError::unexpected(
             Some(status),
@@ -549,12 +694,24 @@ impl Inner {
     async fn config(&self, force_fetch: bool) -> Result<(KeyConfig, bool), ClientError> {
         if !force_fetch {
             if let Some(c) = lock(&self.config).as_ref() {
-                if c.current_key(now_ms()).is_some() {
+                let now = now_ms();
+                if c.is_fresh(now) && c.current_key(now).is_some() {
                     return Ok((c.clone(), false));
                 }
             }
         }
         let c = fetch_config(&self.http, &self.base, Trust::Pin(self.identity)).await?;
+        // Never walked back to an older configuration than one already accepted
+        // (PROTOCOL §5.3 rule 7): it may list a handshake key the server has removed.
+        let newest = self
+            .config_high_water
+            .fetch_max(c.issued_at_ms, Ordering::AcqRel);
+        if c.issued_at_ms < newest {
+            return Err(ClientError::Untrusted {
+                reason: "the server sent an older key configuration than one already accepted",
+                presented: Some(c.identity),
+            });
+        }
         *lock(&self.config) = Some(c.clone());
         Ok((c, true))
     }
@@ -595,33 +752,16 @@ impl Inner {
             }
             let server_hello = read_limited(resp, MAX_HANDSHAKE_LEN).await?;
             let (unconfirmed, hello) = hs.read_server_hello(&server_hello)?;
-
-            let resp = self
-                .http
-                .post(self.url(wire::CONFIRM_PATH)?)
-                .header(wire::SESSION_HEADER, unconfirmed.id().to_string())
-                .header(CONTENT_TYPE, wire::HANDSHAKE_CONTENT_TYPE)
-                .body(unconfirmed.client_finished().to_vec())
-                .send()
-                .await?;
-            if resp.headers().contains_key(&H_ERROR) {
-                return Err(refusal(resp).await);
-            }
-            let status = resp.status();
-            if !status.is_success() {
-                return Err(ClientError::unexpected(
-                    Some(status),
-                    "confirm endpoint did not accept the key confirmation",
-                ));
-            }
-            let session = unconfirmed.confirmed();
+            // No separate confirmation round trip: the session's first requests carry
+            // it (`sessioncert-confirm`) until one response has opened (PROTOCOL §6.8).
+            let session = unconfirmed.into_session();
             let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
             info!(
                 session = %hello.session_id,
                 suite = %hello.suite,
                 version = hello.version,
                 expires_at_ms = hello.expires_at_ms,
-                "sessioncert session established"
+                "sessioncert handshake done; the first request confirms the session"
             );
             return Ok(Slot::new(
                 generation,
@@ -725,23 +865,43 @@ impl Inner {
         binding: &RequestBinding<'_>,
         body: &[u8],
     ) -> Result<SealedRequest, ClientError> {
-        let (record, expect, snapshot) = {
+        let (record, expect, snapshot, confirm) = {
             let mut s = lock(&slot.session);
             let (record, expect) = s.seal_request(binding, body)?;
             // Checked under the session lock, so a concurrent `save_session` either
             // exported after this seal or registered its file before it.
             let snapshot = self.has_files().then(|| (s.export(), s.next_seq()));
-            (record, expect, snapshot)
+            let confirm = s.confirmation().and_then(|c| {
+                use base64::Engine as _;
+                let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(c);
+                HeaderValue::from_str(&text).ok()
+            });
+            (record, expect, snapshot, confirm)
         };
         slot.last_used_ms.store(now_ms(), Ordering::Relaxed);
         if let Some((secrets, next_seq)) = snapshot {
             self.persist(slot, next_seq, secrets, false).await?;
         }
-        Ok(SealedRequest { record, expect })
+        Ok(SealedRequest {
+            record,
+            expect,
+            confirm,
+        })
     }
 
     /// One sealed exchange with `slot`: seal, persist, send, authenticate the answer.
     async fn exchange(&self, slot: &Slot, p: &Prepared) -> Result<Response, ClientError> {
+        let (rb, expect) = self.prepare(slot, p).await?;
+        self.send(slot, rb, &expect).await
+    }
+
+    /// Seals the request with `slot` and persists the session: everything before any
+    /// byte is sent. An error here means the request was not sent.
+    async fn prepare(
+        &self,
+        slot: &Slot,
+        p: &Prepared,
+    ) -> Result<(reqwest::RequestBuilder, ResponseExpectation), ClientError> {
         let content_type = p.content_type.as_deref().unwrap_or("");
         let req = if p.full {
             let authority = match (p.url.host_str(), p.url.port()) {
@@ -773,19 +933,29 @@ impl Inner {
             );
             let sealed = self.seal(slot, &RequestBinding::Full, &inner).await?;
             debug!(session = %slot.id, seq = sealed.expect.seq, "sending sealed full-mode request");
-            let rb = self
+            let mut rb = self
                 .http
                 .post(self.url(wire::FULL_PATH)?)
                 .header(H_SESSION, slot.id_header.clone())
-                .header(CONTENT_TYPE, wire::SEALED_CONTENT_TYPE)
-                .body(sealed.record);
-            (rb, sealed.expect)
+                .header(CONTENT_TYPE, wire::SEALED_CONTENT_TYPE);
+            if let Some(c) = sealed.confirm {
+                rb = rb.header(H_CONFIRM, c);
+            }
+            (rb.body(sealed.record), sealed.expect)
         } else {
+            let target = p.url.origin().ascii_serialization();
+            let covered = covered_headers(p)?;
+            let covered_refs: Vec<(&str, &str)> = covered
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
             let binding = RequestBinding::Header(RequestLine {
                 method: p.method.as_str(),
+                target: &target,
                 path: p.url.path(),
                 query: p.url.query().unwrap_or(""),
                 content_type,
+                covered: &covered_refs,
             });
             let sealed = self.seal(slot, &binding, &p.body).await?;
             debug!(session = %slot.id, seq = sealed.expect.seq, method = %p.method, "sending sealed request");
@@ -794,18 +964,44 @@ impl Inner {
                 .request(p.method.clone(), p.url.clone())
                 .headers(p.headers.clone())
                 .header(H_SESSION, slot.id_header.clone())
-                .header(CONTENT_TYPE, wire::SEALED_CONTENT_TYPE);
+                .header(CONTENT_TYPE, wire::SEALED_CONTENT_TYPE)
+                .header(H_TARGET, target.as_str());
+            if !covered.is_empty() {
+                let names: Vec<&str> = covered.iter().map(|(n, _)| n.as_str()).collect();
+                rb = rb.header(H_COVERED, names.join(", "));
+            }
             if !content_type.is_empty() {
                 rb = rb.header(H_INNER_CONTENT_TYPE, content_type);
             }
-            (rb.body(sealed.record), sealed.expect)
+            if let Some(c) = sealed.confirm {
+                rb = rb.header(H_CONFIRM, c);
+            }
+            if p.method == Method::HEAD {
+                // HTTP gives HEAD no body: the record travels in a header (PROTOCOL §13).
+                use base64::Engine as _;
+                let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&sealed.record);
+                rb = rb.header(H_RECORD, text);
+                (rb, sealed.expect)
+            } else {
+                (rb.body(sealed.record), sealed.expect)
+            }
         };
         let (mut rb, expect) = req;
         if let Some(t) = p.timeout {
             rb = rb.timeout(t);
         }
+        Ok((rb, expect))
+    }
+
+    /// Sends a prepared request and authenticates the answer.
+    async fn send(
+        &self,
+        slot: &Slot,
+        rb: reqwest::RequestBuilder,
+        expect: &ResponseExpectation,
+    ) -> Result<Response, ClientError> {
         let resp = rb.send().await?;
-        self.open(slot, &expect, resp).await
+        self.open(slot, expect, resp).await
     }
 
     /// Authenticates and opens the answer to a sealed request.
@@ -817,7 +1013,26 @@ impl Inner {
     ) -> Result<Response, ClientError> {
         let status = resp.status();
         if resp.headers().contains_key(&H_ERROR) {
-            return Err(refusal(resp).await);
+            let tag = resp.headers().get(&H_REFUSAL).cloned();
+            let mut err = refusal(resp).await;
+            if let (
+                Some(tag),
+                ClientError::Rejected {
+                    code, authenticity, ..
+                },
+            ) = (tag, &mut err)
+            {
+                use base64::Engine as _;
+                let verified = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(tag.as_bytes())
+                    .is_ok_and(|t| lock(&slot.session).verify_refusal(expect.seq, *code, &t));
+                if verified {
+                    *authenticity = RefusalAuthenticity::Authenticated;
+                } else {
+                    warn!(session = %slot.id, "refusal carries a tag that does not verify; treated as unauthenticated");
+                }
+            }
+            return Err(err);
         }
         if !is_sealed_content_type(resp.headers()) {
             warn!(
@@ -829,6 +1044,17 @@ impl Inner {
         let mut resp = resp;
         let outer_headers = std::mem::take(resp.headers_mut());
         let mut record = read_limited(resp, self.max_response_bytes).await?;
+        if record.is_empty() {
+            // A response to HEAD carries its record in a header (PROTOCOL §13).
+            if let Some(v) = outer_headers.get(&H_RECORD) {
+                use base64::Engine as _;
+                record = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(v.as_bytes())
+                    .map_err(|_| ProtocolError::Malformed {
+                        what: "sessioncert-record",
+                    })?;
+            }
+        }
         if expect.full {
             let plain = Zeroizing::new(lock(&slot.session).open_response(
                 expect,
@@ -881,6 +1107,7 @@ impl Inner {
             headers.remove(CONTENT_TYPE);
             headers.remove(CONTENT_LENGTH);
             headers.remove(&H_STATUS);
+            headers.remove(&H_RECORD);
             if let Some(v) = inner_ct.filter(|_| has_inner_ct) {
                 headers.insert(CONTENT_TYPE, v);
             }
@@ -888,25 +1115,95 @@ impl Inner {
         }
     }
 
-    /// Sends a prepared request: fresh session if needed, one transparent re-handshake
-    /// and retry if the server no longer knows the session.
+    /// Sends a prepared request: fresh session if needed. If the answer is a session
+    /// refusal, the session is dropped; the request is sent once more on a fresh
+    /// session only if it was certainly not executed or is safe to send twice,
+    /// otherwise the caller gets [`ClientError::OutcomeUnknown`] (as after a transport
+    /// failure once the request may have reached the server).
     pub(crate) async fn execute(&self, p: &Prepared) -> Result<Response, ClientError> {
-        let mut retried = false;
+        // Whether the request was already sent once more after a session refusal.
+        let mut resent = false;
+        // Whether a fresh session was already taken because the old one was spent.
+        let mut renewed_spent = false;
         loop {
             let slot = self.acquire().await?;
-            match self.exchange(&slot, p).await {
-                Ok(r) => return Ok(r),
-                Err(e) if !retried && needs_new_session(&e) => {
-                    info!(session = %slot.id, code = ?e.code(), "server no longer accepts the session; handshaking anew and retrying once");
+            // Nothing is sent before this succeeds, so its errors leave the request
+            // unexecuted; a spent session (found at seal time) is simply replaced.
+            let (rb, expect) = match self.prepare(&slot, p).await {
+                Ok(x) => x,
+                Err(ClientError::Protocol(ProtocolError::Exhausted)) if !renewed_spent => {
                     slot.dead.store(true, Ordering::Release);
-                    retried = true;
-                    self.renew(Some(slot.generation)).await?;
-                }
-                Err(ClientError::Protocol(ProtocolError::Exhausted)) if !retried => {
-                    slot.dead.store(true, Ordering::Release);
-                    retried = true;
+                    renewed_spent = true;
+                    continue;
                 }
                 Err(e) => return Err(e),
+            };
+            let e = match self.send(&slot, rb, &expect).await {
+                Ok(r) => return Ok(r),
+                Err(e) => e,
+            };
+            let resend = may_resend(&e, p.retry_safe);
+            if needs_new_session(&e) {
+                // Refused (really, or by a forgery): never use this session again, here
+                // or in a later process reading the session file.
+                self.drop_session(&slot).await;
+                if !resend {
+                    warn!(
+                        session = %slot.id,
+                        code = ?e.code(),
+                        method = %p.method,
+                        "session refused after the request was sent; it may have been executed, \
+                         so it is not re-sent (outcome unknown); the next request handshakes anew"
+                    );
+                    return Err(ClientError::OutcomeUnknown {
+                        method: p.method.clone(),
+                        cause: Box::new(e),
+                    });
+                }
+                if resent {
+                    return Err(e);
+                }
+                info!(session = %slot.id, code = ?e.code(), "server no longer accepts the session; handshaking anew and sending the request once more");
+                resent = true;
+                self.renew(Some(slot.generation)).await?;
+                continue;
+            }
+            // Any other refusal of a sent request is not authenticated either: a
+            // forger could send it after the server executed the request.
+            if !resend && (transport_failed_after_send(&e) || unauthenticated_refusal(&e)) {
+                return Err(ClientError::OutcomeUnknown {
+                    method: p.method.clone(),
+                    cause: Box::new(e),
+                });
+            }
+            return Err(e);
+        }
+    }
+
+    /// Stops using `slot`: marks it dead, un-installs it if it is current, and removes
+    /// it from the session files unless a newer session is already there (so a later
+    /// process handshakes anew instead of loading it).
+    async fn drop_session(&self, slot: &Slot) {
+        slot.dead.store(true, Ordering::Release);
+        {
+            let mut cur = lock(&self.current);
+            if cur
+                .as_ref()
+                .is_some_and(|c| c.generation == slot.generation)
+            {
+                *cur = None;
+            }
+        }
+        let mut mark = self.persisted.lock().await;
+        if mark.is_some_and(|(generation, _)| generation > slot.generation) {
+            return;
+        }
+        // Late writes of this (or an older) session must not resurrect the file.
+        *mark = Some((slot.generation, u64::MAX));
+        let files = lock(&self.files).clone();
+        for f in files {
+            if let Err(e) = file::remove(&f) {
+                warn!(path = %f.display(), error = %e, "could not remove session file");
             }
         }
     }
@@ -926,6 +1223,7 @@ impl Client {
             http: None,
             suites: Suite::ALL.to_vec(),
             session_file: None,
+            lock_timeout: DEFAULT_SESSION_FILE_LOCK_TIMEOUT,
             lazy: false,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
@@ -985,6 +1283,8 @@ impl Client {
                 body: Bytes::new(),
                 full: false,
                 timeout: None,
+                retry_safe: false,
+                cover: Vec::new(),
             };
             match self.inner.exchange(&slot, &p).await {
                 Ok(r) if r.status().is_success() => Ok(()),
@@ -998,24 +1298,7 @@ impl Client {
         } else {
             Ok(())
         };
-        slot.dead.store(true, Ordering::Release);
-        {
-            let mut cur = lock(&self.inner.current);
-            if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, &slot)) {
-                *cur = None;
-            }
-        }
-        {
-            let mut mark = self.inner.persisted.lock().await;
-            // Late writes of this (or an older) session must not resurrect the file.
-            *mark = Some((slot.generation, u64::MAX));
-            let files = lock(&self.inner.files).clone();
-            for f in files {
-                if let Err(e) = file::remove(&f) {
-                    warn!(path = %f.display(), error = %e, "could not remove session file");
-                }
-            }
-        }
+        self.inner.drop_session(&slot).await;
         info!(session = %slot.id, "session closed");
         result
     }
@@ -1036,8 +1319,26 @@ impl Client {
     /// process can continue it with [`ClientBuilder::session_file`]. From then on this
     /// client keeps `path` up to date after every sealed request as well, so the file
     /// can never hold a sequence number this client already used.
+    ///
+    /// Like [`ClientBuilder::session_file`], this takes the file's exclusive lock (held
+    /// until the client is dropped; [`ClientError::SessionFileBusy`] if another holder
+    /// keeps it past the lock timeout) and never overwrites a file that is not a session
+    /// file ([`ClientError::NotASessionFile`]).
     pub async fn save_session(&self, path: &Path) -> Result<(), ClientError> {
         let slot = self.inner.current().ok_or(ClientError::NoSession)?;
+        let lock_path = file::lock_path(path)?;
+        let held = lock(&self.inner.file_locks)
+            .iter()
+            .any(|l| l.lock_path() == lock_path);
+        if !held {
+            let new_lock = SessionLock::acquire(path, self.inner.lock_timeout).await?;
+            file::check_replaceable(path)?;
+            let mut locks = lock(&self.inner.file_locks);
+            // A concurrent `save_session` to the same file may have won; one lock is enough.
+            if !locks.iter().any(|l| l.lock_path() == new_lock.lock_path()) {
+                locks.push(new_lock);
+            }
+        }
         let (secrets, next_seq) = {
             let s = lock(&slot.session);
             let mut files = lock(&self.inner.files);
@@ -1099,5 +1400,69 @@ mod join_tests {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    fn refusal_with(code: ErrorCode, authenticity: RefusalAuthenticity) -> ClientError {
+        ClientError::Rejected {
+            status: StatusCode::UNAUTHORIZED,
+            code,
+            message: String::new(),
+            retry_after: None,
+            authenticity,
+        }
+    }
+
+    /// The decision a later protocol version plugs into: an authenticated refusal proves
+    /// the request was not executed, so even a POST may be re-sent after one; an
+    /// unauthenticated one (every v1 refusal) proves nothing.
+    #[test]
+    fn only_an_authenticated_refusal_or_a_retry_safe_request_allows_a_resend() {
+        for code in [
+            ErrorCode::UnknownSession,
+            ErrorCode::SessionExpired,
+            ErrorCode::SessionClosed,
+        ] {
+            let forged = refusal_with(code, RefusalAuthenticity::Unauthenticated);
+            assert!(needs_new_session(&forged));
+            assert_eq!(execution_of(&forged), Execution::Unknown);
+            assert!(!may_resend(&forged, false), "{code}");
+            assert!(may_resend(&forged, true), "{code}");
+
+            let authentic = refusal_with(code, RefusalAuthenticity::Authenticated);
+            assert_eq!(execution_of(&authentic), Execution::NotExecuted);
+            assert!(may_resend(&authentic, false), "{code}");
+        }
+        assert!(!transport_failed_after_send(&refusal_with(
+            ErrorCode::SessionExpired,
+            RefusalAuthenticity::Unauthenticated
+        )));
+        assert_eq!(
+            execution_of(&ClientError::Protocol(ProtocolError::BadSeal)),
+            Execution::Unknown
+        );
+    }
+
+    /// A connection that was never made sent nothing: not an unknown outcome.
+    #[tokio::test]
+    async fn a_refused_connection_is_known_not_executed() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let e: ClientError = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/notes"))
+            .body("x")
+            .send()
+            .await
+            .unwrap_err()
+            .into();
+        assert_eq!(execution_of(&e), Execution::NotExecuted, "{e:?}");
+        assert!(may_resend(&e, false));
+        assert!(!transport_failed_after_send(&e));
     }
 }

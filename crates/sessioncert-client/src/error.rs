@@ -1,8 +1,29 @@
 //! The client's error type.
 
-use http::StatusCode;
+use http::{Method, StatusCode};
 use sessioncert_proto::{ErrorCode, Pin, ProtocolError};
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// Whether a refusal (a response carrying `sessioncert-error`) is known to come from
+/// the server.
+///
+/// Protocol v1 refusals are plain HTTP: anyone on the path can forge one, for example
+/// after letting the real server execute the request. Such a refusal therefore says
+/// nothing reliable about whether the request was executed, and the client never
+/// re-sends a request that is not retry-safe because of one. A later protocol version
+/// will MAC refusals under the session's key; such a refusal proves the server refused
+/// the request without executing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RefusalAuthenticity {
+    /// A plain HTTP refusal. It may be forged.
+    Unauthenticated,
+    /// A refusal whose `sessioncert-refusal` tag verified under the session's refusal
+    /// key (PROTOCOL §14.1): the server ended the session without executing this
+    /// request, and nothing will ever execute in that session again.
+    Authenticated,
+}
 
 /// Everything that can go wrong in the client.
 #[derive(Debug, thiserror::Error)]
@@ -20,7 +41,10 @@ pub enum ClientError {
     },
 
     /// The server refused a request with a `sessioncert-error` code. Refusals are not
-    /// sealed, so an attacker on the path can forge them (denial of service only).
+    /// sealed ([`RefusalAuthenticity::Unauthenticated`]), so an attacker on the path can
+    /// forge them: the client treats them as denial of service at worst and never
+    /// re-sends a request that is not retry-safe because of one (see
+    /// [`ClientError::OutcomeUnknown`]).
     #[error("server refused the request: {code} (HTTP {status}){}", message_suffix(.message))]
     Rejected {
         /// HTTP status of the refusal.
@@ -31,6 +55,38 @@ pub enum ClientError {
         message: String,
         /// The `retry-after` delay, if the server sent one (usually with `rate_limited`).
         retry_after: Option<Duration>,
+        /// Whether the refusal is known to come from the server (PROTOCOL §14.1).
+        authenticity: RefusalAuthenticity,
+    },
+
+    /// The request may or may not have been executed by the server, and the client did
+    /// **not** re-send it.
+    ///
+    /// This happens to a request that is not retry-safe (see
+    /// [`crate::RequestBuilder::idempotent`]) when, after it was sent,
+    ///
+    /// * the server (or someone on the path: refusals are not authenticated) answered
+    ///   that the session is unknown, expired or closed — an attacker can let the real
+    ///   server execute a request and then forge that answer, so re-sending
+    ///   automatically could execute it twice; or
+    /// * any other refusal came back (`rejected`, `unavailable`, `internal`, …): it is
+    ///   just as unauthenticated; or
+    /// * the connection failed (a timeout, a reset) after the request may have reached
+    ///   the server.
+    ///
+    /// A refused session is dropped (and removed from the session files), so the next
+    /// request handshakes anew. Check whether the request took effect (for example read
+    /// the resource back) before sending it again. `cause` is the underlying error.
+    /// Other failures after sending (an unsealed or tampered response) are returned as
+    /// they are and are never re-sent either.
+    #[error("{}", outcome_unknown_message(.method, .cause))]
+    OutcomeUnknown {
+        /// The method of the request whose outcome is unknown.
+        method: Method,
+        /// What happened: a [`ClientError::Rejected`] session refusal or a
+        /// [`ClientError::Http`] transport failure.
+        #[source]
+        cause: Box<ClientError>,
     },
 
     /// A protocol message failed to parse or authenticate (for example a tampered
@@ -87,6 +143,42 @@ pub enum ClientError {
     #[error("session file: {0}")]
     SessionFile(String),
 
+    /// Another process — or another [`crate::Client`] in this process — is using this
+    /// session file: it held the file's lock (`lock_path`) for longer than the wait
+    /// allowed by [`crate::ClientBuilder::session_file_lock_timeout`]. Two users of one
+    /// session file would seal different requests under the same nonce, so a session
+    /// file is used by one client at a time.
+    #[error(
+        "session file {} is in use by another process (or another client in this process): \
+         its lock {} was still held after waiting {}; use one session file per process, \
+         or wait until the other one has finished",
+        .path.display(),
+        .lock_path.display(),
+        wait_text(.waited)
+    )]
+    SessionFileBusy {
+        /// The session file.
+        path: PathBuf,
+        /// The lock file beside it (`<file>.lock`).
+        lock_path: PathBuf,
+        /// How long the client waited for the lock.
+        waited: Duration,
+    },
+
+    /// The path given for a session file holds something that is not a session file
+    /// (another file, a directory, …). It was left untouched.
+    #[error(
+        "{} exists and is not a sessioncert session file ({reason}); refusing to overwrite \
+         it: choose another path for the session file",
+        .path.display()
+    )]
+    NotASessionFile {
+        /// The path.
+        path: PathBuf,
+        /// What was found there.
+        reason: String,
+    },
+
     /// Local I/O failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -115,6 +207,37 @@ fn message_suffix(m: &str) -> String {
     }
 }
 
+fn wait_text(d: &Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+fn outcome_unknown_message(method: &Method, cause: &ClientError) -> String {
+    let what = match cause {
+        ClientError::Rejected { code, status, .. } if code.needs_new_handshake() => format!(
+            "The session was refused ({code}, HTTP {}) after the request was sent, and \
+             refusals are not authenticated: this one may have been forged after the server \
+             executed the request",
+            status.as_u16()
+        ),
+        ClientError::Rejected { code, status, .. } => format!(
+            "The server answered with a refusal ({code}, HTTP {}) after the request was \
+             sent; refusals are not authenticated, so it may have been forged after the \
+             server executed the request",
+            status.as_u16()
+        ),
+        ClientError::Http(e) if e.is_timeout() => {
+            "The request timed out after it was sent".to_string()
+        }
+        ClientError::Http(_) => "The connection failed after the request was sent".to_string(),
+        other => format!("{other}"),
+    };
+    format!(
+        "outcome unknown: the server may or may not have executed this {method} request. \
+         {what}. It was not re-sent, because {method} is not marked safe to send twice. \
+         Check whether it took effect before retrying"
+    )
+}
+
 fn status_suffix(s: &Option<StatusCode>) -> String {
     match s {
         Some(s) => format!(" (HTTP {})", s.as_u16()),
@@ -123,7 +246,9 @@ fn status_suffix(s: &Option<StatusCode>) -> String {
 }
 
 impl ClientError {
-    /// The `sessioncert-error` code of a refusal, if this is one.
+    /// The `sessioncert-error` code of a refusal, if this is one. `None` for
+    /// [`ClientError::OutcomeUnknown`] even when its cause is a refusal: code that
+    /// re-sends on a session refusal must not re-send a request whose outcome is unknown.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             ClientError::Rejected { code, .. } => Some(*code),
@@ -141,9 +266,20 @@ impl ClientError {
         matches!(self, ClientError::Protocol(ProtocolError::BadSeal))
     }
 
-    /// Whether this is a timeout of the transport.
+    /// Whether this is a timeout of the transport (also when it is the cause of a
+    /// [`ClientError::OutcomeUnknown`]).
     pub fn is_timeout(&self) -> bool {
-        matches!(self, ClientError::Http(e) if e.is_timeout())
+        match self {
+            ClientError::Http(e) => e.is_timeout(),
+            ClientError::OutcomeUnknown { cause, .. } => cause.is_timeout(),
+            _ => false,
+        }
+    }
+
+    /// Whether the server may or may not have executed the request
+    /// ([`ClientError::OutcomeUnknown`]): check before sending it again.
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(self, ClientError::OutcomeUnknown { .. })
     }
 
     pub(crate) fn unexpected(status: Option<StatusCode>, detail: impl Into<String>) -> Self {

@@ -7,14 +7,23 @@
 //!
 //! `secrets` is `ClientSession::export()` (keys and the next sequence number). The file
 //! is written atomically (temporary file, fsync, rename) with mode 0600 on unix.
+//!
+//! A session file is used by one client at a time: the client holds an exclusive OS
+//! advisory lock on the sibling file `<file>.lock` (not on the session file itself, which
+//! every write replaces by a rename) from before it reads the file until the client is
+//! dropped. The OS releases the lock when the process exits, however it exits, so a
+//! crashed process never leaves a stale lock behind. The lock file stays on disk (empty);
+//! deleting it while a client runs would let a second client in.
 
 use crate::ClientError;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sessioncert_proto::{ClientSession, Pin, SessionId, Suite};
+use std::fs::{File, TryLockError};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 /// The only session file format this version reads and writes.
@@ -83,35 +92,87 @@ pub(crate) struct LoadedSession {
     pub modified_ms: Option<u64>,
 }
 
-/// Reads and parses a session file. `Ok(None)` if it does not exist.
-pub(crate) fn load(path: &Path) -> Result<Option<LoadedSession>, ClientError> {
+/// What a session file path holds.
+pub(crate) enum FileState {
+    /// Nothing (or an empty file): a new session may be written there.
+    Missing,
+    /// A session file this version can use.
+    Session(Box<LoadedSession>),
+    /// A session file (it has the fields of one) that cannot be used: another format
+    /// version, damaged secrets, …; it may be replaced. The reason is for the log.
+    Unusable(String),
+}
+
+/// Fields every session file format has: enough to tell a session file (which may be
+/// replaced) from anything else (which must not be).
+#[derive(Deserialize)]
+struct Marker {
+    #[allow(dead_code)]
+    format: u64,
+    #[allow(dead_code)]
+    session_id: String,
+    #[allow(dead_code)]
+    secrets: serde::de::IgnoredAny,
+}
+
+/// Reads and parses a session file. A path that holds something else than a session
+/// file (or an empty file) is [`ClientError::NotASessionFile`].
+pub(crate) fn load(path: &Path) -> Result<FileState, ClientError> {
+    let io_err = |e: std::io::Error| ClientError::SessionFile(format!("{}: {e}", path.display()));
+    let not_session = |reason: &str| ClientError::NotASessionFile {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(ClientError::SessionFile(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FileState::Missing),
+        Err(e) => return Err(io_err(e)),
     };
-    if meta.len() > MAX_FILE_LEN {
-        return Err(ClientError::SessionFile(format!(
-            "{}: too large to be a session file",
-            path.display()
-        )));
+    if !meta.is_file() {
+        return Err(not_session(if meta.is_dir() {
+            "it is a directory"
+        } else {
+            "it is not a regular file"
+        }));
     }
-    let bytes = Zeroizing::new(
-        std::fs::read(path)
-            .map_err(|e| ClientError::SessionFile(format!("{}: {e}", path.display())))?,
-    );
+    if meta.len() == 0 {
+        return Ok(FileState::Missing);
+    }
+    if meta.len() > MAX_FILE_LEN {
+        return Err(not_session("it is larger than any session file"));
+    }
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(io_err)?);
+    if bytes.is_empty() {
+        return Ok(FileState::Missing);
+    }
     let modified_ms = meta
         .modified()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_millis() as u64);
-    parse(&bytes).map(|mut l| {
-        l.modified_ms = modified_ms;
-        Some(l)
-    })
+    match parse(&bytes) {
+        Ok(mut l) => {
+            l.modified_ms = modified_ms;
+            Ok(FileState::Session(Box::new(l)))
+        }
+        Err(e) if serde_json::from_slice::<Marker>(&bytes).is_ok() => {
+            Ok(FileState::Unusable(e.to_string()))
+        }
+        Err(_) if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() => {
+            Err(not_session("JSON, but not a session file"))
+        }
+        Err(_) => Err(not_session("not JSON")),
+    }
+}
+
+/// Checks that a new session may be written to `path` (nothing there, an empty file or
+/// a session file); otherwise [`ClientError::NotASessionFile`].
+pub(crate) fn check_replaceable(path: &Path) -> Result<(), ClientError> {
+    load(path).map(|_| ())
 }
 
 fn parse(bytes: &[u8]) -> Result<LoadedSession, ClientError> {
+    // (The caller holds `bytes` zeroized; the secrets string of `repr` is zeroized on drop.)
     let bad = |what: &str| ClientError::SessionFile(format!("invalid session file: {what}"));
     let repr: FileRepr = serde_json::from_slice(bytes).map_err(|_| bad("not the expected JSON"))?;
     if repr.format != SESSION_FILE_FORMAT {
@@ -190,5 +251,101 @@ pub(crate) fn remove(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
+    }
+}
+
+/// An exclusive lock on a session file, held until dropped (the OS releases it when the
+/// file handle closes, including when the process dies).
+pub(crate) struct SessionLock {
+    /// The lock file, with its directory canonicalized (identifies the session file).
+    lock_path: PathBuf,
+    _file: File,
+}
+
+impl std::fmt::Debug for SessionLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionLock")
+            .field("lock_path", &self.lock_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The lock file of session file `path`: `<file>.lock` beside it, in the canonical form
+/// of its directory (so two spellings of one path share one lock).
+pub(crate) fn lock_path(path: &Path) -> Result<PathBuf, ClientError> {
+    let name = path.file_name().ok_or_else(|| {
+        ClientError::SessionFile(format!(
+            "{}: a session file needs a file name",
+            path.display()
+        ))
+    })?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let dir = std::fs::canonicalize(dir).map_err(|e| {
+        ClientError::SessionFile(format!(
+            "{}: its directory {}: {e}",
+            path.display(),
+            dir.display()
+        ))
+    })?;
+    let mut lock_name = name.to_os_string();
+    lock_name.push(".lock");
+    Ok(dir.join(lock_name))
+}
+
+impl SessionLock {
+    /// Takes the lock of session file `path`, waiting at most `timeout` for another
+    /// holder to let go ([`ClientError::SessionFileBusy`] then).
+    pub(crate) async fn acquire(
+        path: &Path,
+        timeout: Duration,
+    ) -> Result<SessionLock, ClientError> {
+        let lock_path = lock_path(path)?;
+        let lock_err = |e: std::io::Error| {
+            ClientError::SessionFile(format!(
+                "cannot lock {} (lock file {}): {e}",
+                path.display(),
+                lock_path.display()
+            ))
+        };
+        let mut opts = std::fs::OpenOptions::new();
+        opts.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            opts.mode(0o600);
+        }
+        let file = opts.open(&lock_path).map_err(lock_err)?;
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match file.try_lock() {
+                Ok(()) => {
+                    return Ok(SessionLock {
+                        lock_path,
+                        _file: file,
+                    })
+                }
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) => return Err(lock_err(e)),
+            }
+            let waited = started.elapsed();
+            if waited >= timeout {
+                return Err(ClientError::SessionFileBusy {
+                    path: path.to_path_buf(),
+                    lock_path,
+                    waited,
+                });
+            }
+            tokio::time::sleep(pause.min(timeout - waited)).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// The lock file's path.
+    pub(crate) fn lock_path(&self) -> &Path {
+        &self.lock_path
     }
 }

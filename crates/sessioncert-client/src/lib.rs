@@ -36,14 +36,28 @@
 //!
 //! * **Concurrency.** A [`Client`] is cheap to clone and safe to share; the session is
 //!   locked only while a record is sealed or opened, never across network I/O.
-//! * **Recovery.** If the server answers `unknown_session`, `session_expired` or
-//!   `session_closed`, the client runs one fresh handshake (shared by all requests that
-//!   hit it at once) and retries the request once. It also handshakes proactively when
-//!   the session is past its lifetime, idle timeout or message budget. A handshake
-//!   refused with `unknown_key` refetches the key configuration once.
+//! * **Recovery, and no double execution.** If the server answers `unknown_session`,
+//!   `session_expired` or `session_closed`, the client drops the session. It runs one
+//!   fresh handshake (shared by all requests that hit it at once) and sends the request
+//!   once more **only if that cannot execute it twice**: the method is idempotent
+//!   (`GET`, `HEAD`, `OPTIONS`, `TRACE`, `PUT`, `DELETE`), the request was marked
+//!   [`RequestBuilder::idempotent`], or the client knows the first attempt was not
+//!   executed. Refusals are plain HTTP, so an attacker on the path can let the server
+//!   execute a `POST` and then forge a refusal; such a request fails with
+//!   [`ClientError::OutcomeUnknown`] (the server may or may not have executed it —
+//!   check before sending it again), as it does when the connection fails after the
+//!   request was sent. A connection that was never made is not an unknown outcome. The
+//!   client also handshakes proactively when the session is past its lifetime, idle
+//!   timeout or message budget. A handshake refused with `unknown_key` refetches the key
+//!   configuration once.
 //! * **Session files.** With [`ClientBuilder::session_file`] the session survives the
 //!   process: it is written (atomically, mode 0600) after every seal and before the
-//!   request is sent, so a crash can never make the client reuse a sequence number.
+//!   request is sent, so a crash can never make the client reuse a sequence number. A
+//!   session file is exclusive: the client holds an OS lock on `<file>.lock` from before
+//!   it reads the file until it is dropped, so two processes (or two clients) never seal
+//!   with the same sequence number; a second one waits a bounded time and then fails
+//!   with [`ClientError::SessionFileBusy`]. A path holding anything but a session file
+//!   is never overwritten ([`ClientError::NotASessionFile`]).
 //! * **Trust on first use.** [`Trust::FirstUse`] accepts whatever identity signs the
 //!   configuration and logs a warning with the pin to use next time
 //!   ([`Client::identity`] returns it).
@@ -62,9 +76,9 @@ mod request;
 
 pub use client::{
     Client, ClientBuilder, SessionInfo, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES,
-    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_SESSION_FILE_LOCK_TIMEOUT,
 };
-pub use error::ClientError;
+pub use error::{ClientError, RefusalAuthenticity};
 pub use file::SESSION_FILE_FORMAT;
 pub use request::{RequestBuilder, Response};
 pub use sessioncert_proto::{ErrorCode, Pin, ProtocolError, SessionId, Suite, Trust};

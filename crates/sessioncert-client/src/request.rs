@@ -19,6 +19,20 @@ pub(crate) struct Prepared {
     pub body: Bytes,
     pub full: bool,
     pub timeout: Option<Duration>,
+    /// Whether the client may send the request a second time on its own (after a
+    /// session refusal) without knowing that the first attempt was not executed.
+    pub retry_safe: bool,
+    /// Headers the caller asked to bind (header mode); credential headers are added.
+    pub cover: Vec<HeaderName>,
+}
+
+/// Whether `method` is idempotent (RFC 9110 §9.2.2): sending it twice has the same
+/// intended effect as sending it once.
+pub(crate) fn is_idempotent_method(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
 }
 
 /// A sealed request being built; see [`Client::request`].
@@ -32,6 +46,8 @@ pub struct RequestBuilder {
     body: Bytes,
     full: bool,
     timeout: Option<Duration>,
+    idempotent: Option<bool>,
+    cover: Vec<HeaderName>,
     error: Option<ClientError>,
 }
 
@@ -41,6 +57,7 @@ impl fmt::Debug for RequestBuilder {
             .field("method", &self.method)
             .field("full", &self.full)
             .field("body_len", &self.body.len())
+            .field("idempotent", &self.idempotent)
             .finish_non_exhaustive()
     }
 }
@@ -56,7 +73,48 @@ impl RequestBuilder {
             body: Bytes::new(),
             full: false,
             timeout: None,
+            idempotent: None,
+            cover: Vec::new(),
             error: None,
+        }
+    }
+
+    /// Binds request header `name` into the seal (header mode): the server refuses the
+    /// request if it arrives with another value, and only bound credentials
+    /// (`authorization`, `proxy-authorization`, `cookie`) reach its handlers — those
+    /// three are bound automatically whenever they are set. Other headers travel
+    /// unprotected. (In full-request mode every header is sealed anyway.) At most 16.
+    pub fn cover<K>(mut self, name: K) -> Self
+    where
+        HeaderName: TryFrom<K>,
+    {
+        match HeaderName::try_from(name) {
+            Ok(n)
+                if n.as_str().starts_with("sessioncert-")
+                    || matches!(
+                        n.as_str(),
+                        "content-type"
+                            | "content-length"
+                            | "transfer-encoding"
+                            | "connection"
+                            | "keep-alive"
+                            | "proxy-connection"
+                            | "te"
+                            | "trailer"
+                            | "upgrade"
+                    ) =>
+            {
+                self.fail(ClientError::InvalidRequest(format!(
+                    "header {n} cannot be covered (PROTOCOL §8.2)"
+                )))
+            }
+            Ok(n) => {
+                if !self.cover.contains(&n) {
+                    self.cover.push(n);
+                }
+                self
+            }
+            Err(_) => self.fail(ClientError::InvalidRequest("header name to cover".into())),
         }
     }
 
@@ -185,19 +243,40 @@ impl RequestBuilder {
         self
     }
 
+    /// Whether this request is safe to send twice, overriding the method's default.
+    ///
+    /// When the answer to a sent request is a session refusal (`unknown_session`,
+    /// `session_expired`, `session_closed`), the client drops the session and — only if
+    /// the request is safe to send twice — handshakes anew and sends it once more.
+    /// Refusals are not authenticated: an attacker on the path can let the server
+    /// execute a request and then forge one, so a request that is not safe to send twice
+    /// fails with [`ClientError::OutcomeUnknown`] instead (as it does when the
+    /// connection fails after it was sent).
+    ///
+    /// Default: `true` for the idempotent methods of RFC 9110 (`GET`, `HEAD`,
+    /// `OPTIONS`, `TRACE`, `PUT`, `DELETE`), `false` for the others (`POST`, `PATCH`, …).
+    /// Pass `true` for a request the server deduplicates (an idempotency key) or that is
+    /// harmless to repeat; pass `false` for, say, a `GET` with side effects.
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = Some(idempotent);
+        self
+    }
+
     /// Seals and sends the request and authenticates the response. A response that is
-    /// not sealed (and not a refusal) is an error, never returned as if it were.
+    /// not sealed (and not a refusal) is an error, never returned as if it were. A
+    /// request that is not safe to send twice ([`RequestBuilder::idempotent`]) is never
+    /// re-sent after it may have reached the server: it fails with
+    /// [`ClientError::OutcomeUnknown`] instead.
     pub async fn send(self) -> Result<Response, ClientError> {
         if let Some(e) = self.error {
             return Err(e);
         }
-        if !self.full && self.method == Method::HEAD {
-            return Err(ClientError::InvalidRequest(
-                "HEAD responses have no body to carry a seal; use full-request mode".into(),
-            ));
-        }
         let url = self.client.url(&self.path)?;
+        let retry_safe = self
+            .idempotent
+            .unwrap_or_else(|| is_idempotent_method(&self.method));
         let prepared = Prepared {
+            retry_safe,
             method: self.method,
             url,
             headers: self.headers,
@@ -205,6 +284,7 @@ impl RequestBuilder {
             body: self.body,
             full: self.full,
             timeout: self.timeout,
+            cover: self.cover,
         };
         self.client.inner.execute(&prepared).await
     }

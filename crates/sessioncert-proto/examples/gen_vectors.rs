@@ -16,21 +16,24 @@
 #![allow(dead_code, clippy::vec_init_then_push)]
 #![forbid(unsafe_code)]
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sessioncert_proto::config::{
-    PublishedKey, HS_NOISE_NK_25519_AESGCM_SHA256, NOISE_NK_PARAMS, VERSION_1,
+    PublishedKey, HS_NOISE_NK_25519_AESGCM_SHA256, MAX_CLOCK_SKEW_MS, MAX_CONFIG_VALIDITY_MS,
+    NOISE_NK_PARAMS, VERSION_1,
 };
 use sessioncert_proto::full::{FullRequest, FullResponse};
 use sessioncert_proto::handshake::{
     parse_client_hello, respond_with_ephemeral_for_vectors, ClientHandshake, ClientOffer,
-    ServerPolicy,
+    ServerPolicy, MAX_TICKET_LEN,
 };
 use sessioncert_proto::replay::{ReplayWindow, WINDOW};
 use sessioncert_proto::session::{MAX_MESSAGES, REKEY_INTERVAL};
 use sessioncert_proto::{
-    ClientSession, HandshakeKeyPair, IdentityKey, KeyConfig, Pin, ProtocolError, RequestBinding,
-    RequestLine, ResponseBinding, ResponseExpectation, ServerSession, SessionId, SignedKeyConfig,
-    Suite, Trust,
+    ClientSession, Confirmation, ErrorCode, HandshakeKeyPair, IdentityKey, KeyConfig, Pin,
+    ProtocolError, RequestBinding, RequestLine, ResponseBinding, ResponseExpectation,
+    ServerSession, SessionId, SignedKeyConfig, Suite, Trust,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -122,6 +125,11 @@ fn flip_last(b: &[u8]) -> Vec<u8> {
     flip(b, b.len() - 1)
 }
 
+/// Unpadded base64url, as in the `sessioncert-*` headers.
+pub fn b64(b: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(b)
+}
+
 fn lines(s: &[&str]) -> Vec<String> {
     s.iter().map(|x| (*x).to_owned()).collect()
 }
@@ -139,14 +147,18 @@ pub fn parse_trust(s: &str) -> Trust {
 // Fixed inputs
 // ---------------------------------------------------------------------------------------
 
-const DAY: u64 = 86_400_000;
+const HOUR: u64 = 3_600_000;
+const DAY: u64 = 24 * HOUR;
 /// The clock of every vector: 2026-01-01T00:00:00Z.
 pub const NOW_MS: u64 = 1_767_225_600_000;
 const KEY1_NOT_BEFORE: u64 = NOW_MS - 31 * DAY; // 2025-12-01
 const KEY1_NOT_AFTER: u64 = NOW_MS - DAY; // 2025-12-31: expired at NOW_MS
 const KEY2_NOT_BEFORE: u64 = NOW_MS - 7 * DAY; // 2025-12-25
 const KEY2_NOT_AFTER: u64 = NOW_MS + 31 * DAY; // 2026-02-01
-const ISSUED_AT: u64 = NOW_MS - 7 * DAY;
+/// The configuration was signed an hour before the vectors' clock (2025-12-31T23:00Z)…
+const ISSUED_AT: u64 = NOW_MS - HOUR;
+/// …and, as this implementation's servers do, made valid for 24 hours.
+const CONFIG_VALIDITY: u64 = DAY;
 
 fn identity_seed() -> [u8; 32] {
     pattern(0x00)
@@ -182,9 +194,16 @@ fn published(k: &HandshakeKeyPair) -> PublishedKey {
 }
 
 fn key_config() -> KeyConfig {
+    key_config_issued_at(ISSUED_AT)
+}
+
+/// The configuration as the server would have re-signed it at `issued_at_ms`: same keys,
+/// valid for [`CONFIG_VALIDITY`].
+fn key_config_issued_at(issued_at_ms: u64) -> KeyConfig {
     KeyConfig {
         identity: IdentityKey::from_seed(&identity_seed()).pin(),
-        issued_at_ms: ISSUED_AT,
+        issued_at_ms,
+        expires_at_ms: issued_at_ms + CONFIG_VALIDITY,
         versions: vec![VERSION_1],
         record_suites: Suite::ALL.iter().map(|s| s.id()).collect(),
         keys: server_keys().iter().map(published).collect(),
@@ -232,6 +251,7 @@ pub struct PublishedKeyV {
 pub struct ConfigV {
     pub identity: String,
     pub issued_at_ms: u64,
+    pub expires_at_ms: u64,
     pub versions: Vec<u16>,
     pub record_suites: Vec<u16>,
     pub keys: Vec<PublishedKeyV>,
@@ -242,6 +262,7 @@ impl ConfigV {
         ConfigV {
             identity: hx(&c.identity.0),
             issued_at_ms: c.issued_at_ms,
+            expires_at_ms: c.expires_at_ms,
             versions: c.versions.clone(),
             record_suites: c.record_suites.clone(),
             keys: c
@@ -263,6 +284,7 @@ impl ConfigV {
         KeyConfig {
             identity: Pin(unhx_n(&self.identity)),
             issued_at_ms: self.issued_at_ms,
+            expires_at_ms: self.expires_at_ms,
             versions: self.versions.clone(),
             record_suites: self.record_suites.clone(),
             keys: self
@@ -317,6 +339,10 @@ pub struct InvalidPinV {
 pub struct KeyConfigFile {
     pub description: Vec<String>,
     pub signing_label: String,
+    /// `MAX_CLOCK_SKEW` of the freshness rule (PROTOCOL.md §5.3).
+    pub max_clock_skew_ms: u64,
+    /// `MAX_CONFIG_VALIDITY` of the freshness rule.
+    pub max_config_validity_ms: u64,
     pub identity: IdentityV,
     pub other_identity: IdentityV,
     pub handshake_keys: Vec<HandshakeKeyV>,
@@ -424,6 +450,8 @@ pub struct KeyScheduleV {
     pub s2c_key: String,
     pub s2c_iv: String,
     pub finished_key: String,
+    /// `HKDF-Expand(PRK, "sessioncert/1 refusal", 32)`: authenticates refusals (§14.1).
+    pub refusal_key: String,
     /// `HKDF-Expand(c2s_key, "sessioncert/1 rekey", 32)`: the epoch-1 key.
     pub c2s_key_epoch1: String,
     pub s2c_key_epoch1: String,
@@ -451,10 +479,19 @@ pub struct HandshakeCaseV {
     pub server_hello_fields: ServerHelloV,
     pub msg2_payload: String,
     pub noise_msg2: String,
+    /// The server's opaque ticket (fixed here; a real server seals its pending state).
+    pub ticket: String,
     pub server_hello: String,
     pub noise: NoiseTraceV,
     pub keys: KeyScheduleV,
     pub client_finished: String,
+    /// `bytes16(ticket) || client_finished`: the stand-alone confirm's body.
+    pub confirmation: String,
+    /// The same, unpadded base64url: the `sessioncert-confirm` header value.
+    pub confirmation_base64url: String,
+    /// The client session right after reading the server hello (pending confirmation).
+    pub client_export_unconfirmed: String,
+    /// The client session once the server accepted the confirmation.
     pub client_export: String,
     pub server_pending_export: String,
     pub server_export: String,
@@ -467,8 +504,8 @@ pub struct HandshakeNegV {
     /// Which case's state to use.
     pub case: String,
     /// `respond` (server reads `input` as a client hello), `read_server_hello` (the case's
-    /// client reads `input` as a server hello) or `confirm` (the case's pending server
-    /// session checks `input` as client_finished).
+    /// client reads `input` as a server hello) or `confirm` (`input` is parsed as a
+    /// confirmation, then the case's pending server session checks its client_finished).
     pub op: String,
     pub input: String,
     pub error: String,
@@ -487,44 +524,79 @@ pub struct HandshakeFile {
     pub negative: Vec<HandshakeNegV>,
 }
 
+/// The origin every scenario request is sealed for (`sessioncert-target`, PROTOCOL §8.2).
+pub const TARGET: &str = "https://api.example.com";
+
+/// What a header-mode request record is bound to (PROTOCOL §8.2).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct HeaderLineV {
+    pub method: String,
+    /// The origin, `scheme://authority` (the `sessioncert-target` value).
+    pub target: String,
+    pub path: String,
+    pub query: String,
+    pub content_type: String,
+    /// Covered headers as `[name, value]`, in the order `sessioncert-covered` lists them;
+    /// a value joins every field line of that name with `", "`.
+    pub covered: Vec<FieldV>,
+}
+
 /// How a request record is bound.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(tag = "mode", rename_all = "snake_case")]
 pub enum ReqBindingV {
-    Header {
-        method: String,
-        path: String,
-        query: String,
-        content_type: String,
-    },
+    Header(HeaderLineV),
     Full,
 }
 
 impl ReqBindingV {
-    pub fn binding(&self) -> RequestBinding<'_> {
+    /// Calls `f` with the crate's binding (which borrows the covered pairs as `&str`).
+    pub fn with_binding<R>(&self, f: impl FnOnce(&RequestBinding<'_>) -> R) -> R {
         match self {
-            ReqBindingV::Header {
-                method,
-                path,
-                query,
-                content_type,
-            } => RequestBinding::Header(RequestLine {
-                method,
-                path,
-                query,
-                content_type,
-            }),
-            ReqBindingV::Full => RequestBinding::Full,
+            ReqBindingV::Header(l) => {
+                let covered: Vec<(&str, &str)> = l
+                    .covered
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
+                f(&RequestBinding::Header(RequestLine {
+                    method: &l.method,
+                    target: &l.target,
+                    path: &l.path,
+                    query: &l.query,
+                    content_type: &l.content_type,
+                    covered: &covered,
+                }))
+            }
+            ReqBindingV::Full => f(&RequestBinding::Full),
         }
     }
 
+    /// A header-mode binding for [`TARGET`] that covers no headers.
     fn header(method: &str, path: &str, query: &str, content_type: &str) -> Self {
-        ReqBindingV::Header {
+        ReqBindingV::Header(HeaderLineV {
             method: method.into(),
+            target: TARGET.into(),
             path: path.into(),
             query: query.into(),
             content_type: content_type.into(),
+            covered: Vec::new(),
+        })
+    }
+
+    /// The header-mode line (panics in full mode).
+    pub fn line(&self) -> &HeaderLineV {
+        match self {
+            ReqBindingV::Header(l) => l,
+            ReqBindingV::Full => panic!("full-mode binding has no request line"),
         }
+    }
+
+    /// A copy with the header-mode line changed by `f`.
+    fn changed(&self, f: impl FnOnce(&mut HeaderLineV)) -> Self {
+        let mut l = self.line().clone();
+        f(&mut l);
+        ReqBindingV::Header(l)
     }
 }
 
@@ -615,12 +687,23 @@ pub struct RequestV {
     /// Full mode: the HTTP request whose Binary HTTP encoding is `plaintext`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full: Option<FullRequestV>,
+    /// Header mode: the request's header fields that carry its binding, as they travel
+    /// (PROTOCOL §8.2, §13), in order: `sessioncert-target`, `sessioncert-content-type`
+    /// (absent when empty), `sessioncert-covered` (absent when nothing is covered), then
+    /// the request's other header field lines, covered or not. The binding is rebuilt
+    /// from these; headers not named in `sessioncert-covered` are not bound.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<FieldV>,
     pub plaintext: String,
     pub seq: u64,
     pub epoch: u64,
     pub ad: String,
     pub nonce: String,
     pub record: String,
+    /// `HEAD` only: the record as it travels, in the `sessioncert-record` header
+    /// (unpadded base64url, PROTOCOL §13), since a HEAD request has no body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_base64url: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -633,6 +716,10 @@ pub struct ResponseV {
     pub ad: String,
     pub nonce: String,
     pub record: String,
+    /// The response to a `HEAD` request only: the record as it travels, in the
+    /// `sessioncert-record` header (unpadded base64url, PROTOCOL §13).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_base64url: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -742,6 +829,79 @@ pub struct ClientSealCaseV {
     pub error: String,
 }
 
+/// Whether (and with which tag) an ended session refuses a request with a tag (§14.1).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RefusalTagCaseV {
+    pub name: String,
+    pub description: String,
+    /// The server session when it ended (closed or expired); import it and end it.
+    pub server_export: String,
+    /// The request record the ended session refuses.
+    pub record: String,
+    /// The refusal's code (`sessioncert-error`).
+    pub code: String,
+    /// The HMAC input; null when no tag may be issued.
+    pub tag_input: Option<String>,
+    /// `HMAC-SHA256(refusal_key, tag_input)`; null when no tag may be issued.
+    pub tag: Option<String>,
+    /// The `sessioncert-refusal` header value (unpadded base64url of tag), or null.
+    pub tag_base64url: Option<String>,
+}
+
+/// Whether the client accepts a refusal tag as proof that its request did not run.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RefusalVerifyCaseV {
+    pub name: String,
+    pub description: String,
+    pub client_export: String,
+    /// The seq of the request the client sent.
+    pub seq: u64,
+    /// The code in `sessioncert-error`.
+    pub code: String,
+    /// The tag received (decoded from `sessioncert-refusal`).
+    pub tag: String,
+    pub verified: bool,
+}
+
+/// Runs a refusal tag case through the crate: the tag the ended session issues, if any.
+pub fn run_refusal_tag(server_export: &[u8], record: &[u8], code: &str) -> Option<[u8; 32]> {
+    let code = ErrorCode::parse(code).expect("error code");
+    ServerSession::import(server_export)
+        .unwrap()
+        .end()
+        .refusal_tag(record, code)
+}
+
+/// Runs a refusal verification case through the crate.
+pub fn run_refusal_verify(client_export: &[u8], seq: u64, code: &str, tag: &[u8]) -> bool {
+    let code = ErrorCode::parse(code).expect("error code");
+    ClientSession::import(client_export)
+        .unwrap()
+        .verify_refusal(seq, code, tag)
+}
+
+/// What the reference says an ended session may tag (§14.1): only `session_expired` and
+/// `session_closed`, only a request record whose header parses, only a seq the window
+/// never accepted (above it, or inside it and unmarked).
+pub fn reference_refusal_tag(
+    server_export: &[u8],
+    refusal_key: &[u8; 32],
+    session_id: &[u8; 16],
+    record: &[u8],
+    code: &str,
+) -> Option<[u8; 32]> {
+    let window = &server_export[server_export.len() - 136..];
+    if !matches!(code, "session_expired" | "session_closed")
+        || record.len() < 9 + 16
+        || !matches!(record[0], 0x01 | 0x02)
+    {
+        return None;
+    }
+    let seq = u64::from_be_bytes(record[1..9].try_into().unwrap());
+    reference::window_accepts(window, seq)
+        .then(|| reference::refusal_tag(refusal_key, session_id, seq, code))
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct RecordSuiteV {
     pub name: String,
@@ -754,6 +914,7 @@ pub struct RecordSuiteV {
     pub s2c_iv: String,
     pub c2s_key_epoch1: String,
     pub s2c_key_epoch1: String,
+    pub refusal_key: String,
     /// The confirmed sessions right after the handshake of handshake.json.
     pub client_export: String,
     pub server_export: String,
@@ -761,6 +922,10 @@ pub struct RecordSuiteV {
     pub server_open_cases: Vec<ServerOpenCaseV>,
     pub client_open_cases: Vec<ClientOpenCaseV>,
     pub client_seal_cases: Vec<ClientSealCaseV>,
+    /// After the main scenario (which ends with close): which refusals carry a tag.
+    pub refusal_tag_cases: Vec<RefusalTagCaseV>,
+    /// The main scenario's client checking refusal tags.
+    pub refusal_verify_cases: Vec<RefusalVerifyCaseV>,
 }
 
 /// `records.json`.
@@ -977,10 +1142,12 @@ pub mod reference {
         pub s2c_iv: [u8; 12],
         pub finished_key: [u8; 32],
         pub client_finished: [u8; 32],
+        pub refusal_key: [u8; 32],
     }
 
     pub const FINISHED_LABEL: &[u8] = b"sessioncert/1 client finished";
     pub const REKEY_LABEL: &[u8] = b"sessioncert/1 rekey";
+    pub const REFUSAL_LABEL: &[u8] = b"sessioncert/1 refusal";
 
     pub fn schedule(h: &[u8; 32], k1: &[u8; 32], k2: &[u8; 32]) -> Schedule {
         let prk = hkdf_extract(h, &[k1.as_slice(), k2].concat());
@@ -995,7 +1162,73 @@ pub mod reference {
             s2c_iv: e12(b"sessioncert/1 s2c iv"),
             finished_key,
             client_finished: hmac(&finished_key, &[FINISHED_LABEL, h]),
+            refusal_key: e32(REFUSAL_LABEL),
         }
+    }
+
+    /// `bytes16(x) = u16 len(x) || x`.
+    pub fn bytes16(x: &[u8]) -> Vec<u8> {
+        let mut out = (x.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(x);
+        out
+    }
+
+    /// `ServerHello = 0x02 || bytes16(noise_msg2) || bytes16(ticket)` (§6.5).
+    pub fn server_hello(noise_msg2: &[u8], ticket: &[u8]) -> Vec<u8> {
+        [&[0x02u8][..], &bytes16(noise_msg2), &bytes16(ticket)].concat()
+    }
+
+    /// `confirmation = bytes16(ticket) || client_finished[32]` (§6.8).
+    pub fn confirmation(ticket: &[u8], client_finished: &[u8; 32]) -> Vec<u8> {
+        [bytes16(ticket), client_finished.to_vec()].concat()
+    }
+
+    /// The input of a refusal tag (§14.1):
+    /// `"sessioncert/1 refusal" || session_id[16] || u64 seq || u8 len || code`.
+    pub fn refusal_tag_input(session_id: &[u8; 16], seq: u64, code: &str) -> Vec<u8> {
+        let mut m = REFUSAL_LABEL.to_vec();
+        m.extend_from_slice(session_id);
+        m.extend_from_slice(&seq.to_be_bytes());
+        m.push(code.len() as u8);
+        m.extend_from_slice(code.as_bytes());
+        m
+    }
+
+    /// `HMAC-SHA256(refusal_key, refusal_tag_input)`.
+    pub fn refusal_tag(
+        refusal_key: &[u8; 32],
+        session_id: &[u8; 16],
+        seq: u64,
+        code: &str,
+    ) -> [u8; 32] {
+        hmac(refusal_key, &[&refusal_tag_input(session_id, seq, code)])
+    }
+
+    /// Whether the replay window with this encoding (§9: `u64 top || 16 × u64 word`) would
+    /// accept `seq`, i.e. `seq` was never accepted and is not below the window.
+    pub fn window_accepts(state: &[u8], seq: u64) -> bool {
+        assert_eq!(state.len(), 8 + 16 * 8);
+        let top = u64::from_be_bytes(state[..8].try_into().unwrap());
+        if top == 0 || seq >= top {
+            return true;
+        }
+        if seq + 1024 < top {
+            return false; // below the window: top - 1024 is the oldest number inside
+        }
+        let i = (seq % 1024) as usize;
+        let at = 8 + (i / 64) * 8;
+        let word = u64::from_be_bytes(state[at..at + 8].try_into().unwrap());
+        word & (1 << (i % 64)) == 0
+    }
+
+    /// The freshness rule of §5.3 (rule 5).
+    pub fn config_fresh(issued_at_ms: u64, expires_at_ms: u64, now_ms: u64) -> bool {
+        const SKEW: u64 = 300_000;
+        const VALIDITY: u64 = 604_800_000;
+        issued_at_ms < expires_at_ms
+            && expires_at_ms - issued_at_ms <= VALIDITY
+            && issued_at_ms <= now_ms + SKEW
+            && now_ms <= expires_at_ms + SKEW
     }
 
     /// `key[e+1] = HKDF-Expand(key[e], "sessioncert/1 rekey", 32)`.
@@ -1025,20 +1258,48 @@ pub mod reference {
         out.extend_from_slice(b);
     }
 
-    /// Request AD; `line` = Some((method, path, query, content_type)) in header mode.
+    /// The header-mode fields of a request AD (§8.2).
+    pub struct Line<'a> {
+        pub method: &'a str,
+        pub target: &'a str,
+        pub path: &'a str,
+        pub query: &'a str,
+        pub content_type: &'a str,
+        /// `(name, value)` in `sessioncert-covered` order; at most 16.
+        pub covered: &'a [(String, String)],
+    }
+
+    /// Most covered headers a request may bind (§8.2: `covered_count` is 0..16).
+    pub const MAX_COVERED: usize = 16;
+
+    /// Request AD; `line` is `Some` in header mode (type 0x01) only:
+    ///
+    /// ```text
+    /// "sessioncert/1 request" || u8 type || session_id[16] || u64 seq
+    /// -- header mode:
+    /// || bytes32(method) || bytes32(target) || bytes32(path) || bytes32(query)
+    /// || bytes32(content_type) || u8 covered_count
+    /// || covered_count × (bytes32(name) || bytes32(value))
+    /// ```
     pub fn request_ad(
         record_type: u8,
         session_id: &[u8; 16],
         seq: u64,
-        line: Option<(&str, &str, &str, &str)>,
+        line: Option<&Line<'_>>,
     ) -> Vec<u8> {
         let mut ad = b"sessioncert/1 request".to_vec();
         ad.push(record_type);
         ad.extend_from_slice(session_id);
         ad.extend_from_slice(&seq.to_be_bytes());
-        if let Some((m, p, q, c)) = line {
-            for f in [m, p, q, c] {
+        if let Some(l) = line {
+            for f in [l.method, l.target, l.path, l.query, l.content_type] {
                 b32(&mut ad, f.as_bytes());
+            }
+            assert!(l.covered.len() <= MAX_COVERED, "at most 16 covered headers");
+            ad.push(l.covered.len() as u8);
+            for (name, value) in l.covered {
+                b32(&mut ad, name.as_bytes());
+                b32(&mut ad, value.as_bytes());
             }
         }
         ad
@@ -1171,6 +1432,32 @@ fn raw_sign(seed: &[u8; 32], config: &[u8]) -> [u8; 64] {
     sk.sign(&msg).to_bytes()
 }
 
+/// The Ed25519 group order L, little-endian (RFC 8032 §5.1).
+pub const ED25519_L: [u8; 32] = [
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10,
+];
+
+/// `a + b` for 256-bit little-endian integers (no overflow for the values used here).
+pub fn add_le(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let mut carry = 0u16;
+    for i in 0..32 {
+        let t = u16::from(a[i]) + u16::from(b[i]) + carry;
+        out[i] = t as u8;
+        carry = t >> 8;
+    }
+    assert_eq!(carry, 0, "256-bit overflow");
+    out
+}
+
+/// The encoding of the Ed25519 identity point (0, 1): y = 1, sign bit 0.
+pub fn ed25519_identity_encoding() -> [u8; 32] {
+    let mut p = [0u8; 32];
+    p[0] = 1;
+    p
+}
+
 fn gen_key_config() -> KeyConfigFile {
     let id = IdentityKey::from_seed(&identity_seed());
     let other = IdentityKey::from_seed(&other_identity_seed());
@@ -1211,13 +1498,18 @@ fn gen_key_config() -> KeyConfigFile {
     other_cfg.identity = other.pin();
     let other_served = other_cfg.sign(&other).unwrap().encode();
 
+    // The same keys as the server re-signed them at other times (a configuration is
+    // valid for 24 h only, so a client at another clock needs one signed near it).
+    let served_at = |issued: u64| key_config_issued_at(issued).sign(&id).unwrap().encode();
+    let expires = cfg.expires_at_ms;
+
     let mut verify_ok = Vec::new();
     for (name, bytes, trust, now) in [
         ("pinned", served.clone(), pin.clone(), NOW_MS),
         ("first_use", served.clone(), "first_use".to_owned(), NOW_MS),
         (
             "pinned_only_key1_valid",
-            served.clone(),
+            served_at(NOW_MS - 20 * DAY - HOUR),
             pin.clone(),
             NOW_MS - 20 * DAY,
         ),
@@ -1225,6 +1517,28 @@ fn gen_key_config() -> KeyConfigFile {
             "first_use_accepts_another_identity",
             other_served.clone(),
             "first_use".to_owned(),
+            NOW_MS,
+        ),
+        (
+            "fresh_at_expiry_plus_skew",
+            served.clone(),
+            pin.clone(),
+            expires + MAX_CLOCK_SKEW_MS,
+        ),
+        (
+            "fresh_at_issue_minus_skew",
+            served.clone(),
+            pin.clone(),
+            ISSUED_AT - MAX_CLOCK_SKEW_MS,
+        ),
+        (
+            "validity_exactly_7_days",
+            {
+                let mut c = key_config();
+                c.expires_at_ms = c.issued_at_ms + MAX_CONFIG_VALIDITY_MS;
+                c.sign(&id).unwrap().encode()
+            },
+            pin.clone(),
             NOW_MS,
         ),
     ] {
@@ -1304,16 +1618,96 @@ fn gen_key_config() -> KeyConfigFile {
         ));
     }
     fails.push((
-        "expired",
-        "Verified at 2026-03-01, after every key's not_after.",
+        "small_order_identity",
+        "Strict Ed25519: identity = the encoding of the identity point (01 followed by 31 zero bytes, a point of small order), signature R = the same encoding and S = 0. A lax verifier accepts this for every message ([S]B = R + [k]A holds trivially); strict verification refuses a small-order A and R.",
+        {
+            let mut c = key_config();
+            c.identity = Pin(ed25519_identity_encoding());
+            let mut signature = [0u8; 64];
+            signature[..32].copy_from_slice(&ed25519_identity_encoding());
+            SignedKeyConfig {
+                config: c.encode(),
+                signature,
+            }
+            .encode()
+        },
+        "first_use".to_owned(),
+        NOW_MS,
+    ));
+    fails.push((
+        "non_canonical_s",
+        "Strict Ed25519: the valid signature of signed_config with S replaced by S + L (little-endian, still 32 bytes). Equal to S modulo L, so a verifier that reduces S accepts it; S must be < L.",
+        {
+            let s: [u8; 32] = signed.signature[32..].try_into().unwrap();
+            let mut signature = signed.signature;
+            signature[32..].copy_from_slice(&add_le(&s, &ED25519_L));
+            SignedKeyConfig {
+                config: signed.config.clone(),
+                signature,
+            }
+            .encode()
+        },
+        pin.clone(),
+        NOW_MS,
+    ));
+    fails.push((
+        "stale_expired_beyond_skew",
+        "Freshness: verified 1 ms after expires_at_ms + MAX_CLOCK_SKEW (5 min); handshake key 2 is still valid then.",
         served.clone(),
+        pin.clone(),
+        expires + MAX_CLOCK_SKEW_MS + 1,
+    ));
+    fails.push((
+        "stale_issued_in_future_beyond_skew",
+        "Freshness: verified 1 ms before issued_at_ms - MAX_CLOCK_SKEW (a client clock behind by more than the skew, or a configuration dated ahead); handshake key 2 is valid then.",
+        served.clone(),
+        pin.clone(),
+        ISSUED_AT - MAX_CLOCK_SKEW_MS - 1,
+    ));
+    fails.push((
+        "stale_validity_over_7_days",
+        "Freshness: correctly signed, expires_at_ms = issued_at_ms + 7 days + 1 ms, longer than MAX_CONFIG_VALIDITY.",
+        {
+            let mut c = key_config();
+            c.expires_at_ms = c.issued_at_ms + MAX_CONFIG_VALIDITY_MS + 1;
+            c.sign(&id).unwrap().encode()
+        },
+        pin.clone(),
+        NOW_MS,
+    ));
+    fails.push((
+        "stale_expires_at_issue",
+        "Freshness: correctly signed, expires_at_ms = issued_at_ms (it must be later).",
+        {
+            let mut c = key_config();
+            c.expires_at_ms = c.issued_at_ms;
+            c.sign(&id).unwrap().encode()
+        },
+        pin.clone(),
+        ISSUED_AT,
+    ));
+    fails.push((
+        "stale_expires_before_issue",
+        "Freshness: correctly signed, expires_at_ms = issued_at_ms - 1 ms (now is within the skew of both).",
+        {
+            let mut c = key_config();
+            c.expires_at_ms = c.issued_at_ms - 1;
+            c.sign(&id).unwrap().encode()
+        },
+        pin.clone(),
+        ISSUED_AT,
+    ));
+    fails.push((
+        "expired",
+        "No current key: the configuration re-signed at 2026-02-28T23:00Z (fresh) and verified at 2026-03-01, after every key's not_after.",
+        served_at(NOW_MS + 59 * DAY - HOUR),
         pin.clone(),
         NOW_MS + 59 * DAY,
     ));
     fails.push((
         "not_yet_valid",
-        "Verified at 2025-11-22, before every key's not_before.",
-        served.clone(),
+        "No current key: the configuration re-signed at 2025-11-21T23:00Z (fresh) and verified at 2025-11-22, before every key's not_before.",
+        served_at(NOW_MS - 40 * DAY - HOUR),
         pin.clone(),
         NOW_MS - 40 * DAY,
     ));
@@ -1428,11 +1822,14 @@ fn gen_key_config() -> KeyConfigFile {
             "signed_config is what GET /.well-known/sessioncert/config serves: u16 sig_alg (1 = Ed25519) || signature[64] || config_encoded.",
             "signing_input = signing_label (with its trailing 0x00) || config_encoded; signature = Ed25519(identity seed, signing_input).",
             "trust is either a pin text (accept only that identity) or \"first_use\" (accept any identity that signs the config).",
-            "verify = decode signed_config, check the pin, check the signature, require a usable handshake key at now_ms; error is the ErrorCode wire name.",
+            "verify = decode signed_config, check the pin, check the signature (strict Ed25519: S < L, A and R not of small order, cofactorless equation), require the configuration to be fresh at now_ms, require a usable handshake key at now_ms; error is the ErrorCode wire name.",
+            "fresh at now: issued_at_ms < expires_at_ms, expires_at_ms - issued_at_ms <= max_config_validity_ms, issued_at_ms <= now + max_clock_skew_ms and now <= expires_at_ms + max_clock_skew_ms.",
             "current_key: the key a client uses at now_ms (valid, suite 1, 32-byte key; newest not_before wins; null = none).",
         ]),
         signing_label: String::from_utf8_lossy(sessioncert_proto::config::CONFIG_SIGNING_LABEL)
             .into_owned(),
+        max_clock_skew_ms: MAX_CLOCK_SKEW_MS,
+        max_config_validity_ms: MAX_CONFIG_VALIDITY_MS,
         identity: identity_v(&identity_seed()),
         other_identity: identity_v(&other_identity_seed()),
         handshake_keys: server_keys().iter().map(handshake_key_v).collect(),
@@ -1459,6 +1856,13 @@ struct CaseInput {
     client_e: [u8; 32],
     server_e: [u8; 32],
     session_id: SessionId,
+    ticket: Vec<u8>,
+}
+
+/// A fixed 48-byte ticket counting up from `start`. A real server seals its pending
+/// state into the ticket (PROTOCOL.md §6.5); to the client it is opaque.
+fn ticket(start: u8) -> Vec<u8> {
+    (0..48u8).map(|i| start.wrapping_add(i)).collect()
 }
 
 fn case_inputs() -> Vec<CaseInput> {
@@ -1473,6 +1877,7 @@ fn case_inputs() -> Vec<CaseInput> {
             client_e: pattern(0x60),
             server_e: pattern(0x80),
             session_id: sid(0xa0),
+            ticket: ticket(0xd0),
         },
         CaseInput {
             name: "chacha20-poly1305",
@@ -1484,6 +1889,7 @@ fn case_inputs() -> Vec<CaseInput> {
             client_e: pattern(0x70),
             server_e: pattern(0x90),
             session_id: sid(0xb0),
+            ticket: ticket(0x30),
         },
     ]
 }
@@ -1537,13 +1943,22 @@ fn gen_handshake(kc: &KeyConfigFile) -> HandshakeFile {
             &ci.server_e,
         )
         .unwrap();
-        let (uc, sh) = ch.read_server_hello(&resp.message).unwrap();
+        let server_hello = resp.server_hello(&ci.ticket).unwrap();
+        let (uc, sh) = ch.read_server_hello(&server_hello).unwrap();
         assert_eq!(sh, resp.hello);
         assert_eq!(sh.suite, ci.suite);
         let client_finished = *uc.client_finished();
+        let confirmation = uc.confirmation().to_vec();
+        let parsed = Confirmation::parse(&confirmation).unwrap();
+        assert_eq!(parsed.ticket, &ci.ticket[..]);
+        assert_eq!(parsed.client_finished, &client_finished);
         let pending_export = resp.pending.export().to_vec();
-        let server = resp.pending.confirm(&client_finished).unwrap();
-        let client = uc.confirmed();
+        let server = resp.pending.confirm(parsed.client_finished).unwrap();
+        let unconfirmed = ClientSession::import(&uc.into_session().export()).unwrap();
+        assert_eq!(unconfirmed.confirmation(), Some(&confirmation[..]));
+        let client_export_unconfirmed = unconfirmed.export().to_vec();
+        let mut client = unconfirmed;
+        client.mark_confirmed();
         let client_export = client.export().to_vec();
         let server_export = server.export().to_vec();
 
@@ -1573,28 +1988,35 @@ fn gen_handshake(kc: &KeyConfigFile) -> HandshakeFile {
         ref_hello.extend_from_slice(&(nk.msg1.len() as u16).to_be_bytes());
         ref_hello.extend_from_slice(&nk.msg1);
         assert_eq!(client_hello, ref_hello);
-        let mut ref_server_hello = vec![0x02];
-        ref_server_hello.extend_from_slice(&(nk.msg2.len() as u16).to_be_bytes());
-        ref_server_hello.extend_from_slice(&nk.msg2);
-        assert_eq!(resp.message, ref_server_hello);
+        assert_eq!(resp.noise_message, nk.msg2);
+        assert_eq!(server_hello, reference::server_hello(&nk.msg2, &ci.ticket));
         let ks = reference::schedule(&nk.h, &nk.k1, &nk.k2);
         assert_eq!(client_finished, ks.client_finished);
+        assert_eq!(
+            confirmation,
+            reference::confirmation(&ci.ticket, &ks.client_finished)
+        );
         let sid_bytes = ci.session_id.as_bytes();
-        let dirs = [
+        let keys_part = [
             reference::direction_export(0, &ks.c2s_key, None, &ks.c2s_iv),
             reference::direction_export(0, &ks.s2c_key, None, &ks.s2c_iv),
+            ks.refusal_key.to_vec(),
         ]
         .concat();
-        let ref_client_export = [
-            reference::export_head(1, VERSION_1, ci.suite.id(), sid_bytes),
-            dirs.clone(),
-            0u64.to_be_bytes().to_vec(),
-        ]
-        .concat();
-        assert_eq!(client_export, ref_client_export);
+        let ref_client_export = |pending: &[u8]| {
+            [
+                reference::export_head(1, VERSION_1, ci.suite.id(), sid_bytes),
+                keys_part.clone(),
+                0u64.to_be_bytes().to_vec(),
+                reference::bytes16(pending),
+            ]
+            .concat()
+        };
+        assert_eq!(client_export_unconfirmed, ref_client_export(&confirmation));
+        assert_eq!(client_export, ref_client_export(&[]));
         let ref_server_export = [
             reference::export_head(2, VERSION_1, ci.suite.id(), sid_bytes),
-            dirs,
+            keys_part.clone(),
             reference::window_state(&[]),
         ]
         .concat();
@@ -1604,7 +2026,11 @@ fn gen_handshake(kc: &KeyConfigFile) -> HandshakeFile {
             [ref_server_export, ks.client_finished.to_vec()].concat()
         );
 
-        hellos.push((client_hello.clone(), resp.message.clone(), client_finished));
+        hellos.push((
+            client_hello.clone(),
+            server_hello.clone(),
+            confirmation.clone(),
+        ));
         cases.push(HandshakeCaseV {
             name: ci.name.into(),
             suite: ci.suite.id(),
@@ -1632,7 +2058,8 @@ fn gen_handshake(kc: &KeyConfigFile) -> HandshakeFile {
             },
             msg2_payload: hx(&payload2),
             noise_msg2: hx(&nk.msg2),
-            server_hello: hx(&resp.message),
+            ticket: hx(&ci.ticket),
+            server_hello: hx(&server_hello),
             noise: NoiseTraceV {
                 h_init: hx(&nk.h_init),
                 h_prologue: hx(&nk.h_prologue),
@@ -1657,10 +2084,14 @@ fn gen_handshake(kc: &KeyConfigFile) -> HandshakeFile {
                 s2c_key: hx(&ks.s2c_key),
                 s2c_iv: hx(&ks.s2c_iv),
                 finished_key: hx(&ks.finished_key),
+                refusal_key: hx(&ks.refusal_key),
                 c2s_key_epoch1: hx(&reference::ratchet(&ks.c2s_key)),
                 s2c_key_epoch1: hx(&reference::ratchet(&ks.s2c_key)),
             },
             client_finished: hx(&client_finished),
+            confirmation: hx(&confirmation),
+            confirmation_base64url: b64(&confirmation),
+            client_export_unconfirmed: hx(&client_export_unconfirmed),
             client_export: hx(&client_export),
             server_pending_export: hx(&pending_export),
             server_export: hx(&server_export),
@@ -1669,8 +2100,18 @@ fn gen_handshake(kc: &KeyConfigFile) -> HandshakeFile {
 
     // ---- negative cases -------------------------------------------------------------
     let aes = &cases[0];
-    let (hello, server_hello, finished) = hellos[0].clone();
-    let (chacha_hello, chacha_server_hello, chacha_finished) = hellos[1].clone();
+    let (hello, server_hello, confirmation) = hellos[0].clone();
+    let (chacha_hello, chacha_server_hello, chacha_confirmation) = hellos[1].clone();
+    let aes_ticket = unhx(&aes.ticket);
+    let finished: [u8; 32] = unhx_n(&aes.client_finished);
+    let chacha_finished = &chacha_confirmation[chacha_confirmation.len() - 32..];
+    // Layout of a server hello: 02 | u16 len | noise_msg2 | u16 len | ticket.
+    let msg2_end = 3 + unhx(&aes.noise_msg2).len();
+    assert_eq!(
+        &server_hello[msg2_end..msg2_end + 2],
+        &(aes_ticket.len() as u16).to_be_bytes()
+    );
+    let too_long_ticket = vec![0x5a; MAX_TICKET_LEN + 1];
     // Layout of the AES case's client hello: 01 | 01 0001 | 0001 | 02 | 02 0001 0002 | len | msg1
     assert_eq!(&hello[..12], &[1, 1, 0, 1, 0, 1, 2, 2, 0, 1, 0, 2]);
     let msg1_at = 14;
@@ -1848,7 +2289,7 @@ fn gen_handshake(kc: &KeyConfigFile) -> HandshakeFile {
         "The impostor's server hello: made with the impostor's static key, it does not authenticate for a client that encrypted to the real key.",
         "aes-256-gcm",
         "read_server_hello",
-        impostor_resp.message,
+        impostor_resp.server_hello(&aes_ticket).unwrap(),
     ));
     neg.push(n(
         "flipped_server_ephemeral",
@@ -1866,10 +2307,10 @@ fn gen_handshake(kc: &KeyConfigFile) -> HandshakeFile {
     ));
     neg.push(n(
         "flipped_server_hello_tag",
-        "Last byte XOR 0x01.",
+        "Last byte of noise_msg2 (its AEAD tag, just before the ticket) XOR 0x01.",
         "aes-256-gcm",
         "read_server_hello",
-        flip_last(&server_hello),
+        flip(&server_hello, msg2_end - 1),
     ));
     neg.push(n(
         "server_hello_of_another_handshake",
@@ -1898,38 +2339,98 @@ fn gen_handshake(kc: &KeyConfigFile) -> HandshakeFile {
     ));
     neg.push(n(
         "server_hello_truncated",
-        "The last byte removed (the length prefix no longer matches).",
+        "The last byte removed (the ticket's length prefix no longer matches).",
         "aes-256-gcm",
         "read_server_hello",
         server_hello[..server_hello.len() - 1].to_vec(),
     ));
     neg.push(n(
+        "server_hello_without_ticket",
+        "The server hello without its ticket field (0x02 || bytes16(noise_msg2), the layout before the ticket was added).",
+        "aes-256-gcm",
+        "read_server_hello",
+        server_hello[..msg2_end].to_vec(),
+    ));
+    neg.push(n(
+        "server_hello_empty_ticket",
+        "A ticket of length 0 (tickets are 1 to 1024 bytes); noise_msg2 untouched.",
+        "aes-256-gcm",
+        "read_server_hello",
+        [&server_hello[..msg2_end], &[0, 0][..]].concat(),
+    ));
+    neg.push(n(
+        "server_hello_ticket_too_long",
+        "A ticket of 1025 bytes (0x5a), one more than MAX_TICKET_LEN; noise_msg2 untouched.",
+        "aes-256-gcm",
+        "read_server_hello",
+        [
+            &server_hello[..msg2_end],
+            &reference::bytes16(&too_long_ticket)[..],
+        ]
+        .concat(),
+    ));
+    neg.push(n(
         "flipped_client_finished",
-        "client_finished with its first byte XOR 0x01.",
+        "The confirmation with the first byte of client_finished XOR 0x01.",
         "aes-256-gcm",
         "confirm",
-        flip(&finished, 0),
+        flip(&confirmation, 2 + aes_ticket.len()),
     ));
     neg.push(n(
         "short_client_finished",
-        "client_finished without its last byte.",
+        "The confirmation without its last byte (client_finished is 31 bytes).",
         "aes-256-gcm",
         "confirm",
-        finished[..31].to_vec(),
+        confirmation[..confirmation.len() - 1].to_vec(),
     ));
     neg.push(n(
         "client_finished_of_another_session",
-        "The chacha20-poly1305 case's client_finished.",
+        "This case's ticket with the chacha20-poly1305 case's client_finished.",
         "aes-256-gcm",
         "confirm",
-        chacha_finished.to_vec(),
+        reference::confirmation(&aes_ticket, chacha_finished.try_into().unwrap()),
     ));
     neg.push(n(
-        "empty_client_finished",
+        "empty_confirmation",
         "An empty body.",
         "aes-256-gcm",
         "confirm",
         Vec::new(),
+    ));
+    neg.push(n(
+        "confirmation_truncated_in_ticket",
+        "The first 20 bytes of the confirmation: the ticket's length says 48, only 18 follow.",
+        "aes-256-gcm",
+        "confirm",
+        confirmation[..20].to_vec(),
+    ));
+    neg.push(n(
+        "confirmation_trailing_byte",
+        "One 0x00 byte appended after client_finished.",
+        "aes-256-gcm",
+        "confirm",
+        [confirmation.as_slice(), &[0]].concat(),
+    ));
+    neg.push(n(
+        "confirmation_empty_ticket",
+        "bytes16(empty ticket) || the right client_finished.",
+        "aes-256-gcm",
+        "confirm",
+        reference::confirmation(&[], &finished),
+    ));
+    neg.push(n(
+        "confirmation_ticket_too_long",
+        "A 1025-byte ticket (0x5a) || the right client_finished.",
+        "aes-256-gcm",
+        "confirm",
+        reference::confirmation(&too_long_ticket, &finished),
+    ));
+    neg.push(n(
+        "bare_client_finished",
+        "The 32 bytes of client_finished alone (the stand-alone confirm's body before the ticket was added).",
+        "aes-256-gcm",
+        "confirm",
+        finished.to_vec(),
     ));
     neg.push(n(
         "chacha_downgrade_to_aes",
@@ -1972,10 +2473,11 @@ fn gen_handshake(kc: &KeyConfigFile) -> HandshakeFile {
             "Both cases use the key configuration of key-config.json (config_encoded) at now_ms; the client encrypts to its current key (key_id 2).",
             "Fixed ephemerals: a real implementation draws them at random; use them only to reproduce these bytes.",
             "client_hello = client_hello_header || u16 len || noise_msg1; prologue = prologue_label || client_hello_header.",
-            "server_hello = 0x02 || u16 len || noise_msg2; msg2_payload is the ServerHello plaintext inside noise_msg2.",
-            "noise: every intermediate of the Noise NK run; keys: the sessioncert key schedule on top of it.",
-            "client_export = ClientSession::export() after confirmation; server_pending_export = PendingServerSession::export(); server_export = ServerSession::export() after confirmation (layouts in PROTOCOL.md §12).",
-            "negative: op respond = the server (server_keys, policy, the case's session id, server ephemeral and now_ms) answers input as a client hello; read_server_hello = the case's client (restarted with its fixed ephemeral) reads input as a server hello; confirm = the case's pending server session checks input as client_finished. error = ErrorCode wire name.",
+            "server_hello = 0x02 || u16 len || noise_msg2 || u16 len || ticket; msg2_payload is the ServerHello plaintext inside noise_msg2. The ticket is opaque to the client (a fixed 48-byte pattern here; a real server seals its pending state into it).",
+            "noise: every intermediate of the Noise NK run; keys: the sessioncert key schedule on top of it (refusal_key included).",
+            "confirmation = u16 len || ticket || client_finished: the body of POST /.well-known/sessioncert/confirm; confirmation_base64url (unpadded) is the sessioncert-confirm header value.",
+            "client_export_unconfirmed = ClientSession::export() right after reading the server hello (it ends with bytes16(confirmation)); client_export = the same once confirmed (it ends with 0000); server_pending_export = PendingServerSession::export() (what a ticket carries); server_export = ServerSession::export() after confirmation (layouts in PROTOCOL.md §12).",
+            "negative: op respond = the server (server_keys, policy, the case's session id, server ephemeral and now_ms) answers input as a client hello; read_server_hello = the case's client (restarted with its fixed ephemeral) reads input as a server hello; confirm = input is parsed as a confirmation (malformed if its framing is wrong), then the case's pending server session checks its client_finished (the ticket itself is not opened here). error = ErrorCode wire name.",
         ]),
         noise_protocol_name: NOISE_NK_PARAMS.into(),
         prologue_label: String::from_utf8_lossy(reference::PROLOGUE_LABEL).into_owned(),
@@ -2046,11 +2548,13 @@ pub fn run_handshake_op(
                 .map_err(|e| code(&e))
         }
         "confirm" => {
+            // §6.8 steps 2 and 5; opening the ticket (steps 3-4) is the server's business.
+            let conf = Confirmation::parse(input).map_err(|e| code(&e))?;
             let pending =
                 sessioncert_proto::PendingServerSession::import(&unhx(&c.server_pending_export))
                     .unwrap();
             pending
-                .confirm(input)
+                .confirm(conf.client_finished)
                 .map(|_| ())
                 .map_err(|f| code(&f.error))
         }
@@ -2066,6 +2570,8 @@ pub fn run_handshake_op(
 struct ExSpec {
     name: &'static str,
     req: ReqBindingV,
+    /// Header mode: the request's header field lines besides the `sessioncert-*` ones.
+    req_lines: Vec<FieldV>,
     req_full: Option<FullRequestV>,
     req_pt: Vec<u8>,
     resp: RespBindingV,
@@ -2084,6 +2590,7 @@ fn header_ex(
     ExSpec {
         name,
         req,
+        req_lines: Vec::new(),
         req_full: None,
         req_pt: req_pt.to_vec(),
         resp: RespBindingV::header(status, ct),
@@ -2098,6 +2605,7 @@ fn full_ex(name: &'static str, req: FullRequestV, resp: FullResponseV) -> ExSpec
     ExSpec {
         name,
         req: ReqBindingV::Full,
+        req_lines: Vec::new(),
         req_full: Some(req),
         req_pt,
         resp: RespBindingV::Full,
@@ -2110,15 +2618,72 @@ fn fields(f: &[(&str, &str)]) -> Vec<FieldV> {
     f.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
 }
 
+/// The value a covered header is bound with (§8.2): every field line of that name, in
+/// order, joined with `", "`; `""` when the request has none.
+fn covered_value(lines: &[FieldV], name: &str) -> String {
+    lines
+        .iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A header-mode exchange whose request carries the header field lines `lines` and
+/// covers the headers `names` (in that order), as a client builds it.
+fn covering(mut ex: ExSpec, names: &[&str], lines: &[(&str, &str)]) -> ExSpec {
+    let lines = fields(lines);
+    ex.req = ex.req.changed(|l| {
+        l.covered = names
+            .iter()
+            .map(|n| ((*n).to_owned(), covered_value(&lines, n)))
+            .collect();
+    });
+    ex.req_lines = lines;
+    ex
+}
+
+/// The header fields of a header-mode request that carry its binding (`RequestV::headers`).
+fn request_headers(b: &ReqBindingV, lines: &[FieldV]) -> Vec<FieldV> {
+    let ReqBindingV::Header(l) = b else {
+        assert!(lines.is_empty());
+        return Vec::new();
+    };
+    let mut h = vec![("sessioncert-target".to_owned(), l.target.clone())];
+    if !l.content_type.is_empty() {
+        h.push(("sessioncert-content-type".into(), l.content_type.clone()));
+    }
+    if !l.covered.is_empty() {
+        let names: Vec<&str> = l.covered.iter().map(|(n, _)| n.as_str()).collect();
+        h.push(("sessioncert-covered".into(), names.join(", ")));
+    }
+    h.extend(lines.iter().cloned());
+    h
+}
+
+/// Whether the records of this request and its response travel in `sessioncert-record`.
+fn is_head(b: &ReqBindingV) -> bool {
+    matches!(b, ReqBindingV::Header(l) if l.method == "HEAD")
+}
+
 fn main_exchanges() -> Vec<ExSpec> {
     vec![
-        header_ex(
-            "create_note",
-            ReqBindingV::header("POST", "/api/notes", "", "application/json"),
-            br#"{"title":"hello","body":"first note"}"#,
-            201,
-            "application/json",
-            br#"{"id":1}"#,
+        covering(
+            header_ex(
+                "create_note",
+                ReqBindingV::header("POST", "/api/notes", "", "application/json"),
+                br#"{"title":"hello","body":"first note"}"#,
+                201,
+                "application/json",
+                br#"{"id":1}"#,
+            ),
+            &["authorization", "x-tenant"],
+            &[
+                ("authorization", "Bearer vec-access-token"),
+                ("x-tenant", "acme"),
+                ("accept", "application/json"),
+                ("x-tenant", "eu-west"),
+            ],
         ),
         header_ex(
             "list_notes_with_query",
@@ -2175,6 +2740,14 @@ fn main_exchanges() -> Vec<ExSpec> {
             br#"{"name":"Ada"}"#,
         ),
         header_ex(
+            "head_note",
+            ReqBindingV::header("HEAD", "/api/notes/1", "", ""),
+            b"",
+            200,
+            "application/json",
+            b"",
+        ),
+        header_ex(
             "close",
             ReqBindingV::header("POST", "/.well-known/sessioncert/close", "", ""),
             b"",
@@ -2193,6 +2766,7 @@ fn ping_ex(seq: u64) -> ExSpec {
     ExSpec {
         name: "ping",
         req: ping_binding(),
+        req_lines: Vec::new(),
         req_full: None,
         req_pt: format!("ping {seq}").into_bytes(),
         resp: RespBindingV::header(200, "text/plain"),
@@ -2201,11 +2775,24 @@ fn ping_ex(seq: u64) -> ExSpec {
     }
 }
 
-/// A client export with `next_seq` replaced (the last 8 bytes of a client export).
+/// Where `next_seq` starts in a client export (PROTOCOL.md §12): after the 26-byte head,
+/// both directions (each `u64 epoch || key[32] || u8 has_previous || [previous[32]] ||
+/// iv[12]`) and the 32-byte refusal key.
+pub fn client_next_seq_offset(export: &[u8]) -> usize {
+    let mut at = 26;
+    for _ in 0..2 {
+        at += 8 + 32;
+        let previous = if export[at] == 1 { 32 } else { 0 };
+        at += 1 + previous + 12;
+    }
+    at + 32
+}
+
+/// A client export with `next_seq` replaced.
 pub fn client_export_at(export: &[u8], next_seq: u64) -> Vec<u8> {
     let mut e = export.to_vec();
-    let n = e.len();
-    e[n - 8..].copy_from_slice(&next_seq.to_be_bytes());
+    let at = client_next_seq_offset(&e);
+    e[at..at + 8].copy_from_slice(&next_seq.to_be_bytes());
     e
 }
 
@@ -2249,21 +2836,22 @@ fn resp_type(b: &RespBindingV) -> u8 {
 
 /// The reference AD of a request.
 pub fn reference_request_ad(sid: &[u8; 16], seq: u64, b: &ReqBindingV) -> Vec<u8> {
-    let line = match b {
-        ReqBindingV::Header {
-            method,
-            path,
-            query,
-            content_type,
-        } => Some((
-            method.as_str(),
-            path.as_str(),
-            query.as_str(),
-            content_type.as_str(),
-        )),
-        ReqBindingV::Full => None,
-    };
-    reference::request_ad(req_type(b), sid, seq, line)
+    match b {
+        ReqBindingV::Header(l) => reference::request_ad(
+            req_type(b),
+            sid,
+            seq,
+            Some(&reference::Line {
+                method: &l.method,
+                target: &l.target,
+                path: &l.path,
+                query: &l.query,
+                content_type: &l.content_type,
+                covered: &l.covered,
+            }),
+        ),
+        ReqBindingV::Full => reference::request_ad(req_type(b), sid, seq, None),
+    }
 }
 
 /// The reference AD of a response.
@@ -2297,13 +2885,19 @@ fn run_scenario(
     let mut server = ServerSession::import(server_start).unwrap();
     let mut sealed = Vec::new();
     for s in &specs {
-        let (rec, exp) = client.seal_request(&s.req.binding(), &s.req_pt).unwrap();
+        let (rec, exp) = s
+            .req
+            .with_binding(|b| client.seal_request(b, &s.req_pt))
+            .unwrap();
         sealed.push((rec, exp));
     }
     let mut responses = vec![Vec::new(); specs.len()];
     for &i in &server_order {
         let s = &specs[i];
-        let opened = server.open_request(&s.req.binding(), &sealed[i].0).unwrap();
+        let opened = s
+            .req
+            .with_binding(|b| server.open_request(b, &sealed[i].0))
+            .unwrap();
         assert_eq!(opened.plaintext, s.req_pt);
         assert_eq!(opened.expectation(), sealed[i].1);
         let resp = server
@@ -2346,17 +2940,26 @@ fn run_scenario(
                 &s.resp_pt,
             );
             assert_eq!(responses[i], ref_resp, "response {i} of {name}");
+            let head = is_head(&s.req);
+            if head {
+                assert!(
+                    s.req_pt.is_empty() && s.resp_pt.is_empty(),
+                    "HEAD has no body"
+                );
+            }
             ExchangeV {
                 name: s.name.into(),
                 request: RequestV {
                     binding: s.req.clone(),
                     full: s.req_full.clone(),
+                    headers: request_headers(&s.req, &s.req_lines),
                     plaintext: hx(&s.req_pt),
                     seq,
                     epoch,
                     ad: hx(&ad),
                     nonce: hx(&reference::nonce(&rk.c2s_iv, seq)),
                     record: hx(rec),
+                    record_base64url: head.then(|| b64(rec)),
                 },
                 response: ResponseV {
                     binding: s.resp.clone(),
@@ -2366,6 +2969,7 @@ fn run_scenario(
                     ad: hx(&rad),
                     nonce: hx(&reference::nonce(&rk.s2c_iv, seq)),
                     record: hx(&responses[i]),
+                    record_base64url: head.then(|| b64(&responses[i])),
                 },
             }
         })
@@ -2398,7 +3002,8 @@ fn run_scenario(
 /// Seals one ping request at `seq` from a fresh client of `client_export`.
 fn ping_at(client_export: &[u8], seq: u64) -> (Vec<u8>, ResponseExpectation) {
     let mut c = ClientSession::import(&client_export_at(client_export, seq)).unwrap();
-    c.seal_request(&ping_binding().binding(), &ping_ex(seq).req_pt)
+    ping_binding()
+        .with_binding(|b| c.seal_request(b, &ping_ex(seq).req_pt))
         .unwrap()
 }
 
@@ -2407,10 +3012,12 @@ pub fn run_server_steps(server_export: &[u8], steps: &[(ReqBindingV, Vec<u8>)]) 
     let mut server = ServerSession::import(server_export).unwrap();
     steps
         .iter()
-        .map(|(b, rec)| match server.open_request(&b.binding(), rec) {
-            Ok(o) => ExpectV::ok(&o.plaintext),
-            Err(e) => ExpectV::err(&code(&e)),
-        })
+        .map(
+            |(b, rec)| match b.with_binding(|b| server.open_request(b, rec)) {
+                Ok(o) => ExpectV::ok(&o.plaintext),
+                Err(e) => ExpectV::err(&code(&e)),
+            },
+        )
         .collect()
 }
 
@@ -2432,11 +3039,11 @@ fn gen_records(hs: &HandshakeFile) -> RecordsFile {
         let main = run_scenario(
             &rk,
             "main",
-            "Header-mode and full-mode requests from the fresh session. Requests 4 and 5 are concurrent: the server opens 5 before 4 (accepted: both inside the replay window).",
+            "Header-mode and full-mode requests from the fresh session, every header-mode request sealed for https://api.example.com. Request 0 covers authorization and x-tenant (two x-tenant field lines, bound as \"acme, eu-west\"). Requests 4 and 5 are concurrent: the server opens 5 before 4 (accepted: both inside the replay window). Request 6 is a HEAD: no body either way, both records travel in sessioncert-record. Request 7 closes the session.",
             &cexp,
             &sexp,
             main_exchanges(),
-            vec![0, 1, 2, 3, 5, 4, 6],
+            vec![0, 1, 2, 3, 5, 4, 6, 7],
         );
         let rekey_start = client_export_at(&cexp, REKEY_INTERVAL - 2);
         let rekey = run_scenario(
@@ -2461,7 +3068,7 @@ fn gen_records(hs: &HandshakeFile) -> RecordsFile {
         let resp3 = unhx(&ex[3].response.record);
         let other_main_r0 = {
             let mut c = ClientSession::import(&unhx(&other.client_export)).unwrap();
-            c.seal_request(&b0.binding(), &unhx(&ex[0].request.plaintext))
+            b0.with_binding(|b| c.seal_request(b, &unhx(&ex[0].request.plaintext)))
                 .unwrap()
                 .0
         };
@@ -2471,24 +3078,18 @@ fn gen_records(hs: &HandshakeFile) -> RecordsFile {
         let ping = ping_binding();
         let pt0 = unhx(&ex[0].request.plaintext);
 
-        let with = |f: &dyn Fn(&mut String, &mut String, &mut String, &mut String)| -> ReqBindingV {
-            let ReqBindingV::Header {
-                mut method,
-                mut path,
-                mut query,
-                mut content_type,
-            } = b0.clone()
-            else {
-                unreachable!()
-            };
-            f(&mut method, &mut path, &mut query, &mut content_type);
-            ReqBindingV::Header {
-                method,
-                path,
-                query,
-                content_type,
-            }
+        let with = |f: &dyn Fn(&mut HeaderLineV)| -> ReqBindingV { b0.changed(f) };
+        let covered_as = |covered: &[(&str, &str)]| -> ReqBindingV {
+            b0.changed(|l| l.covered = fields(covered))
         };
+        // Request 0 covers authorization and x-tenant (two field lines, "acme, eu-west").
+        assert_eq!(
+            b0.line().covered,
+            fields(&[
+                ("authorization", "Bearer vec-access-token"),
+                ("x-tenant", "acme, eu-west"),
+            ])
+        );
         let full_endpoint_binding =
             ReqBindingV::header("POST", "/.well-known/sessioncert/full", "", "");
 
@@ -2504,32 +3105,32 @@ fn gen_records(hs: &HandshakeFile) -> RecordsFile {
             "method_changed",
             "Request 0 presented with method PUT instead of POST.",
             sexp.clone(),
-            vec![(with(&|m, _, _, _| *m = "PUT".into()), r0.clone())],
+            vec![(with(&|l| l.method = "PUT".into()), r0.clone())],
         ));
         sc.push((
             "method_case_changed",
             "Method \"post\": the method is bound byte for byte, as sent.",
             sexp.clone(),
-            vec![(with(&|m, _, _, _| *m = "post".into()), r0.clone())],
+            vec![(with(&|l| l.method = "post".into()), r0.clone())],
         ));
         sc.push((
             "path_changed",
             "Request 0 presented on path /api/notes/1.",
             sexp.clone(),
-            vec![(with(&|_, p, _, _| *p = "/api/notes/1".into()), r0.clone())],
+            vec![(with(&|l| l.path = "/api/notes/1".into()), r0.clone())],
         ));
         sc.push((
             "query_added",
             "Request 0 presented with query \"admin=1\".",
             sexp.clone(),
-            vec![(with(&|_, _, q, _| *q = "admin=1".into()), r0.clone())],
+            vec![(with(&|l| l.query = "admin=1".into()), r0.clone())],
         ));
         sc.push((
             "query_changed",
             "Request 1 presented with limit=6 instead of limit=5.",
             sexp.clone(),
             vec![(
-                ReqBindingV::header("GET", "/api/notes", "limit=6&tag=caf%C3%A9", ""),
+                b1.changed(|l| l.query = "limit=6&tag=caf%C3%A9".into()),
                 r1.clone(),
             )],
         ));
@@ -2538,7 +3139,10 @@ fn gen_records(hs: &HandshakeFile) -> RecordsFile {
             "Request 1 with its query moved into the path (path \"/api/notes?limit=5&tag=caf%C3%A9\", query \"\"): the fields are length-prefixed, so this is a different binding.",
             sexp.clone(),
             vec![(
-                ReqBindingV::header("GET", "/api/notes?limit=5&tag=caf%C3%A9", "", ""),
+                b1.changed(|l| {
+                    l.path = "/api/notes?limit=5&tag=caf%C3%A9".into();
+                    l.query.clear();
+                }),
                 r1.clone(),
             )],
         ));
@@ -2546,13 +3150,127 @@ fn gen_records(hs: &HandshakeFile) -> RecordsFile {
             "content_type_changed",
             "Request 0 presented with inner content type text/plain.",
             sexp.clone(),
-            vec![(with(&|_, _, _, c| *c = "text/plain".into()), r0.clone())],
+            vec![(with(&|l| l.content_type = "text/plain".into()), r0.clone())],
         ));
         sc.push((
             "content_type_dropped",
             "Request 0 presented without the sessioncert-content-type header (bound as \"\").",
             sexp.clone(),
-            vec![(with(&|_, _, _, c| c.clear()), r0.clone())],
+            vec![(with(&|l| l.content_type.clear()), r0.clone())],
+        ));
+        sc.push((
+            "target_scheme_changed",
+            "Request 0 (sealed for https://api.example.com) presented with sessioncert-target http://api.example.com: the target origin is bound, scheme included.",
+            sexp.clone(),
+            vec![(with(&|l| l.target = "http://api.example.com".into()), r0.clone())],
+        ));
+        sc.push((
+            "target_host_changed",
+            "Request 0 presented with sessioncert-target https://other.example.com (another host).",
+            sexp.clone(),
+            vec![(
+                with(&|l| l.target = "https://other.example.com".into()),
+                r0.clone(),
+            )],
+        ));
+        sc.push((
+            "target_default_port_written",
+            "Request 0 presented with sessioncert-target https://api.example.com:443: the same origin, but the bound bytes are the origin's serialization, which omits the default port.",
+            sexp.clone(),
+            vec![(with(&|l| l.target = "https://api.example.com:443".into()), r0.clone())],
+        ));
+        sc.push((
+            "covered_value_changed",
+            "Request 0 with its covered authorization header replaced (Bearer other-token).",
+            sexp.clone(),
+            vec![(
+                covered_as(&[
+                    ("authorization", "Bearer other-token"),
+                    ("x-tenant", "acme, eu-west"),
+                ]),
+                r0.clone(),
+            )],
+        ));
+        sc.push((
+            "covered_field_line_dropped",
+            "Request 0 with the second x-tenant field line (eu-west) removed in flight: the covered value becomes \"acme\".",
+            sexp.clone(),
+            vec![(
+                covered_as(&[
+                    ("authorization", "Bearer vec-access-token"),
+                    ("x-tenant", "acme"),
+                ]),
+                r0.clone(),
+            )],
+        ));
+        sc.push((
+            "covered_field_lines_reordered",
+            "Request 0 with its two x-tenant field lines swapped: the value becomes \"eu-west, acme\" (field lines are joined in order).",
+            sexp.clone(),
+            vec![(
+                covered_as(&[
+                    ("authorization", "Bearer vec-access-token"),
+                    ("x-tenant", "eu-west, acme"),
+                ]),
+                r0.clone(),
+            )],
+        ));
+        sc.push((
+            "covered_lines_joined_without_space",
+            "Request 0 with the x-tenant field lines joined as \"acme,eu-west\": the join is exactly \", \" (a proxy that merges the lines into one field line without the space breaks the request).",
+            sexp.clone(),
+            vec![(
+                covered_as(&[
+                    ("authorization", "Bearer vec-access-token"),
+                    ("x-tenant", "acme,eu-west"),
+                ]),
+                r0.clone(),
+            )],
+        ));
+        sc.push((
+            "covered_header_absent",
+            "Request 0 with both x-tenant field lines removed but the name still listed in sessioncert-covered: an absent header is bound as \"\".",
+            sexp.clone(),
+            vec![(
+                covered_as(&[("authorization", "Bearer vec-access-token"), ("x-tenant", "")]),
+                r0.clone(),
+            )],
+        ));
+        sc.push((
+            "covered_names_reordered",
+            "Request 0 with sessioncert-covered rewritten to \"x-tenant, authorization\" (same headers, other order).",
+            sexp.clone(),
+            vec![(
+                covered_as(&[
+                    ("x-tenant", "acme, eu-west"),
+                    ("authorization", "Bearer vec-access-token"),
+                ]),
+                r0.clone(),
+            )],
+        ));
+        sc.push((
+            "covered_header_dropped_from_list",
+            "Request 0 with x-tenant removed from sessioncert-covered (\"authorization\" only): covered_count 1 instead of 2.",
+            sexp.clone(),
+            vec![(
+                covered_as(&[("authorization", "Bearer vec-access-token")]),
+                r0.clone(),
+            )],
+        ));
+        sc.push((
+            "covered_list_dropped",
+            "Request 0 with the sessioncert-covered header removed: covered_count 0.",
+            sexp.clone(),
+            vec![(covered_as(&[]), r0.clone())],
+        ));
+        sc.push((
+            "covered_header_added",
+            "Request 1 (which covers nothing) presented with sessioncert-covered: authorization and an authorization header added in flight.",
+            sexp.clone(),
+            vec![(
+                b1.changed(|l| l.covered = fields(&[("authorization", "Bearer injected")])),
+                r1.clone(),
+            )],
         ));
         sc.push((
             "session_id_changed",
@@ -2737,8 +3455,8 @@ fn gen_records(hs: &HandshakeFile) -> RecordsFile {
             let o = &hs.cases[1 - ci];
             let mut s = ServerSession::import(&unhx(&o.server_export)).unwrap();
             let mut c = ClientSession::import(&unhx(&o.client_export)).unwrap();
-            let (rec, _) = c.seal_request(&b0.binding(), &pt0).unwrap();
-            let op = s.open_request(&b0.binding(), &rec).unwrap();
+            let (rec, _) = b0.with_binding(|b| c.seal_request(b, &pt0)).unwrap();
+            let op = b0.with_binding(|b| s.open_request(b, &rec)).unwrap();
             // Sealed under the other session, for *our* request 0's expectation.
             let mut e = op.expectation();
             e.request_tag = exp_of(0).request_tag;
@@ -2868,7 +3586,9 @@ fn gen_records(hs: &HandshakeFile) -> RecordsFile {
         let client_seal_cases = vec![{
             let mut c = ClientSession::import(&spent).unwrap();
             assert!(c.is_exhausted());
-            let err = c.seal_request(&ping.binding(), b"ping").expect_err("spent");
+            let err = ping
+                .with_binding(|b| c.seal_request(b, b"ping"))
+                .expect_err("spent");
             ClientSealCaseV {
                 name: "message_budget_spent".into(),
                 description: "next_seq = 2^32 = MAX_MESSAGES: the client refuses to seal and must handshake again.".into(),
@@ -2878,6 +3598,212 @@ fn gen_records(hs: &HandshakeFile) -> RecordsFile {
                 error: code(&err),
             }
         }];
+
+        // ---- refusal tags (§14.1), after the main scenario -------------------------
+        let refusal_key: [u8; 32] = unhx_n(&case.keys.refusal_key);
+        let closed = ErrorCode::SessionClosed.as_str();
+        let expired = ErrorCode::SessionExpired.as_str();
+        // The main scenario ended with close (seq 7): the server's window holds 0..=7 and
+        // the client's next_seq is 8.
+        let ended = unhx(&main.server_export_end);
+        let client_end = unhx(&main.client_export_end);
+        let mut late_client = ClientSession::import(&client_end).unwrap();
+        let (late, late_exp) = b0
+            .with_binding(|b| late_client.seal_request(b, &pt0))
+            .unwrap();
+        assert_eq!(late_exp.seq, 8);
+        assert_eq!(main.exchanges.len(), 8);
+        // The same session had it opened seq 1100 before it ended.
+        let ended_moved = {
+            let mut s = ServerSession::import(&ended).unwrap();
+            ping.with_binding(|b| s.open_request(b, &r1100)).unwrap();
+            s.export().to_vec()
+        };
+        // (name, description, server export when the session ended, record, code)
+        type TagCase<'a> = (&'a str, &'a str, &'a [u8], Vec<u8>, &'a str);
+        let mut rt: Vec<TagCase> = Vec::new();
+        rt.push((
+            "fresh_seq_session_closed",
+            "The client sealed POST /api/notes (request 0's binding and plaintext) at seq 8, its next_seq after the main scenario; it reached the server after the close. Seq 8 is above the window: never accepted, so the session_closed refusal carries a tag.",
+            &ended,
+            late.clone(),
+            closed,
+        ));
+        rt.push((
+            "fresh_seq_session_expired",
+            "The same request refused with session_expired: the code is in the tag.",
+            &ended,
+            late.clone(),
+            expired,
+        ));
+        rt.push((
+            "accepted_seq",
+            "Request 0 of the main scenario (seq 0) presented again after the close: the window accepted seq 0 (it ran), so no tag.",
+            &ended,
+            r0.clone(),
+            closed,
+        ));
+        rt.push((
+            "code_rejected",
+            "The seq-8 request refused with rejected: only session_expired and session_closed may carry a tag.",
+            &ended,
+            late.clone(),
+            ErrorCode::Rejected.as_str(),
+        ));
+        rt.push((
+            "code_unavailable",
+            "The seq-8 request refused with unavailable: not an end of the session, no tag.",
+            &ended,
+            late.clone(),
+            ErrorCode::Unavailable.as_str(),
+        ));
+        rt.push((
+            "record_too_short",
+            "The first 24 bytes of the seq-8 request: the record header does not parse, no tag.",
+            &ended,
+            late[..24].to_vec(),
+            closed,
+        ));
+        rt.push((
+            "inside_window_unmarked",
+            "The session had opened seq 1100 before it ended (highest 1100). Seq 77 = 1100 - 1023, the oldest number inside the window, was never accepted: tagged.",
+            &ended_moved,
+            r77.clone(),
+            closed,
+        ));
+        rt.push((
+            "below_window_edge",
+            "Same session: seq 76 is below the window. It was never accepted, but the window cannot prove it: no tag.",
+            &ended_moved,
+            r76.clone(),
+            closed,
+        ));
+        rt.push((
+            "below_window",
+            "Same session: the seq-8 request that was tagged above gets no tag once the window has moved past it.",
+            &ended_moved,
+            late.clone(),
+            closed,
+        ));
+        let refusal_tag_cases: Vec<RefusalTagCaseV> = rt
+            .into_iter()
+            .map(|(name, description, export, record, code)| {
+                let tag = run_refusal_tag(export, &record, code);
+                assert_eq!(
+                    tag,
+                    reference_refusal_tag(export, &refusal_key, &rk.sid, &record, code),
+                    "{name}"
+                );
+                let seq = u64::from_be_bytes(record[1..9].try_into().unwrap());
+                RefusalTagCaseV {
+                    name: name.into(),
+                    description: description.into(),
+                    server_export: hx(export),
+                    record: hx(&record),
+                    code: code.into(),
+                    tag_input: tag.map(|_| hx(&reference::refusal_tag_input(&rk.sid, seq, code))),
+                    tag: tag.map(|t| hx(&t)),
+                    tag_base64url: tag.map(|t| b64(&t)),
+                }
+            })
+            .collect();
+        let tag_of = |name: &str| -> Vec<u8> {
+            let c = refusal_tag_cases.iter().find(|c| c.name == name).unwrap();
+            unhx(c.tag.as_ref().unwrap())
+        };
+        let tag_closed = tag_of("fresh_seq_session_closed");
+        let tag_expired = tag_of("fresh_seq_session_expired");
+        let tag_77 = tag_of("inside_window_unmarked");
+        let other_tag = {
+            let mut c =
+                ClientSession::import(&client_export_at(&unhx(&other.client_export), 8)).unwrap();
+            let (rec, _) = b0.with_binding(|b| c.seal_request(b, &pt0)).unwrap();
+            run_refusal_tag(&unhx(&other.server_export), &rec, closed).unwrap()
+        };
+        let mut rv: Vec<(&str, &str, u64, &str, Vec<u8>)> = Vec::new();
+        rv.push((
+            "right_tag_session_closed",
+            "The tag of fresh_seq_session_closed, for the request the client sent at seq 8: verified (the request did not run and never will).",
+            8,
+            closed,
+            tag_closed.clone(),
+        ));
+        rv.push((
+            "right_tag_session_expired",
+            "The tag of fresh_seq_session_expired with code session_expired: verified.",
+            8,
+            expired,
+            tag_expired.clone(),
+        ));
+        rv.push((
+            "right_tag_inside_window",
+            "The tag of inside_window_unmarked for the request sent at seq 77: verified.",
+            77,
+            closed,
+            tag_77,
+        ));
+        rv.push((
+            "tag_for_another_seq",
+            "The seq-8 session_closed tag checked for a request sent at seq 9.",
+            9,
+            closed,
+            tag_closed.clone(),
+        ));
+        rv.push((
+            "tag_for_another_code",
+            "The seq-8 session_closed tag presented with code session_expired.",
+            8,
+            expired,
+            tag_closed.clone(),
+        ));
+        rv.push((
+            "tag_of_another_session",
+            "The other suite's session's session_closed tag for its own seq 8.",
+            8,
+            closed,
+            other_tag.to_vec(),
+        ));
+        rv.push((
+            "flipped_tag",
+            "The seq-8 session_closed tag with its first byte XOR 0x01.",
+            8,
+            closed,
+            flip(&tag_closed, 0),
+        ));
+        rv.push((
+            "truncated_tag",
+            "The seq-8 session_closed tag without its last byte.",
+            8,
+            closed,
+            tag_closed[..31].to_vec(),
+        ));
+        rv.push((
+            "empty_tag",
+            "No tag (an empty sessioncert-refusal value).",
+            8,
+            closed,
+            Vec::new(),
+        ));
+        let refusal_verify_cases = rv
+            .into_iter()
+            .map(|(name, description, seq, code, tag)| {
+                let verified = run_refusal_verify(&client_end, seq, code, &tag);
+                assert_eq!(
+                    verified,
+                    tag == reference::refusal_tag(&refusal_key, &rk.sid, seq, code),
+                    "{name}"
+                );
+                RefusalVerifyCaseV {
+                    name: name.into(),
+                    description: description.into(),
+                    client_export: hx(&client_end),
+                    seq,
+                    code: code.into(),
+                    tag: hx(&tag),
+                    verified,
+                }
+            })
+            .collect();
 
         suites.push(RecordSuiteV {
             name: case.name.clone(),
@@ -2889,12 +3815,15 @@ fn gen_records(hs: &HandshakeFile) -> RecordsFile {
             s2c_iv: case.keys.s2c_iv.clone(),
             c2s_key_epoch1: case.keys.c2s_key_epoch1.clone(),
             s2c_key_epoch1: case.keys.s2c_key_epoch1.clone(),
+            refusal_key: case.keys.refusal_key.clone(),
             client_export: case.client_export.clone(),
             server_export: case.server_export.clone(),
             scenarios: vec![main, rekey],
             server_open_cases,
             client_open_cases,
             client_seal_cases,
+            refusal_tag_cases,
+            refusal_verify_cases,
         });
     }
     RecordsFile {
@@ -2906,6 +3835,10 @@ fn gen_records(hs: &HandshakeFile) -> RecordsFile {
             "server_open_cases: import server_export, open each step's record with its binding in order; expect is the plaintext or the ErrorCode wire name.",
             "client_open_cases: import client_export and open record as the response described by expectation and binding; error is the ErrorCode wire name.",
             "client_seal_cases: import client_export, seal plaintext with binding; error is the ErrorCode wire name.",
+            "refusal_tag_cases (PROTOCOL.md §14.1): import server_export, end the session, refuse record with code; tag is HMAC-SHA256(refusal_key, tag_input) with tag_input = \"sessioncert/1 refusal\" || session_id || u64 seq || u8 len(code) || code, or null where no tag may be issued; tag_base64url is the sessioncert-refusal header value.",
+            "refusal_verify_cases: import client_export; the client checks tag for the request it sent at seq and the code in sessioncert-error; verified = the tag proves that request did not run.",
+            "A header-mode request binding holds method, target (the origin, sessioncert-target), path, query, content_type and covered ([name, value] in sessioncert-covered order; a value joins the field lines of that name with \", \", \"\" when absent); headers lists the header fields it is read from, as they travel (PROTOCOL.md §8.2).",
+            "HEAD requests and their responses carry no body: record_base64url is the sessioncert-record header value that carries each record (PROTOCOL.md §13).",
             "In full mode, plaintext is the known-length Binary HTTP (RFC 9292) encoding of full.",
             "A header-mode response binding holds the real status (over HTTP, 204/205/304 travel as 200 plus a sessioncert-status header; PROTOCOL.md §13).",
         ]),

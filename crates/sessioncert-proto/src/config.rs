@@ -26,6 +26,14 @@ pub const HS_NOISE_NK_25519_AESGCM_SHA256: u16 = 0x0001;
 /// The Noise protocol name of [`HS_NOISE_NK_25519_AESGCM_SHA256`].
 pub const NOISE_NK_PARAMS: &str = "Noise_NK_25519_AESGCM_SHA256";
 
+/// Clock difference tolerated between client and server when checking a
+/// configuration's validity (5 minutes).
+pub const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
+/// Longest validity a client accepts for one signed configuration (7 days).
+pub const MAX_CONFIG_VALIDITY_MS: u64 = 7 * 24 * 3600 * 1000;
+/// The validity this implementation's servers give their configurations (24 h).
+pub const CONFIG_VALIDITY_MS: u64 = 24 * 3600 * 1000;
+
 /// A handshake key as published.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishedKey {
@@ -48,6 +56,8 @@ pub struct KeyConfig {
     pub identity: Pin,
     /// When it was issued, unix ms.
     pub issued_at_ms: u64,
+    /// The configuration is valid until then (unix ms); servers re-sign it as they run.
+    pub expires_at_ms: u64,
     /// Protocol versions, preferred first.
     pub versions: Vec<u16>,
     /// Record suite ids, preferred first.
@@ -64,6 +74,7 @@ impl KeyConfig {
         out.put_u8(CONFIG_FORMAT);
         out.extend_from_slice(&self.identity.0);
         out.put_u64(self.issued_at_ms);
+        out.put_u64(self.expires_at_ms);
         out.put_u16_list(&self.versions);
         out.put_u16_list(&self.record_suites);
         out.put_u8(self.keys.len() as u8);
@@ -85,6 +96,7 @@ impl KeyConfig {
         }
         let identity = Pin(r.array()?);
         let issued_at_ms = r.u64()?;
+        let expires_at_ms = r.u64()?;
         let versions = r.u16_list()?;
         let record_suites = r.u16_list()?;
         let n = r.u8()?;
@@ -102,6 +114,7 @@ impl KeyConfig {
         Ok(KeyConfig {
             identity,
             issued_at_ms,
+            expires_at_ms,
             versions,
             record_suites,
             keys,
@@ -120,6 +133,16 @@ impl KeyConfig {
                     && now_ms <= k.not_after_ms
             })
             .max_by_key(|k| (k.not_before_ms, k.key_id))
+    }
+
+    /// Whether the configuration is within its own validity at `now_ms` (PROTOCOL §5.3
+    /// rule 5): issued before it expires, valid for at most [`MAX_CONFIG_VALIDITY_MS`],
+    /// and `now` inside `[issued_at, expires_at]` give or take [`MAX_CLOCK_SKEW_MS`].
+    pub fn is_fresh(&self, now_ms: u64) -> bool {
+        self.issued_at_ms < self.expires_at_ms
+            && self.expires_at_ms - self.issued_at_ms <= MAX_CONFIG_VALIDITY_MS
+            && self.issued_at_ms <= now_ms.saturating_add(MAX_CLOCK_SKEW_MS)
+            && now_ms <= self.expires_at_ms.saturating_add(MAX_CLOCK_SKEW_MS)
     }
 
     /// Signs this configuration with `identity`, which must be the one it names.
@@ -194,6 +217,11 @@ impl SignedKeyConfig {
             }
         }
         verify(&cfg.identity, &signing_input(&self.config), &self.signature)?;
+        if !cfg.is_fresh(now_ms) {
+            return Err(ProtocolError::UntrustedConfig(
+                "stale configuration (outside its validity; check the clock)",
+            ));
+        }
         if cfg.current_key(now_ms).is_none() {
             return Err(ProtocolError::UntrustedConfig(
                 "no handshake key is valid now (check the clock)",
@@ -211,6 +239,7 @@ mod tests {
         KeyConfig {
             identity: id.pin(),
             issued_at_ms: 1_000,
+            expires_at_ms: 1_000 + CONFIG_VALIDITY_MS,
             versions: vec![VERSION_1],
             record_suites: vec![1, 2],
             keys: vec![
@@ -281,5 +310,33 @@ mod tests {
         let id = IdentityKey::from_seed(&[3; 32]);
         let other = IdentityKey::from_seed(&[4; 32]);
         assert!(sample(&id).sign(&other).is_err());
+    }
+
+    #[test]
+    fn configurations_are_fresh_only_inside_their_validity() {
+        let id = IdentityKey::from_seed(&[3; 32]);
+        let mut c = sample(&id);
+        let (issued, expires) = (c.issued_at_ms, c.expires_at_ms);
+        assert!(c.is_fresh(issued) && c.is_fresh(expires));
+        assert!(c.is_fresh(issued - MAX_CLOCK_SKEW_MS.min(issued)));
+        assert!(c.is_fresh(expires + MAX_CLOCK_SKEW_MS));
+        assert!(!c.is_fresh(expires + MAX_CLOCK_SKEW_MS + 1));
+        c.issued_at_ms = 10 * MAX_CLOCK_SKEW_MS;
+        c.expires_at_ms = c.issued_at_ms + CONFIG_VALIDITY_MS;
+        assert!(
+            !c.is_fresh(c.issued_at_ms - MAX_CLOCK_SKEW_MS - 1),
+            "issued in the future"
+        );
+        c.expires_at_ms = c.issued_at_ms;
+        assert!(!c.is_fresh(c.issued_at_ms), "expires when issued");
+        c.expires_at_ms = c.issued_at_ms + MAX_CONFIG_VALIDITY_MS + 1;
+        assert!(!c.is_fresh(c.issued_at_ms), "valid for too long");
+        // `verify` applies it, after the signature.
+        let s = sample(&id).sign(&id).unwrap();
+        assert!(s.verify(Trust::FirstUse, 2_000).is_ok());
+        assert!(matches!(
+            s.verify(Trust::FirstUse, expires + MAX_CLOCK_SKEW_MS + 1),
+            Err(ProtocolError::UntrustedConfig(m)) if m.starts_with("stale")
+        ));
     }
 }

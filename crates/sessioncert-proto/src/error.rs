@@ -29,6 +29,12 @@ pub enum ErrorCode {
     Rejected,
     /// The server failed internally (HTTP 500).
     Internal,
+    /// The server is shutting down or at a server-wide capacity limit; nothing was
+    /// executed. Retry after `retry-after` (HTTP 503).
+    Unavailable,
+    /// The request was sealed for an origin (scheme and authority) this server does not
+    /// answer to (HTTP 421).
+    Misdirected,
 }
 
 impl ErrorCode {
@@ -47,6 +53,8 @@ impl ErrorCode {
             ErrorCode::SessionClosed => "session_closed",
             ErrorCode::Rejected => "rejected",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Misdirected => "misdirected",
         }
     }
 
@@ -56,7 +64,7 @@ impl ErrorCode {
     }
 
     /// Every code, for docs and tests.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::Malformed,
         ErrorCode::TooLarge,
         ErrorCode::RateLimited,
@@ -69,6 +77,8 @@ impl ErrorCode {
         ErrorCode::SessionClosed,
         ErrorCode::Rejected,
         ErrorCode::Internal,
+        ErrorCode::Unavailable,
+        ErrorCode::Misdirected,
     ];
 
     /// The HTTP status this code is sent with.
@@ -78,6 +88,8 @@ impl ErrorCode {
             ErrorCode::RateLimited => 429,
             ErrorCode::UnknownSession | ErrorCode::SessionExpired | ErrorCode::SessionClosed => 401,
             ErrorCode::Internal => 500,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::Misdirected => 421,
             _ => 400,
         }
     }

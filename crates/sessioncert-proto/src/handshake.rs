@@ -7,21 +7,23 @@
 //!        ClientHello { versions, hs_suite, key_id, suites, Noise NK msg1: e, es }  ->
 //!                                          <-  ServerHello (Noise msg2: e, ee; payload:
 //!                                               version, suite, session id, lifetime)
-//!        session is MATCHING on the server
-//!   POST /.well-known/sessioncert/confirm
-//!        sessioncert-id + client_finished   ->  session is ESTABLISHED
+//!                                               + ticket (the server's pending state,
+//!                                               sealed under a key only it holds)
+//!   first sealed request + sessioncert-confirm: ticket || client_finished
+//!                                          ->  session is ESTABLISHED, request served
 //! ```
 //!
 //! Each step is its own type; a method consumes the state it leaves, so calling a step
 //! out of order does not compile:
 //! [`ClientHandshake`] → [`UnconfirmedClientSession`] → [`ClientSession`] on the client,
-//! [`respond`] → [`PendingServerSession`] → [`ServerSession`] on the server.
+//! [`respond`] → [`PendingServerSession`] (sealed into a ticket by the server, opened
+//! again from it) → [`ServerSession`] on the server.
 
 use crate::codec::{Reader, Writer};
 use crate::config::{KeyConfig, HS_NOISE_NK_25519_AESGCM_SHA256, NOISE_NK_PARAMS, VERSION_1};
 use crate::crypto::{self, AeadKey, KeySchedule, Suite, NONCE_LEN};
 use crate::identity::HandshakeKeyPair;
-use crate::session::{ClientSession, DirectionKeys, ServerSession};
+use crate::session::{ClientSession, DirectionKeys, RefusalKey, ServerSession};
 use crate::{ProtocolError, SessionId, SESSION_ID_LEN};
 use zeroize::Zeroizing;
 
@@ -38,6 +40,12 @@ const LABEL_C2S_IV: &[u8] = b"sessioncert/1 c2s iv";
 const LABEL_S2C_KEY: &[u8] = b"sessioncert/1 s2c key";
 const LABEL_S2C_IV: &[u8] = b"sessioncert/1 s2c iv";
 const LABEL_FINISHED: &[u8] = b"sessioncert/1 client finished";
+const LABEL_REFUSAL: &[u8] = b"sessioncert/1 refusal";
+
+/// Largest ticket a server may hand out (PROTOCOL §6.5).
+pub const MAX_TICKET_LEN: usize = 1024;
+/// How long a ticket may be confirmed after its handshake (PROTOCOL §6.8).
+pub const TICKET_LIFETIME_MS: u64 = 60_000;
 
 /// Largest handshake message accepted (Noise's own limit is 65,535 bytes).
 pub const MAX_HANDSHAKE_LEN: usize = 4096;
@@ -184,6 +192,7 @@ fn noise_builder(prologue: &[u8]) -> Result<snow::Builder<'_>, ProtocolError> {
 struct Derived {
     c2s: DirectionKeys,
     s2c: DirectionKeys,
+    refusal: RefusalKey,
     finished: Zeroizing<[u8; FINISHED_LEN]>,
 }
 
@@ -204,6 +213,7 @@ fn derive(hs: &mut snow::HandshakeState, suite: Suite) -> Derived {
     let c2s_iv = ks.expand::<NONCE_LEN>(LABEL_C2S_IV);
     let s2c_iv = ks.expand::<NONCE_LEN>(LABEL_S2C_IV);
     let finished_key = ks.expand::<32>(LABEL_FINISHED);
+    let refusal = RefusalKey::new(*ks.expand::<32>(LABEL_REFUSAL));
     let finished = Zeroizing::new(crypto::hmac_sha256(
         finished_key.as_ref(),
         &[LABEL_FINISHED, &h],
@@ -211,6 +221,7 @@ fn derive(hs: &mut snow::HandshakeState, suite: Suite) -> Derived {
     Derived {
         c2s: DirectionKeys::new(AeadKey::new(suite, &c2s_key), *c2s_iv),
         s2c: DirectionKeys::new(AeadKey::new(suite, &s2c_key), *s2c_iv),
+        refusal,
         finished,
     }
 }
@@ -318,7 +329,11 @@ impl ClientHandshake {
             return Err(ProtocolError::malformed("server hello"));
         }
         let noise_msg = r.bytes16()?;
+        let ticket = r.bytes16()?;
         r.finish()?;
+        if ticket.is_empty() || ticket.len() > MAX_TICKET_LEN {
+            return Err(ProtocolError::malformed("server hello"));
+        }
         let mut payload = vec![0u8; noise_msg.len()];
         let n = self
             .noise
@@ -334,8 +349,18 @@ impl ClientHandshake {
             return Err(ProtocolError::NoCommonSuite);
         }
         let d = derive(&mut self.noise, hello.suite);
-        let session =
-            ClientSession::new(hello.session_id, hello.version, hello.suite, d.c2s, d.s2c);
+        let mut confirmation = Zeroizing::new(Vec::with_capacity(2 + ticket.len() + 32));
+        confirmation.put_bytes16(ticket);
+        confirmation.extend_from_slice(d.finished.as_ref());
+        let session = ClientSession::new(
+            hello.session_id,
+            hello.version,
+            hello.suite,
+            d.c2s,
+            d.s2c,
+            d.refusal,
+            Some(confirmation),
+        );
         Ok((
             UnconfirmedClientSession {
                 session,
@@ -343,6 +368,36 @@ impl ClientHandshake {
             },
             hello,
         ))
+    }
+}
+
+/// A key confirmation as the server receives it (PROTOCOL §6.8):
+/// `bytes16(ticket) || client_finished[32]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Confirmation<'a> {
+    /// The ticket the server handed out in its hello.
+    pub ticket: &'a [u8],
+    /// The client's key confirmation.
+    pub client_finished: &'a [u8; FINISHED_LEN],
+}
+
+impl<'a> Confirmation<'a> {
+    /// Parses a confirmation exactly (`malformed` otherwise).
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, ProtocolError> {
+        let mut r = Reader::new(bytes, "confirmation");
+        let ticket = r.bytes16()?;
+        let finished = r.take(FINISHED_LEN)?;
+        r.finish()?;
+        if ticket.is_empty() || ticket.len() > MAX_TICKET_LEN {
+            return Err(ProtocolError::malformed("confirmation"));
+        }
+        let client_finished = finished
+            .try_into()
+            .map_err(|_| ProtocolError::malformed("confirmation"))?;
+        Ok(Confirmation {
+            ticket,
+            client_finished,
+        })
     }
 }
 
@@ -358,15 +413,29 @@ impl UnconfirmedClientSession {
         self.session.id()
     }
 
-    /// The body of `POST /.well-known/sessioncert/confirm`:
     /// `HMAC-SHA256(finished_key, "sessioncert/1 client finished" || h)`.
     pub fn client_finished(&self) -> &[u8; FINISHED_LEN] {
         &self.finished
     }
 
-    /// Call once the server answered the confirmation with success.
-    pub fn confirmed(self) -> ClientSession {
+    /// The confirmation to send: `bytes16(ticket) || client_finished` (PROTOCOL §6.8),
+    /// as the body of `/.well-known/sessioncert/confirm` or, base64url, in the
+    /// `sessioncert-confirm` header of requests.
+    pub fn confirmation(&self) -> &[u8] {
+        self.session.confirmation().unwrap_or_default()
+    }
+
+    /// The session, to seal requests at once: it keeps returning its confirmation
+    /// ([`ClientSession::confirmation`]) until a response of the session opens.
+    pub fn into_session(self) -> ClientSession {
         self.session
+    }
+
+    /// Call once the server answered a stand-alone confirmation with `204`.
+    pub fn confirmed(self) -> ClientSession {
+        let mut s = self.session;
+        s.mark_confirmed();
+        s
     }
 }
 
@@ -392,7 +461,8 @@ impl Default for ServerPolicy {
     }
 }
 
-/// A server session waiting for the client's key confirmation (state MATCHING).
+/// A server session waiting for the client's key confirmation. The server does not
+/// keep it: it travels sealed in the ticket and comes back with the confirmation.
 pub struct PendingServerSession {
     session: ServerSession,
     expected_finished: Zeroizing<[u8; FINISHED_LEN]>,
@@ -462,12 +532,28 @@ pub struct ConfirmFailed {
 
 /// The result of answering a client hello.
 pub struct ServerResponse {
-    /// The session to keep (MATCHING).
+    /// The pending session: the server seals its export into a ticket
+    /// ([`PendingServerSession::export`]) and keeps nothing.
     pub pending: PendingServerSession,
-    /// The server hello to send back.
-    pub message: Vec<u8>,
+    /// Noise message 2.
+    pub noise_message: Vec<u8>,
     /// What was agreed.
     pub hello: ServerHello,
+}
+
+impl ServerResponse {
+    /// The server hello to send back: `0x02 || bytes16(noise msg2) || bytes16(ticket)`.
+    /// The ticket must be 1 to [`MAX_TICKET_LEN`] bytes.
+    pub fn server_hello(&self, ticket: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+        if ticket.is_empty() || ticket.len() > MAX_TICKET_LEN {
+            return Err(ProtocolError::Crypto("ticket length"));
+        }
+        let mut message = Vec::with_capacity(5 + self.noise_message.len() + ticket.len());
+        message.put_u8(SERVER_HELLO);
+        message.put_bytes16(&self.noise_message);
+        message.put_bytes16(ticket);
+        Ok(message)
+    }
 }
 
 /// Answers a client hello with the handshake key it names.
@@ -558,15 +644,12 @@ fn respond_inner(
         .map_err(|_| ProtocolError::Crypto("noise write"))?;
     msg2.truncate(n);
     let d = derive(&mut noise, suite);
-    let mut message = Vec::with_capacity(3 + n);
-    message.put_u8(SERVER_HELLO);
-    message.put_bytes16(&msg2);
     Ok(ServerResponse {
         pending: PendingServerSession {
-            session: ServerSession::new(session_id, version, suite, d.c2s, d.s2c),
+            session: ServerSession::new(session_id, version, suite, d.c2s, d.s2c, d.refusal),
             expected_finished: d.finished,
         },
-        message,
+        noise_message: msg2,
         hello,
     })
 }
@@ -585,6 +668,7 @@ mod tests {
         let cfg = KeyConfig {
             identity: id.pin(),
             issued_at_ms: 0,
+            expires_at_ms: crate::config::CONFIG_VALIDITY_MS,
             versions: vec![VERSION_1],
             record_suites: Suite::ALL.iter().map(|s| s.id()).collect(),
             keys: vec![PublishedKey {
@@ -609,7 +693,9 @@ mod tests {
             1000,
         )
         .unwrap();
-        let (uc, sh) = c.read_server_hello(&resp.message).unwrap();
+        let (uc, sh) = c
+            .read_server_hello(&resp.server_hello(b"test ticket").unwrap())
+            .unwrap();
         assert_eq!(sh, resp.hello);
         let s = resp.pending.confirm(uc.client_finished()).unwrap();
         (uc.confirmed(), s)
@@ -711,7 +797,9 @@ mod tests {
             1000,
         )
         .unwrap();
-        assert!(c.read_server_hello(&resp2.message).is_err());
+        assert!(c
+            .read_server_hello(&resp2.server_hello(b"test ticket").unwrap())
+            .is_err());
     }
 
     #[test]
@@ -767,7 +855,9 @@ mod tests {
         )
         .unwrap();
         let restored = PendingServerSession::import(&resp.pending.export()).unwrap();
-        let (uc, _) = c.read_server_hello(&resp.message).unwrap();
+        let (uc, _) = c
+            .read_server_hello(&resp.server_hello(b"test ticket").unwrap())
+            .unwrap();
         assert!(restored.confirm(uc.client_finished()).is_ok());
     }
 
@@ -785,6 +875,97 @@ mod tests {
             let (c, _) = ClientHandshake::start(&cfg, ClientOffer::default(), 1000).unwrap();
             let _ = c.read_server_hello(&bytes);
             let _ = ServerHello::decode(&bytes);
+        }
+    }
+
+    #[test]
+    fn the_ticket_travels_in_the_hello_and_comes_back_in_the_confirmation() {
+        let (cfg, keys) = setup();
+        let (c, hello) = ClientHandshake::start(&cfg, ClientOffer::default(), 1000).unwrap();
+        let resp = respond(
+            &keys,
+            &ServerPolicy::default(),
+            &hello,
+            SessionId([9; 16]),
+            1000,
+        )
+        .unwrap();
+        // Ticket bounds on the server side.
+        assert!(resp.server_hello(b"").is_err());
+        assert!(resp.server_hello(&[7; MAX_TICKET_LEN + 1]).is_err());
+        let ticket = [0xAB; MAX_TICKET_LEN];
+        let msg = resp.server_hello(&ticket).unwrap();
+        // The client refuses a hello whose ticket framing is wrong.
+        for bad in [
+            {
+                let mut m = msg.clone();
+                m.push(0);
+                m
+            },
+            msg[..msg.len() - 1].to_vec(),
+        ] {
+            let (c2, _) = ClientHandshake::start(&cfg, ClientOffer::default(), 1000).unwrap();
+            assert!(matches!(
+                c2.read_server_hello(&bad),
+                Err(ProtocolError::Malformed { .. })
+            ));
+        }
+        let (uc, _) = c.read_server_hello(&msg).unwrap();
+        let conf = Confirmation::parse(uc.confirmation()).unwrap();
+        assert_eq!(conf.ticket, &ticket[..]);
+        assert_eq!(conf.client_finished, uc.client_finished());
+        // The pending session (what the ticket seals) accepts that finished value.
+        let pending = PendingServerSession::import(&resp.pending.export()).unwrap();
+        let mut s = pending.confirm(conf.client_finished).unwrap();
+        // A session used at once keeps sending the confirmation until a response opens.
+        let mut c = uc.into_session();
+        let line = RequestBinding::Header(crate::record::RequestLine {
+            method: "GET",
+            target: "https://api.example",
+            path: "/",
+            query: "",
+            content_type: "",
+            covered: &[],
+        });
+        let ok = ResponseBinding::Header {
+            status: 200,
+            content_type: "",
+        };
+        let (r1, e1) = c.seal_request(&line, b"").unwrap();
+        assert!(c.confirmation().is_some());
+        let o = s.open_request(&line, &r1).unwrap();
+        let resp1 = s.seal_response(&o.expectation(), &ok, b"hi").unwrap();
+        c.open_response(&e1, &ok, &resp1).unwrap();
+        assert!(c.confirmation().is_none());
+    }
+
+    #[test]
+    fn confirmations_parse_exactly() {
+        let good = {
+            let mut v = vec![0, 3, 1, 2, 3];
+            v.extend_from_slice(&[9; FINISHED_LEN]);
+            v
+        };
+        let c = Confirmation::parse(&good).unwrap();
+        assert_eq!(
+            (c.ticket, &c.client_finished[..]),
+            (&[1u8, 2, 3][..], &[9u8; 32][..])
+        );
+        let mut trailing = good.clone();
+        trailing.push(0);
+        let mut empty_ticket = vec![0, 0];
+        empty_ticket.extend_from_slice(&[9; FINISHED_LEN]);
+        for bad in [
+            &good[..good.len() - 1],
+            &trailing[..],
+            &empty_ticket[..],
+            &[][..],
+            &[0xff, 0xff][..],
+        ] {
+            assert!(matches!(
+                Confirmation::parse(bad),
+                Err(ProtocolError::Malformed { .. })
+            ));
         }
     }
 }

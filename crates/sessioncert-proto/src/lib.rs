@@ -24,13 +24,13 @@ pub use config::{KeyConfig, SignedKeyConfig, Trust};
 pub use crypto::Suite;
 pub use error::{ErrorCode, ProtocolError};
 pub use handshake::{
-    respond, ClientHandshake, ClientOffer, ConfirmFailed, PendingServerSession, ServerHello,
-    ServerPolicy, UnconfirmedClientSession,
+    respond, ClientHandshake, ClientOffer, ConfirmFailed, Confirmation, PendingServerSession,
+    ServerHello, ServerPolicy, UnconfirmedClientSession,
 };
 pub use identity::{HandshakeKeyPair, IdentityKey, Pin};
 pub use record::{RequestBinding, RequestLine, ResponseBinding};
 pub use session::{
-    ClientSession, OpenedInPlace, OpenedRequest, ResponseExpectation, ServerSession,
+    ClientSession, EndedSession, OpenedInPlace, OpenedRequest, ResponseExpectation, ServerSession,
 };
 pub use session_id::{MalformedSessionId, SessionId, SESSION_ID_LEN};
 pub use session_state::{SessionState, UnknownSessionState};
@@ -41,7 +41,7 @@ pub mod wire {
     pub const CONFIG_PATH: &str = "/.well-known/sessioncert/config";
     /// Path of the handshake (POST, client hello → server hello).
     pub const HANDSHAKE_PATH: &str = "/.well-known/sessioncert/handshake";
-    /// Path of the key confirmation (POST, client finished → 204).
+    /// Path of the stand-alone key confirmation (POST, confirmation → 204).
     pub const CONFIRM_PATH: &str = "/.well-known/sessioncert/confirm";
     /// Path of explicit session close (POST, sealed empty request → sealed empty response).
     pub const CLOSE_PATH: &str = "/.well-known/sessioncert/close";
@@ -57,6 +57,20 @@ pub mod wire {
     pub const STATUS_HEADER: &str = "sessioncert-status";
     /// Header carrying an error code on a refusal.
     pub const ERROR_HEADER: &str = "sessioncert-error";
+    /// Header carrying the key confirmation (unpadded base64url) on the first requests
+    /// of a session (PROTOCOL §6.8).
+    pub const CONFIRM_HEADER: &str = "sessioncert-confirm";
+    /// Header carrying a refusal's authentication tag (unpadded base64url, §14.1).
+    pub const REFUSAL_HEADER: &str = "sessioncert-refusal";
+    /// Header naming the origin a header-mode request is sealed for,
+    /// `scheme://authority` (PROTOCOL §8.2); bound in the associated data.
+    pub const TARGET_HEADER: &str = "sessioncert-target";
+    /// Header listing the request headers a header-mode request binds: lower-case names,
+    /// comma-separated (this implementation writes `", "`; PROTOCOL §8.2).
+    pub const COVERED_HEADER: &str = "sessioncert-covered";
+    /// Header carrying a record (unpadded base64url) where HTTP allows no body: the
+    /// request and the response of `HEAD` (PROTOCOL §13).
+    pub const RECORD_HEADER: &str = "sessioncert-record";
     /// Content type of sealed bodies.
     pub const SEALED_CONTENT_TYPE: &str = "application/sessioncert-sealed";
     /// Content type of handshake messages and the key configuration.

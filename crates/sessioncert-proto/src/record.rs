@@ -6,9 +6,9 @@
 //!
 //! The associated data binds everything an attacker could otherwise swap: the record
 //! type (so a header-mode record cannot pass as a full-mode one), the session id, the
-//! sequence number, the request's method, path, query and content type, and for a
-//! response also the request's tag, its status and content type — so a response only
-//! opens as the answer to the one request it was made for.
+//! sequence number, the request's method, target origin, path, query, content type and
+//! covered headers, and for a response also the request's tag, its status and content
+//! type — so a response only opens as the answer to the one request it was made for.
 
 use crate::codec::{Reader, Writer};
 use crate::crypto::TAG_LEN;
@@ -57,13 +57,22 @@ impl RecordType {
 pub struct RequestLine<'a> {
     /// HTTP method, as sent (e.g. `POST`).
     pub method: &'a str,
+    /// The origin the client meant to reach, `scheme://authority` as sent in the
+    /// `sessioncert-target` header (PROTOCOL §8.2), e.g. `https://api.example.com`.
+    pub target: &'a str,
     /// Path as sent on the wire (percent-encoding untouched), starting with `/`.
     pub path: &'a str,
     /// Query without the `?`; empty when there is none.
     pub query: &'a str,
     /// The inner content type (the `sessioncert-content-type` header); empty if none.
     pub content_type: &'a str,
+    /// Covered request headers, in the order the `sessioncert-covered` header names
+    /// them: lower-case name and the value (several field lines joined with `", "`).
+    pub covered: &'a [(&'a str, &'a str)],
 }
+
+/// Most request headers one request may cover.
+pub const MAX_COVERED_HEADERS: usize = 16;
 
 /// What a sealed request record is bound to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +84,17 @@ pub enum RequestBinding<'a> {
 }
 
 impl RequestBinding<'_> {
+    /// Refuses a binding no peer may send: more than [`MAX_COVERED_HEADERS`] covered
+    /// headers (`malformed`).
+    pub(crate) fn check(&self) -> Result<(), ProtocolError> {
+        match self {
+            RequestBinding::Header(l) if l.covered.len() > MAX_COVERED_HEADERS => {
+                Err(ProtocolError::malformed("covered headers"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub(crate) fn record_type(&self) -> RecordType {
         match self {
             RequestBinding::Header(_) => RecordType::Request,
@@ -117,9 +137,16 @@ pub(crate) fn request_ad(id: &SessionId, seq: u64, binding: &RequestBinding<'_>)
     ad.put_u64(seq);
     if let RequestBinding::Header(l) = binding {
         ad.put_bytes32(l.method.as_bytes());
+        ad.put_bytes32(l.target.as_bytes());
         ad.put_bytes32(l.path.as_bytes());
         ad.put_bytes32(l.query.as_bytes());
         ad.put_bytes32(l.content_type.as_bytes());
+        // `check` keeps the count within MAX_COVERED_HEADERS (16).
+        ad.put_u8(l.covered.len() as u8);
+        for (name, value) in l.covered {
+            ad.put_bytes32(name.as_bytes());
+            ad.put_bytes32(value.as_bytes());
+        }
     }
     ad
 }
@@ -211,9 +238,11 @@ mod tests {
             1,
             &RequestBinding::Header(RequestLine {
                 method: "GET",
+                target: "https://api.example",
                 path: "/ab",
                 query: "c",
                 content_type: "",
+                covered: &[],
             }),
         );
         let b = request_ad(
@@ -221,12 +250,46 @@ mod tests {
             1,
             &RequestBinding::Header(RequestLine {
                 method: "GET",
+                target: "https://api.example",
                 path: "/a",
                 query: "bc",
                 content_type: "",
+                covered: &[],
             }),
         );
         assert_ne!(a, b);
+        // Target, covered names and values are each bound and separated.
+        let line = |target, covered: &'static [(&'static str, &'static str)]| {
+            request_ad(
+                &id,
+                1,
+                &RequestBinding::Header(RequestLine {
+                    method: "GET",
+                    target,
+                    path: "/",
+                    query: "",
+                    content_type: "",
+                    covered,
+                }),
+            )
+        };
+        let base = line("https://a.example", &[]);
+        assert_ne!(base, line("http://a.example", &[]));
+        assert_ne!(base, line("https://b.example", &[]));
+        let auth = line("https://a.example", &[("authorization", "Bearer x")]);
+        assert_ne!(base, auth);
+        assert_ne!(
+            auth,
+            line("https://a.example", &[("authorization", "Bearer y")])
+        );
+        assert_ne!(
+            line("https://a.example", &[("a", "bc")]),
+            line("https://a.example", &[("ab", "c")])
+        );
+        assert_ne!(
+            line("https://a.example", &[("a", "1"), ("b", "2")]),
+            line("https://a.example", &[("b", "2"), ("a", "1")])
+        );
         assert_ne!(
             request_ad(&id, 1, &RequestBinding::Full),
             request_ad(&id, 2, &RequestBinding::Full)

@@ -19,7 +19,7 @@ use crate::record::{
     RECORD_HEADER_LEN,
 };
 use crate::replay::ReplayWindow;
-use crate::{ProtocolError, SessionId};
+use crate::{ErrorCode, ProtocolError, SessionId};
 use zeroize::Zeroizing;
 
 /// Messages per key epoch before both sides ratchet the key.
@@ -29,6 +29,10 @@ pub const REKEY_INTERVAL: u64 = 1 << 16;
 pub const MAX_MESSAGES: u64 = 1 << 32;
 
 pub(crate) const REKEY_LABEL: &[u8] = b"sessioncert/1 rekey";
+
+/// The last key epoch a session can reach: the one holding sequence number
+/// `MAX_MESSAGES - 1`.
+const MAX_EPOCH: u64 = (MAX_MESSAGES - 1) / REKEY_INTERVAL;
 
 /// The keys of one direction.
 pub(crate) struct DirectionKeys {
@@ -140,6 +144,11 @@ impl DirectionKeys {
 
     fn read(r: &mut Reader<'_>, suite: Suite) -> Result<Self, ProtocolError> {
         let epoch = r.u64()?;
+        // No sequence number below MAX_MESSAGES lies in a later epoch; a larger one is
+        // corrupt and would overflow `relation`'s `epoch + 1`.
+        if epoch > MAX_EPOCH {
+            return Err(ProtocolError::malformed("session export"));
+        }
         let current = AeadKey::new(suite, &Zeroizing::new(r.array::<KEY_LEN>()?));
         let previous = match r.u8()? {
             0 => None,
@@ -203,6 +212,51 @@ fn open_record(
     }
 }
 
+/// The label of a refusal tag (PROTOCOL §14.1).
+const REFUSAL_LABEL: &[u8] = b"sessioncert/1 refusal";
+
+/// The key that authenticates the server's refusals of requests that did not run
+/// (PROTOCOL §14.1). Both sides hold it for the life of the session.
+#[derive(Clone)]
+pub(crate) struct RefusalKey(Zeroizing<[u8; KEY_LEN]>);
+
+impl RefusalKey {
+    pub(crate) fn new(raw: [u8; KEY_LEN]) -> Self {
+        RefusalKey(Zeroizing::new(raw))
+    }
+
+    fn tag(&self, id: &SessionId, seq: u64, code: ErrorCode) -> [u8; 32] {
+        let name = code.as_str().as_bytes();
+        crate::crypto::hmac_sha256(
+            self.0.as_ref(),
+            &[
+                REFUSAL_LABEL,
+                id.as_bytes(),
+                &seq.to_be_bytes(),
+                &[name.len() as u8],
+                name,
+            ],
+        )
+    }
+
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.0.as_ref());
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, ProtocolError> {
+        Ok(RefusalKey(Zeroizing::new(r.array::<KEY_LEN>()?)))
+    }
+}
+
+/// Whether a refusal code may carry a tag: only the ends of a session, after which
+/// nothing in it ever runs again.
+const fn taggable(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::SessionExpired | ErrorCode::SessionClosed)
+}
+
+/// Longest confirmation a client keeps (PROTOCOL §6.8: a ticket of at most 1024 bytes).
+pub(crate) const MAX_CONFIRMATION_LEN: usize = 2 + 1024 + 32;
+
 const EXPORT_MAGIC: &[u8; 4] = b"SCSX";
 const EXPORT_FORMAT: u8 = 1;
 const ROLE_CLIENT: u8 = 1;
@@ -219,14 +273,21 @@ pub struct ResponseExpectation {
     pub full: bool,
 }
 
-/// The client side of an established session.
+/// The client side of a session.
+///
+/// Right after the handshake the server has not yet accepted the client's key
+/// confirmation: until a response of the session opens, [`ClientSession::confirmation`]
+/// returns the bytes to send with every request (PROTOCOL §6.8).
 pub struct ClientSession {
     id: SessionId,
     version: u16,
     suite: Suite,
     c2s: DirectionKeys,
     s2c: DirectionKeys,
+    refusal: RefusalKey,
     next_seq: u64,
+    /// The confirmation to send until the server is known to hold the session.
+    confirmation: Option<Zeroizing<Vec<u8>>>,
 }
 
 impl core::fmt::Debug for ClientSession {
@@ -235,6 +296,7 @@ impl core::fmt::Debug for ClientSession {
             .field("id", &self.id)
             .field("suite", &self.suite)
             .field("next_seq", &self.next_seq)
+            .field("confirmed", &self.confirmation.is_none())
             .finish_non_exhaustive()
     }
 }
@@ -246,6 +308,8 @@ impl ClientSession {
         suite: Suite,
         c2s: DirectionKeys,
         s2c: DirectionKeys,
+        refusal: RefusalKey,
+        confirmation: Option<Zeroizing<Vec<u8>>>,
     ) -> Self {
         ClientSession {
             id,
@@ -253,8 +317,31 @@ impl ClientSession {
             suite,
             c2s,
             s2c,
+            refusal,
             next_seq: 0,
+            confirmation,
         }
+    }
+
+    /// The key confirmation to send with requests (`sessioncert-confirm`, base64url) or
+    /// to `/.well-known/sessioncert/confirm`, as long as the server is not known to
+    /// hold the session; `None` once a response of the session has opened (or
+    /// [`ClientSession::mark_confirmed`] was called).
+    pub fn confirmation(&self) -> Option<&[u8]> {
+        self.confirmation.as_deref().map(|v| v.as_slice())
+    }
+
+    /// Records that the server accepted the confirmation (a stand-alone confirm was
+    /// answered `204`). Opening any response does this too.
+    pub fn mark_confirmed(&mut self) {
+        self.confirmation = None;
+    }
+
+    /// Checks a `sessioncert-refusal` tag (PROTOCOL §14.1) for the refusal `code` of
+    /// the request sealed with `seq`. `true` proves the request did not run and never
+    /// will, so it may be sent again in a new session whatever its method.
+    pub fn verify_refusal(&self, seq: u64, code: ErrorCode, tag: &[u8]) -> bool {
+        taggable(code) && crate::crypto::ct_eq(&self.refusal.tag(&self.id, seq, code), tag)
     }
 
     /// The session id to send in the `sessioncert-id` header.
@@ -289,6 +376,7 @@ impl ClientSession {
         binding: &RequestBinding<'_>,
         body: &[u8],
     ) -> Result<(Vec<u8>, ResponseExpectation), ProtocolError> {
+        binding.check()?;
         let seq = self.next_seq;
         if seq >= MAX_MESSAGES {
             return Err(ProtocolError::Exhausted);
@@ -316,7 +404,10 @@ impl ClientSession {
     ) -> Result<Vec<u8>, ProtocolError> {
         let h = self.check_response_header(expect, binding, record)?;
         let ad = response_ad(&self.id, h.seq, &expect.request_tag, binding);
-        open_record(&mut self.s2c, h.seq, &ad, record)
+        let plaintext = open_record(&mut self.s2c, h.seq, &ad, record)?;
+        // Only a server holding the session can seal a response in it.
+        self.confirmation = None;
+        Ok(plaintext)
     }
 
     /// As [`ClientSession::open_response`], decrypting inside `record` instead of
@@ -330,7 +421,9 @@ impl ClientSession {
     ) -> Result<core::ops::Range<usize>, ProtocolError> {
         let h = self.check_response_header(expect, binding, record)?;
         let ad = response_ad(&self.id, h.seq, &expect.request_tag, binding);
-        open_record_in_place(&mut self.s2c, h.seq, &ad, record)
+        let range = open_record_in_place(&mut self.s2c, h.seq, &ad, record)?;
+        self.confirmation = None;
+        Ok(range)
     }
 
     fn check_response_header(
@@ -362,7 +455,9 @@ impl ClientSession {
         out.extend_from_slice(self.id.as_bytes());
         self.c2s.encode_into(&mut out);
         self.s2c.encode_into(&mut out);
+        self.refusal.encode_into(&mut out);
         out.put_u64(self.next_seq);
+        out.put_bytes16(self.confirmation().unwrap_or_default());
         out
     }
 
@@ -372,15 +467,22 @@ impl ClientSession {
         let (version, suite, id) = read_export_head(&mut r, ROLE_CLIENT)?;
         let c2s = DirectionKeys::read(&mut r, suite)?;
         let s2c = DirectionKeys::read(&mut r, suite)?;
+        let refusal = RefusalKey::read(&mut r)?;
         let next_seq = r.u64()?;
+        let confirmation = r.bytes16()?;
         r.finish()?;
+        if confirmation.len() > MAX_CONFIRMATION_LEN {
+            return Err(ProtocolError::malformed("session export"));
+        }
         Ok(ClientSession {
             id,
             version,
             suite,
             c2s,
             s2c,
+            refusal,
             next_seq,
+            confirmation: (!confirmation.is_empty()).then(|| Zeroizing::new(confirmation.to_vec())),
         })
     }
 }
@@ -464,6 +566,7 @@ pub struct ServerSession {
     suite: Suite,
     c2s: DirectionKeys,
     s2c: DirectionKeys,
+    refusal: RefusalKey,
     window: ReplayWindow,
 }
 
@@ -484,6 +587,7 @@ impl ServerSession {
         suite: Suite,
         c2s: DirectionKeys,
         s2c: DirectionKeys,
+        refusal: RefusalKey,
     ) -> Self {
         ServerSession {
             id,
@@ -491,8 +595,25 @@ impl ServerSession {
             suite,
             c2s,
             s2c,
+            refusal,
             window: ReplayWindow::new(),
         }
+    }
+
+    /// Ends the session: the traffic keys are dropped; what remains can only refuse
+    /// requests, with a tag where PROTOCOL §14.1 allows one.
+    pub fn end(self) -> EndedSession {
+        EndedSession {
+            id: self.id,
+            refusal: self.refusal,
+            window: self.window,
+        }
+    }
+
+    /// The refusal tag for a request of this (still live) session that is refused
+    /// because the session just ended; see [`EndedSession::refusal_tag`].
+    pub fn refusal_tag(&self, record: &[u8], code: ErrorCode) -> Option<[u8; 32]> {
+        refusal_tag(&self.id, &self.refusal, &self.window, record, code)
     }
 
     /// The session id.
@@ -550,6 +671,7 @@ impl ServerSession {
         binding: &RequestBinding<'_>,
         record: &mut [u8],
     ) -> Result<OpenedInPlace, ProtocolError> {
+        binding.check()?;
         let h = RecordHeader::parse(record)?;
         if h.record_type != binding.record_type() {
             return Err(ProtocolError::BadSeal);
@@ -595,6 +717,7 @@ impl ServerSession {
         out.extend_from_slice(self.id.as_bytes());
         self.c2s.encode_into(&mut out);
         self.s2c.encode_into(&mut out);
+        self.refusal.encode_into(&mut out);
         self.window.encode_into(&mut out);
         out
     }
@@ -611,6 +734,7 @@ impl ServerSession {
         let (version, suite, id) = read_export_head(r, ROLE_SERVER)?;
         let c2s = DirectionKeys::read(r, suite)?;
         let s2c = DirectionKeys::read(r, suite)?;
+        let refusal = RefusalKey::read(r)?;
         let window = ReplayWindow::read(r)?;
         Ok(ServerSession {
             id,
@@ -618,9 +742,59 @@ impl ServerSession {
             suite,
             c2s,
             s2c,
+            refusal,
             window,
         })
     }
+}
+
+/// What the server keeps of an ended session (a tombstone): its id, its refusal key
+/// and its final replay window — no traffic key. Nothing ever runs in it again.
+pub struct EndedSession {
+    id: SessionId,
+    refusal: RefusalKey,
+    window: ReplayWindow,
+}
+
+impl core::fmt::Debug for EndedSession {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("EndedSession")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EndedSession {
+    /// The session id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The `sessioncert-refusal` tag for refusing `record` with `code` (PROTOCOL §14.1):
+    /// `Some` only for `session_expired`/`session_closed` and a record whose header
+    /// parses and whose `seq` this session never accepted (above the window, or inside
+    /// it and unmarked). A `seq` below the window may have run long ago: no tag.
+    pub fn refusal_tag(&self, record: &[u8], code: ErrorCode) -> Option<[u8; 32]> {
+        refusal_tag(&self.id, &self.refusal, &self.window, record, code)
+    }
+}
+
+fn refusal_tag(
+    id: &SessionId,
+    key: &RefusalKey,
+    window: &ReplayWindow,
+    record: &[u8],
+    code: ErrorCode,
+) -> Option<[u8; 32]> {
+    if !taggable(code) {
+        return None;
+    }
+    let h = RecordHeader::parse(record).ok()?;
+    if !matches!(h.record_type, RecordType::Request | RecordType::FullRequest) {
+        return None;
+    }
+    window.check(h.seq).ok()?;
+    Some(key.tag(id, h.seq, code))
 }
 
 #[cfg(test)]
@@ -638,6 +812,8 @@ pub(crate) mod tests {
             suite,
             DirectionKeys::new(k1.clone(), [3; 12]),
             DirectionKeys::new(k2.clone(), [4; 12]),
+            RefusalKey::new([6; 32]),
+            None,
         );
         let s = ServerSession::new(
             id,
@@ -645,6 +821,7 @@ pub(crate) mod tests {
             suite,
             DirectionKeys::new(k1, [3; 12]),
             DirectionKeys::new(k2, [4; 12]),
+            RefusalKey::new([6; 32]),
         );
         (c, s)
     }
@@ -652,9 +829,11 @@ pub(crate) mod tests {
     fn line() -> RequestBinding<'static> {
         RequestBinding::Header(RequestLine {
             method: "POST",
+            target: "https://api.example",
             path: "/apiTest",
             query: "",
             content_type: "application/json",
+            covered: &[],
         })
     }
 
@@ -731,6 +910,39 @@ pub(crate) mod tests {
         assert!(ClientSession::import(&e[..e.len() - 1]).is_err());
     }
 
+    /// Found by `fuzz/` (`session_export`): an export whose epoch is `u64::MAX` imported,
+    /// and the next seal or open overflowed `epoch + 1` (a panic in debug builds, a
+    /// wrapped epoch in release).
+    #[test]
+    fn import_refuses_an_epoch_past_the_message_budget() {
+        let (c, s) = pair(Suite::Aes256Gcm);
+        // Epoch fields: c2s right after the 28-byte head, s2c after c2s's 8 + 32 + 1 + 12.
+        let c2s_epoch = 4 + 1 + 1 + 2 + 2 + 16;
+        let s2c_epoch = c2s_epoch + 8 + KEY_LEN + 1 + NONCE_LEN;
+        for at in [c2s_epoch, s2c_epoch] {
+            for (epoch, ok) in [(MAX_EPOCH, true), (MAX_EPOCH + 1, false), (u64::MAX, false)] {
+                let mut e = s.export();
+                e[at..at + 8].copy_from_slice(&epoch.to_be_bytes());
+                let imported = ServerSession::import(&e);
+                assert_eq!(imported.is_ok(), ok, "server, epoch {epoch} at {at}");
+                if let Ok(mut s2) = imported {
+                    // Usable without panicking: old-epoch records are refused.
+                    let (mut c2, _) = pair(Suite::Aes256Gcm);
+                    let (rec, exp) = c2.seal_request(&line(), b"x").unwrap();
+                    let _ = s2.open_request(&line(), &rec);
+                    let _ = s2.seal_response(&exp, &OK, b"y");
+                }
+                let mut e = c.export();
+                e[at..at + 8].copy_from_slice(&epoch.to_be_bytes());
+                assert_eq!(
+                    ClientSession::import(&e).is_ok(),
+                    ok,
+                    "client, epoch {epoch} at {at}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn in_place_and_copying_opens_agree() {
         let (mut c, mut s) = pair(Suite::Aes256Gcm);
@@ -760,5 +972,89 @@ pub(crate) mod tests {
             c.seal_request(&line(), b"x"),
             Err(ProtocolError::Exhausted)
         ));
+    }
+
+    #[test]
+    fn refusal_tags_prove_only_that_a_never_accepted_request_will_never_run() {
+        let (mut c, mut s) = pair(Suite::Aes256Gcm);
+        let mut records = Vec::new();
+        for _ in 0..3 {
+            records.push(c.seal_request(&line(), b"x").unwrap().0);
+        }
+        // seq 0 and 2 run; seq 1 is delayed.
+        s.open_request(&line(), &records[0]).unwrap();
+        s.open_request(&line(), &records[2]).unwrap();
+        let ended = s.end();
+        let closed = ErrorCode::SessionClosed;
+        // Accepted requests never get a tag: they ran.
+        for seq in [0usize, 2] {
+            assert!(
+                ended.refusal_tag(&records[seq], closed).is_none(),
+                "seq {seq}"
+            );
+        }
+        // Seq 1 never ran and never will: tagged, and the client can check it.
+        let tag = ended.refusal_tag(&records[1], closed).unwrap();
+        assert!(c.verify_refusal(1, closed, &tag));
+        // Bound to seq, code and session.
+        assert!(!c.verify_refusal(0, closed, &tag));
+        assert!(!c.verify_refusal(1, ErrorCode::SessionExpired, &tag));
+        assert!(!c.verify_refusal(1, closed, &tag[..31]));
+        let (other, _) = {
+            let (mut c2, s2) = pair(Suite::Aes256Gcm);
+            c2.id = SessionId([6; 16]);
+            (c2, s2)
+        };
+        assert!(!other.verify_refusal(1, closed, &tag));
+        // Codes that do not end the session never carry a tag, on either side.
+        assert!(ended
+            .refusal_tag(&records[1], ErrorCode::Rejected)
+            .is_none());
+        assert!(!c.verify_refusal(1, ErrorCode::Rejected, &tag));
+        // A future seq is tagged too; an unparseable record or a response record is not.
+        let (future, _) = c.seal_request(&line(), b"y").unwrap();
+        assert!(ended
+            .refusal_tag(&future, ErrorCode::SessionExpired)
+            .is_some());
+        assert!(ended.refusal_tag(&future[..5], closed).is_none());
+        let mut response_typed = future.clone();
+        response_typed[0] = 0x81;
+        assert!(ended.refusal_tag(&response_typed, closed).is_none());
+    }
+
+    #[test]
+    fn a_seq_below_the_window_gets_no_refusal_tag() {
+        let (mut c, mut s) = pair(Suite::Aes256Gcm);
+        let (old, _) = c.seal_request(&line(), b"old").unwrap();
+        for _ in 0..1100 {
+            let (r, _) = c.seal_request(&line(), b"x").unwrap();
+            s.open_request(&line(), &r).unwrap();
+        }
+        // seq 0 never opened, but it is too old for the window to know: no proof.
+        let ended = s.end();
+        assert!(ended.refusal_tag(&old, ErrorCode::SessionClosed).is_none());
+    }
+
+    #[test]
+    fn client_export_keeps_the_refusal_key_and_a_pending_confirmation() {
+        let (mut c, mut s) = pair(Suite::ChaCha20Poly1305);
+        c.confirmation = Some(Zeroizing::new(vec![0, 1, 7, 1, 2, 3]));
+        let c2 = ClientSession::import(&c.export()).unwrap();
+        assert_eq!(c2.confirmation(), Some(&[0u8, 1, 7, 1, 2, 3][..]));
+        let (rec, exp) = c.seal_request(&line(), b"q").unwrap();
+        let opened = s.open_request(&line(), &rec).unwrap();
+        let resp = s.seal_response(&opened.expectation(), &OK, b"a").unwrap();
+        c.open_response(&exp, &OK, &resp).unwrap();
+        assert_eq!(
+            c.confirmation(),
+            None,
+            "a response proves the server holds it"
+        );
+        let c3 = ClientSession::import(&c.export()).unwrap();
+        assert_eq!(c3.confirmation(), None);
+        let ended = s.end();
+        let (late, _) = c.seal_request(&line(), b"z").unwrap();
+        let tag = ended.refusal_tag(&late, ErrorCode::SessionClosed).unwrap();
+        assert!(c3.verify_refusal(1, ErrorCode::SessionClosed, &tag));
     }
 }

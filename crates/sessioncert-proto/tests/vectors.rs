@@ -15,12 +15,14 @@ mod gen_vectors;
 
 use gen_vectors::*;
 use serde::de::DeserializeOwned;
-use sessioncert_proto::config::CONFIG_SIGNING_LABEL;
+use sessioncert_proto::config::{CONFIG_SIGNING_LABEL, MAX_CLOCK_SKEW_MS, MAX_CONFIG_VALIDITY_MS};
 use sessioncert_proto::full::{FullRequest, FullResponse};
-use sessioncert_proto::handshake::{parse_client_hello, respond_with_ephemeral_for_vectors};
+use sessioncert_proto::handshake::{
+    parse_client_hello, respond_with_ephemeral_for_vectors, MAX_TICKET_LEN,
+};
 use sessioncert_proto::{
-    ClientSession, ErrorCode, HandshakeKeyPair, IdentityKey, KeyConfig, PendingServerSession, Pin,
-    ServerSession, SessionId, SignedKeyConfig,
+    ClientSession, Confirmation, ErrorCode, HandshakeKeyPair, IdentityKey, KeyConfig,
+    PendingServerSession, Pin, ServerSession, SessionId, SignedKeyConfig,
 };
 use std::path::PathBuf;
 
@@ -105,6 +107,12 @@ fn key_config_vectors() {
     check_identity(&f.identity);
     check_identity(&f.other_identity);
     assert_eq!(f.signing_label.as_bytes(), CONFIG_SIGNING_LABEL);
+    assert_eq!(f.max_clock_skew_ms, MAX_CLOCK_SKEW_MS);
+    assert_eq!(f.max_config_validity_ms, MAX_CONFIG_VALIDITY_MS);
+    assert_eq!(
+        (f.max_clock_skew_ms, f.max_config_validity_ms),
+        (300_000, 604_800_000)
+    );
     let keys: Vec<_> = f.handshake_keys.iter().map(check_handshake_key).collect();
 
     // Encoding of the fields.
@@ -136,6 +144,17 @@ fn key_config_vectors() {
     assert_eq!(&served[..2], &[0, 1]);
     assert_eq!(hx(&served[2..66]), f.signature);
     assert_eq!(hx(&served[66..]), f.config_encoded);
+    // The layout of §5.1 by hand: magic, format, identity, issued_at_ms, expires_at_ms.
+    let enc = unhx(&f.config_encoded);
+    assert_eq!(&enc[..5], b"SCKC\x01");
+    assert_eq!(hx(&enc[5..37]), f.identity.public);
+    assert_eq!(&enc[37..45], &f.config.issued_at_ms.to_be_bytes());
+    assert_eq!(&enc[45..53], &f.config.expires_at_ms.to_be_bytes());
+    assert!(reference::config_fresh(
+        f.config.issued_at_ms,
+        f.config.expires_at_ms,
+        NOW_MS
+    ));
 
     for c in &f.current_key {
         assert_eq!(
@@ -154,6 +173,69 @@ fn key_config_vectors() {
         let err = decode_and_verify(&unhx(&c.signed_config), parse_trust(&c.trust), c.now_ms)
             .expect_err(&c.name);
         assert_code(&c.name, &code(&err), &c.error);
+    }
+    // Freshness (§5.3 rule 5) by the reference, from the layout: every case whose
+    // configuration is long enough to hold both times is fresh, except the stale_ ones.
+    for (name, served, now) in f
+        .verify_ok
+        .iter()
+        .map(|c| (&c.name, &c.signed_config, c.now_ms))
+        .chain(
+            f.verify_fail
+                .iter()
+                .map(|c| (&c.name, &c.signed_config, c.now_ms)),
+        )
+    {
+        let b = unhx(served);
+        if b.len() < 66 + 53 {
+            continue;
+        }
+        let at = |i: usize| u64::from_be_bytes(b[66 + i..66 + i + 8].try_into().unwrap());
+        let fresh = reference::config_fresh(at(37), at(45), now);
+        assert_eq!(fresh, !name.starts_with("stale_"), "{name}: freshness");
+    }
+    let fail = |name: &str| {
+        let c = f.verify_fail.iter().find(|c| c.name == name);
+        let c = c.unwrap_or_else(|| panic!("no verify_fail case {name}"));
+        assert_eq!(c.error, "handshake_failed", "{name}");
+        SignedKeyConfig::decode(&unhx(&c.signed_config)).unwrap()
+    };
+    for name in [
+        "stale_expired_beyond_skew",
+        "stale_issued_in_future_beyond_skew",
+        "stale_validity_over_7_days",
+        "stale_expires_at_issue",
+        "stale_expires_before_issue",
+    ] {
+        fail(name);
+    }
+    // Strict Ed25519 (§5.3), independently of the crate: what a lax verifier accepts.
+    {
+        use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+        let small = fail("small_order_identity");
+        let identity = ed25519_identity_encoding();
+        assert_eq!(hx(&small.config[5..37]), hx(&identity));
+        assert_eq!(&small.signature[..32], &identity[..]);
+        assert_eq!(&small.signature[32..], &[0u8; 32][..]);
+        let vk = VerifyingKey::from_bytes(&identity).unwrap();
+        let sig = Signature::from_bytes(&small.signature);
+        for msg in [
+            [CONFIG_SIGNING_LABEL, &small.config].concat(),
+            b"any other message".to_vec(),
+        ] {
+            assert!(vk.verify(&msg, &sig).is_ok(), "a lax verifier accepts it");
+            assert!(vk.verify_strict(&msg, &sig).is_err());
+        }
+        let nc = fail("non_canonical_s");
+        assert_eq!(hx(&nc.config), f.config_encoded);
+        assert_eq!(hx(&nc.signature[..32]), f.signature[..64]);
+        let s: [u8; 32] = unhx_n::<64>(&f.signature)[32..].try_into().unwrap();
+        assert_eq!(&nc.signature[32..], &add_le(&s, &ED25519_L)[..]);
+        assert!(nc.signature[63] >= 0x10, "S + L >= 2^252 > L");
+        let vk = VerifyingKey::from_bytes(&unhx_n(&f.identity.public)).unwrap();
+        assert!(vk
+            .verify_strict(&signing_input, &Signature::from_bytes(&nc.signature))
+            .is_err());
     }
     for p in &f.invalid_pins {
         assert!(p.text.parse::<Pin>().is_err(), "{} ({})", p.text, p.reason);
@@ -212,7 +294,15 @@ fn handshake_vectors() {
         assert_eq!(header.key_id, c.key_id);
         let resp =
             respond_with_ephemeral_for_vectors(&keys, &policy, &hello, sid, c.now_ms, &se).unwrap();
-        assert_eq!(hx(&resp.message), c.server_hello, "{name}: server hello");
+        let ticket = unhx(&c.ticket);
+        assert!(!ticket.is_empty() && ticket.len() <= MAX_TICKET_LEN);
+        let server_hello_bytes = resp.server_hello(&ticket).unwrap();
+        assert_eq!(
+            hx(&server_hello_bytes),
+            c.server_hello,
+            "{name}: server hello"
+        );
+        assert_eq!(hx(&resp.noise_message), c.noise_msg2);
         let sh = &c.server_hello_fields;
         assert_eq!(resp.hello.version, sh.version);
         assert_eq!(resp.hello.suite.id(), sh.suite);
@@ -221,11 +311,36 @@ fn handshake_vectors() {
         assert_eq!(resp.hello.expires_at_ms, sh.expires_at_ms);
         assert_eq!(resp.hello.idle_timeout_ms, sh.idle_timeout_ms);
         assert_eq!(hx(&resp.pending.export()), c.server_pending_export);
-        let (uc, client_view) = ch.read_server_hello(&resp.message).unwrap();
+        let (uc, client_view) = ch.read_server_hello(&server_hello_bytes).unwrap();
         assert_eq!(client_view, resp.hello);
         assert_eq!(hx(uc.client_finished()), c.client_finished);
-        let server = resp.pending.confirm(uc.client_finished()).unwrap();
-        let client = uc.confirmed();
+        assert_eq!(
+            hx(uc.confirmation()),
+            c.confirmation,
+            "{name}: confirmation"
+        );
+        assert_eq!(b64(uc.confirmation()), c.confirmation_base64url);
+        // What the server receives: the header value decodes to the confirmation, which
+        // parses into the ticket and client_finished.
+        let received = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(&c.confirmation_base64url)
+                .unwrap()
+        };
+        let conf = Confirmation::parse(&received).unwrap();
+        assert_eq!(hx(conf.ticket), c.ticket);
+        assert_eq!(hx(conf.client_finished), c.client_finished);
+        let server = resp.pending.confirm(conf.client_finished).unwrap();
+        let unconfirmed = uc.into_session();
+        assert_eq!(
+            hx(&unconfirmed.export()),
+            c.client_export_unconfirmed,
+            "{name}: unconfirmed client export"
+        );
+        let mut client = ClientSession::import(&unhx(&c.client_export_unconfirmed)).unwrap();
+        assert_eq!(client.confirmation().map(hx), Some(c.confirmation.clone()));
+        client.mark_confirmed();
         assert_eq!(client.suite().id(), c.suite);
         assert_eq!(
             hx(&client.export()),
@@ -233,17 +348,20 @@ fn handshake_vectors() {
             "{name}: client export"
         );
         assert_eq!(
+            ClientSession::import(&unhx(&c.client_export))
+                .unwrap()
+                .confirmation(),
+            None
+        );
+        assert_eq!(
             hx(&server.export()),
             c.server_export,
             "{name}: server export"
         );
         // Exports import back to the same bytes.
-        assert_eq!(
-            hx(&ClientSession::import(&unhx(&c.client_export))
-                .unwrap()
-                .export()),
-            c.client_export
-        );
+        for e in [&c.client_export, &c.client_export_unconfirmed] {
+            assert_eq!(hx(&ClientSession::import(&unhx(e)).unwrap().export()), *e);
+        }
         assert_eq!(
             hx(&ServerSession::import(&unhx(&c.server_export))
                 .unwrap()
@@ -313,7 +431,10 @@ fn handshake_vectors() {
         );
         let server_hello = unhx(&c.server_hello);
         assert_eq!(server_hello[0], 0x02);
-        assert_eq!(hx(&server_hello[3..]), c.noise_msg2);
+        assert_eq!(
+            server_hello,
+            reference::server_hello(&nk.msg2, &unhx(&c.ticket))
+        );
         let ks = reference::schedule(&nk.h, &nk.k1, &nk.k2);
         let k = &c.keys;
         for (label, got, want) in [
@@ -323,6 +444,7 @@ fn handshake_vectors() {
             ("s2c_key", &ks.s2c_key[..], &k.s2c_key),
             ("s2c_iv", &ks.s2c_iv[..], &k.s2c_iv),
             ("finished_key", &ks.finished_key[..], &k.finished_key),
+            ("refusal_key", &ks.refusal_key[..], &k.refusal_key),
             (
                 "client_finished",
                 &ks.client_finished[..],
@@ -341,32 +463,64 @@ fn handshake_vectors() {
         ] {
             assert_eq!(&hx(got), want, "{name}: {label}");
         }
-        // The export layout of PROTOCOL.md.
+        let confirmation = reference::confirmation(&unhx(&c.ticket), &ks.client_finished);
+        assert_eq!(hx(&confirmation), c.confirmation);
+        // The export layout of PROTOCOL.md §12.
         let sid_bytes: [u8; 16] = unhx_n(&c.session_id);
-        let dirs = [
+        let keys_part = [
             reference::direction_export(0, &ks.c2s_key, None, &ks.c2s_iv),
             reference::direction_export(0, &ks.s2c_key, None, &ks.s2c_iv),
+            ks.refusal_key.to_vec(),
         ]
         .concat();
-        let client_export = [
-            reference::export_head(1, sh.version, c.suite, &sid_bytes),
-            dirs.clone(),
-            0u64.to_be_bytes().to_vec(),
-        ]
-        .concat();
-        assert_eq!(hx(&client_export), c.client_export);
+        for (pending, want) in [
+            (&confirmation[..], &c.client_export_unconfirmed),
+            (&[][..], &c.client_export),
+        ] {
+            let client_export = [
+                reference::export_head(1, sh.version, c.suite, &sid_bytes),
+                keys_part.clone(),
+                0u64.to_be_bytes().to_vec(),
+                reference::bytes16(pending),
+            ]
+            .concat();
+            assert_eq!(hx(&client_export), *want, "{name}: reference client export");
+        }
+        assert_eq!(unhx(&c.client_export).len(), 174);
+        assert_eq!(client_next_seq_offset(&unhx(&c.client_export)), 164);
         let server_export = [
             reference::export_head(2, sh.version, c.suite, &sid_bytes),
-            dirs,
+            keys_part,
             reference::window_state(&[]),
         ]
         .concat();
+        assert_eq!(server_export.len(), 300);
         assert_eq!(hx(&server_export), c.server_export);
         assert_eq!(
             hx(&[server_export, ks.client_finished.to_vec()].concat()),
             c.server_pending_export
         );
     }
+}
+
+/// The ticket may be 1 to 1024 bytes: the largest is accepted (the negative vectors
+/// cover 0 and 1025).
+#[test]
+fn largest_ticket_is_accepted() {
+    let f: HandshakeFile = load("handshake.json");
+    let c = f.case("aes-256-gcm");
+    let cfg = KeyConfig::decode(&unhx(&f.config_encoded)).unwrap();
+    let (ch, _) = restart_client(
+        &cfg,
+        &c.offer,
+        c.now_ms,
+        &unhx_n(&c.client_ephemeral_secret),
+    );
+    let ticket = vec![0x5a; MAX_TICKET_LEN];
+    let hello = reference::server_hello(&unhx(&c.noise_msg2), &ticket);
+    let (uc, _) = ch.read_server_hello(&hello).unwrap();
+    let conf = Confirmation::parse(uc.confirmation()).unwrap();
+    assert_eq!(conf.ticket, &ticket[..]);
 }
 
 #[test]
@@ -429,6 +583,201 @@ fn resp_type(b: &RespBindingV) -> u8 {
     }
 }
 
+/// The fields of a request AD, split by hand along the layout of PROTOCOL.md §8.2.
+#[derive(Debug, PartialEq)]
+struct SplitRequestAd {
+    record_type: u8,
+    session_id: [u8; 16],
+    seq: u64,
+    /// Header mode: method, target, path, query, content type and the covered pairs.
+    line: Option<HeaderLineV>,
+}
+
+/// Reads big-endian fields off the front of a byte string.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> &'a [u8] {
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        head
+    }
+    fn bytes32(&mut self) -> String {
+        let len = u32::from_be_bytes(self.take(4).try_into().unwrap()) as usize;
+        String::from_utf8(self.take(len).to_vec()).unwrap()
+    }
+}
+
+fn split_request_ad(ad: &[u8]) -> SplitRequestAd {
+    let mut c = Cursor(ad);
+    assert_eq!(c.take(21), b"sessioncert/1 request");
+    let record_type = c.take(1)[0];
+    let session_id: [u8; 16] = c.take(16).try_into().unwrap();
+    let seq = u64::from_be_bytes(c.take(8).try_into().unwrap());
+    let line = match record_type {
+        0x01 => {
+            let method = c.bytes32();
+            let target = c.bytes32();
+            let path = c.bytes32();
+            let query = c.bytes32();
+            let content_type = c.bytes32();
+            let count = c.take(1)[0] as usize;
+            assert!(count <= 16, "covered_count is 0..16");
+            let covered = (0..count).map(|_| (c.bytes32(), c.bytes32())).collect();
+            Some(HeaderLineV {
+                method,
+                target,
+                path,
+                query,
+                content_type,
+                covered,
+            })
+        }
+        0x02 => None,
+        t => panic!("request AD with record type {t:#04x}"),
+    };
+    assert!(c.0.is_empty(), "nothing after the last field");
+    SplitRequestAd {
+        record_type,
+        session_id,
+        seq,
+        line,
+    }
+}
+
+/// Whether `t` is an origin as §8.2 describes it: `http` or `https`, `://`, a lower-case
+/// authority with no path, query, fragment or user info.
+fn is_origin(t: &str) -> bool {
+    let Some(authority) = t
+        .strip_prefix("https://")
+        .or_else(|| t.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !authority.is_empty()
+        && !authority
+            .bytes()
+            .any(|b| b.is_ascii_uppercase() || b"/?#@ ".contains(&b))
+}
+
+/// Headers §8.2 forbids in `sessioncert-covered`, besides every `sessioncert-*` one.
+const UNCOVERABLE: [&str; 9] = [
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// §8.2 and §13 by hand: the target, inner content type and covered headers a server
+/// rebuilds from the header fields it receives; method, path and query come from the
+/// request line.
+fn line_from_headers(
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: &[(String, String)],
+) -> HeaderLineV {
+    let one = |name: &str| -> Option<String> {
+        let mut v = headers.iter().filter(|(n, _)| n == name);
+        let first = v.next().map(|(_, v)| v.clone());
+        assert!(v.next().is_none(), "one {name} header");
+        first
+    };
+    let target = one("sessioncert-target").expect("sessioncert-target");
+    assert!(is_origin(&target), "{target:?} is an origin");
+    let content_type = one("sessioncert-content-type").unwrap_or_default();
+    let names: Vec<String> = one("sessioncert-covered")
+        .map(|list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(names.len() <= 16, "at most 16 covered headers");
+    for (i, n) in names.iter().enumerate() {
+        assert_eq!(*n, n.to_ascii_lowercase(), "covered names are lower case");
+        assert!(!names[..i].contains(n), "no duplicate covered names");
+        assert!(
+            !UNCOVERABLE.contains(&n.as_str()) && !n.starts_with("sessioncert-"),
+            "{n} may not be covered"
+        );
+    }
+    let covered = names
+        .into_iter()
+        .map(|n| {
+            let lines: Vec<&str> = headers
+                .iter()
+                .filter(|(h, _)| *h == n)
+                .map(|(_, v)| v.as_str())
+                .collect();
+            let value = lines.join(", ");
+            (n, value)
+        })
+        .collect();
+    HeaderLineV {
+        method: method.into(),
+        target,
+        path: path.into(),
+        query: query.into(),
+        content_type,
+        covered,
+    }
+}
+
+/// The binding, the AD and the HTTP transport of one request and its response, checked
+/// from the text of §8.2 and §13 alone.
+fn check_request_from_spec(what: &str, ex: &ExchangeV, sid: &[u8; 16]) {
+    let rq = &ex.request;
+    let split = split_request_ad(&unhx(&rq.ad));
+    assert_eq!(split.record_type, req_type(&rq.binding), "{what}");
+    assert_eq!(&split.session_id, sid, "{what}");
+    assert_eq!(split.seq, rq.seq, "{what}");
+    let head = match &rq.binding {
+        ReqBindingV::Header(l) => {
+            assert_eq!(split.line.as_ref(), Some(l), "{what}: AD fields");
+            let rebuilt = line_from_headers(&l.method, &l.path, &l.query, &rq.headers);
+            assert_eq!(&rebuilt, l, "{what}: binding rebuilt from the headers");
+            l.method == "HEAD"
+        }
+        ReqBindingV::Full => {
+            assert_eq!(split.line, None, "{what}");
+            assert!(rq.headers.is_empty(), "{what}");
+            false
+        }
+    };
+    // §13: HEAD has no body either way; both records travel in sessioncert-record.
+    let decode = |v: &str| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(v)
+            .unwrap()
+    };
+    let rs = &ex.response;
+    if head {
+        assert!(rq.plaintext.is_empty() && rs.plaintext.is_empty(), "{what}");
+        for (b64_record, record) in [
+            (&rq.record_base64url, &rq.record),
+            (&rs.record_base64url, &rs.record),
+        ] {
+            let v = b64_record
+                .as_deref()
+                .expect("HEAD records in sessioncert-record");
+            assert_eq!(hx(&decode(v)), *record, "{what}: sessioncert-record");
+            assert!(!v.contains('='), "{what}: unpadded");
+        }
+    } else {
+        assert_eq!(rq.record_base64url, None, "{what}");
+        assert_eq!(rs.record_base64url, None, "{what}");
+    }
+}
+
 #[test]
 fn record_vectors() {
     let f: RecordsFile = load("records.json");
@@ -450,6 +799,7 @@ fn record_vectors() {
             (&s.s2c_iv, &hc.keys.s2c_iv),
             (&s.c2s_key_epoch1, &hc.keys.c2s_key_epoch1),
             (&s.s2c_key_epoch1, &hc.keys.s2c_key_epoch1),
+            (&s.refusal_key, &hc.keys.refusal_key),
         ] {
             assert_eq!(a, b);
         }
@@ -464,6 +814,23 @@ fn record_vectors() {
             .scenarios
             .iter()
             .any(|sc| sc.exchanges.iter().any(|e| e.request.epoch == 1)));
+        // What the scenarios must exercise of §8.2 and §13: a realistic target on every
+        // header-mode request, a request covering two headers of which one has two field
+        // lines, and a HEAD.
+        let lines: Vec<&HeaderLineV> = s
+            .scenarios
+            .iter()
+            .flat_map(|sc| &sc.exchanges)
+            .filter_map(|e| match &e.request.binding {
+                ReqBindingV::Header(l) => Some(l),
+                ReqBindingV::Full => None,
+            })
+            .collect();
+        assert!(lines.iter().all(|l| l.target == TARGET));
+        assert!(lines
+            .iter()
+            .any(|l| { l.covered.len() >= 2 && l.covered.iter().any(|(_, v)| v.contains(", ")) }));
+        assert!(lines.iter().any(|l| l.method == "HEAD"));
 
         for sc in &s.scenarios {
             let what = format!("{}/{}", s.name, sc.name);
@@ -472,10 +839,12 @@ fn record_vectors() {
             let mut expectations = Vec::new();
             for ex in &sc.exchanges {
                 check_full_plaintexts(ex);
+                check_request_from_spec(&format!("{what}/{}", ex.name), ex, &sid);
                 let rq = &ex.request;
                 assert_eq!(client.next_seq(), rq.seq, "{what}/{}", ex.name);
-                let (rec, exp) = client
-                    .seal_request(&rq.binding.binding(), &unhx(&rq.plaintext))
+                let (rec, exp) = rq
+                    .binding
+                    .with_binding(|b| client.seal_request(b, &unhx(&rq.plaintext)))
                     .unwrap();
                 assert_eq!(hx(&rec), rq.record, "{what}/{}: request record", ex.name);
                 assert_eq!(exp.seq, rq.seq);
@@ -522,8 +891,10 @@ fn record_vectors() {
             assert_eq!(order, (0..sc.exchanges.len()).collect::<Vec<_>>());
             for &i in &sc.server_order {
                 let ex = &sc.exchanges[i];
-                let opened = server
-                    .open_request(&ex.request.binding.binding(), &unhx(&ex.request.record))
+                let opened = ex
+                    .request
+                    .binding
+                    .with_binding(|b| server.open_request(b, &unhx(&ex.request.record)))
                     .unwrap_or_else(|e| panic!("{what}/{}: {e}", ex.name));
                 assert_eq!(hx(&opened.plaintext), ex.request.plaintext);
                 assert_eq!(opened.expectation(), expectations[i]);
@@ -572,6 +943,49 @@ fn record_vectors() {
                 &reference::window_state(&accepted)[..]
             );
         }
+
+        // The main scenario from the unconfirmed client (the confirmation rides with the
+        // requests, §6.8): every request still carries it until the first response opens,
+        // and the client ends exactly as the confirmed one does.
+        let sc = s.scenarios.iter().find(|sc| sc.name == "main").unwrap();
+        let mut client = ClientSession::import(&unhx(&hc.client_export_unconfirmed)).unwrap();
+        let mut expectations = Vec::new();
+        for ex in &sc.exchanges {
+            let (rec, exp) = ex
+                .request
+                .binding
+                .with_binding(|b| client.seal_request(b, &unhx(&ex.request.plaintext)))
+                .unwrap();
+            assert_eq!(hx(&rec), ex.request.record);
+            assert_eq!(client.confirmation().map(hx), Some(hc.confirmation.clone()));
+            expectations.push(exp);
+        }
+        let first = sc.server_order[0];
+        let ex = &sc.exchanges[first];
+        client
+            .open_response(
+                &expectations[first],
+                &ex.response.binding.binding(),
+                &unhx(&ex.response.record),
+            )
+            .unwrap();
+        assert_eq!(
+            client.confirmation(),
+            None,
+            "{}: a response confirms",
+            s.name
+        );
+        for &i in &sc.server_order[1..] {
+            let ex = &sc.exchanges[i];
+            client
+                .open_response(
+                    &expectations[i],
+                    &ex.response.binding.binding(),
+                    &unhx(&ex.response.record),
+                )
+                .unwrap();
+        }
+        assert_eq!(hx(&client.export()), sc.client_export_end);
     }
 }
 
@@ -580,6 +994,50 @@ fn record_negative_vectors() {
     let f: RecordsFile = load("records.json");
     for s in &f.suites {
         assert!(s.server_open_cases.len() >= 20);
+        // The target and covered-header cases (§8.2): request 0 or 1 of the main scenario
+        // under a binding that differs only in target or covered headers, refused.
+        let main = s.scenarios.iter().find(|sc| sc.name == "main").unwrap();
+        let sid: [u8; 16] = unhx_n(&s.session_id);
+        for (name, request) in [
+            ("target_scheme_changed", 0),
+            ("target_host_changed", 0),
+            ("target_default_port_written", 0),
+            ("covered_value_changed", 0),
+            ("covered_field_line_dropped", 0),
+            ("covered_field_lines_reordered", 0),
+            ("covered_lines_joined_without_space", 0),
+            ("covered_header_absent", 0),
+            ("covered_names_reordered", 0),
+            ("covered_header_dropped_from_list", 0),
+            ("covered_list_dropped", 0),
+            ("covered_header_added", 1),
+        ] {
+            let c = s.server_open_cases.iter().find(|c| c.name == name);
+            let c = c.unwrap_or_else(|| panic!("{}: no server_open_case {name}", s.name));
+            let rq = &main.exchanges[request].request;
+            assert_eq!(c.server_export, s.server_export, "{name}");
+            assert_eq!(c.steps.len(), 1, "{name}");
+            let st = &c.steps[0];
+            assert_eq!(st.record, rq.record, "{name}");
+            assert_eq!(st.expect.error.as_deref(), Some("rejected"), "{name}");
+            let (got, genuine) = (st.binding.line(), rq.binding.line());
+            assert_ne!(got, genuine, "{name}");
+            assert_eq!(
+                (&got.method, &got.path, &got.query, &got.content_type),
+                (
+                    &genuine.method,
+                    &genuine.path,
+                    &genuine.query,
+                    &genuine.content_type
+                ),
+                "{name}: only target or covered headers differ"
+            );
+            assert_ne!(
+                reference_request_ad(&sid, rq.seq, &st.binding),
+                unhx(&rq.ad),
+                "{name}: reference AD"
+            );
+        }
         for c in &s.server_open_cases {
             let steps: Vec<(ReqBindingV, Vec<u8>)> = c
                 .steps
@@ -611,11 +1069,73 @@ fn record_negative_vectors() {
         }
         for c in &s.client_seal_cases {
             let mut client = ClientSession::import(&unhx(&c.client_export)).unwrap();
-            let err = client
-                .seal_request(&c.binding.binding(), &unhx(&c.plaintext))
+            let err = c
+                .binding
+                .with_binding(|b| client.seal_request(b, &unhx(&c.plaintext)))
                 .expect_err(&c.name);
             assert_code(&format!("{}/{}", s.name, c.name), &code(&err), &c.error);
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// records.json: refusal tags (§14.1)
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn refusal_tag_vectors() {
+    let f: RecordsFile = load("records.json");
+    for s in &f.suites {
+        let sid: [u8; 16] = unhx_n(&s.session_id);
+        let key: [u8; 32] = unhx_n(&s.refusal_key);
+        let main = s.scenarios.iter().find(|sc| sc.name == "main").unwrap();
+        assert!(s.refusal_tag_cases.iter().any(|c| c.tag.is_some()));
+        assert!(s.refusal_tag_cases.iter().any(|c| c.tag.is_none()));
+        for c in &s.refusal_tag_cases {
+            let name = format!("{}/{}", s.name, c.name);
+            assert!(ErrorCode::parse(&c.code).is_some(), "{name}");
+            let export = unhx(&c.server_export);
+            let record = unhx(&c.record);
+            // The crate: the ended session, and the live one it was, issue the same tag.
+            let got = run_refusal_tag(&export, &record, &c.code);
+            let live = ServerSession::import(&export)
+                .unwrap()
+                .refusal_tag(&record, ErrorCode::parse(&c.code).unwrap());
+            assert_eq!(got, live, "{name}");
+            assert_eq!(got.map(|t| hx(&t)), c.tag, "{name}: tag");
+            assert_eq!(got.map(|t| b64(&t)), c.tag_base64url, "{name}: base64url");
+            // The reference, from the spec text.
+            let want = reference_refusal_tag(&export, &key, &sid, &record, &c.code);
+            assert_eq!(want.map(|t| hx(&t)), c.tag, "{name}: reference");
+            match (&c.tag, &c.tag_input) {
+                (Some(tag), Some(input)) => {
+                    let seq = u64::from_be_bytes(record[1..9].try_into().unwrap());
+                    let m = reference::refusal_tag_input(&sid, seq, &c.code);
+                    assert_eq!(hx(&m), *input, "{name}: tag input");
+                    assert_eq!(hx(&reference::hmac(&key, &[&m])), *tag);
+                }
+                (None, None) => {}
+                _ => panic!("{name}: tag and tag_input go together"),
+            }
+        }
+        let fresh = s
+            .refusal_tag_cases
+            .iter()
+            .find(|c| c.name == "fresh_seq_session_closed")
+            .unwrap();
+        assert_eq!(fresh.server_export, main.server_export_end);
+        assert!(fresh.tag.is_some());
+        for c in &s.refusal_verify_cases {
+            let name = format!("{}/{}", s.name, c.name);
+            assert_eq!(c.client_export, main.client_export_end, "{name}");
+            let tag = unhx(&c.tag);
+            let got = run_refusal_verify(&unhx(&c.client_export), c.seq, &c.code, &tag);
+            assert_eq!(got, c.verified, "{name}");
+            let want = tag == reference::refusal_tag(&key, &sid, c.seq, &c.code);
+            assert_eq!(want, c.verified, "{name}: reference");
+        }
+        assert!(s.refusal_verify_cases.iter().any(|c| c.verified));
+        assert!(s.refusal_verify_cases.iter().any(|c| !c.verified));
     }
 }
 

@@ -2,7 +2,7 @@
 
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
-use sessioncert_proto::wire::ERROR_HEADER;
+use sessioncert_proto::wire::{ERROR_HEADER, REFUSAL_HEADER};
 use sessioncert_proto::{ErrorCode, ProtocolError};
 use std::path::{Path, PathBuf};
 
@@ -26,6 +26,9 @@ pub enum ServerError {
     /// The protocol core refused something.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
+    /// A setting is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
     /// The session store failed.
     #[error("session store: {0}")]
     Store(#[from] sessioncert_store::StoreError),
@@ -45,8 +48,10 @@ impl ServerError {
 pub struct Refusal {
     /// The wire code.
     pub code: ErrorCode,
-    /// Seconds to wait, for 429.
+    /// Seconds to wait, for 429 and 503.
     pub retry_after: Option<u64>,
+    /// The `sessioncert-refusal` tag proving the request did not run (PROTOCOL §14.1).
+    pub tag: Option<[u8; 32]>,
 }
 
 impl Refusal {
@@ -55,6 +60,16 @@ impl Refusal {
         Refusal {
             code,
             retry_after: None,
+            tag: None,
+        }
+    }
+
+    /// A refusal with `code` and a `retry-after` of `seconds`.
+    pub const fn retry_after(code: ErrorCode, seconds: u64) -> Self {
+        Refusal {
+            code,
+            retry_after: Some(seconds),
+            tag: None,
         }
     }
 
@@ -62,7 +77,7 @@ impl Refusal {
         match self.code {
             ErrorCode::Malformed => "the request could not be parsed",
             ErrorCode::TooLarge => "the request body is too large",
-            ErrorCode::RateLimited => "too many handshakes or sessions from this address",
+            ErrorCode::RateLimited => "too many handshakes or sessions from this client address",
             ErrorCode::UnsupportedVersion => "no common protocol version",
             ErrorCode::NoCommonSuite => "no common cipher suite",
             ErrorCode::UnknownKey => "unknown handshake key; fetch the key configuration again",
@@ -72,6 +87,12 @@ impl Refusal {
             ErrorCode::SessionClosed => "the session was closed; run a new handshake",
             ErrorCode::Rejected => "rejected",
             ErrorCode::Internal => "internal error",
+            ErrorCode::Misdirected => {
+                "the request was sealed for an origin this server does not answer to"
+            }
+            ErrorCode::Unavailable => {
+                "the server is shutting down or at capacity; nothing was executed, retry later"
+            }
         }
     }
 }
@@ -101,6 +122,13 @@ impl IntoResponse for Refusal {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(s) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if let Some(tag) = self.tag {
+            use base64::Engine as _;
+            let v = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag);
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.insert(REFUSAL_HEADER, v);
+            }
         }
         r
     }

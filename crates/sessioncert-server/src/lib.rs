@@ -8,7 +8,7 @@
 //! let (keys, _) = ServerKeys::open_or_create("./data".as_ref(), sessioncert_server::now_ms())?;
 //! let (store, _) = sessioncert_store::SqliteStore::open("./data/sessions.db".as_ref(),
 //!     sessioncert_store::OpenMode::Server)?;
-//! let sc = SessionCert::builder(Arc::new(keys), Arc::new(store)).build()?;
+//! let sc = SessionCert::builder(Arc::new(keys), Arc::new(store)).build().await?;
 //! let sealed = Router::new().route("/echo", post(|b: String| async move { b }));
 //! let app = sc.router(sealed).route("/health", axum::routing::get(|| async { "ok" }));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
@@ -26,22 +26,31 @@
 mod error;
 pub mod keys;
 pub mod limits;
+pub mod listener;
 mod routes;
 pub mod seal;
 pub mod sessions;
+mod tickets;
 
 pub use error::{Refusal, ServerError};
 pub use keys::{ServerKeys, StorageKey};
 pub use limits::Limits;
+pub use listener::ListenerLimits;
 pub use seal::{SealLayer, SealedContext};
 pub use sessioncert_proto::ServerPolicy;
-pub use sessions::{now_ms, SessionManager, Timing};
+pub use sessions::{now_ms, LoadReport, SessionManager, Timing};
 
 use axum::routing::{get, post};
 use axum::Router;
 use sessioncert_proto::wire;
 use sessioncert_store::SessionStore;
 use std::sync::Arc;
+
+/// Whether `origin` is a well-formed public origin: `scheme://authority` with scheme
+/// `http` or `https`, lower case, no path (see [`SessionCertBuilder::public_origins`]).
+pub fn is_valid_origin(origin: &str) -> bool {
+    crate::seal::binding::split_origin(origin).is_some()
+}
 
 /// Builds a [`SessionCert`].
 pub struct SessionCertBuilder {
@@ -50,9 +59,32 @@ pub struct SessionCertBuilder {
     policy: ServerPolicy,
     limits: Limits,
     timing: Timing,
+    public_origins: Vec<String>,
 }
 
 impl SessionCertBuilder {
+    /// The origins clients may seal requests for, `scheme://authority` as they call the
+    /// server (`https://api.example.com`; lower case, default port omitted). A request
+    /// sealed for any other origin gets `421 misdirected`. Set this to the public names
+    /// the server answers to — not the `Host` a reverse proxy hands on. Default: any.
+    pub fn public_origins<I, S>(mut self, origins: I) -> Result<Self, ServerError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let origins: Vec<String> = origins.into_iter().map(Into::into).collect();
+        if let Some(bad) = origins
+            .iter()
+            .find(|o| crate::seal::binding::split_origin(o).is_none())
+        {
+            return Err(ServerError::Config(format!(
+                "public origin {bad:?} is not scheme://authority in lower case (e.g. https://api.example.com)"
+            )));
+        }
+        self.public_origins = origins;
+        Ok(self)
+    }
+
     /// Session policy (suites, lifetime, idle timeout).
     pub fn policy(mut self, policy: ServerPolicy) -> Self {
         self.policy = policy;
@@ -71,19 +103,26 @@ impl SessionCertBuilder {
         self
     }
 
-    /// Builds and starts background maintenance (needs a tokio runtime).
-    pub fn build(self) -> Result<SessionCert, ServerError> {
-        let manager = Arc::new(SessionManager::new(
-            self.keys,
-            self.store,
-            self.policy,
-            self.limits,
-            self.timing,
-        )?);
+    /// Loads the store's live sessions into memory (the only time the server reads
+    /// them), then starts background maintenance. Needs a tokio runtime.
+    pub async fn build(self) -> Result<SessionCert, ServerError> {
+        let manager = Arc::new(
+            SessionManager::new(self.keys, self.store, self.policy, self.limits, self.timing)?
+                .with_public_origins(self.public_origins),
+        );
+        let loaded = manager.load_from_store().await?;
+        if loaded.loaded > 0 || loaded.unusable > 0 {
+            tracing::info!(
+                sessions = loaded.loaded,
+                unusable = loaded.unusable,
+                "resumed sessions from the store"
+            );
+        }
         let maintenance = manager.spawn_maintenance();
         Ok(SessionCert {
             manager,
             maintenance: Arc::new(maintenance),
+            loaded,
         })
     }
 }
@@ -93,6 +132,7 @@ impl SessionCertBuilder {
 pub struct SessionCert {
     manager: Arc<SessionManager>,
     maintenance: Arc<tokio::task::JoinHandle<()>>,
+    loaded: LoadReport,
 }
 
 impl SessionCert {
@@ -104,7 +144,13 @@ impl SessionCert {
             policy: ServerPolicy::default(),
             limits: Limits::default(),
             timing: Timing::default(),
+            public_origins: Vec::new(),
         }
+    }
+
+    /// What the start found in the store.
+    pub fn load_report(&self) -> LoadReport {
+        self.loaded
     }
 
     /// The session table.
@@ -140,8 +186,9 @@ impl SessionCert {
             .merge(sealed.layer(self.layer()))
     }
 
-    /// Persists every session and records a clean shutdown. Call after the HTTP server
-    /// stopped accepting requests.
+    /// Stops opening requests, persists every session and records a clean shutdown.
+    /// Call after the HTTP server stopped accepting connections (requests still in
+    /// flight are refused with `503 unavailable` from here on).
     pub async fn shutdown(&self) -> Result<(), ServerError> {
         self.maintenance.abort();
         self.manager.shutdown().await

@@ -20,6 +20,17 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tower::ServiceExt;
 
+/// Largest stand-alone confirmation: `bytes16(ticket ≤ 1024) || client_finished[32]`.
+const CONFIRMATION_MAX: usize = 2 + sessioncert_proto::handshake::MAX_TICKET_LEN + 32;
+
+fn as_malformed_if_too_large(r: Refusal) -> Refusal {
+    if r.code == sessioncert_proto::ErrorCode::TooLarge {
+        Refusal::new(sessioncert_proto::ErrorCode::Malformed)
+    } else {
+        r
+    }
+}
+
 fn client_addr(req: &Request) -> Option<IpAddr> {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -47,7 +58,10 @@ pub(crate) async fn get_config(State(m): State<Arc<SessionManager>>) -> Response
 pub(crate) async fn post_handshake(State(m): State<Arc<SessionManager>>, req: Request) -> Response {
     let addr = client_addr(&req);
     let result = async {
-        let body = read_body(req.into_body(), MAX_HANDSHAKE_LEN).await?;
+        // An oversized hello is a malformed protocol message (PROTOCOL §6.6), not a 413.
+        let body = read_body(req.into_body(), MAX_HANDSHAKE_LEN)
+            .await
+            .map_err(as_malformed_if_too_large)?;
         m.handshake(&body, addr).await
     }
     .await;
@@ -57,15 +71,15 @@ pub(crate) async fn post_handshake(State(m): State<Arc<SessionManager>>, req: Re
     }
 }
 
-pub(crate) async fn post_confirm(
-    State(m): State<Arc<SessionManager>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub(crate) async fn post_confirm(State(m): State<Arc<SessionManager>>, req: Request) -> Response {
+    let addr = client_addr(&req);
     let result = async {
-        let id = session_id(&headers)?;
-        let finished = read_body(body, 64).await?;
-        m.confirm(&id, &finished).await
+        let id = session_id(req.headers())?;
+        // bytes16(ticket ≤ 1024) || client_finished[32]; longer is malformed, not 413.
+        let body = read_body(req.into_body(), CONFIRMATION_MAX)
+            .await
+            .map_err(as_malformed_if_too_large)?;
+        m.confirm(&id, &body, addr).await
     }
     .await;
     match result {
@@ -77,7 +91,7 @@ pub(crate) async fn post_confirm(
 pub(crate) async fn post_close(State(m): State<Arc<SessionManager>>, req: Request) -> Response {
     let result = async {
         let (parts, body) = req.into_parts();
-        let (_, entry, opened, _) = open_header_mode(&m, &parts, body).await?;
+        let (_, entry, opened, _, _) = open_header_mode(&m, &parts, body).await?;
         let binding = ResponseBinding::Header {
             status: 200,
             content_type: "",
@@ -90,6 +104,7 @@ pub(crate) async fn post_close(State(m): State<Arc<SessionManager>>, req: Reques
             HeaderMap::new(),
             None,
             record,
+            false,
         ))
     }
     .await;
@@ -113,6 +128,8 @@ async fn serve_full(s: FullState, req: Request) -> Result<Response, Refusal> {
     let (parts, body) = req.into_parts();
     let id = session_id(&parts.headers)?;
     require_sealed_type(&parts.headers)?;
+    // Refused before a byte of the body is read (see `open_header_mode`).
+    s.manager.precheck(&id, &parts)?;
     let mut record = read_body_mut(body, s.manager.limits().max_body_bytes).await?;
     let (entry, opened) = s
         .manager
@@ -120,6 +137,12 @@ async fn serve_full(s: FullState, req: Request) -> Result<Response, Refusal> {
         .await?;
     let expect = opened.expectation();
     let inner = FullRequest::decode(&record[opened.plaintext.clone()]).map_err(Refusal::from)?;
+    // The inner request names its origin; it is sealed, so it is what the client meant.
+    let authority = inner.authority.to_ascii_lowercase();
+    let origin = format!("{}://{authority}", inner.scheme.to_ascii_lowercase());
+    if !s.manager.public_origins().is_empty() {
+        crate::seal::binding::check_origin(&origin, s.manager.public_origins())?;
+    }
     let mut builder = http::Request::builder().method(inner.method.as_str()).uri(
         inner
             .path
@@ -131,10 +154,14 @@ async fn serve_full(s: FullState, req: Request) -> Result<Response, Refusal> {
         if matches!(
             k.as_str(),
             "content-length" | "transfer-encoding" | "connection" | "host"
-        ) {
+        ) || k.starts_with("sessioncert-")
+        {
             continue;
         }
         builder = builder.header(k.as_str(), v.as_slice());
+    }
+    if !authority.is_empty() {
+        builder = builder.header(header::HOST, authority.as_str());
     }
     let mut inner_req = builder
         .body(Body::from(inner.body))
@@ -168,7 +195,7 @@ async fn serve_full(s: FullState, req: Request) -> Result<Response, Refusal> {
     let record = s
         .manager
         .seal_response(&entry, &expect, &ResponseBinding::Full, &plain)?;
-    let mut out = sealed_response(StatusCode::OK, HeaderMap::new(), None, record);
+    let mut out = sealed_response(StatusCode::OK, HeaderMap::new(), None, record, false);
     if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
         out.headers_mut().insert(SESSION_HEADER, v);
     }

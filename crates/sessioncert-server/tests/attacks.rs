@@ -308,23 +308,40 @@ async fn wrong_confirmation_is_refused_and_session_stays_unusable() {
     let (hs, hello) = ClientHandshake::start(&config, ClientOffer::default(), now_ms()).unwrap();
     let r = srv.post_hello(hello).await;
     let (uc, _) = hs.read_server_hello(&r.bytes().await.unwrap()).unwrap();
-    let r = http
-        .post(format!("{}{CONFIRM_PATH}", srv.base))
-        .header(SESSION_HEADER, uc.id().to_string())
-        .body(vec![0u8; 32])
-        .send()
-        .await
-        .unwrap();
+    // The real ticket with a wrong client_finished: refused, nothing created.
+    let mut forged = uc.confirmation().to_vec();
+    let n = forged.len();
+    forged[n - 32..].copy_from_slice(&[0u8; 32]);
+    let confirm = |body: Vec<u8>| {
+        http.post(format!("{}{CONFIRM_PATH}", srv.base))
+            .header(SESSION_HEADER, uc.id().to_string())
+            .body(body)
+            .send()
+    };
+    let r = confirm(forged).await.unwrap();
     assert_eq!(error_code(r).await, (400, "handshake_failed".into()));
-    // An unconfirmed session carries no traffic...
+    // A made-up ticket: the server cannot open it.
+    let mut made_up = vec![0, 200];
+    made_up.extend_from_slice(&[7u8; 200 + 32]);
+    let r = confirm(made_up).await.unwrap();
+    assert_eq!(error_code(r).await, (401, "unknown_session".into()));
+    // Framing errors, and the old 32-byte body, are malformed.
+    for body in [vec![0u8; 32], vec![], uc.confirmation()[..40].to_vec()] {
+        let r = confirm(body).await.unwrap();
+        assert_eq!(error_code(r).await, (400, "malformed".into()));
+    }
+    assert_eq!(srv.sc.manager().table_len(), 0);
+    // An unconfirmed session carries no traffic (without its confirmation)...
     let mut session = uc.confirmed();
     let (record, _) = session
         .seal_request(
             &sessioncert_proto::RequestBinding::Header(sessioncert_proto::RequestLine {
                 method: "POST",
+                target: "https://api.example",
                 path: "/apiTest",
                 query: "",
                 content_type: "",
+                covered: &[],
             }),
             b"{}",
         )
@@ -342,6 +359,7 @@ async fn wrong_confirmation_is_refused_and_session_stays_unusable() {
 
 #[tokio::test]
 async fn oversized_and_malformed_inputs_get_413_and_400_and_server_keeps_serving() {
+    use sessioncert_proto::handshake::MAX_HANDSHAKE_LEN;
     let limits = Limits {
         max_body_bytes: 64 * 1024,
         ..generous()
@@ -362,9 +380,12 @@ async fn oversized_and_malformed_inputs_get_413_and_400_and_server_keeps_serving
     let (status, code) = error_code(c.send_raw(&big).await).await;
     assert_eq!((status, code.as_str()), (413, "too_large"));
     let http = reqwest::Client::new();
-    // Oversized handshake.
-    let r = srv.post_hello(vec![1u8; 100_000]).await;
-    assert_eq!(error_code(r).await.0, 413);
+    // An oversized handshake is a malformed protocol message (PROTOCOL §6.6), also
+    // exactly one byte over the limit.
+    for len in [100_000, MAX_HANDSHAKE_LEN + 1] {
+        let r = srv.post_hello(vec![1u8; len]).await;
+        assert_eq!(error_code(r).await, (400, "malformed".into()), "{len}");
+    }
     // Garbage handshakes of many shapes.
     for body in [
         vec![],
@@ -482,8 +503,10 @@ async fn live_session_table_is_capped_server_wide() {
     let _b = RawClient::connect(&srv.base, srv.pin).await;
     let (_hs, hello) = ClientHandshake::start(&a.config, ClientOffer::default(), now_ms()).unwrap();
     let r = srv.post_hello(hello).await;
-    assert_eq!(error_code(r).await, (429, "rate_limited".into()));
-    // Closing one frees a place.
+    // A server-wide cap is not the client's fault: 503, not "too many from you".
+    assert_eq!(r.headers()["retry-after"], "60");
+    assert_eq!(error_code(r).await, (503, "unavailable".into()));
+    // Closing one frees a place (its tombstone does not count).
     let mut a = a;
     let s = a.seal("POST", CLOSE_PATH, "", b"");
     let r = a.send_raw(&s).await;
@@ -614,10 +637,12 @@ async fn concurrent_requests_out_of_order_all_succeed() {
         let url = format!("{}/apiTest", srv.base);
         let sid = c.session.id().to_string();
         let rec = s.record.clone();
+        let target = s.target.clone();
         tasks.push(tokio::spawn(async move {
             let r = http
                 .post(url)
                 .header(SESSION_HEADER, sid)
+                .header(TARGET_HEADER, target)
                 .header("content-type", SEALED_CONTENT_TYPE)
                 .header(CONTENT_TYPE_HEADER, "application/json")
                 .body(rec)

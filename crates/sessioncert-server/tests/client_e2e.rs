@@ -88,7 +88,9 @@ async fn closed_and_forgotten_sessions_are_replaced_transparently() {
         .unwrap();
     c.post("/apiTest").body("{}").send().await.unwrap();
     let first = c.session_info().await.unwrap().id;
-    // Operator closes it: the next request gets 401 session_closed, re-handshakes, succeeds.
+    // Operator closes it: the next request (a POST) gets 401 session_closed with a tag
+    // proving it did not run (PROTOCOL §14.1), so the client handshakes anew and sends
+    // it again, transparently.
     assert!(srv.sc.manager().close(&first).await);
     let r = c.post("/apiTest").body("{}").send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -177,6 +179,7 @@ async fn saved_session_survives_a_server_restart_without_a_new_handshake() {
     let sc = sessioncert_server::SessionCert::builder(Arc::new(keys), Arc::new(store))
         .limits(generous())
         .build()
+        .await
         .unwrap();
     let app = sc.router(sealed_routes());
     let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 /// `bench` subcommands.
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    /// Full handshakes (hello + key confirmation) per second.
+    /// Handshakes per second: one round trip each (hello → server hello with ticket,
+    /// keys derived on both sides); the confirmation rides on a session's first request.
     Handshake(HandshakeArgs),
     /// Requests per second against one URL, sealed or plain.
     Request(RequestArgs),
@@ -195,9 +196,10 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             let base = a.url.trim_end_matches('/').to_owned();
             let pin: Pin = a.pin.parse().context("bad --pin")?;
             let http = http_client(a.common.concurrency)?;
-            // One client per worker; each iteration is one complete establishment
-            // (hello, server hello, key confirmation) through the product's own client,
-            // with the key configuration fetched once.
+            // One client per worker; each iteration is one complete handshake (hello,
+            // server hello with ticket, keys derived) through the product's own client,
+            // with the key configuration fetched once. The server keeps nothing for it;
+            // the confirmation would ride on the session's first request.
             let mut states = Vec::new();
             for _ in 0..a.common.concurrency {
                 states.push(

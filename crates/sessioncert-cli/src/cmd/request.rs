@@ -3,17 +3,29 @@
 use anyhow::{bail, Context};
 use clap::Args;
 use http::Method;
-use sessioncert_client::{Client, Pin, Trust};
+use sessioncert_client::{Client, ClientError, Pin, Trust};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// Exit status when the server may or may not have executed the request: it was sent,
+/// then the session was refused (refusals are not authenticated, so possibly forged
+/// after the server executed it) or the connection failed, and it is not safe to send
+/// twice, so it was not re-sent.
+pub const EXIT_OUTCOME_UNKNOWN: u8 = 6;
 
 /// Arguments of `sessioncert request`.
 #[derive(Args)]
 #[command(
     after_help = "Exit status: 0 ok; 1 failure; 2 usage error; 3 server identity not trusted \
-(wrong pin); 4 refused by the server; 5 server unreachable; 22 with -f when the opened status \
-is 400 or above."
+(wrong pin); 4 refused by the server; 5 server unreachable; 6 outcome unknown: the request was \
+sent, then the session was refused or the connection failed, so the server may or may not have \
+executed it; it was not re-sent (it is not idempotent): check before retrying; 22 with -f when \
+the opened status is 400 or above.
+
+A session file (--session) is used by one process at a time: it is locked (FILE.lock) while \
+the command runs, and a second command on the same file waits up to 5 s for it. A FILE that \
+exists and is not a session file is never overwritten."
 )]
 #[command(group(clap::ArgGroup::new("trust").args(["pin", "tofu"])))]
 #[command(group(clap::ArgGroup::new("payload").args(["data", "data_binary"])))]
@@ -26,6 +38,7 @@ pub struct RequestArgs {
     #[arg(long)]
     tofu: bool,
     /// Keep the session in FILE: reuse it if present, save it after use (mode 0600).
+    /// Locked while in use (FILE.lock): one process per file.
     #[arg(long)]
     session: Option<PathBuf>,
     /// Full-request mode: method, path, headers and body all travel sealed.
@@ -49,6 +62,11 @@ pub struct RequestArgs {
     /// Exit with status 22 when the (opened) response status is 400 or above.
     #[arg(short = 'f', long)]
     fail: bool,
+    /// The request is safe to send twice: if the server refuses the session after it
+    /// was sent, handshake anew and send it again. Default: only for GET, HEAD,
+    /// OPTIONS, TRACE, PUT and DELETE; otherwise such a refusal exits 6.
+    #[arg(long)]
+    idempotent: bool,
     /// The URL, e.g. http://127.0.0.1:8080/apiTest
     url: String,
 }
@@ -125,7 +143,11 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
     if a.tofu {
         eprintln!("sessioncert: server identity is {}", client.identity());
     }
+    let method_name = method.to_string();
     let mut req = client.request(method, &path).full(a.full);
+    if a.idempotent {
+        req = req.idempotent(true);
+    }
     let mut has_ct = false;
     for h in &a.headers {
         let (k, v) = h
@@ -140,7 +162,17 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
         }
         req = req.body(b);
     }
-    let resp = req.send().await?;
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e @ ClientError::OutcomeUnknown { .. }) => {
+            eprintln!(
+                "sessioncert: {}",
+                outcome_unknown_line(&e, &method_name, a.idempotent)
+            );
+            return Ok(ExitCode::from(EXIT_OUTCOME_UNKNOWN));
+        }
+        Err(e) => return Err(e.into()),
+    };
     if let Some(f) = &a.session {
         client.save_session(f).await?;
     }
@@ -160,6 +192,23 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(22));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The one stderr line for an unknown outcome: what happened, its cause, what to do.
+fn outcome_unknown_line(e: &ClientError, method: &str, idempotent: bool) -> String {
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        causes.push(s.to_string());
+        source = s.source();
+    }
+    let hint = if idempotent {
+        String::new()
+    } else {
+        format!(" If this {method} is safe to send twice, --idempotent re-sends it automatically.")
+    };
+    let line = format!("{e}. Cause: {}.{hint}", causes.join(": "));
+    line.replace(['\n', '\r'], " ")
 }
 
 #[cfg(test)]

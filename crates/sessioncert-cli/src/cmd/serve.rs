@@ -3,13 +3,11 @@
 use super::{parse_duration, DEFAULT_DATA_DIR};
 use crate::demo;
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use clap::Args;
 use sessioncert_proto::{ServerPolicy, Suite};
 use sessioncert_server::keys::DATABASE_FILE;
-use sessioncert_server::{now_ms, Limits, ServerKeys, SessionCert};
+use sessioncert_server::{now_ms, Limits, ListenerLimits, ServerKeys, SessionCert};
 use sessioncert_store::{MemoryStore, OpenMode, SessionStore, SqliteStore, StoreError};
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,6 +61,57 @@ pub struct ServeArgs {
     /// local benchmarks measure the protocol; turn this on behind a local reverse proxy).
     #[arg(long, env = "SESSIONCERT_LIMIT_LOOPBACK")]
     limit_loopback: bool,
+    /// Connections open at once, server-wide (further peers wait to be accepted).
+    #[arg(long, env = "SESSIONCERT_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// Connections open at once from one client address (429 above; loopback exempt
+    /// unless --limit-loopback).
+    #[arg(
+        long,
+        env = "SESSIONCERT_MAX_CONNECTIONS_PER_ADDR",
+        default_value_t = 64
+    )]
+    max_connections_per_addr: usize,
+    /// Time a request head may take from its first byte (from the connection's start for
+    /// the first request); the connection is closed after it. 0s disables.
+    #[arg(long, env = "SESSIONCERT_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// Time a request body may take, extended by 1 s per --body-min-rate bytes received
+    /// (408 and the connection closed when slower). 0s disables.
+    #[arg(long, env = "SESSIONCERT_BODY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    body_timeout: Duration,
+    /// Bytes per second a request body must keep up after --body-timeout.
+    #[arg(long, env = "SESSIONCERT_BODY_MIN_RATE", default_value_t = 8 * 1024)]
+    body_min_rate: u64,
+    /// Request-body bytes held in memory at once, server-wide (503 when spent; at least --max-body).
+    #[arg(long, env = "SESSIONCERT_MAX_INFLIGHT_BODY", default_value_t = 64 * 1024 * 1024)]
+    max_inflight_body: usize,
+    /// How long a request body waits for that budget before its request gets 503.
+    #[arg(long, env = "SESSIONCERT_BODY_BUDGET_WAIT", default_value = "2s", value_parser = parse_duration)]
+    body_budget_wait: Duration,
+    /// Close a connection with no request in flight and no byte moving for this long
+    /// (the keep-alive timeout; also a peer that stopped reading). 0s disables.
+    #[arg(long, env = "SESSIONCERT_CONN_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    conn_idle_timeout: Duration,
+    /// Largest request head (request line + headers) in bytes (431 above); also each
+    /// connection's read buffer.
+    #[arg(long, env = "SESSIONCERT_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    max_header_bytes: usize,
+    /// Also accept cleartext HTTP/2 with prior knowledge (h2c). Off: HTTP/1.1 only.
+    #[arg(long, env = "SESSIONCERT_HTTP2")]
+    http2: bool,
+    /// Concurrent streams per HTTP/2 connection.
+    #[arg(long, env = "SESSIONCERT_HTTP2_MAX_STREAMS", default_value_t = 32)]
+    http2_max_streams: u32,
+    /// Origins clients may seal requests for, as they call the server (scheme://host[:port],
+    /// lower case, default port omitted; repeat or comma-separate). Others get 421
+    /// misdirected. Default: any origin.
+    #[arg(
+        long = "public-origin",
+        env = "SESSIONCERT_PUBLIC_ORIGINS",
+        value_delimiter = ','
+    )]
+    public_origins: Vec<String>,
     /// Log format.
     #[arg(long, env = "SESSIONCERT_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -138,8 +187,33 @@ async fn shutdown_signal() {
 
 /// Runs the demo server until SIGINT/SIGTERM, then persists sessions and exits.
 pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    // Checked before anything is opened: a refused start must leave no trace.
+    for o in &a.public_origins {
+        anyhow::ensure!(
+            sessioncert_server::is_valid_origin(o.trim()),
+            "--public-origin {o:?}: expected scheme://host[:port] in lower case, e.g. https://api.example.com"
+        );
+    }
     init_logs(&a.log_format);
     let suites = parse_suites(&a.suites)?;
+    anyhow::ensure!(
+        a.max_inflight_body >= a.max_body,
+        "--max-inflight-body ({}) must be at least --max-body ({}): a larger body could never be accepted",
+        a.max_inflight_body,
+        a.max_body
+    );
+    anyhow::ensure!(
+        a.max_connections > 0,
+        "--max-connections must be at least 1"
+    );
+    anyhow::ensure!(
+        a.max_connections_per_addr > 0,
+        "--max-connections-per-addr must be at least 1"
+    );
+    anyhow::ensure!(
+        a.http2_max_streams > 0,
+        "--http2-max-streams must be at least 1"
+    );
     let data = a.data.clone();
     let (keys, created) =
         tokio::task::spawn_blocking(move || ServerKeys::open_or_create(&data, now_ms()))
@@ -168,38 +242,43 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         max_live_sessions: a.max_sessions,
         ..Limits::default()
     };
+    let listener_limits = ListenerLimits {
+        max_connections: a.max_connections,
+        max_connections_per_addr: a.max_connections_per_addr,
+        exempt_loopback: !a.limit_loopback,
+        header_timeout: a.header_timeout,
+        body_timeout: a.body_timeout,
+        body_min_rate: a.body_min_rate,
+        max_inflight_body_bytes: a.max_inflight_body,
+        body_budget_wait: a.body_budget_wait,
+        idle_timeout: a.conn_idle_timeout,
+        max_header_bytes: a.max_header_bytes,
+        http2: a.http2,
+        http2_max_streams: a.http2_max_streams,
+        shutdown_grace: SHUTDOWN_GRACE,
+    };
     let sc = SessionCert::builder(Arc::new(keys), store)
         .policy(policy)
         .limits(limits)
-        .build()?;
+        .public_origins(a.public_origins.iter().map(|o| o.trim().to_owned()))?
+        .build()
+        .await?;
     let app = sc.router(demo::sealed_routes()).merge(demo::plain_routes());
     let listener = tokio::net::TcpListener::bind(a.addr)
         .await
-        .with_context(|| format!("cannot listen on {}", a.addr))?
-        // Small request/response exchanges: never hold a segment back (Nagle).
-        .tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
+        .with_context(|| format!("cannot listen on {}", a.addr))?;
     tracing::info!(addr = %a.addr, pin = %pin, "sessioncert serving; clients pin this identity");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async {
-            let _ = stop_rx.await;
-        })
-        .into_future(),
-    );
-    shutdown_signal().await;
-    let _ = stop_tx.send(());
-    // Connections still busy after the grace period are cut: the sessions must be
-    // persisted (and the stop recorded as clean) before a supervisor gives up on us.
-    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
-        Ok(Ok(r)) => r.context("server failed")?,
-        Ok(Err(e)) => return Err(e).context("server task failed"),
-        Err(_) => tracing::warn!("connections still open after the grace period; closing them"),
+    // On SIGTERM/SIGINT: stop accepting, give open connections the grace period to
+    // finish, cut the rest and return — the sessions must be persisted (and the stop
+    // recorded as clean) before a supervisor gives up on us.
+    let stopped =
+        sessioncert_server::listener::serve(listener, app, listener_limits, shutdown_signal())
+            .await;
+    if stopped.connections_cut > 0 {
+        tracing::warn!(
+            cut = stopped.connections_cut,
+            "connections still open after the grace period; closed them"
+        );
     }
     tracing::info!("shutting down: persisting sessions");
     sc.shutdown().await.context("clean shutdown failed")?;

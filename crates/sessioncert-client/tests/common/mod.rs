@@ -41,6 +41,18 @@ pub struct Behavior {
     pub forget_always: bool,
 }
 
+/// One sealed request the mock opened, i.e. that its "handler" executed.
+#[derive(Debug, Clone)]
+pub struct Executed {
+    pub session: SessionId,
+    pub seq: u64,
+    /// The inner method (full mode: the sealed one).
+    pub method: String,
+    /// The path relative to the prefix (full mode: the sealed one).
+    pub path: String,
+    pub body: Vec<u8>,
+}
+
 /// One request the mock saw on a protected (non-handshake) route.
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -60,6 +72,15 @@ pub struct MockState {
     sessions: Mutex<HashMap<SessionId, ServerSession>>,
     pub behavior: Mutex<Behavior>,
     pub seen: Mutex<Vec<Seen>>,
+    /// Every sealed request that was opened and executed.
+    pub executed: Mutex<Vec<Executed>>,
+    /// Every refusal sent on a protected route (a replay gets `rejected`).
+    pub refusals: Mutex<Vec<ErrorCode>>,
+    /// The next this-many sealed requests are executed normally, and then — like an
+    /// attacker on the path who forwarded the request and dropped the answer — the
+    /// client gets a forged, unauthenticated `401 session_expired` instead of the
+    /// sealed response. The session stays valid on the server.
+    pub forge_expired_after_execute: AtomicUsize,
     /// If set, every sealed request checks that this session file already holds a
     /// `next_seq` beyond the request's sequence number (persist-before-send).
     pub check_file: Mutex<Option<PathBuf>>,
@@ -79,6 +100,8 @@ impl MockState {
 
     pub fn forget_all_sessions(&self) {
         self.sessions.lock().unwrap().clear();
+        // A restarted server cannot open the tickets it issued before either.
+        self.pending.lock().unwrap().clear();
     }
 
     pub fn session_count(&self) -> usize {
@@ -91,6 +114,28 @@ impl MockState {
 
     pub fn protected_hits(&self) -> usize {
         self.protected_hits.load(Ordering::SeqCst)
+    }
+
+    /// How many times a sealed request to `path` (relative to the prefix) was executed.
+    pub fn executions(&self, path: &str) -> usize {
+        self.executed
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.path == path)
+            .count()
+    }
+
+    /// Arms the forged-refusal attack for the next `n` sealed requests.
+    pub fn forge_expired_after_execute(&self, n: usize) {
+        self.forge_expired_after_execute.store(n, Ordering::SeqCst);
+    }
+
+    /// Consumes one armed forgery, if any.
+    fn take_forgery(&self) -> bool {
+        self.forge_expired_after_execute
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
     }
 
     pub fn set_behavior(&self, b: Behavior) {
@@ -110,6 +155,7 @@ fn sign_config(identity: &IdentityKey, keys: &[HandshakeKeyPair]) -> Vec<u8> {
     KeyConfig {
         identity: identity.pin(),
         issued_at_ms: now_ms(),
+        expires_at_ms: now_ms() + sessioncert_proto::config::CONFIG_VALIDITY_MS,
         versions: vec![VERSION_1],
         record_suites: Suite::ALL.iter().map(|s| s.id()).collect(),
         keys: keys
@@ -164,6 +210,9 @@ impl Mock {
             sessions: Mutex::default(),
             behavior: Mutex::default(),
             seen: Mutex::default(),
+            executed: Mutex::default(),
+            refusals: Mutex::default(),
+            forge_expired_after_execute: AtomicUsize::new(0),
             check_file: Mutex::default(),
             file_violations: AtomicUsize::new(0),
             file_checks: AtomicUsize::new(0),
@@ -249,8 +298,14 @@ async fn handle(
                 now_ms(),
             ) {
                 Ok(r) => {
-                    st.pending.lock().unwrap().insert(r.pending.id(), r.pending);
-                    let mut resp = r.message.into_response();
+                    // The mock keeps the pending session itself; its "ticket" is just
+                    // the session id (a real server seals the pending state in it).
+                    let id = r.pending.id();
+                    let Ok(message) = r.server_hello(id.as_bytes()) else {
+                        return refuse(ErrorCode::Internal);
+                    };
+                    st.pending.lock().unwrap().insert(id, r.pending);
+                    let mut resp = message.into_response();
                     resp.headers_mut().insert(
                         "content-type",
                         HeaderValue::from_static(wire::HANDSHAKE_CONTENT_TYPE),
@@ -265,10 +320,13 @@ async fn handle(
             let Some(id) = session_id(&headers) else {
                 return refuse(ErrorCode::Malformed);
             };
+            let Ok(conf) = sessioncert_proto::Confirmation::parse(&body) else {
+                return refuse(ErrorCode::Malformed);
+            };
             let Some(pending) = st.pending.lock().unwrap().remove(&id) else {
                 return refuse(ErrorCode::UnknownSession);
             };
-            match pending.confirm(&body) {
+            match pending.confirm(conf.client_finished) {
                 Ok(s) => {
                     st.sessions.lock().unwrap().insert(id, s);
                     StatusCode::NO_CONTENT.into_response()
@@ -280,7 +338,64 @@ async fn handle(
             }
         }
         (Method::POST, wire::FULL_PATH) => sealed_full(&st, &uri, &headers, &body),
-        _ => sealed_header(&st, &method, &uri, &rel, &headers, &body),
+        _ => {
+            let r = sealed_header(&st, &method, &uri, &rel, &headers, &body);
+            // A slow handler: the answer comes a second after the request executed.
+            if rel.starts_with("/slow") {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            r
+        }
+    }
+}
+
+/// What the protected routes answer after executing a request: the real (sealed)
+/// response, or a forged refusal if the attack is armed.
+fn after_execute(st: &MockState, real: Response) -> Response {
+    if st.take_forgery() {
+        refuse(ErrorCode::SessionExpired)
+    } else {
+        real
+    }
+}
+
+fn refuse_protected(st: &MockState, code: ErrorCode) -> Response {
+    st.refusals.lock().unwrap().push(code);
+    refuse(code)
+}
+
+/// A request's `sessioncert-confirm` header creates its session (PROTOCOL §6.8).
+fn confirm_from_header(
+    st: &MockState,
+    headers: &HeaderMap,
+    id: &SessionId,
+    sessions: &mut std::collections::HashMap<SessionId, sessioncert_proto::ServerSession>,
+) {
+    use base64::Engine as _;
+    if sessions.contains_key(id) {
+        return;
+    }
+    let Some(bytes) = headers.get(wire::CONFIRM_HEADER).and_then(|v| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(v.as_bytes())
+            .ok()
+    }) else {
+        return;
+    };
+    let Ok(conf) = sessioncert_proto::Confirmation::parse(&bytes) else {
+        return;
+    };
+    let Some(pending) = st.pending.lock().unwrap().remove(id) else {
+        return;
+    };
+    match pending.confirm(conf.client_finished) {
+        Ok(s) => {
+            st.confirms.fetch_add(1, Ordering::SeqCst);
+            sessions.insert(*id, s);
+        }
+        Err(f) => {
+            st.pending.lock().unwrap().insert(*id, *f.pending);
+        }
     }
 }
 
@@ -340,32 +455,71 @@ fn sealed_header(
     });
     let id = match check_sealed_headers(headers) {
         Ok(id) => id,
-        Err(code) => return refuse(code),
+        Err(code) => return refuse_protected(st, code),
     };
     let behavior = st.behavior.lock().unwrap().clone();
     let mut sessions = st.sessions.lock().unwrap();
     if behavior.forget_always {
         sessions.clear();
+        st.pending.lock().unwrap().clear();
     }
+    confirm_from_header(st, headers, &id, &mut sessions);
     let Some(session) = sessions.get_mut(&id) else {
-        return refuse(ErrorCode::UnknownSession);
+        return refuse_protected(st, ErrorCode::UnknownSession);
     };
     let inner_ct = headers
         .get(wire::CONTENT_TYPE_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    let target = headers
+        .get(wire::TARGET_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    // Covered headers as PROTOCOL §8.2 defines them (the mock trusts the list's shape).
+    let covered: Vec<(String, String)> = headers
+        .get(wire::COVERED_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(|n| {
+                    let vals: Vec<&str> = headers
+                        .get_all(n)
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                        .collect();
+                    (n.to_string(), vals.join(", "))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let covered_refs: Vec<(&str, &str)> = covered
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
     let binding = RequestBinding::Header(RequestLine {
         method: method.as_str(),
+        target: &target,
         path: uri.path(),
         query: uri.query().unwrap_or(""),
         content_type: &inner_ct,
+        covered: &covered_refs,
     });
     let opened = match session.open_request(&binding, body) {
         Ok(o) => o,
-        Err(e) => return refuse(e.code()),
+        Err(e) => return refuse_protected(st, e.code()),
     };
     check_file(st, opened.seq);
+    st.executed.lock().unwrap().push(Executed {
+        session: id,
+        seq: opened.seq,
+        method: method.to_string(),
+        path: rel.to_string(),
+        body: opened.plaintext.to_vec(),
+    });
 
     if behavior.plaintext_reply {
         let mut r = (StatusCode::OK, "plaintext, not sealed").into_response();
@@ -425,7 +579,7 @@ fn sealed_header(
     } else {
         status
     };
-    sealed_response(status, &ct, record)
+    after_execute(st, sealed_response(status, &ct, record))
 }
 
 fn sealed_full(st: &MockState, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
@@ -438,25 +592,38 @@ fn sealed_full(st: &MockState, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> R
     });
     let id = match check_sealed_headers(headers) {
         Ok(id) => id,
-        Err(code) => return refuse(code),
+        Err(code) => return refuse_protected(st, code),
     };
     let behavior = st.behavior.lock().unwrap().clone();
     let mut sessions = st.sessions.lock().unwrap();
     if behavior.forget_always {
         sessions.clear();
+        st.pending.lock().unwrap().clear();
     }
+    confirm_from_header(st, headers, &id, &mut sessions);
     let Some(session) = sessions.get_mut(&id) else {
-        return refuse(ErrorCode::UnknownSession);
+        return refuse_protected(st, ErrorCode::UnknownSession);
     };
     let opened = match session.open_request(&RequestBinding::Full, body) {
         Ok(o) => o,
-        Err(e) => return refuse(e.code()),
+        Err(e) => return refuse_protected(st, e.code()),
     };
     check_file(st, opened.seq);
     let req = match FullRequest::decode(&opened.plaintext) {
         Ok(r) => r,
-        Err(e) => return refuse(e.code()),
+        Err(e) => return refuse_protected(st, e.code()),
     };
+    let inner_path = req.path.split('?').next().unwrap_or("");
+    st.executed.lock().unwrap().push(Executed {
+        session: id,
+        seq: opened.seq,
+        method: req.method.clone(),
+        path: inner_path
+            .strip_prefix(st.prefix.as_str())
+            .unwrap_or(inner_path)
+            .to_string(),
+        body: req.body.clone(),
+    });
     if behavior.plaintext_reply {
         return (StatusCode::OK, "plaintext, not sealed").into_response();
     }
@@ -487,7 +654,7 @@ fn sealed_full(st: &MockState, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> R
         let n = record.len();
         record[n - 1] ^= 0x01;
     }
-    sealed_response(StatusCode::OK, "", record)
+    after_execute(st, sealed_response(StatusCode::OK, "", record))
 }
 
 /// Captures `tracing` output of this crate into a buffer (per thread: use a

@@ -19,6 +19,15 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
+/// The `snow` crypto resolver every handshake of this crate is built with (X25519 from
+/// the selected backend, everything else from snow's default resolver). Exposed only so
+/// that a benchmark baseline (`crates/sessioncert-bench-lean`) can run a bare Noise
+/// handshake on exactly the same primitives; not part of the supported API.
+#[doc(hidden)]
+pub fn noise_resolver() -> Box<dyn snow::resolvers::CryptoResolver + Send + Sync> {
+    noise_resolver::resolver()
+}
+
 /// AEAD key length of every record suite (bytes).
 pub const KEY_LEN: usize = 32;
 /// AEAD nonce length of every record suite (bytes).

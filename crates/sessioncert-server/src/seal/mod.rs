@@ -5,6 +5,7 @@
 //! Binary HTTP request, dispatches it into the sealed routes and seals the whole
 //! response (see `crate::routes`).
 
+pub(crate) mod binding;
 mod layer;
 mod service;
 
@@ -73,6 +74,11 @@ pub(crate) async fn read_body_mut(body: Body, limit: usize) -> Result<BytesMut, 
 /// Reads a body up to `limit` bytes; 413 above it. A body that arrives as one chunk
 /// (the common case) is returned as is, without the copy a general collect makes.
 ///
+/// Chunks are kept as they arrive and joined once, into a buffer of the exact size,
+/// when the body is complete: memory follows the bytes actually received (which the
+/// listener's body budget charges), never the length a peer announced — a body that
+/// stalls or is turned away never caused a large allocation.
+///
 /// An oversized body is still read (and discarded) up to [`DRAIN_FACTOR`] times the
 /// limit before the 413 goes out: a client that is still sending would otherwise see
 /// a broken pipe instead of the answer. Beyond that the connection is dropped.
@@ -83,8 +89,7 @@ pub(crate) async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, Ref
     if body.size_hint().lower() > drain_limit {
         return Err(Refusal::new(ErrorCode::TooLarge));
     }
-    let mut first: Option<Bytes> = None;
-    let mut joined = BytesMut::new();
+    let mut chunks: Vec<Bytes> = Vec::new();
     let mut len = 0u64;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| Refusal::new(ErrorCode::Malformed))?;
@@ -96,24 +101,27 @@ pub(crate) async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, Ref
             if len > drain_limit {
                 break;
             }
-            first = None;
-            joined = BytesMut::new();
+            chunks = Vec::new();
             continue;
         }
-        match first.take() {
-            None if joined.is_empty() => first = Some(data),
-            prev => {
-                if let Some(p) = prev {
-                    joined.extend_from_slice(&p);
-                }
-                joined.extend_from_slice(&data);
-            }
+        if !data.is_empty() {
+            chunks.push(data);
         }
     }
     if len > limit as u64 {
         return Err(Refusal::new(ErrorCode::TooLarge));
     }
-    Ok(first.unwrap_or_else(|| joined.freeze()))
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => {
+            let mut joined = BytesMut::with_capacity(len as usize);
+            for c in chunks.drain(..) {
+                joined.extend_from_slice(&c);
+            }
+            joined.freeze()
+        }
+    })
 }
 
 /// How far past the body limit a request is still drained before the 413.
@@ -125,25 +133,55 @@ pub(crate) async fn open_header_mode(
     manager: &SessionManager,
     parts: &Parts,
     body: Body,
-) -> Result<(SessionId, Arc<Entry>, OpenedInPlace, Bytes), Refusal> {
+) -> Result<(SessionId, Arc<Entry>, OpenedInPlace, Bytes, binding::Bound), Refusal> {
     let id = session_id(&parts.headers)?;
     require_sealed_type(&parts.headers)?;
-    let mut record = read_body_mut(body, manager.limits().max_body_bytes).await?;
+    // Not a byte of the body before the session is known to be live: a made-up id must
+    // not make the server buffer anything.
+    manager.precheck(&id, parts)?;
+    let bound = binding::read(&parts.headers, manager.public_origins())?;
+    let mut record = if parts.method == http::Method::HEAD {
+        // HTTP gives HEAD no body: its record travels in a header (PROTOCOL §13).
+        record_from_header(&parts.headers)?
+    } else {
+        read_body_mut(body, manager.limits().max_body_bytes).await?
+    };
     let inner_ct = parts
         .headers
         .get(&H_INNER_CONTENT_TYPE)
         .map(|v| v.to_str().map_err(|_| Refusal::new(ErrorCode::Malformed)))
         .transpose()?
         .unwrap_or("");
-    let binding = RequestBinding::Header(RequestLine {
+    let covered = bound.covered_refs();
+    let line = RequestBinding::Header(RequestLine {
         method: parts.method.as_str(),
+        target: &bound.target,
         path: parts.uri.path(),
         query: parts.uri.query().unwrap_or(""),
         content_type: inner_ct,
+        covered: &covered,
     });
-    let (entry, opened) = manager.open_request(&id, &binding, &mut record).await?;
+    let (entry, opened) = manager.open_request(&id, &line, &mut record).await?;
     let plaintext = record.freeze().slice(opened.plaintext.clone());
-    Ok((id, entry, opened, plaintext))
+    Ok((id, entry, opened, plaintext, bound))
+}
+
+/// Largest record carried in a header (HEAD has an empty body, so its record is small).
+const MAX_HEADER_RECORD: usize = 1024;
+
+/// A record sent in the `sessioncert-record` header (unpadded base64url).
+fn record_from_header(headers: &HeaderMap) -> Result<BytesMut, Refusal> {
+    use base64::Engine as _;
+    let v = headers
+        .get(sessioncert_proto::wire::RECORD_HEADER)
+        .ok_or(Refusal::new(ErrorCode::Malformed))?;
+    if v.len() > MAX_HEADER_RECORD * 4 / 3 + 4 {
+        return Err(Refusal::new(ErrorCode::Malformed));
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(v.as_bytes())
+        .map(|b| BytesMut::from(&b[..]))
+        .map_err(|_| Refusal::new(ErrorCode::Malformed))
 }
 
 /// A sealed response: the status stays, the body is the record.
@@ -152,6 +190,7 @@ pub(crate) fn sealed_response(
     mut headers: HeaderMap,
     inner_ct: Option<HeaderValue>,
     record: Vec<u8>,
+    head: bool,
 ) -> Response {
     headers.remove(header::CONTENT_LENGTH);
     headers.remove(header::TRANSFER_ENCODING);
@@ -181,7 +220,19 @@ pub(crate) fn sealed_response(
         headers.remove(&H_STATUS);
         status
     };
-    let mut r = Response::new(Body::from(record));
+    // A response to HEAD has no body: the record travels in a header (PROTOCOL §13).
+    let body = if head {
+        use base64::Engine as _;
+        let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&record);
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            headers.insert(sessioncert_proto::wire::RECORD_HEADER, v);
+        }
+        Body::empty()
+    } else {
+        headers.remove(sessioncert_proto::wire::RECORD_HEADER);
+        Body::from(record)
+    };
+    let mut r = Response::new(body);
     *r.status_mut() = status;
     *r.headers_mut() = headers;
     r

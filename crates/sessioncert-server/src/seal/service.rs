@@ -1,8 +1,6 @@
 //! The `Service` half of header-mode sealing.
 
-use super::{
-    open_header_mode, read_body, sealed_response, SealedContext, H_INNER_CONTENT_TYPE, H_SESSION,
-};
+use super::{open_header_mode, read_body, sealed_response, SealedContext, H_INNER_CONTENT_TYPE};
 use crate::error::Refusal;
 use crate::sessions::SessionManager;
 use axum::body::Body;
@@ -64,7 +62,8 @@ where
     S::Future: Send,
 {
     let (mut parts, body) = req.into_parts();
-    let (id, entry, opened, plaintext) = open_header_mode(&manager, &parts, body).await?;
+    let (id, entry, opened, plaintext, bound) = open_header_mode(&manager, &parts, body).await?;
+    let head = parts.method == http::Method::HEAD;
     let expect = opened.expectation();
     // The handler sees an ordinary request: the inner content type, the plaintext body.
     match parts.headers.remove(&H_INNER_CONTENT_TYPE) {
@@ -75,7 +74,7 @@ where
             parts.headers.remove(header::CONTENT_TYPE);
         }
     }
-    parts.headers.remove(&H_SESSION);
+    super::binding::for_handler(&mut parts.headers, &bound);
     parts.headers.insert(
         header::CONTENT_LENGTH,
         HeaderValue::from(opened.plaintext.len()),
@@ -88,9 +87,14 @@ where
     let req = Request::from_parts(parts, Body::from(plaintext));
     let Ok(resp) = inner.oneshot(req).await;
     let (rparts, rbody) = resp.into_parts();
-    let plain = read_body(rbody, usize::MAX)
-        .await
-        .map_err(|_| Refusal::new(sessioncert_proto::ErrorCode::Internal))?;
+    // A response to HEAD has no content, whatever body the (GET) handler produced.
+    let plain = if head {
+        axum::body::Bytes::new()
+    } else {
+        read_body(rbody, usize::MAX)
+            .await
+            .map_err(|_| Refusal::new(sessioncert_proto::ErrorCode::Internal))?
+    };
     let inner_ct = rparts.headers.get(header::CONTENT_TYPE).cloned();
     let ct_str = inner_ct
         .as_ref()
@@ -107,5 +111,6 @@ where
         rparts.headers,
         inner_ct,
         record,
+        head,
     ))
 }

@@ -17,21 +17,63 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How often each request body reached a handler, across every test server in this
+/// test binary (tests use unique bodies).
+static EXECUTIONS: std::sync::Mutex<Option<std::collections::HashMap<Vec<u8>, usize>>> =
+    std::sync::Mutex::new(None);
+
+/// How many times a handler ran with exactly this body.
+pub fn executions(body: &[u8]) -> usize {
+    EXECUTIONS
+        .lock()
+        .unwrap()
+        .as_ref()
+        .and_then(|m| m.get(body).copied())
+        .unwrap_or(0)
+}
+
 pub async fn echo(body: Bytes) -> Json<serde_json::Value> {
+    *EXECUTIONS
+        .lock()
+        .unwrap()
+        .get_or_insert_with(Default::default)
+        .entry(body.to_vec())
+        .or_default() += 1;
     let data = serde_json::from_slice::<serde_json::Value>(&body)
         .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into()));
     Json(serde_json::json!({"status": true, "message": "ok", "requestData": data}))
 }
 
+/// Echoes what a handler sees of the request's headers (for binding tests).
+pub async fn seen_headers(headers: http::HeaderMap) -> Json<serde_json::Value> {
+    let get = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    Json(serde_json::json!({
+        "host": get("host"),
+        "authorization": get("authorization"),
+        "cookie": get("cookie"),
+        "x-tenant": get("x-tenant"),
+        "transfer-encoding": get("transfer-encoding"),
+        "sessioncert": headers.keys().any(|k| k.as_str().starts_with("sessioncert-")),
+    }))
+}
+
 pub fn sealed_routes() -> Router {
-    Router::new().route("/apiTest", post(echo)).route(
-        "/status/{code}",
-        get(
-            |axum::extract::Path(c): axum::extract::Path<u16>| async move {
-                (http::StatusCode::from_u16(c).unwrap(), "status body")
-            },
-        ),
-    )
+    Router::new()
+        .route("/headers", get(seen_headers).post(seen_headers))
+        .route("/apiTest", post(echo))
+        .route(
+            "/status/{code}",
+            get(
+                |axum::extract::Path(c): axum::extract::Path<u16>| async move {
+                    (http::StatusCode::from_u16(c).unwrap(), "status body")
+                },
+            ),
+        )
 }
 
 pub struct TestServer {
@@ -60,6 +102,7 @@ impl TestServer {
             .timing(timing)
             .policy(policy)
             .build()
+            .await
             .unwrap();
         let app = sc
             .router(sealed_routes())
@@ -119,6 +162,8 @@ pub fn generous() -> Limits {
 /// A sealed request as it would go on the wire.
 pub struct Sealed {
     pub method: http::Method,
+    /// The origin the record is bound to (`sessioncert-target`).
+    pub target: String,
     pub path: String,
     pub query: String,
     pub content_type: String,
@@ -169,7 +214,7 @@ impl RawClient {
         let r = http
             .post(format!("{base}{CONFIRM_PATH}"))
             .header(SESSION_HEADER, uc.id().to_string())
-            .body(uc.client_finished().to_vec())
+            .body(uc.confirmation().to_vec())
             .send()
             .await
             .unwrap();
@@ -183,20 +228,36 @@ impl RawClient {
     }
 
     pub fn seal(&mut self, method: &str, path_query: &str, ct: &str, body: &[u8]) -> Sealed {
+        let target = self.base.clone();
+        self.seal_for(&target, method, path_query, ct, body)
+    }
+
+    /// Seals a header-mode request bound to the origin `target`.
+    pub fn seal_for(
+        &mut self,
+        target: &str,
+        method: &str,
+        path_query: &str,
+        ct: &str,
+        body: &[u8],
+    ) -> Sealed {
         let (path, query) = path_query.split_once('?').unwrap_or((path_query, ""));
         let (record, expect) = self
             .session
             .seal_request(
                 &RequestBinding::Header(RequestLine {
                     method,
+                    target,
                     path,
                     query,
                     content_type: ct,
+                    covered: &[],
                 }),
                 body,
             )
             .unwrap();
         Sealed {
+            target: target.to_owned(),
             method: method.parse().unwrap(),
             path: path.into(),
             query: query.into(),
@@ -217,6 +278,7 @@ impl RawClient {
             .http
             .request(s.method.clone(), url)
             .header(SESSION_HEADER, self.session.id().to_string())
+            .header(TARGET_HEADER, s.target.as_str())
             .header("content-type", SEALED_CONTENT_TYPE)
             .body(s.record.clone());
         if !s.content_type.is_empty() {

@@ -1,0 +1,214 @@
+//! A server behind `sessioncert_server::listener::serve`, and raw-socket helpers for
+//! tests that play a slow or hostile peer.
+#![allow(dead_code)]
+
+use axum::extract::ConnectInfo;
+use axum::routing::{get, post};
+use sessioncert_proto::Pin;
+use sessioncert_server::listener::{serve, ListenerLimits, Stopped};
+use sessioncert_server::{now_ms, Limits, ServerKeys, SessionCert};
+use sessioncert_store::MemoryStore;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub struct GuardedServer {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub pin: Pin,
+    pub sc: SessionCert,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Stopped>>,
+}
+
+impl GuardedServer {
+    /// The test app (sealed `/apiTest`, plain `/plain/apiTest`, plain `/slow` that takes
+    /// 300 ms, plain `/whoami` answering the peer address) behind the listener.
+    pub async fn start(limits: Limits, listener_limits: ListenerLimits) -> Self {
+        let keys = ServerKeys::ephemeral(now_ms()).unwrap();
+        let pin = keys.pin();
+        let sc = SessionCert::builder(Arc::new(keys), Arc::new(MemoryStore::new()))
+            .limits(limits)
+            .build()
+            .await
+            .unwrap();
+        let app = sc
+            .router(crate::common::sealed_routes())
+            .route("/plain/apiTest", post(crate::common::echo))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    "slow done"
+                }),
+            )
+            .route(
+                "/whoami",
+                get(|ConnectInfo(a): ConnectInfo<SocketAddr>| async move { a.ip().to_string() }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, app, listener_limits, async {
+            let _ = rx.await;
+        }));
+        GuardedServer {
+            addr,
+            base: format!("http://{addr}"),
+            pin,
+            sc,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Signals shutdown and waits for `serve` to return.
+    pub async fn stop(&mut self) -> Stopped {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.task.take().unwrap().await.unwrap()
+    }
+}
+
+/// Limits that stay out of the way of tests about something else.
+pub fn generous_limits() -> Limits {
+    crate::common::generous()
+}
+
+/// The head of a sealed-looking POST under session `sid` announcing `len` body bytes.
+pub fn sealed_head(path: &str, sid: &str, len: usize) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: test\r\nsessioncert-id: {sid}\r\n\
+         sessioncert-target: http://test\r\n\
+         content-type: application/sessioncert-sealed\r\ncontent-length: {len}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// A random, well-formed session id the server never issued.
+pub fn made_up_session_id() -> String {
+    sessioncert_proto::SessionId::random().unwrap().to_string()
+}
+
+/// What a peer saw on a connection until the server closed it (or `limit` passed).
+#[derive(Debug)]
+pub struct Seen {
+    pub bytes: Vec<u8>,
+    /// When the server closed the connection (EOF or reset), from the call.
+    pub closed_after: Option<Duration>,
+}
+
+impl Seen {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        let t = self.text();
+        let line = t.lines().next()?;
+        line.split(' ').nth(1)?.parse().ok()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        let t = self.text();
+        let head = t.split("\r\n\r\n").next()?;
+        head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    }
+}
+
+/// Reads until the server closes the connection, at most `limit`.
+pub async fn read_until_closed(s: &mut TcpStream, limit: Duration) -> Seen {
+    let start = Instant::now();
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let left = limit.saturating_sub(start.elapsed());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Err(_) => {
+                return Seen {
+                    bytes,
+                    closed_after: None,
+                }
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return Seen {
+                    bytes,
+                    closed_after: Some(start.elapsed()),
+                }
+            }
+            Ok(Ok(n)) => bytes.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Writes `data` in pieces of `piece` bytes, one every `every`, until done or the
+/// server stops taking them. Returns how much was written.
+pub async fn trickle(
+    s: &mut tokio::net::tcp::OwnedWriteHalf,
+    data: &[u8],
+    piece: usize,
+    every: Duration,
+) -> usize {
+    let mut sent = 0;
+    for chunk in data.chunks(piece.max(1)) {
+        if s.write_all(chunk).await.is_err() {
+            break;
+        }
+        sent += chunk.len();
+        tokio::time::sleep(every).await;
+    }
+    sent
+}
+
+/// A complete `GET path` on an open connection; returns the response head and body
+/// as text (reads until the announced length).
+pub async fn get_on(s: &mut TcpStream, path: &str, limit: Duration) -> Option<String> {
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let start = Instant::now();
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(end) = find(&bytes, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if bytes.len() >= end + 4 + len {
+                return Some(String::from_utf8_lossy(&bytes).into_owned());
+            }
+        }
+        let left = limit.checked_sub(start.elapsed())?;
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => bytes.extend_from_slice(&buf[..n]),
+            _ => return None,
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The process's resident set size in KiB (Linux).
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
