@@ -2,13 +2,23 @@
 # Reproduces the README's speed figures in one run on this machine:
 #   1. handshakes/s of `sessioncert bench handshake` against the seed's per-handshake
 #      cost (one RSA-4096 key generation, timed here with openssl)
-#   2. sealed POST /apiTest vs the same handler unsealed at /plain/apiTest (1 KiB body)
-#   3. the core's criterion benches (seal/open throughput vs raw primitives), unless --no-criterion
+#   2. handshakes/s against a lean one-round-trip Noise NK server (scripts/bench-handshake.sh:
+#      three alternating pairs at concurrency 4 and 8, median ratio), unless --no-lean
+#   3. sealed POST /apiTest vs the same handler unsealed at /plain/apiTest (1 KiB body)
+#   4. the core's criterion benches (seal/open throughput vs raw primitives), unless --no-criterion
 # Client and server share this machine's cores; absolute figures drift between runs,
 # ratios measured in the same run are what to compare.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5s}
+NO_CRITERION= NO_LEAN=
+for arg in "$@"; do
+  case "$arg" in
+    --no-criterion) NO_CRITERION=1 ;;
+    --no-lean) NO_LEAN=1 ;;
+    *) echo "usage: $0 [--no-criterion] [--no-lean]" >&2; exit 2 ;;
+  esac
+done
 cargo build --release --quiet --bin sessioncert
 BIN=$PWD/target/release/sessioncert
 DATA=$(mktemp -d); PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -40,6 +50,10 @@ rows = [r for r in json.load(open(sys.argv[3])) if r["state"] == "established"]
 print(f"  server lists {len(rows)} established sessions for {made} handshakes reported by the bench")
 PY
 
+if [ -z "$NO_LEAN" ]; then
+  DURATION="$DURATION" scripts/bench-handshake.sh
+fi
+
 echo "== sealed vs plain POST /apiTest, 1 KiB body, concurrency 32 (three alternating pairs)"
 for i in 1 2 3; do
   S=$("$BIN" bench request --url "http://127.0.0.1:$PORT/apiTest" --pin "$PIN" --duration "$DURATION" --concurrency 32 --body 1024 --json)
@@ -55,7 +69,7 @@ done
 S=$("$BIN" bench request --url "http://127.0.0.1:$PORT/apiTest" --pin "$PIN" --full --duration "$DURATION" --concurrency 32 --body 1024 --json)
 echo "  full-request mode: $(python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["requests_per_sec"]))' "$S")/s"
 
-if [ "${1:-}" != "--no-criterion" ]; then
+if [ -z "$NO_CRITERION" ]; then
   echo "== core benches (criterion)"
   cargo bench -p sessioncert-proto --bench core 2>/dev/null | grep -E "^[a-z0-9_/ -]+$|time:|thrpt:" || true
 fi
