@@ -395,6 +395,10 @@ impl ClientBuilder {
             Some(c) => c,
             None => reqwest::Client::builder()
                 .connect_timeout(DEFAULT_CONNECT_TIMEOUT)
+                // Below the server's 60 s keep-alive, so a request is never written to a
+                // connection the server is closing (a failure after sending would leave
+                // its outcome unknown).
+                .pool_idle_timeout(Duration::from_secs(45))
                 .timeout(DEFAULT_REQUEST_TIMEOUT)
                 .build()?,
         };

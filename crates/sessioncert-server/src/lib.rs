@@ -12,7 +12,10 @@
 //! let sealed = Router::new().route("/echo", post(|b: String| async move { b }));
 //! let app = sc.router(sealed).route("/health", axum::routing::get(|| async { "ok" }));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await?;
+//! // The hardened accept loop (body budget, timeouts, connection caps, HTTP/1.1 only);
+//! // plain `axum::serve` works too but has none of those limits.
+//! let stop = async { let _ = tokio::signal::ctrl_c().await; };
+//! sessioncert_server::listener::serve(listener, app, Default::default(), stop).await;
 //! sc.shutdown().await?;
 //! # Ok(()) }
 //! ```

@@ -122,9 +122,12 @@ async fn hundred_4mib_bodies_in_a_live_session_are_bounded_by_the_body_budget() 
         busy > 0,
         "a 16 MiB budget admitted 100 bodies of 4 MiB at once"
     );
-    // The budget plus one small read buffer per connection; not 100 x 4 MiB.
+    // Bounded by the budget, not by 100 x 4 MiB: the budget's bytes, a body's one-time
+    // join into a contiguous buffer when it completes (at most the budget again), and
+    // one small read buffer per connection. Without the budget this flood takes
+    // ~320 MiB here.
     assert!(
-        growth_kib < (BUDGET as u64 / 1024) + 16 * 1024,
+        growth_kib < 3 * (BUDGET as u64 / 1024),
         "RSS grew by {growth_kib} KiB with a {} KiB budget",
         BUDGET / 1024
     );

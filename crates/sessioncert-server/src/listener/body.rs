@@ -153,10 +153,11 @@ struct Waiting {
 
 /// A request body charged to the budget and held to the minimum rate.
 ///
-/// The budget is paid *before* a chunk is read: while the budget is spent, a body waits
-/// without holding any unpaid bytes, and hyper reads nothing more for it — the peer's
-/// bytes stay in the kernel, and the server's memory is the budget plus one read buffer
-/// per connection.
+/// The budget is paid *before* a chunk is read (up to [`PREPAY_KIB`], so a connection
+/// whose body is merely open holds at most that much of it): while the budget is spent,
+/// a body waits without taking more, hyper buffers at most one chunk for it and the rest
+/// of the peer's bytes stay in the kernel. The server's memory for bodies is the budget
+/// plus about one read buffer per connection.
 pub(crate) struct GuardedBody<B> {
     inner: B,
     cfg: Arc<GuardConfig>,
