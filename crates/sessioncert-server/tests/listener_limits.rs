@@ -526,3 +526,88 @@ async fn shutdown_lets_requests_in_flight_finish_and_cuts_what_outlives_the_grac
     let seen = read_until_closed(&mut stuck, SEC).await;
     assert!(seen.closed_after.is_some());
 }
+
+/// Found by the attack review: a body that arrives fast and then stalls used to earn a
+/// second of grace per 8 KiB received (minutes for a large body) while holding its
+/// share of the budget. Now every window after the grace must bring the minimum rate.
+#[tokio::test]
+async fn a_body_that_bursts_then_stalls_is_cut_after_one_window() {
+    let limits = ListenerLimits {
+        body_timeout: SEC,
+        body_min_rate: 1000,
+        ..ListenerLimits::default()
+    };
+    let srv = GuardedServer::start(generous_limits(), limits).await;
+    let c = RawClient::connect(&srv.base, srv.pin).await;
+    let sid = c.session.id().to_string();
+    let s = TcpStream::connect(srv.addr).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    w.write_all(&sealed_head("/apiTest", &sid, 100_000))
+        .await
+        .unwrap();
+    // Half the body at once (under the old rule: 1 s + 50 s of credit), then silence.
+    w.write_all(&vec![b'x'; 50_000]).await.unwrap();
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(10 * SEC, async {
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => return start.elapsed(),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .expect("a stalled body was still held after 10 s");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(closed < Duration::from_millis(4500), "cut after {closed:?}");
+    drop(w);
+}
+
+/// Found by the attack review: one peer could hold the whole server-wide body budget.
+/// Each client address now has a share; the rest of the budget stays for others.
+#[tokio::test]
+async fn one_address_cannot_take_more_than_its_share_of_the_body_budget() {
+    let limits = ListenerLimits {
+        max_inflight_body_bytes: 1024 * 1024,
+        max_inflight_body_per_addr: 64 * 1024,
+        exempt_loopback: false,
+        ..ListenerLimits::default()
+    };
+    let srv = GuardedServer::start(generous_limits(), limits).await;
+    let c = RawClient::connect(&srv.base, srv.pin).await;
+    let sid = c.session.id().to_string();
+    let connect_from = |ip: [u8; 4]| async move {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(std::net::SocketAddr::from((ip, 0))).unwrap();
+        sock.connect(srv.addr).await.unwrap()
+    };
+    // 127.0.0.1 holds 48 KiB of an unfinished body...
+    let mut held = connect_from([127, 0, 0, 1]).await;
+    held.write_all(&sealed_head("/apiTest", &sid, 200_000))
+        .await
+        .unwrap();
+    held.write_all(&vec![b'x'; 48 * 1024]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...so another 32 KiB body from the same address is over its 64 KiB share: 503 now,
+    let mut same = connect_from([127, 0, 0, 1]).await;
+    same.write_all(&sealed_head("/apiTest", &sid, 32 * 1024))
+        .await
+        .unwrap();
+    same.write_all(&vec![b'y'; 32 * 1024]).await.unwrap();
+    let seen = read_until_closed(&mut same, 3 * SEC).await;
+    assert_eq!(seen.status(), Some(503), "{}", seen.text());
+    // while the same body from another address is admitted and read to the end (the
+    // junk record then fails to open: 400, not 503).
+    let mut other = connect_from([127, 0, 0, 2]).await;
+    other
+        .write_all(&sealed_head("/apiTest", &sid, 32 * 1024))
+        .await
+        .unwrap();
+    other.write_all(&vec![b'z'; 32 * 1024]).await.unwrap();
+    let seen = read_until_closed(&mut other, 3 * SEC).await;
+    assert_eq!(seen.status(), Some(400), "{}", seen.text());
+    drop(held);
+}

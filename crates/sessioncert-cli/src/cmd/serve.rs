@@ -86,6 +86,14 @@ pub struct ServeArgs {
     /// Request-body bytes held in memory at once, server-wide (503 when spent; at least --max-body).
     #[arg(long, env = "SESSIONCERT_MAX_INFLIGHT_BODY", default_value_t = 64 * 1024 * 1024)]
     max_inflight_body: usize,
+    /// Request-body bytes the bodies of one client address may hold at once (503 above;
+    /// loopback exempt unless --limit-loopback). At least --max-body.
+    #[arg(
+        long,
+        env = "SESSIONCERT_MAX_INFLIGHT_BODY_PER_ADDR",
+        default_value_t = 16 * 1024 * 1024
+    )]
+    max_inflight_body_per_addr: usize,
     /// How long a request body waits for that budget before its request gets 503.
     #[arg(long, env = "SESSIONCERT_BODY_BUDGET_WAIT", default_value = "2s", value_parser = parse_duration)]
     body_budget_wait: Duration,
@@ -203,6 +211,14 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         a.max_body
     );
     anyhow::ensure!(
+        a.max_inflight_body_per_addr >= a.max_body
+            && a.max_inflight_body_per_addr <= a.max_inflight_body,
+        "--max-inflight-body-per-addr ({}) must be between --max-body ({}) and --max-inflight-body ({})",
+        a.max_inflight_body_per_addr,
+        a.max_body,
+        a.max_inflight_body
+    );
+    anyhow::ensure!(
         a.max_connections > 0,
         "--max-connections must be at least 1"
     );
@@ -250,6 +266,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         body_timeout: a.body_timeout,
         body_min_rate: a.body_min_rate,
         max_inflight_body_bytes: a.max_inflight_body,
+        max_inflight_body_per_addr: a.max_inflight_body_per_addr,
         body_budget_wait: a.body_budget_wait,
         idle_timeout: a.conn_idle_timeout,
         max_header_bytes: a.max_header_bytes,

@@ -9,10 +9,17 @@
 //! for others to finish, then the request is answered `503` (`sessioncert-error:
 //! unavailable`, `Retry-After`) and its connection closed; nothing was executed.
 //!
-//! A body must also keep arriving: it gets [`ListenerLimits::body_timeout`], extended by
-//! one second for every [`ListenerLimits::body_min_rate`] bytes received (the rule of
-//! Apache's `mod_reqtimeout`). A slower body is cut: `408` and the connection closed.
-//! Time spent waiting for the budget does not count against the peer.
+//! The bodies of one client address may hold at most
+//! [`ListenerLimits::max_inflight_body_per_addr`] of it; beyond that they get `503` at
+//! once, so a single peer cannot starve everyone else.
+//!
+//! A body must also keep arriving: after a grace of [`ListenerLimits::body_timeout`],
+//! every [`super::BODY_RATE_WINDOW`] must bring at least
+//! [`ListenerLimits::body_min_rate`] bytes per second. A window is measured on its own,
+//! so a fast start earns no credit for a later stall (a peer that sends most of a body
+//! and then goes quiet holds its budget for one window, not for minutes). A slower body
+//! is cut: `408` and the connection closed. Time spent waiting for the budget does not
+//! count against the peer.
 //!
 //! [`BodyGuardLayer`] applies both to any service; [`super::serve`] applies it to every
 //! request it accepts.
@@ -28,6 +35,7 @@ use sessioncert_proto::wire::ERROR_HEADER;
 use sessioncert_proto::ErrorCode;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -97,6 +105,10 @@ pub(crate) struct GuardConfig {
     wait: Duration,
     timeout: Duration,
     min_rate: u64,
+    /// Each client address's share of the budget, KiB.
+    per_addr_kib: u64,
+    per_addr: dashmap::DashMap<IpAddr, Arc<Semaphore>>,
+    exempt_loopback: bool,
 }
 
 impl GuardConfig {
@@ -111,7 +123,29 @@ impl GuardConfig {
             wait: limits.body_budget_wait,
             timeout: limits.body_timeout,
             min_rate: limits.body_min_rate,
+            per_addr_kib: (limits.max_inflight_body_per_addr / 1024).clamp(1, total_kib) as u64,
+            per_addr: dashmap::DashMap::new(),
+            exempt_loopback: limits.exempt_loopback,
         })
+    }
+
+    /// The budget share of `addr`, if it has one.
+    fn share_of(&self, addr: Option<IpAddr>) -> Option<Arc<Semaphore>> {
+        let a = addr.filter(|a| !(self.exempt_loopback && a.is_loopback()))?;
+        Some(
+            self.per_addr
+                .entry(a)
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_addr_kib as usize)))
+                .clone(),
+        )
+    }
+
+    /// Forgets the shares of addresses that hold nothing (called as bodies end).
+    fn release_share(&self, addr: IpAddr) {
+        let full = self.per_addr_kib as usize;
+        self.per_addr.remove_if(&addr, |_, s| {
+            s.available_permits() == full && Arc::strong_count(s) == 1
+        });
     }
 
     /// Bytes of budget not charged to any body right now.
@@ -125,6 +159,8 @@ impl GuardConfig {
 #[derive(Default)]
 struct Held {
     permit: Option<OwnedSemaphorePermit>,
+    /// The same charge against the client address's share.
+    addr_permit: Option<OwnedSemaphorePermit>,
     failure: Option<BodyGuardError>,
 }
 
@@ -173,6 +209,12 @@ pub(crate) struct GuardedBody<B> {
     /// all, not per chunk: bodies that each hold part of the budget and wait for more
     /// would otherwise crawl forward only as others give up.
     waited: Duration,
+    /// The current rate window: when it started and how much had arrived by then.
+    window: Option<(Instant, u64)>,
+    /// The client address's share of the budget.
+    share: Option<Arc<Semaphore>>,
+    /// The last charge failed because the address's share is spent.
+    over_share: bool,
     deadline: Option<Pin<Box<Sleep>>>,
     waiting: Option<Waiting>,
     failed: Option<BodyGuardError>,
@@ -191,8 +233,11 @@ enum Taken {
 }
 
 impl<B: http_body::Body> GuardedBody<B> {
-    fn new(inner: B, cfg: Arc<GuardConfig>, shared: Shared) -> Self {
+    fn new(inner: B, cfg: Arc<GuardConfig>, shared: Shared, share: Option<Arc<Semaphore>>) -> Self {
         GuardedBody {
+            window: None,
+            share,
+            over_share: false,
             inner,
             cfg,
             shared,
@@ -278,6 +323,21 @@ impl<B: http_body::Body> GuardedBody<B> {
         let Ok(n) = usize::try_from(need) else {
             return false;
         };
+        // The client address's share is charged at once or not at all: a peer over
+        // its share is refused (the caller answers 503), never queued behind others.
+        let addr_part = match &self.share {
+            Some(share) => match share
+                .clone()
+                .try_acquire_many_owned(u32::try_from(need).unwrap_or(u32::MAX))
+            {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    self.over_share = true;
+                    return false;
+                }
+            },
+            None => None,
+        };
         let Some(part) = self.prepaid.as_mut().and_then(|p| p.split(n)) else {
             return false;
         };
@@ -287,21 +347,43 @@ impl<B: http_body::Body> GuardedBody<B> {
             Some(p) => p.merge(part),
             None => held.permit = Some(part),
         }
+        if let Some(ap) = addr_part {
+            match held.addr_permit.as_mut() {
+                Some(p) => p.merge(ap),
+                None => held.addr_permit = Some(ap),
+            }
+        }
         true
     }
 
-    /// When the body must have made more progress: the timeout plus one second per
-    /// `min_rate` bytes received. `None` when the rule is off.
+    /// When the body's progress is next checked: the end of the grace, then the end of
+    /// each rate window. `None` when the rule is off.
     fn rate_deadline(&self) -> Option<Instant> {
         if self.cfg.timeout.is_zero() {
             return None;
         }
-        let extra = if self.cfg.min_rate == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(self.received as f64 / self.cfg.min_rate as f64)
+        match self.window {
+            None => Some(self.started? + self.cfg.timeout),
+            Some((since, _)) => Some(since + super::BODY_RATE_WINDOW),
+        }
+    }
+
+    /// At a deadline: whether the body kept its rate. During the grace only a body that
+    /// is still empty-handed with no rate rule fails; after it, each window must bring
+    /// `min_rate` bytes per second. On success the next window starts now.
+    fn rate_kept(&mut self, now: Instant) -> bool {
+        let ok = match self.window {
+            // End of the grace: with no rate rule the grace is the whole allowance.
+            None => self.cfg.min_rate > 0,
+            Some((_, at_start)) => {
+                let need = self.cfg.min_rate as f64 * super::BODY_RATE_WINDOW.as_secs_f64();
+                (self.received - at_start) as f64 >= need
+            }
         };
-        Some(self.started? + self.cfg.timeout + extra)
+        if ok {
+            self.window = Some((now, self.received));
+        }
+        ok
     }
 
     /// A data chunk arrived: charge it, paying the part the prepaid budget does not
@@ -315,6 +397,9 @@ impl<B: http_body::Body> GuardedBody<B> {
         }
         if self.commit() {
             return Some(Poll::Ready(Some(Ok(frame))));
+        }
+        if self.over_share {
+            return Some(self.fail(BodyGuardError::Busy));
         }
         let need = self.received.div_ceil(1024) - self.charged_kib;
         let short = need.saturating_sub(self.prepaid_kib());
@@ -355,6 +440,9 @@ where
                         if let Some(s) = this.started.as_mut() {
                             *s += waited;
                         }
+                        if let Some((w, _)) = this.window.as_mut() {
+                            *w += waited;
+                        }
                         this.add_prepaid(permit);
                         if let Some(frame) = frame {
                             if !this.commit() {
@@ -392,12 +480,16 @@ where
                     this.prepaid = None;
                     Poll::Ready(None)
                 }
-                Poll::Pending => {
+                Poll::Pending => loop {
                     let Some(at) = this.rate_deadline() else {
                         return Poll::Pending;
                     };
-                    if Instant::now() >= at {
-                        return this.fail(BodyGuardError::TooSlow);
+                    let now = Instant::now();
+                    if now >= at {
+                        if !this.rate_kept(now) {
+                            return this.fail(BodyGuardError::TooSlow);
+                        }
+                        continue; // the next window
                     }
                     let timer = this
                         .deadline
@@ -406,10 +498,10 @@ where
                         timer.as_mut().reset(at);
                     }
                     if timer.as_mut().poll(cx).is_ready() {
-                        return this.fail(BodyGuardError::TooSlow);
+                        continue; // checked at the top
                     }
-                    Poll::Pending
-                }
+                    return Poll::Pending;
+                },
             };
         }
     }
@@ -485,7 +577,12 @@ where
         let cfg = self.cfg.clone();
         let http1 = req.version() <= Version::HTTP_11;
         let shared: Shared = Arc::default();
-        let req = req.map(|b| Body::new(GuardedBody::new(b, cfg.clone(), shared.clone())));
+        let addr = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        let share = cfg.share_of(addr);
+        let req = req.map(|b| Body::new(GuardedBody::new(b, cfg.clone(), shared.clone(), share)));
         let fut = inner.call(req);
         Box::pin(async move {
             let Ok(resp) = fut.await;
@@ -493,6 +590,9 @@ where
             // The charge goes with the last of this future and the body: the handler
             // has answered, and whatever it buffered from the body is normally gone.
             drop(shared);
+            if let Some(a) = addr {
+                cfg.release_share(a);
+            }
             Ok(match failure {
                 None => resp,
                 Some(e) => e.response(cfg.wait.as_secs().max(1), http1),

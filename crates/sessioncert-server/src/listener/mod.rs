@@ -66,12 +66,18 @@ pub struct ListenerLimits {
     /// for the first request) to its end; the connection is closed when it runs out.
     /// Zero disables.
     pub header_timeout: Duration,
-    /// Time a request body may take, extended by one second per `body_min_rate` bytes
-    /// received; a slower body gets `408` and its connection is closed. Zero disables.
+    /// Grace before a request body's rate is checked; after it, every
+    /// [`BODY_RATE_WINDOW`] must bring at least `body_min_rate` bytes per second, or the
+    /// request gets `408` and its connection is closed. Zero disables the rate rule.
     pub body_timeout: Duration,
-    /// Bytes per second that extend `body_timeout`. Zero: `body_timeout` is a fixed
-    /// limit for the whole body.
+    /// Bytes per second a body must keep arriving at, measured over each
+    /// [`BODY_RATE_WINDOW`] after `body_timeout` (a burst earns no credit for a later
+    /// stall). Zero: `body_timeout` is a fixed limit for the whole body.
     pub body_min_rate: u64,
+    /// Request-body bytes the bodies from one client address may hold at once (the rest
+    /// get `503` at once), so one peer cannot take the whole server-wide budget. At
+    /// least the largest body. Loopback is exempt with `exempt_loopback`.
+    pub max_inflight_body_per_addr: usize,
     /// Request-body bytes held in memory at once, server-wide. Should be at least
     /// [`crate::Limits::max_body_bytes`]: a larger body never fits.
     pub max_inflight_body_bytes: usize,
@@ -93,6 +99,9 @@ pub struct ListenerLimits {
     pub shutdown_grace: Duration,
 }
 
+/// The window over which a body's minimum rate is measured once its grace is over.
+pub const BODY_RATE_WINDOW: Duration = Duration::from_secs(2);
+
 impl Default for ListenerLimits {
     fn default() -> Self {
         ListenerLimits {
@@ -103,6 +112,7 @@ impl Default for ListenerLimits {
             body_timeout: Duration::from_secs(10),
             body_min_rate: 8 * 1024,
             max_inflight_body_bytes: 64 * 1024 * 1024,
+            max_inflight_body_per_addr: 16 * 1024 * 1024,
             body_budget_wait: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(60),
             max_header_bytes: 16 * 1024,
