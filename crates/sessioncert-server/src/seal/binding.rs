@@ -98,6 +98,11 @@ pub(crate) fn check_origin(origin: &str, public: &[String]) -> Result<(), Refusa
 /// Reads the bound origin and covered headers of a header-mode request.
 pub(crate) fn read(headers: &HeaderMap, public: &[String]) -> Result<Bound, Refusal> {
     let malformed = || Refusal::new(ErrorCode::Malformed);
+    // Exactly one target: with two, a proxy reading the last could act on another one
+    // than the seal binds.
+    if headers.get_all(TARGET_HEADER).iter().count() != 1 {
+        return Err(malformed());
+    }
     let target = headers
         .get(TARGET_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -253,6 +258,11 @@ mod tests {
         ]);
         assert_eq!(read(&h, &[]).unwrap_err().code, ErrorCode::Malformed);
         assert_eq!(read(&hm(&[]), &[]).unwrap_err().code, ErrorCode::Malformed);
+        let two = hm(&[
+            (TARGET_HEADER, "https://a.example"),
+            (TARGET_HEADER, "https://b.example"),
+        ]);
+        assert_eq!(read(&two, &[]).unwrap_err().code, ErrorCode::Malformed);
     }
 
     #[test]

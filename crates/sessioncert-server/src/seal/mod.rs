@@ -146,6 +146,9 @@ pub(crate) async fn open_header_mode(
     } else {
         read_body_mut(body, manager.limits().max_body_bytes).await?
     };
+    if parts.headers.get_all(&H_INNER_CONTENT_TYPE).iter().count() > 1 {
+        return Err(Refusal::new(ErrorCode::Malformed));
+    }
     let inner_ct = parts
         .headers
         .get(&H_INNER_CONTENT_TYPE)
