@@ -54,7 +54,7 @@ pub struct ServeArgs {
     /// Live sessions per client address (429 above).
     #[arg(long, env = "SESSIONCERT_MAX_SESSIONS_PER_ADDR", default_value_t = 256)]
     max_sessions_per_addr: u32,
-    /// Live sessions held at once, server-wide (429 above; about 2 KiB each).
+    /// Live sessions held at once, server-wide (503 above; about 2 KiB each).
     #[arg(long, env = "SESSIONCERT_MAX_SESSIONS", default_value_t = 500_000)]
     max_sessions: usize,
     /// Apply the per-address limits to loopback clients too (by default they are exempt so
