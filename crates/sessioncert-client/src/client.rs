@@ -255,6 +255,10 @@ fn transport_failed_after_send(e: &ClientError) -> bool {
 
 pub(crate) struct Inner {
     base: Url,
+    /// `base`'s origin as `sessioncert-target` carries it (PROTOCOL §8.2).
+    target: String,
+    /// The same, as a ready header value.
+    target_header: HeaderValue,
     /// `base` as text without a trailing `/` (what session files record).
     base_str: String,
     http: reqwest::Client,
@@ -434,6 +438,9 @@ impl ClientBuilder {
         };
 
         let inner = Arc::new(Inner {
+            target: base.origin().ascii_serialization(),
+            target_header: HeaderValue::from_str(&base.origin().ascii_serialization())
+                .map_err(|_| ClientError::InvalidUrl("origin is not a header value".into()))?,
             base,
             base_str,
             http,
@@ -947,7 +954,18 @@ impl Inner {
             }
             (rb.body(sealed.record), sealed.expect)
         } else {
-            let target = p.url.origin().ascii_serialization();
+            // The base URL's origin, serialized once; a request URL is always joined onto
+            // the base, so it has the same origin (checked, to be safe).
+            let origin;
+            let target: &str = if p.url.host_str() == self.base.host_str()
+                && p.url.port_or_known_default() == self.base.port_or_known_default()
+                && p.url.scheme() == self.base.scheme()
+            {
+                &self.target
+            } else {
+                origin = p.url.origin().ascii_serialization();
+                &origin
+            };
             let covered = covered_headers(p)?;
             let covered_refs: Vec<(&str, &str)> = covered
                 .iter()
@@ -955,7 +973,7 @@ impl Inner {
                 .collect();
             let binding = RequestBinding::Header(RequestLine {
                 method: p.method.as_str(),
-                target: &target,
+                target,
                 path: p.url.path(),
                 query: p.url.query().unwrap_or(""),
                 content_type,
@@ -969,7 +987,16 @@ impl Inner {
                 .headers(p.headers.clone())
                 .header(H_SESSION, slot.id_header.clone())
                 .header(CONTENT_TYPE, wire::SEALED_CONTENT_TYPE)
-                .header(H_TARGET, target.as_str());
+                .header(
+                    H_TARGET,
+                    if std::ptr::eq(target, self.target.as_str()) {
+                        self.target_header.clone()
+                    } else {
+                        HeaderValue::from_str(target).map_err(|_| {
+                            ClientError::InvalidRequest("origin is not a header value".into())
+                        })?
+                    },
+                );
             if !covered.is_empty() {
                 let names: Vec<&str> = covered.iter().map(|(n, _)| n.as_str()).collect();
                 rb = rb.header(H_COVERED, names.join(", "));

@@ -142,26 +142,50 @@ pub(crate) fn read(headers: &HeaderMap, public: &[String]) -> Result<Bound, Refu
 /// reach it only if bound, and `Host` is the authority the request was sealed for (a
 /// reverse proxy in front may have rewritten the one on the wire).
 pub(crate) fn for_handler(headers: &mut HeaderMap, bound: &Bound) {
-    let own: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("sessioncert-"))
-        .cloned()
-        .collect();
-    for k in own {
+    for k in OWN {
         headers.remove(k);
+    }
+    // Anything else named sessioncert-* (rare): collect the names only then.
+    if headers
+        .keys()
+        .any(|k| k.as_str().starts_with("sessioncert-"))
+    {
+        let own: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("sessioncert-"))
+            .cloned()
+            .collect();
+        for k in own {
+            headers.remove(k);
+        }
     }
     headers.remove(header::TRANSFER_ENCODING);
     for c in CREDENTIALS {
-        if !bound.covered.iter().any(|(n, _)| n == c.as_str()) && headers.remove(&c).is_some() {
+        if headers.contains_key(&c) && !bound.covered.iter().any(|(n, _)| n == c.as_str()) {
+            headers.remove(&c);
             tracing::debug!(header = %c, "unbound credential header removed before the handler");
         }
     }
     if let Some((_, authority)) = split_origin(&bound.target) {
-        if let Ok(v) = HeaderValue::from_str(authority) {
-            headers.insert(header::HOST, v);
+        // Usually the Host on the wire already is the bound authority: no allocation then.
+        if headers.get(header::HOST).map(|h| h.as_bytes()) != Some(authority.as_bytes()) {
+            if let Ok(v) = HeaderValue::from_str(authority) {
+                headers.insert(header::HOST, v);
+            }
         }
     }
 }
+
+/// The protocol's own request headers, removed before the handler.
+const OWN: [HeaderName; 7] = [
+    HeaderName::from_static(sessioncert_proto::wire::SESSION_HEADER),
+    HeaderName::from_static(TARGET_HEADER),
+    HeaderName::from_static(COVERED_HEADER),
+    HeaderName::from_static(sessioncert_proto::wire::CONFIRM_HEADER),
+    HeaderName::from_static(sessioncert_proto::wire::RECORD_HEADER),
+    HeaderName::from_static(sessioncert_proto::wire::CONTENT_TYPE_HEADER),
+    HeaderName::from_static(sessioncert_proto::wire::STATUS_HEADER),
+];
 
 #[cfg(test)]
 mod tests {
