@@ -129,7 +129,7 @@ async fn serve_full(s: FullState, req: Request) -> Result<Response, Refusal> {
     let id = session_id(&parts.headers)?;
     require_sealed_type(&parts.headers)?;
     // Refused before a byte of the body is read (see `open_header_mode`).
-    s.manager.precheck(&id, &parts)?;
+    s.manager.precheck(&id, &parts).await?;
     let mut record = read_body_mut(body, s.manager.limits().max_body_bytes).await?;
     let (entry, opened) = s
         .manager

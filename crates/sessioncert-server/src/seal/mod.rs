@@ -138,7 +138,7 @@ pub(crate) async fn open_header_mode(
     require_sealed_type(&parts.headers)?;
     // Not a byte of the body before the session is known to be live: a made-up id must
     // not make the server buffer anything.
-    manager.precheck(&id, parts)?;
+    manager.precheck(&id, parts).await?;
     let bound = binding::read(&parts.headers, manager.public_origins())?;
     let mut record = if parts.method == http::Method::HEAD {
         // HTTP gives HEAD no body: its record travels in a header (PROTOCOL §13).

@@ -7,10 +7,6 @@ use sessioncert_proto::{SessionId, SessionState};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// How long the flusher waits after a new session before writing, so a burst of new
-/// sessions shares one commit.
-const NEW_SESSION_LINGER: std::time::Duration = std::time::Duration::from_millis(5);
-
 impl SessionManager {
     /// Ends sessions closed or expired elsewhere (another process, the store's sweep).
     pub async fn poll_ended(&self, since_ms: u64) {
@@ -102,7 +98,6 @@ impl SessionManager {
     pub fn spawn_maintenance(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
         let timing = self.timing.clone();
-        let flush_soon = self.flush_soon.clone();
         tokio::spawn(async move {
             let mut flush = tokio::time::interval(timing.flush_interval);
             let mut poll = tokio::time::interval(timing.poll_interval);
@@ -114,14 +109,6 @@ impl SessionManager {
             let mut last_poll = now_ms();
             loop {
                 tokio::select! {
-                    // Holds only the Notify, not the manager, so dropping it ends the loop.
-                    _ = flush_soon.notified() => {
-                        // New sessions: let a burst gather for a moment, then write it.
-                        tokio::time::sleep(NEW_SESSION_LINGER).await;
-                        let Some(m) = weak.upgrade() else { break };
-                        if m.closing.load(Ordering::SeqCst) { break }
-                        let _ = m.flush().await;
-                    }
                     _ = flush.tick() => {
                         let Some(m) = weak.upgrade() else { break };
                         if m.closing.load(Ordering::SeqCst) { break }

@@ -136,9 +136,6 @@ pub struct SessionManager {
     save_queue: Mutex<Vec<Arc<Entry>>>,
     /// Serializes flushes, so an older snapshot never lands after a newer one.
     flush_lock: tokio::sync::Mutex<()>,
-    /// Wakes the flusher early when a session is created, so operators (and a
-    /// `sessions list` right after a request) see it within milliseconds, not a tick.
-    flush_soon: Arc<tokio::sync::Notify>,
     /// The origins (`scheme://authority`) requests may be sealed for; empty: any.
     public_origins: Vec<String>,
     /// Set when shutdown begins: from then on no request is opened and no session
@@ -173,7 +170,6 @@ impl SessionManager {
             stats: Stats::default(),
             save_queue: Mutex::new(Vec::new()),
             flush_lock: tokio::sync::Mutex::new(()),
-            flush_soon: Arc::new(tokio::sync::Notify::new()),
             closing: AtomicBool::new(false),
             public_origins: Vec::new(),
         })
@@ -277,8 +273,12 @@ impl SessionManager {
     /// holds (live, or ended — its refusal needs the record), or one the request's
     /// `sessioncert-confirm` header creates (PROTOCOL §6.8). Anything else is refused
     /// here, so an anonymous peer cannot make the server buffer a body by naming a
-    /// made-up session id. Memory only; never touches the store.
-    pub fn precheck(&self, id: &SessionId, parts: &http::request::Parts) -> Result<(), Refusal> {
+    /// made-up session id. Touches the store only to write a session it creates.
+    pub async fn precheck(
+        &self,
+        id: &SessionId,
+        parts: &http::request::Parts,
+    ) -> Result<(), Refusal> {
         if self.closing.load(Ordering::SeqCst) {
             return Err(SHUTTING_DOWN);
         }
@@ -295,7 +295,7 @@ impl SessionManager {
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(header.as_bytes())
             .map_err(|_| Refusal::new(ErrorCode::Malformed))?;
-        self.establish(id, &bytes, client_addr(parts)).map(|_| ())
+        self.establish(id, &bytes, client_addr(parts)).await
     }
 
     /// Stand-alone key confirmation (`POST /.well-known/sessioncert/confirm`):
@@ -316,13 +316,31 @@ impl SessionManager {
                 None => Ok(()),
             };
         }
-        self.establish(id, confirmation, addr).map(|_| ())
+        self.establish(id, confirmation, addr).await
     }
 
-    /// Creates a session from a confirmation (PROTOCOL §6.8 steps 2–7). Returns whether
-    /// this call created it (`false`: a concurrent request with the same confirmation
-    /// did, and this one goes on as any request of the session).
-    fn establish(
+    /// Creates a session from a confirmation (PROTOCOL §6.8 steps 2–7) and saves it
+    /// (group-committed with whatever else is queued) before its first request runs, so
+    /// a session that has answered a request is listed and survives a clean restart. A
+    /// concurrent request with the same confirmation finds it created and goes on as
+    /// any request of the session.
+    async fn establish(
+        &self,
+        id: &SessionId,
+        confirmation: &[u8],
+        addr: Option<IpAddr>,
+    ) -> Result<(), Refusal> {
+        if self.create(id, confirmation, addr)? {
+            // A failed save is logged by `flush` and the session stays queued; the
+            // session itself is valid in memory, so the request goes on.
+            let _ = self.flush().await;
+        }
+        Ok(())
+    }
+
+    /// The synchronous part of [`Self::establish`]: checks and inserts. Returns whether
+    /// this call created the session.
+    fn create(
         &self,
         id: &SessionId,
         confirmation: &[u8],
@@ -386,7 +404,6 @@ impl SessionManager {
             self.stats.established.fetch_add(1, Ordering::Relaxed);
             entry.lock().touch();
             self.queue_save(&entry);
-            self.flush_soon.notify_one();
         }
         Ok(created)
     }
