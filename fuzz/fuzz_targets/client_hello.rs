@@ -187,7 +187,7 @@ fuzz_target!(|input: Input| {
                 .expect("open");
             assert_eq!(o.plaintext, b"ping");
             let r = server
-                .seal_response(&o.expectation(), &ResponseBinding::Full, b"pong")
+                .seal_response(o.sealer, &ResponseBinding::Full, b"pong")
                 .expect("seal response");
             assert_eq!(
                 c.open_response(&exp, &ResponseBinding::Full, &r)

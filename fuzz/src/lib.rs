@@ -12,7 +12,7 @@ use sessioncert_proto::config::{
 use sessioncert_proto::handshake::{respond, ClientHandshake, ClientOffer, ServerPolicy};
 use sessioncert_proto::{
     ClientSession, HandshakeKeyPair, IdentityKey, KeyConfig, PendingServerSession, Pin,
-    RequestBinding, ServerSession, SessionId, SignedKeyConfig, Suite, Trust,
+    RequestBinding, ServerSession, SessionId, SignedKeyConfig, Suite, Trust, VerifiedKeyConfig,
 };
 use std::sync::OnceLock;
 
@@ -85,8 +85,8 @@ pub struct Fixture {
     pub pin: Pin,
     /// The handshake key (secret [`HS_SECRET`], id [`HS_KEY_ID`], valid forever).
     pub keys: Vec<HandshakeKeyPair>,
-    /// The key configuration naming that key.
-    pub config: KeyConfig,
+    /// The key configuration naming that key, verified.
+    pub config: VerifiedKeyConfig,
     /// The configuration signed by `identity`.
     pub signed: SignedKeyConfig,
     /// `signed.encode()`.
@@ -99,7 +99,7 @@ fn handshake_key() -> HandshakeKeyPair {
     HandshakeKeyPair::from_secret(HS_KEY_ID, &HS_SECRET, 0, u64::MAX).expect("handshake key")
 }
 
-fn make_pair(config: &KeyConfig, keys: &[HandshakeKeyPair], suite: Suite) -> Pair {
+fn make_pair(config: &VerifiedKeyConfig, keys: &[HandshakeKeyPair], suite: Suite) -> Pair {
     let offer = ClientOffer {
         versions: vec![VERSION_1],
         suites: vec![suite],
@@ -173,7 +173,7 @@ pub fn fixture() -> &'static Fixture {
         };
         let signed = config.sign(&identity).expect("sign");
         let signed_bytes = signed.encode();
-        assert!(signed.verify(Trust::Pin(pin), NOW_MS).is_ok());
+        let config = signed.verify(Trust::Pin(pin), NOW_MS).expect("verify");
         let keys = vec![hk];
         let pairs = Suite::ALL
             .iter()

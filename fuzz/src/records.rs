@@ -28,7 +28,7 @@ use sessioncert_proto::replay::ReplayWindow;
 use sessioncert_proto::session::{MAX_MESSAGES, REKEY_INTERVAL};
 use sessioncert_proto::{
     ClientSession, ErrorCode, ProtocolError, RequestBinding, RequestLine, ResponseBinding,
-    ResponseExpectation, ServerSession,
+    ResponseExpectation, ResponseSealer, ServerSession,
 };
 
 /// The request line bound in header mode.
@@ -336,14 +336,14 @@ fn open_req(
     bind: &Bind,
     bytes: &[u8],
     in_place: bool,
-) -> Result<(ResponseExpectation, Vec<u8>), ProtocolError> {
+) -> Result<(ResponseSealer, Vec<u8>), ProtocolError> {
     if in_place {
         let mut buf = bytes.to_vec();
         let o = server.open_request_in_place(&bind.prep().get(), &mut buf)?;
-        Ok((o.expectation(), buf[o.plaintext].to_vec()))
+        Ok((o.sealer, buf[o.plaintext].to_vec()))
     } else {
         let o = server.open_request(&bind.prep().get(), bytes)?;
-        Ok((o.expectation(), o.plaintext))
+        Ok((o.sealer, o.plaintext))
     }
 }
 
@@ -374,8 +374,9 @@ pub fn run(input: Input, full: bool) {
     let mut s2c_server = Epochs::default();
     let mut s2c_client = Epochs::default();
     let mut sealed: Vec<Sealed> = Vec::new();
-    // Requests the server opened: index into `sealed`.
-    let mut opened: Vec<usize> = Vec::new();
+    // Requests the server opened: index into `sealed`, and the response sealer until
+    // it is used (it seals once).
+    let mut opened: Vec<(usize, Option<ResponseSealer>)> = Vec::new();
     let mut responses: Vec<Response> = Vec::new();
     // Refusal tags the server issued: (seq, code, tag).
     let mut refusals: Vec<(u64, ErrorCode, Vec<u8>)> = Vec::new();
@@ -485,7 +486,8 @@ pub fn run(input: Input, full: bool) {
                     Ok(()) => c2s_server.relation(seq),
                 };
                 match (r, want) {
-                    (Ok((exp, pt)), Ok(next_epoch)) => {
+                    (Ok((sealer, pt)), Ok(next_epoch)) => {
+                        let exp = sealer.expectation();
                         if next_epoch {
                             c2s_server.epoch += 1;
                         }
@@ -513,7 +515,7 @@ pub fn run(input: Input, full: bool) {
                                 None => assert!(d.is_err()),
                             }
                         }
-                        opened.push(g);
+                        opened.push((g, Some(sealer)));
                     }
                     (Err(e), Err(())) => {
                         assert_eq!(e.code(), sessioncert_proto::ErrorCode::Rejected, "{e:?}");
@@ -554,15 +556,30 @@ pub fn run(input: Input, full: bool) {
                 if opened.is_empty() {
                     continue;
                 }
-                let req = opened[which as usize % opened.len()];
+                let k = which as usize % opened.len();
+                let req = opened[k].0;
+                // Each opened request's response is sealed once: the sealer is gone.
+                let Some(sealer) = opened[k].1.take() else {
+                    continue;
+                };
                 let s = &sealed[req];
+                // A response in the other mode is refused, and the sealer handed back.
+                let other = if s.exp.full {
+                    RBind::Header(200, String::new())
+                } else {
+                    RBind::Full
+                };
+                let sealer = server
+                    .seal_response(sealer, &other.binding(), b"x")
+                    .expect_err("a response in the other mode sealed")
+                    .sealer;
                 let bind = if s.exp.full {
                     RBind::Full
                 } else {
                     RBind::Header(status, content_type)
                 };
                 let (plaintext, _) = body_bytes(&body, true);
-                let r = server.seal_response(&s.exp, &bind.binding(), &plaintext);
+                let r = server.seal_response(sealer, &bind.binding(), &plaintext);
                 let want = s2c_server.relation(s.seq);
                 match (r, want) {
                     (Ok(bytes), Ok(next_epoch)) => {
@@ -578,22 +595,13 @@ pub fn run(input: Input, full: bool) {
                             plaintext,
                         });
                     }
-                    (Err(_), Err(())) => {}
+                    (Err(failed), Err(())) => opened[k].1 = Some(failed.sealer),
                     (r, want) => panic!(
                         "seal response seq {}: got {:?}, model {want:?}",
                         s.seq,
                         r.err()
                     ),
                 }
-                // A response in the other mode is refused.
-                let other = if s.exp.full {
-                    RBind::Header(200, String::new())
-                } else {
-                    RBind::Full
-                };
-                assert!(server
-                    .seal_response(&s.exp, &other.binding(), b"x")
-                    .is_err());
             }
             Op::ReceiveResponse {
                 which,

@@ -14,7 +14,7 @@ use sessioncert_proto::session::ResponseExpectation;
 use sessioncert_proto::wire;
 use sessioncert_proto::{
     ClientHandshake, ClientOffer, ClientSession, ErrorCode, KeyConfig, Pin, ProtocolError,
-    SessionId, SignedKeyConfig, Suite, Trust,
+    SessionId, SignedKeyConfig, Suite, Trust, VerifiedKeyConfig,
 };
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -265,7 +265,7 @@ pub(crate) struct Inner {
     identity: Pin,
     suites: Vec<Suite>,
     max_response_bytes: usize,
-    config: Mutex<Option<KeyConfig>>,
+    config: Mutex<Option<VerifiedKeyConfig>>,
     /// The highest `issued_at_ms` of any configuration accepted (PROTOCOL §5.3 rule 7).
     config_high_water: AtomicU64,
     current: Mutex<Option<Arc<Slot>>>,
@@ -574,7 +574,7 @@ async fn fetch_config(
     http: &reqwest::Client,
     base: &Url,
     trust: Trust,
-) -> Result<KeyConfig, ClientError> {
+) -> Result<VerifiedKeyConfig, ClientError> {
     let url = join(base, wire::CONFIG_PATH)?;
     let resp = http.get(url).send().await?;
     if resp.headers().contains_key(wire::ERROR_HEADER) {
@@ -702,7 +702,7 @@ impl Inner {
     }
 
     /// The cached configuration if it still has a usable key, else a fresh one.
-    async fn config(&self, force_fetch: bool) -> Result<(KeyConfig, bool), ClientError> {
+    async fn config(&self, force_fetch: bool) -> Result<(VerifiedKeyConfig, bool), ClientError> {
         if !force_fetch {
             if let Some(c) = lock(&self.config).as_ref() {
                 let now = now_ms();

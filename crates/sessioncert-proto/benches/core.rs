@@ -19,6 +19,7 @@ mod benches {
     use sessioncert_proto::{
         respond, ClientHandshake, ClientOffer, ClientSession, HandshakeKeyPair, IdentityKey,
         KeyConfig, RequestBinding, RequestLine, ServerPolicy, ServerSession, SessionId, Suite,
+        Trust, VerifiedKeyConfig,
     };
     use std::time::{Duration, Instant};
 
@@ -30,7 +31,7 @@ mod benches {
     const TICKET: [u8; 381] = [0x5a; 381];
 
     /// The server's key configuration and handshake key, as in the handshake tests.
-    fn setup() -> (KeyConfig, Vec<HandshakeKeyPair>) {
+    fn setup() -> (VerifiedKeyConfig, Vec<HandshakeKeyPair>) {
         let id = IdentityKey::from_seed(&[1; 32]);
         let hk = HandshakeKeyPair::from_secret(7, &[2; 32], 0, u64::MAX).unwrap();
         let cfg = KeyConfig {
@@ -47,6 +48,11 @@ mod benches {
                 not_after_ms: u64::MAX,
             }],
         };
+        let cfg = cfg
+            .sign(&id)
+            .unwrap()
+            .verify(Trust::Pin(id.pin()), NOW_MS)
+            .unwrap();
         (cfg, vec![hk])
     }
 

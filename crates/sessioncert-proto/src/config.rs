@@ -206,8 +206,9 @@ impl SignedKeyConfig {
     }
 
     /// Verifies the signature and the identity against `trust`, and that at least one
-    /// handshake key is usable at `now_ms`. Returns the parsed configuration.
-    pub fn verify(&self, trust: Trust, now_ms: u64) -> Result<KeyConfig, ProtocolError> {
+    /// handshake key is usable at `now_ms`. Returns the parsed configuration, in the only
+    /// form a handshake can start from.
+    pub fn verify(&self, trust: Trust, now_ms: u64) -> Result<VerifiedKeyConfig, ProtocolError> {
         let cfg = KeyConfig::decode(&self.config)?;
         if let Trust::Pin(pin) = trust {
             if pin != cfg.identity {
@@ -227,7 +228,36 @@ impl SignedKeyConfig {
                 "no handshake key is valid now (check the clock)",
             ));
         }
-        Ok(cfg)
+        Ok(VerifiedKeyConfig(cfg))
+    }
+}
+
+/// A key configuration whose signature, identity and freshness were checked by
+/// [`SignedKeyConfig::verify`]: the only value [`crate::ClientHandshake::start`] accepts,
+/// so a handshake can never start from bytes nobody verified. Read it through `Deref`;
+/// it cannot be built or changed any other way.
+///
+/// ```
+/// # use sessioncert_proto::{ClientHandshake, ClientOffer, SignedKeyConfig, Trust};
+/// fn hello(signed: &SignedKeyConfig, trust: Trust, now_ms: u64) {
+///     let config = signed.verify(trust, now_ms).unwrap();
+///     let _ = ClientHandshake::start(&config, ClientOffer::default(), now_ms);
+/// }
+/// ```
+/// An unverified configuration does not compile:
+/// ```compile_fail,E0308
+/// # use sessioncert_proto::{ClientHandshake, ClientOffer, KeyConfig};
+/// fn hello(config: &KeyConfig, now_ms: u64) {
+///     let _ = ClientHandshake::start(config, ClientOffer::default(), now_ms);
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedKeyConfig(KeyConfig);
+
+impl core::ops::Deref for VerifiedKeyConfig {
+    type Target = KeyConfig;
+    fn deref(&self) -> &KeyConfig {
+        &self.0
     }
 }
 

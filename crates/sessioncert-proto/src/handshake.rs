@@ -20,7 +20,9 @@
 //! again from it) → [`ServerSession`] on the server.
 
 use crate::codec::{Reader, Writer};
-use crate::config::{KeyConfig, HS_NOISE_NK_25519_AESGCM_SHA256, NOISE_NK_PARAMS, VERSION_1};
+use crate::config::{
+    VerifiedKeyConfig, HS_NOISE_NK_25519_AESGCM_SHA256, NOISE_NK_PARAMS, VERSION_1,
+};
 use crate::crypto::{self, AeadKey, KeySchedule, Suite, NONCE_LEN};
 use crate::identity::HandshakeKeyPair;
 use crate::session::{ClientSession, DirectionKeys, RefusalKey, ServerSession};
@@ -241,10 +243,11 @@ impl core::fmt::Debug for ClientHandshake {
 }
 
 impl ClientHandshake {
-    /// Starts a handshake to the current key of a verified configuration. Returns the
-    /// state to keep and the client hello to POST.
+    /// Starts a handshake to the current key of a verified configuration (only
+    /// [`crate::SignedKeyConfig::verify`] makes one). Returns the state to keep and the
+    /// client hello to POST.
     pub fn start(
-        config: &KeyConfig,
+        config: &VerifiedKeyConfig,
         offer: ClientOffer,
         now_ms: u64,
     ) -> Result<(Self, Vec<u8>), ProtocolError> {
@@ -252,10 +255,12 @@ impl ClientHandshake {
     }
 
     /// As [`ClientHandshake::start`] with a fixed ephemeral key. Only for test vectors:
-    /// reusing an ephemeral key destroys forward secrecy.
+    /// reusing an ephemeral key destroys forward secrecy. Exists only with the
+    /// `insecure-vectors` feature, which nothing published enables (PROTOCOL §17).
+    #[cfg(feature = "insecure-vectors")]
     #[doc(hidden)]
     pub fn start_with_ephemeral_for_vectors(
-        config: &KeyConfig,
+        config: &VerifiedKeyConfig,
         offer: ClientOffer,
         now_ms: u64,
         ephemeral: &[u8; 32],
@@ -264,7 +269,7 @@ impl ClientHandshake {
     }
 
     fn start_inner(
-        config: &KeyConfig,
+        config: &VerifiedKeyConfig,
         offer: ClientOffer,
         now_ms: u64,
         ephemeral: Option<&[u8; 32]>,
@@ -569,7 +574,9 @@ pub fn respond(
     respond_inner(keys, policy, msg, session_id, now_ms, None)
 }
 
-/// As [`respond`] with a fixed ephemeral key. Only for test vectors.
+/// As [`respond`] with a fixed ephemeral key. Only for test vectors; exists only with
+/// the `insecure-vectors` feature.
+#[cfg(feature = "insecure-vectors")]
 #[doc(hidden)]
 pub fn respond_with_ephemeral_for_vectors(
     keys: &[HandshakeKeyPair],
@@ -662,7 +669,8 @@ mod tests {
     use crate::record::{RequestBinding, ResponseBinding};
     use proptest::prelude::*;
 
-    pub(crate) fn setup() -> (KeyConfig, Vec<HandshakeKeyPair>) {
+    pub(crate) fn setup() -> (VerifiedKeyConfig, Vec<HandshakeKeyPair>) {
+        use crate::config::{KeyConfig, Trust};
         let id = IdentityKey::from_seed(&[1; 32]);
         let hk = HandshakeKeyPair::from_secret(7, &[2; 32], 0, u64::MAX).unwrap();
         let cfg = KeyConfig {
@@ -679,6 +687,11 @@ mod tests {
                 not_after_ms: u64::MAX,
             }],
         };
+        let cfg = cfg
+            .sign(&id)
+            .unwrap()
+            .verify(Trust::Pin(id.pin()), 1000)
+            .unwrap();
         (cfg, vec![hk])
     }
 
@@ -713,7 +726,7 @@ mod tests {
             let o = s.open_request(&RequestBinding::Full, &rec).unwrap();
             assert_eq!(o.plaintext, b"ping");
             let r = s
-                .seal_response(&o.expectation(), &ResponseBinding::Full, b"pong")
+                .seal_response(o.sealer, &ResponseBinding::Full, b"pong")
                 .unwrap();
             assert_eq!(
                 c.open_response(&exp, &ResponseBinding::Full, &r).unwrap(),
@@ -934,7 +947,7 @@ mod tests {
         let (r1, e1) = c.seal_request(&line, b"").unwrap();
         assert!(c.confirmation().is_some());
         let o = s.open_request(&line, &r1).unwrap();
-        let resp1 = s.seal_response(&o.expectation(), &ok, b"hi").unwrap();
+        let resp1 = s.seal_response(o.sealer, &ok, b"hi").unwrap();
         c.open_response(&e1, &ok, &resp1).unwrap();
         assert!(c.confirmation().is_none());
     }

@@ -20,7 +20,7 @@ pub mod session;
 mod session_id;
 mod session_state;
 
-pub use config::{KeyConfig, SignedKeyConfig, Trust};
+pub use config::{KeyConfig, SignedKeyConfig, Trust, VerifiedKeyConfig};
 pub use crypto::Suite;
 pub use error::{ErrorCode, ProtocolError};
 pub use handshake::{
@@ -30,7 +30,8 @@ pub use handshake::{
 pub use identity::{HandshakeKeyPair, IdentityKey, Pin};
 pub use record::{RequestBinding, RequestLine, ResponseBinding};
 pub use session::{
-    ClientSession, EndedSession, OpenedInPlace, OpenedRequest, ResponseExpectation, ServerSession,
+    ClientSession, EndedSession, OpenedInPlace, OpenedRequest, ResponseExpectation, ResponseSealer,
+    SealFailed, ServerSession,
 };
 pub use session_id::{MalformedSessionId, SessionId, SESSION_ID_LEN};
 pub use session_state::{SessionState, UnknownSessionState};

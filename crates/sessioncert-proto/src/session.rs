@@ -500,63 +500,101 @@ fn read_export_head(
     Ok((version, suite, id))
 }
 
-/// A request the server opened: its plaintext and what its response must be bound to.
-pub struct OpenedRequest {
+/// The single-use right to seal the response to one opened request.
+///
+/// Only opening a request makes one (its sequence number is then marked in the replay
+/// window, so no second one exists for that number), it cannot be cloned, and
+/// [`ServerSession::seal_response`] consumes it: a response nonce can be used only once.
+/// A sealer of another session is refused.
+///
+/// Sealing once compiles:
+/// ```
+/// # use sessioncert_proto::{OpenedRequest, ResponseBinding, ServerSession};
+/// fn answer(s: &mut ServerSession, o: OpenedRequest) {
+///     let _ = s.seal_response(o.sealer, &ResponseBinding::Full, b"a");
+/// }
+/// ```
+/// sealing twice does not:
+/// ```compile_fail,E0382
+/// # use sessioncert_proto::{OpenedRequest, ResponseBinding, ServerSession};
+/// fn answer(s: &mut ServerSession, o: OpenedRequest) {
+///     let _ = s.seal_response(o.sealer, &ResponseBinding::Full, b"a");
+///     let _ = s.seal_response(o.sealer, &ResponseBinding::Full, b"b");
+/// }
+/// ```
+#[must_use = "the request's response must be sealed with this"]
+pub struct ResponseSealer {
+    session: SessionId,
+    seq: u64,
+    request_tag: [u8; TAG_LEN],
+    full: bool,
+}
+
+impl core::fmt::Debug for ResponseSealer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ResponseSealer")
+            .field("seq", &self.seq)
+            .field("full", &self.full)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResponseSealer {
     /// The request's sequence number.
-    pub seq: u64,
-    /// The request record's tag.
-    pub request_tag: [u8; TAG_LEN],
-    /// Whether it came in full-request mode.
-    pub full: bool,
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Whether the request came in full-request mode (its response must too).
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+
+    /// What the client holds to open this response (for tests and logs; it cannot seal).
+    pub fn expectation(&self) -> ResponseExpectation {
+        ResponseExpectation {
+            seq: self.seq,
+            request_tag: self.request_tag,
+            full: self.full,
+        }
+    }
+}
+
+/// A response that could not be sealed, with the sealer handed back so the server can
+/// still seal an error response instead.
+#[derive(Debug)]
+pub struct SealFailed {
+    /// The unused sealer.
+    pub sealer: ResponseSealer,
+    /// Why sealing failed.
+    pub error: ProtocolError,
+}
+
+/// A request the server opened: its plaintext and the sealer for its response.
+pub struct OpenedRequest {
     /// The decrypted body (header mode) or Binary HTTP message (full mode).
     pub plaintext: Vec<u8>,
+    /// The single-use sealer of the response.
+    pub sealer: ResponseSealer,
 }
 
 impl core::fmt::Debug for OpenedRequest {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         // The plaintext may be sensitive: show only its length.
         f.debug_struct("OpenedRequest")
-            .field("seq", &self.seq)
-            .field("full", &self.full)
+            .field("sealer", &self.sealer)
             .field("plaintext_len", &self.plaintext.len())
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
-impl OpenedRequest {
-    /// The handle needed to seal the response, without the plaintext.
-    pub fn expectation(&self) -> ResponseExpectation {
-        ResponseExpectation {
-            seq: self.seq,
-            request_tag: self.request_tag,
-            full: self.full,
-        }
-    }
-}
-
-/// A request opened in place: where its plaintext lies and what its response must be
-/// bound to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A request opened in place: where its plaintext lies and the sealer for its response.
+#[derive(Debug)]
 pub struct OpenedInPlace {
-    /// The request's sequence number.
-    pub seq: u64,
-    /// The request record's tag.
-    pub request_tag: [u8; TAG_LEN],
-    /// Whether it came in full-request mode.
-    pub full: bool,
     /// The plaintext's range inside the record buffer.
     pub plaintext: core::ops::Range<usize>,
-}
-
-impl OpenedInPlace {
-    /// The handle needed to seal the response.
-    pub fn expectation(&self) -> ResponseExpectation {
-        ResponseExpectation {
-            seq: self.seq,
-            request_tag: self.request_tag,
-            full: self.full,
-        }
-    }
+    /// The single-use sealer of the response.
+    pub sealer: ResponseSealer,
 }
 
 /// The server side of an established session.
@@ -650,10 +688,8 @@ impl ServerSession {
                 buf.truncate(opened.plaintext.end);
                 buf.drain(..opened.plaintext.start);
                 Ok(OpenedRequest {
-                    seq: opened.seq,
-                    request_tag: opened.request_tag,
-                    full: opened.full,
                     plaintext: buf,
+                    sealer: opened.sealer,
                 })
             }
             Err(e) => {
@@ -682,28 +718,54 @@ impl ServerSession {
         let plaintext = open_record_in_place(&mut self.c2s, h.seq, &ad, record)?;
         self.window.mark(h.seq)?;
         Ok(OpenedInPlace {
-            seq: h.seq,
-            request_tag,
-            full: matches!(binding, RequestBinding::Full),
             plaintext,
+            sealer: ResponseSealer {
+                session: self.id,
+                seq: h.seq,
+                request_tag,
+                full: matches!(binding, RequestBinding::Full),
+            },
         })
     }
 
-    /// Seals the response to an opened request.
+    /// Seals the response to an opened request, consuming its sealer (so no nonce is
+    /// used twice). On failure nothing was sealed and the sealer comes back.
     pub fn seal_response(
         &mut self,
-        request: &ResponseExpectation,
+        sealer: ResponseSealer,
+        binding: &ResponseBinding<'_>,
+        body: &[u8],
+    ) -> Result<Vec<u8>, SealFailed> {
+        let refuse = |sealer, error| Err(SealFailed { sealer, error });
+        if sealer.session != self.id {
+            return refuse(sealer, ProtocolError::Crypto("sealer of another session"));
+        }
+        if matches!(binding, ResponseBinding::Full) != sealer.full {
+            return refuse(
+                sealer,
+                ProtocolError::Crypto("response mode differs from request mode"),
+            );
+        }
+        let ad = response_ad(&self.id, sealer.seq, &sealer.request_tag, binding);
+        match seal_record(&mut self.s2c, binding.record_type(), sealer.seq, &ad, body) {
+            Ok(record) => Ok(record),
+            Err(error) => refuse(sealer, error),
+        }
+    }
+
+    /// Seals a response for any expectation, opened or not: the negative vectors need
+    /// responses bound to requests that were never opened. Reuses nonces at will, so it
+    /// exists only with the `insecure-vectors` feature.
+    #[cfg(feature = "insecure-vectors")]
+    #[doc(hidden)]
+    pub fn seal_response_for_vectors(
+        &mut self,
+        expect: &ResponseExpectation,
         binding: &ResponseBinding<'_>,
         body: &[u8],
     ) -> Result<Vec<u8>, ProtocolError> {
-        let want_full = matches!(binding, ResponseBinding::Full);
-        if want_full != request.full {
-            return Err(ProtocolError::Crypto(
-                "response mode differs from request mode",
-            ));
-        }
-        let ad = response_ad(&self.id, request.seq, &request.request_tag, binding);
-        seal_record(&mut self.s2c, binding.record_type(), request.seq, &ad, body)
+        let ad = response_ad(&self.id, expect.seq, &expect.request_tag, binding);
+        seal_record(&mut self.s2c, binding.record_type(), expect.seq, &ad, body)
     }
 
     /// Serializes the session's secrets and replay window for sealed storage.
@@ -852,7 +914,7 @@ pub(crate) mod tests {
                 let (rec, exp) = c.seal_request(&line(), &[i; 40]).unwrap();
                 let opened = s.open_request(&line(), &rec).unwrap();
                 assert_eq!(opened.plaintext, vec![i; 40]);
-                let resp = s.seal_response(&opened.expectation(), &OK, b"{}").unwrap();
+                let resp = s.seal_response(opened.sealer, &OK, b"{}").unwrap();
                 assert_eq!(c.open_response(&exp, &OK, &resp).unwrap(), b"{}");
             }
             assert_eq!(c.c2s.epoch, 1);
@@ -903,7 +965,7 @@ pub(crate) mod tests {
         );
         let (rec, exp) = c2.seal_request(&line(), b"b").unwrap();
         let o = s2.open_request(&line(), &rec).unwrap();
-        let resp = s2.seal_response(&o.expectation(), &OK, b"r").unwrap();
+        let resp = s2.seal_response(o.sealer, &OK, b"r").unwrap();
         assert_eq!(c2.open_response(&exp, &OK, &resp).unwrap(), b"r");
         assert!(ClientSession::import(&s.export()).is_err(), "role checked");
         let e = c.export();
@@ -928,9 +990,10 @@ pub(crate) mod tests {
                 if let Ok(mut s2) = imported {
                     // Usable without panicking: old-epoch records are refused.
                     let (mut c2, _) = pair(Suite::Aes256Gcm);
-                    let (rec, exp) = c2.seal_request(&line(), b"x").unwrap();
-                    let _ = s2.open_request(&line(), &rec);
-                    let _ = s2.seal_response(&exp, &OK, b"y");
+                    let (rec, _) = c2.seal_request(&line(), b"x").unwrap();
+                    if let Ok(o) = s2.open_request(&line(), &rec) {
+                        let _ = s2.seal_response(o.sealer, &OK, b"y");
+                    }
                 }
                 let mut e = c.export();
                 e[at..at + 8].copy_from_slice(&epoch.to_be_bytes());
@@ -954,7 +1017,7 @@ pub(crate) mod tests {
             s.open_request(&line(), &rec).is_err(),
             "in-place open marked the window"
         );
-        let resp = s.seal_response(&o.expectation(), &OK, b"answer").unwrap();
+        let resp = s.seal_response(o.sealer, &OK, b"answer").unwrap();
         let mut rbuf = resp.clone();
         let r = c.open_response_in_place(&exp, &OK, &mut rbuf).unwrap();
         assert_eq!(&rbuf[r], b"answer");
@@ -1043,7 +1106,7 @@ pub(crate) mod tests {
         assert_eq!(c2.confirmation(), Some(&[0u8, 1, 7, 1, 2, 3][..]));
         let (rec, exp) = c.seal_request(&line(), b"q").unwrap();
         let opened = s.open_request(&line(), &rec).unwrap();
-        let resp = s.seal_response(&opened.expectation(), &OK, b"a").unwrap();
+        let resp = s.seal_response(opened.sealer, &OK, b"a").unwrap();
         c.open_response(&exp, &OK, &resp).unwrap();
         assert_eq!(
             c.confirmation(),
@@ -1056,5 +1119,38 @@ pub(crate) mod tests {
         let (late, _) = c.seal_request(&line(), b"z").unwrap();
         let tag = ended.refusal_tag(&late, ErrorCode::SessionClosed).unwrap();
         assert!(c3.verify_refusal(1, ErrorCode::SessionClosed, &tag));
+    }
+
+    #[test]
+    fn a_sealer_is_refused_by_another_session_or_mode_and_handed_back() {
+        let (mut c, mut s) = pair(Suite::Aes256Gcm);
+        let (rec, exp) = c.seal_request(&line(), b"q").unwrap();
+        let opened = s.open_request(&line(), &rec).unwrap();
+        assert_eq!(opened.sealer.expectation(), exp);
+        // Another session with the same keys but another id must not seal it.
+        let (_, mut other) = pair(Suite::Aes256Gcm);
+        other.id = SessionId([0xEE; 16]);
+        let failed = other.seal_response(opened.sealer, &OK, b"a").unwrap_err();
+        assert!(matches!(failed.error, ProtocolError::Crypto(m) if m.contains("another session")));
+        // A full-mode response to a header-mode request: refused, sealer returned.
+        let failed = s
+            .seal_response(failed.sealer, &ResponseBinding::Full, b"a")
+            .unwrap_err();
+        assert!(matches!(failed.error, ProtocolError::Crypto(m) if m.contains("mode")));
+        // The returned sealer still seals exactly the response the client expects.
+        let resp = s.seal_response(failed.sealer, &OK, b"a").unwrap();
+        assert_eq!(c.open_response(&exp, &OK, &resp).unwrap(), b"a");
+    }
+
+    #[test]
+    fn a_replayed_request_yields_no_second_sealer() {
+        let (mut c, mut s) = pair(Suite::ChaCha20Poly1305);
+        let (rec, _) = c.seal_request(&line(), b"q").unwrap();
+        let opened = s.open_request(&line(), &rec).unwrap();
+        assert!(matches!(
+            s.open_request(&line(), &rec),
+            Err(ProtocolError::Replay(0))
+        ));
+        assert!(s.seal_response(opened.sealer, &OK, b"a").is_ok());
     }
 }

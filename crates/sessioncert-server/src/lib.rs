@@ -39,11 +39,11 @@ pub use error::{Refusal, ServerError};
 pub use keys::{ServerKeys, StorageKey};
 pub use limits::Limits;
 pub use listener::ListenerLimits;
-pub use seal::{SealLayer, SealedContext};
+pub use seal::{SealLayer, SealService, SealedContext};
 pub use sessioncert_proto::ServerPolicy;
 pub use sessions::{now_ms, LoadReport, SessionManager, Timing};
 
-use axum::routing::{get, post};
+use axum::routing::{get, post, post_service};
 use axum::Router;
 use sessioncert_proto::wire;
 use sessioncert_store::SessionStore;
@@ -178,12 +178,10 @@ impl SessionCert {
 
     /// Protocol endpoints + `sealed` in header mode + `sealed` in full-request mode.
     pub fn router(&self, sealed: Router) -> Router {
-        let full = Router::new()
-            .route(wire::FULL_PATH, post(routes::post_full))
-            .with_state(routes::FullState {
-                manager: self.manager.clone(),
-                sealed: sealed.clone(),
-            });
+        let full = Router::new().route(
+            wire::FULL_PATH,
+            post_service(SealService::full_mode(self.manager.clone(), sealed.clone())),
+        );
         self.protocol_routes()
             .merge(full)
             .merge(sealed.layer(self.layer()))

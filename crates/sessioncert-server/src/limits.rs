@@ -9,6 +9,9 @@ use std::time::Instant;
 pub struct Limits {
     /// Largest sealed request body accepted (413 above).
     pub max_body_bytes: usize,
+    /// Largest response body read from a sealed handler: sealing holds the whole body,
+    /// so a handler that produces more gets its client a sealed `500` instead.
+    pub max_response_bytes: usize,
     /// Sustained handshakes per second per client address (429 above).
     pub handshakes_per_sec: f64,
     /// Burst of handshakes per client address.
@@ -31,6 +34,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body_bytes: 4 * 1024 * 1024,
+            max_response_bytes: 16 * 1024 * 1024,
             handshakes_per_sec: 20.0,
             handshake_burst: 60.0,
             max_sessions_per_addr: 256,

@@ -45,6 +45,10 @@ pub struct ServeArgs {
     /// Largest sealed request body in bytes (413 above).
     #[arg(long, env = "SESSIONCERT_MAX_BODY", default_value_t = 4 * 1024 * 1024)]
     max_body: usize,
+    /// Largest response body a sealed handler may produce, in bytes (sealing holds it
+    /// whole; above it the client gets a sealed 500).
+    #[arg(long, env = "SESSIONCERT_MAX_RESPONSE", default_value_t = 16 * 1024 * 1024)]
+    max_response: usize,
     /// Handshakes per second per client address (429 above).
     #[arg(long, env = "SESSIONCERT_HANDSHAKE_RATE", default_value_t = 20.0)]
     handshake_rate: f64,
@@ -251,6 +255,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let limits = Limits {
         max_body_bytes: a.max_body,
+        max_response_bytes: a.max_response,
         handshakes_per_sec: a.handshake_rate,
         handshake_burst: a.handshake_burst,
         max_sessions_per_addr: a.max_sessions_per_addr,

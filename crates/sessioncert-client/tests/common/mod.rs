@@ -512,10 +512,10 @@ fn sealed_header(
         Ok(o) => o,
         Err(e) => return refuse_protected(st, e.code()),
     };
-    check_file(st, opened.seq);
+    check_file(st, opened.sealer.seq());
     st.executed.lock().unwrap().push(Executed {
         session: id,
-        seq: opened.seq,
+        seq: opened.sealer.seq(),
         method: method.to_string(),
         path: rel.to_string(),
         body: opened.plaintext.to_vec(),
@@ -548,7 +548,7 @@ fn sealed_header(
             "query": uri.query().unwrap_or(""),
             "content_type": inner_ct,
             "body": String::from_utf8_lossy(&opened.plaintext),
-            "seq": opened.seq,
+            "seq": opened.sealer.seq(),
         });
         (
             StatusCode::OK,
@@ -558,7 +558,7 @@ fn sealed_header(
     };
     let mut record = session
         .seal_response(
-            &opened.expectation(),
+            opened.sealer,
             &ResponseBinding::Header {
                 status: status.as_u16(),
                 content_type: &ct,
@@ -608,7 +608,7 @@ fn sealed_full(st: &MockState, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> R
         Ok(o) => o,
         Err(e) => return refuse_protected(st, e.code()),
     };
-    check_file(st, opened.seq);
+    check_file(st, opened.sealer.seq());
     let req = match FullRequest::decode(&opened.plaintext) {
         Ok(r) => r,
         Err(e) => return refuse_protected(st, e.code()),
@@ -616,7 +616,7 @@ fn sealed_full(st: &MockState, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> R
     let inner_path = req.path.split('?').next().unwrap_or("");
     st.executed.lock().unwrap().push(Executed {
         session: id,
-        seq: opened.seq,
+        seq: opened.sealer.seq(),
         method: req.method.clone(),
         path: inner_path
             .strip_prefix(st.prefix.as_str())
@@ -645,7 +645,7 @@ fn sealed_full(st: &MockState, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> R
     };
     let mut record = session
         .seal_response(
-            &opened.expectation(),
+            opened.sealer,
             &ResponseBinding::Full,
             &resp.encode().unwrap(),
         )

@@ -29,11 +29,11 @@ pub fn noise_resolver() -> Box<dyn snow::resolvers::CryptoResolver + Send + Sync
 }
 
 /// AEAD key length of every record suite (bytes).
-pub const KEY_LEN: usize = 32;
+pub(crate) const KEY_LEN: usize = 32;
 /// AEAD nonce length of every record suite (bytes).
-pub const NONCE_LEN: usize = 12;
+pub(crate) const NONCE_LEN: usize = 12;
 /// AEAD tag length of every record suite (bytes).
-pub const TAG_LEN: usize = 16;
+pub(crate) const TAG_LEN: usize = 16;
 
 /// Fills `out` with bytes from the operating system's CSPRNG.
 pub fn fill_random(out: &mut [u8]) -> Result<(), ProtocolError> {
@@ -41,12 +41,13 @@ pub fn fill_random(out: &mut [u8]) -> Result<(), ProtocolError> {
 }
 
 /// SHA-256 of `data`.
-pub fn sha256(data: &[u8]) -> [u8; 32] {
+#[cfg_attr(not(feature = "aws-lc"), allow(dead_code))]
+pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
 /// HMAC-SHA256 of `data` under `key`.
-pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
     for p in parts {
@@ -83,7 +84,7 @@ pub(crate) fn expand_from_prk(prk: &[u8; 32], info: &[u8]) -> Zeroizing<[u8; 32]
 }
 
 /// Constant-time equality of two byte strings.
-pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
@@ -138,7 +139,7 @@ impl core::fmt::Display for Suite {
 
 /// An AEAD key of one suite, ready to seal and open. The raw key is kept (zeroized on
 /// drop) so it can be ratcheted and exported for storage.
-pub struct AeadKey {
+pub(crate) struct AeadKey {
     suite: Suite,
     raw: Zeroizing<[u8; KEY_LEN]>,
     #[cfg(feature = "aws-lc")]
@@ -172,11 +173,6 @@ impl AeadKey {
         }
     }
 
-    /// The suite of this key.
-    pub fn suite(&self) -> Suite {
-        self.suite
-    }
-
     /// The raw key bytes, for sealing at rest. Handle with care.
     pub fn raw(&self) -> &[u8; KEY_LEN] {
         &self.raw
@@ -193,6 +189,7 @@ impl AeadKey {
     }
 
     /// Encrypts `buf` in place and appends the tag.
+    #[cfg(test)]
     pub fn seal_in_place(
         &self,
         nonce: &[u8; NONCE_LEN],

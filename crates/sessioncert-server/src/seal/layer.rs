@@ -23,6 +23,6 @@ impl SealLayer {
 impl<S> Layer<S> for SealLayer {
     type Service = SealService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        SealService::new(self.manager.clone(), inner)
+        SealService::header_mode(self.manager.clone(), inner)
     }
 }

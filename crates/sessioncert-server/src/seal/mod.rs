@@ -3,9 +3,11 @@
 //! Header mode: [`SealLayer`] wraps any axum handler or router; the request line stays
 //! visible but is bound into the seal. Full-request mode: one endpoint takes a sealed
 //! Binary HTTP request, dispatches it into the sealed routes and seals the whole
-//! response (see `crate::routes`).
+//! response. Both run the same open → dispatch → seal path (`exchange`) inside
+//! [`SealService`].
 
 pub(crate) mod binding;
+pub(crate) mod exchange;
 mod layer;
 mod service;
 
@@ -13,17 +15,14 @@ pub use layer::SealLayer;
 pub use service::SealService;
 
 use crate::error::Refusal;
-use crate::sessions::{Entry, SessionManager};
 use axum::body::{Body, Bytes};
 use axum::response::Response;
 use bytes::BytesMut;
-use http::request::Parts;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use sessioncert_proto::wire::{
     CONTENT_TYPE_HEADER, SEALED_CONTENT_TYPE, SESSION_HEADER, STATUS_HEADER,
 };
-use sessioncert_proto::{ErrorCode, OpenedInPlace, RequestBinding, RequestLine, SessionId};
-use std::sync::Arc;
+use sessioncert_proto::{ErrorCode, SessionId};
 
 /// Header names as values: using `&str` names re-parses them on every request.
 pub(crate) const H_SESSION: HeaderName = HeaderName::from_static(SESSION_HEADER);
@@ -127,53 +126,11 @@ pub(crate) async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, Ref
 /// How far past the body limit a request is still drained before the 413.
 pub(crate) const DRAIN_FACTOR: usize = 4;
 
-/// Opens a header-mode request from its parts and body.
-/// Returns the decrypted body (a slice of the received buffer, not a copy).
-pub(crate) async fn open_header_mode(
-    manager: &SessionManager,
-    parts: &Parts,
-    body: Body,
-) -> Result<(SessionId, Arc<Entry>, OpenedInPlace, Bytes, binding::Bound), Refusal> {
-    let id = session_id(&parts.headers)?;
-    require_sealed_type(&parts.headers)?;
-    // Not a byte of the body before the session is known to be live: a made-up id must
-    // not make the server buffer anything.
-    manager.precheck(&id, parts).await?;
-    let bound = binding::read(&parts.headers, manager.public_origins())?;
-    let mut record = if parts.method == http::Method::HEAD {
-        // HTTP gives HEAD no body: its record travels in a header (PROTOCOL §13).
-        record_from_header(&parts.headers)?
-    } else {
-        read_body_mut(body, manager.limits().max_body_bytes).await?
-    };
-    if parts.headers.get_all(&H_INNER_CONTENT_TYPE).iter().count() > 1 {
-        return Err(Refusal::new(ErrorCode::Malformed));
-    }
-    let inner_ct = parts
-        .headers
-        .get(&H_INNER_CONTENT_TYPE)
-        .map(|v| v.to_str().map_err(|_| Refusal::new(ErrorCode::Malformed)))
-        .transpose()?
-        .unwrap_or("");
-    let covered = bound.covered_refs();
-    let line = RequestBinding::Header(RequestLine {
-        method: parts.method.as_str(),
-        target: &bound.target,
-        path: parts.uri.path(),
-        query: parts.uri.query().unwrap_or(""),
-        content_type: inner_ct,
-        covered: &covered,
-    });
-    let (entry, opened) = manager.open_request(&id, &line, &mut record).await?;
-    let plaintext = record.freeze().slice(opened.plaintext.clone());
-    Ok((id, entry, opened, plaintext, bound))
-}
-
 /// Largest record carried in a header (HEAD has an empty body, so its record is small).
 const MAX_HEADER_RECORD: usize = 1024;
 
 /// A record sent in the `sessioncert-record` header (unpadded base64url).
-fn record_from_header(headers: &HeaderMap) -> Result<BytesMut, Refusal> {
+pub(crate) fn record_from_header(headers: &HeaderMap) -> Result<BytesMut, Refusal> {
     use base64::Engine as _;
     let v = headers
         .get(sessioncert_proto::wire::RECORD_HEADER)

@@ -1,116 +1,129 @@
-//! The `Service` half of header-mode sealing.
+//! The `Service` that runs [`super::exchange`] around an inner service.
 
-use super::{open_header_mode, read_body, sealed_response, SealedContext, H_INNER_CONTENT_TYPE};
+use super::exchange::{self, Mode};
 use crate::error::Refusal;
 use crate::sessions::SessionManager;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::BoxFuture;
-use http::{header, HeaderValue, Request};
-use sessioncert_proto::ResponseBinding;
+use http::{Request, StatusCode};
+use sessioncert_proto::ErrorCode;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tower::{Service, ServiceExt};
+use tower::Service;
 
-/// See [`super::SealLayer`].
-#[derive(Clone)]
+/// Opens sealed requests, runs the inner service on the plaintext and seals its
+/// response (see [`super::SealLayer`]). Generic over the request body it receives and
+/// the response body the inner service produces; the inner service always gets an
+/// [`axum::body::Body`] holding the opened plaintext.
+///
+/// Readiness is forwarded: `poll_ready` drives the inner service, and `call` uses the
+/// instance that was driven ready (swapping a fresh clone in its place), as tower
+/// requires of services that clone their inner service.
 pub struct SealService<S> {
     manager: Arc<SessionManager>,
     inner: S,
+    mode: Mode,
+    /// The inner service reported an error from `poll_ready`: the next call is refused
+    /// (`503`, before its request is opened, so the client knows it did not run).
+    inner_failed: bool,
 }
 
-impl<S> SealService<S> {
-    pub(crate) fn new(manager: Arc<SessionManager>, inner: S) -> Self {
-        SealService { manager, inner }
+impl<S: Clone> Clone for SealService<S> {
+    fn clone(&self) -> Self {
+        SealService {
+            manager: self.manager.clone(),
+            inner: self.inner.clone(),
+            mode: self.mode,
+            inner_failed: false,
+        }
     }
 }
 
-impl<S> Service<Request<Body>> for SealService<S>
+impl<S> SealService<S> {
+    /// Header mode: the request line stays visible, bound into the seal.
+    pub(crate) fn header_mode(manager: Arc<SessionManager>, inner: S) -> Self {
+        SealService {
+            manager,
+            inner,
+            mode: Mode::Header,
+            inner_failed: false,
+        }
+    }
+
+    /// Full-request mode: the inner service receives the request decoded from the
+    /// sealed Binary HTTP message.
+    pub(crate) fn full_mode(manager: Arc<SessionManager>, inner: S) -> Self {
+        SealService {
+            manager,
+            inner,
+            mode: Mode::Full,
+            inner_failed: false,
+        }
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SealService<S>
 where
-    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request<Body>, Response = http::Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    S::Error: Into<axum::BoxError>,
+    ReqBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ReqBody::Error: Into<axum::BoxError>,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<axum::BoxError>,
 {
     type Response = Response;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Response, Infallible>>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Readiness is checked on the clone that serves the call.
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match self.inner.poll_ready(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => {
+                // The inner service failed before any request reached it; this service
+                // stays ready and refuses the next call (see `call`).
+                let e: axum::BoxError = e.into();
+                tracing::error!(error = %e, "the sealed service is not ready");
+                self.inner_failed = true;
+                Poll::Ready(Ok(()))
+            }
+        }
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let inner = self.inner.clone();
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        if std::mem::take(&mut self.inner_failed) {
+            let refusal = Refusal::new(ErrorCode::Unavailable).into_response();
+            return Box::pin(std::future::ready(Ok(refusal)));
+        }
+        // The instance driven ready goes to this call; a clone takes its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
         let manager = self.manager.clone();
+        let mode = self.mode;
+        let req = req.map(Body::new);
         Box::pin(async move {
-            Ok(match serve_sealed(manager, inner, req).await {
-                Ok(r) => r,
-                Err(refusal) => refusal.into_response(),
-            })
+            let (opened, handler_req) = match exchange::open(&manager, req, mode).await {
+                Ok(o) => o,
+                Err(refusal) => return Ok(refusal.into_response()),
+            };
+            let response = match inner.call(handler_req).await {
+                Ok(r) => r.map(Body::new),
+                Err(e) => {
+                    // The request was opened (its seq is spent) and handed over: answer
+                    // sealed, so the client learns it reached the handler.
+                    let e: axum::BoxError = e.into();
+                    tracing::error!(session = %opened.id, error = %e, "the sealed handler failed");
+                    let mut r = Response::new(Body::empty());
+                    *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                    r
+                }
+            };
+            Ok(exchange::seal(&manager, opened, response)
+                .await
+                .unwrap_or_else(IntoResponse::into_response))
         })
     }
-}
-
-async fn serve_sealed<S>(
-    manager: Arc<SessionManager>,
-    inner: S,
-    req: Request<Body>,
-) -> Result<Response, Refusal>
-where
-    S: Service<Request<Body>, Response = Response, Error = Infallible> + Send,
-    S::Future: Send,
-{
-    let (mut parts, body) = req.into_parts();
-    let (id, entry, opened, plaintext, bound) = open_header_mode(&manager, &parts, body).await?;
-    let head = parts.method == http::Method::HEAD;
-    let expect = opened.expectation();
-    // The handler sees an ordinary request: the inner content type, the plaintext body.
-    match parts.headers.remove(&H_INNER_CONTENT_TYPE) {
-        Some(ct) => {
-            parts.headers.insert(header::CONTENT_TYPE, ct);
-        }
-        None => {
-            parts.headers.remove(header::CONTENT_TYPE);
-        }
-    }
-    super::binding::for_handler(&mut parts.headers, &bound);
-    parts.headers.insert(
-        header::CONTENT_LENGTH,
-        HeaderValue::from(opened.plaintext.len()),
-    );
-    parts.extensions.insert(SealedContext {
-        session_id: id,
-        seq: opened.seq,
-        full: false,
-    });
-    let req = Request::from_parts(parts, Body::from(plaintext));
-    let Ok(resp) = inner.oneshot(req).await;
-    let (rparts, rbody) = resp.into_parts();
-    // A response to HEAD has no content, whatever body the (GET) handler produced.
-    let plain = if head {
-        axum::body::Bytes::new()
-    } else {
-        read_body(rbody, usize::MAX)
-            .await
-            .map_err(|_| Refusal::new(sessioncert_proto::ErrorCode::Internal))?
-    };
-    let inner_ct = rparts.headers.get(header::CONTENT_TYPE).cloned();
-    let ct_str = inner_ct
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let binding = ResponseBinding::Header {
-        status: rparts.status.as_u16(),
-        content_type: ct_str,
-    };
-    let record = manager.seal_response(&entry, &expect, &binding, &plain)?;
-    let inner_ct = if ct_str.is_empty() { None } else { inner_ct };
-    Ok(sealed_response(
-        rparts.status,
-        rparts.headers,
-        inner_ct,
-        record,
-        head,
-    ))
 }

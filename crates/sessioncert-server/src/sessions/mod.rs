@@ -30,7 +30,7 @@ use dashmap::DashMap;
 use sessioncert_proto::handshake::respond;
 use sessioncert_proto::{
     Confirmation, ErrorCode, OpenedInPlace, PendingServerSession, RequestBinding, ResponseBinding,
-    ResponseExpectation, ServerPolicy, SessionId, SessionState, SignedKeyConfig,
+    ResponseSealer, ServerPolicy, SessionId, SessionState, SignedKeyConfig,
 };
 use sessioncert_store::SessionStore;
 use std::net::IpAddr;
@@ -477,7 +477,7 @@ impl SessionManager {
     pub fn seal_response(
         &self,
         entry: &Entry,
-        request: &ResponseExpectation,
+        sealer: ResponseSealer,
         binding: &ResponseBinding<'_>,
         body: &[u8],
     ) -> Result<Vec<u8>, Refusal> {
@@ -486,8 +486,8 @@ impl SessionManager {
             // Closed while the handler ran (e.g. this was the close request itself).
             return Err(Refusal::new(ErrorCode::SessionClosed));
         };
-        s.seal_response(request, binding, body).map_err(|e| {
-            tracing::error!(session = %entry.id, error = %e, "sealing a response failed");
+        s.seal_response(sealer, binding, body).map_err(|failed| {
+            tracing::error!(session = %entry.id, error = %failed.error, "sealing a response failed");
             Refusal::new(ErrorCode::Internal)
         })
     }
@@ -496,10 +496,10 @@ impl SessionManager {
     pub async fn seal_and_close(
         &self,
         entry: &Arc<Entry>,
-        request: &ResponseExpectation,
+        sealer: ResponseSealer,
         binding: &ResponseBinding<'_>,
     ) -> Result<Vec<u8>, Refusal> {
-        let sealed = self.seal_response(entry, request, binding, b"")?;
+        let sealed = self.seal_response(entry, sealer, binding, b"")?;
         self.end(entry, SessionState::Closed);
         Ok(sealed)
     }

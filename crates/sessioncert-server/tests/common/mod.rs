@@ -8,8 +8,8 @@ use bytes::Bytes;
 use sessioncert_proto::record::RequestLine;
 use sessioncert_proto::wire::*;
 use sessioncert_proto::{
-    ClientHandshake, ClientOffer, ClientSession, KeyConfig, Pin, RequestBinding, ResponseBinding,
-    ResponseExpectation, SignedKeyConfig, Trust,
+    ClientHandshake, ClientOffer, ClientSession, Pin, RequestBinding, ResponseBinding,
+    ResponseExpectation, SignedKeyConfig, Trust, VerifiedKeyConfig,
 };
 use sessioncert_server::{now_ms, Limits, ServerKeys, SessionCert, Timing};
 use sessioncert_store::SessionStore;
@@ -96,6 +96,18 @@ impl TestServer {
         timing: Timing,
         policy: sessioncert_proto::ServerPolicy,
     ) -> Self {
+        Self::start_routes(keys, store, limits, timing, policy, sealed_routes()).await
+    }
+
+    /// As [`TestServer::start_with`], serving `routes` sealed.
+    pub async fn start_routes(
+        keys: ServerKeys,
+        store: Arc<dyn SessionStore>,
+        limits: Limits,
+        timing: Timing,
+        policy: sessioncert_proto::ServerPolicy,
+        routes: Router,
+    ) -> Self {
         let pin = keys.pin();
         let sc = SessionCert::builder(Arc::new(keys), store)
             .limits(limits)
@@ -104,9 +116,7 @@ impl TestServer {
             .build()
             .await
             .unwrap();
-        let app = sc
-            .router(sealed_routes())
-            .route("/plain/apiTest", post(echo));
+        let app = sc.router(routes).route("/plain/apiTest", post(echo));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -175,12 +185,12 @@ pub struct Sealed {
 pub struct RawClient {
     pub http: reqwest::Client,
     pub base: String,
-    pub config: KeyConfig,
+    pub config: VerifiedKeyConfig,
     pub session: ClientSession,
 }
 
 impl RawClient {
-    pub async fn fetch_config(http: &reqwest::Client, base: &str, pin: Pin) -> KeyConfig {
+    pub async fn fetch_config(http: &reqwest::Client, base: &str, pin: Pin) -> VerifiedKeyConfig {
         let b = http
             .get(format!("{base}{CONFIG_PATH}"))
             .send()

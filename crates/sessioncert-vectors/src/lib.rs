@@ -1,7 +1,8 @@
-//! Writes the machine-readable test vectors of `docs/PROTOCOL.md` into a directory:
+//! The machine-readable test vectors of `docs/PROTOCOL.md`; `src/main.rs` writes them
+//! into a directory:
 //!
 //! ```text
-//! cargo run -p sessioncert-proto --example gen_vectors -- test-vectors
+//! cargo run -p sessioncert-vectors -- test-vectors
 //! ```
 //!
 //! Everything is deterministic: fixed identity seed, fixed handshake keys, fixed Noise
@@ -11,8 +12,11 @@
 //! small from-the-spec reference implementation in [`reference`]; generation fails if the
 //! two ever disagree, so the files also check that `docs/PROTOCOL.md` describes the code.
 //!
-//! `tests/vectors.rs` includes this file as a module: it checks that [`generate`] still
-//! produces exactly the committed files, and re-derives every value in them.
+//! `tests/vectors.rs` checks that [`generate`] still produces exactly the committed
+//! files, and re-derives every value in them through the core's public API.
+//!
+//! This crate is unpublished: it turns on the core's `insecure-vectors` feature (fixed
+//! Noise ephemerals), which nothing that ships may use.
 #![allow(dead_code, clippy::vec_init_then_push)]
 #![forbid(unsafe_code)]
 
@@ -33,24 +37,12 @@ use sessioncert_proto::session::{MAX_MESSAGES, REKEY_INTERVAL};
 use sessioncert_proto::{
     ClientSession, Confirmation, ErrorCode, HandshakeKeyPair, IdentityKey, KeyConfig, Pin,
     ProtocolError, RequestBinding, RequestLine, ResponseBinding, ResponseExpectation,
-    ServerSession, SessionId, SignedKeyConfig, Suite, Trust,
+    ServerSession, SessionId, SignedKeyConfig, Suite, Trust, VerifiedKeyConfig,
 };
 
 // ---------------------------------------------------------------------------------------
-// Entry point
+// Generation
 // ---------------------------------------------------------------------------------------
-
-fn main() {
-    let dir = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "test-vectors".to_owned());
-    std::fs::create_dir_all(&dir).expect("create output directory");
-    for (name, text) in generate() {
-        let path = std::path::Path::new(&dir).join(name);
-        std::fs::write(&path, text).expect("write vector file");
-        println!("wrote {}", path.display());
-    }
-}
 
 /// The vector files as `(file name, file contents)`.
 pub fn generate() -> Vec<(&'static str, String)> {
@@ -1420,7 +1412,7 @@ pub fn decode_and_verify(
     bytes: &[u8],
     trust: Trust,
     now_ms: u64,
-) -> Result<KeyConfig, ProtocolError> {
+) -> Result<VerifiedKeyConfig, ProtocolError> {
     SignedKeyConfig::decode(bytes)?.verify(trust, now_ms)
 }
 
@@ -1894,9 +1886,20 @@ fn case_inputs() -> Vec<CaseInput> {
     ]
 }
 
+/// A configuration in the only form a handshake starts from: signed with the vectors'
+/// identity and verified at `NOW_MS` (the signature does not enter the client hello).
+pub fn verified(config: &KeyConfig) -> VerifiedKeyConfig {
+    let id = IdentityKey::from_seed(&identity_seed());
+    config
+        .sign(&id)
+        .expect("sign")
+        .verify(Trust::Pin(id.pin()), NOW_MS)
+        .expect("the vectors' configuration verifies")
+}
+
 /// Starts the client of a case again (the fixed ephemeral makes it deterministic).
 pub fn restart_client(
-    config: &KeyConfig,
+    config: &VerifiedKeyConfig,
     offer: &OfferV,
     now_ms: u64,
     client_e: &[u8; 32],
@@ -1920,7 +1923,7 @@ fn reference_header(versions: &[u16], key_id: u8, suites: &[u16]) -> Vec<u8> {
 }
 
 fn gen_handshake(kc: &KeyConfigFile) -> HandshakeFile {
-    let cfg = KeyConfig::decode(&unhx(&kc.config_encoded)).unwrap();
+    let cfg = verified(&KeyConfig::decode(&unhx(&kc.config_encoded)).unwrap());
     let keys = server_keys();
     let policy = ServerPolicy::default();
     let mut cases = Vec::new();
@@ -2260,10 +2263,10 @@ fn gen_handshake(kc: &KeyConfigFile) -> HandshakeFile {
     let impostor =
         HandshakeKeyPair::from_secret(2, &impostor_secret(), KEY2_NOT_BEFORE, KEY2_NOT_AFTER)
             .unwrap();
-    let mut impostor_cfg = cfg.clone();
+    let mut impostor_cfg = KeyConfig::clone(&cfg);
     impostor_cfg.keys[1].public = impostor.public().to_vec();
     let (_, impostor_hello) = restart_client(
-        &impostor_cfg,
+        &verified(&impostor_cfg),
         &aes.offer,
         NOW_MS,
         &unhx_n(&aes.client_ephemeral_secret),
@@ -2524,7 +2527,7 @@ pub fn run_handshake_op(
     input: &[u8],
 ) -> Result<(), String> {
     let c = hs.case(case);
-    let cfg = KeyConfig::decode(&unhx(&hs.config_encoded)).unwrap();
+    let cfg = verified(&KeyConfig::decode(&unhx(&hs.config_encoded)).unwrap());
     match op {
         "respond" => respond_with_ephemeral_for_vectors(
             &hs.keys(),
@@ -2899,9 +2902,9 @@ fn run_scenario(
             .with_binding(|b| server.open_request(b, &sealed[i].0))
             .unwrap();
         assert_eq!(opened.plaintext, s.req_pt);
-        assert_eq!(opened.expectation(), sealed[i].1);
+        assert_eq!(opened.sealer.expectation(), sealed[i].1);
         let resp = server
-            .seal_response(&opened.expectation(), &s.resp.binding(), &s.resp_pt)
+            .seal_response(opened.sealer, &s.resp.binding(), &s.resp_pt)
             .unwrap();
         let got = client
             .open_response(&sealed[i].1, &s.resp.binding(), &resp)
@@ -3458,9 +3461,9 @@ fn gen_records(hs: &HandshakeFile) -> RecordsFile {
             let (rec, _) = b0.with_binding(|b| c.seal_request(b, &pt0)).unwrap();
             let op = b0.with_binding(|b| s.open_request(b, &rec)).unwrap();
             // Sealed under the other session, for *our* request 0's expectation.
-            let mut e = op.expectation();
+            let mut e = op.sealer.expectation();
             e.request_tag = exp_of(0).request_tag;
-            s.seal_response(&e, &rb0.binding(), &unhx(&ex[0].response.plaintext))
+            s.seal_response_for_vectors(&e, &rb0.binding(), &unhx(&ex[0].response.plaintext))
                 .unwrap()
         };
         let mut cc: Vec<(&str, &str, ResponseExpectation, RespBindingV, Vec<u8>)> = Vec::new();

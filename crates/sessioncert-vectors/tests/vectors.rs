@@ -1,19 +1,15 @@
-//! Checks the committed test vectors in `test-vectors/` against this crate.
+//! Checks the committed test vectors in `test-vectors/` against the protocol core.
 //!
-//! * the files are exactly what `examples/gen_vectors.rs` generates (no silent drift);
+//! * the files are exactly what this crate's `generate` produces (no silent drift);
 //! * every output is re-derived from the inputs in the files, byte for byte, through the
 //!   crate's public API, and the intermediates through the from-the-spec reference
 //!   implementation (so `docs/PROTOCOL.md` and the code cannot disagree unnoticed);
 //! * every negative case is refused with the stated `ErrorCode`.
 //!
 //! Run under both crypto backends:
-//! `cargo test -p sessioncert-proto --test vectors` and
-//! `cargo test -p sessioncert-proto --test vectors --no-default-features --features rustcrypto`.
+//! `cargo test -p sessioncert-vectors` and
+//! `cargo test -p sessioncert-vectors --no-default-features --features rustcrypto`.
 
-#[path = "../examples/gen_vectors.rs"]
-mod gen_vectors;
-
-use gen_vectors::*;
 use serde::de::DeserializeOwned;
 use sessioncert_proto::config::{CONFIG_SIGNING_LABEL, MAX_CLOCK_SKEW_MS, MAX_CONFIG_VALIDITY_MS};
 use sessioncert_proto::full::{FullRequest, FullResponse};
@@ -24,6 +20,7 @@ use sessioncert_proto::{
     ClientSession, Confirmation, ErrorCode, HandshakeKeyPair, IdentityKey, KeyConfig,
     PendingServerSession, Pin, ServerSession, SessionId, SignedKeyConfig,
 };
+use sessioncert_vectors::*;
 use std::path::PathBuf;
 
 fn dir() -> PathBuf {
@@ -285,7 +282,7 @@ fn handshake_vectors() {
         assert_eq!(hx(&key.public), c.server_static_public);
 
         // The crate, from the inputs.
-        let (ch, hello) = restart_client(&cfg, &c.offer, c.now_ms, &ce);
+        let (ch, hello) = restart_client(&verified(&cfg), &c.offer, c.now_ms, &ce);
         assert_eq!(hx(&hello), c.client_hello, "{name}: client hello");
         let (header, header_bytes, msg1) = parse_client_hello(&hello).unwrap();
         assert_eq!(hx(header_bytes), c.client_hello_header);
@@ -509,7 +506,7 @@ fn handshake_vectors() {
 fn largest_ticket_is_accepted() {
     let f: HandshakeFile = load("handshake.json");
     let c = f.case("aes-256-gcm");
-    let cfg = KeyConfig::decode(&unhx(&f.config_encoded)).unwrap();
+    let cfg = verified(&KeyConfig::decode(&unhx(&f.config_encoded)).unwrap());
     let (ch, _) = restart_client(
         &cfg,
         &c.offer,
@@ -897,10 +894,10 @@ fn record_vectors() {
                     .with_binding(|b| server.open_request(b, &unhx(&ex.request.record)))
                     .unwrap_or_else(|e| panic!("{what}/{}: {e}", ex.name));
                 assert_eq!(hx(&opened.plaintext), ex.request.plaintext);
-                assert_eq!(opened.expectation(), expectations[i]);
+                assert_eq!(opened.sealer.expectation(), expectations[i]);
                 let resp = server
                     .seal_response(
-                        &opened.expectation(),
+                        opened.sealer,
                         &ex.response.binding.binding(),
                         &unhx(&ex.response.plaintext),
                     )

@@ -1,0 +1,288 @@
+//! `SealService`: the one open → dispatch → seal path of both modes, the cap on what it
+//! reads from a handler, any body types, and readiness forwarded to the inner service.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use futures_util::FutureExt as _;
+use http_body_util::{BodyExt as _, Full};
+use sessioncert_proto::full::{FullRequest, FullResponse};
+use sessioncert_proto::wire::*;
+use sessioncert_proto::{RequestBinding, ResponseBinding};
+use sessioncert_server::{now_ms, Limits, ServerKeys, Timing};
+use sessioncert_store::MemoryStore;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower::{Layer as _, Service, ServiceExt};
+
+const CAP: usize = 4096;
+
+async fn server(routes: axum::Router) -> TestServer {
+    TestServer::start_routes(
+        ServerKeys::ephemeral(now_ms()).unwrap(),
+        Arc::new(MemoryStore::new()),
+        Limits {
+            max_response_bytes: CAP,
+            ..generous()
+        },
+        Timing::default(),
+        Default::default(),
+        routes,
+    )
+    .await
+}
+
+fn sized_routes(ran: Arc<AtomicUsize>) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new().route(
+        "/bytes/{n}",
+        get(move |axum::extract::Path(n): axum::extract::Path<usize>| {
+            let ran = ran.clone();
+            async move {
+                ran.fetch_add(1, Ordering::SeqCst);
+                vec![b'x'; n]
+            }
+        }),
+    )
+}
+
+/// Sends a full-mode request for `GET path` and opens the answer.
+async fn full_get(c: &mut RawClient, path: &str) -> (u16, FullResponse) {
+    let authority = c.base.trim_start_matches("http://").to_owned();
+    let msg = FullRequest {
+        method: "GET".into(),
+        scheme: "http".into(),
+        authority,
+        path: path.into(),
+        headers: vec![],
+        body: vec![],
+    }
+    .encode();
+    let (record, expect) = c.session.seal_request(&RequestBinding::Full, &msg).unwrap();
+    let r = c
+        .http
+        .post(format!("{}{FULL_PATH}", c.base))
+        .header(SESSION_HEADER, c.session.id().to_string())
+        .header("content-type", SEALED_CONTENT_TYPE)
+        .body(record)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    assert!(r.headers().get(ERROR_HEADER).is_none(), "refused: {status}");
+    let body = r.bytes().await.unwrap();
+    let plain = c
+        .session
+        .open_response(&expect, &ResponseBinding::Full, &body)
+        .unwrap();
+    (status, FullResponse::decode(&plain).unwrap())
+}
+
+#[tokio::test]
+async fn a_handler_response_over_the_cap_becomes_a_sealed_500_in_both_modes() {
+    let ran = Arc::new(AtomicUsize::new(0));
+    let s = server(sized_routes(ran.clone())).await;
+    let mut c = RawClient::connect(&s.base, s.pin).await;
+
+    // Header mode: at the cap it is served; one byte over, the client gets a sealed
+    // 500 (the handler did run, so it must not look like a refusal).
+    let (status, body) = c.call("GET", &format!("/bytes/{CAP}"), b"").await.unwrap();
+    assert_eq!((status, body.len()), (200, CAP));
+    let (status, body) = c
+        .call("GET", &format!("/bytes/{}", CAP + 1), b"")
+        .await
+        .unwrap();
+    assert_eq!((status, body.len()), (500, 0));
+
+    // Full mode runs the same path.
+    let (outer, resp) = full_get(&mut c, &format!("/bytes/{CAP}")).await;
+    assert_eq!((outer, resp.status, resp.body.len()), (200, 200, CAP));
+    let (outer, resp) = full_get(&mut c, &format!("/bytes/{}", CAP + 1)).await;
+    assert_eq!((outer, resp.status, resp.body.len()), (200, 500, 0));
+
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        4,
+        "every request ran exactly once"
+    );
+    s.stop().await;
+}
+
+/// An inner service with its own body types and error type, whose readiness the test
+/// controls: `Pending` until `ready` is set, an error once when `fail` is set.
+#[derive(Clone)]
+struct Gate {
+    ready: Arc<AtomicBool>,
+    fail: Arc<AtomicBool>,
+    calls: Arc<AtomicUsize>,
+    /// Calls made on an instance that was never driven ready (a contract breach).
+    unready_calls: Arc<AtomicUsize>,
+    driven: bool,
+}
+
+impl Service<http::Request<axum::body::Body>> for Gate {
+    type Response = http::Response<Full<Bytes>>;
+    type Error = std::io::Error;
+    type Future = futures_util::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.fail.swap(false, Ordering::SeqCst) {
+            return Poll::Ready(Err(std::io::Error::other("backend down")));
+        }
+        if self.ready.load(Ordering::SeqCst) {
+            self.driven = true;
+            Poll::Ready(Ok(()))
+        } else {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    fn call(&mut self, req: http::Request<axum::body::Body>) -> Self::Future {
+        if !std::mem::take(&mut self.driven) {
+            self.unready_calls.fetch_add(1, Ordering::SeqCst);
+        }
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            if body.as_ref() == b"error" {
+                return Err(std::io::Error::other("handler failed"));
+            }
+            let mut out = body.to_vec();
+            out.reverse();
+            Ok(http::Response::builder()
+                .header("content-type", "text/plain")
+                .body(Full::new(Bytes::from(out)))
+                .unwrap())
+        })
+    }
+}
+
+/// The wire request of a sealed header-mode message, with any body type.
+fn wire_request(c: &RawClient, s: &Sealed) -> http::Request<Full<Bytes>> {
+    http::Request::builder()
+        .method(s.method.clone())
+        .uri(&s.path)
+        .header(SESSION_HEADER, c.session.id().to_string())
+        .header(TARGET_HEADER, s.target.as_str())
+        .header("content-type", SEALED_CONTENT_TYPE)
+        .header(CONTENT_TYPE_HEADER, s.content_type.as_str())
+        .body(Full::new(Bytes::from(s.record.clone())))
+        .unwrap()
+}
+
+async fn open_direct(
+    c: &mut RawClient,
+    s: &Sealed,
+    resp: http::Response<axum::body::Body>,
+) -> Result<(u16, Vec<u8>), String> {
+    let status = resp.status().as_u16();
+    if let Some(code) = resp.headers().get(ERROR_HEADER) {
+        return Err(format!("{status} {}", code.to_str().unwrap()));
+    }
+    let ct = resp
+        .headers()
+        .get(CONTENT_TYPE_HEADER)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    c.session
+        .open_response(
+            &s.expect,
+            &ResponseBinding::Header {
+                status,
+                content_type: &ct,
+            },
+            &body,
+        )
+        .map(|b| (status, b))
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn seal_service_forwards_readiness_and_takes_any_body_types() {
+    let s = server(sized_routes(Arc::new(AtomicUsize::new(0)))).await;
+    let mut c = RawClient::connect(&s.base, s.pin).await;
+    let gate = Gate {
+        ready: Arc::new(AtomicBool::new(false)),
+        fail: Arc::new(AtomicBool::new(false)),
+        calls: Arc::new(AtomicUsize::new(0)),
+        unready_calls: Arc::new(AtomicUsize::new(0)),
+        driven: false,
+    };
+    let mut svc = s.sc.layer().layer(gate.clone());
+    type Req = http::Request<Full<Bytes>>;
+
+    // Not ready while the inner service is not.
+    assert!(
+        ServiceExt::<Req>::ready(&mut svc).now_or_never().is_none(),
+        "ready before the inner service"
+    );
+    gate.ready.store(true, Ordering::SeqCst);
+
+    // Ready now; the call goes to the instance that was driven ready, and a
+    // `Full<Bytes>` request body and response body pass through.
+    let sealed = c.seal("POST", "/anything", "text/plain", b"abc");
+    let resp = ServiceExt::<Req>::ready(&mut svc)
+        .now_or_never()
+        .expect("ready")
+        .unwrap()
+        .call(wire_request(&c, &sealed))
+        .await
+        .unwrap();
+    assert_eq!(
+        open_direct(&mut c, &sealed, resp).await.unwrap(),
+        (200, b"cba".to_vec())
+    );
+
+    // A handler error after the request was opened: a sealed 500 (it reached the handler).
+    let sealed = c.seal("POST", "/anything", "text/plain", b"error");
+    let resp = ServiceExt::<Req>::ready(&mut svc)
+        .await
+        .unwrap()
+        .call(wire_request(&c, &sealed))
+        .await
+        .unwrap();
+    assert_eq!(
+        open_direct(&mut c, &sealed, resp).await.unwrap(),
+        (500, vec![])
+    );
+
+    // The inner service fails readiness: the next call is refused with 503 before its
+    // request is opened, so the same record is still good afterwards.
+    gate.fail.store(true, Ordering::SeqCst);
+    let calls_before = gate.calls.load(Ordering::SeqCst);
+    let sealed = c.seal("POST", "/anything", "text/plain", b"later");
+    let resp = ServiceExt::<Req>::ready(&mut svc)
+        .await
+        .unwrap()
+        .call(wire_request(&c, &sealed))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(
+        resp.headers().get(ERROR_HEADER).unwrap(),
+        "unavailable",
+        "refused, not executed"
+    );
+    assert_eq!(gate.calls.load(Ordering::SeqCst), calls_before);
+    let resp = ServiceExt::<Req>::ready(&mut svc)
+        .await
+        .unwrap()
+        .call(wire_request(&c, &sealed))
+        .await
+        .unwrap();
+    assert_eq!(
+        open_direct(&mut c, &sealed, resp).await.unwrap(),
+        (200, b"retal".to_vec())
+    );
+
+    assert_eq!(
+        gate.unready_calls.load(Ordering::SeqCst),
+        0,
+        "a call reached an inner instance that was not driven ready"
+    );
+    s.stop().await;
+}
