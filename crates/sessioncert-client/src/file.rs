@@ -150,18 +150,77 @@ pub(crate) fn load(path: &Path) -> Result<FileState, ClientError> {
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_millis() as u64);
-    match parse(&bytes) {
-        Ok(mut l) => {
+    match classify(&bytes).map_err(not_session)? {
+        FileState::Session(mut l) => {
             l.modified_ms = modified_ms;
-            Ok(FileState::Session(Box::new(l)))
+            Ok(FileState::Session(l))
         }
-        Err(e) if serde_json::from_slice::<Marker>(&bytes).is_ok() => {
+        other => Ok(other),
+    }
+}
+
+/// What non-empty bytes read from a session file path are: a usable session, a session
+/// file that cannot be used (may be replaced), or — the `Err` reason — something else,
+/// which must never be overwritten.
+fn classify(bytes: &[u8]) -> Result<FileState, &'static str> {
+    match parse(bytes) {
+        Ok(l) => Ok(FileState::Session(Box::new(l))),
+        Err(e) if serde_json::from_slice::<Marker>(bytes).is_ok() => {
             Ok(FileState::Unusable(e.to_string()))
         }
-        Err(_) if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() => {
-            Err(not_session("JSON, but not a session file"))
+        Err(_) if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() => {
+            Err("JSON, but not a session file")
         }
-        Err(_) => Err(not_session("not JSON")),
+        Err(_) => Err("not JSON"),
+    }
+}
+
+/// What the client makes of the bytes of a session file (for the fuzz target in
+/// `fuzz/`; not a supported API).
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionFileVerdict {
+    /// A usable session: what it names, and the file the client would write back for it.
+    Session {
+        /// The session id.
+        session_id: SessionId,
+        /// The server it belongs to.
+        base_url: String,
+        /// The next request sequence number.
+        next_seq: u64,
+        /// The bytes the client writes for this session (a canonical file).
+        rewritten: Zeroizing<Vec<u8>>,
+    },
+    /// A session file that cannot be used; the client may replace it.
+    Unusable,
+    /// Not a session file; the client refuses to overwrite it.
+    NotASessionFile,
+}
+
+/// Classifies session-file bytes exactly as [`load`] does after reading them (for the
+/// fuzz target; not a supported API).
+#[doc(hidden)]
+pub fn inspect_session_file(bytes: &[u8]) -> SessionFileVerdict {
+    match classify(bytes) {
+        Ok(FileState::Session(l)) => {
+            let snapshot = SessionSnapshot {
+                base_url: l.base_url.clone(),
+                pin: l.pin,
+                session_id: l.session.id(),
+                suite: l.session.suite(),
+                expires_at_ms: l.expires_at_ms,
+                idle_timeout_ms: l.idle_timeout_ms,
+                secrets: l.session.export(),
+            };
+            SessionFileVerdict::Session {
+                session_id: l.session.id(),
+                base_url: l.base_url.clone(),
+                next_seq: l.session.next_seq(),
+                rewritten: snapshot.to_json().unwrap_or_default(),
+            }
+        }
+        Ok(FileState::Unusable(_)) => SessionFileVerdict::Unusable,
+        Ok(FileState::Missing) | Err(_) => SessionFileVerdict::NotASessionFile,
     }
 }
 

@@ -80,6 +80,8 @@ pub use client::{
 };
 pub use error::{ClientError, RefusalAuthenticity};
 pub use file::SESSION_FILE_FORMAT;
+#[doc(hidden)]
+pub use file::{inspect_session_file, SessionFileVerdict};
 pub use request::{RequestBuilder, Response};
 pub use sessioncert_proto::{ErrorCode, Pin, ProtocolError, SessionId, Suite, Trust};
 

@@ -187,4 +187,29 @@ mod tests {
         assert!(keys.open(&t).is_none(), "dropped after two periods");
         assert!(keys.open(&t2).is_some());
     }
+
+    proptest::proptest! {
+        /// The ticket opener is fed bytes from the network (the `sessioncert-confirm`
+        /// header, the confirm body): made-up tickets of any length, even carrying the
+        /// live key id, never open and never panic, and a genuine ticket with any byte
+        /// range replaced opens only if the bytes are unchanged.
+        #[test]
+        fn made_up_or_edited_tickets_never_open(
+            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            at in 0usize..200,
+            patch in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..40),
+        ) {
+            let keys = TicketKeys::new(0).unwrap();
+            proptest::prop_assert!(keys.open(&junk).is_none());
+            let mut with_id = junk.clone();
+            with_id.insert(0, 0);
+            proptest::prop_assert!(keys.open(&with_id).is_none());
+            let t = keys.seal(T, b"pending export").unwrap();
+            let mut edited = t.clone();
+            let at = at % edited.len();
+            let end = (at + patch.len()).min(edited.len());
+            edited.splice(at..end, patch.iter().copied());
+            proptest::prop_assert_eq!(keys.open(&edited).is_some(), edited == t);
+        }
+    }
 }
