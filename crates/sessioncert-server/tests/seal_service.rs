@@ -173,32 +173,34 @@ fn wire_request(c: &RawClient, s: &Sealed) -> http::Request<Full<Bytes>> {
         .unwrap()
 }
 
+/// Opens a response the service returned directly (no HTTP in between).
 async fn open_direct(
     c: &mut RawClient,
     s: &Sealed,
     resp: http::Response<axum::body::Body>,
 ) -> Result<(u16, Vec<u8>), String> {
-    let status = resp.status().as_u16();
-    if let Some(code) = resp.headers().get(ERROR_HEADER) {
-        return Err(format!("{status} {}", code.to_str().unwrap()));
-    }
-    let ct = resp
-        .headers()
-        .get(CONTENT_TYPE_HEADER)
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    c.session
-        .open_response(
-            &s.expect,
-            &ResponseBinding::Header {
-                status,
-                content_type: &ct,
-            },
-            &body,
-        )
-        .map(|b| (status, b))
-        .map_err(|e| e.to_string())
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    c.open_parts(s, parts.status.as_u16(), &parts.headers, &body)
+}
+
+/// Drives `svc` ready and calls it with the wire form of `sealed` (a `Full<Bytes>` body).
+async fn call_ready<S>(
+    svc: &mut S,
+    c: &RawClient,
+    sealed: &Sealed,
+) -> http::Response<axum::body::Body>
+where
+    S: Service<
+        http::Request<Full<Bytes>>,
+        Response = http::Response<axum::body::Body>,
+        Error = std::convert::Infallible,
+    >,
+{
+    let svc = ServiceExt::<http::Request<Full<Bytes>>>::ready(svc)
+        .await
+        .unwrap();
+    svc.call(wire_request(c, sealed)).await.unwrap()
 }
 
 #[tokio::test]
@@ -225,13 +227,11 @@ async fn seal_service_forwards_readiness_and_takes_any_body_types() {
     // Ready now; the call goes to the instance that was driven ready, and a
     // `Full<Bytes>` request body and response body pass through.
     let sealed = c.seal("POST", "/anything", "text/plain", b"abc");
-    let resp = ServiceExt::<Req>::ready(&mut svc)
-        .now_or_never()
-        .expect("ready")
-        .unwrap()
-        .call(wire_request(&c, &sealed))
-        .await
-        .unwrap();
+    assert!(
+        ServiceExt::<Req>::ready(&mut svc).now_or_never().is_some(),
+        "not ready although the inner service is"
+    );
+    let resp = call_ready(&mut svc, &c, &sealed).await;
     assert_eq!(
         open_direct(&mut c, &sealed, resp).await.unwrap(),
         (200, b"cba".to_vec())
@@ -239,12 +239,7 @@ async fn seal_service_forwards_readiness_and_takes_any_body_types() {
 
     // A handler error after the request was opened: a sealed 500 (it reached the handler).
     let sealed = c.seal("POST", "/anything", "text/plain", b"error");
-    let resp = ServiceExt::<Req>::ready(&mut svc)
-        .await
-        .unwrap()
-        .call(wire_request(&c, &sealed))
-        .await
-        .unwrap();
+    let resp = call_ready(&mut svc, &c, &sealed).await;
     assert_eq!(
         open_direct(&mut c, &sealed, resp).await.unwrap(),
         (500, vec![])
@@ -255,12 +250,7 @@ async fn seal_service_forwards_readiness_and_takes_any_body_types() {
     gate.fail.store(true, Ordering::SeqCst);
     let calls_before = gate.calls.load(Ordering::SeqCst);
     let sealed = c.seal("POST", "/anything", "text/plain", b"later");
-    let resp = ServiceExt::<Req>::ready(&mut svc)
-        .await
-        .unwrap()
-        .call(wire_request(&c, &sealed))
-        .await
-        .unwrap();
+    let resp = call_ready(&mut svc, &c, &sealed).await;
     assert_eq!(resp.status(), 503);
     assert_eq!(
         resp.headers().get(ERROR_HEADER).unwrap(),
@@ -268,12 +258,7 @@ async fn seal_service_forwards_readiness_and_takes_any_body_types() {
         "refused, not executed"
     );
     assert_eq!(gate.calls.load(Ordering::SeqCst), calls_before);
-    let resp = ServiceExt::<Req>::ready(&mut svc)
-        .await
-        .unwrap()
-        .call(wire_request(&c, &sealed))
-        .await
-        .unwrap();
+    let resp = call_ready(&mut svc, &c, &sealed).await;
     assert_eq!(
         open_direct(&mut c, &sealed, resp).await.unwrap(),
         (200, b"retal".to_vec())

@@ -303,16 +303,26 @@ impl RawClient {
         s: &Sealed,
         r: reqwest::Response,
     ) -> Result<(u16, Vec<u8>), String> {
-        let status = r.status().as_u16();
-        if let Some(code) = r.headers().get(ERROR_HEADER) {
+        let (status, headers) = (r.status().as_u16(), r.headers().clone());
+        let body = r.bytes().await.unwrap();
+        self.open_parts(s, status, &headers, &body)
+    }
+
+    /// Opens a response to `s` given as status, headers and body.
+    pub fn open_parts(
+        &mut self,
+        s: &Sealed,
+        status: u16,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>), String> {
+        if let Some(code) = headers.get(ERROR_HEADER) {
             return Err(format!("{status} {}", code.to_str().unwrap()));
         }
-        let ct = r
-            .headers()
+        let ct = headers
             .get(CONTENT_TYPE_HEADER)
             .map(|v| v.to_str().unwrap().to_owned())
             .unwrap_or_default();
-        let body = r.bytes().await.unwrap();
         self.session
             .open_response(
                 &s.expect,
