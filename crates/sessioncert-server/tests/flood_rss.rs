@@ -11,64 +11,12 @@ mod listener_common;
 use listener_common::*;
 use sessioncert_client::{Client, Trust};
 use sessioncert_server::listener::ListenerLimits;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const CONNS: usize = 100;
 const BODY: usize = 4 << 20;
-
-/// One attacker: a made-up session id, a 4 MiB body sent as fast as the socket takes
-/// it (`slow` = 1 KiB every 50 ms). Returns when the server closed the connection
-/// (from the start) and the status line it answered, if any arrived.
-async fn attacker(addr: std::net::SocketAddr, slow: bool) -> (Option<Duration>, String) {
-    static CHUNK: [u8; 64 * 1024] = [0x5a; 64 * 1024];
-    let start = Instant::now();
-    let s = TcpStream::connect(addr).await.unwrap();
-    let (mut r, mut w) = s.into_split();
-    let writer = tokio::spawn(async move {
-        if w.write_all(&sealed_head("/apiTest", &made_up_session_id(), BODY))
-            .await
-            .is_err()
-        {
-            return;
-        }
-        let mut left = BODY;
-        while left > 0 {
-            let n = if slow { 1024 } else { CHUNK.len() }.min(left);
-            if w.write_all(&CHUNK[..n]).await.is_err() {
-                return;
-            }
-            left -= n;
-            if slow {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        // Keep the write half open (a peer that holds on).
-        tokio::time::sleep(Duration::from_secs(60)).await;
-    });
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let closed = tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            match r.read(&mut buf).await {
-                Ok(0) | Err(_) => return start.elapsed(),
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await
-    .ok();
-    writer.abort();
-    let line = String::from_utf8_lossy(&got)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_owned();
-    (closed, line)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_connections_with_made_up_sessions_and_4mib_bodies_stay_under_32mib() {
@@ -92,19 +40,8 @@ async fn hundred_connections_with_made_up_sessions_and_4mib_bodies_stay_under_32
             .unwrap();
         assert_eq!(r.status(), 200);
     }
-    let base = rss_kib();
-
+    let rss = RssSampler::start();
     let stop = Arc::new(AtomicBool::new(false));
-    let peak = Arc::new(AtomicU64::new(base));
-    let sampler = tokio::spawn({
-        let (stop, peak) = (stop.clone(), peak.clone());
-        async move {
-            while !stop.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_kib(), Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    });
     let honest = tokio::spawn({
         let (stop, client) = (stop.clone(), client.clone());
         async move {
@@ -132,7 +69,11 @@ async fn hundred_connections_with_made_up_sessions_and_4mib_bodies_stay_under_32
 
     // Half send as fast as they can, half trickle.
     let attacks: Vec<_> = (0..CONNS)
-        .map(|i| tokio::spawn(attacker(srv.addr, i % 2 == 1)))
+        .map(|i| {
+            let sid = made_up_session_id();
+            let flood = body_flood(srv.addr, sid, BODY, i % 2 == 1, Duration::from_secs(15));
+            tokio::spawn(flood)
+        })
         .collect();
     let mut results = Vec::new();
     for a in attacks {
@@ -141,9 +82,8 @@ async fn hundred_connections_with_made_up_sessions_and_4mib_bodies_stay_under_32
     // Let the honest client run a little past the flood too.
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
-    sampler.await.unwrap();
+    let (base, growth_kib) = rss.stop().await;
     let (ok, failed, slowest) = honest.await.unwrap();
-    let growth_kib = peak.load(Ordering::Relaxed).saturating_sub(base);
     eprintln!(
         "rss base {} KiB, peak growth {} KiB; honest ok {ok}, failed {}, slowest {slowest:?}",
         base,

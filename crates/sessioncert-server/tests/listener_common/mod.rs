@@ -212,3 +212,102 @@ pub fn rss_kib() -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// One flooding peer: a sealed-request head for `sid` announcing `len` body bytes, then
+/// the body as fast as the socket takes it (`slow`: 1 KiB every 50 ms), then holding
+/// the write half open. Returns when the server closed the connection (from the start;
+/// `None` if still open after `listen`) and the status line it answered, if any.
+pub async fn body_flood(
+    addr: SocketAddr,
+    sid: String,
+    len: usize,
+    slow: bool,
+    listen: Duration,
+) -> (Option<Duration>, String) {
+    static CHUNK: [u8; 64 * 1024] = [0x5a; 64 * 1024];
+    let start = Instant::now();
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    let writer = tokio::spawn(async move {
+        if w.write_all(&sealed_head("/apiTest", &sid, len))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut left = len;
+        while left > 0 {
+            let n = if slow { 1024 } else { CHUNK.len() }.min(left);
+            if w.write_all(&CHUNK[..n]).await.is_err() {
+                return;
+            }
+            left -= n;
+            if slow {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        // Keep the write half open (a peer that holds on).
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(listen, async {
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => return start.elapsed(),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok();
+    writer.abort();
+    let line = String::from_utf8_lossy(&got)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    (closed, line)
+}
+
+/// Samples this process's RSS every 20 ms from `start` until `stop`, which returns the
+/// baseline and the peak growth over it, in KiB.
+pub struct RssSampler {
+    base: u64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RssSampler {
+    pub fn start() -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let base = rss_kib();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let peak = std::sync::Arc::new(AtomicU64::new(base));
+        let task = tokio::spawn({
+            let (stop, peak) = (stop.clone(), peak.clone());
+            async move {
+                while !stop.load(Ordering::Relaxed) {
+                    peak.fetch_max(rss_kib(), Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        });
+        RssSampler {
+            base,
+            stop,
+            peak,
+            task,
+        }
+    }
+
+    /// `(baseline, peak growth)` in KiB.
+    pub async fn stop(self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+        let peak = self.peak.load(Ordering::Relaxed);
+        (self.base, peak.saturating_sub(self.base))
+    }
+}
