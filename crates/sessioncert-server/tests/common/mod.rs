@@ -330,7 +330,7 @@ impl RawClient {
                     status,
                     content_type: &ct,
                 },
-                &body,
+                body,
             )
             .map(|b| (status, b))
             .map_err(|e| format!("open failed: {e}"))
