@@ -1,0 +1,601 @@
+//! One request on an established session: sealing it (and persisting the session
+//! before anything is sent), sending it, authenticating and opening the answer, turning
+//! refusals into errors, and the at-most-once rules that decide whether a refused or
+//! failed request may be sent again. Everything that touches a request's bytes is here.
+
+use super::handshake::Slot;
+use super::{lock, now_ms, read_limited, Inner};
+use crate::request::{Prepared, Response};
+use crate::{ClientError, RefusalAuthenticity};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use sessioncert_proto::full::{FullRequest, FullResponse};
+use sessioncert_proto::record::{RequestBinding, RequestLine, ResponseBinding};
+use sessioncert_proto::session::ResponseExpectation;
+use sessioncert_proto::wire;
+use sessioncert_proto::{ErrorCode, ProtocolError};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tracing::{debug, info, warn};
+use zeroize::Zeroizing;
+
+/// Largest refusal body read (only its `message` is used).
+const MAX_REFUSAL_LEN: usize = 16 * 1024;
+/// Longest refusal message kept (it is unauthenticated text from the network).
+const MAX_MESSAGE_CHARS: usize = 512;
+
+/// Header names as values: `&str` names would be re-parsed on every request.
+const H_SESSION: HeaderName = HeaderName::from_static(wire::SESSION_HEADER);
+const H_INNER_CONTENT_TYPE: HeaderName = HeaderName::from_static(wire::CONTENT_TYPE_HEADER);
+const H_STATUS: HeaderName = HeaderName::from_static(wire::STATUS_HEADER);
+pub(super) const H_ERROR: HeaderName = HeaderName::from_static(wire::ERROR_HEADER);
+const H_CONFIRM: HeaderName = HeaderName::from_static(wire::CONFIRM_HEADER);
+const H_REFUSAL: HeaderName = HeaderName::from_static(wire::REFUSAL_HEADER);
+const H_TARGET: HeaderName = HeaderName::from_static(wire::TARGET_HEADER);
+const H_COVERED: HeaderName = HeaderName::from_static(wire::COVERED_HEADER);
+const H_RECORD: HeaderName = HeaderName::from_static(wire::RECORD_HEADER);
+
+/// Headers that carry credentials: bound whenever they are set.
+const CREDENTIALS: [HeaderName; 3] = [
+    http::header::AUTHORIZATION,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::COOKIE,
+];
+
+/// The headers a header-mode request binds (PROTOCOL §8.2): those the caller named,
+/// then any credential header that is set; each with its field lines joined by `", "`.
+fn covered_headers(p: &Prepared) -> Result<Vec<(String, String)>, ClientError> {
+    let mut names: Vec<&HeaderName> = p.cover.iter().collect();
+    for c in &CREDENTIALS {
+        if p.headers.contains_key(c) && !names.contains(&c) {
+            names.push(c);
+        }
+    }
+    if names.len() > sessioncert_proto::record::MAX_COVERED_HEADERS {
+        return Err(ClientError::InvalidRequest(format!(
+            "at most {} headers can be covered",
+            sessioncert_proto::record::MAX_COVERED_HEADERS
+        )));
+    }
+    names
+        .into_iter()
+        .map(|n| {
+            let mut value = String::new();
+            for (i, v) in p.headers.get_all(n).iter().enumerate() {
+                if i > 0 {
+                    value.push_str(", ");
+                }
+                value.push_str(v.to_str().map_err(|_| {
+                    ClientError::InvalidRequest(format!("covered header {n} is not text"))
+                })?);
+            }
+            Ok((n.as_str().to_owned(), value))
+        })
+        .collect()
+}
+
+/// A sealed request, ready to send.
+struct SealedRequest {
+    record: Vec<u8>,
+    expect: ResponseExpectation,
+    /// `sessioncert-confirm`, while the server is not known to hold the session.
+    confirm: Option<HeaderValue>,
+}
+
+/// What is known, after an attempt failed once the request was handed to the
+/// transport, about whether the server executed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Execution {
+    /// It certainly was not executed: the connection was never made (nothing was
+    /// sent), or the server refused it with an authenticated refusal.
+    NotExecuted,
+    /// It may or may not have been executed.
+    Unknown,
+}
+
+/// Classifies a failed attempt. An unauthenticated refusal proves nothing: anyone on
+/// the path can forge one after letting the server execute the request.
+fn execution_of(e: &ClientError) -> Execution {
+    match e {
+        ClientError::Rejected {
+            authenticity: RefusalAuthenticity::Authenticated,
+            ..
+        } => Execution::NotExecuted,
+        // Connect errors (refused, unreachable, connect timeout) come from the connector,
+        // before any byte of the request was written; builder errors before that.
+        ClientError::Http(h) if h.is_connect() || h.is_builder() => Execution::NotExecuted,
+        _ => Execution::Unknown,
+    }
+}
+
+/// Whether the client may send a request again on its own after `e`: only when it
+/// knows the first attempt was not executed or the request is safe to send twice.
+fn may_resend(e: &ClientError, retry_safe: bool) -> bool {
+    retry_safe || execution_of(e) == Execution::NotExecuted
+}
+
+/// A refusal the client cannot authenticate (so it proves nothing about execution).
+fn unauthenticated_refusal(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Rejected {
+            authenticity: RefusalAuthenticity::Unauthenticated,
+            ..
+        }
+    )
+}
+
+/// A transport failure after the request may have reached the server.
+fn transport_failed_after_send(e: &ClientError) -> bool {
+    matches!(e, ClientError::Http(_)) && execution_of(e) == Execution::Unknown
+}
+
+/// Turns a response carrying `sessioncert-error` into an error.
+pub(super) async fn refusal(resp: reqwest::Response) -> ClientError {
+    let status = resp.status();
+    let code_text = resp
+        .headers()
+        .get(wire::ERROR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let retry_after = resp
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let message = read_limited(resp, MAX_REFUSAL_LEN)
+        .await
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("message")?.as_str().map(str::to_owned))
+        .map(|m| m.chars().take(MAX_MESSAGE_CHARS).collect())
+        .unwrap_or_default();
+    match ErrorCode::parse(&code_text) {
+        Some(code) => ClientError::Rejected {
+            status,
+            code,
+            message,
+            retry_after,
+            // Until its tag is checked against the session (PROTOCOL §14.1).
+            authenticity: RefusalAuthenticity::Unauthenticated,
+        },
+        None => ClientError::unexpected(
+            Some(status),
+            format!(
+                "unknown sessioncert-error code {:?}",
+                code_text.chars().take(64).collect::<String>()
+            ),
+        ),
+    }
+}
+
+fn is_sealed_content_type(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim())
+        .is_some_and(|v| v.eq_ignore_ascii_case(wire::SEALED_CONTENT_TYPE))
+}
+
+/// A session refusal after which one fresh handshake and one retry are worth it.
+pub(super) fn needs_new_session(e: &ClientError) -> bool {
+    matches!(
+        e.code(),
+        Some(ErrorCode::UnknownSession | ErrorCode::SessionExpired | ErrorCode::SessionClosed)
+    )
+}
+
+impl Inner {
+    /// Seals with `slot` and persists the session before returning.
+    async fn seal(
+        &self,
+        slot: &Slot,
+        binding: &RequestBinding<'_>,
+        body: &[u8],
+    ) -> Result<SealedRequest, ClientError> {
+        let (record, expect, snapshot, confirm) = {
+            let mut s = lock(&slot.session);
+            let (record, expect) = s.seal_request(binding, body)?;
+            // Checked under the session lock, so a concurrent `save_session` either
+            // exported after this seal or registered its file before it.
+            let snapshot = self.has_files().then(|| (s.export(), s.next_seq()));
+            let confirm = s.confirmation().and_then(|c| {
+                use base64::Engine as _;
+                let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(c);
+                HeaderValue::from_str(&text).ok()
+            });
+            (record, expect, snapshot, confirm)
+        };
+        slot.last_used_ms.store(now_ms(), Ordering::Relaxed);
+        if let Some((secrets, next_seq)) = snapshot {
+            self.persist(slot, next_seq, secrets, false).await?;
+        }
+        Ok(SealedRequest {
+            record,
+            expect,
+            confirm,
+        })
+    }
+
+    /// One sealed exchange with `slot`: seal, persist, send, authenticate the answer.
+    pub(super) async fn exchange(
+        &self,
+        slot: &Slot,
+        p: &Prepared,
+    ) -> Result<Response, ClientError> {
+        let (rb, expect) = self.prepare(slot, p).await?;
+        self.send(slot, rb, &expect).await
+    }
+
+    /// Seals the request with `slot` and persists the session: everything before any
+    /// byte is sent. An error here means the request was not sent.
+    async fn prepare(
+        &self,
+        slot: &Slot,
+        p: &Prepared,
+    ) -> Result<(reqwest::RequestBuilder, ResponseExpectation), ClientError> {
+        let content_type = p.content_type.as_deref().unwrap_or("");
+        let req = if p.full {
+            let authority = match (p.url.host_str(), p.url.port()) {
+                (Some(h), Some(port)) => format!("{h}:{port}"),
+                (Some(h), None) => h.to_string(),
+                _ => String::new(),
+            };
+            let path = match p.url.query() {
+                Some(q) => format!("{}?{q}", p.url.path()),
+                None => p.url.path().to_string(),
+            };
+            let mut headers: Vec<(String, Vec<u8>)> = Vec::with_capacity(p.headers.len() + 1);
+            if !content_type.is_empty() {
+                headers.push((CONTENT_TYPE.as_str().into(), content_type.as_bytes().into()));
+            }
+            for (k, v) in &p.headers {
+                headers.push((k.as_str().to_string(), v.as_bytes().to_vec()));
+            }
+            let inner = Zeroizing::new(
+                FullRequest {
+                    method: p.method.as_str().to_string(),
+                    scheme: p.url.scheme().to_string(),
+                    authority,
+                    path,
+                    headers,
+                    body: p.body.to_vec(),
+                }
+                .encode(),
+            );
+            let sealed = self.seal(slot, &RequestBinding::Full, &inner).await?;
+            debug!(session = %slot.id, seq = sealed.expect.seq, "sending sealed full-mode request");
+            let mut rb = self
+                .http
+                .post(self.url(wire::FULL_PATH)?)
+                .header(H_SESSION, slot.id_header.clone())
+                .header(CONTENT_TYPE, wire::SEALED_CONTENT_TYPE);
+            if let Some(c) = sealed.confirm {
+                rb = rb.header(H_CONFIRM, c);
+            }
+            (rb.body(sealed.record), sealed.expect)
+        } else {
+            // The base URL's origin, serialized once; a request URL is always joined onto
+            // the base, so it has the same origin (checked, to be safe).
+            let origin;
+            let target: &str = if p.url.host_str() == self.base.host_str()
+                && p.url.port_or_known_default() == self.base.port_or_known_default()
+                && p.url.scheme() == self.base.scheme()
+            {
+                &self.target
+            } else {
+                origin = p.url.origin().ascii_serialization();
+                &origin
+            };
+            let covered = covered_headers(p)?;
+            let covered_refs: Vec<(&str, &str)> = covered
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            let binding = RequestBinding::Header(RequestLine {
+                method: p.method.as_str(),
+                target,
+                path: p.url.path(),
+                query: p.url.query().unwrap_or(""),
+                content_type,
+                covered: &covered_refs,
+            });
+            let sealed = self.seal(slot, &binding, &p.body).await?;
+            debug!(session = %slot.id, seq = sealed.expect.seq, method = %p.method, "sending sealed request");
+            let mut rb = self
+                .http
+                .request(p.method.clone(), p.url.clone())
+                .headers(p.headers.clone())
+                .header(H_SESSION, slot.id_header.clone())
+                .header(CONTENT_TYPE, wire::SEALED_CONTENT_TYPE)
+                .header(
+                    H_TARGET,
+                    if std::ptr::eq(target, self.target.as_str()) {
+                        self.target_header.clone()
+                    } else {
+                        HeaderValue::from_str(target).map_err(|_| {
+                            ClientError::InvalidRequest("origin is not a header value".into())
+                        })?
+                    },
+                );
+            if !covered.is_empty() {
+                let names: Vec<&str> = covered.iter().map(|(n, _)| n.as_str()).collect();
+                rb = rb.header(H_COVERED, names.join(", "));
+            }
+            if !content_type.is_empty() {
+                rb = rb.header(H_INNER_CONTENT_TYPE, content_type);
+            }
+            if let Some(c) = sealed.confirm {
+                rb = rb.header(H_CONFIRM, c);
+            }
+            if p.method == Method::HEAD {
+                // HTTP gives HEAD no body: the record travels in a header (PROTOCOL §13).
+                use base64::Engine as _;
+                let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&sealed.record);
+                rb = rb.header(H_RECORD, text);
+                (rb, sealed.expect)
+            } else {
+                (rb.body(sealed.record), sealed.expect)
+            }
+        };
+        let (mut rb, expect) = req;
+        if let Some(t) = p.timeout {
+            rb = rb.timeout(t);
+        }
+        Ok((rb, expect))
+    }
+
+    /// Sends a prepared request and authenticates the answer.
+    async fn send(
+        &self,
+        slot: &Slot,
+        rb: reqwest::RequestBuilder,
+        expect: &ResponseExpectation,
+    ) -> Result<Response, ClientError> {
+        let resp = rb.send().await?;
+        self.open(slot, expect, resp).await
+    }
+
+    /// Authenticates and opens the answer to a sealed request.
+    async fn open(
+        &self,
+        slot: &Slot,
+        expect: &ResponseExpectation,
+        resp: reqwest::Response,
+    ) -> Result<Response, ClientError> {
+        let status = resp.status();
+        if resp.headers().contains_key(&H_ERROR) {
+            let tag = resp.headers().get(&H_REFUSAL).cloned();
+            let mut err = refusal(resp).await;
+            if let (
+                Some(tag),
+                ClientError::Rejected {
+                    code, authenticity, ..
+                },
+            ) = (tag, &mut err)
+            {
+                use base64::Engine as _;
+                let verified = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(tag.as_bytes())
+                    .is_ok_and(|t| lock(&slot.session).verify_refusal(expect.seq, *code, &t));
+                if verified {
+                    *authenticity = RefusalAuthenticity::Authenticated;
+                } else {
+                    warn!(session = %slot.id, "refusal carries a tag that does not verify; treated as unauthenticated");
+                }
+            }
+            return Err(err);
+        }
+        if !is_sealed_content_type(resp.headers()) {
+            warn!(
+                status = status.as_u16(),
+                "response to a sealed request is not sealed; discarding it"
+            );
+            return Err(ClientError::Unsealed { status });
+        }
+        let mut resp = resp;
+        let outer_headers = std::mem::take(resp.headers_mut());
+        let mut record = read_limited(resp, self.max_response_bytes).await?;
+        if record.is_empty() {
+            // A response to HEAD carries its record in a header (PROTOCOL §13).
+            if let Some(v) = outer_headers.get(&H_RECORD) {
+                use base64::Engine as _;
+                record = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(v.as_bytes())
+                    .map_err(|_| ProtocolError::Malformed {
+                        what: "sessioncert-record",
+                    })?;
+            }
+        }
+        if expect.full {
+            let plain = Zeroizing::new(lock(&slot.session).open_response(
+                expect,
+                &ResponseBinding::Full,
+                &record,
+            )?);
+            let inner = FullResponse::decode(&plain)?;
+            let status = StatusCode::from_u16(inner.status)
+                .map_err(|_| ProtocolError::Malformed { what: "status" })?;
+            let mut headers = HeaderMap::with_capacity(inner.headers.len());
+            for (k, v) in inner.headers {
+                let name = http::HeaderName::from_bytes(k.as_bytes())
+                    .map_err(|_| ProtocolError::Malformed { what: "header" })?;
+                let value = HeaderValue::from_bytes(&v)
+                    .map_err(|_| ProtocolError::Malformed { what: "header" })?;
+                headers.append(name, value);
+            }
+            Ok(Response::new(status, headers, inner.body.into(), true))
+        } else {
+            // A status that forbids a body (204, 205, 304) arrives as 200 with the real
+            // status in a header; the seal binds the real one.
+            let status = match outer_headers.get(&H_STATUS) {
+                Some(v) if status == StatusCode::OK => v
+                    .to_str()
+                    .ok()
+                    .and_then(|s| s.parse::<u16>().ok())
+                    .and_then(|c| StatusCode::from_u16(c).ok())
+                    .ok_or_else(|| {
+                        ClientError::unexpected(Some(status), "bad sessioncert-status header")
+                    })?,
+                _ => status,
+            };
+            let mut headers = outer_headers;
+            let inner_ct = headers.remove(&H_INNER_CONTENT_TYPE);
+            let inner_ct_str = match &inner_ct {
+                Some(v) => v.to_str().map_err(|_| {
+                    ClientError::unexpected(Some(status), "sessioncert-content-type is not text")
+                })?,
+                None => "",
+            };
+            let binding = ResponseBinding::Header {
+                status: status.as_u16(),
+                content_type: inner_ct_str,
+            };
+            let has_inner_ct = !inner_ct_str.is_empty();
+            // Decrypted inside the received buffer; the body is a slice of it, not a copy.
+            let range =
+                lock(&slot.session).open_response_in_place(expect, &binding, &mut record)?;
+            let body = bytes::Bytes::from(record).slice(range);
+            headers.remove(CONTENT_TYPE);
+            headers.remove(CONTENT_LENGTH);
+            headers.remove(&H_STATUS);
+            headers.remove(&H_RECORD);
+            if let Some(v) = inner_ct.filter(|_| has_inner_ct) {
+                headers.insert(CONTENT_TYPE, v);
+            }
+            Ok(Response::new(status, headers, body, false))
+        }
+    }
+
+    /// Sends a prepared request: fresh session if needed. If the answer is a session
+    /// refusal, the session is dropped; the request is sent once more on a fresh
+    /// session only if it was certainly not executed or is safe to send twice,
+    /// otherwise the caller gets [`ClientError::OutcomeUnknown`] (as after a transport
+    /// failure once the request may have reached the server).
+    pub(crate) async fn execute(&self, p: &Prepared) -> Result<Response, ClientError> {
+        // Whether the request was already sent once more after a session refusal.
+        let mut resent = false;
+        // Whether a fresh session was already taken because the old one was spent.
+        let mut renewed_spent = false;
+        loop {
+            let slot = self.acquire().await?;
+            // Nothing is sent before this succeeds, so its errors leave the request
+            // unexecuted; a spent session (found at seal time) is simply replaced.
+            let (rb, expect) = match self.prepare(&slot, p).await {
+                Ok(x) => x,
+                Err(ClientError::Protocol(ProtocolError::Exhausted)) if !renewed_spent => {
+                    slot.dead.store(true, Ordering::Release);
+                    renewed_spent = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let e = match self.send(&slot, rb, &expect).await {
+                Ok(r) => return Ok(r),
+                Err(e) => e,
+            };
+            let resend = may_resend(&e, p.retry_safe);
+            if needs_new_session(&e) {
+                // Refused (really, or by a forgery): never use this session again, here
+                // or in a later process reading the session file.
+                self.drop_session(&slot).await;
+                if !resend {
+                    warn!(
+                        session = %slot.id,
+                        code = ?e.code(),
+                        method = %p.method,
+                        "session refused after the request was sent; it may have been executed, \
+                         so it is not re-sent (outcome unknown); the next request handshakes anew"
+                    );
+                    return Err(ClientError::OutcomeUnknown {
+                        method: p.method.clone(),
+                        cause: Box::new(e),
+                    });
+                }
+                if resent {
+                    return Err(e);
+                }
+                info!(session = %slot.id, code = ?e.code(), "server no longer accepts the session; handshaking anew and sending the request once more");
+                resent = true;
+                self.renew(Some(slot.generation)).await?;
+                continue;
+            }
+            // Any other refusal of a sent request is not authenticated either: a
+            // forger could send it after the server executed the request.
+            if !resend && (transport_failed_after_send(&e) || unauthenticated_refusal(&e)) {
+                return Err(ClientError::OutcomeUnknown {
+                    method: p.method.clone(),
+                    cause: Box::new(e),
+                });
+            }
+            return Err(e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    fn refusal_with(code: ErrorCode, authenticity: RefusalAuthenticity) -> ClientError {
+        ClientError::Rejected {
+            status: StatusCode::UNAUTHORIZED,
+            code,
+            message: String::new(),
+            retry_after: None,
+            authenticity,
+        }
+    }
+
+    /// The decision a later protocol version plugs into: an authenticated refusal proves
+    /// the request was not executed, so even a POST may be re-sent after one; an
+    /// unauthenticated one (every v1 refusal) proves nothing.
+    #[test]
+    fn only_an_authenticated_refusal_or_a_retry_safe_request_allows_a_resend() {
+        for code in [
+            ErrorCode::UnknownSession,
+            ErrorCode::SessionExpired,
+            ErrorCode::SessionClosed,
+        ] {
+            let forged = refusal_with(code, RefusalAuthenticity::Unauthenticated);
+            assert!(needs_new_session(&forged));
+            assert_eq!(execution_of(&forged), Execution::Unknown);
+            assert!(!may_resend(&forged, false), "{code}");
+            assert!(may_resend(&forged, true), "{code}");
+
+            let authentic = refusal_with(code, RefusalAuthenticity::Authenticated);
+            assert_eq!(execution_of(&authentic), Execution::NotExecuted);
+            assert!(may_resend(&authentic, false), "{code}");
+        }
+        assert!(!transport_failed_after_send(&refusal_with(
+            ErrorCode::SessionExpired,
+            RefusalAuthenticity::Unauthenticated
+        )));
+        assert_eq!(
+            execution_of(&ClientError::Protocol(ProtocolError::BadSeal)),
+            Execution::Unknown
+        );
+    }
+
+    /// A connection that was never made sent nothing: not an unknown outcome.
+    #[tokio::test]
+    async fn a_refused_connection_is_known_not_executed() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let e: ClientError = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/notes"))
+            .body("x")
+            .send()
+            .await
+            .unwrap_err()
+            .into();
+        assert_eq!(execution_of(&e), Execution::NotExecuted, "{e:?}");
+        assert!(may_resend(&e, false));
+        assert!(!transport_failed_after_send(&e));
+    }
+}

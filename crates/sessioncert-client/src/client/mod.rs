@@ -1,0 +1,524 @@
+//! The public client: [`Client`], [`ClientBuilder`], [`SessionInfo`], the shared state
+//! behind them ([`Inner`]) and a few small helpers. The work is split along the data
+//! flow, one submodule per step, so a change has an obvious home:
+//!
+//! * [`config`]: fetching and verifying the signed key configuration, and its cache.
+//! * [`handshake`]: starting sessions ([`Slot`]) and deciding when to start a new one.
+//! * [`persist`]: keeping the session in session files (the format is `crate::file`).
+//! * [`exchange`]: sealing a request, sending it, opening the answer, refusals and the
+//!   at-most-once retry rules.
+
+mod config;
+mod exchange;
+mod handshake;
+mod persist;
+
+use self::handshake::Slot;
+use crate::file::SessionLock;
+use crate::request::{Prepared, RequestBuilder};
+use crate::ClientError;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method};
+use reqwest::Url;
+use sessioncert_proto::wire;
+use sessioncert_proto::{Pin, SessionId, Suite, Trust, VerifiedKeyConfig};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Default connect timeout of the built-in HTTP client.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default total request timeout of the built-in HTTP client.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default cap on a response body (sealed record or refusal) read into memory.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Default longest wait for the lock of a session file another client holds.
+pub const DEFAULT_SESSION_FILE_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Locks a std mutex, ignoring poisoning (every critical section here leaves the data
+/// consistent: the protocol types update themselves atomically or not at all).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What is known about the current session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The session id (public; sent in every request).
+    pub id: SessionId,
+    /// The negotiated record suite.
+    pub suite: Suite,
+    /// The negotiated protocol version.
+    pub version: u16,
+    /// Absolute end of the session's life, unix ms (server clock).
+    pub expires_at_ms: u64,
+    /// The server's idle timeout, ms.
+    pub idle_timeout_ms: u64,
+    /// The sequence number the next request will use.
+    pub next_seq: u64,
+}
+
+pub(crate) struct Inner {
+    base: Url,
+    /// `base`'s origin as `sessioncert-target` carries it (PROTOCOL §8.2).
+    target: String,
+    /// The same, as a ready header value.
+    target_header: HeaderValue,
+    /// `base` as text without a trailing `/` (what session files record).
+    base_str: String,
+    http: reqwest::Client,
+    identity: Pin,
+    suites: Vec<Suite>,
+    max_response_bytes: usize,
+    config: Mutex<Option<VerifiedKeyConfig>>,
+    /// The highest `issued_at_ms` of any configuration accepted (PROTOCOL §5.3 rule 7).
+    config_high_water: AtomicU64,
+    current: Mutex<Option<Arc<Slot>>>,
+    next_generation: AtomicU64,
+    /// Single-flight for handshakes.
+    handshake_lock: tokio::sync::Mutex<()>,
+    /// Files the session is persisted to after every seal. Lock order: a slot's
+    /// `session` before `files`.
+    files: Mutex<Vec<PathBuf>>,
+    /// The exclusive locks of those files, held as long as this client lives.
+    file_locks: Mutex<Vec<SessionLock>>,
+    /// Longest wait for a session file's lock.
+    lock_timeout: Duration,
+    /// `(generation, next_seq)` most recently written to every file; writes happen
+    /// under this lock, so the files never go back to an older state.
+    persisted: tokio::sync::Mutex<Option<(u64, u64)>>,
+}
+
+/// An encrypted-session HTTP client. Cheap to clone (all clones share one session);
+/// `Send + Sync`; any number of requests may run concurrently.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let session = lock(&self.inner.current).as_ref().map(|s| s.id);
+        f.debug_struct("Client")
+            .field("base_url", &self.inner.base_str)
+            .field("identity", &self.inner.identity)
+            .field("session", &session)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Client`]; see [`Client::builder`].
+#[must_use]
+pub struct ClientBuilder {
+    base_url: String,
+    trust: Trust,
+    http: Option<reqwest::Client>,
+    suites: Vec<Suite>,
+    session_file: Option<PathBuf>,
+    lock_timeout: Duration,
+    lazy: bool,
+    max_response_bytes: usize,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("base_url", &self.base_url)
+            .field("trust", &self.trust)
+            .field("suites", &self.suites)
+            .field("session_file", &self.session_file)
+            .field("session_file_lock_timeout", &self.lock_timeout)
+            .field("connect_lazily", &self.lazy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// Uses this HTTP client (for TLS settings, proxies, timeouts, …) instead of the
+    /// built-in one (connect timeout 10 s, request timeout 60 s, no TLS unless the
+    /// `rustls-tls` feature is on).
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// Record suites to offer, preferred first (default: AES-256-GCM, ChaCha20-Poly1305).
+    pub fn suites(mut self, suites: Vec<Suite>) -> Self {
+        self.suites = suites;
+        self
+    }
+
+    /// Keeps the session in this file: it is loaded at build time when it exists and
+    /// matches the base URL and the pinned identity (otherwise it is ignored and a new
+    /// handshake overwrites it), and rewritten after every sealed request *before* the
+    /// request is sent, so a crash can never make the client reuse a sequence number.
+    /// With [`Trust::FirstUse`], the identity recorded in a matching file is trusted.
+    ///
+    /// The file is **exclusive**: [`ClientBuilder::build`] takes an OS advisory lock on
+    /// `<file>.lock` beside it before reading it, and the client holds that lock until
+    /// it (and every clone) is dropped, so no other process or client can load the same
+    /// sequence number. Another holder is waited for at most
+    /// [`ClientBuilder::session_file_lock_timeout`], then the build fails with
+    /// [`ClientError::SessionFileBusy`]. The OS releases the lock of a process that dies.
+    ///
+    /// A path that exists but is not a session file (nor an empty file) is never
+    /// overwritten: the build fails with [`ClientError::NotASessionFile`].
+    pub fn session_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.session_file = Some(path.into());
+        self
+    }
+
+    /// How long [`ClientBuilder::build`] (and [`Client::save_session`]) wait for the
+    /// lock of a session file that another process or client holds before failing with
+    /// [`ClientError::SessionFileBusy`] (default
+    /// [`DEFAULT_SESSION_FILE_LOCK_TIMEOUT`], 5 s; zero: do not wait).
+    pub fn session_file_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// When `true`, [`ClientBuilder::build`] does not handshake; the first request does.
+    /// (With [`Trust::FirstUse`] and no usable session file, the key configuration is
+    /// still fetched at build time, so that [`Client::identity`] is known.)
+    pub fn connect_lazily(mut self, lazy: bool) -> Self {
+        self.lazy = lazy;
+        self
+    }
+
+    /// Largest response body read into memory (default 64 MiB).
+    pub fn max_response_bytes(mut self, max: usize) -> Self {
+        self.max_response_bytes = max;
+        self
+    }
+
+    /// Builds the client: loads the session file or fetches and verifies the key
+    /// configuration, handshakes and confirms (unless connecting lazily).
+    pub async fn build(self) -> Result<Client, ClientError> {
+        let (base, base_str) = parse_base(&self.base_url)?;
+        if self.suites.is_empty() {
+            return Err(ClientError::InvalidRequest(
+                "no record suite to offer".into(),
+            ));
+        }
+        let http = match self.http {
+            Some(c) => c,
+            None => reqwest::Client::builder()
+                .connect_timeout(DEFAULT_CONNECT_TIMEOUT)
+                // Below the server's 60 s keep-alive, so a request is never written to a
+                // connection the server is closing (a failure after sending would leave
+                // its outcome unknown).
+                .pool_idle_timeout(Duration::from_secs(45))
+                .timeout(DEFAULT_REQUEST_TIMEOUT)
+                .build()?,
+        };
+        // Lock first, then read: the sequence number read can never be stale.
+        let file_lock = match &self.session_file {
+            Some(path) => Some(SessionLock::acquire(path, self.lock_timeout).await?),
+            None => None,
+        };
+        let now = now_ms();
+        let loaded = match &self.session_file {
+            Some(path) => persist::load_matching(path, &base_str, self.trust, &self.suites, now)?,
+            None => None,
+        };
+
+        let mut config = None;
+        let identity = match (self.trust, &loaded) {
+            (Trust::Pin(pin), _) => pin,
+            (Trust::FirstUse, Some(l)) => {
+                warn!(
+                    pin = %l.pin,
+                    "server identity is NOT pinned (trust on first use): trusting the identity \
+                     recorded in the session file; pin it with Trust::Pin(\"{}\")",
+                    l.pin
+                );
+                l.pin
+            }
+            (Trust::FirstUse, None) => {
+                let cfg = config::fetch_config(&http, &base, Trust::FirstUse).await?;
+                let pin = cfg.identity;
+                config = Some(cfg);
+                pin
+            }
+        };
+
+        let inner = Arc::new(Inner {
+            target: base.origin().ascii_serialization(),
+            target_header: HeaderValue::from_str(&base.origin().ascii_serialization())
+                .map_err(|_| ClientError::InvalidUrl("origin is not a header value".into()))?,
+            base,
+            base_str,
+            http,
+            identity,
+            suites: self.suites,
+            max_response_bytes: self.max_response_bytes,
+            config_high_water: AtomicU64::new(config.as_ref().map_or(0, |c| c.issued_at_ms)),
+            config: Mutex::new(config),
+            current: Mutex::new(None),
+            next_generation: AtomicU64::new(1),
+            handshake_lock: tokio::sync::Mutex::new(()),
+            files: Mutex::new(self.session_file.into_iter().collect()),
+            file_locks: Mutex::new(file_lock.into_iter().collect()),
+            lock_timeout: self.lock_timeout,
+            persisted: tokio::sync::Mutex::new(None),
+        });
+
+        if let Some(l) = loaded {
+            let generation = inner.next_generation.fetch_add(1, Ordering::Relaxed);
+            let last_used = l.modified_ms.unwrap_or(now).min(now);
+            let slot = Slot::new(
+                generation,
+                l.session,
+                l.expires_at_ms,
+                l.idle_timeout_ms,
+                last_used,
+            );
+            info!(session = %slot.id, next_seq = slot.info().next_seq, "continuing session from session file");
+            *lock(&inner.current) = Some(Arc::new(slot));
+        } else if !self.lazy {
+            inner.renew(None).await?;
+        }
+        Ok(Client { inner })
+    }
+}
+
+fn parse_base(s: &str) -> Result<(Url, String), ClientError> {
+    let url = Url::parse(s).map_err(|e| ClientError::InvalidUrl(format!("{s}: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ClientError::InvalidUrl(format!(
+            "{s}: scheme must be http or https"
+        )));
+    }
+    if url.cannot_be_a_base() || url.host_str().is_none() {
+        return Err(ClientError::InvalidUrl(format!("{s}: no host")));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ClientError::InvalidUrl(format!(
+            "{s}: a base URL cannot have a query or fragment"
+        )));
+    }
+    let base_str = url.as_str().trim_end_matches('/').to_string();
+    Ok((url, base_str))
+}
+
+/// `base` joined with an absolute path (and query) below it. Built by setting the path
+/// and query on a copy of the parsed base (the same percent-encoding and dot-segment
+/// rules as a full parse) so the host is not parsed again on every request.
+fn join(base: &Url, path_and_query: &str) -> Result<Url, ClientError> {
+    let without_fragment = path_and_query.split('#').next().unwrap_or("");
+    let (path, query) = match without_fragment.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (without_fragment, None),
+    };
+    let prefix = base.path().trim_end_matches('/');
+    let mut full = String::with_capacity(prefix.len() + path.len() + 1);
+    full.push_str(prefix);
+    if !path.starts_with('/') {
+        full.push('/');
+    }
+    full.push_str(path);
+    let mut url = base.clone();
+    url.set_path(&full);
+    url.set_query(query);
+    Ok(url)
+}
+
+/// Reads a body of at most `max` bytes.
+pub(crate) async fn read_limited(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, ClientError> {
+    let status = resp.status();
+    let too_large = || ClientError::unexpected(Some(status), "response body too large");
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let cap = resp.content_length().unwrap_or(0).min(max as u64) as usize;
+    let mut out = Vec::with_capacity(cap);
+    while let Some(chunk) = resp.chunk().await? {
+        if out.len() + chunk.len() > max {
+            return Err(too_large());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+impl Inner {
+    fn url(&self, path_and_query: &str) -> Result<Url, ClientError> {
+        join(&self.base, path_and_query)
+    }
+
+    fn current(&self) -> Option<Arc<Slot>> {
+        lock(&self.current).clone()
+    }
+}
+
+impl Client {
+    /// Fetches and verifies the key configuration, handshakes and confirms the session.
+    pub async fn connect(base_url: &str, trust: Trust) -> Result<Client, ClientError> {
+        Client::builder(base_url, trust).build().await
+    }
+
+    /// A builder for more options.
+    pub fn builder(base_url: &str, trust: Trust) -> ClientBuilder {
+        ClientBuilder {
+            base_url: base_url.to_string(),
+            trust,
+            http: None,
+            suites: Suite::ALL.to_vec(),
+            session_file: None,
+            lock_timeout: DEFAULT_SESSION_FILE_LOCK_TIMEOUT,
+            lazy: false,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+
+    /// A sealed request. `path_and_query` is relative to the base URL (which may have
+    /// a path prefix): with base `https://api.example/v1`, `"/notes?limit=5"` goes to
+    /// `https://api.example/v1/notes?limit=5`.
+    pub fn request(&self, method: Method, path_and_query: &str) -> RequestBuilder {
+        RequestBuilder::new(self.clone(), method, path_and_query)
+    }
+
+    /// A sealed `GET`.
+    pub fn get(&self, path_and_query: &str) -> RequestBuilder {
+        self.request(Method::GET, path_and_query)
+    }
+
+    /// A sealed `POST`.
+    pub fn post(&self, path_and_query: &str) -> RequestBuilder {
+        self.request(Method::POST, path_and_query)
+    }
+
+    /// A sealed `PUT`.
+    pub fn put(&self, path_and_query: &str) -> RequestBuilder {
+        self.request(Method::PUT, path_and_query)
+    }
+
+    /// A sealed `PATCH`.
+    pub fn patch(&self, path_and_query: &str) -> RequestBuilder {
+        self.request(Method::PATCH, path_and_query)
+    }
+
+    /// A sealed `DELETE`.
+    pub fn delete(&self, path_and_query: &str) -> RequestBuilder {
+        self.request(Method::DELETE, path_and_query)
+    }
+
+    pub(crate) fn url(&self, path_and_query: &str) -> Result<Url, ClientError> {
+        self.inner.url(path_and_query)
+    }
+
+    /// Closes the session on the server (sealed `POST /.well-known/sessioncert/close`)
+    /// and forgets it, deleting its session files. The next request handshakes anew.
+    /// The session is forgotten even if the close request fails (the error is
+    /// returned); a server that already forgot the session counts as success.
+    pub async fn close(&self) -> Result<(), ClientError> {
+        let _single_flight = self.inner.handshake_lock.lock().await;
+        let Some(slot) = self.inner.current() else {
+            return Ok(());
+        };
+        let result = if slot.usable(now_ms()) {
+            let p = Prepared {
+                method: Method::POST,
+                url: self.url(wire::CLOSE_PATH)?,
+                headers: HeaderMap::new(),
+                content_type: None,
+                body: Bytes::new(),
+                full: false,
+                timeout: None,
+                retry_safe: false,
+                cover: Vec::new(),
+            };
+            match self.inner.exchange(&slot, &p).await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(ClientError::unexpected(
+                    Some(r.status()),
+                    "server did not close the session",
+                )),
+                Err(e) if exchange::needs_new_session(&e) => Ok(()),
+                Err(e) => Err(e),
+            }
+        } else {
+            Ok(())
+        };
+        self.inner.drop_session(&slot).await;
+        info!(session = %slot.id, "session closed");
+        result
+    }
+
+    /// Runs a fresh handshake now and makes it the current session (requests already
+    /// in flight finish on the old one).
+    pub async fn rehandshake(&self) -> Result<(), ClientError> {
+        let _single_flight = self.inner.handshake_lock.lock().await;
+        self.inner.install_new_session().await.map(|_| ())
+    }
+
+    /// The current session, if any.
+    pub async fn session_info(&self) -> Option<SessionInfo> {
+        self.inner.current().map(|s| s.info())
+    }
+
+    /// The verified server identity (the pin, or what was accepted on first use).
+    pub fn identity(&self) -> Pin {
+        self.inner.identity
+    }
+
+    /// The base URL requests are relative to.
+    pub fn base_url(&self) -> &Url {
+        &self.inner.base
+    }
+}
+
+#[cfg(test)]
+mod join_tests {
+    use super::*;
+
+    /// The fast join must give exactly what a full parse of the concatenation gives,
+    /// because the path and query it produces are bound into every seal.
+    #[test]
+    fn join_matches_a_full_parse() {
+        for base in [
+            "http://127.0.0.1:8080",
+            "http://h:1/api",
+            "https://example.com/api/",
+        ] {
+            let b = Url::parse(base).unwrap();
+            for pq in [
+                "/apiTest",
+                "/a b/c?x=1 2&y=%20",
+                "/notes/1?q=é",
+                "/../x/./y",
+                "//double",
+                "/p?",
+                "/frag#x",
+                "rel",
+                "/%7Euser",
+            ] {
+                let mut s = b.as_str().trim_end_matches('/').to_string();
+                if !pq.starts_with('/') {
+                    s.push('/');
+                }
+                s.push_str(pq);
+                let mut want = Url::parse(&s).unwrap();
+                want.set_fragment(None);
+                assert_eq!(
+                    join(&b, pq).unwrap().as_str(),
+                    want.as_str(),
+                    "{base} + {pq}"
+                );
+            }
+        }
+    }
+}

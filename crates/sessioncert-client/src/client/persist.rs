@@ -1,0 +1,181 @@
+//! How the client uses session files: loading a matching one at build time, writing
+//! the session after every seal (never going back to an older state), removing it when
+//! the session is dropped, and [`Client::save_session`] with its exclusive lock. The
+//! file format itself is `crate::file`; this is the interplay with the running client.
+
+use super::handshake::Slot;
+use super::{lock, Client, Inner};
+use crate::file::{self, FileState, SessionLock, SessionSnapshot};
+use crate::ClientError;
+use sessioncert_proto::{Suite, Trust};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use tracing::{debug, info, warn};
+use zeroize::Zeroizing;
+
+/// Loads the session file if it exists and may be used; logs why not otherwise. A
+/// path holding something that is not a session file is an error (never overwritten).
+pub(super) fn load_matching(
+    path: &Path,
+    base_str: &str,
+    trust: Trust,
+    suites: &[Suite],
+    now: u64,
+) -> Result<Option<file::LoadedSession>, ClientError> {
+    let l = match file::load(path)? {
+        FileState::Session(l) => *l,
+        FileState::Missing => {
+            debug!(path = %path.display(), "no session file yet");
+            return Ok(None);
+        }
+        FileState::Unusable(reason) => {
+            warn!(path = %path.display(), error = %reason, "ignoring unusable session file; a new handshake will replace it");
+            return Ok(None);
+        }
+    };
+    let why_not = if l.base_url != base_str {
+        Some(format!(
+            "it is for base URL {} (this client: {base_str})",
+            l.base_url
+        ))
+    } else if matches!(trust, Trust::Pin(p) if p != l.pin) {
+        Some(format!(
+            "it is for server identity {} which is not the pinned one",
+            l.pin
+        ))
+    } else if now >= l.expires_at_ms {
+        Some("its session has expired".to_string())
+    } else if !suites.contains(&l.session.suite()) {
+        Some(format!(
+            "its suite {} is not among the allowed suites",
+            l.session.suite()
+        ))
+    } else if l.session.is_exhausted() {
+        Some("its session's message budget is spent".to_string())
+    } else {
+        None
+    };
+    match why_not {
+        Some(reason) => {
+            info!(path = %path.display(), "ignoring session file: {reason}; handshaking anew");
+            Ok(None)
+        }
+        None => Ok(Some(l)),
+    }
+}
+
+impl Inner {
+    pub(super) fn has_files(&self) -> bool {
+        !lock(&self.files).is_empty()
+    }
+
+    /// Writes the session to every session file unless a newer state is already there.
+    pub(super) async fn persist(
+        &self,
+        slot: &Slot,
+        next_seq: u64,
+        secrets: Zeroizing<Vec<u8>>,
+        force: bool,
+    ) -> Result<(), ClientError> {
+        let mut mark = self.persisted.lock().await;
+        let state = (slot.generation, next_seq);
+        if !force && mark.is_some_and(|m| m >= state) {
+            return Ok(());
+        }
+        let files = lock(&self.files).clone();
+        if files.is_empty() {
+            return Ok(());
+        }
+        let json = SessionSnapshot {
+            base_url: self.base_str.clone(),
+            pin: self.identity,
+            session_id: slot.id,
+            suite: slot.suite,
+            expires_at_ms: slot.expires_at_ms,
+            idle_timeout_ms: slot.idle_timeout_ms,
+            secrets,
+        }
+        .to_json()?;
+        tokio::task::spawn_blocking(move || {
+            for f in &files {
+                file::write_atomic(f, &json).map_err(|e| {
+                    ClientError::SessionFile(format!("writing {}: {e}", f.display()))
+                })?;
+            }
+            Ok::<(), ClientError>(())
+        })
+        .await
+        .map_err(|e| ClientError::SessionFile(format!("writer task failed: {e}")))??;
+        if mark.is_none_or(|m| m < state) {
+            *mark = Some(state);
+        }
+        Ok(())
+    }
+
+    /// Stops using `slot`: marks it dead, un-installs it if it is current, and removes
+    /// it from the session files unless a newer session is already there (so a later
+    /// process handshakes anew instead of loading it).
+    pub(super) async fn drop_session(&self, slot: &Slot) {
+        slot.dead.store(true, Ordering::Release);
+        {
+            let mut cur = lock(&self.current);
+            if cur
+                .as_ref()
+                .is_some_and(|c| c.generation == slot.generation)
+            {
+                *cur = None;
+            }
+        }
+        let mut mark = self.persisted.lock().await;
+        if mark.is_some_and(|(generation, _)| generation > slot.generation) {
+            return;
+        }
+        // Late writes of this (or an older) session must not resurrect the file.
+        *mark = Some((slot.generation, u64::MAX));
+        let files = lock(&self.files).clone();
+        for f in files {
+            if let Err(e) = file::remove(&f) {
+                warn!(path = %f.display(), error = %e, "could not remove session file");
+            }
+        }
+    }
+}
+
+impl Client {
+    /// Saves the current session to `path` (atomically, mode 0600 on unix) so another
+    /// process can continue it with
+    /// [`ClientBuilder::session_file`](super::ClientBuilder::session_file). From then on
+    /// this client keeps `path` up to date after every sealed request as well, so the
+    /// file can never hold a sequence number this client already used.
+    ///
+    /// Like [`ClientBuilder::session_file`](super::ClientBuilder::session_file), this
+    /// takes the file's exclusive lock (held until the client is dropped;
+    /// [`ClientError::SessionFileBusy`] if another holder keeps it past the lock
+    /// timeout) and never overwrites a file that is not a session file
+    /// ([`ClientError::NotASessionFile`]).
+    pub async fn save_session(&self, path: &Path) -> Result<(), ClientError> {
+        let slot = self.inner.current().ok_or(ClientError::NoSession)?;
+        let lock_path = file::lock_path(path)?;
+        let held = lock(&self.inner.file_locks)
+            .iter()
+            .any(|l| l.lock_path() == lock_path);
+        if !held {
+            let new_lock = SessionLock::acquire(path, self.inner.lock_timeout).await?;
+            file::check_replaceable(path)?;
+            let mut locks = lock(&self.inner.file_locks);
+            // A concurrent `save_session` to the same file may have won; one lock is enough.
+            if !locks.iter().any(|l| l.lock_path() == new_lock.lock_path()) {
+                locks.push(new_lock);
+            }
+        }
+        let (secrets, next_seq) = {
+            let s = lock(&slot.session);
+            let mut files = lock(&self.inner.files);
+            if !files.iter().any(|f| f == path) {
+                files.push(path.to_path_buf());
+            }
+            (s.export(), s.next_seq())
+        };
+        self.inner.persist(&slot, next_seq, secrets, true).await
+    }
+}
