@@ -2,10 +2,13 @@
 //!
 //! ```json
 //! {"format":1,"base_url":"https://api.example","pin":"ed25519:…","session_id":"…",
-//!  "suite":"AES-256-GCM","expires_at_ms":…,"idle_timeout_ms":…,"secrets":"<base64url>"}
+//!  "suite":"AES-256-GCM","expires_at_ms":…,"idle_timeout_ms":…,"secrets":"<base64url>",
+//!  "config_issued_at_ms":…}
 //! ```
 //!
-//! `secrets` is `ClientSession::export()` (keys and the next sequence number). The file
+//! `secrets` is `ClientSession::export()` (keys and the next sequence number);
+//! `config_issued_at_ms` is the newest signed key configuration the client accepted, so a
+//! later process never walks back to an older one (it may list a removed key). The file
 //! is written atomically (temporary file, fsync, rename) with mode 0600 on unix.
 //!
 //! A session file is used by one client at a time: the client holds an exclusive OS
@@ -42,6 +45,11 @@ struct FileRepr {
     expires_at_ms: u64,
     idle_timeout_ms: u64,
     secrets: String,
+    /// `issued_at_ms` of the newest key configuration this client accepted from the
+    /// server: a later process refuses an older one (PROTOCOL §5.3 rule 7). Absent in
+    /// files written before it existed (then 0: no floor).
+    #[serde(default)]
+    config_issued_at_ms: u64,
 }
 
 impl Drop for FileRepr {
@@ -59,6 +67,7 @@ pub(crate) struct SessionSnapshot {
     pub expires_at_ms: u64,
     pub idle_timeout_ms: u64,
     pub secrets: Zeroizing<Vec<u8>>,
+    pub config_issued_at_ms: u64,
 }
 
 impl SessionSnapshot {
@@ -73,6 +82,7 @@ impl SessionSnapshot {
             expires_at_ms: self.expires_at_ms,
             idle_timeout_ms: self.idle_timeout_ms,
             secrets: URL_SAFE_NO_PAD.encode(self.secrets.as_slice()),
+            config_issued_at_ms: self.config_issued_at_ms,
         };
         let mut out = Zeroizing::new(Vec::with_capacity(512));
         serde_json::to_writer(&mut *out, &repr)?;
@@ -90,6 +100,8 @@ pub(crate) struct LoadedSession {
     pub idle_timeout_ms: u64,
     /// When the file was last written (≈ when the session was last used), unix ms.
     pub modified_ms: Option<u64>,
+    /// The newest key configuration's `issued_at_ms` the writer had accepted.
+    pub config_issued_at_ms: u64,
 }
 
 /// What a session file path holds.
@@ -211,6 +223,7 @@ pub fn inspect_session_file(bytes: &[u8]) -> SessionFileVerdict {
                 expires_at_ms: l.expires_at_ms,
                 idle_timeout_ms: l.idle_timeout_ms,
                 secrets: l.session.export(),
+                config_issued_at_ms: l.config_issued_at_ms,
             };
             SessionFileVerdict::Session {
                 session_id: l.session.id(),
@@ -256,6 +269,7 @@ fn parse(bytes: &[u8]) -> Result<LoadedSession, ClientError> {
         expires_at_ms: repr.expires_at_ms,
         idle_timeout_ms: repr.idle_timeout_ms,
         modified_ms: None,
+        config_issued_at_ms: repr.config_issued_at_ms,
     })
 }
 

@@ -681,3 +681,66 @@ async fn two_processes_on_one_session_file_never_seal_under_the_same_nonce() {
     assert_eq!(pairs.len(), executed.len());
     assert_eq!(mock.state.handshakes(), 1, "both continued the one session");
 }
+
+/// PROTOCOL §5.3 rule 7 across processes: the newest key configuration a client accepted
+/// is kept in its session file, so a later process refuses an older one (which may list a
+/// handshake key the server has since removed), even before it handshakes.
+#[tokio::test]
+async fn a_later_process_refuses_a_key_configuration_older_than_one_in_its_session_file() {
+    let mock = Mock::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("session.json");
+    let old_config = mock.state.config.lock().unwrap().clone();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // The server removes its handshake key (a leak, say) and re-signs its configuration.
+    mock.state.rotate_key();
+    let new_config = mock.state.config.lock().unwrap().clone();
+    let issued = |bytes: &[u8]| {
+        let signed = sessioncert_proto::SignedKeyConfig::decode(bytes).unwrap();
+        sessioncert_proto::KeyConfig::decode(&signed.config)
+            .unwrap()
+            .issued_at_ms
+    };
+    assert!(issued(&new_config) > issued(&old_config));
+
+    let client = Client::builder(&mock.base, Trust::Pin(mock.state.pin()))
+        .session_file(&path)
+        .build()
+        .await
+        .unwrap();
+    client.get("/one").send().await.unwrap();
+    drop(client);
+    assert_eq!(read_json(&path)["config_issued_at_ms"], issued(&new_config));
+
+    // An attacker now serves the old configuration, still validly signed.
+    *mock.state.config.lock().unwrap() = old_config;
+    let later = Client::builder(&mock.base, Trust::Pin(mock.state.pin()))
+        .session_file(&path)
+        .build()
+        .await
+        .unwrap();
+    match later.rehandshake().await {
+        Err(ClientError::Untrusted { reason, .. }) => {
+            assert!(reason.contains("older key configuration"), "{reason}")
+        }
+        other => panic!("an older configuration was accepted: {other:?}"),
+    }
+    drop(later);
+    // The floor comes from the file: a client without it accepts the old configuration
+    // and handshakes to the removed key (which this server no longer has; an attacker
+    // holding the leaked key would answer).
+    let fresh = Client::builder(&mock.base, Trust::Pin(mock.state.pin()))
+        .build()
+        .await;
+    assert!(
+        matches!(
+            fresh,
+            Err(ClientError::Rejected {
+                code: sessioncert_client::ErrorCode::UnknownKey,
+                ..
+            })
+        ),
+        "{:?}",
+        fresh.err()
+    );
+}

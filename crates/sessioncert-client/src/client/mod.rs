@@ -227,9 +227,12 @@ impl ClientBuilder {
             None => None,
         };
         let now = now_ms();
-        let loaded = match &self.session_file {
-            Some(path) => persist::load_matching(path, &base_str, self.trust, &self.suites, now)?,
-            None => None,
+        let (loaded, config_floor) = match &self.session_file {
+            Some(path) => {
+                let f = persist::load_matching(path, &base_str, self.trust, &self.suites, now)?;
+                (f.session, f.config_issued_at_ms)
+            }
+            None => (None, 0),
         };
 
         let mut config = None;
@@ -252,6 +255,14 @@ impl ClientBuilder {
             }
         };
 
+        if let Some(c) = &config {
+            if c.issued_at_ms < config_floor {
+                return Err(ClientError::Untrusted {
+                    reason: "the server sent an older key configuration than one already accepted",
+                    presented: Some(c.identity),
+                });
+            }
+        }
         let inner = Arc::new(Inner {
             target: base.origin().ascii_serialization(),
             target_header: HeaderValue::from_str(&base.origin().ascii_serialization())
@@ -262,7 +273,13 @@ impl ClientBuilder {
             identity,
             suites: self.suites,
             max_response_bytes: self.max_response_bytes,
-            config_high_water: AtomicU64::new(config.as_ref().map_or(0, |c| c.issued_at_ms)),
+            // Never below what an earlier process accepted (kept in the session file).
+            config_high_water: AtomicU64::new(
+                config
+                    .as_ref()
+                    .map_or(0, |c| c.issued_at_ms)
+                    .max(config_floor),
+            ),
             config: Mutex::new(config),
             current: Mutex::new(None),
             next_generation: AtomicU64::new(1),

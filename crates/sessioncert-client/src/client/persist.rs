@@ -13,6 +13,14 @@ use std::sync::atomic::Ordering;
 use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
+/// What a session file gives a new client: the session, if it may be used, and the
+/// floor for key configurations (from any file of this server, even one whose session
+/// cannot be used any more).
+pub(super) struct FromFile {
+    pub(super) session: Option<file::LoadedSession>,
+    pub(super) config_issued_at_ms: u64,
+}
+
 /// Loads the session file if it exists and may be used; logs why not otherwise. A
 /// path holding something that is not a session file is an error (never overwritten).
 pub(super) fn load_matching(
@@ -21,17 +29,27 @@ pub(super) fn load_matching(
     trust: Trust,
     suites: &[Suite],
     now: u64,
-) -> Result<Option<file::LoadedSession>, ClientError> {
+) -> Result<FromFile, ClientError> {
+    let none = FromFile {
+        session: None,
+        config_issued_at_ms: 0,
+    };
     let l = match file::load(path)? {
         FileState::Session(l) => *l,
         FileState::Missing => {
             debug!(path = %path.display(), "no session file yet");
-            return Ok(None);
+            return Ok(none);
         }
         FileState::Unusable(reason) => {
             warn!(path = %path.display(), error = %reason, "ignoring unusable session file; a new handshake will replace it");
-            return Ok(None);
+            return Ok(none);
         }
+    };
+    let same_server = l.base_url == base_str && !matches!(trust, Trust::Pin(p) if p != l.pin);
+    let config_issued_at_ms = if same_server {
+        l.config_issued_at_ms
+    } else {
+        0
     };
     let why_not = if l.base_url != base_str {
         Some(format!(
@@ -58,9 +76,15 @@ pub(super) fn load_matching(
     match why_not {
         Some(reason) => {
             info!(path = %path.display(), "ignoring session file: {reason}; handshaking anew");
-            Ok(None)
+            Ok(FromFile {
+                session: None,
+                config_issued_at_ms,
+            })
         }
-        None => Ok(Some(l)),
+        None => Ok(FromFile {
+            session: Some(l),
+            config_issued_at_ms,
+        }),
     }
 }
 
@@ -94,6 +118,7 @@ impl Inner {
             expires_at_ms: slot.expires_at_ms,
             idle_timeout_ms: slot.idle_timeout_ms,
             secrets,
+            config_issued_at_ms: self.config_high_water.load(Ordering::Acquire),
         }
         .to_json()?;
         tokio::task::spawn_blocking(move || {

@@ -66,7 +66,7 @@ pub struct MockState {
     pub prefix: String,
     pub identity: IdentityKey,
     keys: Mutex<Vec<HandshakeKeyPair>>,
-    config: Mutex<Vec<u8>>,
+    pub config: Mutex<Vec<u8>>,
     pub policy: Mutex<ServerPolicy>,
     pending: Mutex<HashMap<SessionId, PendingServerSession>>,
     sessions: Mutex<HashMap<SessionId, ServerSession>>,
