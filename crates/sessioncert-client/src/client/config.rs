@@ -4,7 +4,7 @@
 //! Kept on its own because it is where trust in the server is decided; every
 //! handshake asks it for a configuration first.
 
-use super::exchange::refusal;
+use super::exchange::{refusal, H_ERROR};
 use super::{join, lock, now_ms, read_limited, Inner};
 use crate::ClientError;
 use http::StatusCode;
@@ -25,7 +25,7 @@ pub(super) async fn fetch_config(
 ) -> Result<VerifiedKeyConfig, ClientError> {
     let url = join(base, wire::CONFIG_PATH)?;
     let resp = http.get(url).send().await?;
-    if resp.headers().contains_key(wire::ERROR_HEADER) {
+    if resp.headers().contains_key(&H_ERROR) {
         return Err(refusal(resp).await);
     }
     let status = resp.status();

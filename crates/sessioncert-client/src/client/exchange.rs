@@ -130,12 +130,23 @@ fn transport_failed_after_send(e: &ClientError) -> bool {
     matches!(e, ClientError::Http(_)) && execution_of(e) == Execution::Unknown
 }
 
+/// The protocol's header encoding of bytes: unpadded base64url (PROTOCOL §3).
+fn b64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn b64_decode(text: &[u8]) -> Result<Vec<u8>, base64::DecodeError> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text)
+}
+
 /// Turns a response carrying `sessioncert-error` into an error.
 pub(super) async fn refusal(resp: reqwest::Response) -> ClientError {
     let status = resp.status();
     let code_text = resp
         .headers()
-        .get(wire::ERROR_HEADER)
+        .get(&H_ERROR)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .trim()
@@ -202,11 +213,9 @@ impl Inner {
             // Checked under the session lock, so a concurrent `save_session` either
             // exported after this seal or registered its file before it.
             let snapshot = self.has_files().then(|| (s.export(), s.next_seq()));
-            let confirm = s.confirmation().and_then(|c| {
-                use base64::Engine as _;
-                let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(c);
-                HeaderValue::from_str(&text).ok()
-            });
+            let confirm = s
+                .confirmation()
+                .and_then(|c| HeaderValue::from_str(&b64_encode(c)).ok());
             (record, expect, snapshot, confirm)
         };
         slot.last_used_ms.store(now_ms(), Ordering::Relaxed);
@@ -333,9 +342,7 @@ impl Inner {
             }
             if p.method == Method::HEAD {
                 // HTTP gives HEAD no body: the record travels in a header (PROTOCOL §13).
-                use base64::Engine as _;
-                let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&sealed.record);
-                rb = rb.header(H_RECORD, text);
+                rb = rb.header(H_RECORD, b64_encode(&sealed.record));
                 (rb, sealed.expect)
             } else {
                 (rb.body(sealed.record), sealed.expect)
@@ -377,9 +384,7 @@ impl Inner {
                 },
             ) = (tag, &mut err)
             {
-                use base64::Engine as _;
-                let verified = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(tag.as_bytes())
+                let verified = b64_decode(tag.as_bytes())
                     .is_ok_and(|t| lock(&slot.session).verify_refusal(expect.seq, *code, &t));
                 if verified {
                     *authenticity = RefusalAuthenticity::Authenticated;
@@ -402,12 +407,9 @@ impl Inner {
         if record.is_empty() {
             // A response to HEAD carries its record in a header (PROTOCOL §13).
             if let Some(v) = outer_headers.get(&H_RECORD) {
-                use base64::Engine as _;
-                record = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(v.as_bytes())
-                    .map_err(|_| ProtocolError::Malformed {
-                        what: "sessioncert-record",
-                    })?;
+                record = b64_decode(v.as_bytes()).map_err(|_| ProtocolError::Malformed {
+                    what: "sessioncert-record",
+                })?;
             }
         }
         if expect.full {

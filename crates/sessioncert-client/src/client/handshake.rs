@@ -34,7 +34,7 @@ pub(super) struct Slot {
 }
 
 /// How long before a session's end (lifetime or idle) the client stops using it.
-const EXPIRY_MARGIN_MS: u64 = 30_000;
+pub(super) const EXPIRY_MARGIN_MS: u64 = 30_000;
 
 impl Slot {
     pub(super) fn new(

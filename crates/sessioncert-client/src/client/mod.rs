@@ -263,10 +263,11 @@ impl ClientBuilder {
                 });
             }
         }
+        let origin = base.origin().ascii_serialization();
         let inner = Arc::new(Inner {
-            target: base.origin().ascii_serialization(),
-            target_header: HeaderValue::from_str(&base.origin().ascii_serialization())
+            target_header: HeaderValue::from_str(&origin)
                 .map_err(|_| ClientError::InvalidUrl("origin is not a header value".into()))?,
+            target: origin,
             base,
             base_str,
             http,

@@ -3,7 +3,7 @@
 //! the session is dropped, and [`Client::save_session`] with its exclusive lock. The
 //! file format itself is `crate::file`; this is the interplay with the running client.
 
-use super::handshake::Slot;
+use super::handshake::{Slot, EXPIRY_MARGIN_MS};
 use super::{lock, Client, Inner};
 use crate::file::{self, FileState, SessionLock, SessionSnapshot};
 use crate::ClientError;
@@ -61,8 +61,9 @@ pub(super) fn load_matching(
             "it is for server identity {} which is not the pinned one",
             l.pin
         ))
-    } else if now >= l.expires_at_ms {
-        Some("its session has expired".to_string())
+    } else if now.saturating_add(EXPIRY_MARGIN_MS) >= l.expires_at_ms {
+        // The same margin a live session gets (`Slot::usable`): not worth loading.
+        Some("its session has expired (or is about to)".to_string())
     } else if !suites.contains(&l.session.suite()) {
         Some(format!(
             "its suite {} is not among the allowed suites",
