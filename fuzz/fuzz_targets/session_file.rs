@@ -3,10 +3,11 @@
 //! classification (`sessioncert_client::inspect_session_file`, the code `load` runs).
 //!
 //! Invariants:
-//! * any bytes give one of three verdicts — a usable session, an unusable session file
-//!   (may be replaced), not a session file (never overwritten) — without panicking;
-//! * a usable session is one the client can write back: the file it would write
-//!   classifies as the same session (id, server, next seq) and is a fixed point;
+//! * any bytes give one of four verdicts — a usable session, a file whose session is gone
+//!   (the server and its trusted identity), an unusable session file (may be replaced),
+//!   not a session file (never overwritten) — without panicking;
+//! * what is usable is what the client can write back: the file it would write
+//!   classifies the same (session id, server, next seq; or server) and is a fixed point;
 //! * a genuine file (a real session of the fixture, any suite and next seq, any server
 //!   URL) is usable and names exactly that session; edited, it obeys the first two.
 #![no_main]
@@ -33,6 +34,19 @@ enum Input {
 }
 
 fn check_usable(v: &SessionFileVerdict) {
+    if let SessionFileVerdict::KnownServer {
+        base_url,
+        rewritten,
+    } = v
+    {
+        match inspect_session_file(rewritten) {
+            SessionFileVerdict::KnownServer {
+                base_url: url2,
+                rewritten: re2,
+            } => assert_eq!((&url2, &re2), (base_url, rewritten)),
+            other => panic!("the client's own identity file is not one: {other:?}"),
+        }
+    }
     if let SessionFileVerdict::Session {
         session_id,
         base_url,

@@ -1133,6 +1133,8 @@ fn parse_head(buf: &[u8]) -> Option<(usize, usize)> {
 struct Forgeries {
     budget: AtomicUsize,
     made: AtomicUsize,
+    /// Rewrites the value of every `x-api-key` request header on the way to the server.
+    rewrite_api_key: std::sync::atomic::AtomicBool,
 }
 
 /// One man-in-the-middle exchange: reads a request from the client, forwards it to the
@@ -1163,10 +1165,17 @@ fn forge_one(mut client: TcpStream, upstream: u16, f: &Forgeries) -> std::io::Re
     }
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let request_line = head.lines().next().unwrap_or("").to_string();
+    let rewrite = f.rewrite_api_key.load(Ordering::SeqCst);
     let mut forwarded: String = head
         .split("\r\n")
         .filter(|l| !l.is_empty() && !l.to_ascii_lowercase().starts_with("connection:"))
-        .map(|l| format!("{l}\r\n"))
+        .map(|l| {
+            if rewrite && l.to_ascii_lowercase().starts_with("x-api-key:") {
+                "x-api-key: changed-on-the-way\r\n".to_string()
+            } else {
+                format!("{l}\r\n")
+            }
+        })
         .collect();
     forwarded.push_str("connection: close\r\n\r\n");
     let mut up = TcpStream::connect((Ipv4Addr::LOCALHOST, upstream))?;
@@ -1218,6 +1227,28 @@ fn notes(f: &Fixture) -> Vec<Value> {
         Value::Array(v) => v,
         other => panic!("notes list is not an array: {other}"),
     }
+}
+
+/// `-H` headers are covered (bound into the seal): a proxy that changes one gets the
+/// request refused instead of the handler seeing the altered value.
+#[test]
+fn headers_given_with_h_are_bound_and_a_changed_one_is_refused() {
+    let f = Fixture::new();
+    let (mitm, forgeries) = forging_proxy(f.server.port);
+    let url = format!("http://127.0.0.1:{mitm}/notes");
+    let ok = request(&f.pin, &["-H", "X-Api-Key: k1"], &url);
+    assert_eq!(ok.code(), Some(0), "{ok:?}");
+    forgeries.rewrite_api_key.store(true, Ordering::SeqCst);
+    let out = request(&f.pin, &["-H", "X-Api-Key: k1"], &url);
+    assert_ne!(
+        out.code(),
+        Some(0),
+        "an altered header was accepted: {out:?}"
+    );
+    assert!(out.stderr.contains("rejected"), "{out:?}");
+    // Headers the proxy leaves alone still pass.
+    let out = request(&f.pin, &["-H", "X-Other: v"], &url);
+    assert_eq!(out.code(), Some(0), "{out:?}");
 }
 
 #[test]

@@ -91,6 +91,55 @@ impl SessionSnapshot {
     }
 }
 
+/// What a session file keeps once its session is gone (refused, closed, spent): the
+/// server it was for, the identity the client trusted there and the configuration floor,
+/// with `session_id` and `secrets` null. Like ssh's `known_hosts`, it keeps a client in
+/// trust-on-first-use mode refusing a changed identity: a single refusal (real or
+/// forged) must not make the next run trust whoever answers.
+#[derive(Deserialize)]
+struct KnownServerRepr {
+    format: u32,
+    base_url: String,
+    pin: String,
+    #[serde(default)]
+    config_issued_at_ms: u64,
+    session_id: Option<serde::de::IgnoredAny>,
+    secrets: Option<serde::de::IgnoredAny>,
+}
+
+/// The server a session file was for, without a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KnownServer {
+    pub base_url: String,
+    pub pin: Pin,
+    pub config_issued_at_ms: u64,
+}
+
+impl KnownServer {
+    /// The JSON bytes of the file.
+    pub(crate) fn to_json(&self) -> Result<Vec<u8>, ClientError> {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            format: u32,
+            base_url: &'a str,
+            pin: String,
+            config_issued_at_ms: u64,
+            session_id: Option<()>,
+            secrets: Option<()>,
+        }
+        let mut out = serde_json::to_vec(&Out {
+            format: SESSION_FILE_FORMAT,
+            base_url: &self.base_url,
+            pin: self.pin.to_string(),
+            config_issued_at_ms: self.config_issued_at_ms,
+            session_id: None,
+            secrets: None,
+        })?;
+        out.push(b'\n');
+        Ok(out)
+    }
+}
+
 /// A session read back from a file and checked for internal consistency.
 pub(crate) struct LoadedSession {
     pub base_url: String,
@@ -110,6 +159,8 @@ pub(crate) enum FileState {
     Missing,
     /// A session file this version can use.
     Session(Box<LoadedSession>),
+    /// A session file whose session is gone: only the server and its trusted identity.
+    KnownServer(KnownServer),
     /// A session file (it has the fields of one) that cannot be used: another format
     /// version, damaged secrets, …; it may be replaced. The reason is for the log.
     Unusable(String),
@@ -122,9 +173,22 @@ struct Marker {
     #[allow(dead_code)]
     format: u64,
     #[allow(dead_code)]
-    session_id: String,
+    session_id: serde::de::IgnoredAny,
     #[allow(dead_code)]
     secrets: serde::de::IgnoredAny,
+}
+
+/// Parses a file whose session is gone (`session_id` and `secrets` null).
+fn parse_known_server(bytes: &[u8]) -> Option<KnownServer> {
+    let r: KnownServerRepr = serde_json::from_slice(bytes).ok()?;
+    if r.format != SESSION_FILE_FORMAT || r.session_id.is_some() || r.secrets.is_some() {
+        return None;
+    }
+    Some(KnownServer {
+        base_url: r.base_url,
+        pin: r.pin.parse().ok()?,
+        config_issued_at_ms: r.config_issued_at_ms,
+    })
 }
 
 /// Reads and parses a session file. A path that holds something else than a session
@@ -175,15 +239,29 @@ pub(crate) fn load(path: &Path) -> Result<FileState, ClientError> {
 /// file that cannot be used (may be replaced), or — the `Err` reason — something else,
 /// which must never be overwritten.
 fn classify(bytes: &[u8]) -> Result<FileState, &'static str> {
-    match parse(bytes) {
-        Ok(l) => Ok(FileState::Session(Box::new(l))),
-        Err(e) if serde_json::from_slice::<Marker>(bytes).is_ok() => {
-            Ok(FileState::Unusable(e.to_string()))
-        }
-        Err(_) if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() => {
-            Err("JSON, but not a session file")
-        }
-        Err(_) => Err("not JSON"),
+    // Only a JSON object can be a session file (serde would read structs from arrays).
+    if serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(bytes).is_err() {
+        return Err(
+            if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+                "JSON, but not a session file"
+            } else {
+                "not JSON"
+            },
+        );
+    }
+    let e = match parse(bytes) {
+        Ok(l) => return Ok(FileState::Session(Box::new(l))),
+        Err(e) => e,
+    };
+    if let Some(k) = parse_known_server(bytes) {
+        return Ok(FileState::KnownServer(k));
+    }
+    if serde_json::from_slice::<Marker>(bytes).is_ok() {
+        Ok(FileState::Unusable(e.to_string()))
+    } else if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+        Err("JSON, but not a session file")
+    } else {
+        Err("not JSON")
     }
 }
 
@@ -202,6 +280,13 @@ pub enum SessionFileVerdict {
         next_seq: u64,
         /// The bytes the client writes for this session (a canonical file).
         rewritten: Zeroizing<Vec<u8>>,
+    },
+    /// A file whose session is gone, naming the server and the identity trusted there.
+    KnownServer {
+        /// The server it was for.
+        base_url: String,
+        /// The bytes the client writes for it (a canonical file).
+        rewritten: Vec<u8>,
     },
     /// A session file that cannot be used; the client may replace it.
     Unusable,
@@ -232,6 +317,10 @@ pub fn inspect_session_file(bytes: &[u8]) -> SessionFileVerdict {
                 rewritten: snapshot.to_json().unwrap_or_default(),
             }
         }
+        Ok(FileState::KnownServer(k)) => SessionFileVerdict::KnownServer {
+            rewritten: k.to_json().unwrap_or_default(),
+            base_url: k.base_url,
+        },
         Ok(FileState::Unusable(_)) => SessionFileVerdict::Unusable,
         Ok(FileState::Missing) | Err(_) => SessionFileVerdict::NotASessionFile,
     }
@@ -317,14 +406,6 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
-}
-
-/// Removes a session file; a missing file is fine.
-pub(crate) fn remove(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
 }
 
 /// An exclusive lock on a session file, held until dropped (the OS releases it when the

@@ -234,7 +234,7 @@ async fn save_session_then_continue_elsewhere() {
 }
 
 #[tokio::test]
-async fn close_removes_the_session_file() {
+async fn close_clears_the_session_from_its_file_and_keeps_the_identity() {
     let mock = Mock::start().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.json");
@@ -245,7 +245,11 @@ async fn close_removes_the_session_file() {
         .unwrap();
     assert!(path.exists());
     client.close().await.unwrap();
-    assert!(!path.exists());
+    let v = read_json(&path);
+    assert_eq!(v["session_id"], Value::Null);
+    assert_eq!(v["secrets"], Value::Null);
+    assert_eq!(v["pin"], mock.state.pin().to_string());
+    assert_eq!(v["base_url"], mock.base.as_str());
     // The next request handshakes and writes the file again.
     client.get("/x").send().await.unwrap();
     assert!(path.exists());
@@ -743,4 +747,54 @@ async fn a_later_process_refuses_a_key_configuration_older_than_one_in_its_sessi
         "{:?}",
         fresh.err()
     );
+}
+
+/// Trust on first use remembers the first identity like ssh's `known_hosts`: a refused
+/// session (here the server forgot it; a forged refusal does the same) leaves the file
+/// holding the server and its identity, so a later run still refuses a server presenting
+/// another identity, however often it is tried.
+#[tokio::test]
+async fn tofu_keeps_refusing_a_changed_identity_after_its_session_is_refused() {
+    let mock = Mock::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    let tofu = || {
+        Client::builder(&mock.base, Trust::FirstUse)
+            .session_file(&path)
+            .build()
+    };
+    let client = tofu().await.unwrap();
+    client.get("/a").send().await.unwrap();
+    mock.state.forget_all_sessions();
+    let err = client.post("/b").body("x").send().await.unwrap_err();
+    assert!(matches!(err, ClientError::OutcomeUnknown { .. }), "{err:?}");
+    drop(client);
+    let v = read_json(&path);
+    assert_eq!(v["session_id"], Value::Null, "the refused session is gone");
+    assert_eq!(
+        v["pin"],
+        mock.state.pin().to_string(),
+        "its identity is kept"
+    );
+
+    // The same server: trusted, a new session.
+    let again = tofu().await.unwrap();
+    again.get("/c").send().await.unwrap();
+    drop(again);
+
+    // Another identity at this URL (the file says it was someone else): refused, and
+    // still refused on the next try (the file is left as it is).
+    let other = IdentityKey::from_seed(&[0x42; 32]).pin();
+    let mut v = read_json(&path);
+    v["pin"] = Value::String(other.to_string());
+    v["session_id"] = Value::Null;
+    v["secrets"] = Value::Null;
+    std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+    for attempt in 0..2 {
+        match tofu().await {
+            Err(ClientError::Untrusted { .. }) => {}
+            other => panic!("attempt {attempt}: a changed identity was trusted: {other:?}"),
+        }
+        assert_eq!(read_json(&path)["pin"], other.to_string());
+    }
 }

@@ -47,7 +47,8 @@ pub struct RequestArgs {
     /// HTTP method (default GET, or POST when a body is given).
     #[arg(short = 'X', long = "request")]
     method: Option<String>,
-    /// Extra header 'Name: value' (repeatable).
+    /// Extra header 'Name: value' (repeatable). Bound into the seal in header mode
+    /// (covered): a request whose header was changed on the way is refused.
     #[arg(short = 'H', long = "header")]
     headers: Vec<String>,
     /// Request body (text).
@@ -153,8 +154,15 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
         let (k, v) = h
             .split_once(':')
             .with_context(|| format!("header {h:?} is not 'Name: value'"))?;
-        has_ct |= k.trim().eq_ignore_ascii_case("content-type");
-        req = req.header(k.trim(), v.trim());
+        let name = k.trim().to_ascii_lowercase();
+        has_ct |= name == "content-type";
+        req = req.header(name.as_str(), v.trim());
+        // The user's headers are meant for the handler: bind them, so a proxy cannot
+        // change them unnoticed. The content type is bound anyway; framing, hop-by-hop
+        // and Host (the target origin is bound instead) cannot be covered.
+        if !is_bound_otherwise_or_hop_by_hop(&name) {
+            req = req.cover(name.as_str());
+        }
     }
     if let Some(b) = body {
         if !has_ct {
@@ -232,4 +240,23 @@ mod tests {
         assert!(split_url("ftp://x/").is_err());
         assert!(split_url("not a url").is_err());
     }
+}
+
+/// Headers `-H` may set that are not covered: bound another way (`content-type`, `host`
+/// through the target origin) or describing the connection, not the message.
+fn is_bound_otherwise_or_hop_by_hop(name: &str) -> bool {
+    name.starts_with("sessioncert-")
+        || matches!(
+            name,
+            "content-type"
+                | "host"
+                | "content-length"
+                | "transfer-encoding"
+                | "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "te"
+                | "trailer"
+                | "upgrade"
+        )
 }

@@ -227,25 +227,27 @@ impl ClientBuilder {
             None => None,
         };
         let now = now_ms();
-        let (loaded, config_floor) = match &self.session_file {
+        let (loaded, config_floor, known_pin) = match &self.session_file {
             Some(path) => {
                 let f = persist::load_matching(path, &base_str, self.trust, &self.suites, now)?;
-                (f.session, f.config_issued_at_ms)
+                (f.session, f.config_issued_at_ms, f.known_pin)
             }
-            None => (None, 0),
+            None => (None, 0, None),
         };
 
         let mut config = None;
-        let identity = match (self.trust, &loaded) {
+        let identity = match (self.trust, known_pin) {
             (Trust::Pin(pin), _) => pin,
-            (Trust::FirstUse, Some(l)) => {
+            // Trust on first use means first: an identity this file recorded for this
+            // server stays the trusted one (as ssh's known_hosts), session or not.
+            (Trust::FirstUse, Some(pin)) => {
                 warn!(
-                    pin = %l.pin,
+                    pin = %pin,
                     "server identity is NOT pinned (trust on first use): trusting the identity \
                      recorded in the session file; pin it with Trust::Pin(\"{}\")",
-                    l.pin
+                    pin
                 );
-                l.pin
+                pin
             }
             (Trust::FirstUse, None) => {
                 let cfg = config::fetch_config(&http, &base, Trust::FirstUse).await?;

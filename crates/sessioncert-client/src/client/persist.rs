@@ -7,7 +7,7 @@ use super::handshake::{Slot, EXPIRY_MARGIN_MS};
 use super::{lock, Client, Inner};
 use crate::file::{self, FileState, SessionLock, SessionSnapshot};
 use crate::ClientError;
-use sessioncert_proto::{Suite, Trust};
+use sessioncert_proto::{Pin, Suite, Trust};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use tracing::{debug, info, warn};
@@ -19,6 +19,8 @@ use zeroize::Zeroizing;
 pub(super) struct FromFile {
     pub(super) session: Option<file::LoadedSession>,
     pub(super) config_issued_at_ms: u64,
+    /// The identity this client trusted at this base URL (for trust on first use).
+    pub(super) known_pin: Option<Pin>,
 }
 
 /// Loads the session file if it exists and may be used; logs why not otherwise. A
@@ -33,9 +35,24 @@ pub(super) fn load_matching(
     let none = FromFile {
         session: None,
         config_issued_at_ms: 0,
+        known_pin: None,
     };
     let l = match file::load(path)? {
         FileState::Session(l) => *l,
+        FileState::KnownServer(k) => {
+            debug!(path = %path.display(), "session file holds no session; handshaking anew");
+            let same_server = k.base_url == base_str;
+            let pinned_elsewhere = matches!(trust, Trust::Pin(p) if p != k.pin);
+            return Ok(FromFile {
+                session: None,
+                config_issued_at_ms: if same_server && !pinned_elsewhere {
+                    k.config_issued_at_ms
+                } else {
+                    0
+                },
+                known_pin: same_server.then_some(k.pin),
+            });
+        }
         FileState::Missing => {
             debug!(path = %path.display(), "no session file yet");
             return Ok(none);
@@ -80,9 +97,11 @@ pub(super) fn load_matching(
             Ok(FromFile {
                 session: None,
                 config_issued_at_ms,
+                known_pin: (l.base_url == base_str).then_some(l.pin),
             })
         }
         None => Ok(FromFile {
+            known_pin: Some(l.pin),
             session: Some(l),
             config_issued_at_ms,
         }),
@@ -138,9 +157,10 @@ impl Inner {
         Ok(())
     }
 
-    /// Stops using `slot`: marks it dead, un-installs it if it is current, and removes
-    /// it from the session files unless a newer session is already there (so a later
-    /// process handshakes anew instead of loading it).
+    /// Stops using `slot`: marks it dead, un-installs it if it is current, and clears it
+    /// from the session files unless a newer session is already there (so a later
+    /// process handshakes anew instead of loading it); the files keep the server's
+    /// identity.
     pub(super) async fn drop_session(&self, slot: &Slot) {
         slot.dead.store(true, Ordering::Release);
         {
@@ -158,10 +178,24 @@ impl Inner {
         }
         // Late writes of this (or an older) session must not resurrect the file.
         *mark = Some((slot.generation, u64::MAX));
+        // The files keep the server and the identity trusted there (not the session):
+        // a refusal, real or forged, must not make the next run trust a new identity.
+        let known = file::KnownServer {
+            base_url: self.base_str.clone(),
+            pin: self.identity,
+            config_issued_at_ms: self.config_high_water.load(Ordering::Acquire),
+        };
+        let json = match known.to_json() {
+            Ok(j) => j,
+            Err(e) => {
+                warn!(error = %e, "could not encode the session file");
+                return;
+            }
+        };
         let files = lock(&self.files).clone();
         for f in files {
-            if let Err(e) = file::remove(&f) {
-                warn!(path = %f.display(), error = %e, "could not remove session file");
+            if let Err(e) = file::write_atomic(&f, &json) {
+                warn!(path = %f.display(), error = %e, "could not clear the session from its file");
             }
         }
     }
