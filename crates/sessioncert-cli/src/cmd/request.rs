@@ -219,6 +219,25 @@ fn outcome_unknown_line(e: &ClientError, method: &str, idempotent: bool) -> Stri
     line.replace(['\n', '\r'], " ")
 }
 
+/// Headers `-H` may set that are not covered: bound another way (`content-type`, `host`
+/// through the target origin) or describing the connection, not the message.
+fn is_bound_otherwise_or_hop_by_hop(name: &str) -> bool {
+    name.starts_with("sessioncert-")
+        || matches!(
+            name,
+            "content-type"
+                | "host"
+                | "content-length"
+                | "transfer-encoding"
+                | "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "te"
+                | "trailer"
+                | "upgrade"
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,23 +259,4 @@ mod tests {
         assert!(split_url("ftp://x/").is_err());
         assert!(split_url("not a url").is_err());
     }
-}
-
-/// Headers `-H` may set that are not covered: bound another way (`content-type`, `host`
-/// through the target origin) or describing the connection, not the message.
-fn is_bound_otherwise_or_hop_by_hop(name: &str) -> bool {
-    name.starts_with("sessioncert-")
-        || matches!(
-            name,
-            "content-type"
-                | "host"
-                | "content-length"
-                | "transfer-encoding"
-                | "connection"
-                | "keep-alive"
-                | "proxy-connection"
-                | "te"
-                | "trailer"
-                | "upgrade"
-        )
 }
