@@ -839,7 +839,40 @@ impl EndedSession {
     pub fn refusal_tag(&self, record: &[u8], code: ErrorCode) -> Option<[u8; 32]> {
         refusal_tag(&self.id, &self.refusal, &self.window, record, code)
     }
+
+    /// Serializes what is left of the session (its id, refusal key and final replay
+    /// window; no traffic key) for sealed storage, so a restarted server still refuses
+    /// its requests with a tag. The window must be the final one: export only after the
+    /// session ended, never from a copy that could lag behind requests it accepted.
+    pub fn export(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(200));
+        out.extend_from_slice(ENDED_MAGIC);
+        out.put_u8(EXPORT_FORMAT);
+        out.extend_from_slice(self.id.as_bytes());
+        self.refusal.encode_into(&mut out);
+        self.window.encode_into(&mut out);
+        out
+    }
+
+    /// Parses [`EndedSession::export`].
+    pub fn import(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        let mut r = Reader::new(bytes, "ended session export");
+        if r.array::<4>()? != *ENDED_MAGIC || r.u8()? != EXPORT_FORMAT {
+            return Err(ProtocolError::malformed("ended session export"));
+        }
+        let id = SessionId(r.array()?);
+        let refusal = RefusalKey::read(&mut r)?;
+        let window = ReplayWindow::read(&mut r)?;
+        r.finish()?;
+        Ok(EndedSession {
+            id,
+            refusal,
+            window,
+        })
+    }
 }
+
+const ENDED_MAGIC: &[u8; 4] = b"SCSE";
 
 fn refusal_tag(
     id: &SessionId,
@@ -1152,5 +1185,46 @@ pub(crate) mod tests {
             Err(ProtocolError::Replay(0))
         ));
         assert!(s.seal_response(opened.sealer, &OK, b"a").is_ok());
+    }
+
+    #[test]
+    fn an_ended_session_exports_and_imports_its_refusals_exactly() {
+        let (mut c, mut s) = pair(Suite::Aes256Gcm);
+        let mut records = Vec::new();
+        for _ in 0..5 {
+            records.push(c.seal_request(&line(), b"x").unwrap().0);
+        }
+        // Requests 0, 1 and 3 ran; 2 and 4 did not.
+        for i in [0, 1, 3] {
+            s.open_request(&line(), &records[i]).unwrap();
+        }
+        let ended = s.end();
+        let back = EndedSession::import(&ended.export()).unwrap();
+        assert_eq!(back.id(), ended.id());
+        for (i, r) in records.iter().enumerate() {
+            for code in [ErrorCode::SessionClosed, ErrorCode::SessionExpired] {
+                assert_eq!(back.refusal_tag(r, code), ended.refusal_tag(r, code), "{i}");
+            }
+            assert_eq!(
+                back.refusal_tag(r, ErrorCode::SessionClosed).is_some(),
+                [2, 4].contains(&i),
+                "record {i}"
+            );
+        }
+        let e = ended.export();
+        for cut in 0..e.len() {
+            assert!(EndedSession::import(&e[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = e.to_vec();
+        longer.push(0);
+        assert!(EndedSession::import(&longer).is_err());
+        assert!(
+            EndedSession::import(&s_export_for_test()).is_err(),
+            "a live export is not one"
+        );
+    }
+
+    fn s_export_for_test() -> Vec<u8> {
+        pair(Suite::ChaCha20Poly1305).1.export().to_vec()
     }
 }

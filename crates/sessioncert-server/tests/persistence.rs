@@ -249,3 +249,68 @@ async fn operators_see_established_sessions_unconfirmed_handshakes_cost_nothing(
     assert_eq!(rows.len(), 1);
     srv.stop().await;
 }
+
+/// A session the server closed (or expired) stays a tombstone across a restart: its
+/// requests that never ran keep getting a tagged `session_closed`, so clients re-send
+/// them safely; one that ran gets no tag. After an unclean stop the same holds for
+/// sessions whose end was saved before the crash.
+#[tokio::test]
+async fn closed_sessions_keep_tagged_refusals_across_restarts() {
+    use base64::Engine as _;
+    use sessioncert_proto::wire::REFUSAL_HEADER;
+    use sessioncert_proto::ErrorCode;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let d = tempfile::tempdir().unwrap();
+    let srv = start(d.path()).await;
+    let mut c = RawClient::connect(&srv.base, srv.pin).await;
+    let ran = c.seal("POST", "/apiTest", "application/json", b"{\"t\":0}");
+    assert_eq!(c.send_raw(&ran).await.status(), 200);
+    let delayed = c.seal("POST", "/apiTest", "application/json", b"{\"t\":1}");
+    assert!(srv.sc.manager().close(&c.session.id()).await);
+    srv.stop().await;
+
+    // Started after a clean stop, stopped by a crash, started after the crash.
+    for restart in ["after a clean stop", "to crash", "after a crash"] {
+        let store = loop {
+            match SqliteStore::open(&d.path().join(DATABASE_FILE), OpenMode::Server) {
+                Ok((s, report)) => {
+                    assert_eq!(
+                        report.unclean_previous_shutdown,
+                        restart == "after a crash",
+                        "{restart}"
+                    );
+                    break s;
+                }
+                Err(sessioncert_store::StoreError::AlreadyInUse(_)) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let (keys, _) = ServerKeys::open_or_create(d.path(), now_ms()).unwrap();
+        let srv = TestServer::start(keys, Arc::new(store), generous()).await;
+        assert_eq!(srv.sc.load_report().tombstones, 1, "{restart}");
+        c.base = srv.base.clone();
+        c.http = reqwest::Client::new();
+        let r = c.send_raw(&delayed).await;
+        let tag = r
+            .headers()
+            .get(REFUSAL_HEADER)
+            .map(|v| b64.decode(v.as_bytes()).unwrap())
+            .unwrap_or_else(|| panic!("{restart}: no tag"));
+        assert_eq!(error_code(r).await, (401, "session_closed".into()));
+        assert!(c.session.verify_refusal(1, ErrorCode::SessionClosed, &tag));
+        let r = c.send_raw(&ran).await;
+        assert!(
+            r.headers().get(REFUSAL_HEADER).is_none(),
+            "{restart}: ran, yet tagged"
+        );
+        assert_eq!(executions(b"{\"t\":1}"), 0);
+        if restart == "to crash" {
+            drop(srv); // never shut down: the next start finds an unclean stop
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        } else {
+            srv.stop().await;
+        }
+    }
+}

@@ -24,6 +24,7 @@ struct ReadCounting {
     inner: SqliteStore,
     load: AtomicUsize,
     load_live: AtomicUsize,
+    load_ended: AtomicUsize,
 }
 
 #[async_trait::async_trait]
@@ -41,6 +42,10 @@ impl SessionStore for ReadCounting {
     }
     async fn close(&self, id: &SessionId, now_ms: u64) -> Result<bool, StoreError> {
         self.inner.close(id, now_ms).await
+    }
+    async fn load_ended(&self, since_ms: u64) -> Result<Vec<(SessionRecord, u64)>, StoreError> {
+        self.load_ended.fetch_add(1, Ordering::SeqCst);
+        self.inner.load_ended(since_ms).await
     }
     async fn ended_since(&self, since_ms: u64) -> Result<Vec<SessionId>, StoreError> {
         self.inner.ended_since(since_ms).await
@@ -82,6 +87,7 @@ async fn a_closed_session_is_never_read_back_and_its_replays_never_run() {
         inner: sqlite(d.path()),
         load: AtomicUsize::new(0),
         load_live: AtomicUsize::new(0),
+        load_ended: AtomicUsize::new(0),
     });
     let srv = start(d.path(), store.clone(), lagging()).await;
     for round in 0..20 {
@@ -123,8 +129,11 @@ async fn a_closed_session_is_never_read_back_and_its_replays_never_run() {
         "a session was read back"
     );
     assert_eq!(
-        store.load_live.load(Ordering::SeqCst),
-        1,
+        (
+            store.load_live.load(Ordering::SeqCst),
+            store.load_ended.load(Ordering::SeqCst)
+        ),
+        (1, 1),
         "loaded once, at start"
     );
     srv.stop().await;

@@ -102,6 +102,12 @@ pub trait SessionStore: Send + Sync + 'static {
     /// server ends its own sessions with [`SessionWrite::End`].
     async fn close(&self, id: &SessionId, now_ms: u64) -> Result<bool, StoreError>;
 
+    /// Ended sessions whose end is at or after `since_ms` and that kept remains
+    /// ([`SessionWrite::End`]), with their end time; `sealed_secrets` holds the remains.
+    /// A server loads them once at start, beside [`SessionStore::load_live`], so ids it
+    /// ended before a restart keep being refused with a tag.
+    async fn load_ended(&self, since_ms: u64) -> Result<Vec<(SessionRecord, u64)>, StoreError>;
+
     /// Ids of sessions closed or expired at or after `since_ms` (by anyone, including
     /// another process on the same database), oldest end first.
     async fn ended_since(&self, since_ms: u64) -> Result<Vec<SessionId>, StoreError>;

@@ -42,9 +42,10 @@ impl MemoryStore {
     }
 }
 
-fn end(entry: &mut Entry, state: SessionState, now_ms: u64) {
+fn end(entry: &mut Entry, state: SessionState, now_ms: u64, remains: Vec<u8>) {
     entry.record.state = state;
     entry.record.wipe_secrets();
+    entry.record.sealed_secrets = remains;
     entry.ended_at_ms = Some(now_ms);
 }
 
@@ -56,6 +57,18 @@ impl SessionStore for MemoryStore {
             .values()
             .filter(|e| e.record.state.is_live())
             .map(|e| e.record.clone())
+            .collect())
+    }
+
+    async fn load_ended(&self, since_ms: u64) -> Result<Vec<(SessionRecord, u64)>, StoreError> {
+        Ok(self
+            .lock()
+            .values()
+            .filter_map(|e| {
+                let ended = e.ended_at_ms?;
+                (ended >= since_ms && !e.record.sealed_secrets.is_empty())
+                    .then(|| (e.record.clone(), ended))
+            })
             .collect())
     }
 
@@ -76,10 +89,15 @@ impl SessionStore for MemoryStore {
                         entry.record.apply_progress(progress);
                     }
                 }
-                SessionWrite::End { id, state, at_ms } => {
+                SessionWrite::End {
+                    id,
+                    state,
+                    at_ms,
+                    remains,
+                } => {
                     if let Some(entry) = map.get_mut(&id) {
                         if entry.record.state.is_live() {
-                            end(entry, state, at_ms);
+                            end(entry, state, at_ms, remains);
                         }
                     }
                 }
@@ -95,7 +113,7 @@ impl SessionStore for MemoryStore {
     async fn close(&self, id: &SessionId, now_ms: u64) -> Result<bool, StoreError> {
         match self.lock().get_mut(id) {
             Some(entry) if entry.record.state.is_live() => {
-                end(entry, SessionState::Closed, now_ms);
+                end(entry, SessionState::Closed, now_ms, Vec::new());
                 Ok(true)
             }
             _ => Ok(false),
@@ -137,7 +155,7 @@ impl SessionStore for MemoryStore {
         let mut expired = 0;
         for entry in map.values_mut() {
             if entry.record.is_due_to_expire(now_ms, matching_ttl_ms) {
-                end(entry, SessionState::Expired, now_ms);
+                end(entry, SessionState::Expired, now_ms, Vec::new());
                 expired += 1;
             }
         }

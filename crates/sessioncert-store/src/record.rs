@@ -33,7 +33,8 @@ pub struct SessionRecord {
     /// Requests served so far.
     pub request_count: u64,
     /// The caller's already-sealed secrets (keys, replay window). Opaque to the store;
-    /// zeroed and emptied by the store when the session ends.
+    /// when the session ends they are zeroed and replaced by the remains the end
+    /// carried ([`SessionWrite::End`]), usually nothing.
     pub sealed_secrets: Vec<u8>,
 }
 
@@ -190,8 +191,8 @@ pub enum SessionWrite {
     /// Updates a stored live session. A closed or expired session is never
     /// resurrected; the state moves `Matching -> Established`, never back.
     Progress(SessionProgress),
-    /// Ends a stored live session: `state` (`Closed` or `Expired`), secrets wiped,
-    /// end time `at_ms`. An already ended session keeps its first end.
+    /// Ends a stored live session: `state` (`Closed` or `Expired`), end time `at_ms`,
+    /// the secrets replaced by `remains`. An already ended session keeps its first end.
     End {
         /// The session.
         id: SessionId,
@@ -199,6 +200,11 @@ pub enum SessionWrite {
         state: SessionState,
         /// When it ended.
         at_ms: u64,
+        /// The caller's already-sealed remains of the session, kept in place of its
+        /// secrets so a restarted server can still refuse its requests with a tag
+        /// (`sessioncert-proto`'s `EndedSession`: refusal key and final window, no traffic
+        /// key). Empty: nothing is kept.
+        remains: Vec<u8>,
     },
 }
 

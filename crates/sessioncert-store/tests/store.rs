@@ -123,6 +123,7 @@ on_every_backend!(
     a_batch_applies_in_order_or_not_at_all,
     ended_sessions_stay_ended,
     load_live_returns_exactly_the_live_sessions,
+    load_ended_returns_recent_ends_that_kept_remains,
 );
 
 // ---------------------------------------------------------------- properties
@@ -482,6 +483,7 @@ async fn a_batch_applies_in_order_or_not_at_all(store: &dyn SessionStore) {
                 id: id(2),
                 state: SessionState::Closed,
                 at_ms: 1_200,
+                remains: Vec::new(),
             },
         ])
         .await
@@ -499,6 +501,7 @@ async fn a_batch_applies_in_order_or_not_at_all(store: &dyn SessionStore) {
                 id: id(1),
                 state: SessionState::Established,
                 at_ms: 1_300,
+                remains: Vec::new(),
             },
         ])
         .await
@@ -526,6 +529,7 @@ async fn ended_sessions_stay_ended(store: &dyn SessionStore) {
             id: id(1),
             state: SessionState::Expired,
             at_ms: 2_000,
+            remains: Vec::new(),
         }])
         .await
         .unwrap();
@@ -538,6 +542,7 @@ async fn ended_sessions_stay_ended(store: &dyn SessionStore) {
                 id: id(1),
                 state: SessionState::Closed,
                 at_ms: 4_000,
+                remains: Vec::new(),
             },
         ])
         .await
@@ -548,6 +553,67 @@ async fn ended_sessions_stay_ended(store: &dyn SessionStore) {
     assert!(r.sealed_secrets.is_empty());
     let summary = store.list(false).await.unwrap();
     assert_eq!(summary[0].ended_at_ms, Some(2_000));
+    assert!(store.load_live().await.unwrap().is_empty());
+}
+
+async fn load_ended_returns_recent_ends_that_kept_remains(store: &dyn SessionStore) {
+    for n in 1..=4 {
+        store
+            .insert(record(n, SessionState::Established, 1_000))
+            .await
+            .unwrap();
+    }
+    store
+        .save(vec![
+            // Ended with remains, recently: loaded, remains in place of the secrets.
+            SessionWrite::End {
+                id: id(1),
+                state: SessionState::Closed,
+                at_ms: 5_000,
+                remains: vec![7; 40],
+            },
+            // Ended with remains, long ago: not loaded.
+            SessionWrite::End {
+                id: id(2),
+                state: SessionState::Expired,
+                at_ms: 2_000,
+                remains: vec![8; 40],
+            },
+            // Ended without remains: not loaded.
+            SessionWrite::End {
+                id: id(3),
+                state: SessionState::Expired,
+                at_ms: 5_000,
+                remains: Vec::new(),
+            },
+        ])
+        .await
+        .unwrap();
+    // Closed by an operator (no remains): not loaded.
+    assert!(store.close(&id(4), 6_000).await.unwrap());
+    let ended = store.load_ended(4_000).await.unwrap();
+    assert_eq!(
+        ended.len(),
+        1,
+        "{:?}",
+        ended.iter().map(|e| e.0.id).collect::<Vec<_>>()
+    );
+    let (r, at) = &ended[0];
+    assert_eq!((r.id, r.state, *at), (id(1), SessionState::Closed, 5_000));
+    assert_eq!(r.sealed_secrets, vec![7; 40]);
+    // A later End never replaces the first one's remains.
+    store
+        .save(vec![SessionWrite::End {
+            id: id(1),
+            state: SessionState::Expired,
+            at_ms: 9_000,
+            remains: vec![9; 40],
+        }])
+        .await
+        .unwrap();
+    let ended = store.load_ended(0).await.unwrap();
+    let first = ended.iter().find(|(r, _)| r.id == id(1)).unwrap();
+    assert_eq!(first.0.sealed_secrets, vec![7; 40]);
     assert!(store.load_live().await.unwrap().is_empty());
 }
 
@@ -570,6 +636,7 @@ async fn load_live_returns_exactly_the_live_sessions(store: &dyn SessionStore) {
             id: id(3),
             state: SessionState::Expired,
             at_ms: 3_000,
+            remains: Vec::new(),
         }])
         .await
         .unwrap();

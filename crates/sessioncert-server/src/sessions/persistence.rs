@@ -13,7 +13,7 @@
 use super::table::{Entry, Live, Mutable};
 use super::{now_ms, SessionManager};
 use crate::ServerError;
-use sessioncert_proto::{ServerSession, SessionState};
+use sessioncert_proto::{EndedSession, ServerSession, SessionState};
 use sessioncert_store::{SessionProgress, SessionRecord, SessionWrite};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -29,6 +29,8 @@ pub struct LoadReport {
     /// Stored live sessions that could not be used (wrong storage key, corrupt row);
     /// they are ended in the store.
     pub unusable: usize,
+    /// Sessions ended before the start whose ids keep being refused with a tag.
+    pub tombstones: usize,
 }
 
 impl SessionManager {
@@ -45,12 +47,27 @@ impl SessionManager {
     /// The write that brings the store up to date with `m`, if one is needed.
     fn write_of(&self, entry: &Entry, m: &Mutable) -> Option<SessionWrite> {
         let secrets = match &m.live {
-            Live::Ended(state, _) => {
-                return m.stored.then_some(SessionWrite::End {
+            Live::Ended(state, ended) => {
+                if !m.stored {
+                    return None;
+                }
+                // What a restarted server needs to keep refusing this id with a tag: the
+                // refusal key and the final window (exact: nothing changes it after the
+                // end), sealed like the secrets it replaces.
+                let remains = ended
+                    .as_ref()
+                    .and_then(|e| self.keys.storage_key().seal(&entry.id, &e.export()).ok())
+                    .unwrap_or_default();
+                return Some(SessionWrite::End {
                     id: entry.id,
                     state: *state,
-                    at_ms: now_ms(),
-                })
+                    at_ms: if m.ended_at_ms > 0 {
+                        m.ended_at_ms
+                    } else {
+                        now_ms()
+                    },
+                    remains,
+                });
             }
             Live::Established(s) => s.export(),
         };
@@ -194,6 +211,7 @@ impl SessionManager {
                         id: rec.id,
                         state: SessionState::Expired,
                         at_ms: now,
+                        remains: Vec::new(),
                     });
                     continue;
                 }
@@ -217,10 +235,67 @@ impl SessionManager {
                 report.loaded += 1;
             }
         }
+        report.tombstones = self.load_tombstones(now).await?;
         report.unusable = unusable.len();
         if !unusable.is_empty() {
             self.store.save(unusable).await?;
         }
         Ok(report)
+    }
+
+    /// Loads the remains of sessions that ended before this start (closed or expired by
+    /// this server, whose end it saved with them) for as long as they would have lived:
+    /// their requests keep getting tagged `session_closed`/`session_expired` refusals,
+    /// which let clients re-send safely. Sessions ended without remains (closed with
+    /// `sessions close` while no server ran, expired after an unclean stop) are unknown
+    /// ids: their refusals carry no tag, since a stale window could vouch for a request
+    /// that did run.
+    async fn load_tombstones(&self, now: u64) -> Result<usize, ServerError> {
+        let since = now.saturating_sub(self.timing.retain_ended_ms);
+        let min_tombstone = self
+            .timing
+            .ticket_lifetime_ms
+            .saturating_mul(super::table::TOMBSTONE_TICKET_LIFETIMES);
+        let mut loaded = 0;
+        for (rec, ended_at_ms) in self.store.load_ended(since).await? {
+            let ended = self
+                .keys
+                .storage_key()
+                .open(&rec.id, &rec.sealed_secrets)
+                .ok()
+                .and_then(|b| EndedSession::import(&b).ok())
+                .filter(|e| e.id() == rec.id);
+            let Some(ended) = ended else {
+                tracing::debug!(session = %rec.id, "ended session's remains unusable; it stays unknown");
+                continue;
+            };
+            let mut m = Mutable::new(
+                Live::Ended(rec.state, Some(ended)),
+                rec.last_used_at_ms,
+                rec.request_count,
+                true,
+            );
+            m.ended_at_ms = ended_at_ms;
+            let entry = Entry::new(
+                rec.id,
+                sessioncert_proto::Suite::from_name(&rec.suite)
+                    .map(|s| s.name())
+                    .unwrap_or("unknown"),
+                rec.version,
+                rec.client_addr.as_deref().and_then(|a| a.parse().ok()),
+                false,
+                rec.created_at_ms,
+                rec.expires_at_ms,
+                rec.idle_timeout_ms,
+                m,
+            );
+            if now >= entry.tombstone_until(&entry.lock(), min_tombstone) {
+                continue;
+            }
+            if self.cache.insert(rec.id, Arc::new(entry)).is_none() {
+                loaded += 1;
+            }
+        }
+        Ok(loaded)
     }
 }

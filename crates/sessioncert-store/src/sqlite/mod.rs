@@ -214,6 +214,11 @@ impl SessionStore for SqliteStore {
         self.request(|ack| Msg::Close { id, now_ms, ack }).await
     }
 
+    async fn load_ended(&self, since_ms: u64) -> Result<Vec<(SessionRecord, u64)>, StoreError> {
+        self.read(move |conn| rows::load_ended(conn, since_ms))
+            .await
+    }
+
     async fn ended_since(&self, since_ms: u64) -> Result<Vec<SessionId>, StoreError> {
         self.read(move |conn| rows::ended_since(conn, since_ms))
             .await

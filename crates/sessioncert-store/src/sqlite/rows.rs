@@ -131,6 +131,23 @@ pub(super) fn load_live(conn: &Connection) -> Result<Vec<SessionRecord>, StoreEr
     Ok(out)
 }
 
+pub(super) fn load_ended(
+    conn: &Connection,
+    since_ms: u64,
+) -> Result<Vec<(SessionRecord, u64)>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {RECORD_COLUMNS}, ended_at_ms FROM sessions \
+         WHERE state NOT IN {LIVE} AND ended_at_ms >= ?1 AND length(sealed_secrets) > 0"
+    ))?;
+    let mut rows = stmt.query(params![to_db(since_ms)])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let ended: i64 = row.get(11)?; // after RECORD_COLUMNS
+        out.push((record_from_row(row)?, u64::try_from(ended).unwrap_or(0)));
+    }
+    Ok(out)
+}
+
 pub(super) fn list(conn: &Connection, live_only: bool) -> Result<Vec<SessionSummary>, StoreError> {
     let filter = if live_only {
         format!("WHERE state IN {LIVE}")

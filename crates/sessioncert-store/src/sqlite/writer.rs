@@ -79,8 +79,13 @@ fn apply_write(conn: &Connection, w: &SessionWrite) -> Result<(), StoreError> {
                 p.sealed_secrets,
             ])?;
         }
-        SessionWrite::End { id, state, at_ms } => {
-            end_session(conn, id, state.as_str(), *at_ms)?;
+        SessionWrite::End {
+            id,
+            state,
+            at_ms,
+            remains,
+        } => {
+            end_session(conn, id, state.as_str(), *at_ms, remains)?;
         }
     }
     Ok(())
@@ -92,13 +97,14 @@ fn end_session(
     id: &SessionId,
     state: &str,
     at_ms: u64,
+    remains: &[u8],
 ) -> Result<bool, StoreError> {
     let n = conn
         .prepare_cached(&format!(
-            "UPDATE sessions SET state = ?2, sealed_secrets = X'', \
+            "UPDATE sessions SET state = ?2, sealed_secrets = ?4, \
              ended_at_ms = ?3 WHERE id = ?1 AND state IN {LIVE}"
         ))?
-        .execute(params![&id.as_bytes()[..], state, to_db(at_ms)])?;
+        .execute(params![&id.as_bytes()[..], state, to_db(at_ms), remains])?;
     Ok(n > 0)
 }
 
@@ -110,9 +116,13 @@ fn apply(conn: &Connection, msg: &Msg) -> Result<Outcome, StoreError> {
             }
             Ok(Outcome::Done)
         }
-        Msg::Close { id, now_ms, .. } => {
-            Ok(Outcome::Closed(end_session(conn, id, "closed", *now_ms)?))
-        }
+        Msg::Close { id, now_ms, .. } => Ok(Outcome::Closed(end_session(
+            conn,
+            id,
+            "closed",
+            *now_ms,
+            &[],
+        )?)),
         Msg::Sweep {
             now_ms,
             matching_ttl_ms,
