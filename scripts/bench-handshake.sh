@@ -36,7 +36,7 @@ SC_PID=$!
 LEAN_PORT=$(free_port)
 "$LEAN" serve --addr "127.0.0.1:$LEAN_PORT" >"$DATA/lean.log" 2>&1 &
 LEAN_PID=$!
-trap 'kill $SC_PID $LEAN_PID 2>/dev/null; wait $SC_PID $LEAN_PID 2>/dev/null; rm -rf "$DATA"' EXIT
+trap 'kill $SC_PID $LEAN_PID 2>/dev/null; wait $SC_PID $LEAN_PID 2>/dev/null || true; rm -rf "$DATA"' EXIT
 for _ in $(seq 100); do
   curl -fs "http://127.0.0.1:$SC_PORT/healthz" >/dev/null && curl -fs "http://127.0.0.1:$LEAN_PORT/nk" >/dev/null && break
   sleep 0.1
