@@ -362,6 +362,10 @@ fn parse(bytes: &[u8]) -> Result<LoadedSession, ClientError> {
     })
 }
 
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Writes `data` to `path` atomically: a temporary file beside it (mode 0600 on
 /// unix), fsync, rename over `path`, fsync of the directory (best effort).
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -372,13 +376,18 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let name = path.file_name().ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, "session file has no name")
     })?;
+    // A random name, created exclusively: nothing planted at a guessable name (a
+    // symbolic link in a shared directory, say) is ever opened or followed.
+    let mut suffix = [0u8; 8];
+    sessioncert_proto::crypto::fill_random(&mut suffix)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    tmp_name.push(format!(".tmp-{}", hex_lower(&suffix)));
     let tmp = dir.join(tmp_name);
 
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt as _;
@@ -386,12 +395,6 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     }
     let result = (|| {
         let mut f = opts.open(&tmp)?;
-        // A temporary file left by a crash may predate the mode above; force it.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        }
         f.write_all(data)?;
         f.sync_all()?;
         drop(f);
@@ -404,6 +407,38 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     #[cfg(unix)]
     if let Ok(d) = std::fs::File::open(&dir) {
         let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Refuses a session file reached through a symbolic link or holding several hard
+/// links: the lock is taken per name, so two names for one session would let two
+/// processes seal under the same sequence numbers (nonce reuse). Copies are refused by
+/// nobody: never copy or restore a session file that may still be in use.
+fn refuse_second_names(path: &Path) -> Result<(), ClientError> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(ClientError::SessionFile(format!("{}: {e}", path.display()))),
+    };
+    if meta.file_type().is_symlink() {
+        return Err(ClientError::SessionFile(format!(
+            "{} is a symbolic link; give the session file's own path (a second name for one \
+             session would let two processes use it at once)",
+            path.display()
+        )));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        if meta.is_file() && meta.nlink() > 1 {
+            return Err(ClientError::SessionFile(format!(
+                "{} has {} hard links; a session file must have one name (a second name \
+                 would let two processes use it at once)",
+                path.display(),
+                meta.nlink()
+            )));
+        }
     }
     Ok(())
 }
@@ -427,6 +462,7 @@ impl std::fmt::Debug for SessionLock {
 /// The lock file of session file `path`: `<file>.lock` beside it, in the canonical form
 /// of its directory (so two spellings of one path share one lock).
 pub(crate) fn lock_path(path: &Path) -> Result<PathBuf, ClientError> {
+    refuse_second_names(path)?;
     let name = path.file_name().ok_or_else(|| {
         ClientError::SessionFile(format!(
             "{}: a session file needs a file name",

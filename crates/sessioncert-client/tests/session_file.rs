@@ -798,3 +798,51 @@ async fn tofu_keeps_refusing_a_changed_identity_after_its_session_is_refused() {
         assert_eq!(read_json(&path)["pin"], other.to_string());
     }
 }
+
+/// The lock is per name, so a second name for one session file (a symbolic or hard
+/// link) would let two processes seal under the same sequence numbers: refused, and the
+/// session file is left untouched.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_session_file_reached_by_a_second_name_is_refused() {
+    let mock = Mock::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("s.json");
+    let client = Client::builder(&mock.base, Trust::Pin(mock.state.pin()))
+        .session_file(&real)
+        .build()
+        .await
+        .unwrap();
+    client.get("/a").send().await.unwrap();
+    drop(client);
+    let before = std::fs::read(&real).unwrap();
+    let soft = dir.path().join("alias.json");
+    std::os::unix::fs::symlink(&real, &soft).unwrap();
+    let hard = dir.path().join("hard.json");
+    std::fs::hard_link(&real, &hard).unwrap();
+    for (what, path) in [
+        ("symbolic link", &soft),
+        ("hard link", &real),
+        ("hard link", &hard),
+    ] {
+        let err = Client::builder(&mock.base, Trust::Pin(mock.state.pin()))
+            .session_file(path)
+            .build()
+            .await
+            .unwrap_err();
+        match &err {
+            ClientError::SessionFile(m) => assert!(m.contains(what), "{m}"),
+            other => panic!("{}: {other:?}", path.display()),
+        }
+    }
+    assert_eq!(std::fs::read(&real).unwrap(), before);
+    // One name again: usable.
+    std::fs::remove_file(&hard).unwrap();
+    std::fs::remove_file(&soft).unwrap();
+    let client = Client::builder(&mock.base, Trust::Pin(mock.state.pin()))
+        .session_file(&real)
+        .build()
+        .await
+        .unwrap();
+    client.get("/b").send().await.unwrap();
+}
