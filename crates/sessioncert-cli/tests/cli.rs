@@ -627,7 +627,27 @@ fn refusal_by_the_server_exits_4() {
     // is refused with 429 rate_limited.
     let f = Fixture::with_args(&["--limit-loopback", "--max-sessions-per-addr", "1"]);
     let url = f.server.url("/apiTest");
-    request(&f.pin, &["-d", "{}"], &url).ok();
+    // One-shot requests close their sessions, so they never use up the allowance...
+    for _ in 0..3 {
+        request(&f.pin, &["-d", "{}"], &url).ok();
+    }
+    wait_for(
+        "the one-shot sessions to be closed",
+        Duration::from_secs(5),
+        || {
+            established(&sessions_json(&f.data, false))
+                .is_empty()
+                .then_some(())
+        },
+    );
+    // ... a session kept in a file does.
+    let kept = f.path("kept.json");
+    request(
+        &f.pin,
+        &["--session", kept.to_str().unwrap(), "-d", "{}"],
+        &url,
+    )
+    .ok();
     let out = request(&f.pin, &["-d", "{}"], &url);
     assert_eq!(out.code(), Some(4), "{out:?}");
     assert!(out.stdout.is_empty(), "{out:?}");
@@ -1135,6 +1155,8 @@ struct Forgeries {
     made: AtomicUsize,
     /// Rewrites the value of every `x-api-key` request header on the way to the server.
     rewrite_api_key: std::sync::atomic::AtomicBool,
+    /// The last request it forged an answer to, as sent (to replay later).
+    held: std::sync::Mutex<Option<Vec<u8>>>,
 }
 
 /// One man-in-the-middle exchange: reads a request from the client, forwards it to the
@@ -1189,6 +1211,9 @@ fn forge_one(mut client: TcpStream, upstream: u16, f: &Forgeries) -> std::io::Re
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
     if forge {
+        let mut held = forwarded.clone().into_bytes();
+        held.extend_from_slice(&buf[head_end..head_end + body_len]);
+        *f.held.lock().unwrap() = Some(held);
         forged.fetch_add(1, Ordering::SeqCst);
         let body = r#"{"error":"session_expired","message":"session expired"}"#;
         write!(
@@ -1291,7 +1316,7 @@ fn forged_refusal_after_an_executed_post_exits_6_and_never_creates_a_second_note
         "may or may not have executed this POST request",
         "session_expired",
         "not re-sent",
-        "Check whether it took effect before retrying",
+        "The session is now closed (the server confirmed it)",
         "--idempotent",
     ] {
         assert!(out.stderr.contains(needle), "{needle:?} missing: {out:?}");
@@ -1300,11 +1325,30 @@ fn forged_refusal_after_an_executed_post_exits_6_and_never_creates_a_second_note
     let list = notes(&f);
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["title"], "once");
+    // The attacker still holds the sealed POST; the client closed its session before
+    // reporting, so replaying it now runs nothing (the user may check and retry safely).
+    let held = forgeries
+        .held
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("the forged POST");
+    let mut up = TcpStream::connect((Ipv4Addr::LOCALHOST, f.server.port)).unwrap();
+    up.write_all(&held).unwrap();
+    let mut answer = Vec::new();
+    up.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("session_closed"), "{answer}");
+    assert_eq!(notes(&f).len(), 1);
 
-    // The refused session was dropped from the file; the next request handshakes anew.
-    assert!(
-        !sfile.exists(),
-        "the refused session is still in the session file"
+    // The refused session was dropped from the file (which keeps only the server's
+    // identity); the next request handshakes anew.
+    let v: Value = serde_json::from_slice(&std::fs::read(&sfile).unwrap()).unwrap();
+    assert_eq!(
+        v["session_id"],
+        Value::Null,
+        "the refused session is still in the file"
     );
     request(&f.pin, &["--session", s, "-f"], &f.server.url("/notes")).ok();
     assert_ne!(session_file_id(&sfile), old);

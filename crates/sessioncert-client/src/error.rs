@@ -74,19 +74,25 @@ pub enum ClientError {
     /// * the connection failed (a timeout, a reset) after the request may have reached
     ///   the server.
     ///
-    /// A refused session is dropped (and removed from the session files), so the next
-    /// request handshakes anew. Check whether the request took effect (for example read
-    /// the resource back) before sending it again. `cause` is the underlying error.
-    /// Other failures after sending (an unsealed or tampered response) are returned as
-    /// they are and are never re-sent either.
-    #[error("{}", outcome_unknown_message(.method, .cause))]
+    /// * the response could not be opened (unsealed, tampered with).
+    ///
+    /// The client then closes the session with a sealed close and drops it (the next
+    /// request handshakes anew). When the server answers that close (`settled`), no
+    /// copy of the request held on the path can ever run later: check whether it took
+    /// effect (for example read the resource back), and a retry cannot make it run
+    /// twice. When the close did not go through, a held copy could still run while the
+    /// session lives. `cause` is the underlying error.
+    #[error("{}", outcome_unknown_message(.method, .cause, *.settled))]
     OutcomeUnknown {
         /// The method of the request whose outcome is unknown.
         method: Method,
-        /// What happened: a [`ClientError::Rejected`] session refusal or a
-        /// [`ClientError::Http`] transport failure.
+        /// What happened: a [`ClientError::Rejected`] refusal, a [`ClientError::Http`]
+        /// transport failure, or a response that did not open.
         #[source]
         cause: Box<ClientError>,
+        /// Whether the server confirmed (sealed) the close of the session afterwards,
+        /// so the request can no longer run later.
+        settled: bool,
     },
 
     /// A protocol message failed to parse or authenticate (for example a tampered
@@ -211,7 +217,7 @@ fn wait_text(d: &Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
 
-fn outcome_unknown_message(method: &Method, cause: &ClientError) -> String {
+fn outcome_unknown_message(method: &Method, cause: &ClientError, settled: bool) -> String {
     let what = match cause {
         ClientError::Rejected { code, status, .. } if code.needs_new_handshake() => format!(
             "The session was refused ({code}, HTTP {}) after the request was sent, and \
@@ -231,10 +237,17 @@ fn outcome_unknown_message(method: &Method, cause: &ClientError) -> String {
         ClientError::Http(_) => "The connection failed after the request was sent".to_string(),
         other => format!("{other}"),
     };
+    let after = if settled {
+        "The session is now closed (the server confirmed it), so it cannot run later: \
+         check whether it took effect, then retry if it did not"
+    } else {
+        "Closing the session did not go through, so a copy held on the way could still \
+         run until the session expires: check whether it took effect before retrying"
+    };
     format!(
         "outcome unknown: the server may or may not have executed this {method} request. \
          {what}. It was not re-sent, because {method} is not marked safe to send twice. \
-         Check whether it took effect before retrying"
+         {after}"
     )
 }
 
@@ -263,7 +276,11 @@ impl ClientError {
 
     /// Whether a sealed message failed authentication (tampering or a wrong key).
     pub fn is_bad_seal(&self) -> bool {
-        matches!(self, ClientError::Protocol(ProtocolError::BadSeal))
+        match self {
+            ClientError::Protocol(ProtocolError::BadSeal) => true,
+            ClientError::OutcomeUnknown { cause, .. } => cause.is_bad_seal(),
+            _ => false,
+        }
     }
 
     /// Whether this is a timeout of the transport (also when it is the cause of a

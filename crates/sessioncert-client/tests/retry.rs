@@ -33,7 +33,9 @@ fn executed(mock: &Mock, method: &str, path: &str) -> usize {
 /// unauthenticated `401 session_expired`, with a message a developer can act on.
 fn assert_outcome_unknown_after_forged_refusal(err: &ClientError, method: &Method) {
     match err {
-        ClientError::OutcomeUnknown { method: m, cause } => {
+        ClientError::OutcomeUnknown {
+            method: m, cause, ..
+        } => {
             assert_eq!(m, method, "{err:?}");
             match cause.as_ref() {
                 ClientError::Rejected {
@@ -61,7 +63,7 @@ fn assert_outcome_unknown_after_forged_refusal(err: &ClientError, method: &Metho
         "session_expired",
         "not authenticated",
         "not re-sent",
-        "Check whether it took effect before retrying",
+        "check whether it took effect",
     ] {
         assert!(text.contains(needle), "{needle:?} missing from: {text}");
     }
@@ -93,8 +95,16 @@ async fn forged_refusal_after_an_executed_post_is_an_unknown_outcome_not_a_secon
     );
     assert_eq!(
         mock.state.protected_hits(),
-        1,
-        "the request was not re-sent"
+        2,
+        "the request was not re-sent (the other sealed request is the settling close)"
+    );
+    assert_eq!(
+        mock.state.closes.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert!(
+        matches!(err, ClientError::OutcomeUnknown { settled: true, .. }),
+        "the server confirmed the close: {err:?}"
     );
     assert_eq!(mock.state.handshakes(), 1, "no handshake for a re-send");
 
@@ -215,12 +225,23 @@ async fn a_real_refusal_of_a_post_is_still_an_unknown_outcome_and_the_next_post_
         }
         other => panic!("{other:?}"),
     }
+    // The close that would settle it is refused too (the server has no such session),
+    // so the error says the outcome is not settled.
+    assert!(
+        matches!(err, ClientError::OutcomeUnknown { settled: false, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("did not go through"), "{err}");
     assert_eq!(executed(&mock, "POST", "/notes"), 0);
     let r = client.post("/notes").body("b").send().await.unwrap();
     assert_eq!(r.json::<Value>().unwrap()["body"], "b");
     assert_eq!(executed(&mock, "POST", "/notes"), 1);
     assert_eq!(mock.state.handshakes(), 2);
-    assert!(mock.state.refusals.lock().unwrap().len() == 1);
+    assert_eq!(
+        mock.state.refusals.lock().unwrap().len(),
+        2,
+        "the POST and the close"
+    );
 }
 
 #[tokio::test]
@@ -238,7 +259,7 @@ async fn a_timeout_after_sending_a_post_is_an_unknown_outcome() {
     assert!(err.is_outcome_unknown(), "{err:?}");
     assert!(err.is_timeout(), "{err:?}");
     match &err {
-        ClientError::OutcomeUnknown { method, cause } => {
+        ClientError::OutcomeUnknown { method, cause, .. } => {
             assert_eq!(method, Method::POST);
             assert!(matches!(cause.as_ref(), ClientError::Http(_)), "{cause:?}");
         }
@@ -263,10 +284,15 @@ async fn a_timeout_after_sending_a_post_is_an_unknown_outcome() {
         "{err:?}"
     );
     assert_eq!(executed(&mock, "GET", "/slow"), 1);
-    // The session was not refused, so it is kept.
-    assert_eq!(mock.state.handshakes(), 1);
+    // The POST's session was closed to settle its outcome (so the GET handshook anew);
+    // the GET's session was not refused, so it is kept.
+    assert_eq!(
+        mock.state.closes.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert_eq!(mock.state.handshakes(), 2);
     client.get("/fine").send().await.unwrap();
-    assert_eq!(mock.state.handshakes(), 1);
+    assert_eq!(mock.state.handshakes(), 2);
 }
 
 #[tokio::test]
@@ -307,15 +333,16 @@ async fn a_connection_that_was_never_made_is_not_an_unknown_outcome() {
 }
 
 #[tokio::test]
-async fn other_failures_after_sending_are_returned_as_they_are_and_never_re_sent() {
+async fn other_failures_after_sending_are_unknown_outcomes_and_never_re_sent() {
     let mock = Mock::start().await;
     let client = connect(&mock).await;
     mock.state.set_behavior(Behavior {
         tamper_body: true,
         ..Default::default()
     });
+    // A tampered answer hides one that ran: an unknown outcome, not a plain failure.
     let err = client.post("/notes").body("t").send().await.unwrap_err();
-    assert!(err.is_bad_seal(), "{err:?}");
+    assert!(err.is_outcome_unknown() && err.is_bad_seal(), "{err:?}");
     assert_eq!(executed(&mock, "POST", "/notes"), 1);
     mock.state.set_behavior(Behavior::default());
     // A refusal that is not about the session is not a reason to re-send anything; for a
@@ -332,5 +359,11 @@ async fn other_failures_after_sending_are_returned_as_they_are_and_never_re_sent
     // ... while an idempotent request gets the refusal itself.
     let err = client.get("/limited").send().await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::RateLimited), "{err:?}");
-    assert_eq!(mock.state.handshakes(), 1);
+    // Each unknown outcome closed its session (settled) and the next request
+    // handshook anew; the idempotent one kept its session.
+    assert_eq!(
+        mock.state.closes.load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+    assert_eq!(mock.state.handshakes(), 3);
 }

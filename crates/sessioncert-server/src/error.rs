@@ -91,7 +91,7 @@ impl Refusal {
                 "the request was sealed for an origin this server does not answer to"
             }
             ErrorCode::Unavailable => {
-                "the server is shutting down or at capacity; nothing was executed, retry later"
+                "the server is shutting down or at capacity; the request was not executed (a copy held on the way could still be: check before retrying a non-idempotent request)"
             }
         }
     }

@@ -195,6 +195,13 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
     }
     out.write_all(&resp.bytes())?;
     out.flush()?;
+    if a.session.is_none() {
+        // A one-shot request leaves nothing behind: its session is closed at once
+        // instead of living on the server until its idle timeout.
+        if let Err(e) = client.close().await {
+            tracing::debug!(error = %e, "closing the one-shot session failed");
+        }
+    }
     if a.fail && status.as_u16() >= 400 {
         eprintln!("sessioncert: server answered {status}");
         return Ok(ExitCode::from(22));

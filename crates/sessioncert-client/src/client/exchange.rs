@@ -114,21 +114,8 @@ fn may_resend(e: &ClientError, retry_safe: bool) -> bool {
     retry_safe || execution_of(e) == Execution::NotExecuted
 }
 
-/// A refusal the client cannot authenticate (so it proves nothing about execution).
-fn unauthenticated_refusal(e: &ClientError) -> bool {
-    matches!(
-        e,
-        ClientError::Rejected {
-            authenticity: RefusalAuthenticity::Unauthenticated,
-            ..
-        }
-    )
-}
-
-/// A transport failure after the request may have reached the server.
-fn transport_failed_after_send(e: &ClientError) -> bool {
-    matches!(e, ClientError::Http(_)) && execution_of(e) == Execution::Unknown
-}
+/// How long the close that settles an unknown outcome may take.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The protocol's header encoding of bytes: unpadded base64url (PROTOCOL §3).
 fn b64_encode(bytes: &[u8]) -> String {
@@ -501,9 +488,6 @@ impl Inner {
             };
             let resend = may_resend(&e, p.retry_safe);
             if needs_new_session(&e) {
-                // Refused (really, or by a forgery): never use this session again, here
-                // or in a later process reading the session file.
-                self.drop_session(&slot).await;
                 if !resend {
                     warn!(
                         session = %slot.id,
@@ -512,11 +496,11 @@ impl Inner {
                         "session refused after the request was sent; it may have been executed, \
                          so it is not re-sent (outcome unknown); the next request handshakes anew"
                     );
-                    return Err(ClientError::OutcomeUnknown {
-                        method: p.method.clone(),
-                        cause: Box::new(e),
-                    });
+                    return Err(self.outcome_unknown(&slot, p, e).await);
                 }
+                // Refused (really, or by a forgery): never use this session again, here
+                // or in a later process reading the session file.
+                self.drop_session(&slot).await;
                 if resent {
                     return Err(e);
                 }
@@ -525,16 +509,52 @@ impl Inner {
                 self.renew(Some(slot.generation)).await?;
                 continue;
             }
-            // Any other refusal of a sent request is not authenticated either: a
-            // forger could send it after the server executed the request.
-            if !resend && (transport_failed_after_send(&e) || unauthenticated_refusal(&e)) {
-                return Err(ClientError::OutcomeUnknown {
-                    method: p.method.clone(),
-                    cause: Box::new(e),
-                });
+            // Any other refusal of a sent request is not authenticated either (a forger
+            // could send it after the server executed the request), and a response that
+            // does not open may hide one that ran.
+            if !resend && execution_of(&e) == Execution::Unknown {
+                return Err(self.outcome_unknown(&slot, p, e).await);
             }
             return Err(e);
         }
+    }
+
+    /// The error for a sent request whose outcome is unknown. First fences the session:
+    /// a sealed close the server answers proves that no copy of the request held on the
+    /// path can run later (its session is gone), so checking and retrying is safe.
+    async fn outcome_unknown(&self, slot: &Slot, p: &Prepared, cause: ClientError) -> ClientError {
+        let settled = match self.close_request() {
+            Ok(close) => match self.exchange(slot, &close).await {
+                Ok(r) => r.status().is_success(),
+                Err(e) => {
+                    debug!(session = %slot.id, error = %e, "closing the session after an unknown outcome failed");
+                    false
+                }
+            },
+            Err(_) => false,
+        };
+        self.drop_session(slot).await;
+        ClientError::OutcomeUnknown {
+            method: p.method.clone(),
+            cause: Box::new(cause),
+            settled,
+        }
+    }
+
+    /// The sealed close of the current session (PROTOCOL §7).
+    pub(super) fn close_request(&self) -> Result<Prepared, ClientError> {
+        Ok(Prepared {
+            method: Method::POST,
+            url: self.url(wire::CLOSE_PATH)?,
+            headers: HeaderMap::new(),
+            content_type: None,
+            body: bytes::Bytes::new(),
+            full: false,
+            // A fence must not hang the caller on a path that swallows it.
+            timeout: Some(CLOSE_TIMEOUT),
+            retry_safe: false,
+            cover: Vec::new(),
+        })
     }
 }
 
@@ -572,10 +592,6 @@ mod retry_tests {
             assert_eq!(execution_of(&authentic), Execution::NotExecuted);
             assert!(may_resend(&authentic, false), "{code}");
         }
-        assert!(!transport_failed_after_send(&refusal_with(
-            ErrorCode::SessionExpired,
-            RefusalAuthenticity::Unauthenticated
-        )));
         assert_eq!(
             execution_of(&ClientError::Protocol(ProtocolError::BadSeal)),
             Execution::Unknown
@@ -598,6 +614,5 @@ mod retry_tests {
             .into();
         assert_eq!(execution_of(&e), Execution::NotExecuted, "{e:?}");
         assert!(may_resend(&e, false));
-        assert!(!transport_failed_after_send(&e));
     }
 }

@@ -15,12 +15,10 @@ mod persist;
 
 use self::handshake::Slot;
 use crate::file::SessionLock;
-use crate::request::{Prepared, RequestBuilder};
+use crate::request::RequestBuilder;
 use crate::ClientError;
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method};
+use http::{HeaderValue, Method};
 use reqwest::Url;
-use sessioncert_proto::wire;
 use sessioncert_proto::{Pin, SessionId, Suite, Trust, VerifiedKeyConfig};
 use std::fmt;
 use std::path::PathBuf;
@@ -450,17 +448,7 @@ impl Client {
             return Ok(());
         };
         let result = if slot.usable(now_ms()) {
-            let p = Prepared {
-                method: Method::POST,
-                url: self.url(wire::CLOSE_PATH)?,
-                headers: HeaderMap::new(),
-                content_type: None,
-                body: Bytes::new(),
-                full: false,
-                timeout: None,
-                retry_safe: false,
-                cover: Vec::new(),
-            };
+            let p = self.inner.close_request()?;
             match self.inner.exchange(&slot, &p).await {
                 Ok(r) if r.status().is_success() => Ok(()),
                 Ok(r) => Err(ClientError::unexpected(

@@ -66,7 +66,7 @@ impl BodyGuardError {
             BodyGuardError::Busy => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::Unavailable,
-                "the server is at capacity; nothing was executed, retry later",
+                "the server is at capacity; the request was not executed (a copy held on the way could still be: check before retrying a non-idempotent request)",
             ),
             BodyGuardError::TooSlow => (
                 StatusCode::REQUEST_TIMEOUT,
