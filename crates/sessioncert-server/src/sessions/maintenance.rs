@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 impl SessionManager {
     /// Ends sessions closed or expired elsewhere (another process, the store's sweep).
-    pub async fn poll_ended(&self, since_ms: u64) {
+    /// Returns whether the store answered (a failed poll must be repeated from the same
+    /// point, or a close made meanwhile would be missed).
+    pub async fn poll_ended(&self, since_ms: u64) -> bool {
         match self.store.ended_since(since_ms).await {
             Ok(ids) => {
                 for id in ids {
@@ -20,8 +22,12 @@ impl SessionManager {
                         tracing::info!(session = %id, "session ended elsewhere; closed here");
                     }
                 }
+                true
             }
-            Err(e) => tracing::error!(error = %e, "session store poll failed"),
+            Err(e) => {
+                tracing::error!(error = %e, "session store poll failed");
+                false
+            }
         }
     }
 
@@ -119,8 +125,9 @@ impl SessionManager {
                         let Some(m) = weak.upgrade() else { break };
                         let now = now_ms();
                         // Overlap the window: clocks of other processes may differ slightly.
-                        m.poll_ended(last_poll.saturating_sub(5_000)).await;
-                        last_poll = now;
+                        if m.poll_ended(last_poll.saturating_sub(5_000)).await {
+                            last_poll = now;
+                        }
                     }
                     _ = resign.tick() => {
                         let Some(m) = weak.upgrade() else { break };
