@@ -717,6 +717,62 @@ async fn sqlite_sessions_survive_a_clean_restart() {
     store.shutdown().await.unwrap();
 }
 
+/// A database restored from a backup (or copied back) after a later clean stop holds
+/// replay windows that lag: the start must treat it like a crash and expire its live
+/// sessions, although the database itself says "clean".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_restored_backup_is_treated_as_an_unclean_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let backup = dir.path().join("backup");
+    std::fs::create_dir(&backup).unwrap();
+    let files = |from: &Path, to: &Path| {
+        for name in ["sessions.db", "sessions.db-wal", "sessions.db-shm"] {
+            let src = from.join(name);
+            if src.exists() {
+                std::fs::copy(&src, to.join(name)).unwrap();
+            } else {
+                let _ = std::fs::remove_file(to.join(name));
+            }
+        }
+    };
+    {
+        let (store, _) = open(&path, OpenMode::Server);
+        store
+            .insert(record(1, SessionState::Established, 1_000))
+            .await
+            .unwrap();
+        store.shutdown().await.unwrap();
+    }
+    files(dir.path(), &backup); // the backup: a clean stop, seq state as of now
+    {
+        let (store, report) = open(&path, OpenMode::Server);
+        assert_eq!(
+            report,
+            StartupReport::default(),
+            "an ordinary clean restart"
+        );
+        store
+            .record_progress(progress(1, SessionState::Established, 2_000, 5))
+            .await
+            .unwrap();
+        store.shutdown().await.unwrap();
+    }
+    files(&backup, dir.path()); // restored: the database says "clean", but it is old
+    let (store, report) = open(&path, OpenMode::Server);
+    assert!(report.unclean_previous_shutdown, "{report:?}");
+    assert_eq!(report.sessions_expired_by_recovery, 1);
+    assert_eq!(
+        store.load(&id(1)).await.unwrap().unwrap().state,
+        SessionState::Expired
+    );
+    store.shutdown().await.unwrap();
+    // The stop after that is clean again.
+    let (store, report) = open(&path, OpenMode::Server);
+    assert_eq!(report, StartupReport::default());
+    store.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_unclean_stop_expires_live_sessions() {
     let dir = tempfile::tempdir().unwrap();

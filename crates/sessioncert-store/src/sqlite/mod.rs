@@ -115,7 +115,7 @@ impl SqliteStore {
         let mut conn = schema::open_connection(path, schema::Role::Writer)?;
         schema::migrate(&mut conn)?;
         let report = match mode {
-            OpenMode::Server => schema::recover_and_mark_running(&mut conn, now_ms())?,
+            OpenMode::Server => schema::recover_and_mark_running(&mut conn, path, now_ms())?,
             OpenMode::Admin => StartupReport::default(),
         };
         let reader = schema::open_connection(path, schema::Role::Reader)?;

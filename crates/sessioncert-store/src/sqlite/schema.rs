@@ -17,6 +17,40 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// server runs.
 pub(super) const CLEAN_SHUTDOWN: &str = "clean_shutdown";
 
+/// The file beside the database that holds the token of the last clean stop. A stop
+/// counts as clean only when the database and this file name the same token, and the
+/// file is removed at start: a database restored from a backup (or copied back) names
+/// an older token and is treated as after a crash, since its replay windows are old.
+pub(super) fn clean_stop_token_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_os_string();
+    name.push(".clean-stop");
+    PathBuf::from(name)
+}
+
+/// Writes a fresh clean-stop token next to `db` (synced) and returns it.
+pub(super) fn write_clean_stop_token(db: &Path) -> Result<String, StoreError> {
+    let mut raw = [0u8; 16];
+    getrandom::fill(&mut raw).map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
+    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let path = clean_stop_token_path(db);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&path)?;
+    std::io::Write::write_all(&mut f, token.as_bytes())?;
+    f.sync_all()?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(token)
+}
+
 /// The ordered schema migrations; migration `i` takes `user_version` from `i` to
 /// `i + 1`. Append only: never edit a migration that has shipped.
 pub(super) const MIGRATIONS: &[&str] = &[
@@ -165,13 +199,18 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 /// to disk before any session can be accepted.
 pub(super) fn recover_and_mark_running(
     conn: &mut Connection,
+    db: &Path,
     now_ms: u64,
 ) -> Result<StartupReport, StoreError> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     let result = (|| {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let token_file = clean_stop_token_path(db);
         let unclean = match rows::meta_get(&tx, CLEAN_SHUTDOWN)? {
-            Some(flag) => flag != "1",
+            // Clean only if the stop's token is still beside the database (§ above).
+            Some(token) => std::fs::read_to_string(&token_file)
+                .map(|on_disk| token == "0" || on_disk.trim() != token)
+                .unwrap_or(true),
             // A brand-new database is clean. A database that has live sessions but no
             // flag was not left by a clean shutdown of this code, so treat it as unclean.
             None => tx.query_row(
@@ -193,6 +232,11 @@ pub(super) fn recover_and_mark_running(
         };
         rows::meta_set(&tx, CLEAN_SHUTDOWN, "0")?;
         tx.commit()?;
+        // Only after "running" is on disk: this stop's token can never vouch again.
+        match std::fs::remove_file(&token_file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
         Ok(StartupReport {
             unclean_previous_shutdown: unclean,
             sessions_expired_by_recovery: expired,

@@ -151,7 +151,14 @@ fn apply(conn: &Connection, msg: &Msg) -> Result<Outcome, StoreError> {
         }
         Msg::Shutdown { mark_clean, .. } => {
             if *mark_clean {
-                rows::meta_set(conn, CLEAN_SHUTDOWN, "1")?;
+                // The token file first: if the commit below fails, the database still
+                // says "running" and the next start treats the stop as unclean.
+                let db = conn
+                    .path()
+                    .map(std::path::PathBuf::from)
+                    .ok_or_else(|| StoreError::Io(std::io::Error::other("database has no path")))?;
+                let token = super::schema::write_clean_stop_token(&db)?;
+                rows::meta_set(conn, CLEAN_SHUTDOWN, &token)?;
             }
             Ok(Outcome::Done)
         }
