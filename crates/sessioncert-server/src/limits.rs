@@ -12,6 +12,11 @@ pub struct Limits {
     /// Largest response body read from a sealed handler: sealing holds the whole body,
     /// so a handler that produces more gets its client a sealed `500` instead.
     pub max_response_bytes: usize,
+    /// Bytes of sealed responses held at once, server-wide, until their peers have
+    /// taken them: while more are held, new sealed requests get `503 unavailable`
+    /// before they are opened (so nothing runs), and a peer that stops reading is cut
+    /// by the listener's write stall timeout.
+    pub max_inflight_response_bytes: usize,
     /// Sustained handshakes per second per client address (429 above).
     pub handshakes_per_sec: f64,
     /// Burst of handshakes per client address.
@@ -35,6 +40,7 @@ impl Default for Limits {
         Limits {
             max_body_bytes: 4 * 1024 * 1024,
             max_response_bytes: 16 * 1024 * 1024,
+            max_inflight_response_bytes: 128 * 1024 * 1024,
             handshakes_per_sec: 20.0,
             handshake_burst: 60.0,
             max_sessions_per_addr: 256,

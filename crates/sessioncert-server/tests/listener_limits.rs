@@ -611,3 +611,51 @@ async fn one_address_cannot_take_more_than_its_share_of_the_body_budget() {
     assert_eq!(seen.status(), Some(400), "{}", seen.text());
     drop(held);
 }
+
+/// A peer that requests a large response and never reads it is cut after the write
+/// stall timeout (long before the idle timeout), which frees the response it held.
+#[tokio::test]
+async fn a_peer_that_stops_reading_its_response_is_cut_after_the_write_stall_timeout() {
+    let limits = ListenerLimits {
+        write_stall_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(60),
+        ..ListenerLimits::default()
+    };
+    let mut srv = GuardedServer::start(generous_limits(), limits).await;
+    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Read nothing for 3 s: the server's writes stall once the socket buffers are full.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let started = std::time::Instant::now();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the connection was still open after reading {got} bytes"
+    );
+    assert!(
+        got < BIG_RESPONSE,
+        "the whole response arrived ({got} bytes): the connection was not cut"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // A peer that reads gets everything.
+    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).await.unwrap();
+    assert!(all.len() > BIG_RESPONSE, "{}", all.len());
+    srv.stop().await;
+}

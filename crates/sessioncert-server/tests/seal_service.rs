@@ -15,6 +15,7 @@ use sessioncert_store::MemoryStore;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tower::{Layer as _, Service, ServiceExt};
 
 const CAP: usize = 4096;
@@ -270,4 +271,71 @@ async fn seal_service_forwards_readiness_and_takes_any_body_types() {
         "a call reached an inner instance that was not driven ready"
     );
     s.stop().await;
+}
+
+/// Sealed answers a peer has not taken yet count against a server-wide budget: while a
+/// peer sits on a 24 MiB answer (socket buffers take some MiB of it; the rest is over
+/// the 4 MiB budget), new sealed requests are
+/// refused `503 unavailable` before they are opened; once it lets go, they run again.
+#[tokio::test]
+async fn answers_held_by_a_peer_that_does_not_read_are_bounded_by_the_response_budget() {
+    use tokio::io::AsyncWriteExt as _;
+    const BIG: usize = 24 << 20;
+    let ran = Arc::new(AtomicUsize::new(0));
+    let s = TestServer::start_routes(
+        ServerKeys::ephemeral(now_ms()).unwrap(),
+        Arc::new(MemoryStore::new()),
+        Limits {
+            max_response_bytes: 32 << 20,
+            max_inflight_response_bytes: 4 << 20,
+            ..generous()
+        },
+        Timing::default(),
+        Default::default(),
+        sized_routes(ran.clone()),
+    )
+    .await;
+    let mut holder = RawClient::connect(&s.base, s.pin).await;
+    let sealed = holder.seal("GET", &format!("/bytes/{BIG}"), "", b"");
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "GET /bytes/{BIG} HTTP/1.1\r\nhost: {addr}\r\n{SESSION_HEADER}: {}\r\n\
+         {TARGET_HEADER}: {}\r\ncontent-type: {SEALED_CONTENT_TYPE}\r\ncontent-length: {}\r\n\r\n",
+        holder.session.id(),
+        sealed.target,
+        sealed.record.len()
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(&sealed.record).await.unwrap();
+    // The handler ran and its sealed answer waits for a reader that never comes.
+    let mut other = RawClient::connect(&s.base, s.pin).await;
+    let refused = wait_until(|| ran.load(Ordering::SeqCst) == 1).await;
+    assert!(refused, "the big handler never ran");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let err = other.call("GET", "/bytes/10", b"").await.unwrap_err();
+    assert_eq!(err, "503 unavailable", "served while the budget was held");
+    assert_eq!(ran.load(Ordering::SeqCst), 1, "the refused request ran");
+    // The holder hangs up: its answer is dropped and the budget freed.
+    drop(sock);
+    let mut served = false;
+    for _ in 0..50 {
+        if other.call("GET", "/bytes/10", b"").await.is_ok() {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "still refused after the holder left");
+    s.stop().await;
+}
+
+async fn wait_until(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..100 {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }

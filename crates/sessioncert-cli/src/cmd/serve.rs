@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// whole; above it the client gets a sealed 500).
     #[arg(long, env = "SESSIONCERT_MAX_RESPONSE", default_value_t = 16 * 1024 * 1024)]
     max_response: usize,
+    /// Bytes of sealed responses held at once server-wide until their peers take them;
+    /// above it new sealed requests get 503 before they run.
+    #[arg(long, env = "SESSIONCERT_MAX_INFLIGHT_RESPONSE", default_value_t = 128 * 1024 * 1024)]
+    max_inflight_response: usize,
     /// Handshakes per second per client address (429 above).
     #[arg(long, env = "SESSIONCERT_HANDSHAKE_RATE", default_value_t = 20.0)]
     handshake_rate: f64,
@@ -105,6 +109,10 @@ pub struct ServeArgs {
     /// (the keep-alive timeout; also a peer that stopped reading). 0s disables.
     #[arg(long, env = "SESSIONCERT_CONN_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     conn_idle_timeout: Duration,
+    /// Close a connection whose peer accepts none of its response bytes for this long,
+    /// freeing the response it held. 0s disables.
+    #[arg(long, env = "SESSIONCERT_WRITE_STALL_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    write_stall_timeout: Duration,
     /// Largest request head (request line + headers) in bytes (431 above); also each
     /// connection's read buffer.
     #[arg(long, env = "SESSIONCERT_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
@@ -256,6 +264,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let limits = Limits {
         max_body_bytes: a.max_body,
         max_response_bytes: a.max_response,
+        max_inflight_response_bytes: a.max_inflight_response,
         handshakes_per_sec: a.handshake_rate,
         handshake_burst: a.handshake_burst,
         max_sessions_per_addr: a.max_sessions_per_addr,
@@ -274,6 +283,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         max_inflight_body_per_addr: a.max_inflight_body_per_addr,
         body_budget_wait: a.body_budget_wait,
         idle_timeout: a.conn_idle_timeout,
+        write_stall_timeout: a.write_stall_timeout,
         max_header_bytes: a.max_header_bytes,
         http2: a.http2,
         http2_max_streams: a.http2_max_streams,

@@ -86,6 +86,10 @@ pub struct ListenerLimits {
     /// A connection with no request in flight and no byte moving either way for this
     /// long is closed (the keep-alive timeout). Zero disables.
     pub idle_timeout: Duration,
+    /// A connection whose peer accepts none of the response bytes it is sent for this
+    /// long is closed, and the response it held freed: a peer that stops reading cannot
+    /// keep a server's answers in memory. Zero disables.
+    pub write_stall_timeout: Duration,
     /// Largest request head (request line and headers) in bytes; `431` above (HTTP/1).
     /// It is also the size of a connection's read buffer (at least 8 KiB), which is
     /// the memory a connection holds outside the body budget: keep it small.
@@ -115,6 +119,7 @@ impl Default for ListenerLimits {
             max_inflight_body_per_addr: 16 * 1024 * 1024,
             body_budget_wait: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(60),
+            write_stall_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
             http2: false,
             http2_max_streams: 32,
@@ -381,6 +386,10 @@ struct Activity {
     head_since_ms: AtomicU64,
     /// Wakes the watchdog when a head begins.
     head_started: Notify,
+    /// Since when a write has been waiting for the peer to read ([`NO_HEAD`]: none).
+    write_blocked_ms: AtomicU64,
+    /// Wakes the watchdog when a write starts waiting.
+    write_blocked: Notify,
 }
 
 const NO_HEAD: u64 = u64::MAX;
@@ -402,6 +411,19 @@ impl Activity {
                 .is_ok()
         {
             self.head_started.notify_one();
+        }
+    }
+
+    /// A write went through (`true`) or had to wait for the peer (`false`).
+    fn wrote(&self, progressed: bool) {
+        if progressed {
+            self.write_blocked_ms.store(NO_HEAD, Ordering::Relaxed);
+        } else if self
+            .write_blocked_ms
+            .compare_exchange(NO_HEAD, self.now_ms(), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.write_blocked.notify_one();
         }
     }
 
@@ -449,6 +471,19 @@ impl AsyncRead for Tracked {
     }
 }
 
+impl Tracked {
+    fn note_write(&self, r: &Poll<io::Result<usize>>) {
+        match r {
+            Poll::Ready(Ok(n)) if *n > 0 => {
+                self.activity.touch(false);
+                self.activity.wrote(true);
+            }
+            Poll::Pending => self.activity.wrote(false),
+            _ => {}
+        }
+    }
+}
+
 impl AsyncWrite for Tracked {
     fn poll_write(
         mut self: Pin<&mut Self>,
@@ -456,9 +491,7 @@ impl AsyncWrite for Tracked {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.io).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch(false);
-        }
+        self.note_write(&r);
         r
     }
 
@@ -468,9 +501,7 @@ impl AsyncWrite for Tracked {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch(false);
-        }
+        self.note_write(&r);
         r
     }
 
@@ -511,6 +542,8 @@ async fn connection<S>(
         // The first head is timed from the connection's start.
         head_since_ms: AtomicU64::new(0),
         head_started: Notify::new(),
+        write_blocked_ms: AtomicU64::new(NO_HEAD),
+        write_blocked: Notify::new(),
     });
     let io = TokioIo::new(Tracked {
         io: tcp,
@@ -548,6 +581,15 @@ async fn connection<S>(
             }
             wake = wake.min(by);
         }
+        let blocked_since = activity.write_blocked_ms.load(Ordering::Relaxed);
+        if blocked_since != NO_HEAD && !limits.write_stall_timeout.is_zero() {
+            let by = activity.at(blocked_since) + limits.write_stall_timeout;
+            if now >= by {
+                tracing::debug!(%remote, "connection closed: the peer stopped reading its response");
+                return;
+            }
+            wake = wake.min(by);
+        }
         if !limits.idle_timeout.is_zero() {
             if activity.in_flight.load(Ordering::Relaxed) == 0 {
                 let idle_until =
@@ -576,6 +618,7 @@ async fn connection<S>(
             }
             () = tokio::time::sleep_until(wake) => {}
             () = activity.head_started.notified() => {}
+            () = activity.write_blocked.notified() => {}
         }
     }
 }

@@ -24,6 +24,7 @@ use sessioncert_proto::{
     ErrorCode, RequestBinding, RequestLine, ResponseBinding, ResponseSealer, SessionId,
 };
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// How a sealed request travels.
@@ -53,6 +54,12 @@ pub(crate) async fn open(
     let (parts, body) = req.into_parts();
     let id = session_id(&parts.headers)?;
     require_sealed_type(&parts.headers)?;
+    // Answers not yet taken by their peers are held in memory: past the budget, nothing
+    // new is opened (the refusal is honest: this request did not run).
+    if manager.response_bytes.load(Ordering::Relaxed) > manager.limits().max_inflight_response_bytes
+    {
+        return Err(Refusal::new(ErrorCode::Unavailable));
+    }
     // Not a byte of the body before the session is known to be live: a made-up id must
     // not make the server buffer anything.
     manager.precheck(&id, &parts).await?;
@@ -213,10 +220,71 @@ where
             )
         }
     };
-    if opened.sealer.is_full() {
+    let sealed = if opened.sealer.is_full() {
         seal_full(manager, opened, status, headers, body)
     } else {
         seal_header(manager, opened, status, headers, body)
+    }?;
+    // Charged to the response budget until the peer took it (or the connection dropped
+    // it). Handed over in small pieces, so what waits for a slow peer stays here,
+    // counted, rather than in the connection's write buffer.
+    let (parts, body) = sealed.into_parts();
+    let bytes = http_body_util::BodyExt::collect(body)
+        .await
+        .map_err(|_| Refusal::new(ErrorCode::Internal))?
+        .to_bytes();
+    Ok(Response::from_parts(
+        parts,
+        Body::new(Charged::new(bytes, manager.response_bytes.clone())),
+    ))
+}
+
+/// A sealed response body, counted against the response budget while it is not yet
+/// handed over, and handed over [`CHARGED_CHUNK`] bytes at a time.
+struct Charged {
+    rest: Bytes,
+    budget: Arc<AtomicUsize>,
+}
+
+/// How much of a sealed response the connection takes at once.
+const CHARGED_CHUNK: usize = 64 * 1024;
+
+impl Charged {
+    fn new(rest: Bytes, budget: Arc<AtomicUsize>) -> Self {
+        budget.fetch_add(rest.len(), Ordering::Relaxed);
+        Charged { rest, budget }
+    }
+}
+
+impl Drop for Charged {
+    fn drop(&mut self) {
+        self.budget.fetch_sub(self.rest.len(), Ordering::Relaxed);
+    }
+}
+
+impl http_body::Body for Charged {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if self.rest.is_empty() {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.rest.len().min(CHARGED_CHUNK);
+        let chunk = self.rest.split_to(n);
+        self.budget.fetch_sub(n, Ordering::Relaxed);
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.rest.len() as u64)
     }
 }
 

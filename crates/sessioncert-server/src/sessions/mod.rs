@@ -141,6 +141,8 @@ pub struct SessionManager {
     /// Set when shutdown begins: from then on no request is opened and no session
     /// changes, so the final flush sees every window as it will stay.
     closing: AtomicBool,
+    /// Bytes of sealed responses built and not yet fully sent (or dropped).
+    pub(crate) response_bytes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl SessionManager {
@@ -171,6 +173,7 @@ impl SessionManager {
             save_queue: Mutex::new(Vec::new()),
             flush_lock: tokio::sync::Mutex::new(()),
             closing: AtomicBool::new(false),
+            response_bytes: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             public_origins: Vec::new(),
         })
     }

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// Size of the plain `/big` response: far more than socket buffers hold.
+pub const BIG_RESPONSE: usize = 32 << 20;
+
 pub struct GuardedServer {
     pub addr: SocketAddr,
     pub base: String,
@@ -25,7 +28,8 @@ pub struct GuardedServer {
 
 impl GuardedServer {
     /// The test app (sealed `/apiTest`, plain `/plain/apiTest`, plain `/slow` that takes
-    /// 300 ms, plain `/whoami` answering the peer address) behind the listener.
+    /// 300 ms, plain `/big` answering [`BIG_RESPONSE`] bytes, plain `/whoami` answering
+    /// the peer address) behind the listener.
     pub async fn start(limits: Limits, listener_limits: ListenerLimits) -> Self {
         let keys = ServerKeys::ephemeral(now_ms()).unwrap();
         let pin = keys.pin();
@@ -44,6 +48,7 @@ impl GuardedServer {
                     "slow done"
                 }),
             )
+            .route("/big", get(|| async { vec![b'b'; BIG_RESPONSE] }))
             .route(
                 "/whoami",
                 get(|ConnectInfo(a): ConnectInfo<SocketAddr>| async move { a.ip().to_string() }),
