@@ -45,11 +45,16 @@ struct NewNote {
 struct Notes {
     next: u64,
     items: BTreeMap<u64, Note>,
+    /// Title and body bytes of all notes.
+    bytes: usize,
 }
 
 type Shared = Arc<RwLock<Notes>>;
 
 const MAX_NOTES: usize = 10_000;
+/// Title and body bytes the demo keeps in all (its list must stay far below the
+/// server's response cap, and anonymous sessions must not fill memory).
+const MAX_NOTE_BYTES: usize = 4 * 1024 * 1024;
 
 async fn list(State(s): State<Shared>) -> Json<Vec<Note>> {
     let n = s.read().unwrap_or_else(|p| p.into_inner());
@@ -58,7 +63,8 @@ async fn list(State(s): State<Shared>) -> Json<Vec<Note>> {
 
 async fn create(State(s): State<Shared>, Json(new): Json<NewNote>) -> impl IntoResponse {
     let mut n = s.write().unwrap_or_else(|p| p.into_inner());
-    if n.items.len() >= MAX_NOTES {
+    let size = new.title.len() + new.body.len();
+    if n.items.len() >= MAX_NOTES || n.bytes + size > MAX_NOTE_BYTES {
         return (
             StatusCode::INSUFFICIENT_STORAGE,
             Json(json!({"error": "too many notes"})),
@@ -71,6 +77,7 @@ async fn create(State(s): State<Shared>, Json(new): Json<NewNote>) -> impl IntoR
         title: new.title,
         body: new.body,
     };
+    n.bytes += size;
     n.items.insert(note.id, note.clone());
     (StatusCode::CREATED, Json(note)).into_response()
 }
@@ -89,7 +96,8 @@ async fn fetch(State(s): State<Shared>, Path(id): Path<u64>) -> impl IntoRespons
 
 async fn remove(State(s): State<Shared>, Path(id): Path<u64>) -> StatusCode {
     let mut n = s.write().unwrap_or_else(|p| p.into_inner());
-    if n.items.remove(&id).is_some() {
+    if let Some(gone) = n.items.remove(&id) {
+        n.bytes -= gone.title.len() + gone.body.len();
         StatusCode::NO_CONTENT
     } else {
         StatusCode::NOT_FOUND
@@ -118,4 +126,38 @@ pub fn plain_routes() -> Router {
     Router::new()
         .route("/plain/apiTest", post(echo))
         .route("/healthz", get(|| async { "ok" }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt as _;
+
+    async fn post(app: &Router, size: usize) -> StatusCode {
+        let body = serde_json::to_vec(&json!({"title": "t", "body": "x".repeat(size)})).unwrap();
+        let req = axum::http::Request::post("/notes")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        app.clone().oneshot(req).await.unwrap().status()
+    }
+
+    /// Anonymous sessions cannot fill the demo's memory: the notes hold at most
+    /// `MAX_NOTE_BYTES`, and deleting one makes room again (attack review).
+    #[tokio::test]
+    async fn notes_are_capped_in_bytes_not_only_in_count() {
+        let app = sealed_routes();
+        let big = 1_500_000;
+        assert_eq!(post(&app, big).await, StatusCode::CREATED);
+        assert_eq!(post(&app, big).await, StatusCode::CREATED);
+        assert_eq!(post(&app, big).await, StatusCode::INSUFFICIENT_STORAGE);
+        let req = axum::http::Request::delete("/notes/1")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        assert_eq!(
+            app.clone().oneshot(req).await.unwrap().status(),
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(post(&app, big).await, StatusCode::CREATED);
+    }
 }
