@@ -245,6 +245,39 @@ async fn tampered_response_body_or_status_is_rejected() {
 }
 
 #[tokio::test]
+async fn sessioncert_status_is_one_line_of_204_205_or_304() {
+    let mock = Mock::start().await;
+    let client = connect(&mock).await;
+    // The form a server uses: 200 on the wire, the real status in one header line.
+    mock.state.set_behavior(Behavior {
+        status_lines: vec!["204"],
+        ..Default::default()
+    });
+    let r = client.get("/status/204").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    // Two lines (even equal ones), or a status that never travels this way (here the
+    // sealed one, 200): refused without opening.
+    for (path, lines) in [
+        ("/status/204", vec!["204", "204"]),
+        ("/status/204", vec!["204", "205"]),
+        ("/hello", vec!["200"]),
+        ("/status/201", vec!["201"]),
+    ] {
+        mock.state.set_behavior(Behavior {
+            status_lines: lines.clone(),
+            ..Default::default()
+        });
+        let err = client.get(path).send().await.unwrap_err();
+        assert!(
+            matches!(err, ClientError::UnexpectedResponse { .. }),
+            "{path} {lines:?}: {err:?}"
+        );
+    }
+    mock.state.set_behavior(Behavior::default());
+    assert!(client.get("/hello").send().await.is_ok());
+}
+
+#[tokio::test]
 async fn forgotten_session_is_renewed_transparently_once() {
     let mock = Mock::start().await;
     let client = connect(&mock).await;
@@ -431,7 +464,16 @@ async fn suites_are_offered_as_configured() {
 #[tokio::test]
 async fn bad_base_urls_and_headers_are_refused() {
     let pin = IdentityKey::from_seed(&[1; 32]).pin();
-    for bad in ["ftp://h/", "not a url", "http://h/?q=1", "http://h/#f"] {
+    for bad in [
+        "ftp://h/",
+        "not a url",
+        "http://h/?q=1",
+        "http://h/#f",
+        // No canonical origin (PROTOCOL §8.2): a trailing dot, port 0.
+        "http://h./",
+        "https://api.example.com./v1",
+        "http://h:0/",
+    ] {
         let e = Client::builder(bad, Trust::Pin(pin))
             .connect_lazily(true)
             .build()

@@ -49,8 +49,10 @@ use sessioncert_proto::wire;
 use sessioncert_store::SessionStore;
 use std::sync::Arc;
 
-/// Whether `origin` is a well-formed public origin: `scheme://authority` with scheme
-/// `http` or `https`, lower case, no path (see [`SessionCertBuilder::public_origins`]).
+/// Whether `origin` is an origin in its one canonical spelling (PROTOCOL §8.2):
+/// `scheme://authority` with scheme `http` or `https`, a lower-case host without a
+/// trailing dot, a port only when it is not the scheme's default (no leading zeros),
+/// no path (see [`SessionCertBuilder::public_origins`]).
 pub fn is_valid_origin(origin: &str) -> bool {
     crate::seal::binding::split_origin(origin).is_some()
 }
@@ -67,7 +69,8 @@ pub struct SessionCertBuilder {
 
 impl SessionCertBuilder {
     /// The origins clients may seal requests for, `scheme://authority` as they call the
-    /// server (`https://api.example.com`; lower case, default port omitted). A request
+    /// server (`https://api.example.com`; lower case, default port omitted, no trailing
+    /// dot: the canonical spelling of PROTOCOL §8.2, or the builder refuses it). A request
     /// sealed for any other origin gets `421 misdirected`. Set this to the public names
     /// the server answers to — not the `Host` a reverse proxy hands on. Default: any.
     pub fn public_origins<I, S>(mut self, origins: I) -> Result<Self, ServerError>
@@ -81,7 +84,7 @@ impl SessionCertBuilder {
             .find(|o| crate::seal::binding::split_origin(o).is_none())
         {
             return Err(ServerError::Config(format!(
-                "public origin {bad:?} is not scheme://authority in lower case (e.g. https://api.example.com)"
+                "public origin {bad:?} is not scheme://authority in its canonical spelling (lower case, no default port, no trailing dot; e.g. https://api.example.com)"
             )));
         }
         self.public_origins = origins;

@@ -558,7 +558,8 @@ async fn full_mode_hides_everything_but_the_session_id() {
     let inner = sessioncert_proto::full::FullRequest {
         method: "POST".into(),
         scheme: "http".into(),
-        authority: String::new(),
+        // The canonical authority of the server's origin (an empty one is malformed).
+        authority: srv.base.trim_start_matches("http://").to_owned(),
         path: "/apiTest?secret-query=1".into(),
         headers: vec![
             ("content-type".into(), b"application/json".to_vec()),

@@ -299,3 +299,206 @@ async fn the_rust_client_binds_its_origin_credentials_and_head() {
     assert_eq!(r.status(), 200);
     assert!(r.bytes().is_empty());
 }
+
+/// Spellings of an origin a server must refuse as `malformed` (PROTOCOL §8.2) in
+/// `sessioncert-target` and as a full-mode request's `scheme://authority`.
+const NON_CANONICAL: &[&str] = &[
+    "http://127.0.0.1:80",
+    "https://api.example.com:443",
+    "http://127.0.0.1:0080",
+    "http://127.0.0.1:08080",
+    "http://127.0.0.1:",
+    "http://127.0.0.1:0",
+    "http://127.0.0.1:65536",
+    "https://api.example.com.",
+    "https://.api.example.com",
+    "https://api..example.com",
+    "https://API.example.com",
+    "https://api.Example.com",
+    "HTTPS://api.example.com",
+    "Http://127.0.0.1:8080",
+    "https://api.example.com/",
+    "https://api.example.com/x",
+    "https://user@api.example.com",
+    "https://api.example.com?q",
+    "http://127.000.0.1",
+    "http://0x7f.0.0.1",
+    "http://[0:0:0:0:0:0:0:1]",
+    "http://[::1]:80",
+    "http://[::1]:",
+    "http://[::FFFF:102:304]",
+    "ftp://api.example.com",
+    "https://",
+    "api.example.com",
+];
+
+/// Canonical spellings: accepted when no public origins are configured.
+const CANONICAL: &[&str] = &[
+    "https://api.example.com",
+    "https://api.example.com:8443",
+    "http://api.example.com",
+    "http://127.0.0.1:8080",
+    "http://127.0.0.1",
+    "https://127.0.0.1:80",
+    "http://[::1]:8080",
+    "https://[2001:db8::1]",
+    "https://xn--bcher-kva.example",
+];
+
+/// A server with `public` as its configured public origins (none: any origin).
+async fn server_with_origins(public: &[&str]) -> (String, sessioncert_proto::Pin) {
+    let keys = ServerKeys::ephemeral(now_ms()).unwrap();
+    let pin = keys.pin();
+    let mut b =
+        sessioncert_server::SessionCert::builder(Arc::new(keys), Arc::new(MemoryStore::new()))
+            .limits(generous());
+    if !public.is_empty() {
+        b = b.public_origins(public.iter().copied()).unwrap();
+    }
+    let app = b.build().await.unwrap().router(sealed_routes());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap()
+    });
+    (base, pin)
+}
+
+/// Sends a header-mode `POST /apiTest` (which counts executions by body) sealed for (and
+/// naming) `target`.
+async fn header_mode(c: &mut RawClient, target: &str) -> reqwest::Response {
+    let body = format!("header {target}");
+    let s = c.seal_for(target, "POST", "/apiTest", "text/plain", body.as_bytes());
+    c.send_raw(&s).await
+}
+
+/// Sends a full-mode `GET /headers` whose Binary HTTP request names `origin`
+/// (`scheme://authority`, split at the first `://`; no `://` means an empty scheme).
+async fn full_mode(
+    c: &mut RawClient,
+    origin: &str,
+) -> (reqwest::Response, sessioncert_proto::ResponseExpectation) {
+    let (scheme, authority) = origin.split_once("://").unwrap_or(("", origin));
+    let msg = sessioncert_proto::full::FullRequest {
+        method: "GET".into(),
+        scheme: scheme.into(),
+        authority: authority.into(),
+        path: "/headers".into(),
+        headers: vec![],
+        body: vec![],
+    }
+    .encode();
+    let (record, expect) = c.session.seal_request(&RequestBinding::Full, &msg).unwrap();
+    let r = c
+        .http
+        .post(format!("{}{FULL_PATH}", c.base))
+        .header(SESSION_HEADER, c.session.id().to_string())
+        .header("content-type", SEALED_CONTENT_TYPE)
+        .body(record)
+        .send()
+        .await
+        .unwrap();
+    (r, expect)
+}
+
+/// Opens a full-mode answer: the inner status and what the handler saw.
+async fn open_full(
+    c: &mut RawClient,
+    expect: &sessioncert_proto::ResponseExpectation,
+    r: reqwest::Response,
+) -> (u16, serde_json::Value) {
+    assert_eq!(r.status(), 200, "{:?}", r.headers());
+    assert_eq!(
+        r.headers()[SESSION_HEADER].to_str().unwrap(),
+        c.session.id().to_string(),
+        "a full-mode response names its session"
+    );
+    let body = r.bytes().await.unwrap();
+    let plain = c
+        .session
+        .open_response(expect, &ResponseBinding::Full, &body)
+        .unwrap();
+    let inner = sessioncert_proto::full::FullResponse::decode(&plain).unwrap();
+    (inner.status, serde_json::from_slice(&inner.body).unwrap())
+}
+
+#[tokio::test]
+async fn non_canonical_targets_are_malformed_with_or_without_public_origins() {
+    for public in [&[][..], &["https://api.example.com"][..]] {
+        let (base, pin) = server_with_origins(public).await;
+        let mut c = RawClient::connect(&base, pin).await;
+        for bad in NON_CANONICAL {
+            let r = header_mode(&mut c, bad).await;
+            assert_eq!(
+                error_code(r).await,
+                (400, "malformed".into()),
+                "target {bad:?}, public origins {public:?}"
+            );
+            assert_eq!(executions(format!("header {bad}").as_bytes()), 0);
+        }
+    }
+    // Without public origins every canonical spelling is served, and the handler sees
+    // its authority as Host.
+    let (base, pin) = server_with_origins(&[]).await;
+    let mut c = RawClient::connect(&base, pin).await;
+    for good in CANONICAL {
+        let s = c.seal_for(good, "POST", "/headers", "text/plain", b"");
+        let r = c.send_raw(&s).await;
+        let (status, body) = c
+            .open(&s, r)
+            .await
+            .unwrap_or_else(|e| panic!("{good}: {e}"));
+        assert_eq!(status, 200, "{good}");
+        let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(seen["host"], good.split_once("://").unwrap().1, "{good}");
+    }
+    // With public origins: the canonical configured one is served, another is
+    // misdirected.
+    let (base, pin) = server_with_origins(&["https://api.example.com"]).await;
+    let mut c = RawClient::connect(&base, pin).await;
+    let s = c.seal_for("https://api.example.com", "POST", "/headers", "", b"");
+    let r = c.send_raw(&s).await;
+    assert_eq!(c.open(&s, r).await.unwrap().0, 200);
+    let r = header_mode(&mut c, "https://api.example.com:8443").await;
+    assert_eq!(error_code(r).await, (421, "misdirected".into()));
+}
+
+#[tokio::test]
+async fn full_mode_inner_origins_are_checked_like_targets() {
+    for public in [&[][..], &["https://api.example.com"][..]] {
+        let (base, pin) = server_with_origins(public).await;
+        let mut c = RawClient::connect(&base, pin).await;
+        for bad in NON_CANONICAL.iter().chain(&["https://", "http://"]) {
+            let (r, _) = full_mode(&mut c, bad).await;
+            assert_eq!(
+                error_code(r).await,
+                (400, "malformed".into()),
+                "inner origin {bad:?}, public origins {public:?}"
+            );
+        }
+    }
+    let (base, pin) = server_with_origins(&[]).await;
+    let mut c = RawClient::connect(&base, pin).await;
+    for good in CANONICAL {
+        let (r, expect) = full_mode(&mut c, good).await;
+        let (status, seen) = open_full(&mut c, &expect, r).await;
+        assert_eq!(status, 200, "{good}");
+        assert_eq!(seen["host"], good.split_once("://").unwrap().1, "{good}");
+    }
+    // Public origins are compared exactly: only the configured spelling passes.
+    let (base, pin) = server_with_origins(&["https://api.example.com"]).await;
+    let mut c = RawClient::connect(&base, pin).await;
+    let (r, expect) = full_mode(&mut c, "https://api.example.com").await;
+    let (status, seen) = open_full(&mut c, &expect, r).await;
+    assert_eq!(
+        (status, seen["host"].as_str()),
+        (200, Some("api.example.com"))
+    );
+    let (r, _) = full_mode(&mut c, "http://api.example.com").await;
+    assert_eq!(error_code(r).await, (421, "misdirected".into()));
+}

@@ -420,16 +420,28 @@ impl Inner {
         } else {
             // A status that forbids a body (204, 205, 304) arrives as 200 with the real
             // status in a header; the seal binds the real one.
-            let status = match outer_headers.get(&H_STATUS) {
-                Some(v) if status == StatusCode::OK => v
-                    .to_str()
-                    .ok()
-                    .and_then(|s| s.parse::<u16>().ok())
-                    .and_then(|c| StatusCode::from_u16(c).ok())
-                    .ok_or_else(|| {
-                        ClientError::unexpected(Some(status), "bad sessioncert-status header")
-                    })?,
-                _ => status,
+            // Exactly one line, exactly `204`, `205` or `304`, and only on a 200
+            // (PROTOCOL §13); anything else is refused unopened.
+            let mut status_lines = outer_headers.get_all(&H_STATUS).iter();
+            let status = match (status_lines.next(), status_lines.next()) {
+                (None, _) => status,
+                (Some(v), None) if status == StatusCode::OK => match v.as_bytes() {
+                    b"204" => StatusCode::NO_CONTENT,
+                    b"205" => StatusCode::RESET_CONTENT,
+                    b"304" => StatusCode::NOT_MODIFIED,
+                    _ => {
+                        return Err(ClientError::unexpected(
+                            Some(status),
+                            "bad sessioncert-status header",
+                        ))
+                    }
+                },
+                _ => {
+                    return Err(ClientError::unexpected(
+                        Some(status),
+                        "sessioncert-status on a status other than 200, or more than once",
+                    ))
+                }
             };
             let mut headers = outer_headers;
             let inner_ct = headers.remove(&H_INNER_CONTENT_TYPE);

@@ -325,8 +325,33 @@ fn parse_base(s: &str) -> Result<(Url, String), ClientError> {
             "{s}: a base URL cannot have a query or fragment"
         )));
     }
+    if !has_canonical_origin(&url) {
+        return Err(ClientError::InvalidUrl(format!(
+            "{s}: the origin has no canonical spelling (PROTOCOL §8.2): use a host without \
+             a trailing dot, of letters, digits, '-', '_' and '.', and a port other than 0"
+        )));
+    }
     let base_str = url.as_str().trim_end_matches('/').to_string();
     Ok((url, base_str))
+}
+
+/// Whether the origin of `url` (as `ascii_serialization` writes it, the
+/// `sessioncert-target` value) is one a server accepts (PROTOCOL §8.2). The url crate
+/// already writes the scheme and host in lower case, omits the default port and
+/// normalizes IP addresses; it keeps a trailing dot (`api.example.com.`, which names the
+/// same host as `api.example.com`), port 0, empty labels and a few characters a
+/// registered name may not hold here.
+fn has_canonical_origin(url: &Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host_ok = host.starts_with('[')
+        || host.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        });
+    host_ok && url.port() != Some(0)
 }
 
 /// `base` joined with an absolute path (and query) below it. Built by setting the path

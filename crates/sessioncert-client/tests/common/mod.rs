@@ -39,6 +39,9 @@ pub struct Behavior {
     pub tamper_status: bool,
     /// Forget every session on every sealed request (always 401 unknown_session).
     pub forget_always: bool,
+    /// Header mode: send the sealed response as HTTP 200 with these
+    /// `sessioncert-status` lines (as a server does for 204/205/304, or not).
+    pub status_lines: Vec<&'static str>,
 }
 
 /// One sealed request the mock opened, i.e. that its "handler" executed.
@@ -579,7 +582,15 @@ fn sealed_header(
     } else {
         status
     };
-    after_execute(st, sealed_response(status, &ct, record))
+    let mut r = sealed_response(status, &ct, record);
+    if !behavior.status_lines.is_empty() {
+        *r.status_mut() = StatusCode::OK;
+        for v in &behavior.status_lines {
+            r.headers_mut()
+                .append(wire::STATUS_HEADER, HeaderValue::from_static(v));
+        }
+    }
+    after_execute(st, r)
 }
 
 fn sealed_full(st: &MockState, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {

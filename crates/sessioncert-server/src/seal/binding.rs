@@ -67,17 +67,127 @@ const CREDENTIALS: [HeaderName; 3] = [
     header::COOKIE,
 ];
 
-/// Splits `scheme://authority` and checks its shape: scheme `http` or `https`, a
-/// non-empty lower-case authority without path, query, user info or whitespace.
+/// Splits `scheme://authority` and checks that it is the one canonical spelling of an
+/// origin (PROTOCOL §8.2), the WHATWG ASCII serialization of an origin:
+///
+/// - scheme `http` or `https`, lower case;
+/// - host: a registered name (dot-separated non-empty labels of `a-z`, `0-9`, `-`, `_`;
+///   no trailing dot), an IPv4 address in dotted decimal without leading zeros (a host
+///   whose last label is numeric or `0x…` must be one), or a bracketed IPv6 address in
+///   its RFC 5952 form (lower case, zeros compressed);
+/// - optionally `:port`, 1–65535 in decimal without leading zeros and never the
+///   scheme's default (80, 443);
+/// - no user info, path, query or fragment; at most 255 bytes of authority.
+///
+/// Anything else is `None` (the caller answers `malformed`).
 pub(crate) fn split_origin(origin: &str) -> Option<(&str, &str)> {
     let (scheme, authority) = origin.split_once("://")?;
-    let ok = matches!(scheme, "http" | "https")
-        && !authority.is_empty()
-        && authority.len() <= 255
-        && authority
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.:[]_".contains(&b));
-    ok.then_some((scheme, authority))
+    let default_port = match scheme {
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    };
+    if authority.is_empty() || authority.len() > 255 {
+        return None;
+    }
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        if !canonical_ipv6(v6) {
+            return None;
+        }
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        };
+        (&authority[..v6.len() + 2], port)
+    } else {
+        match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if !host.starts_with('[') && !canonical_name_or_ipv4(host) {
+        return None;
+    }
+    if let Some(p) = port {
+        let ok = !p.is_empty()
+            && p.len() <= 5
+            && !p.starts_with('0')
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u32>()
+                .is_ok_and(|n| n <= 65535 && n != default_port);
+        if !ok {
+            return None;
+        }
+    }
+    Some((scheme, authority))
+}
+
+/// A lower-case registered name without empty labels (so no trailing dot), or, when
+/// its last label is a number (as the WHATWG host parser decides), a dotted-decimal
+/// IPv4 address written as that parser writes it.
+fn canonical_name_or_ipv4(host: &str) -> bool {
+    let labels_ok = host.split('.').all(|l| {
+        !l.is_empty()
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    });
+    if !labels_ok {
+        return false;
+    }
+    let last = host.rsplit('.').next().unwrap_or("");
+    let numeric = last.bytes().all(|b| b.is_ascii_digit())
+        || last
+            .strip_prefix("0x")
+            .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+    if numeric {
+        // std refuses leading zeros, and the round trip refuses every other spelling.
+        host.parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|a| a.to_string() == host)
+    } else {
+        true
+    }
+}
+
+/// An IPv6 address (without brackets) in the form the WHATWG URL serializer writes:
+/// lower-case hex pieces without leading zeros, the first longest run of two or more
+/// zero pieces compressed to `::`, no embedded IPv4 notation, no zone.
+fn canonical_ipv6(text: &str) -> bool {
+    let Ok(addr) = text.parse::<std::net::Ipv6Addr>() else {
+        return false;
+    };
+    let pieces = addr.segments();
+    // The first longest run of at least two zero pieces.
+    let (mut best, mut best_len, mut i) = (None, 1, 0);
+    while i < 8 {
+        if pieces[i] == 0 {
+            let start = i;
+            while i < 8 && pieces[i] == 0 {
+                i += 1;
+            }
+            if i - start > best_len {
+                best = Some(start);
+                best_len = i - start;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    let mut out = String::with_capacity(39);
+    let mut i = 0;
+    while i < 8 {
+        if Some(i) == best {
+            out.push_str(if i == 0 { "::" } else { ":" });
+            i += best_len;
+            continue;
+        }
+        out.push_str(&format!("{:x}", pieces[i]));
+        if i < 7 {
+            out.push(':');
+        }
+        i += 1;
+    }
+    out == text
 }
 
 /// Refuses an origin this server does not answer to (`misdirected`, 421). With no
@@ -202,22 +312,91 @@ mod tests {
         h
     }
 
+    /// Canonical origins, as the WHATWG URL "ASCII serialization of an origin" writes them.
+    const CANONICAL_ORIGINS: &[&str] = &[
+        "https://api.example",
+        "https://api.example:8443",
+        "http://127.0.0.1",
+        "http://127.0.0.1:8080",
+        "http://localhost:1",
+        "https://a.b_c-d.example:65535",
+        "https://xn--bcher-kva.example",
+        "http://[::1]",
+        "http://[::1]:8080",
+        "https://[2001:db8::1]",
+        "https://[2001:db8:0:1:1:1:1:1]",
+        "http://[::]",
+        "http://[1::]:81",
+        "http://[1:0:0:2::3]",
+    ];
+
+    /// Other spellings of an origin (or no origin at all): all `malformed`.
+    const NON_CANONICAL_ORIGINS: &[&str] = &[
+        "api.example",
+        "ftp://a",
+        "https://",
+        "https://A.example",
+        "HTTPS://api.example",
+        "Https://api.example",
+        "https://a/b",
+        "https://a/",
+        "https://u@a",
+        "https://a?q",
+        "https://a#f",
+        "https://a b",
+        "http://127.0.0.1:80",
+        "https://api.example:443",
+        "http://127.0.0.1:0080",
+        "http://127.0.0.1:08080",
+        "http://host:",
+        "http://host:0",
+        "http://host:65536",
+        "http://host:99999999",
+        "http://host:+80",
+        "http://host:8080:1",
+        "https://api.example.com.",
+        "https://api.example.com..",
+        "https://.api.example",
+        "https://api..example",
+        "http://127.000.0.1",
+        "http://127.0.0.01",
+        "http://0x7f.0.0.1",
+        "http://2130706433",
+        "http://1.2.3.4.5",
+        "http://a.1",
+        "http://256.0.0.1",
+        "http://[::1",
+        "http://[::1]x",
+        "http://[::1]:",
+        "http://[::1]:80",
+        "http://[0:0:0:0:0:0:0:1]",
+        "http://[::0001]",
+        "http://[2001:DB8::1]",
+        "http://[::ffff:1.2.3.4]",
+        "http://[1:0:0:2:0:0:0:3]",
+        "http://[fe80::1%25eth0]",
+        "http://::1",
+        "http://[]",
+    ];
+
     #[test]
-    fn origins_are_well_formed_and_checked_against_public_ones() {
+    fn origins_have_one_canonical_spelling_and_are_checked_against_public_ones() {
         assert_eq!(
             split_origin("https://api.example:8443"),
             Some(("https", "api.example:8443"))
         );
-        for bad in [
-            "api.example",
-            "ftp://a",
-            "https://",
-            "https://A.example",
-            "https://a/b",
-            "https://u@a",
-        ] {
+        assert_eq!(
+            split_origin("http://[::1]:8080"),
+            Some(("http", "[::1]:8080"))
+        );
+        for good in CANONICAL_ORIGINS {
+            assert!(split_origin(good).is_some(), "{good}");
+        }
+        for bad in NON_CANONICAL_ORIGINS {
             assert!(split_origin(bad).is_none(), "{bad}");
         }
+        let long = format!("https://{}", "a".repeat(256));
+        assert!(split_origin(&long).is_none());
         let public = vec!["https://api.example".to_owned()];
         assert!(check_origin("https://api.example", &public).is_ok());
         assert_eq!(

@@ -139,11 +139,16 @@ async fn open_full(
         .await?;
     let inner = FullRequest::decode(&record[opened.plaintext.clone()]).map_err(Refusal::from)?;
     // The inner request names its origin; it is sealed, so it is what the client meant.
-    let authority = inner.authority.to_ascii_lowercase();
-    if !manager.public_origins().is_empty() {
-        let origin = format!("{}://{authority}", inner.scheme.to_ascii_lowercase());
-        binding::check_origin(&origin, manager.public_origins())?;
+    // It is checked as the header-mode target is (PROTOCOL §8.2, §11): the one canonical
+    // spelling or `malformed` (nothing is lower-cased here), then against the public
+    // origins. The record is already opened, so its seq is used; the handler never runs.
+    let origin = format!("{}://{}", inner.scheme, inner.authority);
+    if binding::split_origin(&origin).is_none() {
+        tracing::debug!(session = %id, "full-mode request with a non-canonical scheme://authority");
+        return Err(Refusal::new(ErrorCode::Malformed));
     }
+    binding::check_origin(&origin, manager.public_origins())?;
+    let authority = inner.authority;
     let uri = inner
         .path
         .parse::<Uri>()
@@ -160,9 +165,7 @@ async fn open_full(
         }
         builder = builder.header(k.as_str(), v.as_slice());
     }
-    if !authority.is_empty() {
-        builder = builder.header(header::HOST, authority.as_str());
-    }
+    builder = builder.header(header::HOST, authority.as_str());
     let mut handler_req = builder
         .body(Body::from(inner.body))
         .map_err(|_| Refusal::new(ErrorCode::Malformed))?;
