@@ -217,17 +217,29 @@ async fn rejected_is_not_retried_and_is_reported() {
         .await
         .unwrap();
     // The plain route answers unsealed: the client must refuse to treat it as sealed.
+    // The POST reached a handler (the plain one ran), so its outcome is unknown...
     let e = c
         .post("/plain/apiTest")
         .body("{}")
         .send()
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            ClientError::Unsealed { .. } | ClientError::Rejected { .. }
-        ),
-        "{e:?}"
-    );
+    match &e {
+        ClientError::OutcomeUnknown { cause, .. } => {
+            assert!(
+                matches!(cause.as_ref(), ClientError::Unsealed { .. }),
+                "{e:?}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // ... while a request safe to repeat just gets the refusal.
+    let e = c
+        .post("/plain/apiTest")
+        .idempotent(true)
+        .body("{}")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::Unsealed { .. }), "{e:?}");
 }

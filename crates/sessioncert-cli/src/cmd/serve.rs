@@ -211,7 +211,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     for o in &a.public_origins {
         anyhow::ensure!(
             sessioncert_server::is_valid_origin(o.trim()),
-            "--public-origin {o:?}: expected scheme://host[:port] in lower case, e.g. https://api.example.com"
+            "--public-origin {o:?}: expected the one canonical spelling scheme://host[:port] (lower case, no default port, no trailing dot; PROTOCOL §8.2), e.g. https://api.example.com"
         );
     }
     init_logs(&a.log_format);
