@@ -817,7 +817,14 @@ fn sessions_list_shows_documented_fields_and_never_keys() {
         &url,
     )
     .ok();
-    request(&f.pin, &["-d", "{}"], &url).ok();
+    // A second session that stays (one-shot requests close theirs).
+    let other = f.path("other.json");
+    request(
+        &f.pin,
+        &["--session", other.to_str().unwrap(), "-d", "{}"],
+        &url,
+    )
+    .ok();
     let id = session_file_id(&sfile);
     wait_request_count(&f, &id, 1);
     // Sessions reach the store write-behind; wait for the second one too.
