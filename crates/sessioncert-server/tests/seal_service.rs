@@ -316,6 +316,11 @@ async fn answers_held_by_a_peer_that_does_not_read_are_bounded_by_the_response_b
     let err = other.call("GET", "/bytes/10", b"").await.unwrap_err();
     assert_eq!(err, "503 unavailable", "served while the budget was held");
     assert_eq!(ran.load(Ordering::SeqCst), 1, "the refused request ran");
+    // A close is still served: it is what settles a client's unknown outcome.
+    let mut closer = RawClient::connect(&s.base, s.pin).await;
+    let close = closer.seal("POST", CLOSE_PATH, "", b"");
+    let r = closer.send_raw(&close).await;
+    assert_eq!(closer.open(&close, r).await.map(|r| r.0), Ok(200));
     // The holder hangs up: its answer is dropped and the budget freed.
     drop(sock);
     let mut served = false;

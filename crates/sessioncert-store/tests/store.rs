@@ -770,6 +770,32 @@ async fn sqlite_a_restored_backup_is_treated_as_an_unclean_stop() {
     // The stop after that is clean again.
     let (store, report) = open(&path, OpenMode::Server);
     assert_eq!(report, StartupReport::default());
+    store
+        .insert(record(2, SessionState::Established, 3_000))
+        .await
+        .unwrap();
+    store.shutdown().await.unwrap();
+    // A whole-directory restore brings the old database *and* its clean-stop record
+    // back, as new files (as untar or rsync write them): still not the stopped file.
+    files(dir.path(), &backup);
+    std::fs::copy(
+        dir.path().join("sessions.db.clean-stop"),
+        backup.join("sessions.db.clean-stop"),
+    )
+    .unwrap();
+    {
+        let (store, report) = open(&path, OpenMode::Server);
+        assert_eq!(report, StartupReport::default());
+        store.shutdown().await.unwrap();
+    }
+    for name in ["sessions.db", "sessions.db.clean-stop"] {
+        let tmp = dir.path().join(format!("{name}.restoring"));
+        std::fs::copy(backup.join(name), &tmp).unwrap();
+        std::fs::rename(&tmp, dir.path().join(name)).unwrap();
+    }
+    let (store, report) = open(&path, OpenMode::Server);
+    assert!(report.unclean_previous_shutdown, "{report:?}");
+    assert_eq!(report.sessions_expired_by_recovery, 1);
     store.shutdown().await.unwrap();
 }
 

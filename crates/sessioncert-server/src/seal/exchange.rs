@@ -55,8 +55,10 @@ pub(crate) async fn open(
     let id = session_id(&parts.headers)?;
     require_sealed_type(&parts.headers)?;
     // Answers not yet taken by their peers are held in memory: past the budget, nothing
-    // new is opened (the refusal is honest: this request did not run).
+    // new is opened (the refusal is honest: this request did not run). A close is
+    // exempt: its answer is empty, and it is what settles a client's unknown outcome.
     if manager.response_bytes.load(Ordering::Relaxed) > manager.limits().max_inflight_response_bytes
+        && parts.uri.path() != sessioncert_proto::wire::CLOSE_PATH
     {
         return Err(Refusal::new(ErrorCode::Unavailable));
     }
@@ -242,26 +244,41 @@ where
     ))
 }
 
-/// A sealed response body, counted against the response budget while it is not yet
-/// handed over, and handed over [`CHARGED_CHUNK`] bytes at a time.
+/// A sealed response body, counted against the response budget until the memory holding
+/// it is freed (the last piece the connection took was written and dropped), and handed
+/// over [`CHARGED_CHUNK`] bytes at a time.
 struct Charged {
     rest: Bytes,
-    budget: Arc<AtomicUsize>,
 }
 
 /// How much of a sealed response the connection takes at once.
 const CHARGED_CHUNK: usize = 64 * 1024;
 
-impl Charged {
-    fn new(rest: Bytes, budget: Arc<AtomicUsize>) -> Self {
-        budget.fetch_add(rest.len(), Ordering::Relaxed);
-        Charged { rest, budget }
+/// Owns a sealed response's buffer; every piece handed out shares it, so it is dropped,
+/// and the budget released, only when the last piece is.
+struct ChargedBuffer {
+    bytes: Bytes,
+    budget: Arc<AtomicUsize>,
+}
+
+impl AsRef<[u8]> for ChargedBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
     }
 }
 
-impl Drop for Charged {
+impl Drop for ChargedBuffer {
     fn drop(&mut self) {
-        self.budget.fetch_sub(self.rest.len(), Ordering::Relaxed);
+        self.budget.fetch_sub(self.bytes.len(), Ordering::Relaxed);
+    }
+}
+
+impl Charged {
+    fn new(bytes: Bytes, budget: Arc<AtomicUsize>) -> Self {
+        budget.fetch_add(bytes.len(), Ordering::Relaxed);
+        Charged {
+            rest: Bytes::from_owner(ChargedBuffer { bytes, budget }),
+        }
     }
 }
 
@@ -278,7 +295,6 @@ impl http_body::Body for Charged {
         }
         let n = self.rest.len().min(CHARGED_CHUNK);
         let chunk = self.rest.split_to(n);
-        self.budget.fetch_sub(n, Ordering::Relaxed);
         std::task::Poll::Ready(Some(Ok(http_body::Frame::data(chunk))))
     }
 

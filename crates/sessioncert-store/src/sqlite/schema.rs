@@ -27,12 +27,42 @@ pub(super) fn clean_stop_token_path(db: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The database file's identity on its file system (device and inode on unix).
+fn file_identity(db: &Path) -> Result<String, StoreError> {
+    let meta = fs::metadata(db)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        Ok(format!("{}:{}", meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        Ok("-".to_owned())
+    }
+}
+
+/// Whether the clean-stop record beside `db` names `token` and this very file.
+fn clean_stop_matches(db: &Path, token: &str) -> bool {
+    let Ok(record) = fs::read_to_string(clean_stop_token_path(db)) else {
+        return false;
+    };
+    let mut parts = record.split_whitespace();
+    let (Some(t), Some(id)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    token != "0" && t == token && file_identity(db).is_ok_and(|now| now == id)
+}
+
 /// Writes a fresh clean-stop token next to `db` (synced) and returns it.
 pub(super) fn write_clean_stop_token(db: &Path) -> Result<String, StoreError> {
     let mut raw = [0u8; 16];
     getrandom::fill(&mut raw).map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
     let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
     let path = clean_stop_token_path(db);
+    // The database file's identity goes with it: restoring a backup (untar, rsync, a
+    // copy made elsewhere) creates a new file, so a restored pair does not match either.
+    let record = format!("{token} {}", file_identity(db)?);
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -41,7 +71,7 @@ pub(super) fn write_clean_stop_token(db: &Path) -> Result<String, StoreError> {
         opts.mode(0o600);
     }
     let mut f = opts.open(&path)?;
-    std::io::Write::write_all(&mut f, token.as_bytes())?;
+    std::io::Write::write_all(&mut f, record.as_bytes())?;
     f.sync_all()?;
     if let Some(dir) = path.parent() {
         if let Ok(d) = std::fs::File::open(dir) {
@@ -208,9 +238,7 @@ pub(super) fn recover_and_mark_running(
         let token_file = clean_stop_token_path(db);
         let unclean = match rows::meta_get(&tx, CLEAN_SHUTDOWN)? {
             // Clean only if the stop's token is still beside the database (§ above).
-            Some(token) => std::fs::read_to_string(&token_file)
-                .map(|on_disk| token == "0" || on_disk.trim() != token)
-                .unwrap_or(true),
+            Some(token) => !clean_stop_matches(db, &token),
             // A brand-new database is clean. A database that has live sessions but no
             // flag was not left by a clean shutdown of this code, so treat it as unclean.
             None => tx.query_row(
