@@ -1514,3 +1514,48 @@ fn session_refuses_to_overwrite_a_file_that_is_not_a_session_file() {
     );
     assert!(f.sessions(true).is_empty(), "a session was made anyway");
 }
+
+// ---------------------------------------------------------------------------------------
+// Operations (issue 12)
+// ---------------------------------------------------------------------------------------
+
+/// `serve` binds its port before it touches the data directory: a start that cannot
+/// listen creates no identity and does not open the store, so the running server's
+/// next start is still a clean one. Its log (a file) carries no colour codes.
+#[test]
+fn a_start_that_cannot_listen_leaves_the_data_directory_alone() {
+    let mut f = Fixture::new();
+    let addr = format!("127.0.0.1:{}", f.server.port);
+    let fresh = f.path("fresh");
+    let out = run(&[
+        "serve".as_ref(),
+        "--addr".as_ref(),
+        addr.as_ref(),
+        "--data".as_ref(),
+        fresh.as_os_str(),
+    ]);
+    assert_ne!(out.code(), Some(0), "{out:?}");
+    assert!(out.stderr.contains("cannot listen"), "{out:?}");
+    assert!(
+        !fresh.exists() || std::fs::read_dir(&fresh).unwrap().next().is_none(),
+        "a failed start wrote to its data directory"
+    );
+    // The same data directory as the running server: refused on the port, store untouched.
+    let out = run(&[
+        "serve".as_ref(),
+        "--addr".as_ref(),
+        addr.as_ref(),
+        "--data".as_ref(),
+        f.data.as_os_str(),
+    ]);
+    assert!(out.stderr.contains("cannot listen"), "{out:?}");
+    let st = f.server.signal("TERM", Duration::from_secs(5));
+    assert_eq!(st.code(), Some(0), "{st}");
+    f.server = Server::start(&f.data, f.server.port, &f.path("serve2.log"));
+    let log = f.server.log();
+    assert!(!log.contains("did not shut down cleanly"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file: {log:?}"
+    );
+}

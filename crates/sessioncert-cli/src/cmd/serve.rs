@@ -151,8 +151,13 @@ fn parse_suites(s: &str) -> anyhow::Result<Vec<Suite>> {
 fn init_logs(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal: never into files and pipes, never with
+    // NO_COLOR (https://no-color.org) set.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     if format == "json" {
         b.json().init();
@@ -242,6 +247,11 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         a.http2_max_streams > 0,
         "--http2-max-streams must be at least 1"
     );
+    // The port first: a start that cannot listen must not touch the data directory
+    // (create an identity, open the store and so mark the last stop unclean).
+    let listener = tokio::net::TcpListener::bind(a.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", a.addr))?;
     let data = a.data.clone();
     let (keys, created) =
         tokio::task::spawn_blocking(move || ServerKeys::open_or_create(&data, now_ms()))
@@ -296,9 +306,6 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .await?;
     let app = sc.router(demo::sealed_routes()).merge(demo::plain_routes());
-    let listener = tokio::net::TcpListener::bind(a.addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", a.addr))?;
     tracing::info!(addr = %a.addr, pin = %pin, "sessioncert serving; clients pin this identity");
     // On SIGTERM/SIGINT: stop accepting, give open connections the grace period to
     // finish, cut the rest and return — the sessions must be persisted (and the stop
