@@ -1116,6 +1116,72 @@ fn bench_prints_one_json_object() {
     // Neither --pin nor --plain is a usage error.
     let out = run(&["bench", "request", "--url", &sealed_url, "--duration", "1s"]);
     assert_eq!(out.code(), Some(2), "{out:?}");
+
+    // `bench handshake` also takes the URL `bench request` takes (its path is ignored).
+    let out = run(&[
+        "bench",
+        "handshake",
+        "--url",
+        &sealed_url,
+        "--pin",
+        &f.pin,
+        "--duration",
+        "1s",
+        "--json",
+    ]);
+    check(&out, "handshakes_per_sec");
+
+    // Settings that cannot measure anything are refused, naming the setting.
+    for (flag, value) in [("--concurrency", "0"), ("--duration", "0s")] {
+        let out = run(&[
+            "bench", "request", "--plain", "--url", &plain_url, flag, value,
+        ]);
+        assert_eq!(out.code(), Some(1), "{out:?}");
+        assert!(out.stderr.contains(flag), "{out:?}");
+    }
+}
+
+/// A run in which requests failed is not a measurement: exit 1, failures by kind.
+#[test]
+fn bench_fails_when_requests_fail() {
+    let f = Fixture::new();
+    let base = f.server.base();
+    // Every plain request to an unknown path is refused: all fail.
+    let out = run(&[
+        "bench",
+        "request",
+        "--plain",
+        "--url",
+        &format!("{base}/no/such/route"),
+        "--duration",
+        "1s",
+        "--concurrency",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    let v: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert!(v["errors"].as_u64().unwrap() > 0, "{v}");
+    // (Unknown paths go to the sealed layer, which refuses a plain request with 400.)
+    assert_eq!(v["errors_by_kind"]["status_400"], v["errors"], "{v}");
+    assert!(out.stderr.contains("requests failed"), "{out:?}");
+    // A stopped server: nothing succeeds, exit 1.
+    let dead = {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let out = run(&[
+        "bench",
+        "request",
+        "--plain",
+        "--url",
+        &format!("http://127.0.0.1:{dead}/plain/apiTest"),
+        "--duration",
+        "1s",
+        "--json",
+    ]);
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert!(out.stderr.contains("transport"), "{out:?}");
 }
 
 /// Session ids are base64url, so about one in 64 starts with `-`; the operator must be

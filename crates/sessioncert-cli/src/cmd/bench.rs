@@ -75,10 +75,48 @@ pub struct RequestArgs {
 struct Report {
     ok: u64,
     errors: u64,
+    /// Failures by kind: a refusal's error code, `outcome_unknown`, `transport`,
+    /// `status_NNN` (plain mode), `other`.
+    errors_by_kind: std::collections::BTreeMap<String, u64>,
     elapsed: Duration,
     latencies_us: Vec<u32>,
     last_error: Option<String>,
 }
+
+/// What kind of failure `e` is, for the report.
+fn kind_of(e: &anyhow::Error) -> String {
+    if let Some(c) = e.downcast_ref::<sessioncert_client::ClientError>() {
+        if c.is_outcome_unknown() {
+            return "outcome_unknown".into();
+        }
+        if let Some(code) = c.code() {
+            return code.to_string();
+        }
+        if matches!(c, sessioncert_client::ClientError::Http(_)) {
+            return "transport".into();
+        }
+        return "other".into();
+    }
+    if e.downcast_ref::<reqwest::Error>().is_some() {
+        return "transport".into();
+    }
+    if let Some(s) = e.downcast_ref::<UnexpectedStatus>() {
+        return format!("status_{}", s.0);
+    }
+    "other".into()
+}
+
+/// A response that was not a success.
+#[derive(Debug)]
+struct UnexpectedStatus(u16);
+
+impl std::fmt::Display for UnexpectedStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "server answered {}", self.0)
+    }
+}
+
+impl std::error::Error for UnexpectedStatus {}
 
 impl Report {
     fn percentile_ms(&self, p: f64) -> f64 {
@@ -101,6 +139,7 @@ impl Report {
                 "p50_ms": (p50 * 1000.0).round() / 1000.0,
                 "p99_ms": (p99 * 1000.0).round() / 1000.0,
                 "errors": self.errors,
+                "errors_by_kind": self.errors_by_kind,
                 "count": self.ok,
                 "duration_s": (self.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
                 "concurrency": c.concurrency,
@@ -137,6 +176,7 @@ where
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(1 << 16);
             let (mut ok, mut errors, mut last_error) = (0u64, 0u64, None);
+            let mut kinds = std::collections::BTreeMap::<String, u64>::new();
             while Instant::now() < deadline {
                 let t = Instant::now();
                 match op(s.clone()).await {
@@ -146,24 +186,29 @@ where
                     }
                     Err(e) => {
                         errors += 1;
+                        *kinds.entry(kind_of(&e)).or_default() += 1;
                         last_error = Some(format!("{e:#}"));
                     }
                 }
             }
-            (ok, errors, lat, last_error)
+            (ok, errors, kinds, lat, last_error)
         }));
     }
     let mut r = Report {
         ok: 0,
         errors: 0,
+        errors_by_kind: Default::default(),
         elapsed: Duration::ZERO,
         latencies_us: Vec::new(),
         last_error: None,
     };
     for t in tasks {
-        if let Ok((ok, errors, lat, last)) = t.await {
+        if let Ok((ok, errors, kinds, lat, last)) = t.await {
             r.ok += ok;
             r.errors += errors;
+            for (k, n) in kinds {
+                *r.errors_by_kind.entry(k).or_default() += n;
+            }
             r.latencies_us.extend(lat);
             r.last_error = last.or(r.last_error);
         }
@@ -190,10 +235,50 @@ fn json_body(size: usize) -> Vec<u8> {
 }
 
 /// Runs a bench subcommand.
+/// Refuses settings that cannot make a measurement.
+fn check(c: &Common) -> anyhow::Result<()> {
+    if c.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    if c.duration.is_zero() {
+        bail!("--duration must be longer than 0s");
+    }
+    Ok(())
+}
+
+/// A run in which anything failed, or nothing succeeded, is not a measurement: exit 1
+/// with what went wrong (the report is printed either way).
+fn outcome(r: &Report, what: &str) -> ExitCode {
+    if r.errors == 0 && r.ok > 0 {
+        return ExitCode::SUCCESS;
+    }
+    let kinds: Vec<String> = r
+        .errors_by_kind
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    eprintln!(
+        "sessioncert bench: {} of {} {what} failed{}",
+        r.errors,
+        r.errors + r.ok,
+        if kinds.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", kinds.join(", "))
+        }
+    );
+    ExitCode::FAILURE
+}
+
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Handshake(a) => {
-            let base = a.url.trim_end_matches('/').to_owned();
+            check(&a.common)?;
+            // The base URL; a URL with a path (as `bench request` takes) works too.
+            let base = match super::request::split_url(&a.url) {
+                Ok((base, _)) => base,
+                Err(_) => a.url.trim_end_matches('/').to_owned(),
+            };
             let pin: Pin = a.pin.parse().context("bad --pin")?;
             let http = http_client(a.common.concurrency)?;
             // One client per worker; each iteration is one complete handshake (hello,
@@ -216,8 +301,10 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             })
             .await;
             report.print("handshakes", "handshakes_per_sec", &a.common);
+            Ok(outcome(&report, "handshakes"))
         }
         BenchCommand::Request(a) => {
+            check(&a.common)?;
             let body = bytes::Bytes::from(json_body(a.body));
             let http = http_client(a.common.concurrency)?;
             let report = if a.plain {
@@ -237,7 +324,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                         let status = r.status();
                         r.bytes().await?;
                         if !status.is_success() {
-                            bail!("server answered {status}");
+                            return Err(UnexpectedStatus(status.as_u16()).into());
                         }
                         Ok(())
                     },
@@ -272,7 +359,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                                 .send()
                                 .await?;
                         if !r.status().is_success() {
-                            bail!("server answered {}", r.status());
+                            return Err(UnexpectedStatus(r.status().as_u16()).into());
                         }
                         Ok(())
                     },
@@ -280,7 +367,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 .await
             };
             report.print("requests", "requests_per_sec", &a.common);
+            Ok(outcome(&report, "requests"))
         }
     }
-    Ok(ExitCode::SUCCESS)
 }
