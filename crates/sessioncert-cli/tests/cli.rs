@@ -1625,3 +1625,43 @@ fn a_start_that_cannot_listen_leaves_the_data_directory_alone() {
         "colour codes in a log file: {log:?}"
     );
 }
+
+/// curl's body options: `-d @FILE` (line breaks dropped), `--data-binary @-` (stdin, as
+/// is), `--json` (content type and accept set, so `/notes` takes it).
+#[test]
+fn request_reads_bodies_like_curl() {
+    let f = Fixture::new();
+    let file = f.path("body.txt");
+    std::fs::write(&file, "{\"a\":\n1,\r\n\"b\":\"x\"}\n").unwrap();
+    let at = format!("@{}", file.display());
+    let out = request(&f.pin, &["-d", &at], &f.server.url("/apiTest"));
+    assert_echo(&out, &serde_json::json!({"a": 1, "b": "x"}));
+    // The literal text is never sent for an @FILE.
+    assert!(!out.stdout.contains("body.txt"), "{out:?}");
+
+    let mut child = sc()
+        .args(["request", "--pin", &f.pin, "--data-binary", "@-"])
+        .arg(f.server.url("/apiTest"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"line one\nline two\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["requestData"], "line one\nline two\n", "{v}");
+
+    let note = r#"{"title":"via --json","body":"b"}"#;
+    let out = request(&f.pin, &["-f", "--json", note], &f.server.url("/notes"));
+    assert_eq!(out.json()["title"], "via --json", "{out:?}");
+    let missing = request(&f.pin, &["-d", "@/no/such/file"], &f.server.url("/apiTest"));
+    assert_eq!(missing.code(), Some(1), "{missing:?}");
+    assert!(missing.stderr.contains("/no/such/file"), "{missing:?}");
+}

@@ -28,7 +28,7 @@ the command runs, and a second command on the same file waits up to 5 s for it. 
 exists and is not a session file is never overwritten."
 )]
 #[command(group(clap::ArgGroup::new("trust").args(["pin", "tofu"])))]
-#[command(group(clap::ArgGroup::new("payload").args(["data", "data_binary"])))]
+#[command(group(clap::ArgGroup::new("payload").args(["data", "data_binary", "json"])))]
 pub struct RequestArgs {
     /// The server identity to require (from `sessioncert fingerprint`).
     #[arg(long, env = "SESSIONCERT_PIN")]
@@ -51,12 +51,16 @@ pub struct RequestArgs {
     /// (covered): a request whose header was changed on the way is refused.
     #[arg(short = 'H', long = "header")]
     headers: Vec<String>,
-    /// Request body (text).
+    /// Request body (text), as curl: @FILE (or @- for stdin) reads it, without line breaks.
     #[arg(short = 'd', long = "data")]
     data: Option<String>,
-    /// Request body from a file: @FILE (or @- for stdin).
+    /// Request body exactly as given or as in @FILE (or @- for stdin).
     #[arg(long = "data-binary")]
     data_binary: Option<String>,
+    /// JSON request body (or @FILE, @-): sets content-type and accept to
+    /// application/json unless given with -H.
+    #[arg(long)]
+    json: Option<String>,
     /// Print the response status and headers before the body.
     #[arg(short = 'i', long)]
     include: bool,
@@ -101,22 +105,34 @@ fn host_for_url(host: &str) -> String {
 
 fn read_body(a: &RequestArgs) -> anyhow::Result<Option<Vec<u8>>> {
     if let Some(d) = &a.data {
-        return Ok(Some(d.clone().into_bytes()));
+        // curl's -d: a file's (or stdin's) line breaks are not sent.
+        return Ok(Some(match d.strip_prefix('@') {
+            Some(path) => {
+                let mut v = read_at(path)?;
+                v.retain(|b| *b != b'\n' && *b != b'\r');
+                v
+            }
+            None => d.clone().into_bytes(),
+        }));
     }
-    if let Some(spec) = &a.data_binary {
-        let Some(path) = spec.strip_prefix('@') else {
-            return Ok(Some(spec.clone().into_bytes()));
-        };
-        let bytes = if path == "-" {
-            let mut v = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::stdin(), &mut v)?;
-            v
-        } else {
-            std::fs::read(path).with_context(|| format!("cannot read {path}"))?
-        };
-        return Ok(Some(bytes));
+    if let Some(spec) = a.data_binary.as_ref().or(a.json.as_ref()) {
+        return Ok(Some(match spec.strip_prefix('@') {
+            Some(path) => read_at(path)?,
+            None => spec.clone().into_bytes(),
+        }));
     }
     Ok(None)
+}
+
+/// The bytes of FILE, or of stdin for `-`.
+fn read_at(path: &str) -> anyhow::Result<Vec<u8>> {
+    if path == "-" {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut v)?;
+        Ok(v)
+    } else {
+        std::fs::read(path).with_context(|| format!("cannot read {path}"))
+    }
 }
 
 /// Sends the request and prints the opened body.
@@ -150,6 +166,14 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
         req = req.idempotent(true);
     }
     let mut has_ct = false;
+    let has_accept = a.headers.iter().any(|h| {
+        h.split(':')
+            .next()
+            .is_some_and(|k| k.trim().eq_ignore_ascii_case("accept"))
+    });
+    if a.json.is_some() && !has_accept {
+        req = req.header("accept", "application/json");
+    }
     for h in &a.headers {
         let (k, v) = h
             .split_once(':')
@@ -166,7 +190,12 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(b) = body {
         if !has_ct {
-            req = req.header("content-type", "application/x-www-form-urlencoded");
+            let ct = if a.json.is_some() {
+                "application/json"
+            } else {
+                "application/x-www-form-urlencoded"
+            };
+            req = req.header("content-type", ct);
         }
         req = req.body(b);
     }
