@@ -1665,3 +1665,52 @@ fn request_reads_bodies_like_curl() {
     assert_eq!(missing.code(), Some(1), "{missing:?}");
     assert!(missing.stderr.contains("/no/such/file"), "{missing:?}");
 }
+
+/// Settings a server could start with but serve nothing under are refused, naming the
+/// setting, before anything is written; sizes take human units.
+#[test]
+fn serve_refuses_nonsense_settings_and_takes_units() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    for (flag, value) in [
+        ("--session-lifetime", "0s"),
+        ("--idle-timeout", "0s"),
+        ("--handshake-rate", "NaN"),
+        ("--handshake-rate", "0"),
+        ("--handshake-burst", "inf"),
+        ("--max-sessions", "0"),
+        ("--max-sessions-per-addr", "0"),
+        ("--max-body", "0"),
+        ("--max-body", "4XB"),
+        ("--max-response", "0"),
+        ("--max-header-bytes", "10"),
+        ("--addr", "nowhere"),
+    ] {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "serve".into(),
+            "--data".into(),
+            data.clone().into_os_string(),
+        ];
+        if flag != "--addr" {
+            args.extend(["--addr".into(), "127.0.0.1:0".into()]);
+        }
+        args.extend([flag.into(), value.into()]);
+        let out = run(&args);
+        assert!(
+            matches!(out.code(), Some(1) | Some(2)),
+            "{flag} {value}: {out:?}"
+        );
+        let named = flag.trim_start_matches("--");
+        assert!(
+            out.stderr.contains(named) || out.stderr.contains(value),
+            "{flag} {value}: the message names neither: {out:?}"
+        );
+        assert!(
+            !data.exists(),
+            "{flag} {value}: the data directory was written"
+        );
+    }
+    let f = Fixture::with_args(&["--max-body", "4MiB", "--max-response", "16 MiB"]);
+    let out = request(&f.pin, &["-d", "{}"], &f.server.url("/apiTest"));
+    assert_echo(&out, &serde_json::json!({}));
+}

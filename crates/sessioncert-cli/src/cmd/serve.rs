@@ -21,7 +21,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 #[derive(Args)]
 pub struct ServeArgs {
     /// Address to listen on.
-    #[arg(long, env = "SESSIONCERT_ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "SESSIONCERT_ADDR", default_value = "127.0.0.1:8080", value_parser = super::parse_listen_addr)]
     addr: SocketAddr,
     /// Data directory: identity, handshake keys, storage key, sessions.db. Created on first start.
     #[arg(long, env = "SESSIONCERT_DATA", default_value = DEFAULT_DATA_DIR)]
@@ -43,15 +43,15 @@ pub struct ServeArgs {
     )]
     suites: String,
     /// Largest sealed request body in bytes (413 above).
-    #[arg(long, env = "SESSIONCERT_MAX_BODY", default_value_t = 4 * 1024 * 1024)]
+    #[arg(long, env = "SESSIONCERT_MAX_BODY", default_value_t = 4 * 1024 * 1024, value_parser = super::parse_size)]
     max_body: usize,
     /// Largest response body a sealed handler may produce, in bytes (sealing holds it
     /// whole; above it the client gets a sealed 500).
-    #[arg(long, env = "SESSIONCERT_MAX_RESPONSE", default_value_t = 16 * 1024 * 1024)]
+    #[arg(long, env = "SESSIONCERT_MAX_RESPONSE", default_value_t = 16 * 1024 * 1024, value_parser = super::parse_size)]
     max_response: usize,
     /// Bytes of sealed responses held at once server-wide until their peers take them;
     /// above it new sealed requests get 503 before they run.
-    #[arg(long, env = "SESSIONCERT_MAX_INFLIGHT_RESPONSE", default_value_t = 128 * 1024 * 1024)]
+    #[arg(long, env = "SESSIONCERT_MAX_INFLIGHT_RESPONSE", default_value_t = 128 * 1024 * 1024, value_parser = super::parse_size)]
     max_inflight_response: usize,
     /// Handshakes per second per client address (429 above).
     #[arg(long, env = "SESSIONCERT_HANDSHAKE_RATE", default_value_t = 20.0)]
@@ -92,14 +92,15 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSIONCERT_BODY_MIN_RATE", default_value_t = 8 * 1024)]
     body_min_rate: u64,
     /// Request-body bytes held in memory at once, server-wide (503 when spent; at least --max-body).
-    #[arg(long, env = "SESSIONCERT_MAX_INFLIGHT_BODY", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, env = "SESSIONCERT_MAX_INFLIGHT_BODY", default_value_t = 64 * 1024 * 1024, value_parser = super::parse_size)]
     max_inflight_body: usize,
     /// Request-body bytes the bodies of one client address may hold at once (503 above;
     /// loopback exempt unless --limit-loopback). At least --max-body.
     #[arg(
         long,
         env = "SESSIONCERT_MAX_INFLIGHT_BODY_PER_ADDR",
-        default_value_t = 16 * 1024 * 1024
+        default_value_t = 16 * 1024 * 1024,
+        value_parser = super::parse_size
     )]
     max_inflight_body_per_addr: usize,
     /// How long a request body waits for that budget before its request gets 503.
@@ -115,7 +116,7 @@ pub struct ServeArgs {
     write_stall_timeout: Duration,
     /// Largest request head (request line + headers) in bytes (431 above); also each
     /// connection's read buffer.
-    #[arg(long, env = "SESSIONCERT_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    #[arg(long, env = "SESSIONCERT_MAX_HEADER_BYTES", default_value_t = 16 * 1024, value_parser = super::parse_size)]
     max_header_bytes: usize,
     /// Also accept cleartext HTTP/2 with prior knowledge (h2c). Off: HTTP/1.1 only.
     #[arg(long, env = "SESSIONCERT_HTTP2")]
@@ -234,6 +235,52 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         a.max_inflight_body_per_addr,
         a.max_body,
         a.max_inflight_body
+    );
+    // Settings under which the server could start but serve nothing are refused here,
+    // naming the setting, rather than discovered by clients.
+    anyhow::ensure!(
+        !a.session_lifetime.is_zero(),
+        "--session-lifetime must be longer than 0s"
+    );
+    anyhow::ensure!(
+        !a.idle_timeout.is_zero(),
+        "--idle-timeout must be longer than 0s"
+    );
+    anyhow::ensure!(
+        a.max_body >= 1024,
+        "--max-body ({}) must be at least 1KiB: every sealed request carries a record",
+        a.max_body
+    );
+    anyhow::ensure!(
+        a.max_response >= 1024,
+        "--max-response ({}) must be at least 1KiB",
+        a.max_response
+    );
+    anyhow::ensure!(
+        a.max_inflight_response >= a.max_response,
+        "--max-inflight-response ({}) must be at least --max-response ({})",
+        a.max_inflight_response,
+        a.max_response
+    );
+    anyhow::ensure!(
+        a.handshake_rate.is_finite() && a.handshake_rate > 0.0,
+        "--handshake-rate must be a number above 0 (per second), not {}",
+        a.handshake_rate
+    );
+    anyhow::ensure!(
+        a.handshake_burst.is_finite() && a.handshake_burst >= 1.0,
+        "--handshake-burst must be a number of at least 1, not {}",
+        a.handshake_burst
+    );
+    anyhow::ensure!(a.max_sessions > 0, "--max-sessions must be at least 1");
+    anyhow::ensure!(
+        a.max_sessions_per_addr > 0,
+        "--max-sessions-per-addr must be at least 1"
+    );
+    anyhow::ensure!(
+        a.max_header_bytes >= 8 * 1024,
+        "--max-header-bytes ({}) must be at least 8KiB (the HTTP layer's smallest read buffer)",
+        a.max_header_bytes
     );
     anyhow::ensure!(
         a.max_connections > 0,
