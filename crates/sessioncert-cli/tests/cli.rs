@@ -1714,3 +1714,49 @@ fn serve_refuses_nonsense_settings_and_takes_units() {
     let out = request(&f.pin, &["-d", "{}"], &f.server.url("/apiTest"));
     assert_echo(&out, &serde_json::json!({}));
 }
+
+/// curl habits: `-o FILE`, a URL without a scheme, `--max-time` against a listener that
+/// never answers, `--keep-session`.
+#[test]
+fn request_takes_curl_habits() {
+    let f = Fixture::new();
+    let out_file = f.path("out.json");
+    let url = f.server.url("/apiTest");
+    let no_scheme = url.trim_start_matches("http://").to_owned();
+    let out = request(
+        &f.pin,
+        &["-s", "-o", out_file.to_str().unwrap(), "-d", r#"{"o":1}"#],
+        &no_scheme,
+    );
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let v: Value = serde_json::from_slice(&std::fs::read(&out_file).unwrap()).unwrap();
+    assert_eq!(v["requestData"]["o"], 1, "{v}");
+
+    // A listener that accepts and never answers: --max-time ends it.
+    let silent = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let started = Instant::now();
+    let out = request(
+        &f.pin,
+        &["--max-time", "1s"],
+        &format!("http://127.0.0.1:{port}/x"),
+    );
+    assert_ne!(out.code(), Some(0), "{out:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(out.stderr.contains("timed out"), "{out:?}");
+    drop(silent);
+
+    // --keep-session leaves the one-shot session open on the server.
+    let before = established(&f.sessions(false)).len();
+    request(&f.pin, &["--keep-session"], &f.server.url("/notes")).ok();
+    wait_for(
+        "the kept session to be listed",
+        Duration::from_secs(5),
+        || (established(&f.sessions(false)).len() == before + 1).then_some(()),
+    );
+}

@@ -72,8 +72,34 @@ pub struct RequestArgs {
     /// OPTIONS, TRACE, PUT and DELETE; otherwise such a refusal exits 6.
     #[arg(long)]
     idempotent: bool,
-    /// The URL, e.g. http://127.0.0.1:8080/apiTest
+    /// Give up after this long in all (e.g. 10s); a request already sent then ends as
+    /// an unknown outcome (exit 6) unless it is idempotent.
+    #[arg(short = 'm', long = "max-time", value_parser = super::parse_duration)]
+    max_time: Option<std::time::Duration>,
+    /// Give up connecting after this long (default 10s); nothing was sent (exit 5).
+    #[arg(long = "connect-timeout", value_parser = super::parse_duration)]
+    connect_timeout: Option<std::time::Duration>,
+    /// Write the opened body to FILE instead of stdout.
+    #[arg(short = 'o', long = "output")]
+    output: Option<PathBuf>,
+    /// Silent: no warnings on stderr (errors are still printed).
+    #[arg(short = 's', long)]
+    silent: bool,
+    /// Leave the session open on the server at exit (without --session it is closed).
+    #[arg(long)]
+    keep_session: bool,
+    /// The URL, e.g. http://127.0.0.1:8080/apiTest (http:// is assumed when no scheme
+    /// is given: 127.0.0.1:8080/apiTest).
     url: String,
+}
+
+/// `host:port/path` means `http://host:port/path`, as curl reads it.
+fn with_scheme(url: &str) -> String {
+    if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("http://{url}")
+    }
 }
 
 /// Splits `http://host:port/p?q` into the base `http://host:port` and `/p?q`.
@@ -137,11 +163,13 @@ fn read_at(path: &str) -> anyhow::Result<Vec<u8>> {
 
 /// Sends the request and prints the opened body.
 pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
-    let (base, path) = split_url(&a.url)?;
+    let (base, path) = split_url(&with_scheme(&a.url))?;
     let trust = match (&a.pin, a.tofu) {
         (Some(p), _) => Trust::Pin(p.parse::<Pin>().context("bad --pin")?),
         (None, true) => {
-            eprintln!("sessioncert: WARNING: --tofu trusts whatever server answers; pin its identity instead");
+            if !a.silent {
+                eprintln!("sessioncert: WARNING: --tofu trusts whatever server answers; pin its identity instead");
+            }
             Trust::FirstUse
         }
         (None, false) => bail!("give --pin PIN (from `sessioncert fingerprint`) or --tofu"),
@@ -152,16 +180,30 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
         None if body.is_some() => Method::POST,
         None => Method::GET,
     };
-    let mut builder = Client::builder(&base, trust);
+    let mut http = reqwest::Client::builder()
+        .connect_timeout(
+            a.connect_timeout
+                .unwrap_or(sessioncert_client::DEFAULT_CONNECT_TIMEOUT),
+        )
+        // Below the server's keep-alive, as the client's default (see its docs).
+        .pool_idle_timeout(std::time::Duration::from_secs(45));
+    http = http.timeout(
+        a.max_time
+            .unwrap_or(sessioncert_client::DEFAULT_REQUEST_TIMEOUT),
+    );
+    let mut builder = Client::builder(&base, trust).http_client(http.build()?);
     if let Some(f) = &a.session {
         builder = builder.session_file(f.clone());
     }
     let client = builder.build().await?;
-    if a.tofu {
+    if a.tofu && !a.silent {
         eprintln!("sessioncert: server identity is {}", client.identity());
     }
     let method_name = method.to_string();
     let mut req = client.request(method, &path).full(a.full);
+    if let Some(t) = a.max_time {
+        req = req.timeout(t);
+    }
     if a.idempotent {
         req = req.idempotent(true);
     }
@@ -222,9 +264,13 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
         }
         writeln!(out)?;
     }
-    out.write_all(&resp.bytes())?;
+    match &a.output {
+        Some(path) => std::fs::write(path, resp.bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => out.write_all(&resp.bytes())?,
+    }
     out.flush()?;
-    if a.session.is_none() {
+    if a.session.is_none() && !a.keep_session {
         // A one-shot request leaves nothing behind: its session is closed at once
         // instead of living on the server until its idle timeout.
         if let Err(e) = client.close().await {
