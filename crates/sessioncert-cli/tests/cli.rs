@@ -764,6 +764,10 @@ fn saved_session_survives_a_graceful_restart() {
         "SIGTERM exit: {st}; log:\n{}",
         f.server.log()
     );
+    // The stop says what it kept.
+    let log = f.server.log();
+    assert!(log.contains("live=1"), "{log}");
+    assert!(log.contains("stopped cleanly"), "{log}");
 
     f.server = Server::start(&f.data, port, &f.path("serve2.log"));
     assert_eq!(fingerprint(&f.data), f.pin, "identity changed on restart");

@@ -368,5 +368,9 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     tracing::info!("shutting down: persisting sessions");
     sc.shutdown().await.context("clean shutdown failed")?;
+    tracing::info!(
+        live_sessions = sc.manager().live_sessions(),
+        "stopped cleanly"
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -554,8 +554,12 @@ impl SessionManager {
     /// start expires the sessions instead of trusting stale windows.
     pub async fn shutdown(&self) -> Result<(), ServerError> {
         self.closing.store(true, Ordering::SeqCst);
-        let saved = self.flush_all().await?;
-        tracing::info!(sessions = saved, "sessions saved");
+        let written = self.flush_all().await?;
+        tracing::info!(
+            live = self.live_count.load(Ordering::Relaxed),
+            written,
+            "sessions saved: the live ones continue after the next start"
+        );
         self.store.shutdown().await?;
         Ok(())
     }
