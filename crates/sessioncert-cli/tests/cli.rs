@@ -1764,3 +1764,46 @@ fn request_takes_curl_habits() {
         || (established(&f.sessions(false)).len() == before + 1).then_some(()),
     );
 }
+
+/// `sessions list` filters (state, client, limit, order) and counts; `sessions close
+/// --client` closes every live session of an address.
+#[test]
+fn sessions_can_be_filtered_counted_and_closed_by_client() {
+    let f = Fixture::new();
+    let url = f.server.url("/notes");
+    for name in ["a.json", "b.json"] {
+        let p = f.path(name);
+        request(&f.pin, &["--session", p.to_str().unwrap()], &url).ok();
+    }
+    let last = f.path("c.json");
+    request(&f.pin, &["--session", last.to_str().unwrap()], &url).ok();
+    let last_id = session_file_id(&last);
+    wait_request_count(&f, &last_id, 1);
+    let data = f.data.to_str().unwrap().to_owned();
+    let list = |extra: &[&str]| -> Value {
+        let mut args = vec!["sessions", "list", "--data", &data, "--json"];
+        args.extend_from_slice(extra);
+        serde_json::from_str(run(&args).ok()).unwrap()
+    };
+    assert_eq!(list(&["--count"]), serde_json::json!({"established": 3}));
+    assert_eq!(list(&["--limit", "1"]).as_array().unwrap().len(), 1);
+    assert_eq!(list(&["--sort", "last-used"])[0]["id"], last_id.as_str());
+    assert_eq!(
+        list(&["--client", "127.0.0.1"]).as_array().unwrap().len(),
+        3
+    );
+    assert_eq!(list(&["--client", "10.9.9.9"]).as_array().unwrap().len(), 0);
+    let out = run(&[
+        "sessions",
+        "close",
+        "--client",
+        "127.0.0.1",
+        "--data",
+        &data,
+    ]);
+    assert!(out.ok().contains("closed 3 sessions"), "{out:?}");
+    assert_eq!(list(&[]).as_array().unwrap().len(), 0);
+    assert_eq!(list(&["--state", "closed"]).as_array().unwrap().len(), 3);
+    let bad = run(&["sessions", "list", "--data", &data, "--state", "sleepy"]);
+    assert_eq!(bad.code(), Some(1), "{bad:?}");
+}

@@ -3,7 +3,7 @@
 use super::DEFAULT_DATA_DIR;
 use anyhow::Context;
 use clap::Subcommand;
-use sessioncert_proto::SessionId;
+use sessioncert_proto::{SessionId, SessionState};
 use sessioncert_server::keys::DATABASE_FILE;
 use sessioncert_server::now_ms;
 use sessioncert_store::{OpenMode, SessionStore, SessionSummary, SqliteStore};
@@ -24,12 +24,32 @@ pub enum SessionsCommand {
         /// Include expired and closed sessions.
         #[arg(long)]
         all: bool,
+        /// Only sessions in this state (established, expired, closed; implies --all for
+        /// the ended ones).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only sessions from this client address.
+        #[arg(long)]
+        client: Option<String>,
+        /// Order: created (newest first, the default) or last-used (most recent first).
+        #[arg(long, default_value = "created", value_parser = ["created", "last-used"])]
+        sort: String,
+        /// At most this many rows (after filtering and sorting).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print only the counts by state.
+        #[arg(long)]
+        count: bool,
     },
-    /// Close a session; a running server drops it within about a second.
+    /// Close a session, or every live session of a client address; a running server
+    /// drops them within about a second.
     Close {
         /// The session id (as shown by `sessions list`; it may start with `-`).
-        #[arg(allow_hyphen_values = true)]
-        id: String,
+        #[arg(allow_hyphen_values = true, required_unless_present = "client")]
+        id: Option<String>,
+        /// Close every live session from this client address instead.
+        #[arg(long, conflicts_with = "id")]
+        client: Option<String>,
         /// Data directory of the server.
         #[arg(long, env = "SESSIONCERT_DATA", default_value = DEFAULT_DATA_DIR)]
         data: PathBuf,
@@ -80,9 +100,50 @@ fn print_table(rows: &[SessionSummary]) {
 /// Runs a `sessions` subcommand.
 pub async fn run(cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        SessionsCommand::List { data, json, all } => {
+        SessionsCommand::List {
+            data,
+            json,
+            all,
+            state,
+            client,
+            sort,
+            limit,
+            count,
+        } => {
+            let state = match state.as_deref() {
+                None => None,
+                Some(s) => Some(s.parse::<SessionState>().map_err(|_| {
+                    anyhow::anyhow!("--state {s:?}: expected established, expired or closed")
+                })?),
+            };
             let store = open(&data)?;
-            let rows = store.list(!all).await?;
+            let live_only = !all && !state.is_some_and(|s| !s.is_live());
+            let mut rows = store.list(live_only).await?;
+            rows.retain(|r| state.is_none_or(|s| r.state == s));
+            if let Some(c) = &client {
+                rows.retain(|r| r.client_addr.as_deref() == Some(c.as_str()));
+            }
+            if sort == "last-used" {
+                rows.sort_by(|a, b| b.last_used_at_ms.cmp(&a.last_used_at_ms));
+            }
+            if count {
+                let mut by_state = std::collections::BTreeMap::<&str, usize>::new();
+                for r in &rows {
+                    *by_state.entry(r.state.as_str()).or_default() += 1;
+                }
+                if json {
+                    println!("{}", serde_json::to_string(&by_state)?);
+                } else {
+                    for (s, n) in &by_state {
+                        println!("{s} {n}");
+                    }
+                    println!("total {}", rows.len());
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            if let Some(n) = limit {
+                rows.truncate(n);
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
@@ -90,11 +151,29 @@ pub async fn run(cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        SessionsCommand::Close { id, data } => {
+        SessionsCommand::Close { id, client, data } => {
+            let store = open(&data)?;
+            if let Some(addr) = client {
+                let ids: Vec<SessionId> = store
+                    .list(true)
+                    .await?
+                    .into_iter()
+                    .filter(|r| r.client_addr.as_deref() == Some(addr.as_str()))
+                    .map(|r| r.id)
+                    .collect();
+                let mut closed = 0;
+                for sid in &ids {
+                    if store.close(sid, now_ms()).await? {
+                        closed += 1;
+                    }
+                }
+                println!("closed {closed} sessions of {addr}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let id = id.unwrap_or_default();
             let sid: SessionId = id
                 .parse()
                 .map_err(|_| anyhow::anyhow!("{id:?} is not a session id"))?;
-            let store = open(&data)?;
             if store.close(&sid, now_ms()).await? {
                 println!("closed {sid}");
                 Ok(ExitCode::SUCCESS)
