@@ -117,14 +117,14 @@ pub async fn run(cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
                 })?),
             };
             let store = open(&data)?;
-            let live_only = !all && !state.is_some_and(|s| !s.is_live());
+            let live_only = !all && state.is_none_or(|s| s.is_live());
             let mut rows = store.list(live_only).await?;
             rows.retain(|r| state.is_none_or(|s| r.state == s));
             if let Some(c) = &client {
                 rows.retain(|r| r.client_addr.as_deref() == Some(c.as_str()));
             }
             if sort == "last-used" {
-                rows.sort_by(|a, b| b.last_used_at_ms.cmp(&a.last_used_at_ms));
+                rows.sort_by_key(|r| std::cmp::Reverse(r.last_used_at_ms));
             }
             if count {
                 let mut by_state = std::collections::BTreeMap::<&str, usize>::new();
