@@ -167,6 +167,19 @@ fn init_logs(format: &str) {
     }
 }
 
+/// Binds `addr` without listening yet (a busy port fails here, before any other work).
+fn reserve_port(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std's listener: a port in TIME_WAIT is reusable, one that is listened on is not.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
+}
+
 /// Opens the SQLite store, waiting briefly if a previous server is still shutting down.
 async fn open_store(path: PathBuf) -> anyhow::Result<Arc<dyn SessionStore>> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -295,10 +308,9 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         "--http2-max-streams must be at least 1"
     );
     // The port first: a start that cannot listen must not touch the data directory
-    // (create an identity, open the store and so mark the last stop unclean).
-    let listener = tokio::net::TcpListener::bind(a.addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", a.addr))?;
+    // (create an identity, open the store and so mark the last stop unclean). Bound
+    // now, listened on only once everything is ready, so no client connects early.
+    let socket = reserve_port(a.addr).with_context(|| format!("cannot listen on {}", a.addr))?;
     let data = a.data.clone();
     let (keys, created) =
         tokio::task::spawn_blocking(move || ServerKeys::open_or_create(&data, now_ms()))
@@ -353,6 +365,9 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .await?;
     let app = sc.router(demo::sealed_routes()).merge(demo::plain_routes());
+    let listener = socket
+        .listen(1024)
+        .with_context(|| format!("cannot listen on {}", a.addr))?;
     tracing::info!(addr = %a.addr, pin = %pin, "sessioncert serving; clients pin this identity");
     // On SIGTERM/SIGINT: stop accepting, give open connections the grace period to
     // finish, cut the rest and return — the sessions must be persisted (and the stop
