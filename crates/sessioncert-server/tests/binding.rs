@@ -384,26 +384,15 @@ async fn full_mode(
     origin: &str,
 ) -> (reqwest::Response, sessioncert_proto::ResponseExpectation) {
     let (scheme, authority) = origin.split_once("://").unwrap_or(("", origin));
-    let msg = sessioncert_proto::full::FullRequest {
+    c.send_full(&sessioncert_proto::full::FullRequest {
         method: "GET".into(),
         scheme: scheme.into(),
         authority: authority.into(),
         path: "/headers".into(),
         headers: vec![],
         body: vec![],
-    }
-    .encode();
-    let (record, expect) = c.session.seal_request(&RequestBinding::Full, &msg).unwrap();
-    let r = c
-        .http
-        .post(format!("{}{FULL_PATH}", c.base))
-        .header(SESSION_HEADER, c.session.id().to_string())
-        .header("content-type", SEALED_CONTENT_TYPE)
-        .body(record)
-        .send()
-        .await
-        .unwrap();
-    (r, expect)
+    })
+    .await
 }
 
 /// Opens a full-mode answer: the inner status and what the handler saw.

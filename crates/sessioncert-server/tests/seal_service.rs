@@ -9,7 +9,7 @@ use futures_util::FutureExt as _;
 use http_body_util::{BodyExt as _, Full};
 use sessioncert_proto::full::{FullRequest, FullResponse};
 use sessioncert_proto::wire::*;
-use sessioncert_proto::{RequestBinding, ResponseBinding};
+use sessioncert_proto::ResponseBinding;
 use sessioncert_server::{now_ms, Limits, ServerKeys, Timing};
 use sessioncert_store::MemoryStore;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -52,25 +52,16 @@ fn sized_routes(ran: Arc<AtomicUsize>) -> axum::Router {
 /// Sends a full-mode request for `GET path` and opens the answer.
 async fn full_get(c: &mut RawClient, path: &str) -> (u16, FullResponse) {
     let authority = c.base.trim_start_matches("http://").to_owned();
-    let msg = FullRequest {
-        method: "GET".into(),
-        scheme: "http".into(),
-        authority,
-        path: path.into(),
-        headers: vec![],
-        body: vec![],
-    }
-    .encode();
-    let (record, expect) = c.session.seal_request(&RequestBinding::Full, &msg).unwrap();
-    let r = c
-        .http
-        .post(format!("{}{FULL_PATH}", c.base))
-        .header(SESSION_HEADER, c.session.id().to_string())
-        .header("content-type", SEALED_CONTENT_TYPE)
-        .body(record)
-        .send()
-        .await
-        .unwrap();
+    let (r, expect) = c
+        .send_full(&FullRequest {
+            method: "GET".into(),
+            scheme: "http".into(),
+            authority,
+            path: path.into(),
+            headers: vec![],
+            body: vec![],
+        })
+        .await;
     let status = r.status().as_u16();
     assert!(r.headers().get(ERROR_HEADER).is_none(), "refused: {status}");
     let body = r.bytes().await.unwrap();

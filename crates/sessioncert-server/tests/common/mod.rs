@@ -297,6 +297,27 @@ impl RawClient {
         rb.send().await.unwrap()
     }
 
+    /// Seals a full-mode request and posts it to the full-request endpoint.
+    pub async fn send_full(
+        &mut self,
+        req: &sessioncert_proto::full::FullRequest,
+    ) -> (reqwest::Response, ResponseExpectation) {
+        let (record, expect) = self
+            .session
+            .seal_request(&RequestBinding::Full, &req.encode())
+            .unwrap();
+        let r = self
+            .http
+            .post(format!("{}{FULL_PATH}", self.base))
+            .header(SESSION_HEADER, self.session.id().to_string())
+            .header("content-type", SEALED_CONTENT_TYPE)
+            .body(record)
+            .send()
+            .await
+            .unwrap();
+        (r, expect)
+    }
+
     /// Opens a response to `s`.
     pub async fn open(
         &mut self,
