@@ -1746,7 +1746,11 @@ fn request_takes_curl_habits() {
         &["--max-time", "1s"],
         &format!("http://127.0.0.1:{port}/x"),
     );
-    assert_ne!(out.code(), Some(0), "{out:?}");
+    assert_eq!(
+        out.code(),
+        Some(5),
+        "no answer in time before sending: {out:?}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "took {:?}",
@@ -1806,4 +1810,358 @@ fn sessions_can_be_filtered_counted_and_closed_by_client() {
     assert_eq!(list(&["--state", "closed"]).as_array().unwrap().len(), 3);
     let bad = run(&["sessions", "list", "--data", &data, "--state", "sleepy"]);
     assert_eq!(bad.code(), Some(1), "{bad:?}");
+}
+
+/// Starts `serve` with extra environment variables (the [`Server`] helpers clear every
+/// `SESSIONCERT_*` one) and returns the child once it listens, or its exit status and
+/// log if it exits first.
+fn start_env(
+    data: &Path,
+    port: u16,
+    log: &Path,
+    envs: &[(&str, &str)],
+) -> Result<Server, (ExitStatus, String)> {
+    let logf = std::fs::File::create(log).unwrap();
+    let mut c = sc();
+    c.args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(data)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(logf);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().unwrap();
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Err((st, std::fs::read_to_string(log).unwrap_or_default()));
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(Server {
+                child,
+                port,
+                log: log.to_path_buf(),
+            });
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve neither listened nor exited"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `-v` shows each protocol step with the suite, the session id and timings, curl-style,
+/// and never a key or a body; without it stderr stays empty.
+#[test]
+fn request_verbose_shows_each_step_and_never_a_key() {
+    let f = Fixture::new();
+    let file = f.path("v.json");
+    let marker = "body-marker-7f3a";
+    let out = request(
+        &f.pin,
+        &[
+            "-v",
+            "--session",
+            file.to_str().unwrap(),
+            "--json",
+            &format!(r#"{{"m":"{marker}"}}"#),
+        ],
+        &f.server.url("/apiTest"),
+    );
+    assert!(out.stdout.contains(marker), "{out:?}");
+    let id = session_file_id(&file);
+    let err = &out.stderr;
+    for want in [
+        "* key configuration verified",
+        "* sessioncert handshake done",
+        "suite=AES-256-GCM",
+        &format!("session={id}"),
+        "seq=0",
+        "elapsed_ms=",
+        "> POST /apiTest (header mode)",
+        "< HTTP 200 OK",
+        "* response opened",
+    ] {
+        assert!(err.contains(want), "-v lacks {want:?}:\n{err}");
+    }
+    assert!(!err.contains('\x1b'), "no colour codes: {err}");
+    assert!(!err.contains(marker), "-v printed a body: {err}");
+    // No secret of the session file (its keys) appears anywhere on stderr.
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let secrets = saved["secrets"]
+        .as_str()
+        .expect("secrets in the session file");
+    for chunk in secrets.as_bytes().chunks(16) {
+        let chunk = std::str::from_utf8(chunk).unwrap();
+        assert!(!err.contains(chunk), "-v printed key material");
+    }
+    let quiet = request(&f.pin, &["-d", "{}"], &f.server.url("/apiTest"));
+    assert!(quiet.stderr.is_empty(), "{quiet:?}");
+}
+
+/// `-f` on an error status exits 22 and prints no body (as curl -f), also not into -o.
+#[test]
+fn fail_flag_prints_no_body() {
+    let f = Fixture::new();
+    let out_file = f.path("o.txt");
+    let out = request(
+        &f.pin,
+        &["-f", "-o", out_file.to_str().unwrap()],
+        &f.server.url("/no-such-route"),
+    );
+    assert_eq!(out.code(), Some(22), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(!out_file.exists(), "-f wrote the error body to -o");
+    assert!(out.stderr.contains("404"), "{out:?}");
+    let out = request(&f.pin, &[], &f.server.url("/no-such-route"));
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(!out.stdout.is_empty(), "without -f the body is printed");
+}
+
+/// Limits say what they are: a connection over the per-address cap is a 429 refusal
+/// (exit 4, not a broken connection); an oversized head names the headers; a plain
+/// request to a sealed route says how to send a sealed one.
+#[test]
+fn limit_refusals_are_named_clearly() {
+    let f = Fixture::with_args(&["--max-connections-per-addr", "1", "--limit-loopback"]);
+    let held = TcpStream::connect((Ipv4Addr::LOCALHOST, f.server.port)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let out = request(&f.pin, &["-d", "{}"], &f.server.url("/apiTest"));
+    assert_eq!(out.code(), Some(4), "{out:?}");
+    assert!(out.stderr.contains("rate_limited"), "{out:?}");
+    assert!(out.stderr.contains("too many connections"), "{out:?}");
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let big = format!("x-big: {}", "a".repeat(20_000));
+    let out = request(&f.pin, &["-H", &big, "-d", "{}"], &f.server.url("/apiTest"));
+    assert_ne!(out.code(), Some(0), "{out:?}");
+    assert!(out.stderr.contains("431"), "{out:?}");
+    assert!(out.stderr.contains("headers as too large"), "{out:?}");
+
+    let (code, text) = raw_http(f.server.port, "POST", "/apiTest", "{}");
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("sealed requests only"), "{text}");
+    assert!(text.contains("sessioncert request --pin"), "{text}");
+}
+
+/// The start and stop lines (with the pin) are written at any log level.
+#[test]
+fn start_line_with_the_pin_shows_at_warn_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("serve.log");
+    let logf = std::fs::File::create(&log).unwrap();
+    let port = free_port();
+    let child = sc()
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(&data)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(logf)
+        .spawn()
+        .unwrap();
+    let mut s = Server {
+        child,
+        port,
+        log: log.clone(),
+    };
+    s.wait_ready();
+    let pin = fingerprint(&data);
+    wait_for("the start line", Duration::from_secs(5), || {
+        s.log().contains(&pin).then_some(())
+    });
+    assert!(s.signal("TERM", Duration::from_secs(15)).success());
+    let text = s.log();
+    assert!(text.contains("stopped cleanly"), "{text}");
+    assert!(
+        !text.contains("created a new identity"),
+        "info lines stay off: {text}"
+    );
+}
+
+/// A forgotten or wrong `SESSIONCERT_STORAGE_KEY` refuses to start, naming the key,
+/// and changes nothing: started again with the right key, the saved session goes on.
+/// An invalid key is refused before the data directory is created.
+#[test]
+fn a_different_storage_key_refuses_to_start_and_keeps_the_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("serve.log");
+    let key_a = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+    let key_b = "HxAREhMUFRYXGBkaGxwdHh8AAQIDBAUGBwgJCgsMDQ4";
+    let port = free_port();
+    let mut s = start_env(&data, port, &log, &[("SESSIONCERT_STORAGE_KEY", key_a)]).unwrap();
+    let pin = fingerprint(&data);
+    let file = dir.path().join("s.json");
+    let url = s.url("/apiTest");
+    request(
+        &pin,
+        &["--session", file.to_str().unwrap(), "-d", "{}"],
+        &url,
+    )
+    .ok();
+    let id = session_file_id(&file);
+    assert!(s.signal("TERM", Duration::from_secs(15)).success());
+    drop(s);
+
+    for envs in [vec![], vec![("SESSIONCERT_STORAGE_KEY", key_b)]] {
+        let (st, text) = start_env(&data, port, &log, &envs)
+            .err()
+            .expect("a start with another storage key must fail");
+        assert!(!st.success());
+        assert!(text.contains("another storage key"), "{text}");
+        assert!(text.contains("SESSIONCERT_STORAGE_KEY"), "{text}");
+    }
+    let s = start_env(&data, port, &log, &[("SESSIONCERT_STORAGE_KEY", key_a)]).unwrap();
+    assert!(
+        !s.log().contains("did not shut down cleanly"),
+        "{}",
+        s.log()
+    );
+    request(
+        &pin,
+        &["--session", file.to_str().unwrap(), "-d", "{}"],
+        &url,
+    )
+    .ok();
+    assert_eq!(session_file_id(&file), id, "the saved session went on");
+    drop(s);
+
+    let fresh = dir.path().join("fresh");
+    let (st, text) = start_env(
+        &fresh,
+        free_port(),
+        &log,
+        &[("SESSIONCERT_STORAGE_KEY", "nonsense")],
+    )
+    .err()
+    .expect("an invalid storage key must be refused");
+    assert!(!st.success());
+    assert!(text.contains("SESSIONCERT_STORAGE_KEY"), "{text}");
+    assert!(!fresh.exists(), "nothing created for an invalid key");
+}
+
+/// A key file readable by others is refused, naming the fix; an OS error is said once.
+#[cfg(unix)]
+#[test]
+fn key_files_open_to_others_are_refused_and_errors_said_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    run(&["keygen".as_ref(), "--out".as_ref(), data.as_os_str()]).ok();
+    let key = data.join("identity.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(&["fingerprint".as_ref(), "--data".as_ref(), data.as_os_str()]);
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert!(out.stderr.contains("too open"), "{out:?}");
+    assert!(out.stderr.contains("chmod 600"), "{out:?}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    fingerprint(&data);
+
+    let missing = dir.path().join("missing");
+    let out = run(&[
+        "fingerprint".as_ref(),
+        "--data".as_ref(),
+        missing.as_os_str(),
+    ]);
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    let os = std::io::Error::from_raw_os_error(2).to_string();
+    assert_eq!(out.stderr.matches(&os).count(), 1, "{out:?}");
+}
+
+/// A session past its idle timeout is listed as expired even when no server swept it.
+#[test]
+fn sessions_past_their_time_are_listed_expired_without_a_sweep() {
+    let mut f = Fixture::with_args(&["--idle-timeout", "2s"]);
+    request(&f.pin, &["--keep-session"], &f.server.url("/notes")).ok();
+    wait_for("the session to be listed", Duration::from_secs(5), || {
+        (established(&f.sessions(false)).len() == 1).then_some(())
+    });
+    // No server, so no sweep: only the listing can tell it expired.
+    let _ = f.server.child.kill();
+    let _ = f.server.child.wait();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(f.sessions(false).is_empty(), "{:?}", f.sessions(true));
+    let all = f.sessions(true);
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["state"], "expired", "{all:?}");
+    assert!(all[0]["ended_at_ms"].is_u64(), "{all:?}");
+}
+
+/// A session file used with another server first closes its session on the old one.
+#[test]
+fn a_session_file_moved_to_another_server_closes_its_old_session() {
+    let a = Fixture::new();
+    let b = Fixture::new();
+    let file = a.path("moved.json");
+    request(
+        &a.pin,
+        &["--session", file.to_str().unwrap()],
+        &a.server.url("/notes"),
+    )
+    .ok();
+    let old = session_file_id(&file);
+    request(
+        &b.pin,
+        &["--session", file.to_str().unwrap()],
+        &b.server.url("/notes"),
+    )
+    .ok();
+    assert_ne!(session_file_id(&file), old);
+    wait_for(
+        "the old session to be closed",
+        Duration::from_secs(5),
+        || {
+            let rows = a.sessions(true);
+            (find(&rows, &old)?["state"] == "closed").then_some(())
+        },
+    );
+}
+
+/// A long bench prints progress lines on stderr; `--progress 0s` prints none.
+#[test]
+fn bench_prints_progress_on_stderr() {
+    let f = Fixture::new();
+    let url = f.server.url("/plain/apiTest");
+    let out = run(&[
+        "bench",
+        "request",
+        "--url",
+        &url,
+        "--plain",
+        "--duration",
+        "3s",
+        "--concurrency",
+        "1",
+        "--progress",
+        "1s",
+    ]);
+    out.ok();
+    let lines: Vec<&str> = out
+        .stderr_lines()
+        .into_iter()
+        .filter(|l| l.contains("ok=") && l.contains("/3s"))
+        .collect();
+    assert!(lines.len() >= 2, "{out:?}");
+    let quiet = run(&[
+        "bench",
+        "request",
+        "--url",
+        &url,
+        "--plain",
+        "--duration",
+        "2s",
+        "--concurrency",
+        "1",
+        "--progress",
+        "0s",
+    ]);
+    quiet.ok();
+    assert!(!quiet.stderr.contains("ok="), "{quiet:?}");
 }

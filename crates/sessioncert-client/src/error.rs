@@ -45,7 +45,11 @@ pub enum ClientError {
     /// forge them: the client treats them as denial of service at worst and never
     /// re-sends a request that is not retry-safe because of one (see
     /// [`ClientError::OutcomeUnknown`]).
-    #[error("server refused the request: {code} (HTTP {status}){}", message_suffix(.message))]
+    #[error(
+        "server refused the request: {} (HTTP {status}){}",
+        refusal_label(*.code, *.status),
+        message_suffix(.message)
+    )]
     Rejected {
         /// HTTP status of the refusal.
         status: StatusCode,
@@ -106,7 +110,7 @@ pub enum ClientError {
 
     /// The response to a sealed request was neither sealed nor a refusal. Its body was
     /// discarded: it is not authenticated and must not be mistaken for the answer.
-    #[error("response to a sealed request was not sealed (HTTP {status})")]
+    #[error("response to a sealed request was not sealed (HTTP {status}){}", unsealed_hint(*.status))]
     Unsealed {
         /// HTTP status of the unsealed response.
         status: StatusCode,
@@ -202,6 +206,31 @@ fn presented_suffix(p: &Option<Pin>) -> String {
     match p {
         Some(p) => format!(" (configuration claims identity {p})"),
         None => String::new(),
+    }
+}
+
+/// The name a refusal is reported under: its code, except where the code's name would
+/// mislead (a body that arrived too slowly is refused with `malformed` on the wire).
+fn refusal_label(code: ErrorCode, status: StatusCode) -> String {
+    match status {
+        StatusCode::REQUEST_TIMEOUT => format!("timed out ({code})"),
+        _ => code.to_string(),
+    }
+}
+
+/// What an unsealed answer with a limit's status most likely means.
+fn unsealed_hint(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        408 => ": the server or a proxy on the way timed out waiting for the request",
+        413 => ": the server or a proxy on the way refused the request body as too large",
+        414 => ": the server or a proxy on the way refused the URL as too long",
+        429 => ": the server or a proxy on the way is rate limiting this client",
+        431 => {
+            ": the server or a proxy on the way refused the request's headers as too large \
+             (fewer or smaller -H headers)"
+        }
+        502..=504 => ": a proxy on the way could not reach the server",
+        _ => "",
     }
 }
 
@@ -304,5 +333,52 @@ impl ClientError {
             status,
             detail: detail.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_body_refusal_reads_as_a_timeout_not_as_malformed() {
+        let e = ClientError::Rejected {
+            status: StatusCode::REQUEST_TIMEOUT,
+            code: ErrorCode::Malformed,
+            message: "the request body arrived too slowly".into(),
+            retry_after: None,
+            authenticity: RefusalAuthenticity::Unauthenticated,
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with("server refused the request: timed out"),
+            "{text}"
+        );
+        let e = ClientError::Rejected {
+            status: StatusCode::BAD_REQUEST,
+            code: ErrorCode::Malformed,
+            message: String::new(),
+            retry_after: None,
+            authenticity: RefusalAuthenticity::Unauthenticated,
+        };
+        assert_eq!(
+            e.to_string(),
+            "server refused the request: malformed (HTTP 400 Bad Request)"
+        );
+    }
+
+    #[test]
+    fn an_unsealed_limit_answer_says_which_limit() {
+        let e = ClientError::Unsealed {
+            status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        };
+        assert!(e.to_string().contains("headers as too large"), "{e}");
+        let e = ClientError::Unsealed {
+            status: StatusCode::OK,
+        };
+        assert_eq!(
+            e.to_string(),
+            "response to a sealed request was not sealed (HTTP 200 OK)"
+        );
     }
 }

@@ -20,6 +20,19 @@ pub enum ServerError {
     /// A key file exists but is not usable.
     #[error("{0}: {1}")]
     KeyFile(PathBuf, &'static str),
+    /// A key file that group or others may access.
+    #[error(
+        "{}: permissions {mode:04o} are too open: a key file must be private to its owner \
+         (chmod 600 {})",
+        .path.display(),
+        .path.display()
+    )]
+    KeyFileTooOpen {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// Session secrets at rest did not open (wrong storage key or corrupt row).
     #[error("sealed session secrets did not open (wrong storage key?)")]
     AtRest,
@@ -52,6 +65,8 @@ pub struct Refusal {
     pub retry_after: Option<u64>,
     /// The `sessioncert-refusal` tag proving the request did not run (PROTOCOL §14.1).
     pub tag: Option<[u8; 32]>,
+    /// A more precise explanation than the code's own, for the body's `message`.
+    pub detail: Option<&'static str>,
 }
 
 impl Refusal {
@@ -61,6 +76,7 @@ impl Refusal {
             code,
             retry_after: None,
             tag: None,
+            detail: None,
         }
     }
 
@@ -70,10 +86,20 @@ impl Refusal {
             code,
             retry_after: Some(seconds),
             tag: None,
+            detail: None,
         }
     }
 
+    /// The same refusal, explained by `detail` instead of the code's own message.
+    pub const fn with_detail(mut self, detail: &'static str) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+
     fn message(&self) -> &'static str {
+        if let Some(d) = self.detail {
+            return d;
+        }
         match self.code {
             ErrorCode::Malformed => "the request could not be parsed",
             ErrorCode::TooLarge => "the request body is too large",

@@ -98,7 +98,24 @@ fn hex_lower(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Reads a key file, refusing one that group or others may read or write (as ssh does
+/// with a private key): whoever can read it can impersonate the server or open its
+/// stored sessions.
 fn read_text(path: &Path) -> Result<Zeroizing<String>, ServerError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(path)
+            .map_err(|e| ServerError::io(path, e))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(ServerError::KeyFileTooOpen {
+                path: path.to_owned(),
+                mode: mode & 0o777,
+            });
+        }
+    }
     fs::read_to_string(path)
         .map(Zeroizing::new)
         .map_err(|e| ServerError::io(path, e))
@@ -217,6 +234,9 @@ impl ServerKeys {
     /// they expire, so clients holding an older configuration keep working).
     /// Returns the keys and whether a new identity was created.
     pub fn open_or_create(dir: &Path, now_ms: u64) -> Result<(Self, bool), ServerError> {
+        // The storage key first: a bad SESSIONCERT_STORAGE_KEY must be refused before
+        // an identity is created in an empty directory.
+        StorageKey::check_env()?;
         create_private_dir(dir)?;
         let created = !dir.join(IDENTITY_FILE).exists();
         let identity = if created {
@@ -402,6 +422,30 @@ impl StorageKey {
         let mut k = Zeroizing::new([0u8; 32]);
         sessioncert_proto::crypto::fill_random(k.as_mut())?;
         Ok(StorageKey(k))
+    }
+
+    /// Refuses a `SESSIONCERT_STORAGE_KEY` that is set but is not a key.
+    pub fn check_env() -> Result<(), ServerError> {
+        match std::env::var(STORAGE_KEY_ENV) {
+            Ok(v) => decode_32(&Zeroizing::new(v), Path::new(STORAGE_KEY_ENV)).map(drop),
+            Err(std::env::VarError::NotPresent) => Ok(()),
+            Err(std::env::VarError::NotUnicode(_)) => Err(ServerError::KeyFile(
+                PathBuf::from(STORAGE_KEY_ENV),
+                "is not valid UTF-8 (expected 32 bytes in base64url)",
+            )),
+        }
+    }
+
+    /// A public identifier of this key: HMAC-SHA256 under the key of a fixed label,
+    /// first 16 bytes in hex. Recorded beside the sessions it seals, so a start with
+    /// another key is told so instead of finding none of them readable; it reveals
+    /// nothing about the key.
+    pub fn key_id(&self) -> String {
+        use hmac::{Mac, SimpleHmac};
+        let mut mac = <SimpleHmac<sha2::Sha256> as Mac>::new_from_slice(self.0.as_ref())
+            .expect("HMAC takes a key of any length");
+        mac.update(b"sessioncert storage key id v1");
+        hex_lower(&mac.finalize().into_bytes()[..16])
     }
 
     /// From the environment variable if set, else from `dir/storage.key`, created if missing.

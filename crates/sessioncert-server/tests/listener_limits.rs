@@ -370,6 +370,13 @@ async fn per_address_connection_cap_answers_429_and_closes() {
     assert_eq!(seen.status(), Some(429), "{}", seen.text());
     assert_eq!(seen.header(ERROR_HEADER).as_deref(), Some("rate_limited"));
     assert!(seen.closed_after.is_some());
+    // A peer over the cap that never sends a head is still answered and closed within
+    // about a second: waiting for the head is bounded.
+    let mut silent = TcpStream::connect(srv.addr).await.unwrap();
+    let seen = read_until_closed(&mut silent, 3 * SEC).await;
+    assert_eq!(seen.status(), Some(429), "{}", seen.text());
+    let closed = seen.closed_after.expect("closed");
+    assert!(closed < Duration::from_millis(2500), "{closed:?}");
     drop(a);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut d = TcpStream::connect(srv.addr).await.unwrap();

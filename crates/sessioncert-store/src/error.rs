@@ -43,6 +43,18 @@ pub enum StoreError {
     /// `established` sessions can be inserted or progressed).
     #[error("session state {0} is not allowed for this operation")]
     InvalidState(SessionState),
+    /// The database's sessions are sealed under another storage key than the one this
+    /// server presented ([`crate::SqliteStore::open_server`]). Nothing was changed.
+    #[error(
+        "the sessions in this database are sealed under another storage key (key id {recorded}; \
+         this start has key id {presented})"
+    )]
+    StorageKeyMismatch {
+        /// The key id recorded in the database.
+        recorded: String,
+        /// The key id of the key this start uses.
+        presented: String,
+    },
     /// Another server-mode instance (this or another process) holds the database.
     #[error("another server already has the session database open (lock file {})", .0.display())]
     AlreadyInUse(PathBuf),

@@ -1204,3 +1204,39 @@ async fn memory_store_is_usable_as_a_trait_object() {
         .unwrap();
     assert!(store.load(&id(1)).await.unwrap().is_some());
 }
+
+/// A server start with another storage key is refused before anything changes: no
+/// recovery, the clean stop still counts, the sessions stay live for the right key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_another_storage_key_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    {
+        let (store, _) = SqliteStore::open_server(&path, "key-a").unwrap();
+        store
+            .insert(record(1, SessionState::Established, 1_000))
+            .await
+            .unwrap();
+        store.shutdown().await.unwrap();
+    }
+    for _ in 0..2 {
+        match SqliteStore::open_server(&path, "key-b") {
+            Err(StoreError::StorageKeyMismatch {
+                recorded,
+                presented,
+            }) => {
+                assert_eq!((recorded.as_str(), presented.as_str()), ("key-a", "key-b"));
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("a start with another storage key was accepted"),
+        }
+    }
+    let (store, report) = SqliteStore::open_server(&path, "key-a").unwrap();
+    assert_eq!(
+        report,
+        StartupReport::default(),
+        "the clean stop still counts"
+    );
+    assert_eq!(store.load_live().await.unwrap().len(), 1);
+    store.shutdown().await.unwrap();
+}

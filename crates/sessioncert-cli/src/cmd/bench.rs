@@ -9,6 +9,7 @@ use serde_json::json;
 use sessioncert_client::{Client, Pin, Trust};
 use std::future::Future;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,9 @@ pub struct Common {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Print a progress line on stderr this often (0s: never).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    progress: Duration,
 }
 
 /// Arguments of `bench handshake`.
@@ -160,6 +164,13 @@ impl Report {
     }
 }
 
+/// One worker's running totals, for the progress line.
+#[derive(Default)]
+struct Counters {
+    ok: AtomicU64,
+    errors: AtomicU64,
+}
+
 /// Runs `op` from `concurrency` workers for `duration`.
 async fn drive<S, F, Fut>(c: &Common, states: Vec<S>, op: F) -> Report
 where
@@ -170,7 +181,32 @@ where
     let start = Instant::now();
     let deadline = start + c.duration;
     let mut tasks = Vec::new();
-    for s in states {
+    // Per worker, so counting costs no shared cache line; summed by the progress line.
+    let counters: Vec<Arc<Counters>> = (0..states.len()).map(|_| Arc::default()).collect();
+    let progress = (!c.progress.is_zero() && c.progress < c.duration).then(|| {
+        let counters = counters.clone();
+        let (every, total) = (c.progress, c.duration);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tick.tick().await;
+                let (ok, errors) = counters.iter().fold((0, 0), |(o, e), c| {
+                    (
+                        o + c.ok.load(Ordering::Relaxed),
+                        e + c.errors.load(Ordering::Relaxed),
+                    )
+                });
+                let t = start.elapsed();
+                eprintln!(
+                    "sessioncert bench: {:.0}s/{:.0}s ok={ok} errors={errors} ({:.0}/s)",
+                    t.as_secs_f64(),
+                    total.as_secs_f64(),
+                    ok as f64 / t.as_secs_f64()
+                );
+            }
+        })
+    });
+    for (s, counter) in states.into_iter().zip(counters) {
         let op = op.clone();
         let s = Arc::new(s);
         tasks.push(tokio::spawn(async move {
@@ -182,10 +218,12 @@ where
                 match op(s.clone()).await {
                     Ok(()) => {
                         ok += 1;
+                        counter.ok.fetch_add(1, Ordering::Relaxed);
                         lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
                     }
                     Err(e) => {
                         errors += 1;
+                        counter.errors.fetch_add(1, Ordering::Relaxed);
                         *kinds.entry(kind_of(&e)).or_default() += 1;
                         last_error = Some(format!("{e:#}"));
                     }
@@ -214,6 +252,9 @@ where
         }
     }
     r.elapsed = start.elapsed();
+    if let Some(p) = progress {
+        p.abort();
+    }
     r.latencies_us.sort_unstable();
     r
 }

@@ -9,12 +9,15 @@ pub mod sessions;
 use sessioncert_client::ClientError;
 
 /// Exit status: 1 generic failure, 3 server identity not trusted (wrong pin), 4 refused
-/// by the server, 5 could not connect to the server. (clap uses 2 for usage errors.)
+/// by the server, 5 could not connect to the server or it did not answer in time.
+/// (clap uses 2 for usage errors.)
 pub fn exit_code_of(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<ClientError>() {
         Some(c) if c.is_untrusted() => 3,
         Some(c) if c.code().is_some() => 4,
-        Some(ClientError::Http(e)) if e.is_connect() => 5,
+        // Could not connect, or no answer in time before the request was sent (a sent
+        // request that timed out is an unknown outcome, exit 6, unless idempotent).
+        Some(ClientError::Http(e)) if e.is_connect() || e.is_timeout() => 5,
         _ => 1,
     }
 }

@@ -18,10 +18,11 @@ pub const EXIT_OUTCOME_UNKNOWN: u8 = 6;
 #[derive(Args)]
 #[command(
     after_help = "Exit status: 0 ok; 1 failure; 2 usage error; 3 server identity not trusted \
-(wrong pin); 4 refused by the server; 5 server unreachable; 6 outcome unknown: the request was \
+(wrong pin); 4 refused by the server; 5 server unreachable or not answering in time (nothing \
+was executed, or the request is idempotent); 6 outcome unknown: the request was \
 sent, then the session was refused or the connection failed, so the server may or may not have \
 executed it; it was not re-sent (it is not idempotent): check before retrying; 22 with -f when \
-the opened status is 400 or above.
+the opened status is 400 or above (the body is then not printed).
 
 A session file (--session) is used by one process at a time: it is locked (FILE.lock) while \
 the command runs, and a second command on the same file waits up to 5 s for it. A FILE that \
@@ -64,7 +65,8 @@ pub struct RequestArgs {
     /// Print the response status and headers before the body.
     #[arg(short = 'i', long)]
     include: bool,
-    /// Exit with status 22 when the (opened) response status is 400 or above.
+    /// Exit with status 22, printing no body, when the (opened) response status is 400
+    /// or above.
     #[arg(short = 'f', long)]
     fail: bool,
     /// The request is safe to send twice: if the server refuses the session after it
@@ -85,6 +87,11 @@ pub struct RequestArgs {
     /// Silent: no warnings on stderr (errors are still printed).
     #[arg(short = 's', long)]
     silent: bool,
+    /// Verbose: each protocol step on stderr — key configuration, handshake (suite,
+    /// session id), the sealed request and its opened response, with timings. Never a
+    /// key or a body.
+    #[arg(short = 'v', long, conflicts_with = "silent")]
+    verbose: bool,
     /// Leave the session open on the server at exit (without --session it is closed).
     #[arg(long)]
     keep_session: bool,
@@ -163,6 +170,7 @@ fn read_at(path: &str) -> anyhow::Result<Vec<u8>> {
 
 /// Sends the request and prints the opened body.
 pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
+    init_logs(a.verbose);
     let (base, path) = split_url(&with_scheme(&a.url))?;
     let trust = match (&a.pin, a.tofu) {
         (Some(p), _) => Trust::Pin(p.parse::<Pin>().context("bad --pin")?),
@@ -241,6 +249,16 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
         }
         req = req.body(b);
     }
+    let started = std::time::Instant::now();
+    if a.verbose {
+        eprintln!(
+            "> {method_name} {path} ({})",
+            if a.full { "full mode" } else { "header mode" }
+        );
+        for h in &a.headers {
+            eprintln!("> {}", h.trim());
+        }
+    }
     let resp = match req.send().await {
         Ok(r) => r,
         Err(e @ ClientError::OutcomeUnknown { .. }) => {
@@ -256,6 +274,15 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
         client.save_session(f).await?;
     }
     let status = resp.status();
+    if a.verbose {
+        eprintln!(
+            "< HTTP {status} ({} ms in all)",
+            started.elapsed().as_millis()
+        );
+        for (k, v) in resp.headers() {
+            eprintln!("< {k}: {}", String::from_utf8_lossy(v.as_bytes()));
+        }
+    }
     let mut out = std::io::stdout().lock();
     if a.include {
         writeln!(out, "HTTP {status}")?;
@@ -264,7 +291,11 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
         }
         writeln!(out)?;
     }
+    // As curl -f: an error status prints no body (it would pass for the answer in a
+    // pipeline or an -o file).
+    let failed = a.fail && status.as_u16() >= 400;
     match &a.output {
+        _ if failed => {}
         Some(path) => std::fs::write(path, resp.bytes())
             .with_context(|| format!("cannot write {}", path.display()))?,
         None => out.write_all(&resp.bytes())?,
@@ -277,19 +308,71 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
             tracing::debug!(error = %e, "closing the one-shot session failed");
         }
     }
-    if a.fail && status.as_u16() >= 400 {
+    if failed {
         eprintln!("sessioncert: server answered {status}");
         return Ok(ExitCode::from(22));
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// The client library's log events on stderr with `-v`: every protocol step,
+/// curl-style (`* …`), and its warnings. Without `-v` the command's own one-line error
+/// says what went wrong (the library's warnings would repeat it). `RUST_LOG` overrides.
+fn init_logs(verbose: bool) {
+    let default = if verbose {
+        "sessioncert_client=debug"
+    } else {
+        "off"
+    };
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .event_format(StepLine)
+        .try_init();
+}
+
+/// One stderr line per event: `* message field=value …` for steps, `sessioncert:
+/// warning: …` for warnings; no timestamps, levels or module paths.
+struct StepLine;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for StepLine
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut w: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let prefix = if *event.metadata().level() <= tracing::Level::WARN {
+            "sessioncert: warning: "
+        } else {
+            "* "
+        };
+        w.write_str(prefix)?;
+        ctx.field_format().format_fields(w.by_ref(), event)?;
+        writeln!(w)
+    }
+}
+
 /// The one stderr line for an unknown outcome: what happened, its cause, what to do.
 fn outcome_unknown_line(e: &ClientError, method: &str, idempotent: bool) -> String {
+    let said = e.to_string();
     let mut causes = Vec::new();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        causes.push(s.to_string());
+        let text = s.to_string();
+        // The outcome message often says its cause already; say it once.
+        if !said.contains(&text) && !causes.contains(&text) {
+            causes.push(text);
+        }
         source = s.source();
     }
     let hint = if idempotent {
@@ -297,7 +380,11 @@ fn outcome_unknown_line(e: &ClientError, method: &str, idempotent: bool) -> Stri
     } else {
         format!(" If this {method} is safe to send twice, --idempotent re-sends it automatically.")
     };
-    let line = format!("{e}. Cause: {}.{hint}", causes.join(": "));
+    let line = if causes.is_empty() {
+        format!("{said}.{hint}")
+    } else {
+        format!("{said}. Cause: {}.{hint}", causes.join(": "))
+    };
     line.replace(['\n', '\r'], " ")
 }
 

@@ -5,14 +5,17 @@ use crate::demo;
 use anyhow::Context;
 use clap::Args;
 use sessioncert_proto::{ServerPolicy, Suite};
-use sessioncert_server::keys::DATABASE_FILE;
+use sessioncert_server::keys::{DATABASE_FILE, STORAGE_KEY_ENV, STORAGE_KEY_FILE};
 use sessioncert_server::{now_ms, Limits, ListenerLimits, ServerKeys, SessionCert};
-use sessioncert_store::{MemoryStore, OpenMode, SessionStore, SqliteStore, StoreError};
+use sessioncert_store::{MemoryStore, SessionStore, SqliteStore, StoreError};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Log target of the start and stop lines, shown at any log level.
+const START_STOP: &str = "sessioncert::start_stop";
 
 /// How long open connections may take to finish after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -151,7 +154,14 @@ fn parse_suites(s: &str) -> anyhow::Result<Vec<Suite>> {
 
 fn init_logs(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        // The start and stop lines (address, pin, sessions kept) whatever the level:
+        // an operator who turns logs down to warnings still needs the pin.
+        .add_directive(
+            format!("{START_STOP}=info")
+                .parse()
+                .expect("a valid directive"),
+        );
     // Colour only for a person at a terminal: never into files and pipes, never with
     // NO_COLOR (https://no-color.org) set.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
@@ -181,11 +191,15 @@ fn reserve_port(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
 }
 
 /// Opens the SQLite store, waiting briefly if a previous server is still shutting down.
-async fn open_store(path: PathBuf) -> anyhow::Result<Arc<dyn SessionStore>> {
+async fn open_store(
+    path: PathBuf,
+    storage_key_id: String,
+) -> anyhow::Result<Arc<dyn SessionStore>> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         let p = path.clone();
-        match tokio::task::spawn_blocking(move || SqliteStore::open(&p, OpenMode::Server)).await? {
+        let id = storage_key_id.clone();
+        match tokio::task::spawn_blocking(move || SqliteStore::open_server(&p, &id)).await? {
             Ok((store, report)) => {
                 if report.unclean_previous_shutdown {
                     tracing::warn!(
@@ -197,6 +211,26 @@ async fn open_store(path: PathBuf) -> anyhow::Result<Arc<dyn SessionStore>> {
             }
             Err(StoreError::AlreadyInUse(_)) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e @ StoreError::StorageKeyMismatch { .. }) => {
+                let source = if std::env::var_os(STORAGE_KEY_ENV).is_some() {
+                    format!("{STORAGE_KEY_ENV} (set now)")
+                } else {
+                    format!(
+                        "{} ({STORAGE_KEY_ENV} is not set now)",
+                        path.with_file_name(STORAGE_KEY_FILE).display()
+                    )
+                };
+                return Err(e).with_context(|| {
+                    format!(
+                        "refusing to start: {} was written with another storage key than this \
+                         start's, from {source}. Start with the key the sessions were sealed \
+                         under (was {STORAGE_KEY_ENV} set before?), or move {} away to start \
+                         with no sessions. Nothing was changed",
+                        path.display(),
+                        path.display()
+                    )
+                });
             }
             Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
         }
@@ -323,7 +357,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let store: Arc<dyn SessionStore> = if a.memory {
         Arc::new(MemoryStore::new())
     } else {
-        open_store(a.data.join(DATABASE_FILE)).await?
+        open_store(a.data.join(DATABASE_FILE), keys.storage_key().key_id()).await?
     };
     let policy = ServerPolicy {
         suites,
@@ -368,7 +402,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let listener = socket
         .listen(1024)
         .with_context(|| format!("cannot listen on {}", a.addr))?;
-    tracing::info!(addr = %a.addr, pin = %pin, "sessioncert serving; clients pin this identity");
+    tracing::info!(target: START_STOP, addr = %a.addr, pin = %pin, "sessioncert serving; clients pin this identity");
     // On SIGTERM/SIGINT: stop accepting, give open connections the grace period to
     // finish, cut the rest and return — the sessions must be persisted (and the stop
     // recorded as clean) before a supervisor gives up on us.
@@ -384,6 +418,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!("shutting down: persisting sessions");
     sc.shutdown().await.context("clean shutdown failed")?;
     tracing::info!(
+        target: START_STOP,
         live_sessions = sc.manager().live_sessions(),
         "stopped cleanly"
     );

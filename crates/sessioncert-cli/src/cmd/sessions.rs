@@ -119,6 +119,18 @@ pub async fn run(cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
             let store = open(&data)?;
             let live_only = !all && state.is_none_or(|s| s.is_live());
             let mut rows = store.list(live_only).await?;
+            // A live row whose lifetime or idle time ran out is expired now, whether or
+            // not a server has swept it yet: it can no longer be used.
+            let now = now_ms();
+            for r in rows.iter_mut() {
+                if r.state.is_live() && expiry(r) <= now {
+                    r.state = SessionState::Expired;
+                    r.ended_at_ms.get_or_insert(expiry(r));
+                }
+            }
+            if live_only {
+                rows.retain(|r| r.state.is_live());
+            }
             rows.retain(|r| state.is_none_or(|s| r.state == s));
             if let Some(c) = &client {
                 rows.retain(|r| r.client_addr.as_deref() == Some(c.as_str()));

@@ -24,6 +24,8 @@ pub(super) async fn fetch_config(
     trust: Trust,
 ) -> Result<VerifiedKeyConfig, ClientError> {
     let url = join(base, wire::CONFIG_PATH)?;
+    let started = std::time::Instant::now();
+    debug!(%url, "fetching the server's signed key configuration");
     let resp = http.get(url).send().await?;
     if resp.headers().contains_key(&H_ERROR) {
         return Err(refusal(resp).await);
@@ -52,7 +54,12 @@ pub(super) async fn fetch_config(
             config.identity,
             config.identity
         ),
-        Trust::Pin(_) => debug!(identity = %config.identity, "key configuration verified"),
+        Trust::Pin(_) => debug!(
+            identity = %config.identity,
+            handshake_keys = config.keys.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "key configuration verified: signed by the pinned identity"
+        ),
     }
     Ok(config)
 }

@@ -263,7 +263,14 @@ impl Inner {
                 .encode(),
             );
             let sealed = self.seal(slot, &RequestBinding::Full, &inner).await?;
-            debug!(session = %slot.id, seq = sealed.expect.seq, "sending sealed full-mode request");
+            debug!(
+                session = %slot.id,
+                seq = sealed.expect.seq,
+                method = %p.method,
+                path = p.url.path(),
+                bytes = p.body.len(),
+                "sending sealed request (full mode: method, path, headers and body sealed)"
+            );
             let mut rb = self
                 .http
                 .post(self.url(wire::FULL_PATH)?)
@@ -300,7 +307,15 @@ impl Inner {
                 covered: &covered_refs,
             });
             let sealed = self.seal(slot, &binding, &p.body).await?;
-            debug!(session = %slot.id, seq = sealed.expect.seq, method = %p.method, "sending sealed request");
+            debug!(
+                session = %slot.id,
+                seq = sealed.expect.seq,
+                method = %p.method,
+                path = p.url.path(),
+                bytes = p.body.len(),
+                covered = covered.len(),
+                "sending sealed request (header mode: body sealed, method, origin, path and query bound)"
+            );
             let mut rb = self
                 .http
                 .request(p.method.clone(), p.url.clone())
@@ -349,8 +364,27 @@ impl Inner {
         rb: reqwest::RequestBuilder,
         expect: &ResponseExpectation,
     ) -> Result<Response, ClientError> {
+        let started = std::time::Instant::now();
         let resp = rb.send().await?;
-        self.open(slot, expect, resp).await
+        let r = self.open(slot, expect, resp).await;
+        match &r {
+            Ok(r) => debug!(
+                session = %slot.id,
+                seq = expect.seq,
+                status = r.status().as_u16(),
+                bytes = r.bytes().len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "response opened: authentic, from this session, for this request"
+            ),
+            Err(e) => debug!(
+                session = %slot.id,
+                seq = expect.seq,
+                error = %e,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "response not opened"
+            ),
+        }
+        r
     }
 
     /// Authenticates and opens the answer to a sealed request.

@@ -106,6 +106,12 @@ impl Inner {
                 suites: self.suites.clone(),
             };
             let (hs, hello) = ClientHandshake::start(&config, offer, now_ms())?;
+            let started = std::time::Instant::now();
+            debug!(
+                suites = ?self.suites,
+                bytes = hello.len(),
+                "handshake: sending the client hello"
+            );
             let resp = self
                 .http
                 .post(self.url(wire::HANDSHAKE_PATH)?)
@@ -140,6 +146,7 @@ impl Inner {
                 suite = %hello.suite,
                 version = hello.version,
                 expires_at_ms = hello.expires_at_ms,
+                elapsed_ms = started.elapsed().as_millis() as u64,
                 "sessioncert handshake done; the first request confirms the session"
             );
             return Ok(Slot::new(

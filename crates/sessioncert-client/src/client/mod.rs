@@ -97,6 +97,133 @@ pub(crate) struct Inner {
     persisted: tokio::sync::Mutex<Option<(u64, u64)>>,
 }
 
+impl Inner {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        base: Url,
+        base_str: String,
+        http: reqwest::Client,
+        identity: Pin,
+        suites: Vec<Suite>,
+        max_response_bytes: usize,
+        config: Option<VerifiedKeyConfig>,
+        config_floor: u64,
+        files: Vec<PathBuf>,
+        file_locks: Vec<SessionLock>,
+        lock_timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        let origin = base.origin().ascii_serialization();
+        Ok(Inner {
+            target_header: HeaderValue::from_str(&origin)
+                .map_err(|_| ClientError::InvalidUrl("origin is not a header value".into()))?,
+            target: origin,
+            base,
+            base_str,
+            http,
+            identity,
+            suites,
+            max_response_bytes,
+            // Never below what an earlier process accepted (kept in the session file).
+            config_high_water: AtomicU64::new(
+                config
+                    .as_ref()
+                    .map_or(0, |c| c.issued_at_ms)
+                    .max(config_floor),
+            ),
+            config: Mutex::new(config),
+            current: Mutex::new(None),
+            next_generation: AtomicU64::new(1),
+            handshake_lock: tokio::sync::Mutex::new(()),
+            files: Mutex::new(files),
+            file_locks: Mutex::new(file_locks),
+            lock_timeout,
+            persisted: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Makes a session loaded from a file the current one.
+    fn install_loaded(&self, l: crate::file::LoadedSession, now: u64) {
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        let last_used = l.modified_ms.unwrap_or(now).min(now);
+        let slot = Slot::new(
+            generation,
+            l.session,
+            l.expires_at_ms,
+            l.idle_timeout_ms,
+            last_used,
+        );
+        info!(session = %slot.id, next_seq = slot.info().next_seq, "continuing session from session file");
+        *lock(&self.current) = Some(Arc::new(slot));
+    }
+}
+
+/// The session file `path` holds a live session with another server and is about to
+/// be given to this one: close that session on its own server (sealed close) so it is
+/// not left live there until it expires. The session is cleared from the file first
+/// (the file keeps that server's identity), so its keys can never seal another message
+/// after this close, whatever happens next. Best effort: a failure is logged and the
+/// session then lives on there until it expires, as it would have.
+async fn close_other_servers_session(
+    path: &std::path::Path,
+    other: crate::file::LoadedSession,
+    http: &reqwest::Client,
+    max_response_bytes: usize,
+) {
+    let cleared = crate::file::KnownServer {
+        base_url: other.base_url.clone(),
+        pin: other.pin,
+        config_issued_at_ms: other.config_issued_at_ms,
+    }
+    .to_json()
+    .and_then(|json| crate::file::write_atomic(path, &json).map_err(ClientError::from));
+    if let Err(e) = cleared {
+        warn!(path = %path.display(), error = %e, "could not clear the other server's session from the session file; leaving it");
+        return;
+    }
+    let (old_base, old_base_str) = match parse_base(&other.base_url) {
+        Ok(b) => b,
+        Err(e) => {
+            warn!(error = %e, "session file names an unusable base URL; its session is not closed");
+            return;
+        }
+    };
+    let now = now_ms();
+    let inner = match Inner::new(
+        old_base,
+        old_base_str,
+        http.clone(),
+        other.pin,
+        vec![other.session.suite()],
+        max_response_bytes,
+        None,
+        other.config_issued_at_ms,
+        Vec::new(),
+        Vec::new(),
+        Duration::ZERO,
+    ) {
+        Ok(i) => Arc::new(i),
+        Err(e) => {
+            warn!(error = %e, "cannot close the other server's session");
+            return;
+        }
+    };
+    let base = other.base_url.clone();
+    inner.install_loaded(other, now);
+    match (Client { inner }).close().await {
+        Ok(()) => info!(
+            path = %path.display(),
+            server = %base,
+            "the session file held a session with another server; closed it there"
+        ),
+        Err(e) => warn!(
+            path = %path.display(),
+            server = %base,
+            error = %e,
+            "the session file held a session with another server; closing it there failed, so it stays live there until it expires"
+        ),
+    }
+}
+
 /// An encrypted-session HTTP client. Cheap to clone (all clones share one session);
 /// `Send + Sync`; any number of requests may run concurrently.
 #[derive(Clone)]
@@ -228,6 +355,9 @@ impl ClientBuilder {
         let (loaded, config_floor, known_pin) = match &self.session_file {
             Some(path) => {
                 let f = persist::load_matching(path, &base_str, self.trust, &self.suites, now)?;
+                if let Some(other) = f.other_server {
+                    close_other_servers_session(path, other, &http, self.max_response_bytes).await;
+                }
                 (f.session, f.config_issued_at_ms, f.known_pin)
             }
             None => (None, 0, None),
@@ -263,46 +393,22 @@ impl ClientBuilder {
                 });
             }
         }
-        let origin = base.origin().ascii_serialization();
-        let inner = Arc::new(Inner {
-            target_header: HeaderValue::from_str(&origin)
-                .map_err(|_| ClientError::InvalidUrl("origin is not a header value".into()))?,
-            target: origin,
+        let inner = Arc::new(Inner::new(
             base,
             base_str,
             http,
             identity,
-            suites: self.suites,
-            max_response_bytes: self.max_response_bytes,
-            // Never below what an earlier process accepted (kept in the session file).
-            config_high_water: AtomicU64::new(
-                config
-                    .as_ref()
-                    .map_or(0, |c| c.issued_at_ms)
-                    .max(config_floor),
-            ),
-            config: Mutex::new(config),
-            current: Mutex::new(None),
-            next_generation: AtomicU64::new(1),
-            handshake_lock: tokio::sync::Mutex::new(()),
-            files: Mutex::new(self.session_file.into_iter().collect()),
-            file_locks: Mutex::new(file_lock.into_iter().collect()),
-            lock_timeout: self.lock_timeout,
-            persisted: tokio::sync::Mutex::new(None),
-        });
+            self.suites,
+            self.max_response_bytes,
+            config,
+            config_floor,
+            self.session_file.into_iter().collect(),
+            file_lock.into_iter().collect(),
+            self.lock_timeout,
+        )?);
 
         if let Some(l) = loaded {
-            let generation = inner.next_generation.fetch_add(1, Ordering::Relaxed);
-            let last_used = l.modified_ms.unwrap_or(now).min(now);
-            let slot = Slot::new(
-                generation,
-                l.session,
-                l.expires_at_ms,
-                l.idle_timeout_ms,
-                last_used,
-            );
-            info!(session = %slot.id, next_seq = slot.info().next_seq, "continuing session from session file");
-            *lock(&inner.current) = Some(Arc::new(slot));
+            inner.install_loaded(l, now);
         } else if !self.lazy {
             inner.renew(None).await?;
         }

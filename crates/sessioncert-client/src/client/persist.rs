@@ -21,6 +21,10 @@ pub(super) struct FromFile {
     pub(super) config_issued_at_ms: u64,
     /// The identity this client trusted at this base URL (for trust on first use).
     pub(super) known_pin: Option<Pin>,
+    /// A live session the file holds with another server (base URL or identity): the
+    /// file is about to be given to this one, so that session is closed on its own
+    /// server first instead of being left live there until it expires.
+    pub(super) other_server: Option<file::LoadedSession>,
 }
 
 /// Loads the session file if it exists and may be used; logs why not otherwise. A
@@ -36,6 +40,7 @@ pub(super) fn load_matching(
         session: None,
         config_issued_at_ms: 0,
         known_pin: None,
+        other_server: None,
     };
     let l = match file::load(path)? {
         FileState::Session(l) => *l,
@@ -51,6 +56,7 @@ pub(super) fn load_matching(
                     0
                 },
                 known_pin: same_server.then_some(k.pin),
+                other_server: None,
             });
         }
         FileState::Missing => {
@@ -91,6 +97,7 @@ pub(super) fn load_matching(
     } else {
         None
     };
+    let live_elsewhere = !same_server && now.saturating_add(EXPIRY_MARGIN_MS) < l.expires_at_ms;
     match why_not {
         Some(reason) => {
             info!(path = %path.display(), "ignoring session file: {reason}; handshaking anew");
@@ -98,12 +105,14 @@ pub(super) fn load_matching(
                 session: None,
                 config_issued_at_ms,
                 known_pin: (l.base_url == base_str).then_some(l.pin),
+                other_server: live_elsewhere.then_some(l),
             })
         }
         None => Ok(FromFile {
             known_pin: Some(l.pin),
             session: Some(l),
             config_issued_at_ms,
+            other_server: None,
         }),
     }
 }

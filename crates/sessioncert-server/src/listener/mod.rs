@@ -343,6 +343,9 @@ impl Drop for AddrSlot {
     }
 }
 
+/// Most bytes of a refused connection's request head read before it is answered.
+const REFUSED_HEAD_MAX: usize = 16 * 1024;
+
 /// The answer to a connection over the per-address cap: a plain HTTP/1.1 `429`.
 fn refused_response() -> Vec<u8> {
     let body = "{\"error\":\"rate_limited\",\"message\":\"too many connections from this client address\"}";
@@ -355,14 +358,41 @@ fn refused_response() -> Vec<u8> {
     .into_bytes()
 }
 
-/// Answers `429` without reading the request, then closes. Reads (and discards) a
-/// little for a moment first, so the close does not reset the connection before the
-/// peer has read the answer.
+/// Answers `429` to the first request head, then closes; within two seconds in all.
+///
+/// The head is awaited (at most [`REFUSED_HEAD_MAX`] bytes and half a second, then
+/// discarded) so that the answer arrives as the response to a request: an answer sent
+/// before the client has written anything reads, to an HTTP client, as a broken
+/// connection ("unexpected message") instead of a refusal. Afterwards it reads (and
+/// discards) a little more for a moment, so the close does not reset the connection
+/// before the peer has read the answer.
 async fn refuse(mut tcp: TcpStream, _slot: OwnedSemaphorePermit) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        let mut read = 0usize;
+        // The last bytes seen, to find the blank line that ends the head across reads.
+        let mut tail = [0u8; 4];
+        while read < REFUSED_HEAD_MAX {
+            let n = tokio::io::AsyncReadExt::read(&mut tcp, &mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            read += n;
+            let mut end = false;
+            for &b in &buf[..n] {
+                tail = [tail[1], tail[2], tail[3], b];
+                end |= &tail == b"\r\n\r\n";
+            }
+            if end {
+                break;
+            }
+        }
+        Ok::<_, io::Error>(())
+    })
+    .await;
+    let _ = tokio::time::timeout(Duration::from_millis(1500), async {
         tcp.write_all(&refused_response()).await?;
         tcp.shutdown().await?;
-        let mut buf = [0u8; 4096];
         let mut left = 64 * 1024usize;
         while left > 0 {
             match tokio::io::AsyncReadExt::read(&mut tcp, &mut buf).await? {

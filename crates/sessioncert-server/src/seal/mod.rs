@@ -41,11 +41,18 @@ pub struct SealedContext {
     pub full: bool,
 }
 
+/// What a plain request to a sealed route is told.
+pub(crate) const NOT_SEALED: &str = "this route takes sealed requests only, and this one is \
+not sealed (no sessioncert-session header): send it through a sessioncert client, e.g. \
+`sessioncert request --pin PIN URL` (the pin comes from `sessioncert fingerprint`)";
+
 /// Reads the session id header.
 pub(crate) fn session_id(headers: &HeaderMap) -> Result<SessionId, Refusal> {
-    headers
-        .get(&H_SESSION)
-        .and_then(|v| v.to_str().ok())
+    let Some(v) = headers.get(&H_SESSION) else {
+        return Err(Refusal::new(ErrorCode::Malformed).with_detail(NOT_SEALED));
+    };
+    v.to_str()
+        .ok()
         .and_then(|s| s.parse().ok())
         .ok_or(Refusal::new(ErrorCode::Malformed))
 }

@@ -107,6 +107,27 @@ impl SqliteStore {
     /// [`StoreError::AlreadyInUse`] if another server holds it) and runs crash
     /// recovery. Blocking: call it before serving, or from `spawn_blocking`.
     pub fn open(path: &Path, mode: OpenMode) -> Result<(SqliteStore, StartupReport), StoreError> {
+        Self::open_checked(path, mode, None)
+    }
+
+    /// [`SqliteStore::open`] for a server whose session secrets are sealed under a
+    /// storage key: `storage_key_id` (a public identifier of that key, e.g. a MAC of a
+    /// fixed label under it) is recorded on first use, and a database recorded under
+    /// another key is refused with [`StoreError::StorageKeyMismatch`] **before** anything
+    /// in it changes (no recovery, not marked running), so a start with a forgotten or
+    /// wrong key neither ends the stored sessions nor spoils the last clean stop.
+    pub fn open_server(
+        path: &Path,
+        storage_key_id: &str,
+    ) -> Result<(SqliteStore, StartupReport), StoreError> {
+        Self::open_checked(path, OpenMode::Server, Some(storage_key_id))
+    }
+
+    fn open_checked(
+        path: &Path,
+        mode: OpenMode,
+        storage_key_id: Option<&str>,
+    ) -> Result<(SqliteStore, StartupReport), StoreError> {
         schema::prepare_files(path)?;
         let server_lock = match mode {
             OpenMode::Server => Some(schema::acquire_server_lock(path)?),
@@ -115,7 +136,9 @@ impl SqliteStore {
         let mut conn = schema::open_connection(path, schema::Role::Writer)?;
         schema::migrate(&mut conn)?;
         let report = match mode {
-            OpenMode::Server => schema::recover_and_mark_running(&mut conn, path, now_ms())?,
+            OpenMode::Server => {
+                schema::recover_and_mark_running(&mut conn, path, now_ms(), storage_key_id)?
+            }
             OpenMode::Admin => StartupReport::default(),
         };
         let reader = schema::open_connection(path, schema::Role::Reader)?;

@@ -16,6 +16,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Meta key of the clean-shutdown flag: "1" after a clean shutdown, "0" while a
 /// server runs.
 pub(super) const CLEAN_SHUTDOWN: &str = "clean_shutdown";
+/// Meta key: the public identifier of the storage key the sessions are sealed under.
+pub(super) const STORAGE_KEY_ID: &str = "storage_key_id";
 
 /// The file beside the database that holds the token of the last clean stop. A stop
 /// counts as clean only when the database and this file name the same token, and the
@@ -231,10 +233,25 @@ pub(super) fn recover_and_mark_running(
     conn: &mut Connection,
     db: &Path,
     now_ms: u64,
+    storage_key_id: Option<&str>,
 ) -> Result<StartupReport, StoreError> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     let result = (|| {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // First, before anything changes: sessions sealed under another key would all
+        // fail to open and be ended; refuse instead (dropping `tx` rolls back).
+        if let Some(id) = storage_key_id {
+            match rows::meta_get(&tx, STORAGE_KEY_ID)? {
+                Some(recorded) if recorded != id => {
+                    return Err(StoreError::StorageKeyMismatch {
+                        recorded,
+                        presented: id.to_owned(),
+                    })
+                }
+                Some(_) => {}
+                None => rows::meta_set(&tx, STORAGE_KEY_ID, id)?,
+            }
+        }
         let token_file = clean_stop_token_path(db);
         let unclean = match rows::meta_get(&tx, CLEAN_SHUTDOWN)? {
             // Clean only if the stop's token is still beside the database (§ above).
