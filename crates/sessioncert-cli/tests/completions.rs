@@ -39,7 +39,10 @@ fn subcommands(parent: &[&str]) -> Vec<String> {
 #[test]
 fn bash_completion_knows_every_subcommand_and_loads_in_bash() {
     let subs = subcommands(&[]);
-    assert!(subs.len() >= 8 && subs.contains(&"man".to_owned()), "{subs:?}");
+    assert!(
+        subs.len() >= 8 && subs.contains(&"man".to_owned()),
+        "{subs:?}"
+    );
     let script = stdout_of(&["completions", "bash"]);
     for sub in subs.iter().chain(subcommands(&["sessions"]).iter()) {
         assert!(script.contains(sub.as_str()), "bash completion lacks {sub}");
@@ -57,8 +60,15 @@ fn bash_completion_knows_every_subcommand_and_loads_in_bash() {
         .expect("cannot run bash");
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "sourcing failed: {o:?}");
-    assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(out.starts_with("complete ") && out.trim_end().ends_with(" sessioncert"), "{out}");
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.starts_with("complete ") && out.trim_end().ends_with(" sessioncert"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -67,23 +77,38 @@ fn every_shell_gets_a_script_and_an_unknown_one_is_refused() {
     for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
         let script = stdout_of(&["completions", shell]);
         for sub in &subs {
-            assert!(script.contains(sub.as_str()), "{shell} completion lacks {sub}");
+            assert!(
+                script.contains(sub.as_str()),
+                "{shell} completion lacks {sub}"
+            );
         }
     }
     let o = run(&["completions", "tcsh"]);
     assert_eq!(o.status.code(), Some(2), "{o:?}");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("possible values"), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("possible values"),
+        "{o:?}"
+    );
 }
 
 #[test]
 fn man_prints_the_main_page_and_writes_one_per_command() {
     let page = stdout_of(&["man"]);
-    assert!(page.contains("\n.TH sessioncert 1 "), "not a roff man page: {page}");
-    assert!(page.contains(".SH SYNOPSIS") && page.contains(".SH SUBCOMMANDS"), "{page}");
+    assert!(
+        page.contains("\n.TH sessioncert 1 "),
+        "not a roff man page: {page}"
+    );
+    assert!(
+        page.contains(".SH SYNOPSIS") && page.contains(".SH SUBCOMMANDS"),
+        "{page}"
+    );
     let subs = subcommands(&[]);
     for sub in &subs {
         // roff escapes the hyphen: sessioncert\-serve(1)
-        assert!(page.contains(&format!("sessioncert\\-{sub}(1)")), "main page lacks {sub}");
+        assert!(
+            page.contains(&format!("sessioncert\\-{sub}(1)")),
+            "main page lacks {sub}"
+        );
     }
 
     let dir = tempfile::tempdir().unwrap();

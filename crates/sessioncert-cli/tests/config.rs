@@ -78,7 +78,12 @@ fn settings_of(dir: &Path, args: &[&OsStr], env: &[(&str, &str)]) -> String {
         .env("RUST_LOG", "info")
         .arg("serve")
         .args(args)
-        .args(["--addr".as_ref(), addr.as_ref(), "--data".as_ref(), data.as_os_str()]);
+        .args([
+            "--addr".as_ref(),
+            addr.as_ref(),
+            "--data".as_ref(),
+            data.as_os_str(),
+        ]);
     for (k, v) in env {
         c.env(k, v);
     }
@@ -102,11 +107,18 @@ fn a_flag_wins_over_the_environment_which_wins_over_the_file() {
     let config: [&OsStr; 2] = ["--config".as_ref(), file.as_os_str()];
     let env = [("SESSIONCERT_MAX_BODY", "3KiB")];
 
-    let line = settings_of(dir.path(), &[&config[..], &["--max-body".as_ref(), "4KiB".as_ref()]].concat(), &env);
+    let line = settings_of(
+        dir.path(),
+        &[&config[..], &["--max-body".as_ref(), "4KiB".as_ref()]].concat(),
+        &env,
+    );
     assert!(line.contains("max-body=4KiB [flag]"), "{line}");
     assert!(line.contains("idle-timeout=5m [file]"), "{line}");
     assert!(line.contains("limit-loopback=true [file]"), "{line}");
-    assert!(line.contains("session-lifetime=24h,"), "a default is untagged: {line}");
+    assert!(
+        line.contains("session-lifetime=24h,"),
+        "a default is untagged: {line}"
+    );
 
     let line = settings_of(dir.path(), &config, &env);
     assert!(line.contains("max-body=3KiB [env]"), "{line}");
@@ -116,7 +128,11 @@ fn a_flag_wins_over_the_environment_which_wins_over_the_file() {
     assert!(line.contains("config="), "the file is named: {line}");
 
     // A variable that says `false` beats the file's `true`.
-    let line = settings_of(dir.path(), &config, &[("SESSIONCERT_LIMIT_LOOPBACK", "false")]);
+    let line = settings_of(
+        dir.path(),
+        &config,
+        &[("SESSIONCERT_LIMIT_LOOPBACK", "false")],
+    );
     assert!(line.contains("limit-loopback=false [env]"), "{line}");
 
     // SESSIONCERT_CONFIG names the file as --config does.
@@ -142,7 +158,10 @@ fn wait_listening(server: &mut Server, port: u16, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Some(st) = server.0.try_wait().unwrap() {
-            panic!("server exited ({st}): {}", std::fs::read_to_string(log).unwrap_or_default());
+            panic!(
+                "server exited ({st}): {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
         }
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
@@ -192,7 +211,10 @@ fn a_server_runs_with_the_files_settings() {
         c.args(["fingerprint", "--data"]).arg(&data);
         c
     });
-    assert!(o.status.success(), "no identity in the file's data directory: {o:?}");
+    assert!(
+        o.status.success(),
+        "no identity in the file's data directory: {o:?}"
+    );
     pin.push_str(String::from_utf8_lossy(&o.stdout).trim());
     let url = format!("http://127.0.0.1:{port}/apiTest");
     let send = |size: usize| {
@@ -203,14 +225,20 @@ fn a_server_runs_with_the_files_settings() {
     let small = send(1500);
     assert!(small.status.success(), "{small:?}");
     let big = send(3000);
-    assert!(!big.status.success(), "a 3000-byte body passed a 2KiB limit: {big:?}");
+    assert!(
+        !big.status.success(),
+        "a 3000-byte body passed a 2KiB limit: {big:?}"
+    );
     assert!(stderr(&big).contains("413"), "{big:?}");
     let mut text = String::new();
     std::fs::File::open(&log)
         .unwrap()
         .read_to_string(&mut text)
         .unwrap();
-    assert!(settings_line(&text).contains("max-body=2KiB [file]"), "{text}");
+    assert!(
+        settings_line(&text).contains("max-body=2KiB [file]"),
+        "{text}"
+    );
 }
 
 /// Refused before anything is opened, exit 2, one line naming the file and the setting.
@@ -258,8 +286,8 @@ fn bad_files_are_refused_naming_the_file_and_the_setting() {
 /// applied from the file.
 #[test]
 fn the_readmes_example_file_is_accepted() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
-        .unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
     let start = readme
         .find("```toml\n")
         .expect("README has a ```toml block");
@@ -291,7 +319,9 @@ fn the_readmes_example_file_is_accepted() {
                 .join(","),
             other => other.to_string(),
         };
-        let got = shown.get(key.as_str()).unwrap_or_else(|| panic!("{key} not shown: {line}"));
+        let got = shown
+            .get(key.as_str())
+            .unwrap_or_else(|| panic!("{key} not shown: {line}"));
         let got = got.trim_end_matches(" [file]").trim_matches('"');
         assert!(
             shown[key.as_str()].ends_with(" [file]") && got == expected,
@@ -338,8 +368,25 @@ fn negative_values_are_refused_naming_the_setting() {
         &["serve", "--idle-timeout", "-5s"][..],
         &["serve", "--max-body", "-1KiB"],
         &["request", "--max-time", "-1s", "http://127.0.0.1:1/"],
-        &["bench", "request", "--plain", "--url", "http://127.0.0.1:1/", "--duration", "-1s"],
-        &["bench", "handshake", "--url", "x", "--pin", "y", "--concurrency", "-4"],
+        &[
+            "bench",
+            "request",
+            "--plain",
+            "--url",
+            "http://127.0.0.1:1/",
+            "--duration",
+            "-1s",
+        ],
+        &[
+            "bench",
+            "handshake",
+            "--url",
+            "x",
+            "--pin",
+            "y",
+            "--concurrency",
+            "-4",
+        ],
         &["sessions", "list", "--limit", "-1"],
     ] {
         cases.push(case.iter().map(|s| s.to_string()).collect());
@@ -351,10 +398,16 @@ fn negative_values_are_refused_naming_the_setting() {
             c
         });
         let err = stderr(&o);
-        let flag = case.iter().find(|a| a.starts_with("--") && !["--plain", "--url", "--pin"].contains(&a.as_str())).unwrap();
+        let flag = case
+            .iter()
+            .find(|a| a.starts_with("--") && !["--plain", "--url", "--pin"].contains(&a.as_str()))
+            .unwrap();
         assert_eq!(o.status.code(), Some(2), "{case:?}: {err}");
         assert!(err.contains(&format!("'{flag} <")), "{case:?}: {err}");
-        assert!(err.contains("negative") && err.contains("not allowed"), "{case:?}: {err}");
+        assert!(
+            err.contains("negative") && err.contains("not allowed"),
+            "{case:?}: {err}"
+        );
         assert!(!err.contains("unexpected argument"), "{case:?}: {err}");
     }
 }
