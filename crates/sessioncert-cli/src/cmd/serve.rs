@@ -23,8 +23,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
     after_help = "Precedence: a flag wins over its environment variable, which wins over \
 the --config file, which wins over the built-in default. The file is TOML; its keys are the long \
 flag names: max-body = \"4MiB\", limit-loopback = true, public-origin = [\"https://api.example.com\"] \
-(max_body also works). With --config, [default: …] above shows the file's value. The first log \
-line lists the effective settings, each tagged [flag], [env] or [file] unless it is the default."
+(max_body also works). The first log line lists the effective settings, each tagged [flag], \
+[env] or [file] unless it is the default."
 )]
 pub struct ServeArgs {
     /// Read settings from this TOML file (keys: the long flag names). Flags and
