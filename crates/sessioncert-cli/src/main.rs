@@ -4,9 +4,10 @@
 #![forbid(unsafe_code)]
 
 mod cmd;
+mod config;
 mod demo;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 
 // glibc malloc showed up as a quarter of the client's CPU under load (arena lock
@@ -48,10 +49,25 @@ enum Command {
         #[command(subcommand)]
         command: cmd::bench::BenchCommand,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(cmd::generate::CompletionsArgs),
+    /// Print the manual page (roff), or write one per command into a directory.
+    Man(cmd::generate::ManArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let parsed = match config::parse(Cli::command(), std::env::args_os().collect()) {
+        Ok(p) => p,
+        Err(e) => match e.downcast::<clap::Error>() {
+            Ok(usage) => usage.exit(),
+            Err(e) => {
+                // A bad configuration file is a usage error, as a bad flag is.
+                eprintln!("sessioncert: {e:#}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let cli = Cli::from_arg_matches(&parsed.matches).unwrap_or_else(|e| e.exit());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -66,10 +82,12 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Keygen(a) => cmd::keys::keygen(a),
             Command::Fingerprint(a) => cmd::keys::fingerprint(a),
-            Command::Serve(a) => cmd::serve::run(a).await,
+            Command::Serve(a) => cmd::serve::run(a, parsed.serve_settings()).await,
             Command::Request(a) => cmd::request::run(a).await,
             Command::Sessions { command } => cmd::sessions::run(command).await,
             Command::Bench { command } => cmd::bench::run(command).await,
+            Command::Completions(a) => cmd::generate::completions(a),
+            Command::Man(a) => cmd::generate::man(a),
         }
     });
     match result {

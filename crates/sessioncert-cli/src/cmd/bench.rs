@@ -26,10 +26,10 @@ pub enum BenchCommand {
 #[derive(Args)]
 pub struct Common {
     /// How long to run.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", allow_hyphen_values = true, value_parser = parse_duration)]
     duration: Duration,
     /// Concurrent workers.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, allow_hyphen_values = true, value_parser = super::parse_number::<usize>)]
     concurrency: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
@@ -68,8 +68,8 @@ pub struct RequestArgs {
     /// Use full-request mode for sealed requests.
     #[arg(long)]
     full: bool,
-    /// Size of the JSON request body in bytes.
-    #[arg(long, default_value_t = 1024)]
+    /// Size of the JSON request body in bytes (units allowed: 1KiB).
+    #[arg(long, default_value_t = 1024, allow_hyphen_values = true, value_parser = super::parse_size)]
     body: usize,
     #[command(flatten)]
     common: Common,

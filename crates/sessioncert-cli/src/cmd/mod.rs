@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod generate;
 pub mod keys;
 pub mod request;
 pub mod serve;
@@ -22,15 +23,42 @@ pub fn exit_code_of(e: &anyhow::Error) -> u8 {
     }
 }
 
+/// Whether `s` is written as a negative value. Arguments taking durations, sizes and
+/// numbers set `allow_hyphen_values`, so `-5s` reaches their parser (which says what is
+/// wrong) instead of being taken for an unknown flag.
+fn is_negative(s: &str) -> bool {
+    s.trim_start().starts_with('-')
+}
+
 /// Parses durations like `10s`, `500ms`, `2m`.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    if is_negative(s) {
+        return Err("negative durations are not allowed".into());
+    }
     humantime::parse_duration(s).map_err(|e| format!("bad duration {s:?}: {e}"))
+}
+
+/// Parses a number (`64`, `20.5`), refusing a negative one with a message that says so.
+pub fn parse_number<T>(s: &str) -> Result<T, String>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    if is_negative(s) {
+        return Err("negative numbers are not allowed".into());
+    }
+    s.trim()
+        .parse()
+        .map_err(|e| format!("bad number {s:?}: {e}"))
 }
 
 /// A size in bytes: a plain number, or with a unit — `B`, `KB`/`MB`/`GB` (powers of
 /// 1000) or `KiB`/`MiB`/`GiB` (powers of 1024), case-insensitive, space allowed:
 /// `4MiB`, `512 KB`, `1048576`.
 pub fn parse_size(s: &str) -> Result<usize, String> {
+    if is_negative(s) {
+        return Err("negative sizes are not allowed".into());
+    }
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -105,6 +133,29 @@ mod tests {
         for bad in ["", "-1", "4XB", "NaN", "1.5B", "MiB", "4 MiB extra"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn negative_values_are_refused_saying_so() {
+        assert_eq!(
+            parse_duration("-5s").unwrap_err(),
+            "negative durations are not allowed"
+        );
+        assert_eq!(
+            parse_size(" -1KiB").unwrap_err(),
+            "negative sizes are not allowed"
+        );
+        assert_eq!(
+            parse_number::<f64>("-1").unwrap_err(),
+            "negative numbers are not allowed"
+        );
+        assert_eq!(
+            parse_number::<u32>("-0").unwrap_err(),
+            "negative numbers are not allowed"
+        );
+        assert_eq!(parse_number::<u32>(" 64 "), Ok(64));
+        assert_eq!(parse_number::<f64>("20.5"), Ok(20.5));
+        assert!(parse_number::<usize>("many").unwrap_err().contains("many"));
     }
 
     #[test]

@@ -76,10 +76,10 @@ pub struct RequestArgs {
     idempotent: bool,
     /// Give up after this long in all (e.g. 10s); a request already sent then ends as
     /// an unknown outcome (exit 6) unless it is idempotent.
-    #[arg(short = 'm', long = "max-time", value_parser = super::parse_duration)]
+    #[arg(short = 'm', long = "max-time", allow_hyphen_values = true, value_parser = super::parse_duration)]
     max_time: Option<std::time::Duration>,
     /// Give up connecting after this long (default 10s); nothing was sent (exit 5).
-    #[arg(long = "connect-timeout", value_parser = super::parse_duration)]
+    #[arg(long = "connect-timeout", allow_hyphen_values = true, value_parser = super::parse_duration)]
     connect_timeout: Option<std::time::Duration>,
     /// Write the opened body to FILE instead of stdout.
     #[arg(short = 'o', long = "output")]

@@ -22,7 +22,18 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Arguments of `sessioncert serve`.
 #[derive(Args)]
+#[command(
+    after_help = "Precedence: a flag wins over its environment variable, which wins over \
+the --config file, which wins over the built-in default. The file is TOML; its keys are the long \
+flag names: max-body = \"4MiB\", limit-loopback = true, public-origin = [\"https://api.example.com\"] \
+(max_body also works). The first log line lists the effective settings, each tagged [flag], \
+[env] or [file] unless it is the default."
+)]
 pub struct ServeArgs {
+    /// Read settings from this TOML file (keys: the long flag names). Flags and
+    /// environment variables override it.
+    #[arg(long, env = "SESSIONCERT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, env = "SESSIONCERT_ADDR", default_value = "127.0.0.1:8080", value_parser = super::parse_listen_addr)]
     addr: SocketAddr,
@@ -33,10 +44,10 @@ pub struct ServeArgs {
     #[arg(long)]
     memory: bool,
     /// Session lifetime.
-    #[arg(long, env = "SESSIONCERT_SESSION_LIFETIME", default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, env = "SESSIONCERT_SESSION_LIFETIME", default_value = "24h", allow_hyphen_values = true, value_parser = parse_duration)]
     session_lifetime: Duration,
     /// Idle timeout of a session.
-    #[arg(long, env = "SESSIONCERT_IDLE_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
+    #[arg(long, env = "SESSIONCERT_IDLE_TIMEOUT", default_value = "30m", allow_hyphen_values = true, value_parser = parse_duration)]
     idle_timeout: Duration,
     /// Record suites to accept, comma separated: aes-256-gcm, chacha20-poly1305.
     #[arg(
@@ -46,56 +57,58 @@ pub struct ServeArgs {
     )]
     suites: String,
     /// Largest sealed request body in bytes (413 above).
-    #[arg(long, env = "SESSIONCERT_MAX_BODY", default_value_t = 4 * 1024 * 1024, value_parser = super::parse_size)]
+    #[arg(long, env = "SESSIONCERT_MAX_BODY", default_value_t = 4 * 1024 * 1024, allow_hyphen_values = true, value_parser = super::parse_size)]
     max_body: usize,
     /// Largest response body a sealed handler may produce, in bytes (sealing holds it
     /// whole; above it the client gets a sealed 500).
-    #[arg(long, env = "SESSIONCERT_MAX_RESPONSE", default_value_t = 16 * 1024 * 1024, value_parser = super::parse_size)]
+    #[arg(long, env = "SESSIONCERT_MAX_RESPONSE", default_value_t = 16 * 1024 * 1024, allow_hyphen_values = true, value_parser = super::parse_size)]
     max_response: usize,
     /// Bytes of sealed responses held at once server-wide until their peers take them;
     /// above it new sealed requests get 503 before they run.
-    #[arg(long, env = "SESSIONCERT_MAX_INFLIGHT_RESPONSE", default_value_t = 128 * 1024 * 1024, value_parser = super::parse_size)]
+    #[arg(long, env = "SESSIONCERT_MAX_INFLIGHT_RESPONSE", default_value_t = 128 * 1024 * 1024, allow_hyphen_values = true, value_parser = super::parse_size)]
     max_inflight_response: usize,
     /// Handshakes per second per client address (429 above).
-    #[arg(long, env = "SESSIONCERT_HANDSHAKE_RATE", default_value_t = 20.0)]
+    #[arg(long, env = "SESSIONCERT_HANDSHAKE_RATE", default_value_t = 20.0, allow_hyphen_values = true, value_parser = super::parse_number::<f64>)]
     handshake_rate: f64,
     /// Burst of handshakes per client address.
-    #[arg(long, env = "SESSIONCERT_HANDSHAKE_BURST", default_value_t = 60.0)]
+    #[arg(long, env = "SESSIONCERT_HANDSHAKE_BURST", default_value_t = 60.0, allow_hyphen_values = true, value_parser = super::parse_number::<f64>)]
     handshake_burst: f64,
     /// Live sessions per client address (429 above).
-    #[arg(long, env = "SESSIONCERT_MAX_SESSIONS_PER_ADDR", default_value_t = 256)]
+    #[arg(long, env = "SESSIONCERT_MAX_SESSIONS_PER_ADDR", default_value_t = 256, allow_hyphen_values = true, value_parser = super::parse_number::<u32>)]
     max_sessions_per_addr: u32,
     /// Live sessions held at once, server-wide (503 above; about 2 KiB each).
-    #[arg(long, env = "SESSIONCERT_MAX_SESSIONS", default_value_t = 500_000)]
+    #[arg(long, env = "SESSIONCERT_MAX_SESSIONS", default_value_t = 500_000, allow_hyphen_values = true, value_parser = super::parse_number::<usize>)]
     max_sessions: usize,
     /// Apply the per-address limits to loopback clients too (by default they are exempt so
     /// local benchmarks measure the protocol; turn this on behind a local reverse proxy).
     #[arg(long, env = "SESSIONCERT_LIMIT_LOOPBACK")]
     limit_loopback: bool,
     /// Connections open at once, server-wide (further peers wait to be accepted).
-    #[arg(long, env = "SESSIONCERT_MAX_CONNECTIONS", default_value_t = 1024)]
+    #[arg(long, env = "SESSIONCERT_MAX_CONNECTIONS", default_value_t = 1024, allow_hyphen_values = true, value_parser = super::parse_number::<usize>)]
     max_connections: usize,
     /// Connections open at once from one client address (429 above; loopback exempt
     /// unless --limit-loopback).
     #[arg(
         long,
         env = "SESSIONCERT_MAX_CONNECTIONS_PER_ADDR",
-        default_value_t = 64
+        default_value_t = 64,
+        allow_hyphen_values = true,
+        value_parser = super::parse_number::<usize>
     )]
     max_connections_per_addr: usize,
     /// Time a request head may take from its first byte (from the connection's start for
     /// the first request); the connection is closed after it. 0s disables.
-    #[arg(long, env = "SESSIONCERT_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "SESSIONCERT_HEADER_TIMEOUT", default_value = "10s", allow_hyphen_values = true, value_parser = parse_duration)]
     header_timeout: Duration,
     /// Time a request body may take, extended by 1 s per --body-min-rate bytes received
     /// (408 and the connection closed when slower). 0s disables.
-    #[arg(long, env = "SESSIONCERT_BODY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "SESSIONCERT_BODY_TIMEOUT", default_value = "10s", allow_hyphen_values = true, value_parser = parse_duration)]
     body_timeout: Duration,
     /// Bytes per second a request body must keep up after --body-timeout.
-    #[arg(long, env = "SESSIONCERT_BODY_MIN_RATE", default_value_t = 8 * 1024)]
+    #[arg(long, env = "SESSIONCERT_BODY_MIN_RATE", default_value_t = 8 * 1024, allow_hyphen_values = true, value_parser = super::parse_number::<u64>)]
     body_min_rate: u64,
     /// Request-body bytes held in memory at once, server-wide (503 when spent; at least --max-body).
-    #[arg(long, env = "SESSIONCERT_MAX_INFLIGHT_BODY", default_value_t = 64 * 1024 * 1024, value_parser = super::parse_size)]
+    #[arg(long, env = "SESSIONCERT_MAX_INFLIGHT_BODY", default_value_t = 64 * 1024 * 1024, allow_hyphen_values = true, value_parser = super::parse_size)]
     max_inflight_body: usize,
     /// Request-body bytes the bodies of one client address may hold at once (503 above;
     /// loopback exempt unless --limit-loopback). At least --max-body.
@@ -103,29 +116,30 @@ pub struct ServeArgs {
         long,
         env = "SESSIONCERT_MAX_INFLIGHT_BODY_PER_ADDR",
         default_value_t = 16 * 1024 * 1024,
+        allow_hyphen_values = true,
         value_parser = super::parse_size
     )]
     max_inflight_body_per_addr: usize,
     /// How long a request body waits for that budget before its request gets 503.
-    #[arg(long, env = "SESSIONCERT_BODY_BUDGET_WAIT", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "SESSIONCERT_BODY_BUDGET_WAIT", default_value = "2s", allow_hyphen_values = true, value_parser = parse_duration)]
     body_budget_wait: Duration,
     /// Close a connection with no request in flight and no byte moving for this long
     /// (the keep-alive timeout; also a peer that stopped reading). 0s disables.
-    #[arg(long, env = "SESSIONCERT_CONN_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "SESSIONCERT_CONN_IDLE_TIMEOUT", default_value = "60s", allow_hyphen_values = true, value_parser = parse_duration)]
     conn_idle_timeout: Duration,
     /// Close a connection whose peer accepts none of its response bytes for this long,
     /// freeing the response it held. 0s disables.
-    #[arg(long, env = "SESSIONCERT_WRITE_STALL_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "SESSIONCERT_WRITE_STALL_TIMEOUT", default_value = "10s", allow_hyphen_values = true, value_parser = parse_duration)]
     write_stall_timeout: Duration,
     /// Largest request head (request line + headers) in bytes (431 above); also each
     /// connection's read buffer.
-    #[arg(long, env = "SESSIONCERT_MAX_HEADER_BYTES", default_value_t = 16 * 1024, value_parser = super::parse_size)]
+    #[arg(long, env = "SESSIONCERT_MAX_HEADER_BYTES", default_value_t = 16 * 1024, allow_hyphen_values = true, value_parser = super::parse_size)]
     max_header_bytes: usize,
     /// Also accept cleartext HTTP/2 with prior knowledge (h2c). Off: HTTP/1.1 only.
     #[arg(long, env = "SESSIONCERT_HTTP2")]
     http2: bool,
     /// Concurrent streams per HTTP/2 connection.
-    #[arg(long, env = "SESSIONCERT_HTTP2_MAX_STREAMS", default_value_t = 32)]
+    #[arg(long, env = "SESSIONCERT_HTTP2_MAX_STREAMS", default_value_t = 32, allow_hyphen_values = true, value_parser = super::parse_number::<u32>)]
     http2_max_streams: u32,
     /// Origins clients may seal requests for, as they call the server (scheme://host[:port],
     /// lower case, default port omitted; repeat or comma-separate). Others get 421
@@ -259,7 +273,8 @@ async fn shutdown_signal() {
 }
 
 /// Runs the demo server until SIGINT/SIGTERM, then persists sessions and exits.
-pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
+/// `settings` is the one-line summary of the effective settings, logged first.
+pub async fn run(a: ServeArgs, settings: String) -> anyhow::Result<ExitCode> {
     // Checked before anything is opened: a refused start must leave no trace.
     for o in &a.public_origins {
         anyhow::ensure!(
@@ -268,6 +283,10 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     init_logs(&a.log_format);
+    match &a.config {
+        Some(file) => tracing::info!(config = %file.display(), "settings: {settings}"),
+        None => tracing::info!("settings: {settings}"),
+    }
     let suites = parse_suites(&a.suites)?;
     anyhow::ensure!(
         a.max_inflight_body >= a.max_body,

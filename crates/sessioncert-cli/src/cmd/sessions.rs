@@ -35,7 +35,7 @@ pub enum SessionsCommand {
         #[arg(long, default_value = "created", value_parser = ["created", "last-used"])]
         sort: String,
         /// At most this many rows (after filtering and sorting).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true, value_parser = super::parse_number::<usize>)]
         limit: Option<usize>,
         /// Print only the counts by state.
         #[arg(long)]
