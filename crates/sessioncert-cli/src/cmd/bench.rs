@@ -35,7 +35,7 @@ pub struct Common {
     #[arg(long)]
     json: bool,
     /// Print a progress line on stderr this often (0s: never).
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", allow_hyphen_values = true, value_parser = parse_duration)]
     progress: Duration,
 }
 
