@@ -76,7 +76,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // One line: the outermost context and its causes.
-            eprintln!("sessioncert: {}", format!("{e:#}").replace('\n', " "));
+            eprintln!("sessioncert: {}", cmd::error_line(&e));
             ExitCode::from(cmd::exit_code_of(&e))
         }
     }

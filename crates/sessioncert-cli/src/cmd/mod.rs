@@ -5,18 +5,34 @@ pub mod keys;
 pub mod request;
 pub mod serve;
 pub mod sessions;
+pub mod tls;
 
 use sessioncert_client::ClientError;
 
 /// Exit status: 1 generic failure, 3 server identity not trusted (wrong pin), 4 refused
-/// by the server, 5 could not connect to the server. (clap uses 2 for usage errors.)
+/// by the server, 5 could not connect to the server, 7 the TLS handshake failed (see
+/// [`tls::EXIT_TLS`]). (clap uses 2 for usage errors.)
 pub fn exit_code_of(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<ClientError>() {
         Some(c) if c.is_untrusted() => 3,
         Some(c) if c.code().is_some() => 4,
+        Some(c) if c.is_tls() => tls::EXIT_TLS,
         Some(ClientError::Http(e)) if e.is_connect() => 5,
         _ => 1,
     }
+}
+
+/// The one line printed for a failed command: the outermost context and its causes —
+/// for a TLS failure its own message and what to do instead (its causes repeat it).
+pub fn error_line(e: &anyhow::Error) -> String {
+    let line = match e.downcast_ref::<ClientError>() {
+        Some(c @ ClientError::Tls { .. }) => match tls::hint(c) {
+            Some(h) => format!("{c}; {h}"),
+            None => c.to_string(),
+        },
+        _ => format!("{e:#}"),
+    };
+    line.replace('\n', " ")
 }
 
 /// Parses durations like `10s`, `500ms`, `2m`.

@@ -133,6 +133,12 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     public_origins: Vec<String>,
+    /// Terminate TLS: the certificate chain (PEM, leaf first). Needs --tls-key.
+    #[arg(long, env = "SESSIONCERT_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC). Needs --tls-cert.
+    #[arg(long, env = "SESSIONCERT_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "SESSIONCERT_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -307,6 +313,14 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         a.http2_max_streams > 0,
         "--http2-max-streams must be at least 1"
     );
+    // Read now: unusable certificate or key files are refused before anything else.
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            sessioncert_server::listener::server_config_from_pem_files(cert, key)
+                .context("--tls-cert/--tls-key")?,
+        ),
+        _ => None,
+    };
     // The port first: a start that cannot listen must not touch the data directory
     // (create an identity, open the store and so mark the last stop unclean). Bound
     // now, listened on only once everything is ready, so no client connects early.
@@ -368,13 +382,27 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let listener = socket
         .listen(1024)
         .with_context(|| format!("cannot listen on {}", a.addr))?;
-    tracing::info!(addr = %a.addr, pin = %pin, "sessioncert serving; clients pin this identity");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(addr = %a.addr, scheme, pin = %pin, "sessioncert serving; clients pin this identity");
     // On SIGTERM/SIGINT: stop accepting, give open connections the grace period to
     // finish, cut the rest and return — the sessions must be persisted (and the stop
     // recorded as clean) before a supervisor gives up on us.
-    let stopped =
-        sessioncert_server::listener::serve(listener, app, listener_limits, shutdown_signal())
-            .await;
+    let stopped = match tls {
+        Some(tls) => {
+            sessioncert_server::listener::serve_tls(
+                listener,
+                tls,
+                app,
+                listener_limits,
+                shutdown_signal(),
+            )
+            .await
+        }
+        None => {
+            sessioncert_server::listener::serve(listener, app, listener_limits, shutdown_signal())
+                .await
+        }
+    };
     if stopped.connections_cut > 0 {
         tracing::warn!(
             cut = stopped.connections_cut,

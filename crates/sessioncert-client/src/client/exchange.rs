@@ -104,6 +104,8 @@ fn execution_of(e: &ClientError) -> Execution {
         // Connect errors (refused, unreachable, connect timeout) come from the connector,
         // before any byte of the request was written; builder errors before that.
         ClientError::Http(h) if h.is_connect() || h.is_builder() => Execution::NotExecuted,
+        // Only a TLS handshake that failed while connecting is classified as one.
+        ClientError::Tls { .. } => Execution::NotExecuted,
         _ => Execution::Unknown,
     }
 }
