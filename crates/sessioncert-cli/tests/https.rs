@@ -210,7 +210,11 @@ impl Server {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                 return s;
             }
-            assert!(Instant::now() < deadline, "server did not listen: {}", s.log());
+            assert!(
+                Instant::now() < deadline,
+                "server did not listen: {}",
+                s.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -342,7 +346,11 @@ fn the_whole_flow_runs_through_a_tls_terminating_proxy() {
     args.extend(ca);
     assert_echo(&request(&f.pin, &args, &url), &sent);
     let second: Value = serde_json::from_slice(&std::fs::read(session).unwrap()).unwrap();
-    assert_eq!(second["session_id"], id.as_str(), "the session was not reused");
+    assert_eq!(
+        second["session_id"],
+        id.as_str(),
+        "the session was not reused"
+    );
 
     // A one-shot request (through 127.0.0.1 this time) closes its session at exit.
     let sent = serde_json::json!({"one": "shot"});
@@ -350,7 +358,10 @@ fn the_whole_flow_runs_through_a_tls_terminating_proxy() {
     let mut args = vec!["-d", &body];
     args.extend(json);
     args.extend(ca);
-    assert_echo(&request(&f.pin, &args, &f.url("127.0.0.1", "/apiTest")), &sent);
+    assert_echo(
+        &request(&f.pin, &args, &f.url("127.0.0.1", "/apiTest")),
+        &sent,
+    );
 
     // The server saves sessions in the background: wait for what it has saved.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -430,7 +441,10 @@ fn insecure_tls_never_relaxes_the_pin() {
     ]);
     // bench fails (1) when anything failed; every handshake was refused for the pin.
     assert_eq!(out.code(), Some(1), "{out:#?}");
-    assert!(out.stderr.contains("server identity not trusted"), "{out:#?}");
+    assert!(
+        out.stderr.contains("server identity not trusted"),
+        "{out:#?}"
+    );
     let v: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v["count"], 0, "{v}");
     assert!(sessions(&f.data).is_empty());
@@ -448,7 +462,10 @@ fn serve_terminates_tls_itself_from_flags_or_environment() {
                 &data,
                 &log,
                 &[],
-                &[("SESSIONCERT_TLS_CERT", &p.cert), ("SESSIONCERT_TLS_KEY", &p.key)],
+                &[
+                    ("SESSIONCERT_TLS_CERT", &p.cert),
+                    ("SESSIONCERT_TLS_KEY", &p.key),
+                ],
             )
         } else {
             Server::start(
@@ -463,13 +480,24 @@ fn serve_terminates_tls_itself_from_flags_or_environment() {
                 &[],
             )
         };
-        assert!(server.log().contains("scheme=\"https\""), "{}", server.log());
+        assert!(
+            server.log().contains("scheme=\"https\""),
+            "{}",
+            server.log()
+        );
         let pin = fingerprint(&data);
         let url = format!("https://localhost:{}/apiTest", server.port);
         let ca = p.ca.to_str().unwrap();
         let out = request(
             &pin,
-            &["--cacert", ca, "-H", "content-type: application/json", "-d", r#"{"direct":true}"#],
+            &[
+                "--cacert",
+                ca,
+                "-H",
+                "content-type: application/json",
+                "-d",
+                r#"{"direct":true}"#,
+            ],
             &url,
         );
         assert_echo(&out, &serde_json::json!({"direct": true}));
@@ -486,14 +514,25 @@ fn bench_speaks_https_with_cacert() {
     let ca = f.ca();
     let common = ["--duration", "1s", "--concurrency", "2", "--json"];
     let hs = f.url("localhost", "/");
-    let mut args = vec!["bench", "handshake", "--cacert", ca, "--url", &hs, "--pin", &f.pin];
+    let mut args = vec![
+        "bench",
+        "handshake",
+        "--cacert",
+        ca,
+        "--url",
+        &hs,
+        "--pin",
+        &f.pin,
+    ];
     args.extend(common);
     let v = run(&args).json();
     assert!(v["handshakes_per_sec"].as_f64().unwrap() > 0.0, "{v}");
     assert_eq!(v["errors"], 0, "{v}");
 
     let sealed = f.url("localhost", "/apiTest");
-    let mut args = vec!["bench", "request", "--cacert", ca, "--url", &sealed, "--pin", &f.pin];
+    let mut args = vec![
+        "bench", "request", "--cacert", ca, "--url", &sealed, "--pin", &f.pin,
+    ];
     args.extend(common);
     let v = run(&args).json();
     assert!(v["requests_per_sec"].as_f64().unwrap() > 0.0, "{v}");
@@ -526,7 +565,10 @@ fn bench_speaks_https_with_cacert() {
     args.extend(common);
     let out = run(&args);
     assert_eq!(out.code(), Some(7), "{out:#?}");
-    assert!(out.stderr.contains("not trusted (unknown issuer)"), "{out:#?}");
+    assert!(
+        out.stderr.contains("not trusted (unknown issuer)"),
+        "{out:#?}"
+    );
 }
 
 #[test]
@@ -536,11 +578,23 @@ fn a_cacert_that_cannot_be_used_is_an_error_naming_the_file() {
     let missing = f.dir.path().join("missing.pem");
     let not_pem = f.dir.path().join("not-pem.txt");
     std::fs::write(&not_pem, "hello\n").unwrap();
-    for (file, why) in [(&missing, "cannot read it"), (&not_pem, "no PEM certificate")] {
+    for (file, why) in [
+        (&missing, "cannot read it"),
+        (&not_pem, "no PEM certificate"),
+    ] {
         let file = file.to_str().unwrap();
         for out in [
             request(&f.pin, &["--cacert", file], &url),
-            run(&["bench", "handshake", "--cacert", file, "--url", &url, "--pin", &f.pin]),
+            run(&[
+                "bench",
+                "handshake",
+                "--cacert",
+                file,
+                "--url",
+                &url,
+                "--pin",
+                &f.pin,
+            ]),
         ] {
             assert_eq!(out.code(), Some(1), "{out:#?}");
             assert!(out.stderr.contains(file), "{out:#?}");
@@ -558,13 +612,57 @@ fn serve_refuses_unusable_tls_files_before_touching_the_data_directory() {
     let missing = dir.path().join("missing.pem");
     let s = |p: &Path| p.to_str().unwrap().to_owned();
     let cases: Vec<(Vec<String>, Option<i32>, String)> = vec![
-        (vec!["--tls-cert".into(), s(&missing), "--tls-key".into(), s(&p.key)], Some(1), s(&missing)),
-        (vec!["--tls-cert".into(), s(&p.key), "--tls-key".into(), s(&p.key)], Some(1), format!("{}: no PEM certificate", s(&p.key))),
-        (vec!["--tls-cert".into(), s(&p.cert), "--tls-key".into(), s(&p.cert)], Some(1), format!("{}: no PEM private key", s(&p.cert))),
-        (vec!["--tls-cert".into(), s(&p.cert), "--tls-key".into(), s(&other.key)], Some(1), s(&other.key)),
+        (
+            vec![
+                "--tls-cert".into(),
+                s(&missing),
+                "--tls-key".into(),
+                s(&p.key),
+            ],
+            Some(1),
+            s(&missing),
+        ),
+        (
+            vec![
+                "--tls-cert".into(),
+                s(&p.key),
+                "--tls-key".into(),
+                s(&p.key),
+            ],
+            Some(1),
+            format!("{}: no PEM certificate", s(&p.key)),
+        ),
+        (
+            vec![
+                "--tls-cert".into(),
+                s(&p.cert),
+                "--tls-key".into(),
+                s(&p.cert),
+            ],
+            Some(1),
+            format!("{}: no PEM private key", s(&p.cert)),
+        ),
+        (
+            vec![
+                "--tls-cert".into(),
+                s(&p.cert),
+                "--tls-key".into(),
+                s(&other.key),
+            ],
+            Some(1),
+            s(&other.key),
+        ),
         // Both or neither: a usage error.
-        (vec!["--tls-cert".into(), s(&p.cert)], Some(2), "--tls-key".into()),
-        (vec!["--tls-key".into(), s(&p.key)], Some(2), "--tls-cert".into()),
+        (
+            vec!["--tls-cert".into(), s(&p.cert)],
+            Some(2),
+            "--tls-key".into(),
+        ),
+        (
+            vec!["--tls-key".into(), s(&p.key)],
+            Some(2),
+            "--tls-cert".into(),
+        ),
     ];
     for (i, (args, code, names)) in cases.into_iter().enumerate() {
         let data = dir.path().join(format!("data-{i}"));

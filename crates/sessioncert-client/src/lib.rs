@@ -91,9 +91,9 @@ pub use file::SESSION_FILE_FORMAT;
 #[doc(hidden)]
 pub use file::{inspect_session_file, SessionFileVerdict};
 pub use request::{RequestBuilder, Response};
+pub use sessioncert_proto::{ErrorCode, Pin, ProtocolError, SessionId, Suite, Trust};
 #[cfg(feature = "tls")]
 pub use tls::TlsOptions;
-pub use sessioncert_proto::{ErrorCode, Pin, ProtocolError, SessionId, Suite, Trust};
 
 /// Re-exported so callers can name methods, statuses and headers without adding `http`.
 pub use http;

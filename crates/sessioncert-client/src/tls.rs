@@ -191,7 +191,10 @@ impl ServerCertVerifier for SelfSignedToo {
                 if matches!(
                     other.0.downcast_ref::<webpki::Error>(),
                     Some(webpki::Error::CaUsedAsEndEntity)
-                ) && self.trusted.iter().any(|t| t.as_ref() == end_entity.as_ref()) =>
+                ) && self
+                    .trusted
+                    .iter()
+                    .any(|t| t.as_ref() == end_entity.as_ref()) =>
             {
                 // webpki checks the validity period before the CA flag, so this
                 // certificate is in date (the test `an_expired_self_signed_ca_is_refused`
@@ -298,7 +301,10 @@ fn rustls_error_in<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a r
         if let Some(r) = err.downcast_ref::<rustls::Error>() {
             return Some(r);
         }
-        cur = match err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        cur = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
             Some(inner) => Some(inner),
             None => err.source(),
         };
@@ -329,9 +335,7 @@ pub(crate) fn handshake_failure(e: &reqwest::Error) -> Option<(TlsFailure, Strin
         R::InvalidCertificate(c) => match c {
             C::UnknownIssuer => cert("unknown issuer"),
             C::BadSignature => cert("bad signature"),
-            C::NotValidForName | C::NotValidForNameContext { .. } => {
-                cert("it is for another name")
-            }
+            C::NotValidForName | C::NotValidForNameContext { .. } => cert("it is for another name"),
             C::Expired | C::ExpiredContext { .. } => cert("expired"),
             C::NotValidYet | C::NotValidYetContext { .. } => cert("not valid yet"),
             C::Revoked => cert("revoked"),

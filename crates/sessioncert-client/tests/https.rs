@@ -216,15 +216,27 @@ async fn a_self_signed_ca_certificate_is_trusted_only_when_given() {
     let e = Client::connect(&url, Trust::Pin(mock.state.pin()))
         .await
         .unwrap_err();
-    assert_eq!(tls_kind(&e).map(|k| k.0), Some(TlsFailure::Certificate), "{e:?}");
+    assert_eq!(
+        tls_kind(&e).map(|k| k.0),
+        Some(TlsFailure::Certificate),
+        "{e:?}"
+    );
     // Given, but another self-signed certificate is presented: refused.
     let other = self_signed_ca(&["localhost"], false);
     let e = Client::builder(&url, Trust::Pin(mock.state.pin()))
-        .tls(TlsOptions::new().add_ca_pem(other.trust_pem.as_bytes()).unwrap())
+        .tls(
+            TlsOptions::new()
+                .add_ca_pem(other.trust_pem.as_bytes())
+                .unwrap(),
+        )
         .build()
         .await
         .unwrap_err();
-    assert_eq!(tls_kind(&e).map(|k| k.0), Some(TlsFailure::Certificate), "{e:?}");
+    assert_eq!(
+        tls_kind(&e).map(|k| k.0),
+        Some(TlsFailure::Certificate),
+        "{e:?}"
+    );
     // Given, but reached under a name it is not for: refused.
     let url = format!("https://127.0.0.1:{}", front.addr.port());
     let e = Client::builder(&url, Trust::Pin(mock.state.pin()))

@@ -196,7 +196,9 @@ async fn sealed_requests_in_both_modes_over_tls() {
 async fn alpn_offers_h2_only_when_http2_is_on() {
     let p = pki();
     let h1 = TlsServer::start(&p, ListenerLimits::default()).await;
-    let s = tls_connect(&p, h1.addr, &[b"h2", b"http/1.1"]).await.unwrap();
+    let s = tls_connect(&p, h1.addr, &[b"h2", b"http/1.1"])
+        .await
+        .unwrap();
     assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     // A client that insists on h2 is refused by the TLS handshake.
     assert!(tls_connect(&p, h1.addr, &[b"h2"]).await.is_err());
@@ -209,7 +211,9 @@ async fn alpn_offers_h2_only_when_http2_is_on() {
         },
     )
     .await;
-    let s = tls_connect(&p, h2.addr, &[b"h2", b"http/1.1"]).await.unwrap();
+    let s = tls_connect(&p, h2.addr, &[b"h2", b"http/1.1"])
+        .await
+        .unwrap();
     assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     // And the Rust client, which offers h2 too, works over it.
     let c = client(&h2, &p).await;
@@ -259,12 +263,18 @@ async fn a_tls_handshake_that_never_finishes_is_cut_at_the_header_timeout() {
     let (answer, closed) = read_until_closed(&mut third, 3 * SEC).await;
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
-    assert!(answer.contains("sessioncert-error: rate_limited"), "{answer}");
+    assert!(
+        answer.contains("sessioncert-error: rate_limited"),
+        "{answer}"
+    );
     assert!(closed.is_some());
 
     let (_, silent_closed) = read_until_closed(&mut silent, 5 * SEC).await;
     let silent_closed = silent_closed.expect("a silent connection was never cut");
-    let trickle_closed = trickle.await.unwrap().expect("a trickled handshake was never cut");
+    let trickle_closed = trickle
+        .await
+        .unwrap()
+        .expect("a trickled handshake was never cut");
     for t in [silent_closed, trickle_closed] {
         assert!(
             t >= Duration::from_millis(500) && t < Duration::from_millis(2500),
@@ -274,7 +284,15 @@ async fn a_tls_handshake_that_never_finishes_is_cut_at_the_header_timeout() {
     // The slots are free again.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let c = client(&srv, &p).await;
-    assert_eq!(c.post("/apiTest").body("after").send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.post("/apiTest")
+            .body("after")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 /// The server-wide cap counts a connection from its accept, TLS handshake included: a

@@ -134,10 +134,20 @@ pub struct ServeArgs {
     )]
     public_origins: Vec<String>,
     /// Terminate TLS: the certificate chain (PEM, leaf first). Needs --tls-key.
-    #[arg(long, env = "SESSIONCERT_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    #[arg(
+        long,
+        env = "SESSIONCERT_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
     tls_cert: Option<PathBuf>,
     /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC). Needs --tls-cert.
-    #[arg(long, env = "SESSIONCERT_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "SESSIONCERT_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
     tls_key: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "SESSIONCERT_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
