@@ -285,7 +285,7 @@ struct Proxied {
     data: PathBuf,
     pin: String,
     proxy: TlsProxy,
-    _server: Server,
+    server: Server,
 }
 
 fn proxied() -> Proxied {
@@ -301,7 +301,7 @@ fn proxied() -> Proxied {
         data,
         pin,
         proxy,
-        _server: server,
+        server,
     }
 }
 
@@ -680,4 +680,43 @@ fn serve_refuses_unusable_tls_files_before_touching_the_data_directory() {
         assert!(out.stderr.contains(&names), "{args:?}: {out:#?}");
         assert!(!data.exists(), "{args:?} created the data directory");
     }
+}
+
+/// On a system without CA certificates (a minimal container) plain http:// works as
+/// before, a CA given with --cacert is enough for https://, and without one an https://
+/// server is refused as not trusted. rustls-native-certs reads SSL_CERT_FILE/SSL_CERT_DIR
+/// instead of the system's store when they are set: here an empty file and directory.
+#[test]
+fn without_system_ca_certificates_http_works_and_https_needs_cacert() {
+    let f = proxied();
+    let empty_file = f.dir.path().join("no-certs.pem");
+    std::fs::write(&empty_file, "").unwrap();
+    let empty_dir = subdir(f.dir.path(), "no-certs");
+    let request_without_roots = |args: &[&str], url: &str| {
+        let mut c = sc();
+        c.args(["request", "--pin", &f.pin])
+            .args(args)
+            .arg(url)
+            .env("SSL_CERT_FILE", &empty_file)
+            .env("SSL_CERT_DIR", &empty_dir)
+            .stdin(Stdio::null());
+        let o = c.output().unwrap();
+        Out {
+            status: o.status,
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    };
+    let plain = format!("http://127.0.0.1:{}/notes", f.server.port);
+    assert!(request_without_roots(&[], &plain).ok().starts_with('['));
+    let https = f.url("localhost", "/notes");
+    assert!(request_without_roots(&["--cacert", f.ca()], &https)
+        .ok()
+        .starts_with('['));
+    let out = request_without_roots(&[], &https);
+    assert_eq!(out.code(), Some(7), "{out:#?}");
+    assert!(
+        out.stderr.contains("not trusted (unknown issuer)"),
+        "{out:#?}"
+    );
 }

@@ -14,7 +14,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// TLS settings for the HTTP client: extra CA certificates trusted beside the
 /// platform's trust store, and whether to skip the certificate check altogether.
@@ -125,29 +125,11 @@ impl TlsOptions {
                 accept: true,
             })
         } else {
-            let platform = rustls_platform_verifier::Verifier::new_with_extra_roots(
-                self.extra_roots.iter().cloned(),
-                provider.clone(),
-            );
-            match platform {
-                Ok(v) => Arc::new(SelfSignedToo {
-                    inner: v,
-                    trusted: self.extra_roots.clone(),
-                }),
-                Err(e) => {
-                    // A minimal container has no CA certificates: plain http:// must
-                    // keep working, and an https:// server fails as not trusted.
-                    tracing::warn!(
-                        error = %e,
-                        "no CA certificate could be loaded from the system, and none was \
-                         given: https:// servers cannot be trusted"
-                    );
-                    Arc::new(Unchecked {
-                        provider: provider.clone(),
-                        accept: false,
-                    })
-                }
-            }
+            Arc::new(PlatformOnFirstUse {
+                provider: provider.clone(),
+                extra_roots: self.extra_roots.clone(),
+                verifier: OnceLock::new(),
+            })
         };
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -157,6 +139,90 @@ impl TlsOptions {
             .with_no_client_auth();
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(builder.tls_backend_preconfigured(config))
+    }
+}
+
+/// The platform's verifier, made at the first certificate to check: loading the system's
+/// trust store costs milliseconds (about a third of a one-shot `request`), which a
+/// client that only speaks `http://` should not pay.
+#[derive(Debug)]
+struct PlatformOnFirstUse {
+    provider: Arc<CryptoProvider>,
+    extra_roots: Vec<CertificateDer<'static>>,
+    verifier: OnceLock<Arc<dyn ServerCertVerifier>>,
+}
+
+impl PlatformOnFirstUse {
+    fn verifier(&self) -> &Arc<dyn ServerCertVerifier> {
+        self.verifier.get_or_init(|| {
+            match rustls_platform_verifier::Verifier::new_with_extra_roots(
+                self.extra_roots.iter().cloned(),
+                self.provider.clone(),
+            ) {
+                Ok(v) => Arc::new(SelfSignedToo {
+                    inner: v,
+                    trusted: self.extra_roots.clone(),
+                }),
+                Err(e) => {
+                    // A minimal container has no CA certificates: an https:// server
+                    // then fails as not trusted (plain http:// never gets here).
+                    tracing::warn!(
+                        error = %e,
+                        "no CA certificate could be loaded from the system, and none was \
+                         given: https:// servers cannot be trusted"
+                    );
+                    Arc::new(Unchecked {
+                        provider: self.provider.clone(),
+                        accept: false,
+                    })
+                }
+            }
+        })
+    }
+}
+
+impl ServerCertVerifier for PlatformOnFirstUse {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.verifier().verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier().verify_tls13_signature(message, cert, dss)
+    }
+
+    /// Asked before any certificate arrives (for the ClientHello); the platform's
+    /// verifier answers its provider's list on every platform, so it is not made here.
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
