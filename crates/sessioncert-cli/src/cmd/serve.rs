@@ -81,7 +81,8 @@ pub struct ServeArgs {
     )]
     max_connections_per_addr: usize,
     /// Time a request head may take from its first byte (from the connection's start for
-    /// the first request); the connection is closed after it. 0s disables.
+    /// the first request, TLS handshake included); the connection is closed after it. 0s
+    /// disables.
     #[arg(long, env = "SESSIONCERT_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     header_timeout: Duration,
     /// Time a request body may take, extended by 1 s per --body-min-rate bytes received
@@ -118,7 +119,8 @@ pub struct ServeArgs {
     /// connection's read buffer.
     #[arg(long, env = "SESSIONCERT_MAX_HEADER_BYTES", default_value_t = 16 * 1024, value_parser = super::parse_size)]
     max_header_bytes: usize,
-    /// Also accept cleartext HTTP/2 with prior knowledge (h2c). Off: HTTP/1.1 only.
+    /// Also accept HTTP/2: cleartext with prior knowledge (h2c), or h2 offered by ALPN
+    /// with --tls-cert. Off: HTTP/1.1 only.
     #[arg(long, env = "SESSIONCERT_HTTP2")]
     http2: bool,
     /// Concurrent streams per HTTP/2 connection.

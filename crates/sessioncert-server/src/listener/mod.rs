@@ -76,8 +76,8 @@ pub struct ListenerLimits {
     /// `exempt_loopback`; turn off behind a local reverse proxy).
     pub exempt_loopback: bool,
     /// Time a request head may take, from its first byte (from the connection's start
-    /// for the first request) to its end; the connection is closed when it runs out.
-    /// Zero disables.
+    /// for the first request, so under [`serve_tls`] the TLS handshake counts too) to its
+    /// end; the connection is closed when it runs out. Zero disables.
     pub header_timeout: Duration,
     /// Grace before a request body's rate is checked; after it, every
     /// [`BODY_RATE_WINDOW`] must bring at least `body_min_rate` bytes per second, or the
@@ -107,7 +107,8 @@ pub struct ListenerLimits {
     /// It is also the size of a connection's read buffer (at least 8 KiB), which is
     /// the memory a connection holds outside the body budget: keep it small.
     pub max_header_bytes: usize,
-    /// Accept cleartext HTTP/2 with prior knowledge (h2c). Off: HTTP/1.1 only.
+    /// Accept HTTP/2: cleartext with prior knowledge (h2c), and offered by ALPN under
+    /// [`serve_tls`]. Off: HTTP/1.1 only.
     pub http2: bool,
     /// Concurrent streams per HTTP/2 connection.
     pub http2_max_streams: u32,
