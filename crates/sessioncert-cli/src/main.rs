@@ -93,46 +93,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("sessioncert: {}", one_line(&e));
+            eprintln!("sessioncert: {}", cmd::error_line(&e));
             ExitCode::from(cmd::exit_code_of(&e))
         }
-    }
-}
-
-/// One line: the outermost context and its causes, each cause once. Many errors print
-/// their source in their own message too (an OS error would show twice), so a cause
-/// already said by the text before it is left out.
-fn one_line(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string().replace(['\n', '\r'], " ");
-        if line.contains(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line
-}
-
-#[cfg(test)]
-mod tests {
-    use super::one_line;
-
-    #[test]
-    fn a_cause_already_in_the_message_is_printed_once() {
-        let os = std::io::Error::from_raw_os_error(2);
-        let text = os.to_string();
-        let e = anyhow::Error::new(os).context(format!("/x/identity.key: {text}"));
-        let e = e.context("no identity in /x");
-        assert_eq!(
-            one_line(&e),
-            format!("no identity in /x: /x/identity.key: {text}")
-        );
-        assert_eq!(one_line(&e).matches(&text).count(), 1);
-        let e = anyhow::anyhow!("plain").context("outer");
-        assert_eq!(one_line(&e), "outer: plain");
     }
 }

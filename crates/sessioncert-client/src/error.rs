@@ -25,6 +25,20 @@ pub enum RefusalAuthenticity {
     Authenticated,
 }
 
+/// The kinds of [`ClientError::Tls`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TlsFailure {
+    /// The server's certificate was refused: not issued by a trusted CA, expired, not
+    /// for this name, …
+    Certificate,
+    /// The server did not answer in TLS (an `https://` URL for a plain HTTP server).
+    NotTls,
+    /// Any other handshake failure (no common protocol version or cipher suite, an
+    /// alert from the server, …).
+    Handshake,
+}
+
 /// Everything that can go wrong in the client.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -106,7 +120,32 @@ pub enum ClientError {
 
     /// The transport failed (connect, timeout, I/O).
     #[error("HTTP transport error")]
-    Http(#[from] reqwest::Error),
+    Http(#[source] reqwest::Error),
+
+    /// The TLS handshake with the server failed while connecting, so nothing of the
+    /// request was sent: its certificate is not trusted (unknown issuer, expired, for
+    /// another name; see [`crate::TlsOptions`] to trust a CA), it does not speak TLS,
+    /// or the handshake broke off.
+    #[error("TLS: {detail}")]
+    Tls {
+        /// What kind of failure.
+        kind: TlsFailure,
+        /// One line saying what went wrong, naming the host.
+        detail: String,
+        /// The transport error that carried it.
+        #[source]
+        source: reqwest::Error,
+    },
+
+    /// CA certificates given to [`crate::TlsOptions`] could not be used: the file is
+    /// unreadable, holds no PEM certificate, or a certificate in it does not parse.
+    #[error("CA certificates from {origin}: {reason}")]
+    CaCertificates {
+        /// Where they came from (the file's path).
+        origin: String,
+        /// What is wrong.
+        reason: String,
+    },
 
     /// The response to a sealed request was neither sealed nor a refusal. Its body was
     /// discarded: it is not authenticated and must not be mistaken for the answer.
@@ -200,6 +239,22 @@ pub enum ClientError {
     /// A body was not valid UTF-8.
     #[error("body is not valid UTF-8")]
     Utf8(#[from] std::string::FromUtf8Error),
+}
+
+impl From<reqwest::Error> for ClientError {
+    /// A failed TLS handshake becomes [`ClientError::Tls`]; anything else
+    /// [`ClientError::Http`].
+    fn from(e: reqwest::Error) -> Self {
+        #[cfg(feature = "tls")]
+        if let Some((kind, detail)) = crate::tls::handshake_failure(&e) {
+            return ClientError::Tls {
+                kind,
+                detail,
+                source: e,
+            };
+        }
+        ClientError::Http(e)
+    }
 }
 
 fn presented_suffix(p: &Option<Pin>) -> String {
@@ -301,6 +356,11 @@ impl ClientError {
     /// Whether the server's identity was not trusted.
     pub fn is_untrusted(&self) -> bool {
         matches!(self, ClientError::Untrusted { .. })
+    }
+
+    /// Whether the TLS handshake with the server failed ([`ClientError::Tls`]).
+    pub fn is_tls(&self) -> bool {
+        matches!(self, ClientError::Tls { .. })
     }
 
     /// Whether a sealed message failed authentication (tampering or a wrong key).

@@ -61,6 +61,12 @@
 //! * **Trust on first use.** [`Trust::FirstUse`] accepts whatever identity signs the
 //!   configuration and logs a warning with the pin to use next time
 //!   ([`Client::identity`] returns it).
+//! * **HTTPS.** With the default `tls` feature the built-in HTTP client speaks
+//!   `https://` on rustls (aws-lc-rs), trusting the platform's trust store plus the CA
+//!   certificates given in [`TlsOptions`] ([`ClientBuilder::tls`]). TLS sits under the
+//!   protocol: the pin is checked whatever TLS accepted, also with
+//!   [`TlsOptions::danger_accept_invalid_certs`]. A failed TLS handshake is
+//!   [`ClientError::Tls`] (nothing was sent).
 //! * **Limits of header mode.** Only the status, the inner content type and the body
 //!   of a response are authenticated; other headers pass unprotected, and `HEAD` (no
 //!   response body) needs full-request mode.
@@ -73,17 +79,21 @@ mod client;
 mod error;
 mod file;
 mod request;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use client::{
     Client, ClientBuilder, SessionInfo, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_SESSION_FILE_LOCK_TIMEOUT,
 };
-pub use error::{ClientError, RefusalAuthenticity};
+pub use error::{ClientError, RefusalAuthenticity, TlsFailure};
 pub use file::SESSION_FILE_FORMAT;
 #[doc(hidden)]
 pub use file::{inspect_session_file, SessionFileVerdict};
 pub use request::{RequestBuilder, Response};
 pub use sessioncert_proto::{ErrorCode, Pin, ProtocolError, SessionId, Suite, Trust};
+#[cfg(feature = "tls")]
+pub use tls::TlsOptions;
 
 /// Re-exported so callers can name methods, statuses and headers without adding `http`.
 pub use http;

@@ -37,6 +37,8 @@ pub struct Common {
     /// Print a progress line on stderr this often (0s: never).
     #[arg(long, default_value = "5s", allow_hyphen_values = true, value_parser = parse_duration)]
     progress: Duration,
+    #[command(flatten)]
+    tls: super::tls::TlsArgs,
 }
 
 /// Arguments of `bench handshake`.
@@ -98,6 +100,9 @@ fn kind_of(e: &anyhow::Error) -> String {
         }
         if matches!(c, sessioncert_client::ClientError::Http(_)) {
             return "transport".into();
+        }
+        if c.is_tls() {
+            return "tls".into();
         }
         return "other".into();
     }
@@ -259,9 +264,11 @@ where
     r
 }
 
-fn http_client(concurrency: usize) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency.max(1))
+fn http_client(c: &Common) -> anyhow::Result<reqwest::Client> {
+    Ok(c.tls
+        .options()?
+        .configure(reqwest::Client::builder())?
+        .pool_max_idle_per_host(c.concurrency.max(1))
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(30))
         .build()?)
@@ -321,7 +328,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 Err(_) => a.url.trim_end_matches('/').to_owned(),
             };
             let pin: Pin = a.pin.parse().context("bad --pin")?;
-            let http = http_client(a.common.concurrency)?;
+            let http = http_client(&a.common)?;
             // One client per worker; each iteration is one complete handshake (hello,
             // server hello with ticket, keys derived) through the product's own client,
             // with the key configuration fetched once. The server keeps nothing for it;
@@ -347,7 +354,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Request(a) => {
             check(&a.common)?;
             let body = bytes::Bytes::from(json_body(a.body));
-            let http = http_client(a.common.concurrency)?;
+            let http = http_client(&a.common)?;
             let report = if a.plain {
                 let states = (0..a.common.concurrency)
                     .map(|_| (http.clone(), a.url.clone(), body.clone()))
@@ -361,7 +368,9 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                                 .header("content-type", "application/json")
                                 .body(s.2.clone())
                                 .send()
-                                .await?;
+                                .await
+                                // Classified as the client classifies it (TLS or transport).
+                                .map_err(sessioncert_client::ClientError::from)?;
                         let status = r.status();
                         r.bytes().await?;
                         if !status.is_success() {

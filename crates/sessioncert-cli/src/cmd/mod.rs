@@ -6,16 +6,18 @@ pub mod keys;
 pub mod request;
 pub mod serve;
 pub mod sessions;
+pub mod tls;
 
 use sessioncert_client::ClientError;
 
 /// Exit status: 1 generic failure, 3 server identity not trusted (wrong pin), 4 refused
-/// by the server, 5 could not connect to the server or it did not answer in time.
-/// (clap uses 2 for usage errors.)
+/// by the server, 5 could not connect to the server or it did not answer in time, 7 the
+/// TLS handshake failed (see [`tls::EXIT_TLS`]). (clap uses 2 for usage errors.)
 pub fn exit_code_of(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<ClientError>() {
         Some(c) if c.is_untrusted() => 3,
         Some(c) if c.code().is_some() => 4,
+        Some(c) if c.is_tls() => tls::EXIT_TLS,
         // Could not connect, or no answer in time before the request was sent (a sent
         // request that timed out is an unknown outcome, exit 6, unless idempotent).
         Some(ClientError::Http(e)) if e.is_connect() || e.is_timeout() => 5,
@@ -28,6 +30,37 @@ pub fn exit_code_of(e: &anyhow::Error) -> u8 {
 /// wrong) instead of being taken for an unknown flag.
 fn is_negative(s: &str) -> bool {
     s.trim_start().starts_with('-')
+}
+
+/// The one line printed for a failed command: the outermost context and its causes —
+/// for a TLS failure its own message and what to do instead (its causes repeat it).
+pub fn error_line(e: &anyhow::Error) -> String {
+    match e.downcast_ref::<ClientError>() {
+        Some(c @ ClientError::Tls { .. }) => match tls::hint(c) {
+            Some(h) => format!("{c}; {h}"),
+            None => c.to_string(),
+        }
+        .replace(['\n', '\r'], " "),
+        _ => chain_once(e),
+    }
+}
+
+/// The outermost context and its causes, each cause once. Many errors print their
+/// source in their own message too (an OS error would show twice), so a cause already
+/// said by the text before it is left out.
+fn chain_once(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string().replace(['\n', '\r'], " ");
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// Parses durations like `10s`, `500ms`, `2m`.
@@ -172,5 +205,25 @@ mod tests {
         for bad in ["8093", ":99999", "localhost", "no such host:1"] {
             assert!(parse_listen_addr(bad).is_err(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod error_line_tests {
+    use super::chain_once as one_line;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_printed_once() {
+        let os = std::io::Error::from_raw_os_error(2);
+        let text = os.to_string();
+        let e = anyhow::Error::new(os).context(format!("/x/identity.key: {text}"));
+        let e = e.context("no identity in /x");
+        assert_eq!(
+            one_line(&e),
+            format!("no identity in /x: /x/identity.key: {text}")
+        );
+        assert_eq!(one_line(&e).matches(&text).count(), 1);
+        let e = anyhow::anyhow!("plain").context("outer");
+        assert_eq!(one_line(&e), "outer: plain");
     }
 }

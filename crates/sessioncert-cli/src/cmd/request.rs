@@ -21,8 +21,9 @@ pub const EXIT_OUTCOME_UNKNOWN: u8 = 6;
 (wrong pin); 4 refused by the server; 5 server unreachable or not answering in time (nothing \
 was executed, or the request is idempotent); 6 outcome unknown: the request was \
 sent, then the session was refused or the connection failed, so the server may or may not have \
-executed it; it was not re-sent (it is not idempotent): check before retrying; 22 with -f when \
-the opened status is 400 or above (the body is then not printed).
+executed it; it was not re-sent (it is not idempotent): check before retrying; 7 the TLS \
+handshake failed (certificate not trusted: see --cacert and -k; not a TLS server), nothing was \
+sent; 22 with -f when the opened status is 400 or above (the body is then not printed).
 
 A session file (--session) is used by one process at a time: it is locked (FILE.lock) while \
 the command runs, and a second command on the same file waits up to 5 s for it. A FILE that \
@@ -95,8 +96,10 @@ pub struct RequestArgs {
     /// Leave the session open on the server at exit (without --session it is closed).
     #[arg(long)]
     keep_session: bool,
-    /// The URL, e.g. http://127.0.0.1:8080/apiTest (http:// is assumed when no scheme
-    /// is given: 127.0.0.1:8080/apiTest).
+    #[command(flatten)]
+    tls: super::tls::TlsArgs,
+    /// The URL, e.g. http://127.0.0.1:8080/apiTest or https://api.example/notes
+    /// (http:// is assumed when no scheme is given: 127.0.0.1:8080/apiTest).
     url: String,
 }
 
@@ -188,18 +191,22 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
         None if body.is_some() => Method::POST,
         None => Method::GET,
     };
-    let mut http = reqwest::Client::builder()
+    let http = a
+        .tls
+        .options()?
+        .configure(reqwest::Client::builder())?
         .connect_timeout(
             a.connect_timeout
                 .unwrap_or(sessioncert_client::DEFAULT_CONNECT_TIMEOUT),
         )
         // Below the server's keep-alive, as the client's default (see its docs).
-        .pool_idle_timeout(std::time::Duration::from_secs(45));
-    http = http.timeout(
-        a.max_time
-            .unwrap_or(sessioncert_client::DEFAULT_REQUEST_TIMEOUT),
-    );
-    let mut builder = Client::builder(&base, trust).http_client(http.build()?);
+        .pool_idle_timeout(std::time::Duration::from_secs(45))
+        .timeout(
+            a.max_time
+                .unwrap_or(sessioncert_client::DEFAULT_REQUEST_TIMEOUT),
+        )
+        .build()?;
+    let mut builder = Client::builder(&base, trust).http_client(http);
     if let Some(f) = &a.session {
         builder = builder.session_file(f.clone());
     }

@@ -97,7 +97,8 @@ pub struct ServeArgs {
     )]
     max_connections_per_addr: usize,
     /// Time a request head may take from its first byte (from the connection's start for
-    /// the first request); the connection is closed after it. 0s disables.
+    /// the first request, TLS handshake included); the connection is closed after it. 0s
+    /// disables.
     #[arg(long, env = "SESSIONCERT_HEADER_TIMEOUT", default_value = "10s", allow_hyphen_values = true, value_parser = parse_duration)]
     header_timeout: Duration,
     /// Time a request body may take, extended by 1 s per --body-min-rate bytes received
@@ -135,7 +136,8 @@ pub struct ServeArgs {
     /// connection's read buffer.
     #[arg(long, env = "SESSIONCERT_MAX_HEADER_BYTES", default_value_t = 16 * 1024, allow_hyphen_values = true, value_parser = super::parse_size)]
     max_header_bytes: usize,
-    /// Also accept cleartext HTTP/2 with prior knowledge (h2c). Off: HTTP/1.1 only.
+    /// Also accept HTTP/2: cleartext with prior knowledge (h2c), or h2 offered by ALPN
+    /// with --tls-cert. Off: HTTP/1.1 only.
     #[arg(long, env = "SESSIONCERT_HTTP2")]
     http2: bool,
     /// Concurrent streams per HTTP/2 connection.
@@ -150,6 +152,22 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     public_origins: Vec<String>,
+    /// Terminate TLS: the certificate chain (PEM, leaf first). Needs --tls-key.
+    #[arg(
+        long,
+        env = "SESSIONCERT_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC). Needs --tls-cert.
+    #[arg(
+        long,
+        env = "SESSIONCERT_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "SESSIONCERT_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -360,6 +378,14 @@ pub async fn run(a: ServeArgs, settings: String) -> anyhow::Result<ExitCode> {
         a.http2_max_streams > 0,
         "--http2-max-streams must be at least 1"
     );
+    // Read now: unusable certificate or key files are refused before anything else.
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            sessioncert_server::listener::server_config_from_pem_files(cert, key)
+                .context("--tls-cert/--tls-key")?,
+        ),
+        _ => None,
+    };
     // The port first: a start that cannot listen must not touch the data directory
     // (create an identity, open the store and so mark the last stop unclean). Bound
     // now, listened on only once everything is ready, so no client connects early.
@@ -421,13 +447,27 @@ pub async fn run(a: ServeArgs, settings: String) -> anyhow::Result<ExitCode> {
     let listener = socket
         .listen(1024)
         .with_context(|| format!("cannot listen on {}", a.addr))?;
-    tracing::info!(target: START_STOP, addr = %a.addr, pin = %pin, "sessioncert serving; clients pin this identity");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(target: START_STOP, addr = %a.addr, scheme, pin = %pin, "sessioncert serving; clients pin this identity");
     // On SIGTERM/SIGINT: stop accepting, give open connections the grace period to
     // finish, cut the rest and return — the sessions must be persisted (and the stop
     // recorded as clean) before a supervisor gives up on us.
-    let stopped =
-        sessioncert_server::listener::serve(listener, app, listener_limits, shutdown_signal())
-            .await;
+    let stopped = match tls {
+        Some(tls) => {
+            sessioncert_server::listener::serve_tls(
+                listener,
+                tls,
+                app,
+                listener_limits,
+                shutdown_signal(),
+            )
+            .await
+        }
+        None => {
+            sessioncert_server::listener::serve(listener, app, listener_limits, shutdown_signal())
+                .await
+        }
+    };
     if stopped.connections_cut > 0 {
         tracing::warn!(
             cut = stopped.connections_cut,

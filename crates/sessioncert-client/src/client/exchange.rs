@@ -104,6 +104,8 @@ fn execution_of(e: &ClientError) -> Execution {
         // Connect errors (refused, unreachable, connect timeout) come from the connector,
         // before any byte of the request was written; builder errors before that.
         ClientError::Http(h) if h.is_connect() || h.is_builder() => Execution::NotExecuted,
+        // Only a TLS handshake that failed while connecting is classified as one.
+        ClientError::Tls { .. } => Execution::NotExecuted,
         _ => Execution::Unknown,
     }
 }
@@ -658,6 +660,56 @@ mod retry_tests {
             .await
             .unwrap_err()
             .into();
+        assert_eq!(execution_of(&e), Execution::NotExecuted, "{e:?}");
+        assert!(may_resend(&e, false));
+    }
+
+    /// A TLS handshake that failed while connecting sent nothing either.
+    #[cfg(feature = "tls")]
+    #[tokio::test]
+    async fn a_failed_tls_handshake_is_known_not_executed() {
+        use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+        use std::sync::Arc;
+        // A TLS server whose certificate nobody trusts.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let _ = acceptor.accept(tcp).await;
+                });
+            }
+        });
+        let http = crate::TlsOptions::new()
+            .configure(reqwest::Client::builder())
+            .unwrap()
+            .build()
+            .unwrap();
+        let e: ClientError = http
+            .post(format!("https://localhost:{port}/notes"))
+            .body("x")
+            .send()
+            .await
+            .unwrap_err()
+            .into();
+        assert!(e.is_tls(), "{e:?}");
         assert_eq!(execution_of(&e), Execution::NotExecuted, "{e:?}");
         assert!(may_resend(&e, false));
     }

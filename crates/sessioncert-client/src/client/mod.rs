@@ -253,6 +253,8 @@ pub struct ClientBuilder {
     lock_timeout: Duration,
     lazy: bool,
     max_response_bytes: usize,
+    #[cfg(feature = "tls")]
+    tls: crate::TlsOptions,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -269,11 +271,21 @@ impl fmt::Debug for ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// Uses this HTTP client (for TLS settings, proxies, timeouts, …) instead of the
-    /// built-in one (connect timeout 10 s, request timeout 60 s, no TLS unless the
-    /// `rustls-tls` feature is on).
+    /// Uses this HTTP client (for proxies, timeouts, …) instead of the built-in one
+    /// (connect timeout 10 s, request timeout 60 s, HTTPS with the `tls` feature, on by
+    /// default). [`crate::TlsOptions::configure`] gives one the same TLS settings as
+    /// the built-in client.
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
+        self
+    }
+
+    /// TLS settings of the built-in HTTP client (default: the platform's trust store;
+    /// ignored with [`ClientBuilder::http_client`]). Whatever TLS accepts, the server's
+    /// identity is still checked against the trust given to [`Client::builder`].
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::TlsOptions) -> Self {
+        self.tls = tls;
         self
     }
 
@@ -337,14 +349,19 @@ impl ClientBuilder {
         }
         let http = match self.http {
             Some(c) => c,
-            None => reqwest::Client::builder()
-                .connect_timeout(DEFAULT_CONNECT_TIMEOUT)
-                // Below the server's 60 s keep-alive, so a request is never written to a
-                // connection the server is closing (a failure after sending would leave
-                // its outcome unknown).
-                .pool_idle_timeout(Duration::from_secs(45))
-                .timeout(DEFAULT_REQUEST_TIMEOUT)
-                .build()?,
+            None => {
+                let builder = reqwest::Client::builder();
+                #[cfg(feature = "tls")]
+                let builder = self.tls.configure(builder)?;
+                builder
+                    .connect_timeout(DEFAULT_CONNECT_TIMEOUT)
+                    // Below the server's 60 s keep-alive, so a request is never written to
+                    // a connection the server is closing (a failure after sending would
+                    // leave its outcome unknown).
+                    .pool_idle_timeout(Duration::from_secs(45))
+                    .timeout(DEFAULT_REQUEST_TIMEOUT)
+                    .build()?
+            }
         };
         // Lock first, then read: the sequence number read can never be stale.
         let file_lock = match &self.session_file {
@@ -530,6 +547,8 @@ impl Client {
             lock_timeout: DEFAULT_SESSION_FILE_LOCK_TIMEOUT,
             lazy: false,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            #[cfg(feature = "tls")]
+            tls: crate::TlsOptions::default(),
         }
     }
 

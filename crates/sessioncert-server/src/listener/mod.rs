@@ -20,10 +20,22 @@
 //!
 //! Every request carries `ConnectInfo<SocketAddr>` in its extensions, as with
 //! `into_make_service_with_connect_info`. TCP_NODELAY is set on every connection.
+//!
+//! [`serve_tls`] is the same loop terminating TLS (rustls): a connection's TLS handshake
+//! runs inside its connection slot and per-address slot, and must finish — together with
+//! the first request head — within [`ListenerLimits::header_timeout`] of the connection's
+//! start; every other limit applies to the decrypted connection unchanged (the
+//! idle and write-stall watchdogs watch the TCP socket under TLS). ALPN offers
+//! `http/1.1`, and `h2` only when [`ListenerLimits::http2`] is set (the same HTTP/2
+//! limits apply).
 
 mod body;
+mod tls;
 
 pub use body::{BodyGuard, BodyGuardError, BodyGuardLayer};
+pub use tls::{server_config_from_pem_files, TlsConfigError};
+/// The TLS library [`serve_tls`] takes its configuration from.
+pub use tokio_rustls::rustls;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -46,6 +58,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tower::{Layer, Service, ServiceExt};
 
 /// Connection-side limits: what an anonymous peer can make the server hold before it
@@ -63,8 +76,8 @@ pub struct ListenerLimits {
     /// `exempt_loopback`; turn off behind a local reverse proxy).
     pub exempt_loopback: bool,
     /// Time a request head may take, from its first byte (from the connection's start
-    /// for the first request) to its end; the connection is closed when it runs out.
-    /// Zero disables.
+    /// for the first request, so under [`serve_tls`] the TLS handshake counts too) to its
+    /// end; the connection is closed when it runs out. Zero disables.
     pub header_timeout: Duration,
     /// Grace before a request body's rate is checked; after it, every
     /// [`BODY_RATE_WINDOW`] must bring at least `body_min_rate` bytes per second, or the
@@ -94,7 +107,8 @@ pub struct ListenerLimits {
     /// It is also the size of a connection's read buffer (at least 8 KiB), which is
     /// the memory a connection holds outside the body budget: keep it small.
     pub max_header_bytes: usize,
-    /// Accept cleartext HTTP/2 with prior knowledge (h2c). Off: HTTP/1.1 only.
+    /// Accept HTTP/2: cleartext with prior knowledge (h2c), and offered by ALPN under
+    /// [`serve_tls`]. Off: HTTP/1.1 only.
     pub http2: bool,
     /// Concurrent streams per HTTP/2 connection.
     pub http2_max_streams: u32,
@@ -164,6 +178,55 @@ where
     S::Future: Send + 'static,
     F: Future<Output = ()> + Send,
 {
+    serve_with(listener, None, app, limits, shutdown).await
+}
+
+/// [`serve`], terminating TLS with `tls` (for example from
+/// [`server_config_from_pem_files`]). Its ALPN list is replaced: `http/1.1`, plus `h2`
+/// first when [`ListenerLimits::http2`] is set. See the module docs for how the TLS
+/// handshake is bounded.
+pub async fn serve_tls<S, F>(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: S,
+    limits: ListenerLimits,
+    shutdown: F,
+) -> Stopped
+where
+    S: Service<axum::http::Request<Body>, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    F: Future<Output = ()> + Send,
+{
+    let mut config = (*tls).clone();
+    config.alpn_protocols = if limits.http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    serve_with(listener, Some(acceptor), app, limits, shutdown).await
+}
+
+async fn serve_with<S, F>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    app: S,
+    limits: ListenerLimits,
+    shutdown: F,
+) -> Stopped
+where
+    S: Service<axum::http::Request<Body>, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    F: Future<Output = ()> + Send,
+{
     let app = BodyGuardLayer::new(&limits).layer(app);
     let (cut_tx, cut_rx) = watch::channel(false);
     let builder = Arc::new(http_builder(&limits, StreamExec { cut: cut_rx }));
@@ -205,13 +268,14 @@ where
                 Some(s) => Some(s),
                 None => {
                     tracing::debug!(%remote, "connection refused: too many from this address");
-                    conns.spawn(refuse(tcp, slot));
+                    conns.spawn(refuse(tcp, tls.clone(), slot));
                     continue;
                 }
             }
         };
         conns.spawn(connection(
             tcp,
+            tls.clone(),
             remote,
             app.clone(),
             builder.clone(),
@@ -358,7 +422,8 @@ fn refused_response() -> Vec<u8> {
     .into_bytes()
 }
 
-/// Answers `429` to the first request head, then closes; within two seconds in all.
+/// Answers `429` to the first request head, then closes (over TLS after the handshake);
+/// within three seconds in all.
 ///
 /// The head is awaited (at most [`REFUSED_HEAD_MAX`] bytes and half a second, then
 /// discarded) so that the answer arrives as the response to a request: an answer sent
@@ -366,41 +431,47 @@ fn refused_response() -> Vec<u8> {
 /// connection ("unexpected message") instead of a refusal. Afterwards it reads (and
 /// discards) a little more for a moment, so the close does not reset the connection
 /// before the peer has read the answer.
-async fn refuse(mut tcp: TcpStream, _slot: OwnedSemaphorePermit) {
-    let mut buf = [0u8; 4096];
-    let _ = tokio::time::timeout(Duration::from_millis(500), async {
-        let mut read = 0usize;
-        // The last bytes seen, to find the blank line that ends the head across reads.
-        let mut tail = [0u8; 4];
-        while read < REFUSED_HEAD_MAX {
-            let n = tokio::io::AsyncReadExt::read(&mut tcp, &mut buf).await?;
-            if n == 0 {
-                break;
+async fn refuse(tcp: TcpStream, tls: Option<TlsAcceptor>, _slot: OwnedSemaphorePermit) {
+    async fn answer<I: AsyncRead + AsyncWrite + Unpin>(mut io: I) -> io::Result<()> {
+        let mut buf = [0u8; 4096];
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            let mut read = 0usize;
+            // The last bytes seen, to find the blank line that ends the head across reads.
+            let mut tail = [0u8; 4];
+            while read < REFUSED_HEAD_MAX {
+                let n = tokio::io::AsyncReadExt::read(&mut io, &mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                read += n;
+                let mut end = false;
+                for &b in &buf[..n] {
+                    tail = [tail[1], tail[2], tail[3], b];
+                    end |= &tail == b"\r\n\r\n";
+                }
+                if end {
+                    break;
+                }
             }
-            read += n;
-            let mut end = false;
-            for &b in &buf[..n] {
-                tail = [tail[1], tail[2], tail[3], b];
-                end |= &tail == b"\r\n\r\n";
-            }
-            if end {
-                break;
-            }
-        }
-        Ok::<_, io::Error>(())
-    })
-    .await;
-    let _ = tokio::time::timeout(Duration::from_millis(1500), async {
-        tcp.write_all(&refused_response()).await?;
-        tcp.shutdown().await?;
+            Ok::<_, io::Error>(())
+        })
+        .await;
+        io.write_all(&refused_response()).await?;
+        io.shutdown().await?;
         let mut left = 64 * 1024usize;
         while left > 0 {
-            match tokio::io::AsyncReadExt::read(&mut tcp, &mut buf).await? {
+            match tokio::io::AsyncReadExt::read(&mut io, &mut buf).await? {
                 0 => break,
                 n => left = left.saturating_sub(n),
             }
         }
-        Ok::<_, io::Error>(())
+        Ok(())
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        match tls {
+            None => answer(tcp).await,
+            Some(acceptor) => answer(acceptor.accept(tcp).await?).await,
+        }
     })
     .await;
 }
@@ -480,7 +551,8 @@ impl Drop for InFlight {
     }
 }
 
-/// A socket that records when bytes move.
+/// A socket that records when bytes move. Under TLS it is the TCP socket below the
+/// TLS stream, so the watchdogs see the bytes on the wire.
 struct Tracked {
     io: TcpStream,
     activity: Arc<Activity>,
@@ -550,8 +622,10 @@ impl AsyncWrite for Tracked {
 
 /// Serves one connection until it ends, the watchdog closes it, or (after the shutdown
 /// signal) it finishes gracefully. The slots are given back when this returns.
+#[allow(clippy::too_many_arguments)]
 async fn connection<S>(
     tcp: TcpStream,
+    tls: Option<TlsAcceptor>,
     remote: SocketAddr,
     app: S,
     builder: Arc<auto::Builder<StreamExec>>,
@@ -575,10 +649,84 @@ async fn connection<S>(
         write_blocked_ms: AtomicU64::new(NO_HEAD),
         write_blocked: Notify::new(),
     });
-    let io = TokioIo::new(Tracked {
+    let tracked = Tracked {
         io: tcp,
         activity: activity.clone(),
-    });
+    };
+    match tls {
+        None => {
+            serve_connection(
+                TokioIo::new(tracked),
+                activity,
+                remote,
+                app,
+                builder,
+                limits,
+                stop,
+            )
+            .await
+        }
+        Some(acceptor) => {
+            // The handshake counts against the first request head's time, which runs
+            // from the connection's start: a peer that never finishes it is cut at the
+            // header timeout, holding its slots no longer than a slow plain head would.
+            let handshake = async {
+                if limits.header_timeout.is_zero() {
+                    Ok(acceptor.accept(tracked).await)
+                } else {
+                    tokio::time::timeout_at(
+                        activity.at(0) + limits.header_timeout,
+                        acceptor.accept(tracked),
+                    )
+                    .await
+                }
+            };
+            let stream = tokio::select! {
+                r = handshake => match r {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%remote, "connection closed: TLS handshake not complete within the header timeout");
+                        return;
+                    }
+                },
+                // Shutting down: a handshake in progress has no request to finish.
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            serve_connection(
+                TokioIo::new(stream),
+                activity,
+                remote,
+                app,
+                builder,
+                limits,
+                stop,
+            )
+            .await
+        }
+    }
+}
+
+/// The HTTP part of [`connection`] over `io` (plain or TLS), with its watchdog.
+async fn serve_connection<I, S>(
+    io: TokioIo<I>,
+    activity: Arc<Activity>,
+    remote: SocketAddr,
+    app: S,
+    builder: Arc<auto::Builder<StreamExec>>,
+    limits: ListenerLimits,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<axum::http::Request<Incoming>, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let a = activity.clone();
     let svc = hyper::service::service_fn(move |mut req: axum::http::Request<Incoming>| {
         let in_flight = InFlight::enter(&a);
