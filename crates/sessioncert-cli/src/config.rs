@@ -325,6 +325,8 @@ mod tests {
             r#"["https://a.example", "https://b.example"]"#,
         ),
         ("log-format", r#""json""#),
+        ("tls-cert", r#""/etc/sessioncert/cert.pem""#),
+        ("tls-key", r#""/etc/sessioncert/key.pem""#),
     ];
 
     /// The raw value `SAMPLES` expects clap to hold for a setting.
