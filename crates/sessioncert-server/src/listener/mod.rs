@@ -21,6 +21,7 @@
 //! Every request carries `ConnectInfo<SocketAddr>` in its extensions, as with
 //! `into_make_service_with_connect_info`. TCP_NODELAY is set on every connection.
 
+mod access;
 mod body;
 
 pub use body::{BodyGuard, BodyGuardError, BodyGuardLayer};
@@ -165,6 +166,8 @@ where
     F: Future<Output = ()> + Send,
 {
     let app = BodyGuardLayer::new(&limits).layer(app);
+    // Outermost: the access log and request metrics see every answer, the body guard's too.
+    let app = access::wrap(app);
     let (cut_tx, cut_rx) = watch::channel(false);
     let builder = Arc::new(http_builder(&limits, StreamExec { cut: cut_rx }));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -204,7 +207,7 @@ where
             match per_addr.enter(remote.ip(), limits.max_connections_per_addr) {
                 Some(s) => Some(s),
                 None => {
-                    tracing::debug!(%remote, "connection refused: too many from this address");
+                    access::connection_refused(remote);
                     conns.spawn(refuse(tcp, slot));
                     continue;
                 }
@@ -535,6 +538,7 @@ async fn connection<S>(
         + 'static,
     S::Future: Send + 'static,
 {
+    let _open = crate::telemetry::OpenConnection::new();
     let activity = Arc::new(Activity {
         epoch: Instant::now(),
         last_ms: AtomicU64::new(0),
@@ -577,6 +581,7 @@ async fn connection<S>(
             let by = activity.at(head_since) + limits.header_timeout;
             if now >= by {
                 tracing::debug!(%remote, "connection closed: request head not complete within the header timeout");
+                crate::telemetry::connection_cut("header_timeout");
                 return;
             }
             wake = wake.min(by);
@@ -586,6 +591,7 @@ async fn connection<S>(
             let by = activity.at(blocked_since) + limits.write_stall_timeout;
             if now >= by {
                 tracing::debug!(%remote, "connection closed: the peer stopped reading its response");
+                crate::telemetry::connection_cut("write_stall");
                 return;
             }
             wake = wake.min(by);
@@ -606,6 +612,7 @@ async fn connection<S>(
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
+                    access::connection_error(remote, &*e);
                     tracing::debug!(%remote, error = %e, "connection ended with an error");
                 }
                 return;
