@@ -50,8 +50,8 @@ pub const REQUEST_DURATION: &str = "sessioncert_request_duration_seconds";
 
 /// Bucket bounds (seconds) suggested for [`REQUEST_DURATION`]: 50 µs to 10 s.
 pub const REQUEST_DURATION_BUCKETS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0, 2.5, 5.0, 10.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
 ];
 
 /// Registers the help text of every metric above with the installed recorder. Call it
@@ -387,7 +387,11 @@ mod tests {
         let rejected = RefusalKind::Code(ErrorCode::Rejected).slot();
         let written = (0..100).filter(|_| l.admit(malformed, 5).is_some()).count();
         assert_eq!(written, 3);
-        assert_eq!(l.admit(rejected, 5), Some(0), "other codes have their own budget");
+        assert_eq!(
+            l.admit(rejected, 5),
+            Some(0),
+            "other codes have their own budget"
+        );
         // The next second: allowed again, carrying the count of the suppressed ones.
         assert_eq!(l.admit(malformed, 6), Some(97));
         assert_eq!(l.admit(malformed, 6), Some(0));

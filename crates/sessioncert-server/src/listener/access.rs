@@ -19,12 +19,12 @@ use sessioncert_proto::{ErrorCode, SessionId};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
+use tower::Layer as _;
 use tower_http::classify::{
     NeverClassifyEos, ServerErrorsAsFailures, ServerErrorsFailureClass, SharedClassifier,
 };
 use tower_http::trace::{MakeSpan, OnResponse, ResponseBody, TraceLayer};
 use tracing::field::{display, Empty};
-use tower::Layer as _;
 use tracing::Span;
 
 /// The access-log layer [`super::serve`] puts around every application.
