@@ -2,7 +2,9 @@
 //! limit on refusal log lines.
 //!
 //! Nothing is recorded unless the application installs a `metrics` recorder (the
-//! `sessioncert` binary installs the Prometheus one; see [`describe`]). Every label value
+//! `sessioncert` binary installs the Prometheus one; see [`describe`]). Install it
+//! before building the server and serving: the hot path's handles are registered once,
+//! then (a handle taken while no recorder was installed records nothing). Every label value
 //! comes from a fixed set defined here — a refusal code, a mode, an outcome — never a
 //! path, an origin, an address or any other text a peer chooses: such a label would let
 //! an anonymous peer grow the registry without bound.
@@ -110,12 +112,19 @@ pub(crate) fn handshake(outcome: HandshakeOutcome) {
     metrics::counter!(HANDSHAKES, "outcome" => label).increment(1);
 }
 
-pub(crate) fn opened_bytes(n: usize) {
-    metrics::counter!(OPENED_BYTES).increment(n as u64);
+/// The byte counters of the sealed path, registered once (see [`RequestMetrics`]).
+pub(crate) struct ByteCounters {
+    pub(crate) opened: metrics::Counter,
+    pub(crate) sealed: metrics::Counter,
 }
 
-pub(crate) fn sealed_bytes(n: usize) {
-    metrics::counter!(SEALED_BYTES).increment(n as u64);
+impl ByteCounters {
+    pub(crate) fn new() -> Self {
+        ByteCounters {
+            opened: metrics::counter!(OPENED_BYTES),
+            sealed: metrics::counter!(SEALED_BYTES),
+        }
+    }
 }
 
 /// How a request was served, put into its response's extensions by the sealing service
@@ -219,22 +228,50 @@ pub(crate) fn refusal(kind: RefusalKind, status: u16) {
         .increment(1);
 }
 
-/// Records a finished request: its latency, and the refusal it carries, if any.
-pub(crate) fn request_done(
-    served: Option<Served>,
-    refused: Option<ErrorCode>,
-    status: u16,
-    latency: Duration,
-) {
-    let outcome = if refused.is_some() {
-        "refused"
-    } else {
-        "answered"
-    };
-    metrics::histogram!(REQUEST_DURATION, "mode" => Served::label(served), "outcome" => outcome)
-        .record(latency.as_secs_f64());
-    if let Some(code) = refused {
-        refusal(RefusalKind::Code(code), status);
+const MODES: [Option<Served>; 4] = [
+    Some(Served::Sealed),
+    Some(Served::Full),
+    Some(Served::Handshake),
+    None,
+];
+const OUTCOMES: [&str; 2] = ["answered", "refused"];
+
+/// The per-request histograms, registered once (with the recorder installed at the
+/// time: install one before serving) rather than looked up on every request.
+pub(crate) struct RequestMetrics {
+    /// By mode (as [`MODES`]), then outcome (as [`OUTCOMES`]).
+    durations: [[metrics::Histogram; 2]; 4],
+}
+
+impl RequestMetrics {
+    pub(crate) fn new() -> Self {
+        RequestMetrics {
+            durations: std::array::from_fn(|m| {
+                std::array::from_fn(|o| {
+                    metrics::histogram!(
+                        REQUEST_DURATION,
+                        "mode" => Served::label(MODES[m]),
+                        "outcome" => OUTCOMES[o]
+                    )
+                })
+            }),
+        }
+    }
+
+    /// Records a finished request: its latency, and the refusal it carries, if any.
+    pub(crate) fn record(
+        &self,
+        served: Option<Served>,
+        refused: Option<ErrorCode>,
+        status: u16,
+        latency: Duration,
+    ) {
+        let mode = MODES.iter().position(|m| *m == served).unwrap_or(3);
+        let outcome = usize::from(refused.is_some());
+        self.durations[mode][outcome].record(latency.as_secs_f64());
+        if let Some(code) = refused {
+            refusal(RefusalKind::Code(code), status);
+        }
     }
 }
 

@@ -148,6 +148,8 @@ pub struct SessionManager {
     tombstones: Tombstones,
     /// Whether the last write to the store went through (readiness).
     store_writable: AtomicBool,
+    /// Plaintext bytes opened and sealed (metrics).
+    bytes: telemetry::ByteCounters,
 }
 
 /// Tombstones in the table by state: kept as counts so the sessions gauge never walks
@@ -209,6 +211,7 @@ impl SessionManager {
             public_origins: Vec::new(),
             tombstones: Tombstones::default(),
             store_writable: AtomicBool::new(true),
+            bytes: telemetry::ByteCounters::new(),
         })
     }
 
@@ -544,7 +547,7 @@ impl SessionManager {
             }
         };
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        telemetry::opened_bytes(opened.plaintext.len());
+        self.bytes.opened.increment(opened.plaintext.len() as u64);
         self.queue_save(&entry);
         Ok((entry, opened))
     }
@@ -566,7 +569,7 @@ impl SessionManager {
             tracing::error!(session = %entry.id, error = %failed.error, "sealing a response failed");
             Refusal::new(ErrorCode::Internal)
         })?;
-        telemetry::sealed_bytes(body.len());
+        self.bytes.sealed.increment(body.len() as u64);
         Ok(record)
     }
 
