@@ -154,31 +154,22 @@ fn parse_suites(s: &str) -> anyhow::Result<Vec<Suite>> {
     Ok(suites)
 }
 
-/// Logs to stderr from a writer thread: a line per request is formatted on the request's
-/// task, but written (buffered, a batch per system call) off the request path. No line is
-/// dropped (`lossy(false)`: a writer far behind slows the server instead). Keep the guard
-/// until exit: dropping it writes what is left.
-fn init_logs(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
+fn init_logs(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour only for a person at a terminal: never into files and pipes, never with
     // NO_COLOR (https://no-color.org) set.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("sessioncert-log")
-        .finish(std::io::BufWriter::new(std::io::stderr()));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour)
-        .with_writer(writer);
+        .with_writer(std::io::stderr);
     if format == "json" {
         b.json().init();
     } else {
         b.init();
     }
-    guard
 }
 
 /// Binds `addr` without listening yet (a busy port fails here, before any other work).
@@ -247,7 +238,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
             "--public-origin {o:?}: expected the one canonical spelling scheme://host[:port] (lower case, no default port, no trailing dot; PROTOCOL §8.2), e.g. https://api.example.com"
         );
     }
-    let _log_writer = init_logs(&a.log_format);
+    init_logs(&a.log_format);
     let metrics = crate::admin::install_metrics()?;
     let suites = parse_suites(&a.suites)?;
     anyhow::ensure!(
