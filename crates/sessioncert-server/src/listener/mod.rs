@@ -20,6 +20,10 @@
 //!
 //! Every request carries `ConnectInfo<SocketAddr>` in its extensions, as with
 //! `into_make_service_with_connect_info`. TCP_NODELAY is set on every connection.
+//!
+//! Every answer — the application's, the body guard's, the listener's own refusals — is
+//! written to the access log (target `sessioncert::access`, refusal lines limited under
+//! floods) and recorded in the metrics of [`crate::telemetry`].
 
 mod access;
 mod body;
