@@ -53,8 +53,11 @@ fn series_key(name: &str, labels: &[(&str, &str)]) -> String {
     format!("{name}{{{}}}", inner.join(","))
 }
 
-/// `(name, labels)` of one exposition line.
-fn parse_line(line: &str) -> Option<(String, Vec<(String, String)>, f64)> {
+/// An exposition line: name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+/// Parses one exposition line.
+fn parse_line(line: &str) -> Option<Sample> {
     let (series, value) = line.rsplit_once(' ')?;
     let value: f64 = value.parse().ok()?;
     let (name, labels) = match series.split_once('{') {
