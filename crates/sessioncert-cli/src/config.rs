@@ -327,6 +327,7 @@ mod tests {
         ("log-format", r#""json""#),
         ("tls-cert", r#""/etc/sessioncert/cert.pem""#),
         ("tls-key", r#""/etc/sessioncert/key.pem""#),
+        ("admin-addr", r#""127.0.0.1:9090""#),
     ];
 
     /// The raw value `SAMPLES` expects clap to hold for a setting.

@@ -3,6 +3,7 @@
 //! live here; all protocol work is in the library crates.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod cmd;
 mod config;
 mod demo;

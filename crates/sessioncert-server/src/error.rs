@@ -139,6 +139,9 @@ impl IntoResponse for Refusal {
             self.message()
         );
         let mut r = (status, body).into_response();
+        // Read by the access log and the refusal counter (one place for every refusal).
+        r.extensions_mut()
+            .insert(crate::telemetry::Refused(self.code));
         let h = r.headers_mut();
         h.insert(
             header::CONTENT_TYPE,

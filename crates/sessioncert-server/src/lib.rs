@@ -33,6 +33,7 @@ pub mod listener;
 mod routes;
 pub mod seal;
 pub mod sessions;
+pub mod telemetry;
 mod tickets;
 
 pub use error::{Refusal, ServerError};

@@ -5,6 +5,7 @@ use crate::error::Refusal;
 use crate::seal::exchange::{self, Mode};
 use crate::seal::{read_body, sealed_response, session_id};
 use crate::sessions::SessionManager;
+use crate::telemetry::{self, HandshakeOutcome, Served};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -45,8 +46,17 @@ fn handshake_bytes(body: Vec<u8>, cache: bool) -> Response {
     r
 }
 
+/// Marks a protocol endpoint's response for the request metrics.
+fn served_as(mut r: Response, served: Served) -> Response {
+    r.extensions_mut().insert(served);
+    r
+}
+
 pub(crate) async fn get_config(State(m): State<Arc<SessionManager>>) -> Response {
-    handshake_bytes(m.config_bytes().as_ref().clone(), true)
+    served_as(
+        handshake_bytes(m.config_bytes().as_ref().clone(), true),
+        Served::Handshake,
+    )
 }
 
 pub(crate) async fn post_handshake(State(m): State<Arc<SessionManager>>, req: Request) -> Response {
@@ -59,10 +69,17 @@ pub(crate) async fn post_handshake(State(m): State<Arc<SessionManager>>, req: Re
         m.handshake(&body, addr).await
     }
     .await;
-    match result {
-        Ok(msg) => handshake_bytes(msg, false),
-        Err(r) => r.into_response(),
-    }
+    let response = match result {
+        Ok(msg) => {
+            telemetry::handshake(HandshakeOutcome::Answered);
+            handshake_bytes(msg, false)
+        }
+        Err(r) => {
+            telemetry::handshake(HandshakeOutcome::Refused);
+            r.into_response()
+        }
+    };
+    served_as(response, Served::Handshake)
 }
 
 pub(crate) async fn post_confirm(State(m): State<Arc<SessionManager>>, req: Request) -> Response {
@@ -76,10 +93,11 @@ pub(crate) async fn post_confirm(State(m): State<Arc<SessionManager>>, req: Requ
         m.confirm(&id, &body, addr).await
     }
     .await;
-    match result {
+    let response = match result {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(r) => r.into_response(),
-    }
+    };
+    served_as(response, Served::Handshake)
 }
 
 pub(crate) async fn post_close(State(m): State<Arc<SessionManager>>, req: Request) -> Response {
@@ -101,5 +119,8 @@ pub(crate) async fn post_close(State(m): State<Arc<SessionManager>>, req: Reques
         ))
     }
     .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    served_as(
+        result.unwrap_or_else(IntoResponse::into_response),
+        Served::Sealed,
+    )
 }

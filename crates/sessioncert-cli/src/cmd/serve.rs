@@ -11,6 +11,7 @@ use sessioncert_store::{MemoryStore, SessionStore, SqliteStore, StoreError};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -171,6 +172,10 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "SESSIONCERT_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
+    /// Serve /metrics, /healthz and /readyz on this address only (the serving address
+    /// then answers them 404). Default: on the serving address.
+    #[arg(long, env = "SESSIONCERT_ADMIN_ADDR", value_parser = super::parse_listen_addr)]
+    admin_addr: Option<SocketAddr>,
 }
 
 fn parse_suites(s: &str) -> anyhow::Result<Vec<Suite>> {
@@ -305,6 +310,7 @@ pub async fn run(a: ServeArgs, settings: String) -> anyhow::Result<ExitCode> {
         Some(file) => tracing::info!(config = %file.display(), "settings: {settings}"),
         None => tracing::info!("settings: {settings}"),
     }
+    let metrics = crate::admin::install_metrics()?;
     let suites = parse_suites(&a.suites)?;
     anyhow::ensure!(
         a.max_inflight_body >= a.max_body,
@@ -390,6 +396,19 @@ pub async fn run(a: ServeArgs, settings: String) -> anyhow::Result<ExitCode> {
     // (create an identity, open the store and so mark the last stop unclean). Bound
     // now, listened on only once everything is ready, so no client connects early.
     let socket = reserve_port(a.addr).with_context(|| format!("cannot listen on {}", a.addr))?;
+    let admin_socket = match a.admin_addr {
+        Some(addr) => {
+            anyhow::ensure!(
+                addr != a.addr,
+                "--admin-addr must differ from --addr ({addr})"
+            );
+            Some(
+                reserve_port(addr)
+                    .with_context(|| format!("cannot listen on {addr} (--admin-addr)"))?,
+            )
+        }
+        None => None,
+    };
     let data = a.data.clone();
     let (keys, created) =
         tokio::task::spawn_blocking(move || ServerKeys::open_or_create(&data, now_ms()))
@@ -443,30 +462,60 @@ pub async fn run(a: ServeArgs, settings: String) -> anyhow::Result<ExitCode> {
         .public_origins(a.public_origins.iter().map(|o| o.trim().to_owned()))?
         .build()
         .await?;
+    let stopping = Arc::new(AtomicBool::new(false));
+    let admin = crate::admin::routes(crate::admin::Admin {
+        metrics,
+        sc: sc.clone(),
+        stopping: stopping.clone(),
+    });
     let app = sc.router(demo::sealed_routes()).merge(demo::plain_routes());
+    let (app, admin) = match admin_socket {
+        None => (app.merge(admin), None),
+        Some(socket) => (app.merge(crate::admin::not_here()), Some((socket, admin))),
+    };
     let listener = socket
         .listen(1024)
         .with_context(|| format!("cannot listen on {}", a.addr))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(target: START_STOP, addr = %a.addr, scheme, pin = %pin, "sessioncert serving; clients pin this identity");
+    // The admin address runs until the sessions are saved, answering /readyz 503 from
+    // the stop signal on; it has the serving address's connection limits.
+    let admin = match admin {
+        Some((socket, routes)) => {
+            let listener = socket.listen(64).context("cannot listen on --admin-addr")?;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(sessioncert_server::listener::serve(
+                listener,
+                routes,
+                listener_limits.clone(),
+                async {
+                    let _ = stopped.await;
+                },
+            ));
+            Some((stop, task))
+        }
+        None => None,
+    };
+    tracing::info!(
+        target: START_STOP,
+        addr = %a.addr,
+        scheme,
+        admin_addr = %a.admin_addr.map_or_else(|| "the serving address".to_owned(), |x| x.to_string()),
+        pin = %pin,
+        "sessioncert serving; clients pin this identity"
+    );
     // On SIGTERM/SIGINT: stop accepting, give open connections the grace period to
     // finish, cut the rest and return — the sessions must be persisted (and the stop
     // recorded as clean) before a supervisor gives up on us.
+    let signal = async {
+        shutdown_signal().await;
+        stopping.store(true, Ordering::SeqCst);
+    };
     let stopped = match tls {
         Some(tls) => {
-            sessioncert_server::listener::serve_tls(
-                listener,
-                tls,
-                app,
-                listener_limits,
-                shutdown_signal(),
-            )
-            .await
-        }
-        None => {
-            sessioncert_server::listener::serve(listener, app, listener_limits, shutdown_signal())
+            sessioncert_server::listener::serve_tls(listener, tls, app, listener_limits, signal)
                 .await
         }
+        None => sessioncert_server::listener::serve(listener, app, listener_limits, signal).await,
     };
     if stopped.connections_cut > 0 {
         tracing::warn!(
@@ -475,7 +524,12 @@ pub async fn run(a: ServeArgs, settings: String) -> anyhow::Result<ExitCode> {
         );
     }
     tracing::info!("shutting down: persisting sessions");
-    sc.shutdown().await.context("clean shutdown failed")?;
+    let saved = sc.shutdown().await.context("clean shutdown failed");
+    if let Some((stop, task)) = admin {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
+    saved?;
     tracing::info!(
         target: START_STOP,
         live_sessions = sc.manager().live_sessions(),

@@ -80,6 +80,7 @@ impl BodyGuardError {
         );
         let mut r = Response::new(Body::from(body));
         *r.status_mut() = status;
+        r.extensions_mut().insert(crate::telemetry::Refused(code));
         let h = r.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
@@ -595,7 +596,14 @@ where
             }
             Ok(match failure {
                 None => resp,
-                Some(e) => e.response(cfg.wait.as_secs().max(1), http1),
+                Some(e) => {
+                    let mut r = e.response(cfg.wait.as_secs().max(1), http1);
+                    // How the request was being served still holds (for the metrics).
+                    if let Some(served) = resp.extensions().get::<crate::telemetry::Served>() {
+                        r.extensions_mut().insert(*served);
+                    }
+                    r
+                }
             })
         })
     }

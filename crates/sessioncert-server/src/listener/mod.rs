@@ -28,7 +28,12 @@
 //! idle and write-stall watchdogs watch the TCP socket under TLS). ALPN offers
 //! `http/1.1`, and `h2` only when [`ListenerLimits::http2`] is set (the same HTTP/2
 //! limits apply).
+//!
+//! Every answer — the application's, the body guard's, the listener's own refusals — is
+//! written to the access log (target `sessioncert::access`, refusal lines limited under
+//! floods) and recorded in the metrics of [`crate::telemetry`].
 
+mod access;
 mod body;
 mod tls;
 
@@ -228,6 +233,8 @@ where
     F: Future<Output = ()> + Send,
 {
     let app = BodyGuardLayer::new(&limits).layer(app);
+    // Outermost: the access log and request metrics see every answer, the body guard's too.
+    let app = access::wrap(app);
     let (cut_tx, cut_rx) = watch::channel(false);
     let builder = Arc::new(http_builder(&limits, StreamExec { cut: cut_rx }));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -267,7 +274,7 @@ where
             match per_addr.enter(remote.ip(), limits.max_connections_per_addr) {
                 Some(s) => Some(s),
                 None => {
-                    tracing::debug!(%remote, "connection refused: too many from this address");
+                    access::connection_refused(remote);
                     conns.spawn(refuse(tcp, tls.clone(), slot));
                     continue;
                 }
@@ -639,6 +646,7 @@ async fn connection<S>(
         + 'static,
     S::Future: Send + 'static,
 {
+    let _open = crate::telemetry::OpenConnection::new();
     let activity = Arc::new(Activity {
         epoch: Instant::now(),
         last_ms: AtomicU64::new(0),
@@ -755,6 +763,7 @@ async fn serve_connection<I, S>(
             let by = activity.at(head_since) + limits.header_timeout;
             if now >= by {
                 tracing::debug!(%remote, "connection closed: request head not complete within the header timeout");
+                crate::telemetry::connection_cut("header_timeout");
                 return;
             }
             wake = wake.min(by);
@@ -764,6 +773,7 @@ async fn serve_connection<I, S>(
             let by = activity.at(blocked_since) + limits.write_stall_timeout;
             if now >= by {
                 tracing::debug!(%remote, "connection closed: the peer stopped reading its response");
+                crate::telemetry::connection_cut("write_stall");
                 return;
             }
             wake = wake.min(by);
@@ -784,6 +794,7 @@ async fn serve_connection<I, S>(
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
+                    access::connection_error(remote, &*e);
                     tracing::debug!(%remote, error = %e, "connection ended with an error");
                 }
                 return;

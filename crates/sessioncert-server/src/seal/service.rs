@@ -3,6 +3,7 @@
 use super::exchange::{self, Mode};
 use crate::error::Refusal;
 use crate::sessions::SessionManager;
+use crate::telemetry::Served;
 use axum::body::{Body, Bytes};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::BoxFuture;
@@ -95,35 +96,62 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         if std::mem::take(&mut self.inner_failed) {
-            let refusal = Refusal::new(ErrorCode::Unavailable).into_response();
+            let mut refusal = Refusal::new(ErrorCode::Unavailable).into_response();
+            refusal.extensions_mut().insert(served(self.mode));
             return Box::pin(std::future::ready(Ok(refusal)));
         }
         // The instance driven ready goes to this call; a clone takes its place.
         let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let inner = std::mem::replace(&mut self.inner, clone);
         let manager = self.manager.clone();
         let mode = self.mode;
         let req = req.map(Body::new);
         Box::pin(async move {
-            let (opened, handler_req) = match exchange::open(&manager, req, mode).await {
-                Ok(o) => o,
-                Err(refusal) => return Ok(refusal.into_response()),
-            };
-            let response = match inner.call(handler_req).await {
-                Ok(r) => r.map(Body::new),
-                Err(e) => {
-                    // The request was opened (its seq is spent) and handed over: answer
-                    // sealed, so the client learns it reached the handler.
-                    let e: axum::BoxError = e.into();
-                    tracing::error!(session = %opened.id, error = %e, "the sealed handler failed");
-                    let mut r = Response::new(Body::empty());
-                    *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                    r
-                }
-            };
-            Ok(exchange::seal(&manager, opened, response)
-                .await
-                .unwrap_or_else(IntoResponse::into_response))
+            let mut response = serve(&manager, inner, req, mode).await;
+            // For the access log and the request metrics.
+            response.extensions_mut().insert(served(mode));
+            Ok(response)
         })
     }
+}
+
+fn served(mode: Mode) -> Served {
+    match mode {
+        Mode::Header => Served::Sealed,
+        Mode::Full => Served::Full,
+    }
+}
+
+/// Open → dispatch → seal, or the refusal.
+async fn serve<S, ResBody>(
+    manager: &SessionManager,
+    mut inner: S,
+    req: Request<Body>,
+    mode: Mode,
+) -> Response
+where
+    S: Service<Request<Body>, Response = http::Response<ResBody>>,
+    S::Error: Into<axum::BoxError>,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<axum::BoxError>,
+{
+    let (opened, handler_req) = match exchange::open(manager, req, mode).await {
+        Ok(o) => o,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let response = match inner.call(handler_req).await {
+        Ok(r) => r.map(Body::new),
+        Err(e) => {
+            // The request was opened (its seq is spent) and handed over: answer
+            // sealed, so the client learns it reached the handler.
+            let e: axum::BoxError = e.into();
+            tracing::error!(session = %opened.id, error = %e, "the sealed handler failed");
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            r
+        }
+    };
+    exchange::seal(manager, opened, response)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }

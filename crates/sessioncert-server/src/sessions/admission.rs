@@ -3,6 +3,7 @@
 
 use super::SessionManager;
 use crate::error::Refusal;
+use crate::telemetry::{self, RefusalKind};
 use sessioncert_proto::ErrorCode;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -21,7 +22,7 @@ impl SessionManager {
         }
         if let Some(a) = limited {
             if let Err(wait) = self.rate.take(a, &self.limits) {
-                tracing::info!(addr = %a, "handshake refused: rate limit");
+                tracing::debug!(addr = %a, "handshake refused: rate limit");
                 return Err(Refusal::retry_after(ErrorCode::RateLimited, wait));
             }
         }
@@ -36,13 +37,19 @@ impl SessionManager {
                 .get(&a)
                 .is_some_and(|n| *n >= self.limits.max_sessions_per_addr)
             {
-                tracing::info!(addr = %a, "refused: sessions per address");
+                tracing::debug!(addr = %a, "refused: sessions per address");
                 return Err(Refusal::retry_after(ErrorCode::RateLimited, 60));
             }
         }
         // Server-wide caps are not this client's fault: 503, not 429.
         if self.live_count.load(Ordering::Relaxed) >= self.limits.max_live_sessions {
-            tracing::warn!("refused: live session table is full");
+            // The operator's problem, not the peer's: said at warn, but at most so often.
+            if telemetry::refusal_line(RefusalKind::Code(ErrorCode::Unavailable)) {
+                tracing::warn!(
+                    max_sessions = self.limits.max_live_sessions,
+                    "refused: live session table is full"
+                );
+            }
             return Err(Refusal::retry_after(ErrorCode::Unavailable, 60));
         }
         Ok(())

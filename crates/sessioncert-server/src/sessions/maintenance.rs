@@ -41,18 +41,18 @@ impl SessionManager {
             .ticket_lifetime_ms
             .saturating_mul(TOMBSTONE_TICKET_LIFETIMES);
         let mut expired = Vec::new();
-        let mut forget: Vec<SessionId> = Vec::new();
-        let mut forgettable: Vec<SessionId> = Vec::new();
+        let mut forget: Vec<(SessionId, SessionState)> = Vec::new();
+        let mut forgettable: Vec<(SessionId, SessionState)> = Vec::new();
         for e in self.cache.iter() {
             let entry = e.value();
             let mut m = entry.lock();
             match m.live {
-                Live::Ended(..) if !m.unsaved() => {
+                Live::Ended(state, _) if !m.unsaved() => {
                     if now >= entry.tombstone_until(&m, min_tombstone) {
-                        forget.push(entry.id);
+                        forget.push((entry.id, state));
                     } else if now >= m.ended_at_ms.saturating_add(min_tombstone) {
                         // Never before its ticket is long dead (PROTOCOL §6.8).
-                        forgettable.push(entry.id);
+                        forgettable.push((entry.id, state));
                     }
                 }
                 Live::Ended(..) => {}
@@ -77,9 +77,11 @@ impl SessionManager {
                     .take(tombstones - self.limits.max_live_sessions),
             );
         }
-        for id in forget {
+        for (id, state) in forget {
             // Only ended, saved entries were picked; nothing can change them since.
-            self.cache.remove(&id);
+            if self.cache.remove(&id).is_some() {
+                self.tombstones.remove(state);
+            }
         }
         self.rate.prune(&self.limits);
         match self
@@ -120,6 +122,8 @@ impl SessionManager {
                         if m.closing.load(Ordering::SeqCst) { break }
                         // Errors are logged where they happen; the sessions stay queued.
                         let _ = m.flush().await;
+                        m.publish_gauges();
+                        crate::telemetry::report_suppressed();
                     }
                     _ = poll.tick() => {
                         let Some(m) = weak.upgrade() else { break };

@@ -23,6 +23,7 @@ pub use table::Entry;
 use crate::error::Refusal;
 use crate::keys::ServerKeys;
 use crate::limits::{HandshakeRate, Limits};
+use crate::telemetry::{self, HandshakeOutcome};
 use crate::tickets::{TicketKeys, TicketTimes};
 use crate::ServerError;
 use base64::Engine as _;
@@ -143,6 +144,39 @@ pub struct SessionManager {
     closing: AtomicBool,
     /// Bytes of sealed responses built and not yet fully sent (or dropped).
     pub(crate) response_bytes: Arc<std::sync::atomic::AtomicUsize>,
+    /// Tombstones in `cache`, by how their session ended (for the sessions gauge).
+    tombstones: Tombstones,
+    /// Whether the last write to the store went through (readiness).
+    store_writable: AtomicBool,
+    /// Plaintext bytes opened and sealed (metrics).
+    bytes: telemetry::ByteCounters,
+}
+
+/// Tombstones in the table by state: kept as counts so the sessions gauge never walks
+/// the table.
+#[derive(Default)]
+struct Tombstones {
+    closed: AtomicUsize,
+    expired: AtomicUsize,
+}
+
+impl Tombstones {
+    fn of(&self, state: SessionState) -> &AtomicUsize {
+        match state {
+            SessionState::Closed => &self.closed,
+            _ => &self.expired,
+        }
+    }
+
+    pub(crate) fn add(&self, state: SessionState) {
+        self.of(state).fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn remove(&self, state: SessionState) {
+        let _ = self
+            .of(state)
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
 }
 
 impl SessionManager {
@@ -175,6 +209,9 @@ impl SessionManager {
             closing: AtomicBool::new(false),
             response_bytes: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             public_origins: Vec::new(),
+            tombstones: Tombstones::default(),
+            store_writable: AtomicBool::new(true),
+            bytes: telemetry::ByteCounters::new(),
         })
     }
 
@@ -216,6 +253,37 @@ impl SessionManager {
         self.cache.len()
     }
 
+    /// Whether the last write to the store went through. A store that fails is noticed
+    /// at the next write (every `flush_interval` while sessions change); sessions that
+    /// could not be saved stay queued and are retried.
+    pub fn store_writable(&self) -> bool {
+        self.store_writable.load(Ordering::Relaxed)
+    }
+
+    /// Whether shutdown has begun (no request is opened any more).
+    pub fn is_shutting_down(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    /// Ready to serve: shutdown has not begun and the store takes writes.
+    pub fn is_ready(&self) -> bool {
+        !self.is_shutting_down() && self.store_writable()
+    }
+
+    /// Sets the gauges read from the table — sessions by state, response bytes held —
+    /// from counts kept as sessions change (no walk of the table, no lock). Called by the
+    /// maintenance loop; call it before rendering metrics for an exact reading.
+    pub fn publish_gauges(&self) {
+        let gauge = |state: &'static str, n: usize| {
+            metrics::gauge!(telemetry::SESSIONS, "state" => state).set(n as f64);
+        };
+        gauge("established", self.live_count.load(Ordering::Relaxed));
+        gauge("closed", self.tombstones.closed.load(Ordering::Relaxed));
+        gauge("expired", self.tombstones.expired.load(Ordering::Relaxed));
+        metrics::gauge!(telemetry::RESPONSE_BYTES_HELD)
+            .set(self.response_bytes.load(Ordering::Relaxed) as f64);
+    }
+
     /// The encoded signed key configuration currently served.
     pub fn config_bytes(&self) -> Arc<Vec<u8>> {
         self.config
@@ -255,7 +323,8 @@ impl SessionManager {
         let id = SessionId::random().map_err(Refusal::from)?;
         let resp =
             respond(&self.keys.handshake_keys(), &self.policy, msg, id, now).map_err(|e| {
-                tracing::info!(error = %e, "handshake refused");
+                // The access log has the refusal's code; this says why.
+                tracing::debug!(error = %e, "handshake refused");
                 Refusal::from(e)
             })?;
         let times = TicketTimes {
@@ -351,7 +420,9 @@ impl SessionManager {
     ) -> Result<bool, Refusal> {
         let refused = |code: ErrorCode, why: &str| {
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(session = %id, reason = why, "confirmation refused");
+            telemetry::handshake(HandshakeOutcome::ConfirmationRefused);
+            // The access log has the refusal's code; this says why.
+            tracing::debug!(session = %id, reason = why, "confirmation refused");
             Refusal::new(code)
         };
         let conf = Confirmation::parse(confirmation)
@@ -380,7 +451,9 @@ impl SessionManager {
             .confirm(conf.client_finished)
             .map_err(|_| refused(ErrorCode::HandshakeFailed, "client_finished mismatch"))?;
         let limited = self.limited(addr);
-        self.admit_session(limited)?;
+        self.admit_session(limited).inspect_err(|_| {
+            telemetry::handshake(HandshakeOutcome::ConfirmationRefused);
+        })?;
         let entry = Arc::new(Entry::new(
             *id,
             session.suite().name(),
@@ -405,6 +478,7 @@ impl SessionManager {
             }
             self.live_count.fetch_add(1, Ordering::Relaxed);
             self.stats.established.fetch_add(1, Ordering::Relaxed);
+            telemetry::handshake(HandshakeOutcome::Established);
             entry.lock().touch();
             self.queue_save(&entry);
         }
@@ -461,7 +535,8 @@ impl SessionManager {
                 }
                 Err(e) => {
                     self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(session = %id, error = %e, "sealed request refused");
+                    // The access log has the refusal's code; this says why.
+                    tracing::debug!(session = %id, error = %e, "sealed request refused");
                     // Unparseable records are "malformed"; everything that fails
                     // authentication or the replay window is one uniform "rejected".
                     return Err(Refusal::new(match e.code() {
@@ -472,6 +547,7 @@ impl SessionManager {
             }
         };
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.bytes.opened.increment(opened.plaintext.len() as u64);
         self.queue_save(&entry);
         Ok((entry, opened))
     }
@@ -489,10 +565,12 @@ impl SessionManager {
             // Closed while the handler ran (e.g. this was the close request itself).
             return Err(Refusal::new(ErrorCode::SessionClosed));
         };
-        s.seal_response(sealer, binding, body).map_err(|failed| {
+        let record = s.seal_response(sealer, binding, body).map_err(|failed| {
             tracing::error!(session = %entry.id, error = %failed.error, "sealing a response failed");
             Refusal::new(ErrorCode::Internal)
-        })
+        })?;
+        self.bytes.sealed.increment(body.len() as u64);
+        Ok(record)
     }
 
     /// Seals the response to a close request and closes the session.
@@ -541,6 +619,7 @@ impl SessionManager {
         m.ended_at_ms = now_ms();
         m.touch();
         self.live_count.fetch_sub(1, Ordering::Relaxed);
+        self.tombstones.add(end);
         if entry.counted_for_addr {
             if let Some(a) = entry.client_addr {
                 self.uncount_for_addr(a);

@@ -145,7 +145,9 @@ impl SessionManager {
             if writes.is_empty() {
                 return Ok(written);
             }
-            match self.store.save(writes).await {
+            let saved = self.store.save(writes).await;
+            self.store_writable.store(saved.is_ok(), Ordering::Relaxed);
+            match saved {
                 Ok(()) => {
                     for (entry, changes) in &batch {
                         let mut m = entry.lock();
@@ -293,6 +295,7 @@ impl SessionManager {
                 continue;
             }
             if self.cache.insert(rec.id, Arc::new(entry)).is_none() {
+                self.tombstones.add(rec.state);
                 loaded += 1;
             }
         }
