@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use sessioncert_server::{now_ms, ListenerLimits, SealedContext, ServerKeys, SessionCert};
-use sessioncert_store::{OpenMode, SqliteStore};
+use sessioncert_store::SqliteStore;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -64,7 +64,10 @@ async fn main() -> anyhow::Result<()> {
     // directory; both are created on the first start and reused after.
     let (keys, _created) = ServerKeys::open_or_create(&data, now_ms())?;
     let pin = keys.pin();
-    let (store, _report) = SqliteStore::open(&data.join("sessions.db"), OpenMode::Server)?;
+    // The store records which storage key seals its sessions: a start with another key
+    // (a forgotten SESSIONCERT_STORAGE_KEY) is refused instead of ending them all.
+    let (store, _report) =
+        SqliteStore::open_server(&data.join("sessions.db"), &keys.storage_key().key_id())?;
     let sc = SessionCert::builder(Arc::new(keys), Arc::new(store))
         .build()
         .await?;

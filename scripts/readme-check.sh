@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Runs the commands the README shows, exactly as written, and checks what they print.
+# Each command is first looked up verbatim in README.md, so a README edit that changes a
+# command without changing this script fails here (update both together).
+#
+#   scripts/readme-check.sh        (from the repository root; CI runs it)
+#
+# Uses 127.0.0.1:8080 and 127.0.0.1:3000 as the README does; a scratch HOME and install
+# root keep it off the caller's ~/.cargo/bin and ~/.local.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+README=README.md
+fail() { echo "readme-check FAIL: $*" >&2; exit 1; }
+shown() { grep -qF -- "$1" "$README" || fail "the README no longer shows: $1"; }
+
+SCRATCH=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  rm -rf "$SCRATCH" ./sessioncert-data ./example-data
+}
+trap cleanup EXIT
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() {
+  for _ in $(seq 1 600); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.2
+  done
+  return 1
+}
+for p in 8080 3000; do port_free "$p" || fail "port $p is busy; the README's commands need it"; done
+for d in ./sessioncert-data ./example-data; do [ ! -e "$d" ] || fail "$d exists; the README's commands would reuse it"; done
+
+echo "== Two commands: the demo server, then a sealed request from a second terminal"
+shown 'cargo run --release -- serve        # demo server on 127.0.0.1:8080'
+cargo run --release --locked -q -- serve >"$SCRATCH/serve.log" 2>&1 &
+PIDS+=($!)
+wait_port 8080 || fail "serve did not listen on 8080: $(cat "$SCRATCH/serve.log")"
+grep -q 'pin=ed25519:' "$SCRATCH/serve.log" || fail "serve did not print its pin"
+shown 'PIN=$(cargo run -q --release -- fingerprint)           # reads ./sessioncert-data'
+shown "cargo run -q --release -- request --pin \"\$PIN\" \\"
+shown "  -H 'content-type: application/json' -d '{\"secret\":\"hello\"}' http://127.0.0.1:8080/apiTest"
+PIN=$(cargo run -q --release -- fingerprint)
+OUT=$(cargo run -q --release -- request --pin "$PIN" \
+  -H 'content-type: application/json' -d '{"secret":"hello"}' http://127.0.0.1:8080/apiTest)
+EXPECTED='{"message":"apiTest: request received","requestData":{"secret":"hello"},"status":true}'
+shown "# $EXPECTED"
+[ "$OUT" = "$EXPECTED" ] || fail "the quick start printed $OUT, the README says $EXPECTED"
+shown 'POST /plain/apiTest'
+code=$(python3 -c '
+import urllib.request, urllib.error
+try:
+    urllib.request.urlopen(urllib.request.Request("http://127.0.0.1:8080/apiTest", data=b"{}"))
+    print(200)
+except urllib.error.HTTPError as e:
+    print(e.code)')
+[ "$code" = 400 ] || fail "a plain request to /apiTest got $code, the README says 400"
+kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
+
+echo "== Install: cargo install, completions, man pages"
+shown 'cargo install --path crates/sessioncert-cli      # puts `sessioncert` in ~/.cargo/bin'
+shown 'sessioncert completions bash > ~/.local/share/bash-completion/completions/sessioncert'
+shown 'sessioncert man --out ~/.local/share/man/man1    # sessioncert.1, sessioncert-serve.1, …'
+(
+  # The install root and HOME are scratch; the build reuses this checkout's target dir.
+  export CARGO_INSTALL_ROOT="$SCRATCH/root" CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}"
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}" HOME="$SCRATCH/home"
+  export PATH="$CARGO_INSTALL_ROOT/bin:$PATH"
+  mkdir -p ~/.local/share/bash-completion/completions ~/.local/share/man/man1
+  cargo install -q --locked --path crates/sessioncert-cli
+  sessioncert completions bash > ~/.local/share/bash-completion/completions/sessioncert
+  sessioncert man --out ~/.local/share/man/man1 >/dev/null
+  grep -q 'complete' ~/.local/share/bash-completion/completions/sessioncert || exit 1
+  [ -s ~/.local/share/man/man1/sessioncert.1 ] && [ -s ~/.local/share/man/man1/sessioncert-serve.1 ] || exit 1
+) || fail "the install commands did not work as shown"
+
+echo "== examples/: the server prints the pin and the client command; the client runs"
+shown 'cargo run -p sessioncert-examples --bin server             # prints the pin and the client command'
+shown 'cargo run -p sessioncert-examples --bin client -- http://127.0.0.1:3000 ed25519:…'
+cargo run -q --locked -p sessioncert-examples --bin server >"$SCRATCH/example.log" 2>&1 &
+PIDS+=($!)
+wait_port 3000 || fail "the example server did not listen on 3000: $(cat "$SCRATCH/example.log")"
+for _ in $(seq 1 50); do grep -q '^try: ' "$SCRATCH/example.log" && break; sleep 0.1; done
+TRY=$(sed -n 's/^try: //p' "$SCRATCH/example.log")
+case "$TRY" in
+  "cargo run -p sessioncert-examples --bin client -- http://127.0.0.1:3000 ed25519:"*) ;;
+  *) fail "the example server's hint is not the README's command: $TRY" ;;
+esac
+bash -c "$TRY" >"$SCRATCH/client.out" 2>&1 || fail "the example client failed: $(cat "$SCRATCH/client.out")"
+
+echo "readme-check ok: quick start, install, completions, man pages, examples"
