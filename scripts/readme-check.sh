@@ -60,6 +60,7 @@ kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
 
 echo "== Install: cargo install, completions, man pages"
 shown 'cargo install --path crates/sessioncert-cli      # puts `sessioncert` in ~/.cargo/bin'
+shown 'mkdir -p ~/.local/share/bash-completion/completions'
 shown 'sessioncert completions bash > ~/.local/share/bash-completion/completions/sessioncert'
 shown 'sessioncert man --out ~/.local/share/man/man1    # sessioncert.1, sessioncert-serve.1, …'
 (
@@ -67,8 +68,8 @@ shown 'sessioncert man --out ~/.local/share/man/man1    # sessioncert.1, session
   export CARGO_INSTALL_ROOT="$SCRATCH/root" CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}"
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}" HOME="$SCRATCH/home"
   export PATH="$CARGO_INSTALL_ROOT/bin:$PATH"
-  mkdir -p ~/.local/share/bash-completion/completions ~/.local/share/man/man1
   cargo install -q --locked --path crates/sessioncert-cli
+  mkdir -p ~/.local/share/bash-completion/completions
   sessioncert completions bash > ~/.local/share/bash-completion/completions/sessioncert
   sessioncert man --out ~/.local/share/man/man1 >/dev/null
   grep -q 'complete' ~/.local/share/bash-completion/completions/sessioncert || exit 1

@@ -166,6 +166,8 @@ fn pki(dir: &Path) -> Pki {
     std::fs::write(&p.ca, ca.pem()).unwrap();
     std::fs::write(&p.cert, leaf.pem()).unwrap();
     std::fs::write(&p.key, key.serialize_pem()).unwrap();
+    #[cfg(unix)]
+    std::fs::set_permissions(&p.key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     p
 }
 
@@ -611,6 +613,16 @@ fn serve_refuses_unusable_tls_files_before_touching_the_data_directory() {
     let other = pki(&subdir(dir.path(), "other"));
     let missing = dir.path().join("missing.pem");
     let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let half_config = dir.path().join("half.toml");
+    std::fs::write(&half_config, format!("tls-cert = {:?}\n", s(&p.cert))).unwrap();
+    let open_key = dir.path().join("open-key.pem");
+    std::fs::copy(&p.key, &open_key).unwrap();
+    #[cfg(unix)]
+    std::fs::set_permissions(
+        &open_key,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
     let cases: Vec<(Vec<String>, Option<i32>, String)> = vec![
         (
             vec![
@@ -652,16 +664,33 @@ fn serve_refuses_unusable_tls_files_before_touching_the_data_directory() {
             Some(1),
             s(&other.key),
         ),
-        // Both or neither: a usage error.
+        // Both or neither, whatever the source: half a TLS setting never starts plain
+        // HTTP (a value from the configuration file included).
         (
             vec!["--tls-cert".into(), s(&p.cert)],
-            Some(2),
-            "--tls-key".into(),
+            Some(1),
+            "--tls-key is not".into(),
         ),
         (
             vec!["--tls-key".into(), s(&p.key)],
-            Some(2),
-            "--tls-cert".into(),
+            Some(1),
+            "--tls-cert is not".into(),
+        ),
+        (
+            vec!["--config".into(), s(&half_config)],
+            Some(1),
+            "--tls-key is not".into(),
+        ),
+        // A private key others may read is refused, like the server's own key files.
+        (
+            vec![
+                "--tls-cert".into(),
+                s(&p.cert),
+                "--tls-key".into(),
+                s(&open_key),
+            ],
+            Some(1),
+            "too open".into(),
         ),
     ];
     for (i, (args, code, names)) in cases.into_iter().enumerate() {

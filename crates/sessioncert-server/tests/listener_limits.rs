@@ -666,3 +666,41 @@ async fn a_peer_that_stops_reading_its_response_is_cut_after_the_write_stall_tim
     assert!(all.len() > BIG_RESPONSE, "{}", all.len());
     srv.stop().await;
 }
+
+/// Connects from `source` (any 127.x.y.z: a different client address on loopback).
+async fn connect_from(source: [u8; 4], to: std::net::SocketAddr) -> TcpStream {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind(std::net::SocketAddr::from((source, 0))).unwrap();
+    s.connect(to).await.unwrap()
+}
+
+/// One address far over its per-address cap, holding silent connections open, takes
+/// none of the server-wide slots: its refusals have their own pool, and another
+/// address is served at once.
+#[tokio::test]
+async fn an_address_over_its_cap_cannot_delay_another_address() {
+    let limits = ListenerLimits {
+        max_connections: 8,
+        max_connections_per_addr: 2,
+        exempt_loopback: false,
+        ..ListenerLimits::default()
+    };
+    let srv = GuardedServer::start(generous_limits(), limits).await;
+    let mut flood = Vec::new();
+    for _ in 0..200 {
+        flood.push(connect_from([127, 0, 0, 2], srv.addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let mut honest = connect_from([127, 0, 0, 3], srv.addr).await;
+    let r = get_on(&mut honest, "/whoami", 2 * SEC)
+        .await
+        .expect("another address is served while one floods");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "served only after {:?}",
+        started.elapsed()
+    );
+    drop(flood);
+}

@@ -55,6 +55,8 @@ fn server_config(p: &Pki) -> Arc<rustls::ServerConfig> {
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert, &p.cert_pem).unwrap();
     std::fs::write(&key, &p.key_pem).unwrap();
+    #[cfg(unix)]
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     server_config_from_pem_files(&cert, &key).unwrap()
 }
 
@@ -371,6 +373,9 @@ fn unusable_certificate_or_key_files_are_refused_naming_the_file() {
     let file = |name: &str, text: &str| {
         let f = dir.path().join(name);
         std::fs::write(&f, text).unwrap();
+        // Private, as a key file must be (an open one is its own case below).
+        #[cfg(unix)]
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         f
     };
     let cert = file("cert.pem", &p.cert_pem);
@@ -380,7 +385,19 @@ fn unusable_certificate_or_key_files_are_refused_naming_the_file() {
     let missing = dir.path().join("missing.pem");
     // The three key encodings a PEM key may come in are accepted (here: PKCS#8).
     assert!(server_config_from_pem_files(&cert, &key).is_ok());
-    let cases: [(&std::path::Path, &std::path::Path, &str); 5] = [
+    let open_key = file("open-key.pem", &p.key_pem);
+    #[cfg(unix)]
+    std::fs::set_permissions(
+        &open_key,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let cases: [(&std::path::Path, &std::path::Path, &str); 6] = [
+        (
+            &cert,
+            &open_key,
+            "open-key.pem: permissions 0644 are too open",
+        ),
         (&missing, &key, "missing.pem: cannot read it"),
         (&garbage, &key, "garbage.pem: no PEM certificate"),
         (&key, &key, "key.pem: no PEM certificate"),

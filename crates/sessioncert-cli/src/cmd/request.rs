@@ -75,8 +75,8 @@ pub struct RequestArgs {
     /// OPTIONS, TRACE, PUT and DELETE; otherwise such a refusal exits 6.
     #[arg(long)]
     idempotent: bool,
-    /// Give up after this long in all (e.g. 10s); a request already sent then ends as
-    /// an unknown outcome (exit 6) unless it is idempotent.
+    /// Give up after this long in all (e.g. 10s; 0 for no limit, as curl); a request
+    /// already sent then ends as an unknown outcome (exit 6) unless it is idempotent.
     #[arg(short = 'm', long = "max-time", allow_hyphen_values = true, value_parser = super::parse_duration)]
     max_time: Option<std::time::Duration>,
     /// Give up connecting after this long (default 10s); nothing was sent (exit 5).
@@ -200,12 +200,13 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or(sessioncert_client::DEFAULT_CONNECT_TIMEOUT),
         )
         // Below the server's keep-alive, as the client's default (see its docs).
-        .pool_idle_timeout(std::time::Duration::from_secs(45))
-        .timeout(
-            a.max_time
-                .unwrap_or(sessioncert_client::DEFAULT_REQUEST_TIMEOUT),
-        )
-        .build()?;
+        .pool_idle_timeout(std::time::Duration::from_secs(45));
+    // As curl: --max-time 0 means no limit.
+    let http = match a.max_time {
+        Some(t) if t.is_zero() => http,
+        t => http.timeout(t.unwrap_or(sessioncert_client::DEFAULT_REQUEST_TIMEOUT)),
+    }
+    .build()?;
     let mut builder = Client::builder(&base, trust).http_client(http);
     if let Some(f) = &a.session {
         builder = builder.session_file(f.clone());
@@ -216,7 +217,7 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
     }
     let method_name = method.to_string();
     let mut req = client.request(method, &path).full(a.full);
-    if let Some(t) = a.max_time {
+    if let Some(t) = a.max_time.filter(|t| !t.is_zero()) {
         req = req.timeout(t);
     }
     if a.idempotent {

@@ -154,20 +154,10 @@ pub struct ServeArgs {
     )]
     public_origins: Vec<String>,
     /// Terminate TLS: the certificate chain (PEM, leaf first). Needs --tls-key.
-    #[arg(
-        long,
-        env = "SESSIONCERT_TLS_CERT",
-        value_name = "FILE",
-        requires = "tls_key"
-    )]
+    #[arg(long, env = "SESSIONCERT_TLS_CERT", value_name = "FILE")]
     tls_cert: Option<PathBuf>,
     /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC). Needs --tls-cert.
-    #[arg(
-        long,
-        env = "SESSIONCERT_TLS_KEY",
-        value_name = "FILE",
-        requires = "tls_cert"
-    )]
+    #[arg(long, env = "SESSIONCERT_TLS_KEY", value_name = "FILE")]
     tls_key: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "SESSIONCERT_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
@@ -390,7 +380,16 @@ pub async fn run(a: ServeArgs, settings: String) -> anyhow::Result<ExitCode> {
             sessioncert_server::listener::server_config_from_pem_files(cert, key)
                 .context("--tls-cert/--tls-key")?,
         ),
-        _ => None,
+        // Checked here, not by clap: a value from the configuration file is a clap
+        // default, which `requires` ignores, and half a TLS setting must never start a
+        // plain-HTTP server.
+        (Some(_), None) => anyhow::bail!(
+            "--tls-cert is set but --tls-key is not (set both, by flag, environment or configuration file, or neither)"
+        ),
+        (None, Some(_)) => anyhow::bail!(
+            "--tls-key is set but --tls-cert is not (set both, by flag, environment or configuration file, or neither)"
+        ),
+        (None, None) => None,
     };
     // The port first: a start that cannot listen must not touch the data directory
     // (create an identity, open the store and so mark the last stop unclean). Bound
@@ -477,6 +476,8 @@ pub async fn run(a: ServeArgs, settings: String) -> anyhow::Result<ExitCode> {
         .listen(1024)
         .with_context(|| format!("cannot listen on {}", a.addr))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
+    // The address really listened on (`--addr :0` picks a free port).
+    let bound = listener.local_addr().unwrap_or(a.addr);
     // The admin address runs until the sessions are saved, answering /readyz 503 from
     // the stop signal on; it has the serving address's connection limits.
     let admin = match admin {
@@ -497,7 +498,7 @@ pub async fn run(a: ServeArgs, settings: String) -> anyhow::Result<ExitCode> {
     };
     tracing::info!(
         target: START_STOP,
-        addr = %a.addr,
+        addr = %bound,
         scheme,
         admin_addr = %a.admin_addr.map_or_else(|| "the serving address".to_owned(), |x| x.to_string()),
         pin = %pin,

@@ -209,7 +209,16 @@ async fn close_other_servers_session(
     };
     let base = other.base_url.clone();
     inner.install_loaded(other, now);
-    match (Client { inner }).close().await {
+    // Briefly: the old server may be gone, and this is not the request the user asked for.
+    let closed = tokio::time::timeout(Duration::from_secs(2), (Client { inner }).close())
+        .await
+        .unwrap_or_else(|_| {
+            Err(ClientError::unexpected(
+                None,
+                "no answer to the close within 2 s",
+            ))
+        });
+    match closed {
         Ok(()) => info!(
             path = %path.display(),
             server = %base,

@@ -150,7 +150,8 @@ fn write_line(
     tracing::info!(
         target: ACCESS_LOG_TARGET,
         method = %info.method,
-        path = %info.uri.path(),
+        // The peer's text: escaped, so it cannot fake fields or reorder a terminal line.
+        path = %LogSafe(info.uri.path()),
         status,
         refusal = refused.map(|c| display(c.as_str())),
         session = info.session.map(|id| display(ShortId(id))),
@@ -212,6 +213,44 @@ pub(crate) fn connection_error(remote: SocketAddr, e: &(dyn std::error::Error + 
             status,
             refusal = %kind.label(),
             "request head refused by the HTTP layer"
+        );
+    }
+}
+
+/// A peer's text for a log line: printable ASCII stays as it is; `"`, `\\`, `%` and every
+/// other byte (controls, non-ASCII such as U+202E) are percent-encoded.
+struct LogSafe<'a>(&'a str);
+
+impl std::fmt::Display for LogSafe<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for &b in self.0.as_bytes() {
+            if (0x21..=0x7e).contains(&b) && !matches!(b, b'"' | b'\\' | b'%') {
+                std::fmt::Write::write_char(f, b as char)?;
+            } else {
+                write!(f, "%{b:02X}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod log_safe_tests {
+    use super::LogSafe;
+
+    #[test]
+    fn peer_text_cannot_fake_fields_or_reorder_a_line() {
+        assert_eq!(
+            LogSafe("/apiTest/a-b_c.d~e").to_string(),
+            "/apiTest/a-b_c.d~e"
+        );
+        assert_eq!(
+            LogSafe("/a\u{202e}\"status=200").to_string(),
+            "/a%E2%80%AE%22status=200"
+        );
+        assert_eq!(
+            LogSafe("/x\"}{\"s\":1 %").to_string(),
+            "/x%22}{%22s%22:1%20%25"
         );
     }
 }

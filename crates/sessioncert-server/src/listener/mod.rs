@@ -238,6 +238,10 @@ where
     let (cut_tx, cut_rx) = watch::channel(false);
     let builder = Arc::new(http_builder(&limits, StreamExec { cut: cut_rx }));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    // Refusals of peers over their per-address cap have their own small pool: they
+    // must never take the server-wide slots honest peers wait for. Beyond it, such a
+    // connection is closed at once, unanswered.
+    let refusal_slots = Arc::new(Semaphore::new(REFUSAL_SLOTS));
     let per_addr = Arc::new(PerAddr::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
@@ -275,7 +279,10 @@ where
                 Some(s) => Some(s),
                 None => {
                     access::connection_refused(remote);
-                    conns.spawn(refuse(tcp, tls.clone(), slot));
+                    drop(slot);
+                    if let Ok(refusing) = refusal_slots.clone().try_acquire_owned() {
+                        conns.spawn(refuse(tcp, tls.clone(), refusing));
+                    }
                     continue;
                 }
             }
@@ -414,6 +421,10 @@ impl Drop for AddrSlot {
     }
 }
 
+/// Refusals of over-cap connections answered at once, server-wide (each for at most
+/// two seconds); further over-cap connections are closed unanswered.
+const REFUSAL_SLOTS: usize = 64;
+
 /// Most bytes of a refused connection's request head read before it is answered.
 const REFUSED_HEAD_MAX: usize = 16 * 1024;
 
@@ -430,7 +441,7 @@ fn refused_response() -> Vec<u8> {
 }
 
 /// Answers `429` to the first request head, then closes (over TLS after the handshake);
-/// within three seconds in all.
+/// within two seconds in all, holding one of [`REFUSAL_SLOTS`], not a connection slot.
 ///
 /// The head is awaited (at most [`REFUSED_HEAD_MAX`] bytes and half a second, then
 /// discarded) so that the answer arrives as the response to a request: an answer sent
@@ -438,7 +449,7 @@ fn refused_response() -> Vec<u8> {
 /// connection ("unexpected message") instead of a refusal. Afterwards it reads (and
 /// discards) a little more for a moment, so the close does not reset the connection
 /// before the peer has read the answer.
-async fn refuse(tcp: TcpStream, tls: Option<TlsAcceptor>, _slot: OwnedSemaphorePermit) {
+async fn refuse(tcp: TcpStream, tls: Option<TlsAcceptor>, _refusing: OwnedSemaphorePermit) {
     async fn answer<I: AsyncRead + AsyncWrite + Unpin>(mut io: I) -> io::Result<()> {
         let mut buf = [0u8; 4096];
         let _ = tokio::time::timeout(Duration::from_millis(500), async {
@@ -465,16 +476,22 @@ async fn refuse(tcp: TcpStream, tls: Option<TlsAcceptor>, _slot: OwnedSemaphoreP
         .await;
         io.write_all(&refused_response()).await?;
         io.shutdown().await?;
-        let mut left = 64 * 1024usize;
-        while left > 0 {
-            match tokio::io::AsyncReadExt::read(&mut io, &mut buf).await? {
-                0 => break,
-                n => left = left.saturating_sub(n),
+        // A moment for the peer to read the answer before the close (a close with
+        // unread input would reset the connection and could destroy the answer).
+        let _ = tokio::time::timeout(Duration::from_millis(200), async {
+            let mut left = 64 * 1024usize;
+            while left > 0 {
+                match tokio::io::AsyncReadExt::read(&mut io, &mut buf).await? {
+                    0 => break,
+                    n => left = left.saturating_sub(n),
+                }
             }
-        }
+            Ok::<_, io::Error>(())
+        })
+        .await;
         Ok(())
     }
-    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
         match tls {
             None => answer(tcp).await,
             Some(acceptor) => answer(acceptor.accept(tcp).await?).await,

@@ -81,6 +81,30 @@ pub fn server_config_from_pem_files(
             "PEM private key (PKCS#8, RSA or EC: -----BEGIN PRIVATE KEY-----)",
         )
     })?;
+    // A key file, once known to be one. Like the server's own key files (see `keys.rs`): a private key that group or
+    // others may read is refused, as ssh refuses one.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(key_pem)
+            .map_err(|source| TlsConfigError::Read {
+                path: key_pem.to_owned(),
+                source,
+            })?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(TlsConfigError::Pem {
+                path: key_pem.to_owned(),
+                reason: format!(
+                    "permissions {:04o} are too open: a private key must be private to its \
+                     owner (chmod 600 {})",
+                    mode & 0o777,
+                    key_pem.display()
+                ),
+            });
+        }
+    }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
