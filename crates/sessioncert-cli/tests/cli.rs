@@ -1881,7 +1881,7 @@ fn request_verbose_shows_each_step_and_never_a_key() {
         "suite=AES-256-GCM",
         &format!("session={id}"),
         "seq=0",
-        "elapsed_ms=",
+        "elapsed_us=",
         "> POST /apiTest (header mode)",
         "< HTTP 200 OK",
         "* response opened",

@@ -284,8 +284,8 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
     let status = resp.status();
     if a.verbose {
         eprintln!(
-            "< HTTP {status} ({} ms in all)",
-            started.elapsed().as_millis()
+            "< HTTP {status} ({:.1} ms in all)",
+            started.elapsed().as_secs_f64() * 1e3
         );
         for (k, v) in resp.headers() {
             eprintln!("< {k}: {}", String::from_utf8_lossy(v.as_bytes()));

@@ -179,7 +179,10 @@ pub async fn run(cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
                         closed += 1;
                     }
                 }
-                println!("closed {closed} sessions of {addr}");
+                println!(
+                    "closed {closed} session{} of {addr}",
+                    if closed == 1 { "" } else { "s" }
+                );
                 return Ok(ExitCode::SUCCESS);
             }
             let id = id.unwrap_or_default();

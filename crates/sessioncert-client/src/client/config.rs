@@ -57,7 +57,7 @@ pub(super) async fn fetch_config(
         Trust::Pin(_) => debug!(
             identity = %config.identity,
             handshake_keys = config.keys.len(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            elapsed_us = started.elapsed().as_micros() as u64,
             "key configuration verified: signed by the pinned identity"
         ),
     }

@@ -375,14 +375,14 @@ impl Inner {
                 seq = expect.seq,
                 status = r.status().as_u16(),
                 bytes = r.bytes().len(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
+                elapsed_us = started.elapsed().as_micros() as u64,
                 "response opened: authentic, from this session, for this request"
             ),
             Err(e) => debug!(
                 session = %slot.id,
                 seq = expect.seq,
                 error = %e,
-                elapsed_ms = started.elapsed().as_millis() as u64,
+                elapsed_us = started.elapsed().as_micros() as u64,
                 "response not opened"
             ),
         }

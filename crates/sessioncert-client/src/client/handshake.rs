@@ -146,7 +146,7 @@ impl Inner {
                 suite = %hello.suite,
                 version = hello.version,
                 expires_at_ms = hello.expires_at_ms,
-                elapsed_ms = started.elapsed().as_millis() as u64,
+                elapsed_us = started.elapsed().as_micros() as u64,
                 "sessioncert handshake done; the first request confirms the session"
             );
             return Ok(Slot::new(

@@ -637,7 +637,7 @@ impl SessionManager {
         tracing::info!(
             live = self.live_count.load(Ordering::Relaxed),
             written,
-            "sessions saved: the live ones continue after the next start"
+            "sessions written to the store"
         );
         self.store.shutdown().await?;
         Ok(())
