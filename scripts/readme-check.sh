@@ -23,7 +23,7 @@ trap cleanup EXIT
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 wait_port() {
-  for _ in $(seq 1 600); do
+  for _ in $(seq 1 1500); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
     sleep 0.2
   done
@@ -31,6 +31,10 @@ wait_port() {
 }
 for p in 8080 3000; do port_free "$p" || fail "port $p is busy; the README's commands need it"; done
 for d in ./sessioncert-data ./example-data; do [ ! -e "$d" ] || fail "$d exists; the README's commands would reuse it"; done
+
+echo "== building first, so the waits below time the commands, not the compiler"
+cargo build --release --locked -q
+cargo build --locked -q -p sessioncert-examples
 
 echo "== Two commands: the demo server, then a sealed request from a second terminal"
 shown 'cargo run --release -- serve        # demo server on 127.0.0.1:8080'
@@ -63,17 +67,19 @@ shown 'cargo install --path crates/sessioncert-cli      # puts `sessioncert` in 
 shown 'mkdir -p ~/.local/share/bash-completion/completions'
 shown 'sessioncert completions bash > ~/.local/share/bash-completion/completions/sessioncert'
 shown 'sessioncert man --out ~/.local/share/man/man1    # sessioncert.1, sessioncert-serve.1, …'
+# The install root and HOME are scratch; the build reuses this checkout's target dir.
+# (A subshell on the left of `||` runs without `set -e`, so each step is checked.)
 (
-  # The install root and HOME are scratch; the build reuses this checkout's target dir.
   export CARGO_INSTALL_ROOT="$SCRATCH/root" CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}"
+  export RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}"
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}" HOME="$SCRATCH/home"
   export PATH="$CARGO_INSTALL_ROOT/bin:$PATH"
-  cargo install -q --locked --path crates/sessioncert-cli
-  mkdir -p ~/.local/share/bash-completion/completions
-  sessioncert completions bash > ~/.local/share/bash-completion/completions/sessioncert
-  sessioncert man --out ~/.local/share/man/man1 >/dev/null
-  grep -q 'complete' ~/.local/share/bash-completion/completions/sessioncert || exit 1
-  [ -s ~/.local/share/man/man1/sessioncert.1 ] && [ -s ~/.local/share/man/man1/sessioncert-serve.1 ] || exit 1
+  cargo install -q --locked --path crates/sessioncert-cli &&
+  mkdir -p ~/.local/share/bash-completion/completions &&
+  sessioncert completions bash > ~/.local/share/bash-completion/completions/sessioncert &&
+  sessioncert man --out ~/.local/share/man/man1 >/dev/null &&
+  grep -q 'complete' ~/.local/share/bash-completion/completions/sessioncert &&
+  [ -s ~/.local/share/man/man1/sessioncert.1 ] && [ -s ~/.local/share/man/man1/sessioncert-serve.1 ]
 ) || fail "the install commands did not work as shown"
 
 echo "== examples/: the server prints the pin and the client command; the client runs"
