@@ -137,6 +137,7 @@ fuzz_target!(|input: Input| {
             let offer = ClientOffer {
                 versions,
                 suites: offered.clone(),
+                streams: psel & 0x10 == 0,
             };
             let (client, hello) = ClientHandshake::start(&f.config, offer, NOW_MS).expect("start");
             let pol = policy(psel);

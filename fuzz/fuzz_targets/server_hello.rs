@@ -192,6 +192,7 @@ fuzz_target!(|input: Input| {
             let offer = ClientOffer {
                 versions: versions.clone(),
                 suites: offered.clone(),
+                streams: suites & 0x10 == 0,
             };
             let (c, hello) = ClientHandshake::start(&f.config, offer, NOW_MS).expect("start");
             let (_, header, msg1) = parse_client_hello(&hello).expect("own hello parses");

@@ -103,6 +103,7 @@ fn make_pair(config: &VerifiedKeyConfig, keys: &[HandshakeKeyPair], suite: Suite
     let offer = ClientOffer {
         versions: vec![VERSION_1],
         suites: vec![suite],
+        streams: true,
     };
     let (c, hello) = ClientHandshake::start(config, offer, NOW_MS).expect("client hello");
     let id = SessionId([0x5a; 16]);

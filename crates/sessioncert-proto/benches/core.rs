@@ -60,6 +60,7 @@ mod benches {
         ClientOffer {
             versions: vec![VERSION_1],
             suites: vec![suite],
+            streams: true,
         }
     }
 

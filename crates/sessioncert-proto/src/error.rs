@@ -113,7 +113,7 @@ impl core::fmt::Display for ErrorCode {
 }
 
 /// Everything the core can refuse. Peer-caused problems are values, never panics.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
     /// Input was truncated, too long, or had an impossible field.
     #[error("malformed {what}")]
@@ -145,6 +145,9 @@ pub enum ProtocolError {
     /// The message budget of the session is spent.
     #[error("session message budget exhausted")]
     Exhausted,
+    /// A stream ended before its last chunk: it was cut short (PROTOCOL §8.5).
+    #[error("sealed stream ended before its last chunk")]
+    Truncated,
     /// The system random generator failed.
     #[error("random number generator failed")]
     Random,
@@ -169,7 +172,9 @@ impl ProtocolError {
             ProtocolError::HandshakeFailed(_) | ProtocolError::UntrustedConfig(_) => {
                 ErrorCode::HandshakeFailed
             }
-            ProtocolError::BadSeal | ProtocolError::Replay(_) => ErrorCode::Rejected,
+            ProtocolError::BadSeal | ProtocolError::Replay(_) | ProtocolError::Truncated => {
+                ErrorCode::Rejected
+            }
             ProtocolError::Exhausted => ErrorCode::SessionExpired,
             ProtocolError::Random | ProtocolError::Crypto(_) => ErrorCode::Internal,
         }

@@ -19,6 +19,7 @@ pub mod replay;
 pub mod session;
 mod session_id;
 mod session_state;
+pub mod stream;
 
 pub use config::{KeyConfig, SignedKeyConfig, Trust, VerifiedKeyConfig};
 pub use crypto::Suite;
@@ -30,11 +31,12 @@ pub use handshake::{
 pub use identity::{HandshakeKeyPair, IdentityKey, Pin};
 pub use record::{RequestBinding, RequestLine, ResponseBinding};
 pub use session::{
-    ClientSession, EndedSession, OpenedInPlace, OpenedRequest, ResponseExpectation, ResponseSealer,
-    SealFailed, ServerSession,
+    ClientSession, EndedSession, OpenedInPlace, OpenedRequest, OpenedRequestStream,
+    RequestStreamStart, ResponseExpectation, ResponseSealer, SealFailed, ServerSession,
 };
 pub use session_id::{MalformedSessionId, SessionId, SESSION_ID_LEN};
 pub use session_state::{SessionState, UnknownSessionState};
+pub use stream::{StreamOpener, StreamSealer};
 
 /// HTTP names shared by every implementation.
 pub mod wire {

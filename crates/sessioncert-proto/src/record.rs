@@ -28,6 +28,14 @@ pub enum RecordType {
     Response,
     /// A whole Binary HTTP response sealed.
     FullResponse,
+    /// A header-mode request body sealed as a stream of chunks (PROTOCOL §8.5).
+    RequestStream,
+    /// A Binary HTTP request sealed as a stream of chunks.
+    FullRequestStream,
+    /// A header-mode response body sealed as a stream of chunks.
+    ResponseStream,
+    /// A Binary HTTP response sealed as a stream of chunks.
+    FullResponseStream,
 }
 
 impl RecordType {
@@ -38,17 +46,48 @@ impl RecordType {
             RecordType::FullRequest => 0x02,
             RecordType::Response => 0x81,
             RecordType::FullResponse => 0x82,
+            RecordType::RequestStream => 0x03,
+            RecordType::FullRequestStream => 0x04,
+            RecordType::ResponseStream => 0x83,
+            RecordType::FullResponseStream => 0x84,
         }
     }
 
-    fn from_byte(b: u8) -> Option<Self> {
+    /// The type of a wire byte; `None` for a byte no version-1 peer sends.
+    pub const fn from_byte(b: u8) -> Option<Self> {
         Some(match b {
             0x01 => RecordType::Request,
             0x02 => RecordType::FullRequest,
             0x81 => RecordType::Response,
             0x82 => RecordType::FullResponse,
+            0x03 => RecordType::RequestStream,
+            0x04 => RecordType::FullRequestStream,
+            0x83 => RecordType::ResponseStream,
+            0x84 => RecordType::FullResponseStream,
             _ => return None,
         })
+    }
+
+    /// Whether a body of this type is a stream of chunks rather than one record.
+    pub const fn is_stream(self) -> bool {
+        matches!(
+            self,
+            RecordType::RequestStream
+                | RecordType::FullRequestStream
+                | RecordType::ResponseStream
+                | RecordType::FullResponseStream
+        )
+    }
+
+    /// Whether a client sends this type (a request), as opposed to a server.
+    pub const fn is_request(self) -> bool {
+        matches!(
+            self,
+            RecordType::Request
+                | RecordType::FullRequest
+                | RecordType::RequestStream
+                | RecordType::FullRequestStream
+        )
     }
 }
 
@@ -101,6 +140,13 @@ impl RequestBinding<'_> {
             RequestBinding::Full => RecordType::FullRequest,
         }
     }
+
+    pub(crate) fn stream_type(&self) -> RecordType {
+        match self {
+            RequestBinding::Header(_) => RecordType::RequestStream,
+            RequestBinding::Full => RecordType::FullRequestStream,
+        }
+    }
 }
 
 /// What a sealed response record is bound to beyond its request.
@@ -124,15 +170,29 @@ impl ResponseBinding<'_> {
             ResponseBinding::Full => RecordType::FullResponse,
         }
     }
+
+    pub(crate) fn stream_type(&self) -> RecordType {
+        match self {
+            ResponseBinding::Header { .. } => RecordType::ResponseStream,
+            ResponseBinding::Full => RecordType::FullResponseStream,
+        }
+    }
 }
 
 pub(crate) const REQUEST_AD_LABEL: &[u8] = b"sessioncert/1 request";
 pub(crate) const RESPONSE_AD_LABEL: &[u8] = b"sessioncert/1 response";
 
-pub(crate) fn request_ad(id: &SessionId, seq: u64, binding: &RequestBinding<'_>) -> Vec<u8> {
+/// The associated data of a request record or stream of type `record_type` (the
+/// binding's single-record or stream type).
+pub(crate) fn request_ad(
+    id: &SessionId,
+    seq: u64,
+    record_type: RecordType,
+    binding: &RequestBinding<'_>,
+) -> Vec<u8> {
     let mut ad = Vec::with_capacity(64);
     ad.extend_from_slice(REQUEST_AD_LABEL);
-    ad.put_u8(binding.record_type().byte());
+    ad.put_u8(record_type.byte());
     ad.extend_from_slice(id.as_bytes());
     ad.put_u64(seq);
     if let RequestBinding::Header(l) = binding {
@@ -155,11 +215,12 @@ pub(crate) fn response_ad(
     id: &SessionId,
     seq: u64,
     request_tag: &[u8; TAG_LEN],
+    record_type: RecordType,
     binding: &ResponseBinding<'_>,
 ) -> Vec<u8> {
     let mut ad = Vec::with_capacity(64);
     ad.extend_from_slice(RESPONSE_AD_LABEL);
-    ad.put_u8(binding.record_type().byte());
+    ad.put_u8(record_type.byte());
     ad.extend_from_slice(id.as_bytes());
     ad.put_u64(seq);
     ad.extend_from_slice(request_tag);
@@ -186,13 +247,20 @@ pub struct RecordHeader {
 impl RecordHeader {
     /// Parses the header of `record` and checks there is room for a tag.
     pub fn parse(record: &[u8]) -> Result<Self, ProtocolError> {
-        let mut r = Reader::new(record, "sealed record");
+        let h = Self::parse_prefix(record)?;
+        if record.len() - RECORD_HEADER_LEN < TAG_LEN {
+            return Err(ProtocolError::malformed("sealed record"));
+        }
+        Ok(h)
+    }
+
+    /// Parses the first [`RECORD_HEADER_LEN`] bytes of a body, whatever follows: what a
+    /// receiver reads first to tell a single record from a stream (PROTOCOL §8.5).
+    pub fn parse_prefix(body: &[u8]) -> Result<Self, ProtocolError> {
+        let mut r = Reader::new(body, "sealed record");
         let record_type =
             RecordType::from_byte(r.u8()?).ok_or(ProtocolError::malformed("sealed record"))?;
         let seq = r.u64()?;
-        if r.rest().len() < TAG_LEN {
-            return Err(ProtocolError::malformed("sealed record"));
-        }
         Ok(RecordHeader { record_type, seq })
     }
 
@@ -225,8 +293,14 @@ mod tests {
         rec.extend_from_slice(&[0; 16]);
         let h = RecordHeader::parse(&rec).unwrap();
         assert_eq!((h.record_type, h.seq), (RecordType::Request, 7));
-        rec[0] = 0x03;
+        rec[0] = 0x05;
         assert!(RecordHeader::parse(&rec).is_err(), "unknown type");
+        for b in 0..=255u8 {
+            if let Some(t) = RecordType::from_byte(b) {
+                assert_eq!(t.byte(), b);
+                assert_eq!(t.is_request(), b < 0x80);
+            }
+        }
     }
 
     #[test]
@@ -236,6 +310,7 @@ mod tests {
         let a = request_ad(
             &id,
             1,
+            RecordType::Request,
             &RequestBinding::Header(RequestLine {
                 method: "GET",
                 target: "https://api.example",
@@ -248,6 +323,7 @@ mod tests {
         let b = request_ad(
             &id,
             1,
+            RecordType::Request,
             &RequestBinding::Header(RequestLine {
                 method: "GET",
                 target: "https://api.example",
@@ -263,6 +339,7 @@ mod tests {
             request_ad(
                 &id,
                 1,
+                RecordType::Request,
                 &RequestBinding::Header(RequestLine {
                     method: "GET",
                     target,
@@ -291,8 +368,8 @@ mod tests {
             line("https://a.example", &[("b", "2"), ("a", "1")])
         );
         assert_ne!(
-            request_ad(&id, 1, &RequestBinding::Full),
-            request_ad(&id, 2, &RequestBinding::Full)
+            request_ad(&id, 1, RecordType::FullRequest, &RequestBinding::Full),
+            request_ad(&id, 2, RecordType::FullRequest, &RequestBinding::Full)
         );
     }
 

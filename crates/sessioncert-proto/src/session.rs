@@ -19,6 +19,7 @@ use crate::record::{
     RECORD_HEADER_LEN,
 };
 use crate::replay::ReplayWindow;
+use crate::stream::{stream_key, OpenedChunk, StreamOpener, StreamSealer};
 use crate::{ErrorCode, ProtocolError, SessionId};
 use zeroize::Zeroizing;
 
@@ -125,6 +126,53 @@ impl DirectionKeys {
                 let n = k.open_in_place(&nonce, ad, buf)?;
                 self.advance(k);
                 Ok(n)
+            }
+        }
+    }
+
+    /// The key of the stream of `record_type` for `seq` when sealing: ratchets at once
+    /// when `seq` lies in the next epoch, as sealing a record does.
+    fn stream_key_for_seal(
+        &mut self,
+        record_type: RecordType,
+        seq: u64,
+    ) -> Result<AeadKey, ProtocolError> {
+        match self.relation(seq)? {
+            Epoch::Current => Ok(stream_key(&self.current, record_type, seq)),
+            Epoch::Previous => match &self.previous {
+                Some(k) => Ok(stream_key(k, record_type, seq)),
+                None => Err(ProtocolError::Replay(seq)),
+            },
+            Epoch::Next => {
+                let k = self.current.ratchet(REKEY_LABEL);
+                let stream = stream_key(&k, record_type, seq);
+                self.advance(k);
+                Ok(stream)
+            }
+        }
+    }
+
+    /// The key of the stream of `record_type` for `seq` when opening, and the next
+    /// epoch's key when `seq` lies there: the caller commits it with [`Self::advance`]
+    /// only once the first chunk authenticated, so a forged `seq` moves nothing.
+    fn stream_key_for_open(
+        &self,
+        record_type: RecordType,
+        seq: u64,
+    ) -> Result<(AeadKey, Option<AeadKey>), ProtocolError> {
+        let relation = self.relation(seq).map_err(|e| match e {
+            ProtocolError::Exhausted => ProtocolError::BadSeal,
+            e => e,
+        })?;
+        match relation {
+            Epoch::Current => Ok((stream_key(&self.current, record_type, seq), None)),
+            Epoch::Previous => match &self.previous {
+                Some(k) => Ok((stream_key(k, record_type, seq), None)),
+                None => Err(ProtocolError::Replay(seq)),
+            },
+            Epoch::Next => {
+                let k = self.current.ratchet(REKEY_LABEL);
+                Ok((stream_key(&k, record_type, seq), Some(k)))
             }
         }
     }
@@ -258,7 +306,14 @@ const fn taggable(code: ErrorCode) -> bool {
 pub(crate) const MAX_CONFIRMATION_LEN: usize = 2 + 1024 + 32;
 
 const EXPORT_MAGIC: &[u8; 4] = b"SCSX";
-const EXPORT_FORMAT: u8 = 1;
+/// Format 2 adds the `flags` byte after the suite; format 1 (no flags: nothing
+/// negotiated) is still read, so sessions saved before streams survive an upgrade.
+const EXPORT_FORMAT: u8 = 2;
+const EXPORT_FORMAT_1: u8 = 1;
+/// Export flag: the session negotiated streamed records (PROTOCOL §6.4, §8.5).
+const FLAG_STREAMS: u8 = 0x01;
+/// Tombstones have kept format 1: they hold no flags.
+const ENDED_FORMAT: u8 = 1;
 const ROLE_CLIENT: u8 = 1;
 const ROLE_SERVER: u8 = 2;
 
@@ -273,6 +328,29 @@ pub struct ResponseExpectation {
     pub full: bool,
 }
 
+/// The start of a streamed request: its first bytes and what follows from them.
+#[derive(Debug)]
+pub struct RequestStreamStart {
+    /// The stream header and the first chunk, to send first.
+    pub bytes: Vec<u8>,
+    /// What opens the response (bound to the first chunk's tag).
+    pub expectation: ResponseExpectation,
+    /// Seals the chunks that follow; `None` when the first chunk was the last.
+    pub sealer: Option<StreamSealer>,
+}
+
+/// A streamed request the server opened: its first chunk, the opener of the rest and
+/// the sealer of its response.
+#[derive(Debug)]
+pub struct OpenedRequestStream {
+    /// The first chunk, opened inside the buffer that held it.
+    pub first: OpenedChunk,
+    /// Opens the following chunks (already finished when the first chunk was the last).
+    pub opener: StreamOpener,
+    /// The single-use sealer of the response.
+    pub sealer: ResponseSealer,
+}
+
 /// The client side of a session.
 ///
 /// Right after the handshake the server has not yet accepted the client's key
@@ -285,6 +363,8 @@ pub struct ClientSession {
     c2s: DirectionKeys,
     s2c: DirectionKeys,
     refusal: RefusalKey,
+    /// Whether the handshake negotiated streamed records (PROTOCOL §6.4).
+    streams: bool,
     next_seq: u64,
     /// The confirmation to send until the server is known to hold the session.
     confirmation: Option<Zeroizing<Vec<u8>>>,
@@ -309,6 +389,7 @@ impl ClientSession {
         c2s: DirectionKeys,
         s2c: DirectionKeys,
         refusal: RefusalKey,
+        streams: bool,
         confirmation: Option<Zeroizing<Vec<u8>>>,
     ) -> Self {
         ClientSession {
@@ -318,9 +399,16 @@ impl ClientSession {
             c2s,
             s2c,
             refusal,
+            streams,
             next_seq: 0,
             confirmation,
         }
+    }
+
+    /// Whether the handshake negotiated streamed records: only then may requests be
+    /// sent as streams, and may responses come as streams.
+    pub fn streams(&self) -> bool {
+        self.streams
     }
 
     /// The key confirmation to send with requests (`sessioncert-confirm`, base64url) or
@@ -377,13 +465,10 @@ impl ClientSession {
         body: &[u8],
     ) -> Result<(Vec<u8>, ResponseExpectation), ProtocolError> {
         binding.check()?;
-        let seq = self.next_seq;
-        if seq >= MAX_MESSAGES {
-            return Err(ProtocolError::Exhausted);
-        }
-        self.next_seq += 1;
-        let ad = request_ad(&self.id, seq, binding);
-        let record = seal_record(&mut self.c2s, binding.record_type(), seq, &ad, body)?;
+        let seq = self.take_seq()?;
+        let record_type = binding.record_type();
+        let ad = request_ad(&self.id, seq, record_type, binding);
+        let record = seal_record(&mut self.c2s, record_type, seq, &ad, body)?;
         let request_tag = record_tag(&record).ok_or(ProtocolError::Crypto("tag"))?;
         Ok((
             record,
@@ -395,6 +480,88 @@ impl ClientSession {
         ))
     }
 
+    fn take_seq(&mut self) -> Result<u64, ProtocolError> {
+        let seq = self.next_seq;
+        if seq >= MAX_MESSAGES {
+            return Err(ProtocolError::Exhausted);
+        }
+        self.next_seq += 1;
+        Ok(seq)
+    }
+
+    /// Starts a streamed request (PROTOCOL §8.5) and seals its first chunk, `first`
+    /// (at most [`MAX_CHUNK_LEN`](crate::stream::MAX_CHUNK_LEN) bytes; empty only when
+    /// `last`): the response is bound to that chunk's tag, so it is sealed now. The
+    /// sequence number is consumed even if the stream is never sent. Refused
+    /// (`malformed`, nothing consumed) when the session did not negotiate streams.
+    pub fn seal_request_stream(
+        &mut self,
+        binding: &RequestBinding<'_>,
+        first: &[u8],
+        last: bool,
+    ) -> Result<RequestStreamStart, ProtocolError> {
+        binding.check()?;
+        if !self.streams {
+            return Err(ProtocolError::malformed("stream not negotiated"));
+        }
+        if first.len() > crate::stream::MAX_CHUNK_LEN || (first.is_empty() && !last) {
+            return Err(ProtocolError::malformed("stream chunk"));
+        }
+        let seq = self.take_seq()?;
+        let record_type = binding.stream_type();
+        let key = self.c2s.stream_key_for_seal(record_type, seq)?;
+        let mut sealer = StreamSealer::new(key, request_ad(&self.id, seq, record_type, binding));
+        let mut bytes = Vec::with_capacity(RECORD_HEADER_LEN + 4 + first.len() + TAG_LEN);
+        RecordHeader { record_type, seq }.write(&mut bytes);
+        let request_tag = sealer.seal_one(first, last, &mut bytes)?;
+        Ok(RequestStreamStart {
+            bytes,
+            expectation: ResponseExpectation {
+                seq,
+                request_tag,
+                full: matches!(binding, RequestBinding::Full),
+            },
+            sealer: (!last).then_some(sealer),
+        })
+    }
+
+    /// Opens the start of a streamed response to the request described by `expect`:
+    /// `header` is the body's first [`RECORD_HEADER_LEN`] bytes, `first` its first
+    /// chunk (opened in place). The returned opener opens the rest; call its
+    /// [`finish`](StreamOpener::finish) when the body ends.
+    pub fn open_response_stream(
+        &mut self,
+        expect: &ResponseExpectation,
+        binding: &ResponseBinding<'_>,
+        header: &[u8],
+        first: &mut [u8],
+    ) -> Result<(OpenedChunk, StreamOpener), ProtocolError> {
+        let h = RecordHeader::parse_prefix(header)?;
+        if header.len() != RECORD_HEADER_LEN {
+            return Err(ProtocolError::malformed("sealed record"));
+        }
+        if !self.streams {
+            return Err(ProtocolError::malformed("stream not negotiated"));
+        }
+        let want = if expect.full {
+            RecordType::FullResponseStream
+        } else {
+            RecordType::ResponseStream
+        };
+        if h.record_type != want || binding.stream_type() != want || h.seq != expect.seq {
+            return Err(ProtocolError::BadSeal);
+        }
+        let (key, next_epoch) = self.s2c.stream_key_for_open(want, h.seq)?;
+        let ad = response_ad(&self.id, h.seq, &expect.request_tag, want, binding);
+        let mut opener = StreamOpener::new(key, ad);
+        let chunk = opener.open_chunk(first)?;
+        if let Some(k) = next_epoch {
+            self.s2c.advance(k);
+        }
+        self.confirmation = None;
+        Ok((chunk, opener))
+    }
+
     /// Opens the response to the request described by `expect`.
     pub fn open_response(
         &mut self,
@@ -403,7 +570,7 @@ impl ClientSession {
         record: &[u8],
     ) -> Result<Vec<u8>, ProtocolError> {
         let h = self.check_response_header(expect, binding, record)?;
-        let ad = response_ad(&self.id, h.seq, &expect.request_tag, binding);
+        let ad = response_ad(&self.id, h.seq, &expect.request_tag, h.record_type, binding);
         let plaintext = open_record(&mut self.s2c, h.seq, &ad, record)?;
         // Only a server holding the session can seal a response in it.
         self.confirmation = None;
@@ -420,7 +587,7 @@ impl ClientSession {
         record: &mut [u8],
     ) -> Result<core::ops::Range<usize>, ProtocolError> {
         let h = self.check_response_header(expect, binding, record)?;
-        let ad = response_ad(&self.id, h.seq, &expect.request_tag, binding);
+        let ad = response_ad(&self.id, h.seq, &expect.request_tag, h.record_type, binding);
         let range = open_record_in_place(&mut self.s2c, h.seq, &ad, record)?;
         self.confirmation = None;
         Ok(range)
@@ -452,6 +619,7 @@ impl ClientSession {
         out.put_u8(ROLE_CLIENT);
         out.put_u16(self.version);
         out.put_u16(self.suite.id());
+        out.put_u8(flags(self.streams));
         out.extend_from_slice(self.id.as_bytes());
         self.c2s.encode_into(&mut out);
         self.s2c.encode_into(&mut out);
@@ -464,7 +632,7 @@ impl ClientSession {
     /// Restores a session from [`ClientSession::export`].
     pub fn import(bytes: &[u8]) -> Result<Self, ProtocolError> {
         let mut r = Reader::new(bytes, "session export");
-        let (version, suite, id) = read_export_head(&mut r, ROLE_CLIENT)?;
+        let (version, suite, streams, id) = read_export_head(&mut r, ROLE_CLIENT)?;
         let c2s = DirectionKeys::read(&mut r, suite)?;
         let s2c = DirectionKeys::read(&mut r, suite)?;
         let refusal = RefusalKey::read(&mut r)?;
@@ -481,23 +649,43 @@ impl ClientSession {
             c2s,
             s2c,
             refusal,
+            streams,
             next_seq,
             confirmation: (!confirmation.is_empty()).then(|| Zeroizing::new(confirmation.to_vec())),
         })
     }
 }
 
+fn flags(streams: bool) -> u8 {
+    if streams {
+        FLAG_STREAMS
+    } else {
+        0
+    }
+}
+
+/// Reads magic, format, role, version, suite, flags (format 2) and id; returns whether
+/// the session negotiated streams.
 fn read_export_head(
     r: &mut Reader<'_>,
     role: u8,
-) -> Result<(u16, Suite, SessionId), ProtocolError> {
-    if r.take(4)? != EXPORT_MAGIC || r.u8()? != EXPORT_FORMAT || r.u8()? != role {
-        return Err(ProtocolError::malformed("session export"));
+) -> Result<(u16, Suite, bool, SessionId), ProtocolError> {
+    let bad = || ProtocolError::malformed("session export");
+    if r.take(4)? != EXPORT_MAGIC {
+        return Err(bad());
+    }
+    let format = r.u8()?;
+    if !(format == EXPORT_FORMAT || format == EXPORT_FORMAT_1) || r.u8()? != role {
+        return Err(bad());
     }
     let version = r.u16()?;
-    let suite = Suite::from_id(r.u16()?).ok_or(ProtocolError::malformed("session export"))?;
+    let suite = Suite::from_id(r.u16()?).ok_or_else(bad)?;
+    let flags = if format == EXPORT_FORMAT { r.u8()? } else { 0 };
+    if flags & !FLAG_STREAMS != 0 {
+        return Err(bad());
+    }
     let id = SessionId(r.array()?);
-    Ok((version, suite, id))
+    Ok((version, suite, flags & FLAG_STREAMS != 0, id))
 }
 
 /// The single-use right to seal the response to one opened request.
@@ -605,6 +793,8 @@ pub struct ServerSession {
     c2s: DirectionKeys,
     s2c: DirectionKeys,
     refusal: RefusalKey,
+    /// Whether the handshake negotiated streamed records (PROTOCOL §6.4).
+    streams: bool,
     window: ReplayWindow,
 }
 
@@ -626,6 +816,7 @@ impl ServerSession {
         c2s: DirectionKeys,
         s2c: DirectionKeys,
         refusal: RefusalKey,
+        streams: bool,
     ) -> Self {
         ServerSession {
             id,
@@ -634,8 +825,15 @@ impl ServerSession {
             c2s,
             s2c,
             refusal,
+            streams,
             window: ReplayWindow::new(),
         }
+    }
+
+    /// Whether the handshake negotiated streamed records: only then may the client
+    /// send streamed requests, and may responses be sealed as streams.
+    pub fn streams(&self) -> bool {
+        self.streams
     }
 
     /// Ends the session: the traffic keys are dropped; what remains can only refuse
@@ -714,7 +912,7 @@ impl ServerSession {
         }
         self.window.check(h.seq)?;
         let request_tag = record_tag(record).ok_or(ProtocolError::BadSeal)?;
-        let ad = request_ad(&self.id, h.seq, binding);
+        let ad = request_ad(&self.id, h.seq, h.record_type, binding);
         let plaintext = open_record_in_place(&mut self.c2s, h.seq, &ad, record)?;
         self.window.mark(h.seq)?;
         Ok(OpenedInPlace {
@@ -728,6 +926,103 @@ impl ServerSession {
         })
     }
 
+    /// Opens the start of a streamed request (PROTOCOL §8.5): `header` is the body's
+    /// first [`RECORD_HEADER_LEN`] bytes and `first` its first chunk, opened in place.
+    /// As for a single record, the replay window is checked first and the sequence
+    /// number marked only once the first chunk authenticated; a refusal changes nothing.
+    /// The rest of the body is opened with the returned opener, outside this session.
+    pub fn open_request_stream(
+        &mut self,
+        binding: &RequestBinding<'_>,
+        header: &[u8],
+        first: &mut [u8],
+    ) -> Result<OpenedRequestStream, ProtocolError> {
+        binding.check()?;
+        let h = RecordHeader::parse_prefix(header)?;
+        if header.len() != RECORD_HEADER_LEN {
+            return Err(ProtocolError::malformed("sealed record"));
+        }
+        if !self.streams {
+            return Err(ProtocolError::malformed("stream not negotiated"));
+        }
+        if h.record_type != binding.stream_type() {
+            return Err(ProtocolError::BadSeal);
+        }
+        let first_tag = record_tag(first).ok_or(ProtocolError::malformed("stream chunk"))?;
+        self.window.check(h.seq)?;
+        let (key, next_epoch) = self.c2s.stream_key_for_open(h.record_type, h.seq)?;
+        let mut opener =
+            StreamOpener::new(key, request_ad(&self.id, h.seq, h.record_type, binding));
+        let chunk = opener.open_chunk(first)?;
+        if let Some(k) = next_epoch {
+            self.c2s.advance(k);
+        }
+        self.window.mark(h.seq)?;
+        Ok(OpenedRequestStream {
+            first: chunk,
+            opener,
+            sealer: ResponseSealer {
+                session: self.id,
+                seq: h.seq,
+                request_tag: first_tag,
+                full: matches!(binding, RequestBinding::Full),
+            },
+        })
+    }
+
+    /// Starts the streamed response to an opened request, consuming its sealer: returns
+    /// the stream header to send first and the sealer of its chunks. Refused when the
+    /// session did not negotiate streams (the response must then be one record), with
+    /// the sealer handed back.
+    pub fn seal_response_stream(
+        &mut self,
+        sealer: ResponseSealer,
+        binding: &ResponseBinding<'_>,
+    ) -> Result<(Vec<u8>, StreamSealer), SealFailed> {
+        let refuse = |sealer, error| Err(SealFailed { sealer, error });
+        if let Err(error) = self.check_sealer(&sealer, binding) {
+            return refuse(sealer, error);
+        }
+        if !self.streams {
+            return refuse(sealer, ProtocolError::Crypto("stream not negotiated"));
+        }
+        let record_type = binding.stream_type();
+        let key = match self.s2c.stream_key_for_seal(record_type, sealer.seq) {
+            Ok(k) => k,
+            Err(error) => return refuse(sealer, error),
+        };
+        let ad = response_ad(
+            &self.id,
+            sealer.seq,
+            &sealer.request_tag,
+            record_type,
+            binding,
+        );
+        let mut header = Vec::with_capacity(RECORD_HEADER_LEN);
+        RecordHeader {
+            record_type,
+            seq: sealer.seq,
+        }
+        .write(&mut header);
+        Ok((header, StreamSealer::new(key, ad)))
+    }
+
+    fn check_sealer(
+        &self,
+        sealer: &ResponseSealer,
+        binding: &ResponseBinding<'_>,
+    ) -> Result<(), ProtocolError> {
+        if sealer.session != self.id {
+            return Err(ProtocolError::Crypto("sealer of another session"));
+        }
+        if matches!(binding, ResponseBinding::Full) != sealer.full {
+            return Err(ProtocolError::Crypto(
+                "response mode differs from request mode",
+            ));
+        }
+        Ok(())
+    }
+
     /// Seals the response to an opened request, consuming its sealer (so no nonce is
     /// used twice). On failure nothing was sealed and the sealer comes back.
     pub fn seal_response(
@@ -737,17 +1032,18 @@ impl ServerSession {
         body: &[u8],
     ) -> Result<Vec<u8>, SealFailed> {
         let refuse = |sealer, error| Err(SealFailed { sealer, error });
-        if sealer.session != self.id {
-            return refuse(sealer, ProtocolError::Crypto("sealer of another session"));
+        if let Err(error) = self.check_sealer(&sealer, binding) {
+            return refuse(sealer, error);
         }
-        if matches!(binding, ResponseBinding::Full) != sealer.full {
-            return refuse(
-                sealer,
-                ProtocolError::Crypto("response mode differs from request mode"),
-            );
-        }
-        let ad = response_ad(&self.id, sealer.seq, &sealer.request_tag, binding);
-        match seal_record(&mut self.s2c, binding.record_type(), sealer.seq, &ad, body) {
+        let record_type = binding.record_type();
+        let ad = response_ad(
+            &self.id,
+            sealer.seq,
+            &sealer.request_tag,
+            record_type,
+            binding,
+        );
+        match seal_record(&mut self.s2c, record_type, sealer.seq, &ad, body) {
             Ok(record) => Ok(record),
             Err(error) => refuse(sealer, error),
         }
@@ -764,7 +1060,13 @@ impl ServerSession {
         binding: &ResponseBinding<'_>,
         body: &[u8],
     ) -> Result<Vec<u8>, ProtocolError> {
-        let ad = response_ad(&self.id, expect.seq, &expect.request_tag, binding);
+        let ad = response_ad(
+            &self.id,
+            expect.seq,
+            &expect.request_tag,
+            binding.record_type(),
+            binding,
+        );
         seal_record(&mut self.s2c, binding.record_type(), expect.seq, &ad, body)
     }
 
@@ -776,6 +1078,7 @@ impl ServerSession {
         out.put_u8(ROLE_SERVER);
         out.put_u16(self.version);
         out.put_u16(self.suite.id());
+        out.put_u8(flags(self.streams));
         out.extend_from_slice(self.id.as_bytes());
         self.c2s.encode_into(&mut out);
         self.s2c.encode_into(&mut out);
@@ -793,7 +1096,7 @@ impl ServerSession {
     }
 
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, ProtocolError> {
-        let (version, suite, id) = read_export_head(r, ROLE_SERVER)?;
+        let (version, suite, streams, id) = read_export_head(r, ROLE_SERVER)?;
         let c2s = DirectionKeys::read(r, suite)?;
         let s2c = DirectionKeys::read(r, suite)?;
         let refusal = RefusalKey::read(r)?;
@@ -805,6 +1108,7 @@ impl ServerSession {
             c2s,
             s2c,
             refusal,
+            streams,
             window,
         })
     }
@@ -847,7 +1151,7 @@ impl EndedSession {
     pub fn export(&self) -> Zeroizing<Vec<u8>> {
         let mut out = Zeroizing::new(Vec::with_capacity(200));
         out.extend_from_slice(ENDED_MAGIC);
-        out.put_u8(EXPORT_FORMAT);
+        out.put_u8(ENDED_FORMAT);
         out.extend_from_slice(self.id.as_bytes());
         self.refusal.encode_into(&mut out);
         self.window.encode_into(&mut out);
@@ -857,7 +1161,7 @@ impl EndedSession {
     /// Parses [`EndedSession::export`].
     pub fn import(bytes: &[u8]) -> Result<Self, ProtocolError> {
         let mut r = Reader::new(bytes, "ended session export");
-        if r.array::<4>()? != *ENDED_MAGIC || r.u8()? != EXPORT_FORMAT {
+        if r.array::<4>()? != *ENDED_MAGIC || r.u8()? != ENDED_FORMAT {
             return Err(ProtocolError::malformed("ended session export"));
         }
         let id = SessionId(r.array()?);
@@ -885,7 +1189,7 @@ fn refusal_tag(
         return None;
     }
     let h = RecordHeader::parse(record).ok()?;
-    if !matches!(h.record_type, RecordType::Request | RecordType::FullRequest) {
+    if !h.record_type.is_request() {
         return None;
     }
     window.check(h.seq).ok()?;
@@ -908,6 +1212,7 @@ pub(crate) mod tests {
             DirectionKeys::new(k1.clone(), [3; 12]),
             DirectionKeys::new(k2.clone(), [4; 12]),
             RefusalKey::new([6; 32]),
+            true,
             None,
         );
         let s = ServerSession::new(
@@ -917,6 +1222,7 @@ pub(crate) mod tests {
             DirectionKeys::new(k1, [3; 12]),
             DirectionKeys::new(k2, [4; 12]),
             RefusalKey::new([6; 32]),
+            true,
         );
         (c, s)
     }
@@ -1011,8 +1317,8 @@ pub(crate) mod tests {
     #[test]
     fn import_refuses_an_epoch_past_the_message_budget() {
         let (c, s) = pair(Suite::Aes256Gcm);
-        // Epoch fields: c2s right after the 28-byte head, s2c after c2s's 8 + 32 + 1 + 12.
-        let c2s_epoch = 4 + 1 + 1 + 2 + 2 + 16;
+        // Epoch fields: c2s right after the 29-byte head, s2c after c2s's 8 + 32 + 1 + 12.
+        let c2s_epoch = 4 + 1 + 1 + 2 + 2 + 1 + 16;
         let s2c_epoch = c2s_epoch + 8 + KEY_LEN + 1 + NONCE_LEN;
         for at in [c2s_epoch, s2c_epoch] {
             for (epoch, ok) in [(MAX_EPOCH, true), (MAX_EPOCH + 1, false), (u64::MAX, false)] {
@@ -1226,5 +1532,265 @@ pub(crate) mod tests {
 
     fn s_export_for_test() -> Vec<u8> {
         pair(Suite::ChaCha20Poly1305).1.export().to_vec()
+    }
+
+    /// Sends `chunks` as one streamed request (the first sealed by the session), opens
+    /// it on the server and answers with a streamed response of `answer`.
+    fn stream_exchange(
+        c: &mut ClientSession,
+        s: &mut ServerSession,
+        chunks: &[&[u8]],
+        answer: &[&[u8]],
+    ) -> Result<(Vec<u8>, Vec<u8>), ProtocolError> {
+        let (wire, exp) = seal_stream(c, chunks);
+        let (got, sealer) = open_stream(s, &wire)?;
+        let resp = respond_stream(s, sealer, answer);
+        let back = open_response_body(c, &exp, &resp)?;
+        Ok((got, back))
+    }
+
+    fn seal_stream(c: &mut ClientSession, chunks: &[&[u8]]) -> (Vec<u8>, ResponseExpectation) {
+        let start = c
+            .seal_request_stream(&line(), chunks[0], chunks.len() == 1)
+            .unwrap();
+        let mut wire = start.bytes;
+        if let Some(mut sealer) = start.sealer {
+            for (i, ch) in chunks[1..].iter().enumerate() {
+                if i + 2 == chunks.len() {
+                    sealer.seal_last(ch, &mut wire).unwrap();
+                    break;
+                }
+                sealer.seal_chunk(ch, &mut wire).unwrap();
+            }
+        }
+        (wire, start.expectation)
+    }
+
+    fn frames(mut body: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(n) = crate::stream::complete_chunk(body).unwrap() {
+            out.push(body[..n].to_vec());
+            body = &body[n..];
+        }
+        assert!(body.is_empty());
+        out
+    }
+
+    fn open_stream(
+        s: &mut ServerSession,
+        wire: &[u8],
+    ) -> Result<(Vec<u8>, ResponseSealer), ProtocolError> {
+        let f = frames(&wire[RECORD_HEADER_LEN..]);
+        let mut first = f[0].clone();
+        let o = s.open_request_stream(&line(), &wire[..RECORD_HEADER_LEN], &mut first)?;
+        let mut got = first[o.first.plaintext].to_vec();
+        let mut opener = o.opener;
+        for frame in &f[1..] {
+            let mut frame = frame.clone();
+            let c = opener.open_chunk(&mut frame)?;
+            got.extend_from_slice(&frame[c.plaintext]);
+        }
+        opener.finish()?;
+        Ok((got, o.sealer))
+    }
+
+    fn respond_stream(s: &mut ServerSession, sealer: ResponseSealer, answer: &[&[u8]]) -> Vec<u8> {
+        let (mut resp, mut rs) = s.seal_response_stream(sealer, &OK).unwrap();
+        for a in &answer[..answer.len() - 1] {
+            rs.seal_chunk(a, &mut resp).unwrap();
+        }
+        rs.seal_last(answer[answer.len() - 1], &mut resp).unwrap();
+        resp
+    }
+
+    fn open_response_body(
+        c: &mut ClientSession,
+        exp: &ResponseExpectation,
+        resp: &[u8],
+    ) -> Result<Vec<u8>, ProtocolError> {
+        let f = frames(&resp[RECORD_HEADER_LEN..]);
+        let mut first = f[0].clone();
+        let (chunk, mut opener) =
+            c.open_response_stream(exp, &OK, &resp[..RECORD_HEADER_LEN], &mut first)?;
+        let mut back = first[chunk.plaintext].to_vec();
+        for frame in &f[1..] {
+            let mut frame = frame.clone();
+            let ch = opener.open_chunk(&mut frame)?;
+            back.extend_from_slice(&frame[ch.plaintext]);
+        }
+        opener.finish()?;
+        Ok(back)
+    }
+
+    #[test]
+    fn streams_round_trip_both_ways_across_a_rekey() {
+        for suite in Suite::ALL {
+            let (mut c, mut s) = pair(suite);
+            c.next_seq = REKEY_INTERVAL - 2;
+            for i in 0..4u8 {
+                let (got, back) = stream_exchange(
+                    &mut c,
+                    &mut s,
+                    &[&[i; 10], &[i; 70_000], b"end"],
+                    &[b"a", &[i; 3], b""],
+                )
+                .unwrap();
+                assert_eq!(got.len(), 10 + 70_000 + 3);
+                assert_eq!(back, [b"a".as_slice(), &[i; 3]].concat());
+            }
+            assert_eq!(
+                (c.c2s.epoch, s.c2s.epoch, s.s2c.epoch, c.s2c.epoch),
+                (1, 1, 1, 1)
+            );
+            // single records still work beside streams, and a one-chunk stream too
+            let (rec, exp) = c.seal_request(&line(), b"single").unwrap();
+            let o = s.open_request(&line(), &rec).unwrap();
+            let resp = respond_stream(&mut s, o.sealer, &[b"streamed answer"]);
+            assert_eq!(
+                open_response_body(&mut c, &exp, &resp).unwrap(),
+                b"streamed answer"
+            );
+            let (got, back) = stream_exchange(&mut c, &mut s, &[b"only"], &[b""]).unwrap();
+            assert_eq!(
+                (got.as_slice(), back.as_slice()),
+                (b"only".as_slice(), b"".as_slice())
+            );
+        }
+    }
+
+    #[test]
+    fn a_replayed_stream_is_refused_and_a_forged_one_moves_nothing() {
+        let (mut c, mut s) = pair(Suite::Aes256Gcm);
+        let (wire, _) = seal_stream(&mut c, &[b"pay", b"once"]);
+        assert_eq!(open_stream(&mut s, &wire).unwrap().0, b"payonce");
+        assert!(matches!(
+            open_stream(&mut s, &wire).unwrap_err(),
+            ProtocolError::Replay(0)
+        ));
+        // a stream header naming the next epoch, with a chunk that does not open
+        let (mut wire, _) = seal_stream(&mut c, &[b"x", b"y"]);
+        wire[1..9].copy_from_slice(&(REKEY_INTERVAL + 1).to_be_bytes());
+        assert!(open_stream(&mut s, &wire).is_err());
+        assert_eq!((s.c2s.epoch, s.highest_seq()), (0, Some(0)));
+    }
+
+    #[test]
+    fn chunks_spliced_between_two_streams_of_one_session_do_not_open() {
+        let (mut c, mut s) = pair(Suite::Aes256Gcm);
+        let (a, _) = seal_stream(&mut c, &[b"a0", b"a1", b"a2"]);
+        let (b, _) = seal_stream(&mut c, &[b"b0", b"b1", b"b2"]);
+        let fa = frames(&a[RECORD_HEADER_LEN..]);
+        let fb = frames(&b[RECORD_HEADER_LEN..]);
+        // b's header and first chunk, then a's middle chunk at the same position
+        let spliced = [&b[..RECORD_HEADER_LEN], &fb[0], &fa[1], &fb[2]].concat();
+        assert_eq!(
+            open_stream(&mut s, &spliced).unwrap_err(),
+            ProtocolError::BadSeal
+        );
+        // a's header with b's chunks: the first chunk does not open, seq 0 stays unused
+        let relabeled = [&a[..RECORD_HEADER_LEN], &fb[0], &fb[1], &fb[2]].concat();
+        assert!(open_stream(&mut s, &relabeled).is_err());
+        assert_eq!(open_stream(&mut s, &a).unwrap().0, b"a0a1a2");
+    }
+
+    #[test]
+    fn a_stream_cut_short_is_an_error_in_both_directions() {
+        let (mut c, mut s) = pair(Suite::Aes256Gcm);
+        let (wire, exp) = seal_stream(&mut c, &[b"one", b"two", b"three"]);
+        let cut = wire.len() - frames(&wire[RECORD_HEADER_LEN..])[2].len();
+        assert_eq!(
+            open_stream(&mut s, &wire[..cut]).unwrap_err(),
+            ProtocolError::Truncated
+        );
+        // the seq was marked when the first chunk opened: the whole stream cannot follow
+        assert!(open_stream(&mut s, &wire).is_err());
+        let (wire, exp2) = seal_stream(&mut c, &[b"x", b"y"]);
+        let (_, sealer) = open_stream(&mut s, &wire).unwrap();
+        let resp = respond_stream(&mut s, sealer, &[b"r1", b"r2", b"r3"]);
+        let cut = resp.len() - frames(&resp[RECORD_HEADER_LEN..])[2].len();
+        assert_eq!(
+            open_response_body(&mut c, &exp2, &resp[..cut]).unwrap_err(),
+            ProtocolError::Truncated
+        );
+        // and the response does not open as the answer to another request
+        assert_eq!(
+            open_response_body(&mut c, &exp, &resp).unwrap_err(),
+            ProtocolError::BadSeal
+        );
+    }
+
+    #[test]
+    fn streams_need_the_negotiation_and_the_right_type() {
+        let (mut c, mut s) = pair(Suite::Aes256Gcm);
+        let (wire, _) = seal_stream(&mut c, &[b"a", b"b"]);
+        s.streams = false;
+        assert_eq!(
+            open_stream(&mut s, &wire).unwrap_err().code(),
+            ErrorCode::Malformed
+        );
+        assert_eq!(s.highest_seq(), None);
+        s.streams = true;
+        c.streams = false;
+        let seq = c.next_seq();
+        assert_eq!(
+            c.seal_request_stream(&line(), b"x", true)
+                .unwrap_err()
+                .code(),
+            ErrorCode::Malformed
+        );
+        assert_eq!(c.next_seq(), seq, "a refused stream takes no seq");
+        c.streams = true;
+        // a single record where a stream is expected and the other way round
+        let (rec, _) = c.seal_request(&line(), b"single").unwrap();
+        let mut f = rec[RECORD_HEADER_LEN..].to_vec();
+        assert!(s
+            .open_request_stream(&line(), &rec[..RECORD_HEADER_LEN], &mut f)
+            .is_err());
+        assert!(s.open_request(&line(), &wire).is_err());
+        // a full-mode binding does not open a header-mode stream
+        let ff = frames(&wire[RECORD_HEADER_LEN..]);
+        let mut first = ff[0].clone();
+        assert_eq!(
+            s.open_request_stream(
+                &RequestBinding::Full,
+                &wire[..RECORD_HEADER_LEN],
+                &mut first
+            )
+            .unwrap_err(),
+            ProtocolError::BadSeal
+        );
+        assert!(
+            open_stream(&mut s, &wire).is_ok(),
+            "nothing was consumed by the refusals"
+        );
+        // a server without the negotiation cannot seal a stream and keeps its sealer
+        let (rec, _) = c.seal_request(&line(), b"q").unwrap();
+        let o = s.open_request(&line(), &rec).unwrap();
+        s.streams = false;
+        let failed = s.seal_response_stream(o.sealer, &OK).unwrap_err();
+        assert!(s.seal_response(failed.sealer, &OK, b"one record").is_ok());
+    }
+
+    #[test]
+    fn format_1_exports_still_import_without_streams() {
+        let (c, s) = pair(Suite::Aes256Gcm);
+        for (export, client) in [(c.export(), true), (s.export(), false)] {
+            // format 2 -> format 1: drop the flags byte after the suite
+            let mut old = export.to_vec();
+            old[4] = 1;
+            old.remove(10);
+            if client {
+                let c1 = ClientSession::import(&old).unwrap();
+                assert!(!c1.streams());
+                assert_eq!(ClientSession::import(&c1.export()).unwrap().export()[10], 0);
+            } else {
+                assert!(!ServerSession::import(&old).unwrap().streams());
+            }
+            let mut bad_flags = export.to_vec();
+            bad_flags[10] = 0x02;
+            assert!(ClientSession::import(&bad_flags).is_err());
+            assert!(ServerSession::import(&bad_flags).is_err());
+        }
+        assert!(ServerSession::import(&s.export()).unwrap().streams());
     }
 }

@@ -366,6 +366,7 @@ impl PolicyV {
                 .collect(),
             lifetime_ms: self.lifetime_ms,
             idle_timeout_ms: self.idle_timeout_ms,
+            streams: true,
         }
     }
 }
@@ -385,6 +386,7 @@ impl OfferV {
                 .iter()
                 .map(|id| Suite::from_id(*id).expect("suite id"))
                 .collect(),
+            streams: true,
         }
     }
 }
@@ -1865,6 +1867,7 @@ fn case_inputs() -> Vec<CaseInput> {
             offer: ClientOffer {
                 versions: vec![VERSION_1],
                 suites: vec![Suite::Aes256Gcm, Suite::ChaCha20Poly1305],
+                streams: true,
             },
             client_e: pattern(0x60),
             server_e: pattern(0x80),
@@ -1877,6 +1880,7 @@ fn case_inputs() -> Vec<CaseInput> {
             offer: ClientOffer {
                 versions: vec![VERSION_1],
                 suites: vec![Suite::ChaCha20Poly1305, Suite::Aes256Gcm],
+                streams: true,
             },
             client_e: pattern(0x70),
             server_e: pattern(0x90),

@@ -426,6 +426,7 @@ pub async fn run(a: ServeArgs, settings: String) -> anyhow::Result<ExitCode> {
         suites,
         lifetime_ms: a.session_lifetime.as_millis() as u64,
         idle_timeout_ms: a.idle_timeout.as_millis() as u64,
+        streams: true,
     };
     let limits = Limits {
         max_body_bytes: a.max_body,

@@ -104,6 +104,7 @@ impl Inner {
             let offer = ClientOffer {
                 versions: SUPPORTED_VERSIONS.to_vec(),
                 suites: self.suites.clone(),
+                streams: true,
             };
             let (hs, hello) = ClientHandshake::start(&config, offer, now_ms())?;
             let started = std::time::Instant::now();

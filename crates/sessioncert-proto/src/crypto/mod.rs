@@ -216,8 +216,10 @@ impl AeadKey {
     }
 
     /// The next key in the re-keying chain: `HKDF-Expand(key, label, 32)`.
-    pub(crate) fn ratchet(&self, label: &[u8]) -> AeadKey {
-        let next = expand_from_prk(&self.raw, label);
+    /// `HKDF-Expand(PRK = this key, info, 32)` as a key of the same suite: the next
+    /// epoch's key (§10) or a stream's key (§8.5).
+    pub(crate) fn ratchet(&self, info: &[u8]) -> AeadKey {
+        let next = expand_from_prk(&self.raw, info);
         AeadKey::new(self.suite, &next)
     }
 }
