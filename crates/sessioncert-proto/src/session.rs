@@ -551,6 +551,7 @@ impl ClientSession {
         if h.record_type != want || binding.stream_type() != want || h.seq != expect.seq {
             return Err(ProtocolError::BadSeal);
         }
+        check_chunk_frame(first)?;
         let (key, next_epoch) = self.s2c.stream_key_for_open(want, h.seq)?;
         let ad = response_ad(&self.id, h.seq, &expect.request_tag, want, binding);
         let mut opener = StreamOpener::new(key, ad);
@@ -653,6 +654,15 @@ impl ClientSession {
             next_seq,
             confirmation: (!confirmation.is_empty()).then(|| Zeroizing::new(confirmation.to_vec())),
         })
+    }
+}
+
+/// `malformed` unless `frame` is exactly one chunk with a valid header (PROTOCOL §8.5:
+/// checked before the replay window, like a record's header).
+fn check_chunk_frame(frame: &[u8]) -> Result<(), ProtocolError> {
+    match crate::stream::complete_chunk(frame)? {
+        Some(n) if n == frame.len() => Ok(()),
+        _ => Err(ProtocolError::malformed("stream chunk")),
     }
 }
 
@@ -948,6 +958,7 @@ impl ServerSession {
         if h.record_type != binding.stream_type() {
             return Err(ProtocolError::BadSeal);
         }
+        check_chunk_frame(first)?;
         let first_tag = record_tag(first).ok_or(ProtocolError::malformed("stream chunk"))?;
         self.window.check(h.seq)?;
         let (key, next_epoch) = self.c2s.stream_key_for_open(h.record_type, h.seq)?;
