@@ -468,7 +468,11 @@ pub async fn run(a: ServeArgs, settings: String) -> anyhow::Result<ExitCode> {
         sc: sc.clone(),
         stopping: stopping.clone(),
     });
-    let app = sc.router(demo::sealed_routes()).merge(demo::plain_routes());
+    let files = demo::Files::open(a.data.join("files"), demo::files::DEFAULT_QUOTA_BYTES)
+        .with_context(|| format!("cannot open {}", a.data.join("files").display()))?;
+    let app = sc
+        .router(demo::sealed_routes(files))
+        .merge(demo::plain_routes());
     let (app, admin) = match admin_socket {
         None => (app.merge(admin), None),
         Some(socket) => (app.merge(crate::admin::not_here()), Some((socket, admin))),

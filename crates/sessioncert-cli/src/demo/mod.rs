@@ -1,7 +1,13 @@
-//! The demo API: the seed's echo route and a small notes resource.
+//! The demo API: the seed's echo route, a small notes resource, streamed files and
+//! server-sent events.
 //!
 //! The same `echo` handler is mounted sealed at `/apiTest` and plain at
 //! `/plain/apiTest`, so the two can be compared (and benchmarked) directly.
+
+pub mod events;
+pub mod files;
+
+pub use files::Files;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -104,13 +110,20 @@ async fn remove(State(s): State<Shared>, Path(id): Path<u64>) -> StatusCode {
     }
 }
 
-/// The routes served sealed.
-pub fn sealed_routes() -> Router {
+/// The routes served sealed; `files` is where `PUT /files/{name}` stores uploads.
+pub fn sealed_routes(files: Files) -> Router {
     let notes: Shared = Arc::default();
+    let file_routes = Router::new()
+        .route(
+            "/files/{name}",
+            axum::routing::put(files::put).get(files::get),
+        )
+        .with_state(files);
     Router::new()
         .route("/apiTest", post(echo))
         .route("/notes", get(list).post(create))
         .route("/notes/{id}", get(fetch).delete(remove))
+        .route("/events", get(events::events))
         // Unknown paths answer a sealed 404, so a typo shows up as "not found".
         .fallback(|| async {
             (
@@ -119,6 +132,7 @@ pub fn sealed_routes() -> Router {
             )
         })
         .with_state(notes)
+        .merge(file_routes)
 }
 
 /// The routes served plain (for comparison; `/healthz` is with the operator's
@@ -145,7 +159,8 @@ mod tests {
     /// `MAX_NOTE_BYTES`, and deleting one makes room again (attack review).
     #[tokio::test]
     async fn notes_are_capped_in_bytes_not_only_in_count() {
-        let app = sealed_routes();
+        let dir = tempfile::tempdir().unwrap();
+        let app = sealed_routes(Files::open(dir.path().join("files"), 1 << 20).unwrap());
         let big = 1_500_000;
         assert_eq!(post(&app, big).await, StatusCode::CREATED);
         assert_eq!(post(&app, big).await, StatusCode::CREATED);
