@@ -25,7 +25,7 @@ use crate::config::{
 };
 use crate::crypto::{self, AeadKey, KeySchedule, Suite, NONCE_LEN};
 use crate::identity::HandshakeKeyPair;
-use crate::session::{ClientSession, DirectionKeys, RefusalKey, ServerSession};
+use crate::session::{ClientSession, DirectionKeys, RefusalKey, ServerSession, SessionKeys};
 use crate::{ProtocolError, SessionId, SESSION_ID_LEN};
 use zeroize::Zeroizing;
 
@@ -240,9 +240,7 @@ fn noise_builder(prologue: &[u8]) -> Result<snow::Builder<'_>, ProtocolError> {
 
 /// Session keys derived from a finished Noise handshake.
 struct Derived {
-    c2s: DirectionKeys,
-    s2c: DirectionKeys,
-    refusal: RefusalKey,
+    keys: SessionKeys,
     finished: Zeroizing<[u8; FINISHED_LEN]>,
 }
 
@@ -269,9 +267,11 @@ fn derive(hs: &mut snow::HandshakeState, suite: Suite) -> Derived {
         &[LABEL_FINISHED, &h],
     ));
     Derived {
-        c2s: DirectionKeys::new(AeadKey::new(suite, &c2s_key), *c2s_iv),
-        s2c: DirectionKeys::new(AeadKey::new(suite, &s2c_key), *s2c_iv),
-        refusal,
+        keys: SessionKeys {
+            c2s: DirectionKeys::new(AeadKey::new(suite, &c2s_key), *c2s_iv),
+            s2c: DirectionKeys::new(AeadKey::new(suite, &s2c_key), *s2c_iv),
+            refusal,
+        },
         finished,
     }
 }
@@ -414,9 +414,7 @@ impl ClientHandshake {
             hello.session_id,
             hello.version,
             hello.suite,
-            d.c2s,
-            d.s2c,
-            d.refusal,
+            d.keys,
             hello.streams,
             Some(confirmation),
         );
@@ -711,9 +709,7 @@ fn respond_inner(
     let d = derive(&mut noise, suite);
     Ok(ServerResponse {
         pending: PendingServerSession {
-            session: ServerSession::new(
-                session_id, version, suite, d.c2s, d.s2c, d.refusal, streams,
-            ),
+            session: ServerSession::new(session_id, version, suite, d.keys, streams),
             expected_finished: d.finished,
         },
         noise_message: msg2,

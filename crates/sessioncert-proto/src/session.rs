@@ -381,17 +381,23 @@ impl core::fmt::Debug for ClientSession {
     }
 }
 
+/// The keys a handshake gives both sides.
+pub(crate) struct SessionKeys {
+    pub(crate) c2s: DirectionKeys,
+    pub(crate) s2c: DirectionKeys,
+    pub(crate) refusal: RefusalKey,
+}
+
 impl ClientSession {
     pub(crate) fn new(
         id: SessionId,
         version: u16,
         suite: Suite,
-        c2s: DirectionKeys,
-        s2c: DirectionKeys,
-        refusal: RefusalKey,
+        keys: SessionKeys,
         streams: bool,
         confirmation: Option<Zeroizing<Vec<u8>>>,
     ) -> Self {
+        let SessionKeys { c2s, s2c, refusal } = keys;
         ClientSession {
             id,
             version,
@@ -823,11 +829,10 @@ impl ServerSession {
         id: SessionId,
         version: u16,
         suite: Suite,
-        c2s: DirectionKeys,
-        s2c: DirectionKeys,
-        refusal: RefusalKey,
+        keys: SessionKeys,
         streams: bool,
     ) -> Self {
+        let SessionKeys { c2s, s2c, refusal } = keys;
         ServerSession {
             id,
             version,
@@ -1216,25 +1221,13 @@ pub(crate) mod tests {
         let id = SessionId([5; 16]);
         let k1 = AeadKey::new(suite, &[1; 32]);
         let k2 = AeadKey::new(suite, &[2; 32]);
-        let c = ClientSession::new(
-            id,
-            1,
-            suite,
-            DirectionKeys::new(k1.clone(), [3; 12]),
-            DirectionKeys::new(k2.clone(), [4; 12]),
-            RefusalKey::new([6; 32]),
-            true,
-            None,
-        );
-        let s = ServerSession::new(
-            id,
-            1,
-            suite,
-            DirectionKeys::new(k1, [3; 12]),
-            DirectionKeys::new(k2, [4; 12]),
-            RefusalKey::new([6; 32]),
-            true,
-        );
+        let keys = |k1: AeadKey, k2: AeadKey| SessionKeys {
+            c2s: DirectionKeys::new(k1, [3; 12]),
+            s2c: DirectionKeys::new(k2, [4; 12]),
+            refusal: RefusalKey::new([6; 32]),
+        };
+        let c = ClientSession::new(id, 1, suite, keys(k1.clone(), k2.clone()), true, None);
+        let s = ServerSession::new(id, 1, suite, keys(k1, k2), true);
         (c, s)
     }
 
