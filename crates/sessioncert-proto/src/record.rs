@@ -190,7 +190,24 @@ pub(crate) fn request_ad(
     record_type: RecordType,
     binding: &RequestBinding<'_>,
 ) -> Vec<u8> {
-    let mut ad = Vec::with_capacity(64);
+    // Sized exactly: growing it would copy it (this runs for every request).
+    let fields = match binding {
+        RequestBinding::Header(l) => {
+            5 * 4
+                + l.method.len()
+                + l.target.len()
+                + l.path.len()
+                + l.query.len()
+                + l.content_type.len()
+                + 1
+                + l.covered
+                    .iter()
+                    .map(|(n, v)| 8 + n.len() + v.len())
+                    .sum::<usize>()
+        }
+        RequestBinding::Full => 0,
+    };
+    let mut ad = Vec::with_capacity(REQUEST_AD_LABEL.len() + 1 + 16 + 8 + fields);
     ad.extend_from_slice(REQUEST_AD_LABEL);
     ad.put_u8(record_type.byte());
     ad.extend_from_slice(id.as_bytes());
@@ -218,7 +235,7 @@ pub(crate) fn response_ad(
     record_type: RecordType,
     binding: &ResponseBinding<'_>,
 ) -> Vec<u8> {
-    let mut ad = Vec::with_capacity(64);
+    let mut ad = Vec::with_capacity(RESPONSE_AD_LABEL.len() + 1 + 16 + 8 + TAG_LEN + 2 + 4 + 64);
     ad.extend_from_slice(RESPONSE_AD_LABEL);
     ad.put_u8(record_type.byte());
     ad.extend_from_slice(id.as_bytes());
