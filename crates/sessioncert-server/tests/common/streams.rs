@@ -243,6 +243,11 @@ impl H1 {
         }
     }
 
+    /// The write half, for a task that writes while this one reads.
+    pub fn take_writer(&mut self) -> OwnedWriteHalf {
+        self.w.take().expect("the writer was taken")
+    }
+
     fn w(&mut self) -> &mut OwnedWriteHalf {
         self.w.as_mut().expect("the writer was taken")
     }
