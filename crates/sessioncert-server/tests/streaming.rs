@@ -131,7 +131,10 @@ async fn counting(State(obs): State<Arc<Obs>>, Query(q): Query<Sized>) -> Body {
             let len = (q.n - sent).min(16 * 1024);
             obs.counted.fetch_add(len, Ordering::SeqCst);
             let frame: Vec<u8> = (sent..sent + len).map(|i| (i % 251) as u8).collect();
-            Some((Ok::<_, std::convert::Infallible>(Bytes::from(frame)), sent + len))
+            Some((
+                Ok::<_, std::convert::Infallible>(Bytes::from(frame)),
+                sent + len,
+            ))
         }
     });
     Body::from_stream(frames)
@@ -216,7 +219,12 @@ fn sealed_headers(c: &RawClient, extra: &[(&str, &str)]) -> Vec<(String, String)
     h
 }
 
-fn header_line<'a>(method: &'a str, target: &'a str, path: &'a str, ct: &'a str) -> RequestLine<'a> {
+fn header_line<'a>(
+    method: &'a str,
+    target: &'a str,
+    path: &'a str,
+    ct: &'a str,
+) -> RequestLine<'a> {
     RequestLine {
         method,
         target,
@@ -243,7 +251,8 @@ async fn send_header_mode(
     if !ct.is_empty() {
         extra.push((CONTENT_TYPE_HEADER, ct));
     }
-    conn.request(method, path, &sealed_headers(c, &extra), None).await;
+    conn.request(method, path, &sealed_headers(c, &extra), None)
+        .await;
     let writer = conn.send_in_background(wire.to_vec(), 50_000);
     let head = conn.head().await;
     let body = conn.body().await;
@@ -261,7 +270,8 @@ async fn send_record(srv: &Srv, c: &RawClient, s: &common::Sealed, path: &str) -
 }
 
 fn json(b: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(b).unwrap_or_else(|_| panic!("not json: {:?}", String::from_utf8_lossy(b)))
+    serde_json::from_slice(b)
+        .unwrap_or_else(|_| panic!("not json: {:?}", String::from_utf8_lossy(b)))
 }
 
 #[tokio::test]
@@ -307,7 +317,10 @@ async fn header_mode_streams_of_several_mib_arrive_intact_and_stream_back() {
     assert!(head.headers.get("content-length").is_none());
     assert_eq!(head.headers["cache-control"], "no-store, no-transform");
     let answer = answer.unwrap();
-    assert_eq!(answer[0], 0x83, "a large answer is a header-mode response stream");
+    assert_eq!(
+        answer[0], 0x83,
+        "a large answer is a header-mode response stream"
+    );
     // The echo handler's answer has no content type.
     assert!(head.headers.get(CONTENT_TYPE_HEADER).is_none());
     let got = open_response(
@@ -336,13 +349,17 @@ async fn full_mode_streams_of_several_mib_arrive_intact_and_stream_back() {
             method,
             &authority,
             path,
-            &[("x-test-id", id), ("content-type", "application/octet-stream")],
+            &[
+                ("x-test-id", id),
+                ("content-type", "application/octet-stream"),
+            ],
         );
         for piece in body.chunks(30_000) {
             plain.extend_from_slice(&bhttp_chunk(piece));
         }
         plain.extend_from_slice(&[0, 0]);
-        let (wire, expect) = seal_stream_body(&mut c.session, &RequestBinding::Full, &plain, 65_536);
+        let (wire, expect) =
+            seal_stream_body(&mut c.session, &RequestBinding::Full, &plain, 65_536);
         assert_eq!(wire[0], 0x04);
         let mut conn = H1::connect(&srv.base).await;
         conn.request("POST", FULL_PATH, &sealed_headers(&c, &[]), None)
@@ -352,7 +369,8 @@ async fn full_mode_streams_of_several_mib_arrive_intact_and_stream_back() {
         assert_eq!(head.status, 200, "{path}");
         let answer = conn.body().await.unwrap();
         drop(writer.await.unwrap());
-        let plain = open_response(&mut c.session, &expect, &ResponseBinding::Full, &answer).unwrap();
+        let plain =
+            open_response(&mut c.session, &expect, &ResponseBinding::Full, &answer).unwrap();
         let resp = FullResponse::decode(&plain).unwrap();
         assert_eq!(resp.status, 200, "{path}");
         if path == "/digest" {
@@ -361,7 +379,10 @@ async fn full_mode_streams_of_several_mib_arrive_intact_and_stream_back() {
             assert_eq!(v["bytes"], body.len());
             assert_eq!(v["sha256"], hex::encode(Sha256::digest(&body)));
         } else {
-            assert_eq!(answer[0], 0x84, "a large answer is a full-mode response stream");
+            assert_eq!(
+                answer[0], 0x84,
+                "a large answer is a full-mode response stream"
+            );
             assert_eq!(Sha256::digest(&resp.body), Sha256::digest(&body));
         }
     }
@@ -376,7 +397,10 @@ async fn sse_events_are_sealed_and_flushed_as_they_are_produced() {
     let mut conn = send_record(&srv, &c, &s, "/events?n=4&interval_ms=200").await;
     let head = conn.head().await;
     assert_eq!(head.status, 200);
-    let ct = head.headers[CONTENT_TYPE_HEADER].to_str().unwrap().to_owned();
+    let ct = head.headers[CONTENT_TYPE_HEADER]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(ct.starts_with("text/event-stream"), "{ct}");
     let binding = ResponseBinding::Header {
         status: 200,
@@ -385,7 +409,10 @@ async fn sse_events_are_sealed_and_flushed_as_they_are_produced() {
     let mut reader = ResponseStreamReader::default();
     let mut arrivals: Vec<(Instant, String)> = Vec::new();
     while let Some(piece) = conn.piece().await.unwrap() {
-        for plain in reader.feed(&mut c.session, &s.expect, &binding, &piece).unwrap() {
+        for plain in reader
+            .feed(&mut c.session, &s.expect, &binding, &piece)
+            .unwrap()
+        {
             if !plain.is_empty() {
                 arrivals.push((Instant::now(), String::from_utf8(plain).unwrap()));
             }
@@ -404,7 +431,10 @@ async fn sse_events_are_sealed_and_flushed_as_they_are_produced() {
     );
     // The first event reached the client before the handler produced the last one,
     // and each arrived after it was produced, about 200 ms apart.
-    assert!(arrivals[0].0 < produced[3], "first event arrived only at the end");
+    assert!(
+        arrivals[0].0 < produced[3],
+        "first event arrived only at the end"
+    );
     for i in 0..4 {
         assert!(arrivals[i].0 >= produced[i]);
         if i > 0 {
@@ -466,15 +496,25 @@ async fn cut_reordered_or_duplicated_streams_are_body_errors_and_replays_are_ref
     for id in ["cut", "reordered", "duplicated", "trailing"] {
         let seen = srv.obs.uploads(id);
         assert_eq!(seen.len(), 1, "{id}: the handler ran once");
-        assert!(seen[0].is_err(), "{id}: the handler saw success: {:?}", seen[0]);
+        assert!(
+            seen[0].is_err(),
+            "{id}: the handler saw success: {:?}",
+            seen[0]
+        );
     }
-    assert!(srv.obs.uploads("cut")[0].as_ref().unwrap_err().contains("cut short"));
+    assert!(srv.obs.uploads("cut")[0]
+        .as_ref()
+        .unwrap_err()
+        .contains("cut short"));
 
     // A whole stream, then the same bytes again: refused before the handler.
     let mut up = start(&mut c);
     let mut wire = up.start.clone();
     wire.extend_from_slice(&up.last(&piece(1)));
-    assert_eq!(send_frames(&srv, &c, "/digest", "replayed", wire.clone()).await, 200);
+    assert_eq!(
+        send_frames(&srv, &c, "/digest", "replayed", wire.clone()).await,
+        200
+    );
     let (head, _) = send_header_mode(&srv, &c, "PUT", "/digest", ct, "replayed", &wire).await;
     assert_eq!(head.status, 400);
     assert_eq!(head.headers[ERROR_HEADER], "rejected");
@@ -594,5 +634,8 @@ async fn a_slow_reader_holds_back_the_handler_instead_of_growing_the_server() {
     }
     let later = srv.obs.counted.load(Ordering::SeqCst);
     assert!(later > held_back + (16 << 20), "{later} after {held_back}");
-    assert!(later < taken as u64 + (16 << 20), "{later} produced for {taken} taken");
+    assert!(
+        later < taken as u64 + (16 << 20),
+        "{later} produced for {taken} taken"
+    );
 }

@@ -122,7 +122,8 @@ async fn a_256_mib_round_trip_streams_in_bounded_memory() {
                     up.chunk(&plain)
                 };
                 off += len;
-                let framed = [format!("{:x}\r\n", frame.len()).as_bytes(), &frame, b"\r\n"].concat();
+                let framed =
+                    [format!("{:x}\r\n", frame.len()).as_bytes(), &frame, b"\r\n"].concat();
                 w.write_all(&framed).await.unwrap();
             }
             w.write_all(b"0\r\n\r\n").await.unwrap();
@@ -137,7 +138,10 @@ async fn a_256_mib_round_trip_streams_in_bounded_memory() {
         let mut reader = ResponseStreamReader::default();
         let mut got = 0usize;
         while let Some(piece) = conn.piece().await.unwrap() {
-            for plain in reader.feed(&mut c.session, &expect, &binding, &piece).unwrap() {
+            for plain in reader
+                .feed(&mut c.session, &expect, &binding, &piece)
+                .unwrap()
+            {
                 let expected = pattern_from(got, plain.len());
                 assert!(plain == expected, "content differs at {got}");
                 got += plain.len();

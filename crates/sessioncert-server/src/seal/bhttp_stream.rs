@@ -188,8 +188,7 @@ impl ContentDecoder {
             };
             let need = 1usize << (first >> 6);
             let take = (need - self.partial_len).min(input.len());
-            self.partial[self.partial_len..self.partial_len + take]
-                .copy_from_slice(&input[..take]);
+            self.partial[self.partial_len..self.partial_len + take].copy_from_slice(&input[..take]);
             input.advance(take);
             self.partial_len += take;
             if self.partial_len == need {
@@ -327,7 +326,10 @@ mod tests {
             b"api.example".to_vec(),
             b"/files/a".to_vec(),
         );
-        m.put_header(b"content-type".to_vec(), b"application/octet-stream".to_vec());
+        m.put_header(
+            b"content-type".to_vec(),
+            b"application/octet-stream".to_vec(),
+        );
         m.put_trailer(b"x-t".to_vec(), b"v".to_vec());
         m.write_content(content);
         let mut out = Vec::new();

@@ -11,8 +11,8 @@
 use super::bhttp_stream;
 use super::limit::LimitSlot;
 use super::streaming::{
-    ChargedBuffer, FullContent, RequestStream, RequestStreamParts, SealedStream,
-    SealedStreamParts, StreamLabel,
+    ChargedBuffer, FullContent, RequestStream, RequestStreamParts, SealedStream, SealedStreamParts,
+    StreamLabel,
 };
 use super::{
     binding, read_body, read_body_from, read_start, record_from_header, require_sealed_type,
@@ -22,23 +22,23 @@ use super::{
 use crate::error::Refusal;
 use crate::listener::BodyRelease;
 use crate::sessions::{Entry, SessionManager};
-use bytes::BytesMut;
-use http_body_util::BodyExt as _;
-use sessioncert_proto::record::{RecordType, RECORD_HEADER_LEN};
-use sessioncert_proto::stream::{complete_chunk, MAX_CHUNK_LEN};
-use std::time::Instant;
 use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
 use axum::response::Response;
+use bytes::BytesMut;
 use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, Request, StatusCode, Uri};
+use http_body_util::BodyExt as _;
 use sessioncert_proto::full::{FullRequest, FullResponse};
+use sessioncert_proto::record::{RecordType, RECORD_HEADER_LEN};
+use sessioncert_proto::stream::{complete_chunk, MAX_CHUNK_LEN};
 use sessioncert_proto::{
     ErrorCode, RequestBinding, RequestLine, ResponseBinding, ResponseSealer, SessionId,
 };
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// How a sealed request travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -336,9 +336,7 @@ async fn open_full(
 /// Reads a streamed full-mode request until its Binary HTTP head is complete (at most
 /// [`bhttp_stream::MAX_HEAD`]). Its seq is spent already: a failure here is answered
 /// as a malformed buffered full-mode request is, and the handler never runs.
-async fn read_full_head(
-    stream: &mut RequestStream,
-) -> Result<bhttp_stream::RequestHead, Refusal> {
+async fn read_full_head(stream: &mut RequestStream) -> Result<bhttp_stream::RequestHead, Refusal> {
     let malformed = || Refusal::new(ErrorCode::Malformed);
     let mut joined: Option<BytesMut> = None;
     loop {
@@ -459,7 +457,10 @@ async fn start_reading(mut body: Body) -> Started {
     let mut len = 0usize;
     loop {
         let next = std::future::poll_fn(|cx| {
-            Poll::Ready(http_body::Body::poll_frame(std::pin::Pin::new(&mut body), cx))
+            Poll::Ready(http_body::Body::poll_frame(
+                std::pin::Pin::new(&mut body),
+                cx,
+            ))
         })
         .await;
         match next {
@@ -531,7 +532,8 @@ fn seal_stream(
         SealedStreamParts {
             header,
             sealer,
-            full_head: full.then(|| bhttp_stream::response_head(parts.status.as_u16(), &parts.headers)),
+            full_head: full
+                .then(|| bhttp_stream::response_head(parts.status.as_u16(), &parts.headers)),
             collected,
             budget: manager.response_bytes.clone(),
             sealed_bytes: counters.sealed.clone(),

@@ -6,8 +6,8 @@
 //! response. Both run the same open → dispatch → seal path (`exchange`) inside
 //! [`SealService`].
 
-pub(crate) mod binding;
 mod bhttp_stream;
+pub(crate) mod binding;
 pub(crate) mod exchange;
 mod layer;
 mod limit;

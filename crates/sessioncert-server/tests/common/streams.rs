@@ -372,7 +372,11 @@ impl H1 {
             }
             Framing::Chunked => {
                 let mut line = String::new();
-                let n = self.r.read_line(&mut line).await.map_err(|e| e.to_string())?;
+                let n = self
+                    .r
+                    .read_line(&mut line)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 if n == 0 {
                     return Err("connection closed inside the body".into());
                 }
@@ -380,7 +384,10 @@ impl H1 {
                     .map_err(|_| format!("bad chunk line {line:?}"))?;
                 if size == 0 {
                     line.clear();
-                    self.r.read_line(&mut line).await.map_err(|e| e.to_string())?;
+                    self.r
+                        .read_line(&mut line)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     self.framing = Framing::Done;
                     return Ok(None);
                 }
