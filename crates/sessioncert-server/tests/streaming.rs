@@ -27,10 +27,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// What the digest handler saw of one body: its length and sha256, or its error.
+type Seen = Result<(usize, String), String>;
+
 /// What handlers observed, by the `x-test-id` of the request.
 #[derive(Default)]
 struct Obs {
-    uploads: Mutex<HashMap<String, Vec<Result<(usize, String), String>>>>,
+    uploads: Mutex<HashMap<String, Vec<Seen>>>,
     /// When the SSE handler produced each event.
     produced: Mutex<Vec<Instant>>,
     /// Bytes the counting handler's body has produced.
@@ -38,7 +41,7 @@ struct Obs {
 }
 
 impl Obs {
-    fn uploads(&self, id: &str) -> Vec<Result<(usize, String), String>> {
+    fn uploads(&self, id: &str) -> Vec<Seen> {
         self.uploads
             .lock()
             .unwrap()

@@ -108,6 +108,9 @@ impl Drop for Released {
     }
 }
 
+/// What a request stream's `poll_frame` returns.
+type RequestPoll = Poll<Option<Result<Frame<Bytes>, StreamBodyError>>>;
+
 /// What the stream path needs besides the body, handed over by the open step.
 pub(crate) struct RequestStreamParts {
     pub(crate) opener: StreamOpener,
@@ -171,17 +174,13 @@ impl RequestStream {
         }
     }
 
-    fn fail(&mut self, e: StreamBodyError) -> Poll<Option<Result<Frame<Bytes>, StreamBodyError>>> {
+    fn fail(&mut self, e: StreamBodyError) -> RequestPoll {
         self.end(Err(e));
         Poll::Ready(Some(Err(e)))
     }
 
     /// Hands out a chunk's plaintext (charged until dropped), after the limit check.
-    fn hand_out(
-        &mut self,
-        plain: Bytes,
-        wire: u64,
-    ) -> Option<Poll<Option<Result<Frame<Bytes>, StreamBodyError>>>> {
+    fn hand_out(&mut self, plain: Bytes, wire: u64) -> Option<RequestPoll> {
         self.plaintext = self.plaintext.saturating_add(plain.len() as u64);
         if self
             .limit
