@@ -300,6 +300,7 @@ mod tests {
         ("idle-timeout", r#""5m""#),
         ("suites", r#""chacha20-poly1305""#),
         ("max-body", r#""2MiB""#),
+        ("max-stream-body", r#""none""#),
         ("max-response", r#""8MiB""#),
         ("max-inflight-response", r#""64MiB""#),
         ("handshake-rate", "5.5"),

@@ -7,8 +7,17 @@ use std::time::Instant;
 /// Limits applied to peers. Every refusal carries a clear error code.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Largest sealed request body accepted (413 above).
+    /// Largest *buffered* sealed request body accepted (413 above): a request sent as
+    /// one record is held whole before it is opened. Streamed requests (PROTOCOL §8.5)
+    /// are not held whole and have their own limit, `max_stream_body_bytes`.
     pub max_body_bytes: usize,
+    /// Largest streamed request body (plaintext bytes of the stream) a handler is given,
+    /// unless its route sets its own with [`crate::seal::StreamLimit`]; `None`: no
+    /// limit. Past it the handler's body yields an error. A stream holds one chunk
+    /// (64 KiB) in memory whatever its size, so this bounds what a handler can be made
+    /// to consume or store per request, not memory. Default 1 GiB: large uploads work
+    /// out of the box, and a route that takes more (or must take less) says so.
+    pub max_stream_body_bytes: Option<u64>,
     /// Largest response body read from a sealed handler: sealing holds the whole body,
     /// so a handler that produces more gets its client a sealed `500` instead.
     pub max_response_bytes: usize,
@@ -39,6 +48,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body_bytes: 4 * 1024 * 1024,
+            max_stream_body_bytes: Some(DEFAULT_MAX_STREAM_BODY),
             max_response_bytes: 16 * 1024 * 1024,
             max_inflight_response_bytes: 128 * 1024 * 1024,
             handshakes_per_sec: 20.0,
@@ -50,6 +60,9 @@ impl Default for Limits {
         }
     }
 }
+
+/// The default of [`Limits::max_stream_body_bytes`]: 1 GiB.
+pub const DEFAULT_MAX_STREAM_BODY: u64 = 1024 * 1024 * 1024;
 
 struct Bucket {
     tokens: f64,

@@ -35,6 +35,9 @@ pub const REFUSALS: &str = "sessioncert_refusals_total";
 pub const SEALED_BYTES: &str = "sessioncert_sealed_bytes_total";
 /// Counter: plaintext bytes opened from sealed requests.
 pub const OPENED_BYTES: &str = "sessioncert_opened_bytes_total";
+/// Counter: streamed bodies (PROTOCOL §8.5) by `direction` — `request` (a streamed
+/// request whose first chunk opened) and `response` (a response sent as a stream).
+pub const STREAMS: &str = "sessioncert_streams_total";
 /// Gauge: sessions in the table by `state` — `established`, and the tombstones of ended
 /// ones, `closed` and `expired` (kept so their ids keep getting precise refusals).
 pub const SESSIONS: &str = "sessioncert_sessions";
@@ -75,6 +78,7 @@ pub fn describe() {
         Unit::Bytes,
         "Plaintext bytes opened from sealed requests."
     );
+    describe_counter!(STREAMS, "Streamed bodies, by direction.");
     describe_gauge!(SESSIONS, "Sessions held in memory, by state.");
     describe_gauge!(
         RESPONSE_BYTES_HELD,
@@ -116,6 +120,8 @@ pub(crate) fn handshake(outcome: HandshakeOutcome) {
 pub(crate) struct ByteCounters {
     pub(crate) opened: metrics::Counter,
     pub(crate) sealed: metrics::Counter,
+    pub(crate) request_streams: metrics::Counter,
+    pub(crate) response_streams: metrics::Counter,
 }
 
 impl ByteCounters {
@@ -123,6 +129,8 @@ impl ByteCounters {
         ByteCounters {
             opened: metrics::counter!(OPENED_BYTES),
             sealed: metrics::counter!(SEALED_BYTES),
+            request_streams: metrics::counter!(STREAMS, "direction" => "request"),
+            response_streams: metrics::counter!(STREAMS, "direction" => "response"),
         }
     }
 }

@@ -406,6 +406,7 @@ async fn label_values_come_from_fixed_sets_whatever_peers_send() {
             }
             "state" => ["established", "closed", "expired"].contains(&v),
             "reason" => ["header_timeout", "write_stall"].contains(&v),
+            "direction" => ["request", "response"].contains(&v),
             "le" => v == "+Inf" || v.parse::<f64>().is_ok(),
             _ => false,
         }

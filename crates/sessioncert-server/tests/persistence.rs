@@ -179,12 +179,13 @@ async fn no_session_key_in_the_database_file_or_the_logs() {
     srv.stop().await;
 
     // The export layout is documented: magic(4) format(1) role(1) version(2) suite(2)
-    // id(16), then per direction epoch(8) key(32) has_prev(1) [prev(32)] iv(12).
+    // flags(1) id(16), then per direction epoch(8) key(32) has_prev(1) [prev(32)] iv(12).
     let export = c.session.export();
-    let c2s_key = &export[34..66];
-    let s2c_start = 66 + 1 + 12;
+    assert_eq!(export[4], 2, "export format 2 (with the flags byte)");
+    let c2s_key = &export[35..67];
+    let s2c_start = 67 + 1 + 12;
     let s2c_key = &export[s2c_start + 8..s2c_start + 40];
-    assert_eq!(export[66], 0, "no previous epoch key in a fresh session");
+    assert_eq!(export[67], 0, "no previous epoch key in a fresh session");
 
     let mut files = Vec::new();
     for entry in std::fs::read_dir(d.path()).unwrap() {

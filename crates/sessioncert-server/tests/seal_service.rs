@@ -76,7 +76,13 @@ async fn full_get(c: &mut RawClient, path: &str) -> (u16, FullResponse) {
 async fn a_handler_response_over_the_cap_becomes_a_sealed_500_in_both_modes() {
     let ran = Arc::new(AtomicUsize::new(0));
     let s = server(sized_routes(ran.clone())).await;
-    let mut c = RawClient::connect(&s.base, s.pin).await;
+    // The cap is on buffered responses: a session that negotiated streams is sent a
+    // larger answer as a stream instead (tests/streaming.rs).
+    let no_streams = sessioncert_proto::ClientOffer {
+        streams: false,
+        ..Default::default()
+    };
+    let mut c = RawClient::connect_with(&s.base, s.pin, no_streams).await;
 
     // Header mode: at the cap it is served; one byte over, the client gets a sealed
     // 500 (the handler did run, so it must not look like a refusal).
@@ -286,7 +292,13 @@ async fn answers_held_by_a_peer_that_does_not_read_are_bounded_by_the_response_b
         sized_routes(ran.clone()),
     )
     .await;
-    let mut holder = RawClient::connect(&s.base, s.pin).await;
+    // Buffered answers (no streams negotiated) are what the budget holds; a streamed
+    // one waits in the handler instead (tests/streaming.rs).
+    let no_streams = sessioncert_proto::ClientOffer {
+        streams: false,
+        ..Default::default()
+    };
+    let mut holder = RawClient::connect_with(&s.base, s.pin, no_streams).await;
     let sealed = holder.seal("GET", &format!("/bytes/{BIG}"), "", b"");
     let addr = s.base.trim_start_matches("http://").to_owned();
     let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();

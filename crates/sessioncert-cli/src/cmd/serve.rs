@@ -57,9 +57,15 @@ pub struct ServeArgs {
         default_value = "aes-256-gcm,chacha20-poly1305"
     )]
     suites: String,
-    /// Largest sealed request body in bytes (413 above).
+    /// Largest buffered sealed request body in bytes (413 above). Streamed bodies have
+    /// their own limit, --max-stream-body.
     #[arg(long, env = "SESSIONCERT_MAX_BODY", default_value_t = 4 * 1024 * 1024, allow_hyphen_values = true, value_parser = super::parse_size)]
     max_body: usize,
+    /// Largest streamed request body (plaintext) a handler is given, or `none`; a route
+    /// may set its own. A stream holds one 64 KiB chunk in memory whatever its size, so
+    /// this bounds what one request can make a handler consume or store.
+    #[arg(long, env = "SESSIONCERT_MAX_STREAM_BODY", default_value = "1GiB", allow_hyphen_values = true, value_parser = parse_size_or_none)]
+    max_stream_body: SizeOrNone,
     /// Largest response body a sealed handler may produce, in bytes (sealing holds it
     /// whole; above it the client gets a sealed 500).
     #[arg(long, env = "SESSIONCERT_MAX_RESPONSE", default_value_t = 16 * 1024 * 1024, allow_hyphen_values = true, value_parser = super::parse_size)]
@@ -430,6 +436,7 @@ pub async fn run(a: ServeArgs, settings: String) -> anyhow::Result<ExitCode> {
     };
     let limits = Limits {
         max_body_bytes: a.max_body,
+        max_stream_body_bytes: a.max_stream_body.0,
         max_response_bytes: a.max_response,
         max_inflight_response_bytes: a.max_inflight_response,
         handshakes_per_sec: a.handshake_rate,
@@ -542,4 +549,33 @@ pub async fn run(a: ServeArgs, settings: String) -> anyhow::Result<ExitCode> {
         "stopped cleanly"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A size, or `none` for no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeOrNone(pub Option<u64>);
+
+/// Parses `--max-stream-body`: a size as `--max-body` takes it, or `none`.
+fn parse_size_or_none(s: &str) -> Result<SizeOrNone, String> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        return Ok(SizeOrNone(None));
+    }
+    super::parse_size(s).map(|n| SizeOrNone(Some(n as u64)))
+}
+
+#[cfg(test)]
+mod stream_limit_tests {
+    use super::*;
+
+    #[test]
+    fn max_stream_body_takes_a_size_or_none() {
+        assert_eq!(parse_size_or_none("none"), Ok(SizeOrNone(None)));
+        assert_eq!(parse_size_or_none("NONE"), Ok(SizeOrNone(None)));
+        assert_eq!(
+            parse_size_or_none("2GiB"),
+            Ok(SizeOrNone(Some(2 * 1024 * 1024 * 1024)))
+        );
+        assert!(parse_size_or_none("-1").is_err());
+        assert!(parse_size_or_none("lots").is_err());
+    }
 }

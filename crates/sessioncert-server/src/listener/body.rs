@@ -163,12 +163,47 @@ struct Held {
     /// The same charge against the client address's share.
     addr_permit: Option<OwnedSemaphorePermit>,
     failure: Option<BodyGuardError>,
+    /// Bytes the body's consumer said it no longer holds ([`BodyRelease`]).
+    released_bytes: u64,
+    /// KiB of the charge given back for them (`released_bytes / 1024`, rounded down).
+    released_kib: u64,
 }
 
 type Shared = Arc<Mutex<Held>>;
 
 fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Held> {
     s.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Given to a consumer that reads a request body piece by piece and lets go of each
+/// piece (a streamed sealed request: one chunk at a time), so the budget counts the
+/// bytes it holds rather than every byte it ever read. Put into the request's
+/// extensions by [`BodyGuard`].
+#[derive(Clone)]
+pub(crate) struct BodyRelease {
+    shared: Shared,
+}
+
+impl BodyRelease {
+    /// `bytes` more of the body are no longer held: their charge goes back to the
+    /// budget (and the client address's share), in whole KiB.
+    pub(crate) fn release(&self, bytes: u64) {
+        let mut held = lock(&self.shared);
+        held.released_bytes = held.released_bytes.saturating_add(bytes);
+        let due = (held.released_bytes / 1024).saturating_sub(held.released_kib);
+        let charged = held.permit.as_ref().map_or(0, |p| p.num_permits());
+        let n = usize::try_from(due).unwrap_or(usize::MAX).min(charged);
+        if n == 0 {
+            return;
+        }
+        // Dropping the split-off permits gives them back.
+        drop(held.permit.as_mut().and_then(|p| p.split(n)));
+        if let Some(ap) = held.addr_permit.as_mut() {
+            let m = n.min(ap.num_permits());
+            drop(ap.split(m));
+        }
+        held.released_kib += n as u64;
+    }
 }
 
 type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
@@ -261,6 +296,11 @@ impl<B: http_body::Body> GuardedBody<B> {
         Poll::Ready(Some(Err(Box::new(e))))
     }
 
+    /// KiB of the charge given back by the consumer ([`BodyRelease`]).
+    fn released_kib(&self) -> u64 {
+        lock(&self.shared).released_kib
+    }
+
     fn prepaid_kib(&self) -> u64 {
         self.prepaid.as_ref().map_or(0, |p| p.num_permits() as u64)
     }
@@ -282,7 +322,8 @@ impl<B: http_body::Body> GuardedBody<B> {
             .map_or(PREPAY_KIB * 1024, |left| left.min(PREPAY_KIB * 1024));
         let after = (self.received + next).div_ceil(1024);
         let target = after.saturating_sub(self.charged_kib);
-        target.min(self.cfg.total_kib.saturating_sub(self.charged_kib))
+        let held = self.charged_kib.saturating_sub(self.released_kib());
+        target.min(self.cfg.total_kib.saturating_sub(held))
     }
 
     /// Takes `kib` (at most the whole budget, so it fits a `u32`) into the prepaid
@@ -392,7 +433,11 @@ impl<B: http_body::Body> GuardedBody<B> {
     fn arrived(&mut self, frame: Frame<Bytes>) -> Option<FramePoll> {
         let len = frame.data_ref().map_or(0, |d| d.len() as u64);
         self.received = self.received.saturating_add(len);
-        if self.received.div_ceil(1024) > self.cfg.total_kib {
+        let held = self
+            .received
+            .div_ceil(1024)
+            .saturating_sub(self.released_kib());
+        if held > self.cfg.total_kib {
             // Could never fit, however long it waited.
             return Some(self.fail(BodyGuardError::Busy));
         }
@@ -583,7 +628,11 @@ where
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|c| c.0.ip());
         let share = cfg.share_of(addr);
-        let req = req.map(|b| Body::new(GuardedBody::new(b, cfg.clone(), shared.clone(), share)));
+        let mut req =
+            req.map(|b| Body::new(GuardedBody::new(b, cfg.clone(), shared.clone(), share)));
+        req.extensions_mut().insert(BodyRelease {
+            shared: shared.clone(),
+        });
         let fut = inner.call(req);
         Box::pin(async move {
             let Ok(resp) = fut.await;

@@ -8,24 +8,37 @@
 //! how the handler's request is built and its response encoded; [`Mode`] holds those
 //! two differences, everything else is shared.
 
+use super::bhttp_stream;
+use super::limit::LimitSlot;
+use super::streaming::{
+    ChargedBuffer, FullContent, RequestStream, RequestStreamParts, SealedStream, SealedStreamParts,
+    StreamLabel,
+};
 use super::{
-    binding, read_body, read_body_mut, record_from_header, require_sealed_type, sealed_response,
-    session_id, SealedContext, H_INNER_CONTENT_TYPE, H_SESSION,
+    binding, read_body, read_body_from, read_start, record_from_header, require_sealed_type,
+    sealed_response, sealed_response_with, session_id, SealedBody, SealedContext,
+    H_INNER_CONTENT_TYPE, H_SESSION,
 };
 use crate::error::Refusal;
+use crate::listener::BodyRelease;
 use crate::sessions::{Entry, SessionManager};
 use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
 use axum::response::Response;
+use bytes::BytesMut;
 use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, Request, StatusCode, Uri};
+use http_body_util::BodyExt as _;
 use sessioncert_proto::full::{FullRequest, FullResponse};
+use sessioncert_proto::record::{RecordType, RECORD_HEADER_LEN};
+use sessioncert_proto::stream::{complete_chunk, MAX_CHUNK_LEN};
 use sessioncert_proto::{
     ErrorCode, RequestBinding, RequestLine, ResponseBinding, ResponseSealer, SessionId,
 };
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// How a sealed request travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +84,100 @@ pub(crate) async fn open(
     }
 }
 
+/// A request body as it arrived: one record, or the start of a stream.
+enum Incoming {
+    Record(BytesMut),
+    /// The stream's header and its first chunk, exactly, then what followed them
+    /// already and the rest of the body.
+    Stream {
+        start: BytesMut,
+        rest: BytesMut,
+        body: Body,
+    },
+}
+
+/// Reads a request body far enough to know its kind: a single record whole (up to
+/// `max_body_bytes`), a stream up to the end of its first chunk (at most one chunk
+/// frame, whatever the body's length).
+async fn read_incoming(manager: &SessionManager, mut body: Body) -> Result<Incoming, Refusal> {
+    let start = read_start(&mut body, RECORD_HEADER_LEN).await?;
+    let stream = start
+        .first_byte()
+        .and_then(RecordType::from_byte)
+        .is_some_and(RecordType::is_stream);
+    if !stream {
+        let limit = manager.limits().max_body_bytes;
+        let b = read_body_from(start, body, limit).await?;
+        return Ok(Incoming::Record(
+            b.try_into_mut().unwrap_or_else(|b| BytesMut::from(&b[..])),
+        ));
+    }
+    let malformed = || Refusal::new(ErrorCode::Malformed);
+    let mut buf = start.into_bytes_mut();
+    let first_len = loop {
+        let chunk = buf.get(RECORD_HEADER_LEN..).unwrap_or_default();
+        if let Some(n) = complete_chunk(chunk).map_err(|_| malformed())? {
+            break RECORD_HEADER_LEN + n;
+        }
+        match body.frame().await {
+            None => return Err(malformed()),
+            Some(Err(_)) => return Err(malformed()),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    buf.extend_from_slice(&data);
+                }
+            }
+        }
+    };
+    let rest = buf.split_off(first_len);
+    Ok(Incoming::Stream {
+        start: buf,
+        rest,
+        body,
+    })
+}
+
+/// Opens the start of a streamed request and builds the body that opens the rest.
+fn open_stream(
+    manager: &SessionManager,
+    id: SessionId,
+    binding: &RequestBinding<'_>,
+    mut start: BytesMut,
+    rest: BytesMut,
+    body: Body,
+    release: Option<BodyRelease>,
+) -> Result<(Arc<Entry>, ResponseSealer, RequestStream, LimitSlot), Refusal> {
+    let (entry, opened) = manager.open_request_stream(&id, binding, &mut start)?;
+    let counters = manager.byte_counters();
+    counters.request_streams.increment(1);
+    let first_wire = start.len() as u64;
+    let range = opened.first.plaintext.clone();
+    let first = start
+        .freeze()
+        .slice(RECORD_HEADER_LEN + range.start..RECORD_HEADER_LEN + range.end);
+    let limit = LimitSlot::new();
+    let seq = opened.sealer.seq();
+    let stream = RequestStream::new(
+        body,
+        RequestStreamParts {
+            opener: opened.opener,
+            first,
+            first_wire,
+            rest,
+            limit: limit.clone(),
+            default_limit: manager.limits().max_stream_body_bytes,
+            release,
+            opened_bytes: counters.opened.clone(),
+            label: StreamLabel {
+                session: id,
+                seq,
+                started: Instant::now(),
+            },
+        },
+    );
+    Ok((entry, opened.sealer, stream, limit))
+}
+
 async fn open_header(
     manager: &SessionManager,
     id: SessionId,
@@ -79,11 +186,11 @@ async fn open_header(
 ) -> Result<(Opened, Request<Body>), Refusal> {
     let bound = binding::read(&parts.headers, manager.public_origins())?;
     let head = parts.method == http::Method::HEAD;
-    let mut record = if head {
+    let incoming = if head {
         // HTTP gives HEAD no body: its record travels in a header (PROTOCOL §13).
-        record_from_header(&parts.headers)?
+        Incoming::Record(record_from_header(&parts.headers)?)
     } else {
-        read_body_mut(body, manager.limits().max_body_bytes).await?
+        read_incoming(manager, body).await?
     };
     if parts.headers.get_all(&H_INNER_CONTENT_TYPE).iter().count() > 1 {
         return Err(Refusal::new(ErrorCode::Malformed));
@@ -103,8 +210,25 @@ async fn open_header(
         content_type: inner_ct_str,
         covered: &covered,
     });
-    let (entry, opened) = manager.open_request(&id, &line, &mut record).await?;
-    let plaintext = record.freeze().slice(opened.plaintext.clone());
+    let (entry, sealer, handler_body) = match incoming {
+        Incoming::Record(mut record) => {
+            let (entry, opened) = manager.open_request(&id, &line, &mut record).await?;
+            let plaintext = record.freeze().slice(opened.plaintext.clone());
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(plaintext.len()));
+            (entry, opened.sealer, Body::from(plaintext))
+        }
+        Incoming::Stream { start, rest, body } => {
+            let release = parts.extensions.get::<BodyRelease>().cloned();
+            let (entry, sealer, stream, limit) =
+                open_stream(manager, id, &line, start, rest, body, release)?;
+            // The outer length is the sealed stream's; the plaintext's is not known.
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts.extensions.insert(limit);
+            (entry, sealer, Body::new(stream))
+        }
+    };
     // The handler sees an ordinary request: the inner content type, the plaintext body,
     // no protocol headers, only the credentials the seal covers.
     match inner_ct {
@@ -112,21 +236,18 @@ async fn open_header(
         None => parts.headers.remove(header::CONTENT_TYPE),
     };
     binding::for_handler(&mut parts.headers, &bound);
-    parts
-        .headers
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(plaintext.len()));
     parts.extensions.insert(SealedContext {
         session_id: id,
-        seq: opened.sealer.seq(),
+        seq: sealer.seq(),
         full: false,
     });
     let opened = Opened {
         id,
         entry,
-        sealer: opened.sealer,
+        sealer,
         head,
     };
-    Ok((opened, Request::from_parts(parts, Body::from(plaintext))))
+    Ok((opened, Request::from_parts(parts, handler_body)))
 }
 
 async fn open_full(
@@ -135,11 +256,32 @@ async fn open_full(
     parts: Parts,
     body: Body,
 ) -> Result<(Opened, Request<Body>), Refusal> {
-    let mut record = read_body_mut(body, manager.limits().max_body_bytes).await?;
-    let (entry, opened) = manager
-        .open_request(&id, &RequestBinding::Full, &mut record)
-        .await?;
-    let inner = FullRequest::decode(&record[opened.plaintext.clone()]).map_err(Refusal::from)?;
+    let (entry, sealer, inner, handler_body, limit) = match read_incoming(manager, body).await? {
+        Incoming::Record(mut record) => {
+            let (entry, opened) = manager
+                .open_request(&id, &RequestBinding::Full, &mut record)
+                .await?;
+            let mut inner =
+                FullRequest::decode(&record[opened.plaintext.clone()]).map_err(Refusal::from)?;
+            let content = Body::from(std::mem::take(&mut inner.body));
+            (entry, opened.sealer, inner, content, None)
+        }
+        Incoming::Stream { start, rest, body } => {
+            let release = parts.extensions.get::<BodyRelease>().cloned();
+            let (entry, sealer, mut stream, limit) = open_stream(
+                manager,
+                id,
+                &RequestBinding::Full,
+                start,
+                rest,
+                body,
+                release,
+            )?;
+            let head = read_full_head(&mut stream).await?;
+            let content = FullContent::new(stream, head.content, head.rest);
+            (entry, sealer, head.request, Body::new(content), Some(limit))
+        }
+    };
     // The inner request names its origin; it is sealed, so it is what the client meant.
     // It is checked as the header-mode target is (PROTOCOL §8.2, §11): the one canonical
     // spelling or `malformed` (nothing is lower-cased here), then against the public
@@ -169,28 +311,74 @@ async fn open_full(
     }
     builder = builder.header(header::HOST, authority.as_str());
     let mut handler_req = builder
-        .body(Body::from(inner.body))
+        .body(handler_body)
         .map_err(|_| Refusal::new(ErrorCode::Malformed))?;
     handler_req.extensions_mut().insert(SealedContext {
         session_id: id,
-        seq: opened.sealer.seq(),
+        seq: sealer.seq(),
         full: true,
     });
+    if let Some(limit) = limit {
+        handler_req.extensions_mut().insert(limit);
+    }
     if let Some(ci) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
         handler_req.extensions_mut().insert(*ci);
     }
     let opened = Opened {
         id,
         entry,
-        sealer: opened.sealer,
+        sealer,
         head: false,
     };
     Ok((opened, handler_req))
 }
 
-/// Seals the handler's response. Its body is read up to `max_response_bytes`; a larger
-/// one is not sent (the request did run, so the client gets a sealed `500` rather than a
-/// refusal that would let it believe otherwise).
+/// Reads a streamed full-mode request until its Binary HTTP head is complete (at most
+/// [`bhttp_stream::MAX_HEAD`]). Its seq is spent already: a failure here is answered
+/// as a malformed buffered full-mode request is, and the handler never runs.
+async fn read_full_head(stream: &mut RequestStream) -> Result<bhttp_stream::RequestHead, Refusal> {
+    let malformed = || Refusal::new(ErrorCode::Malformed);
+    let mut joined: Option<BytesMut> = None;
+    loop {
+        let frame = match stream.frame().await {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "streamed full-mode request failed before its head");
+                return Err(malformed());
+            }
+            None => return Err(malformed()),
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        // Usually the head is inside the first chunk: no copy then.
+        let have = match joined.as_mut() {
+            None => data,
+            Some(j) => {
+                j.extend_from_slice(&data);
+                j.clone().freeze()
+            }
+        };
+        if let Some(head) = bhttp_stream::request_head(&have).map_err(Refusal::from)? {
+            return Ok(head);
+        }
+        if joined.is_none() {
+            joined = Some(BytesMut::from(&have[..]));
+        }
+    }
+}
+
+/// Seals the handler's response.
+///
+/// When the session negotiated streams, the handler's body is first read as far as it
+/// is ready at once: if it ends within one chunk (64 KiB), it goes out as one record,
+/// as it would without streams. Otherwise — it pends before ending (server-sent events)
+/// or is larger — the response becomes a stream, sealed chunk by chunk as the body
+/// produces it ([`SealedStream`]); a body that fails then cuts the stream.
+///
+/// Without streams the body is read up to `max_response_bytes`; a larger one is not
+/// sent (the request did run, so the client gets a sealed `500` rather than a refusal
+/// that would let it believe otherwise).
 pub(crate) async fn seal<B>(
     manager: &SessionManager,
     opened: Opened,
@@ -205,6 +393,14 @@ where
     let body = if opened.head {
         // A response to HEAD has no content, whatever body the (GET) handler produced.
         Ok(Bytes::new())
+    } else if opened.entry.streams {
+        match start_reading(Body::new(body)).await {
+            Started::Whole(b) => Ok(b),
+            Started::Failed => Err(Refusal::new(ErrorCode::Internal)),
+            Started::Stream(collected, rest) => {
+                return seal_stream(manager, opened, parts, collected, rest);
+            }
+        }
     } else {
         read_body(Body::new(body), limit).await
     };
@@ -244,6 +440,133 @@ where
     ))
 }
 
+/// How the start of a handler's response body turned out.
+enum Started {
+    /// It ended within one chunk, with the frames ready at once.
+    Whole(Bytes),
+    /// It failed before anything was sent.
+    Failed,
+    /// It pended, or grew past a chunk: what was collected, and the rest.
+    Stream(Vec<Bytes>, Body),
+}
+
+/// Reads the frames of `body` that are ready at once, up to one chunk.
+async fn start_reading(mut body: Body) -> Started {
+    use std::task::Poll;
+    let mut collected: Vec<Bytes> = Vec::new();
+    let mut len = 0usize;
+    loop {
+        let next = std::future::poll_fn(|cx| {
+            Poll::Ready(http_body::Body::poll_frame(
+                std::pin::Pin::new(&mut body),
+                cx,
+            ))
+        })
+        .await;
+        match next {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    len += data.len();
+                    if !data.is_empty() {
+                        collected.push(data);
+                    }
+                    if len > MAX_CHUNK_LEN {
+                        return Started::Stream(collected, body);
+                    }
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                tracing::error!(error = %e, "the handler's response body failed");
+                return Started::Failed;
+            }
+            Poll::Ready(None) => {
+                return Started::Whole(match collected.len() {
+                    0 => Bytes::new(),
+                    1 => collected.swap_remove(0),
+                    _ => {
+                        let mut joined = BytesMut::with_capacity(len);
+                        for c in collected {
+                            joined.extend_from_slice(&c);
+                        }
+                        joined.freeze()
+                    }
+                })
+            }
+            Poll::Pending => return Started::Stream(collected, body),
+        }
+    }
+}
+
+/// Answers with a streamed response: the head now, the body sealed as it is produced.
+fn seal_stream(
+    manager: &SessionManager,
+    opened: Opened,
+    parts: http::response::Parts,
+    collected: Vec<Bytes>,
+    rest: Body,
+) -> Result<Response, Refusal> {
+    let full = opened.sealer.is_full();
+    let seq = opened.sealer.seq();
+    let (status, headers, inner_ct) = if full {
+        (StatusCode::OK, HeaderMap::new(), None)
+    } else {
+        let ct = bindable_content_type(&parts.headers);
+        (parts.status, parts.headers.clone(), ct)
+    };
+    let binding = if full {
+        ResponseBinding::Full
+    } else {
+        ResponseBinding::Header {
+            status: status.as_u16(),
+            content_type: inner_ct
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+        }
+    };
+    let (header, sealer) = manager.start_response_stream(&opened.entry, opened.sealer, &binding)?;
+    let counters = manager.byte_counters();
+    counters.response_streams.increment(1);
+    let stream = SealedStream::new(
+        rest,
+        SealedStreamParts {
+            header,
+            sealer,
+            full_head: full
+                .then(|| bhttp_stream::response_head(parts.status.as_u16(), &parts.headers)),
+            collected,
+            budget: manager.response_bytes.clone(),
+            sealed_bytes: counters.sealed.clone(),
+            label: StreamLabel {
+                session: opened.id,
+                seq,
+                started: Instant::now(),
+            },
+        },
+    );
+    let mut out = sealed_response_with(
+        status,
+        headers,
+        inner_ct,
+        SealedBody::Stream(Body::new(stream)),
+        false,
+    );
+    if full {
+        if let Ok(v) = HeaderValue::from_str(&opened.id.to_string()) {
+            out.headers_mut().insert(H_SESSION, v);
+        }
+    }
+    Ok(out)
+}
+
+/// The handler's content type when it can be bound (visible ASCII), else none.
+fn bindable_content_type(headers: &HeaderMap) -> Option<HeaderValue> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .filter(|v| !v.is_empty() && v.to_str().is_ok())
+        .cloned()
+}
+
 /// A sealed response body, counted against the response budget until the memory holding
 /// it is freed (the last piece the connection took was written and dropped), and handed
 /// over [`CHARGED_CHUNK`] bytes at a time.
@@ -254,30 +577,10 @@ struct Charged {
 /// How much of a sealed response the connection takes at once.
 const CHARGED_CHUNK: usize = 64 * 1024;
 
-/// Owns a sealed response's buffer; every piece handed out shares it, so it is dropped,
-/// and the budget released, only when the last piece is.
-struct ChargedBuffer {
-    bytes: Bytes,
-    budget: Arc<AtomicUsize>,
-}
-
-impl AsRef<[u8]> for ChargedBuffer {
-    fn as_ref(&self) -> &[u8] {
-        &self.bytes
-    }
-}
-
-impl Drop for ChargedBuffer {
-    fn drop(&mut self) {
-        self.budget.fetch_sub(self.bytes.len(), Ordering::Relaxed);
-    }
-}
-
 impl Charged {
     fn new(bytes: Bytes, budget: Arc<AtomicUsize>) -> Self {
-        budget.fetch_add(bytes.len(), Ordering::Relaxed);
         Charged {
-            rest: Bytes::from_owner(ChargedBuffer { bytes, budget }),
+            rest: ChargedBuffer::charge(bytes, &budget),
         }
     }
 }
@@ -314,12 +617,8 @@ fn seal_header(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Refusal> {
-    let inner_ct = headers
-        .get(header::CONTENT_TYPE)
-        .filter(|v| !v.is_empty())
-        .cloned();
     // A content type that is not visible ASCII cannot be bound: send none.
-    let inner_ct = inner_ct.filter(|v| v.to_str().is_ok());
+    let inner_ct = bindable_content_type(&headers);
     let binding = ResponseBinding::Header {
         status: status.as_u16(),
         content_type: inner_ct

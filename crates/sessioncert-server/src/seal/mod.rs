@@ -6,13 +6,18 @@
 //! response. Both run the same open → dispatch → seal path (`exchange`) inside
 //! [`SealService`].
 
+mod bhttp_stream;
 pub(crate) mod binding;
 pub(crate) mod exchange;
 mod layer;
+mod limit;
 mod service;
+mod streaming;
 
 pub use layer::SealLayer;
+pub use limit::{StreamLimit, StreamLimitService};
 pub use service::SealService;
+pub use streaming::{ResponseStreamCut, StreamBodyError};
 
 use crate::error::Refusal;
 use axum::body::{Body, Bytes};
@@ -70,11 +75,49 @@ pub(crate) fn require_sealed_type(headers: &HeaderMap) -> Result<(), Refusal> {
     }
 }
 
-/// Reads a body up to `limit` bytes into a buffer that can be decrypted in place
-/// (no copy when hyper handed over a single unshared chunk).
-pub(crate) async fn read_body_mut(body: Body, limit: usize) -> Result<BytesMut, Refusal> {
-    let b = read_body(body, limit).await?;
-    Ok(b.try_into_mut().unwrap_or_else(|b| BytesMut::from(&b[..])))
+/// The first bytes of a request body, read before its kind (one record or a stream)
+/// is known.
+pub(crate) struct BodyStart {
+    chunks: Vec<Bytes>,
+    len: usize,
+}
+
+impl BodyStart {
+    /// The first byte (the record or stream type), if any arrived.
+    pub(crate) fn first_byte(&self) -> Option<u8> {
+        self.chunks.iter().find_map(|c| c.first().copied())
+    }
+
+    /// The bytes read, joined.
+    pub(crate) fn into_bytes_mut(self) -> BytesMut {
+        let mut joined = BytesMut::with_capacity(self.len);
+        for c in self.chunks {
+            joined.extend_from_slice(&c);
+        }
+        joined
+    }
+}
+
+/// Reads `body` until at least `n` bytes are in (fewer only if it ends first).
+pub(crate) async fn read_start(body: &mut Body, n: usize) -> Result<BodyStart, Refusal> {
+    use http_body_util::BodyExt as _;
+    let mut start = BodyStart {
+        chunks: Vec::new(),
+        len: 0,
+    };
+    while start.len < n {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        let frame = frame.map_err(|_| Refusal::new(ErrorCode::Malformed))?;
+        if let Ok(data) = frame.into_data() {
+            if !data.is_empty() {
+                start.len += data.len();
+                start.chunks.push(data);
+            }
+        }
+    }
+    Ok(start)
 }
 
 /// Reads a body up to `limit` bytes; 413 above it. A body that arrives as one chunk
@@ -88,15 +131,35 @@ pub(crate) async fn read_body_mut(body: Body, limit: usize) -> Result<BytesMut, 
 /// An oversized body is still read (and discarded) up to [`DRAIN_FACTOR`] times the
 /// limit before the 413 goes out: a client that is still sending would otherwise see
 /// a broken pipe instead of the answer. Beyond that the connection is dropped.
-pub(crate) async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, Refusal> {
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, Refusal> {
+    read_body_from(
+        BodyStart {
+            chunks: Vec::new(),
+            len: 0,
+        },
+        body,
+        limit,
+    )
+    .await
+}
+
+/// [`read_body`], for a body whose first bytes were already read into `start`.
+pub(crate) async fn read_body_from(
+    start: BodyStart,
+    mut body: Body,
+    limit: usize,
+) -> Result<Bytes, Refusal> {
     use axum::body::HttpBody as _;
     use http_body_util::BodyExt as _;
     let drain_limit = limit.saturating_mul(DRAIN_FACTOR) as u64;
-    if body.size_hint().lower() > drain_limit {
+    let mut len = start.len as u64;
+    if len.saturating_add(body.size_hint().lower()) > drain_limit {
         return Err(Refusal::new(ErrorCode::TooLarge));
     }
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut len = 0u64;
+    let mut chunks: Vec<Bytes> = start.chunks;
+    if len > limit as u64 {
+        chunks = Vec::new();
+    }
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| Refusal::new(ErrorCode::Malformed))?;
         let Ok(data) = frame.into_data() else {
@@ -154,9 +217,26 @@ pub(crate) fn record_from_header(headers: &HeaderMap) -> Result<BytesMut, Refusa
 /// A sealed response: the status stays, the body is the record.
 pub(crate) fn sealed_response(
     status: StatusCode,
-    mut headers: HeaderMap,
+    headers: HeaderMap,
     inner_ct: Option<HeaderValue>,
     record: Vec<u8>,
+    head: bool,
+) -> Response {
+    sealed_response_with(status, headers, inner_ct, SealedBody::Record(record), head)
+}
+
+/// The body of a sealed response: one record, or a stream sealed as it goes.
+pub(crate) enum SealedBody {
+    Record(Vec<u8>),
+    Stream(Body),
+}
+
+/// [`sealed_response`] for either kind of sealed body.
+pub(crate) fn sealed_response_with(
+    status: StatusCode,
+    mut headers: HeaderMap,
+    inner_ct: Option<HeaderValue>,
+    body: SealedBody,
     head: bool,
 ) -> Response {
     headers.remove(header::CONTENT_LENGTH);
@@ -188,16 +268,23 @@ pub(crate) fn sealed_response(
         status
     };
     // A response to HEAD has no body: the record travels in a header (PROTOCOL §13).
-    let body = if head {
-        use base64::Engine as _;
-        let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&record);
-        if let Ok(v) = HeaderValue::from_str(&text) {
-            headers.insert(sessioncert_proto::wire::RECORD_HEADER, v);
+    let body = match body {
+        SealedBody::Record(record) if head => {
+            use base64::Engine as _;
+            let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&record);
+            if let Ok(v) = HeaderValue::from_str(&text) {
+                headers.insert(sessioncert_proto::wire::RECORD_HEADER, v);
+            }
+            Body::empty()
         }
-        Body::empty()
-    } else {
-        headers.remove(sessioncert_proto::wire::RECORD_HEADER);
-        Body::from(record)
+        SealedBody::Record(record) => {
+            headers.remove(sessioncert_proto::wire::RECORD_HEADER);
+            Body::from(record)
+        }
+        SealedBody::Stream(body) => {
+            headers.remove(sessioncert_proto::wire::RECORD_HEADER);
+            body
+        }
     };
     let mut r = Response::new(body);
     *r.status_mut() = status;

@@ -29,9 +29,12 @@ use crate::ServerError;
 use base64::Engine as _;
 use dashmap::DashMap;
 use sessioncert_proto::handshake::respond;
+use sessioncert_proto::record::RECORD_HEADER_LEN;
+use sessioncert_proto::stream::StreamSealer;
 use sessioncert_proto::{
-    Confirmation, ErrorCode, OpenedInPlace, PendingServerSession, RequestBinding, ResponseBinding,
-    ResponseSealer, ServerPolicy, SessionId, SessionState, SignedKeyConfig,
+    Confirmation, ErrorCode, OpenedInPlace, OpenedRequestStream, PendingServerSession,
+    ProtocolError, RequestBinding, ResponseBinding, ResponseSealer, ServerPolicy, ServerSession,
+    SessionId, SessionState, SignedKeyConfig,
 };
 use sessioncert_store::SessionStore;
 use std::net::IpAddr;
@@ -502,6 +505,48 @@ impl SessionManager {
         binding: &RequestBinding<'_>,
         record: &mut [u8],
     ) -> Result<(Arc<Entry>, OpenedInPlace), Refusal> {
+        self.open_with(
+            id,
+            record,
+            |s, record| s.open_request_in_place(binding, record),
+            |o| o.plaintext.len(),
+        )
+    }
+
+    /// Opens the start of a streamed request (PROTOCOL §8.5): `record` holds the
+    /// stream's 9-byte header followed by exactly its first chunk, which is opened in
+    /// place. Refused exactly as a single record is (the replay window first, nothing
+    /// changed by a refusal, a refusal tag computed over the header and first chunk).
+    pub(crate) fn open_request_stream(
+        &self,
+        id: &SessionId,
+        binding: &RequestBinding<'_>,
+        record: &mut [u8],
+    ) -> Result<(Arc<Entry>, OpenedRequestStream), Refusal> {
+        self.open_with(
+            id,
+            record,
+            |s, record| {
+                if record.len() < RECORD_HEADER_LEN {
+                    return Err(ProtocolError::Malformed { what: "stream" });
+                }
+                let (header, first) = record.split_at_mut(RECORD_HEADER_LEN);
+                s.open_request_stream(binding, header, first)
+            },
+            |o| o.first.plaintext.len(),
+        )
+    }
+
+    /// The one path that opens a request of a session: under the session's lock, ends
+    /// it (and refuses with a tag where PROTOCOL §14.1 allows) if its time is up,
+    /// otherwise runs `open` on it and counts the request.
+    fn open_with<T>(
+        &self,
+        id: &SessionId,
+        record: &mut [u8],
+        open: impl FnOnce(&mut ServerSession, &mut [u8]) -> Result<T, ProtocolError>,
+        plaintext_len: impl FnOnce(&T) -> usize,
+    ) -> Result<(Arc<Entry>, T), Refusal> {
         let entry = self.entry(id)?;
         let now = now_ms();
         let opened = {
@@ -526,7 +571,7 @@ impl SessionManager {
             let Live::Established(s) = &mut m.live else {
                 return Err(Refusal::new(ErrorCode::UnknownSession));
             };
-            match s.open_request_in_place(binding, record) {
+            match open(s, record) {
                 Ok(o) => {
                     m.last_used_at_ms = now;
                     m.request_count += 1;
@@ -547,9 +592,33 @@ impl SessionManager {
             }
         };
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        self.bytes.opened.increment(opened.plaintext.len() as u64);
+        self.bytes.opened.increment(plaintext_len(&opened) as u64);
         self.queue_save(&entry);
         Ok((entry, opened))
+    }
+
+    /// Starts the streamed response to a request (its sealer consumed): the 9-byte
+    /// stream header and the sealer of its chunks, which seals outside the session's
+    /// lock.
+    pub(crate) fn start_response_stream(
+        &self,
+        entry: &Entry,
+        sealer: ResponseSealer,
+        binding: &ResponseBinding<'_>,
+    ) -> Result<(Vec<u8>, StreamSealer), Refusal> {
+        let mut m = entry.lock();
+        let Live::Established(s) = &mut m.live else {
+            return Err(Refusal::new(ErrorCode::SessionClosed));
+        };
+        s.seal_response_stream(sealer, binding).map_err(|failed| {
+            tracing::error!(session = %entry.id, error = %failed.error, "starting a response stream failed");
+            Refusal::new(ErrorCode::Internal)
+        })
+    }
+
+    /// The sealed- and opened-bytes counters (streams count their chunks as they go).
+    pub(crate) fn byte_counters(&self) -> &telemetry::ByteCounters {
+        &self.bytes
     }
 
     /// Seals the response to a request opened with [`SessionManager::open_request`].

@@ -85,6 +85,9 @@ pub struct Entry {
     pub(crate) created_at_ms: u64,
     pub(crate) expires_at_ms: u64,
     pub(crate) idle_timeout_ms: u64,
+    /// Whether the session negotiated streamed records (fixed by its handshake; read
+    /// without the lock on every response).
+    pub(crate) streams: bool,
     /// Queued for the next flush (set when pushed, cleared when taken).
     pub(crate) queued: AtomicBool,
     inner: Mutex<Mutable>,
@@ -103,8 +106,13 @@ impl Entry {
         idle_timeout_ms: u64,
         inner: Mutable,
     ) -> Self {
+        let streams = match &inner.live {
+            Live::Established(s) => s.streams(),
+            Live::Ended(..) => false,
+        };
         Entry {
             id,
+            streams,
             suite,
             version,
             client_addr,

@@ -2,6 +2,8 @@
 //! inside the messages (flip bytes, replay, reorder).
 #![allow(dead_code)]
 
+pub mod streams;
+
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
@@ -344,17 +346,17 @@ impl RawClient {
             .get(CONTENT_TYPE_HEADER)
             .map(|v| v.to_str().unwrap().to_owned())
             .unwrap_or_default();
-        self.session
-            .open_response(
-                &s.expect,
-                &ResponseBinding::Header {
-                    status,
-                    content_type: &ct,
-                },
-                body,
-            )
-            .map(|b| (status, b))
-            .map_err(|e| format!("open failed: {e}"))
+        // A session that negotiated streams may be answered with one.
+        streams::open_response(
+            &mut self.session,
+            &s.expect,
+            &ResponseBinding::Header {
+                status,
+                content_type: &ct,
+            },
+            body,
+        )
+        .map(|b| (status, b))
     }
 
     pub async fn call(
