@@ -260,8 +260,22 @@ fn handshake_vectors() {
     assert_eq!(f.prologue_label.as_bytes(), reference::PROLOGUE_LABEL);
     let cfg = KeyConfig::decode(&unhx(&f.config_encoded)).unwrap();
     let keys: Vec<_> = f.server_keys.iter().map(check_handshake_key).collect();
-    let policy = f.policy.to_policy();
-    assert_eq!(f.cases.len(), 2);
+    assert_eq!(f.cases.len(), 4);
+    // Every combination of offer and acceptance that matters is here.
+    let combos: Vec<(bool, bool)> = f
+        .cases
+        .iter()
+        .map(|c| (c.offer.streams, c.policy.streams))
+        .collect();
+    for want in [(true, true), (false, true), (true, false)] {
+        assert!(combos.contains(&want), "a case with offer/accept {want:?}");
+    }
+    for name in SUITE_CASES {
+        assert!(
+            f.case(name).server_hello_fields.streams,
+            "{name} negotiates streams"
+        );
+    }
 
     for c in &f.cases {
         let name = &c.name;
@@ -289,6 +303,7 @@ fn handshake_vectors() {
         assert_eq!(hx(msg1), c.noise_msg1);
         assert_eq!(header.versions, c.offer.versions);
         assert_eq!(header.key_id, c.key_id);
+        let policy = c.policy.to_policy();
         let resp =
             respond_with_ephemeral_for_vectors(&keys, &policy, &hello, sid, c.now_ms, &se).unwrap();
         let ticket = unhx(&c.ticket);
@@ -307,6 +322,8 @@ fn handshake_vectors() {
         assert_eq!(hx(resp.hello.session_id.as_bytes()), sh.session_id);
         assert_eq!(resp.hello.expires_at_ms, sh.expires_at_ms);
         assert_eq!(resp.hello.idle_timeout_ms, sh.idle_timeout_ms);
+        assert_eq!(resp.hello.streams, sh.streams);
+        assert_eq!(sh.streams, c.offer.streams && c.policy.streams, "{name}");
         assert_eq!(hx(&resp.pending.export()), c.server_pending_export);
         let (uc, client_view) = ch.read_server_hello(&server_hello_bytes).unwrap();
         assert_eq!(client_view, resp.hello);
@@ -339,6 +356,10 @@ fn handshake_vectors() {
         assert_eq!(client.confirmation().map(hx), Some(c.confirmation.clone()));
         client.mark_confirmed();
         assert_eq!(client.suite().id(), c.suite);
+        assert_eq!(
+            (client.streams(), server.streams()),
+            (sh.streams, sh.streams)
+        );
         assert_eq!(
             hx(&client.export()),
             c.client_export,
@@ -377,15 +398,31 @@ fn handshake_vectors() {
         // The reference implementation, from the same inputs.
         let prologue = [reference::PROLOGUE_LABEL, &unhx(&c.client_hello_header)].concat();
         assert_eq!(hx(&prologue), c.prologue);
-        assert_eq!(c.msg1_payload, "0000");
-        let mut payload2 = Vec::new();
-        payload2.extend_from_slice(&sh.version.to_be_bytes());
-        payload2.extend_from_slice(&sh.suite.to_be_bytes());
-        payload2.extend_from_slice(&unhx(&sh.session_id));
-        payload2.extend_from_slice(&sh.expires_at_ms.to_be_bytes());
-        payload2.extend_from_slice(&sh.idle_timeout_ms.to_be_bytes());
-        payload2.extend_from_slice(&[0, 0]);
+        // §6.4: the offer is 0004 0001 0000, no offer 0000; the answer likewise.
+        let offer_ext = if c.offer.streams {
+            "000400010000"
+        } else {
+            "0000"
+        };
+        assert_eq!(c.msg1_payload, offer_ext, "{name}");
+        assert_eq!(
+            reference::read_extensions(&unhx(&c.msg1_payload)),
+            Ok(c.offer.streams)
+        );
+        let answer = reference::answer_extensions(c.offer.streams, c.policy.streams);
+        assert_eq!(reference::read_extensions(&answer), Ok(sh.streams));
+        let payload2 = reference::server_hello_payload(
+            sh.version,
+            sh.suite,
+            &unhx_n(&sh.session_id),
+            sh.expires_at_ms,
+            sh.idle_timeout_ms,
+            &answer,
+        );
         assert_eq!(hx(&payload2), c.msg2_payload);
+        assert!(c
+            .msg2_payload
+            .ends_with(if sh.streams { "000400010000" } else { "0000" }));
         assert_eq!(sh.expires_at_ms, c.now_ms + f.policy.lifetime_ms);
         let nk = reference::noise_nk(
             &prologue,
@@ -475,7 +512,7 @@ fn handshake_vectors() {
             (&[][..], &c.client_export),
         ] {
             let client_export = [
-                reference::export_head(1, sh.version, c.suite, &sid_bytes),
+                reference::export_head(1, sh.version, c.suite, sh.streams, &sid_bytes),
                 keys_part.clone(),
                 0u64.to_be_bytes().to_vec(),
                 reference::bytes16(pending),
@@ -483,15 +520,15 @@ fn handshake_vectors() {
             .concat();
             assert_eq!(hx(&client_export), *want, "{name}: reference client export");
         }
-        assert_eq!(unhx(&c.client_export).len(), 174);
-        assert_eq!(client_next_seq_offset(&unhx(&c.client_export)), 164);
+        assert_eq!(unhx(&c.client_export).len(), 175);
+        assert_eq!(client_next_seq_offset(&unhx(&c.client_export)), 165);
         let server_export = [
-            reference::export_head(2, sh.version, c.suite, &sid_bytes),
+            reference::export_head(2, sh.version, c.suite, sh.streams, &sid_bytes),
             keys_part,
             reference::window_state(&[]),
         ]
         .concat();
-        assert_eq!(server_export.len(), 300);
+        assert_eq!(server_export.len(), 301);
         assert_eq!(hx(&server_export), c.server_export);
         assert_eq!(
             hx(&[server_export, ks.client_finished.to_vec()].concat()),
@@ -529,6 +566,104 @@ fn handshake_negative_vectors() {
             .err()
             .unwrap_or_else(|| panic!("{}: accepted", n.name));
         assert_code(&n.name, &err, &n.error);
+        // Crafted payloads: the reference rebuilds the input and refuses the payload.
+        if let Some(p) = &n.payload {
+            let c = f.case(&n.case);
+            let payload = unhx(p);
+            assert_eq!(
+                hx(&crafted_input(c, &n.op, &payload)),
+                n.input,
+                "{}",
+                n.name
+            );
+            let offered = reference::read_extensions(&unhx(&c.msg1_payload)).unwrap();
+            assert_eq!(
+                reference_reads_payload(c, &n.op, &payload, offered),
+                Err("malformed"),
+                "{}: reference",
+                n.name
+            );
+            assert_eq!(n.error, "malformed", "{}", n.name);
+        }
+    }
+    for name in [
+        "duplicate_extension",
+        "streamed_records_with_data",
+        "extension_entry_cut",
+        "unsolicited_streams_acceptance",
+    ] {
+        assert!(
+            f.negative
+                .iter()
+                .any(|n| n.name == name && n.payload.is_some()),
+            "no negative case {name}"
+        );
+    }
+}
+
+#[test]
+fn handshake_extension_vectors() {
+    let f: HandshakeFile = load("handshake.json");
+    assert!(f.extension_cases.iter().any(|e| e.op == "respond"));
+    assert!(f
+        .extension_cases
+        .iter()
+        .any(|e| e.op == "read_server_hello"));
+    for e in &f.extension_cases {
+        let c = f.case(&e.case);
+        let payload = unhx(&e.payload);
+        // An unknown type is really there.
+        assert!(
+            payload
+                .windows(2)
+                .any(|w| w == [0x7f, 0x00] || w == [0xfe, 0x01]),
+            "{}",
+            e.name
+        );
+        assert_eq!(
+            hx(&crafted_input(c, &e.op, &payload)),
+            e.input,
+            "{}",
+            e.name
+        );
+        let (streams, output) = run_extension_op(&f, &e.case, &e.op, &unhx(&e.input));
+        assert_eq!(
+            (streams, hx(&output)),
+            (e.streams, e.output.clone()),
+            "{}",
+            e.name
+        );
+        let (ref_streams, ref_output) = reference_extension_op(c, &e.op, &payload);
+        assert_eq!(
+            (ref_streams, hx(&ref_output)),
+            (e.streams, e.output.clone()),
+            "{}: reference",
+            e.name
+        );
+    }
+}
+
+#[test]
+fn session_export_format_vectors() {
+    let f: HandshakeFile = load("handshake.json");
+    let c = f.case("aes-256-gcm");
+    let (client, server) = (unhx(&c.client_export), unhx(&c.server_export));
+    assert!(f.export_cases.iter().any(|e| e.error.is_none()));
+    assert!(f.export_cases.iter().any(|e| e.error.is_some()));
+    for e in &f.export_cases {
+        let got = run_export_case(&e.role, &unhx(&e.input));
+        match (&got, &e.error) {
+            (Ok((export, streams)), None) => {
+                assert_eq!(Some(hx(export)), e.reexport, "{}", e.name);
+                assert_eq!(Some(*streams), e.streams, "{}", e.name);
+                // Format 1 holds no flags: the same session, now without streams.
+                let genuine = if e.role == "client" { &client } else { &server };
+                assert_eq!(hx(&reference::export_as_format_1(genuine)), e.input);
+                assert_eq!(*export, export_with_flags(genuine, 0), "{}", e.name);
+            }
+            (Err(code), Some(want)) => assert_code(&e.name, code, want),
+            _ => panic!("{}: got {got:?}, want {:?}", e.name, e.error),
+        }
     }
 }
 
