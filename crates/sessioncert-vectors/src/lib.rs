@@ -40,6 +40,9 @@ use sessioncert_proto::{
     ServerSession, SessionId, SignedKeyConfig, Suite, Trust, VerifiedKeyConfig,
 };
 
+mod streams;
+pub use streams::*;
+
 // ---------------------------------------------------------------------------------------
 // Generation
 // ---------------------------------------------------------------------------------------
@@ -50,20 +53,23 @@ pub fn generate() -> Vec<(&'static str, String)> {
     let hs = gen_handshake(&kc);
     let rec = gen_records(&hs);
     let rw = gen_replay_window();
+    let st = gen_streams(&hs);
     vec![
         ("key-config.json", to_json(&kc)),
         ("handshake.json", to_json(&hs)),
         ("records.json", to_json(&rec)),
         ("replay-window.json", to_json(&rw)),
+        ("streams.json", to_json(&st)),
     ]
 }
 
 /// The names of every vector file, for the test that the directory holds nothing stale.
-pub const FILES: [&str; 4] = [
+pub const FILES: [&str; 5] = [
     "key-config.json",
     "handshake.json",
     "records.json",
     "replay-window.json",
+    "streams.json",
 ];
 
 fn to_json<T: Serialize>(v: &T) -> String {
@@ -1111,6 +1117,115 @@ pub mod reference {
                 .expect("seal"),
             _ => panic!("unknown suite {suite}"),
         }
+    }
+
+    /// Opens with record suite `suite`; `None` when it does not authenticate.
+    pub fn aead_open(
+        suite: u16,
+        key: &[u8; 32],
+        nonce: &[u8; 12],
+        ad: &[u8],
+        ct: &[u8],
+    ) -> Option<Vec<u8>> {
+        let p = Payload { msg: ct, aad: ad };
+        match suite {
+            1 => aes_gcm::Aes256Gcm::new(key.into())
+                .decrypt(nonce.into(), p)
+                .ok(),
+            2 => chacha20poly1305::ChaCha20Poly1305::new(key.into())
+                .decrypt(nonce.into(), p)
+                .ok(),
+            _ => panic!("unknown suite {suite}"),
+        }
+    }
+
+    /// Label of a stream key (§8.5).
+    pub const STREAM_LABEL: &[u8] = b"sessioncert/1 stream";
+    /// Most plaintext bytes in one chunk (§8.5).
+    pub const MAX_CHUNK_LEN: usize = 65_536;
+
+    /// `"sessioncert/1 stream" || u8 type || u64 seq`: the HKDF info of a stream key.
+    pub fn stream_key_info(record_type: u8, seq: u64) -> Vec<u8> {
+        [STREAM_LABEL, &[record_type], &seq.to_be_bytes()].concat()
+    }
+
+    /// `HKDF-Expand(epoch key of seq's direction, stream_key_info, 32)` (§8.5).
+    pub fn stream_key(epoch_key: &[u8; 32], record_type: u8, seq: u64) -> [u8; 32] {
+        hkdf_expand(epoch_key, &stream_key_info(record_type, seq), 32)
+            .try_into()
+            .unwrap()
+    }
+
+    /// Nonce of chunk `index`: `3 zero bytes || u64 index || u8 last` (§8.5).
+    pub fn chunk_nonce(index: u64, last: bool) -> [u8; 12] {
+        let mut n = [0u8; 12];
+        n[3..11].copy_from_slice(&index.to_be_bytes());
+        n[11] = u8::from(last);
+        n
+    }
+
+    /// `u8 last || u24 len || AEAD(stream key, chunk_nonce, ad, plaintext)` (§8.5).
+    pub fn chunk(
+        suite: u16,
+        stream_key: &[u8; 32],
+        index: u64,
+        last: bool,
+        ad: &[u8],
+        pt: &[u8],
+    ) -> Vec<u8> {
+        assert!(pt.len() <= MAX_CHUNK_LEN && (last || !pt.is_empty()));
+        let mut out = vec![u8::from(last)];
+        out.extend_from_slice(&(pt.len() as u32).to_be_bytes()[1..]);
+        out.extend_from_slice(&aead_seal(
+            suite,
+            stream_key,
+            &chunk_nonce(index, last),
+            ad,
+            pt,
+        ));
+        out
+    }
+
+    /// How many bytes the chunk at the start of `buf` takes: `Ok(None)` when `buf` ends
+    /// first, `Err` for a last flag other than 0 or 1, a length over 64 KiB or an empty
+    /// chunk that is not the last.
+    pub fn chunk_len(buf: &[u8]) -> Result<Option<usize>, &'static str> {
+        let Some(h) = buf.get(..4) else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes([0, h[1], h[2], h[3]]) as usize;
+        if h[0] > 1 || len > MAX_CHUNK_LEN || (len == 0 && h[0] == 0) {
+            return Err("malformed");
+        }
+        let n = 4 + len + 16;
+        Ok((buf.len() >= n).then_some(n))
+    }
+
+    /// RFC 9000 §16 variable-length integer, as Binary HTTP (RFC 9292) uses it.
+    pub fn varint(v: u64) -> Vec<u8> {
+        match v {
+            0..=63 => vec![v as u8],
+            64..=16_383 => ((v as u16) | 0x4000).to_be_bytes().to_vec(),
+            16_384..=1_073_741_823 => ((v as u32) | 0x8000_0000).to_be_bytes().to_vec(),
+            _ => (v | 0xc000_0000_0000_0000).to_be_bytes().to_vec(),
+        }
+    }
+
+    /// A length-prefixed Binary HTTP field: `varint(len) || bytes`.
+    pub fn bhttp_bytes(b: &[u8]) -> Vec<u8> {
+        [varint(b.len() as u64), b.to_vec()].concat()
+    }
+
+    /// A field section of the indeterminate-length form: each line `name || value`,
+    /// then a zero length (RFC 9292 §3.6).
+    pub fn bhttp_fields(fields: &[(String, String)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (n, v) in fields {
+            out.extend_from_slice(&bhttp_bytes(n.as_bytes()));
+            out.extend_from_slice(&bhttp_bytes(v.as_bytes()));
+        }
+        out.push(0);
+        out
     }
 
     fn noise_nonce(n: u64) -> [u8; 12] {

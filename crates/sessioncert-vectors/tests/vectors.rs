@@ -1272,6 +1272,294 @@ fn refusal_tag_vectors() {
 }
 
 // ---------------------------------------------------------------------------------------
+// streams.json
+// ---------------------------------------------------------------------------------------
+
+/// The layout of §8.5 by hand: the body is the header and the chunks, each chunk
+/// `last || u24 len || ciphertext || tag` with only the last one flagged, only the last
+/// one possibly empty, and its nonce `3 zero bytes || u64 index || u8 last`.
+fn check_stream_layout(what: &str, s: &SealedBodyV) {
+    let body = unhx(&s.body);
+    assert_eq!(body[0], s.record_type, "{what}");
+    assert_eq!(&body[1..9], &s.seq.to_be_bytes(), "{what}");
+    assert_eq!(s.epoch, s.seq / sessioncert_proto::session::REKEY_INTERVAL);
+    let is_stream = matches!(s.record_type, 0x03 | 0x04 | 0x83 | 0x84);
+    assert_eq!(
+        is_stream,
+        !s.chunks.is_empty(),
+        "{what}: a stream has chunks"
+    );
+    assert_eq!(s.nonce.is_none(), is_stream, "{what}");
+    assert_eq!(s.stream_key.is_some(), is_stream, "{what}");
+    if !is_stream {
+        return;
+    }
+    let info = [
+        reference::STREAM_LABEL,
+        &[s.record_type],
+        &s.seq.to_be_bytes(),
+    ]
+    .concat();
+    assert_eq!(
+        s.stream_key_info.as_deref(),
+        Some(hx(&info).as_str()),
+        "{what}"
+    );
+    let mut at = 9;
+    let mut pt = Vec::new();
+    for (i, c) in s.chunks.iter().enumerate() {
+        let chunk = unhx(&c.chunk);
+        let p = unhx(&c.plaintext);
+        let last = i + 1 == s.chunks.len();
+        assert_eq!((c.index, c.last), (i as u64, last), "{what} chunk {i}");
+        assert_eq!(chunk[0], u8::from(last), "{what} chunk {i}");
+        let len = u32::from_be_bytes([0, chunk[1], chunk[2], chunk[3]]) as usize;
+        assert_eq!(len, p.len(), "{what} chunk {i}");
+        assert!(len <= 65_536 && (last || len > 0), "{what} chunk {i}");
+        assert_eq!(chunk.len(), 4 + len + 16, "{what} chunk {i}");
+        let mut nonce = vec![0u8; 3];
+        nonce.extend_from_slice(&(i as u64).to_be_bytes());
+        nonce.push(u8::from(last));
+        assert_eq!(c.nonce, hx(&nonce), "{what} chunk {i}");
+        assert_eq!(&body[at..at + chunk.len()], &chunk[..], "{what} chunk {i}");
+        at += chunk.len();
+        pt.extend_from_slice(&p);
+    }
+    assert_eq!(at, body.len(), "{what}: nothing after the last chunk");
+    assert_eq!(hx(&pt), s.plaintext, "{what}");
+}
+
+#[test]
+fn stream_vectors() {
+    let f: StreamsFile = load("streams.json");
+    let hs: HandshakeFile = load("handshake.json");
+    assert_eq!(
+        f.max_chunk_len,
+        sessioncert_proto::stream::MAX_CHUNK_LEN as u64
+    );
+    assert_eq!(f.max_chunk_len, reference::MAX_CHUNK_LEN as u64);
+    assert_eq!(f.stream_label.as_bytes(), reference::STREAM_LABEL);
+    assert_eq!(f.rekey_interval, sessioncert_proto::session::REKEY_INTERVAL);
+    assert_eq!(f.suites.len(), 2);
+    for s in &f.suites {
+        let hc = hs.case(&s.name);
+        assert!(hc.server_hello_fields.streams, "{}: negotiated", s.name);
+        assert_eq!(
+            (&s.suite, &s.session_id, &s.client_export, &s.server_export),
+            (
+                &hc.suite,
+                &hc.session_id,
+                &hc.client_export,
+                &hc.server_export
+            )
+        );
+        for (a, b) in [
+            (&s.c2s_key, &hc.keys.c2s_key),
+            (&s.c2s_iv, &hc.keys.c2s_iv),
+            (&s.s2c_key, &hc.keys.s2c_key),
+            (&s.s2c_iv, &hc.keys.s2c_iv),
+        ] {
+            assert_eq!(a, b);
+        }
+        let sid: [u8; 16] = unhx_n(&s.session_id);
+        let (c2s_key, c2s_iv): ([u8; 32], [u8; 12]) = (unhx_n(&s.c2s_key), unhx_n(&s.c2s_iv));
+        let (s2c_key, s2c_iv): ([u8; 32], [u8; 12]) = (unhx_n(&s.s2c_key), unhx_n(&s.s2c_iv));
+        let mut types = std::collections::BTreeSet::new();
+        let mut shapes = std::collections::BTreeSet::new();
+        for sc in &s.scenarios {
+            let what = format!("{}/{}", s.name, sc.name);
+            let exs: Vec<FlowExchange> = sc.exchanges.iter().map(|e| e.flow()).collect();
+            // The crate: seal every body from the plaintexts in the file, open them all.
+            let flow = run_flow(
+                &unhx(&sc.client_export_start),
+                &unhx(&sc.server_export_start),
+                &exs,
+                &sc.server_order,
+            );
+            assert_eq!(hx(&flow.client_end), sc.client_export_end, "{what}");
+            assert_eq!(hx(&flow.server_end), sc.server_export_end, "{what}");
+            for ((e, fx), (req, exp, resp)) in sc.exchanges.iter().zip(&exs).zip(&flow.bodies) {
+                let what = format!("{what}/{}", e.name);
+                let (rq, rs) = (&e.request.sealed, &e.response.sealed);
+                assert_eq!(hx(req), rq.body, "{what}: request body");
+                assert_eq!(hx(resp), rs.body, "{what}: response body");
+                assert_eq!((exp.seq, rs.seq), (rq.seq, rq.seq), "{what}");
+                assert_eq!(hx(&exp.request_tag), e.response.request_tag, "{what}");
+                check_stream_layout(&format!("{what} request"), rq);
+                check_stream_layout(&format!("{what} response"), rs);
+                types.insert(rq.record_type);
+                types.insert(rs.record_type);
+                shapes.insert((rq.chunks.len().min(2), rs.chunks.len().min(2), rq.epoch));
+                // The reference: AD, stream key, nonces and every chunk, independently.
+                let ad =
+                    reference_request_ad_typed(&sid, rq.seq, rq.record_type, &e.request.binding);
+                let want = reference_body(
+                    s.suite,
+                    &c2s_key,
+                    &c2s_iv,
+                    rq.record_type,
+                    rq.seq,
+                    &ad,
+                    &fx.req_chunks,
+                );
+                assert_eq!(&want, rq, "{what}: reference request");
+                let tag = reference_request_tag(&want);
+                assert_eq!(
+                    hx(&tag),
+                    e.response.request_tag,
+                    "{what}: bound to chunk 0's tag"
+                );
+                let rad = reference_response_ad_typed(
+                    &sid,
+                    rq.seq,
+                    &tag,
+                    rs.record_type,
+                    &e.response.binding,
+                );
+                let want = reference_body(
+                    s.suite,
+                    &s2c_key,
+                    &s2c_iv,
+                    rs.record_type,
+                    rs.seq,
+                    &rad,
+                    &fx.resp_chunks,
+                );
+                assert_eq!(&want, rs, "{what}: reference response");
+                // Full mode: an indeterminate-length Binary HTTP message (framing 2 / 3)
+                // that decodes to the HTTP message given.
+                match (&e.request.full, &e.response.full) {
+                    (Some(fq), Some(fr)) => {
+                        let q = unhx(&rq.plaintext);
+                        let r = unhx(&rs.plaintext);
+                        assert_eq!((q[0], r[0]), (2, 3), "{what}: framing indicators");
+                        assert_eq!(FullRequest::decode(&q).unwrap(), fq.to_request(), "{what}");
+                        assert_eq!(
+                            FullResponse::decode(&r).unwrap(),
+                            fr.to_response(),
+                            "{what}"
+                        );
+                        assert_eq!((rq.record_type, rs.record_type), (0x04, 0x84));
+                    }
+                    (None, None) => assert!(matches!(e.request.binding, ReqBindingV::Header(_))),
+                    _ => panic!("{what}: full mode both ways"),
+                }
+            }
+        }
+        // What the scenarios exercise: every stream type, a stream answered by a record
+        // and the other way round, a one-chunk stream, both epochs.
+        for t in [0x01, 0x03, 0x04, 0x81, 0x83, 0x84] {
+            assert!(types.contains(&t), "{}: type {t:#04x}", s.name);
+        }
+        for shape in [(2, 2, 0), (1, 0, 0), (0, 2, 0), (2, 1, 1)] {
+            assert!(shapes.contains(&shape), "{}: {shape:?}", s.name);
+        }
+
+        // Negative cases: the crate and the reference model both give the stated outcome.
+        for name in [
+            "truncated_after_whole_chunk",
+            "cut_mid_chunk",
+            "reordered",
+            "dropped",
+            "duplicated",
+            "spliced_from_another_stream",
+            "last_flag_set_on_middle_chunk",
+            "last_flag_cleared",
+            "chunk_after_last",
+            "flag_byte_2",
+            "len_over_max",
+            "empty_non_last_chunk",
+            "stream_not_negotiated",
+            "header_stream_as_full",
+            "full_stream_as_header",
+            "ok_then_replay",
+        ] {
+            assert!(
+                s.server_open_cases.iter().any(|c| c.name == name),
+                "{}: no server case {name}",
+                s.name
+            );
+        }
+        for c in &s.server_open_cases {
+            let steps: Vec<(ReqBindingV, Vec<u8>)> = c
+                .steps
+                .iter()
+                .map(|st| (st.binding.clone(), unhx(&st.body)))
+                .collect();
+            let want: Vec<StreamOutcomeV> = c.steps.iter().map(|st| st.expect.clone()).collect();
+            let name = format!("{}/{}", s.name, c.name);
+            for st in &c.steps {
+                match (&st.expect.plaintext, &st.expect.error) {
+                    (Some(_), None) => {}
+                    (None, Some(e)) => assert_code(&name, e, e),
+                    _ => panic!("{name}: exactly one of plaintext, error"),
+                }
+            }
+            assert!(c.steps.iter().any(|st| st.expect.error.is_some()), "{name}");
+            let export = unhx(&c.server_export);
+            assert_eq!(run_server_stream_steps(&export, &steps), want, "{name}");
+            assert_eq!(
+                reference_server_stream_steps(&export, &steps),
+                want,
+                "{name}: reference"
+            );
+        }
+        let trunc = s
+            .server_open_cases
+            .iter()
+            .find(|c| c.name == "truncated_after_whole_chunk")
+            .unwrap();
+        assert_eq!(trunc.steps[0].expect.error.as_deref(), Some("rejected"));
+        assert!(trunc.steps[0].expect.chunks_opened.unwrap() > 0);
+        for name in [
+            "truncated_after_whole_chunk",
+            "reordered",
+            "dropped",
+            "duplicated",
+            "chunk_after_last",
+            "last_flag_cleared",
+            "response_stream_of_another_request",
+            "request_tag_of_last_chunk",
+            "stream_not_negotiated",
+        ] {
+            assert!(
+                s.client_open_cases.iter().any(|c| c.name == name),
+                "{}: no client case {name}",
+                s.name
+            );
+        }
+        for c in &s.client_open_cases {
+            let name = format!("{}/{}", s.name, c.name);
+            let export = unhx(&c.client_export);
+            let e = c.expectation.to_expectation();
+            let body = unhx(&c.body);
+            let got = client_open_body(
+                &mut ClientSession::import(&export).unwrap(),
+                &e,
+                &c.binding,
+                &body,
+            );
+            assert_eq!(got, c.expect, "{name}");
+            let err = c.expect.error.as_deref().unwrap_or("<opened>");
+            assert_code(&name, err, err);
+            assert_eq!(
+                RefClient::from_export(&export).open(&e, &c.binding, &body),
+                c.expect,
+                "{name}: reference"
+            );
+        }
+        for c in &s.client_seal_cases {
+            let mut client = ClientSession::import(&unhx(&c.client_export)).unwrap();
+            let err = c
+                .binding
+                .with_binding(|b| client.seal_request_stream(b, &unhx(&c.first), c.last))
+                .expect_err(&c.name);
+            assert_code(&format!("{}/{}", s.name, c.name), &code(&err), &c.error);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // replay-window.json
 // ---------------------------------------------------------------------------------------
 
