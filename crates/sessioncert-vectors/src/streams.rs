@@ -229,16 +229,12 @@ fn read_chunks(mut opener: StreamOpener, mut rest: &[u8], mut pt: Vec<u8>) -> St
     }
 }
 
-/// Splits a stream body after its header: the first chunk as the crate is to be given
-/// it (the whole chunk; or, when its header is invalid, everything, for the crate to
-/// refuse after its session checks), or `None` when the body ends before the first chunk
-/// is whole (the stream was cut).
-fn first_chunk(rest: &[u8]) -> Option<Vec<u8>> {
-    match complete_chunk(rest) {
-        Ok(Some(n)) => Some(rest[..n].to_vec()),
-        Ok(None) => None,
-        Err(_) => Some(rest.to_vec()),
-    }
+/// The first chunk of a stream body after its header: `Ok(None)` when the body ends
+/// before it is whole (the stream was cut), an error when its header is invalid (the
+/// receiver refuses at once, as it would any later chunk: the outcome must not depend
+/// on how many bytes had arrived).
+fn first_chunk(rest: &[u8]) -> Result<Option<Vec<u8>>, ProtocolError> {
+    Ok(complete_chunk(rest)?.map(|n| rest[..n].to_vec()))
 }
 
 /// What a server does with a request body: a single record or a stream, told apart by
@@ -263,8 +259,10 @@ pub fn server_open_body(
         return fail(&e);
     }
     let (header, rest) = body.split_at(RECORD_HEADER_LEN);
-    let Some(mut first) = first_chunk(rest) else {
-        return fail(&ProtocolError::Truncated);
+    let mut first = match first_chunk(rest) {
+        Ok(Some(f)) => f,
+        Ok(None) => return fail(&ProtocolError::Truncated),
+        Err(e) => return fail(&e),
     };
     let o = match binding.with_binding(|b| server.open_request_stream(b, header, &mut first)) {
         Ok(o) => o,
@@ -297,8 +295,10 @@ pub fn client_open_body(
         return fail(&e);
     }
     let (header, rest) = body.split_at(RECORD_HEADER_LEN);
-    let Some(mut first) = first_chunk(rest) else {
-        return fail(&ProtocolError::Truncated);
+    let mut first = match first_chunk(rest) {
+        Ok(Some(f)) => f,
+        Ok(None) => return fail(&ProtocolError::Truncated),
+        Err(e) => return fail(&e),
     };
     match client.open_response_stream(expect, &b, header, &mut first) {
         Ok((c, opener)) => {
@@ -675,11 +675,8 @@ fn reference_first(
     skey: &[u8; 32],
     ad: &[u8],
     rest: &[u8],
-    first: Option<usize>,
+    n: usize,
 ) -> Result<(Vec<u8>, bool, usize), StreamOutcomeV> {
-    let Some(n) = first else {
-        return Err(StreamOutcomeV::err("malformed", Some(0)));
-    };
     let c = &rest[..n];
     let last = c[0] == 1;
     match reference::aead_open(suite, skey, &reference::chunk_nonce(0, last), ad, &c[4..]) {
@@ -688,13 +685,13 @@ fn reference_first(
     }
 }
 
-/// What the first chunk's framing says before any session check: `Err` when the body
-/// ends before it is whole (cut: `rejected`), else its length when valid.
-fn reference_split(rest: &[u8]) -> Result<Option<usize>, StreamOutcomeV> {
+/// The first chunk's length, before any session check: the body ends before it is
+/// whole (cut: `rejected`) or its header is invalid (`malformed`).
+fn reference_split(rest: &[u8]) -> Result<usize, StreamOutcomeV> {
     match reference::chunk_len(rest) {
         Ok(None) => Err(StreamOutcomeV::err("rejected", Some(0))),
-        Ok(Some(n)) => Ok(Some(n)),
-        Err(_) => Ok(None),
+        Ok(Some(n)) => Ok(n),
+        Err(e) => Err(StreamOutcomeV::err(e, Some(0))),
     }
 }
 
@@ -752,9 +749,6 @@ impl RefServer {
                 }
                 if t != req_stream_type(binding) {
                     return StreamOutcomeV::err("rejected", Some(0));
-                }
-                if first.is_none() && rest.len() < 16 {
-                    return StreamOutcomeV::err("malformed", Some(0));
                 }
                 let seq = seq();
                 if !self.fresh(seq) {
@@ -1728,7 +1722,7 @@ pub(crate) fn gen_streams(hs: &HandshakeFile) -> StreamsFile {
             "stream_key = HKDF-Expand(epoch key of the direction for seq, stream_key_info = stream_label || u8 type || u64 seq, 32); chunk i is sealed under nonce = 3 zero bytes || u64 i || u8 last with the AD a record of the same request or response would have, with the stream's type byte.",
             "A response to a streamed request is bound (request_tag) to the tag of the request's first chunk. The server marks seq in the replay window once chunk 0 opens.",
             "scenarios: import client_export_start / server_export_start; the client seals every request in order (record: plaintext; stream: the chunks' plaintexts, the last flagged); then in server_order the server opens each request and seals its response, and the client opens it. Every body and both end exports must match.",
-            "Opening a body (server_open_cases, client_open_cases): the first byte tells a record from a stream. A stream is read as it arrives: its 9-byte header, then chunk by chunk; a chunk header that is invalid is malformed; a body that ends before the last chunk (after a whole chunk, inside one, or before chunk 0 is whole) is cut short: rejected (Truncated); anything after the last chunk is malformed. Session checks (negotiation: malformed; type against the binding or expectation, seq, replay window, epoch: rejected) come before chunk 0 is opened. expect: plaintext or error (ErrorCode wire name), and for a stream chunks_opened: how many chunks authenticated before that outcome.",
+            "Opening a body (server_open_cases, client_open_cases): the first byte tells a record from a stream. A stream is read as it arrives: its 9-byte header, then chunk by chunk; a chunk header that is invalid is malformed; a body that ends before the last chunk (after a whole chunk, inside one, or before chunk 0 is whole) is cut short: rejected (Truncated); anything after the last chunk is malformed. Session checks (negotiation: malformed; type against the binding or expectation, seq, replay window, epoch: rejected) come before chunk 0 is opened, once it is whole; a chunk header that is invalid is malformed wherever it is, at once. expect: plaintext or error (ErrorCode wire name), and for a stream chunks_opened: how many chunks authenticated before that outcome.",
             "server_open_cases: import server_export and open each step's body with its binding, one after another on the same session. client_open_cases: import client_export and open body as the response described by expectation and binding. client_seal_cases: import client_export and start a stream with binding and first chunk; error is the ErrorCode wire name.",
             "In full mode the stream's plaintext is an indeterminate-length Binary HTTP (RFC 9292) message; full gives the HTTP message it decodes to.",
         ]),
