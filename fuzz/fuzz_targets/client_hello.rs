@@ -18,7 +18,7 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use sessioncert_fuzz::{
-    bytes16, fixture, mutate, noise_builder, prologue, Mutation, HS_KEY_ID, NOW_MS,
+    bytes16, extensions_ref, fixture, mutate, noise_builder, prologue, Mutation, HS_KEY_ID, NOW_MS,
 };
 use sessioncert_proto::config::{HS_NOISE_NK_25519_AESGCM_SHA256, VERSION_1};
 use sessioncert_proto::handshake::{
@@ -246,8 +246,9 @@ fuzz_target!(|input: Input| {
             let pol = policy(psel);
             let r = respond_to(&data, &pol);
             // PROTOCOL §6.6, in order.
-            let payload_ok = payload.len() >= 2
-                && u16::from_be_bytes([payload[0], payload[1]]) as usize == payload.len() - 2;
+            // §6.4: the payload is one extension list, checked entry by entry.
+            let offered_streams = extensions_ref(&payload);
+            let payload_ok = offered_streams.is_some();
             let first_suite = suites
                 .iter()
                 .filter_map(|id| Suite::from_id(*id))
@@ -269,7 +270,14 @@ fuzz_target!(|input: Input| {
                     Ok(first_suite.unwrap())
                 };
             match (r, want) {
-                (Ok(resp), Ok(s)) => assert_eq!(resp.hello.suite, s),
+                (Ok(resp), Ok(s)) => {
+                    assert_eq!(resp.hello.suite, s);
+                    // Accepted iff offered and the policy accepts streams.
+                    assert_eq!(
+                        resp.hello.streams,
+                        offered_streams == Some(true) && pol.streams
+                    );
+                }
                 (Err(e), Err(code)) => assert_eq!(e.code(), code, "{e:?}"),
                 (r, want) => panic!("hostile hello: got {:?}, want {want:?}", r.map(|x| x.hello)),
             }

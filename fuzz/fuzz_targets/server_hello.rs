@@ -12,15 +12,18 @@
 //!   a ticket outside 1..=MAX_TICKET_LEN bytes is refused on both sides;
 //! * for an answer from a hostile server holding the real handshake key (so the
 //!   authenticated payload and the ticket are fuzzer-chosen), the result is exactly what
-//!   PROTOCOL §6.5/§6.7 say: framing and ticket length checked, payload parsed exactly, unknown suite → malformed, version and suite must be
-//!   ones the client offered — error code included — and the returned ServerHello
-//!   carries the payload's fields.
+//!   PROTOCOL §6.5/§6.7 say: framing and ticket length checked, payload parsed exactly
+//!   (its extension list entry by entry, §6.4), unknown suite → malformed, version and
+//!   suite must be ones the client offered, `streamed_records` accepted only if offered
+//!   — error code included — and the returned ServerHello and session carry the
+//!   payload's fields (streams included).
 #![no_main]
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use sessioncert_fuzz::{
-    bytes16, fixture, mutate, noise_builder, prologue, Mutation, HS_SECRET, NOW_MS,
+    bytes16, encode_extensions, extensions_ref, fixture, mutate, noise_builder, prologue, Mutation,
+    HS_SECRET, NOW_MS,
 };
 use sessioncert_proto::config::VERSION_1;
 use sessioncert_proto::handshake::{
@@ -36,7 +39,8 @@ struct Payload {
     session_id: [u8; 16],
     expires_at_ms: u64,
     idle_timeout_ms: u64,
-    extensions: Vec<u8>,
+    /// Extension entries (type, data), encoded as a list (PROTOCOL §6.4).
+    extensions: Vec<(u16, Vec<u8>)>,
 }
 
 #[derive(Debug, Arbitrary)]
@@ -69,6 +73,8 @@ struct Ref {
     id: [u8; 16],
     expires: u64,
     idle: u64,
+    /// `streamed_records` accepted.
+    streams: bool,
 }
 
 /// Reference parser of payload2 (PROTOCOL §6.5).
@@ -78,15 +84,14 @@ fn parse_ref(b: &[u8]) -> Option<Ref> {
     }
     let u16at = |i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
     let u64at = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().unwrap());
-    if u16at(36) as usize != b.len() - 38 {
-        return None;
-    }
+    let streams = extensions_ref(&b[36..])?;
     Some(Ref {
         version: u16at(0),
         suite: u16at(2),
         id: b[4..20].try_into().unwrap(),
         expires: u64at(20),
         idle: u64at(28),
+        streams,
     })
 }
 
@@ -189,10 +194,11 @@ fuzz_target!(|input: Input| {
                 2 => vec![Suite::ChaCha20Poly1305],
                 _ => vec![Suite::ChaCha20Poly1305, Suite::Aes256Gcm],
             };
+            let offer_streams = suites & 0x10 == 0;
             let offer = ClientOffer {
                 versions: versions.clone(),
                 suites: offered.clone(),
-                streams: suites & 0x10 == 0,
+                streams: offer_streams,
             };
             let (c, hello) = ClientHandshake::start(&f.config, offer, NOW_MS).expect("start");
             let (_, header, msg1) = parse_client_hello(&hello).expect("own hello parses");
@@ -215,7 +221,8 @@ fuzz_target!(|input: Input| {
                     v.extend_from_slice(&p.session_id);
                     v.extend_from_slice(&p.expires_at_ms.to_be_bytes());
                     v.extend_from_slice(&p.idle_timeout_ms.to_be_bytes());
-                    bytes16(&mut v, &p.extensions[..p.extensions.len().min(4096)]);
+                    let n = p.extensions.len().min(16);
+                    v.extend_from_slice(&encode_extensions(&p.extensions[..n]));
                     v
                 }
             };
@@ -251,6 +258,8 @@ fuzz_target!(|input: Input| {
                             Err(ErrorCode::UnsupportedVersion)
                         }
                         Some(s) if !offered.contains(&s) => Err(ErrorCode::NoCommonSuite),
+                        // Never accept an extension that was not offered (§6.4).
+                        Some(_) if r.streams && !offer_streams => Err(ErrorCode::Malformed),
                         Some(_) => Ok(r),
                     },
                 }
@@ -265,7 +274,10 @@ fuzz_target!(|input: Input| {
                     assert_eq!(uc.id(), sh.session_id);
                     let conf = Confirmation::parse(uc.confirmation()).expect("confirmation parses");
                     assert_eq!(conf.ticket, &ticket[..]);
-                    assert_eq!(uc.confirmed().suite(), sh.suite);
+                    assert_eq!(sh.streams, w.streams);
+                    let session = uc.confirmed();
+                    assert_eq!(session.suite(), sh.suite);
+                    assert_eq!(session.streams(), sh.streams);
                 }
                 (Err(e), Err(code)) => assert_eq!(e.code(), code, "{e:?}"),
                 (r, want) => panic!(

@@ -338,6 +338,46 @@ pub fn bytes16(out: &mut Vec<u8>, b: &[u8]) {
 
 pub mod records;
 
+/// Extension type `streamed_records` (PROTOCOL §6.4).
+pub const EXT_STREAMED_RECORDS: u16 = 0x0001;
+
+/// Reference reading of an extension list that must fill `b` exactly (PROTOCOL §6.4):
+/// `bytes16(entries)`, each entry `u16 type || bytes16(data)`. `None` (malformed) when
+/// the framing is wrong, a type appears twice or `streamed_records` carries data;
+/// otherwise whether `streamed_records` is in it (unknown types are skipped).
+pub fn extensions_ref(b: &[u8]) -> Option<bool> {
+    let len = u16::from_be_bytes([*b.first()?, *b.get(1)?]) as usize;
+    let list = &b[2..];
+    if list.len() != len {
+        return None;
+    }
+    let (mut at, mut seen, mut streams) = (0, Vec::new(), false);
+    while at < list.len() {
+        let ty = u16::from_be_bytes([*list.get(at)?, *list.get(at + 1)?]);
+        let n = u16::from_be_bytes([*list.get(at + 2)?, *list.get(at + 3)?]) as usize;
+        let data = list.get(at + 4..at + 4 + n)?;
+        if seen.contains(&ty) || (ty == EXT_STREAMED_RECORDS && !data.is_empty()) {
+            return None;
+        }
+        seen.push(ty);
+        streams |= ty == EXT_STREAMED_RECORDS;
+        at += 4 + n;
+    }
+    Some(streams)
+}
+
+/// Encodes extension entries as a list (`bytes16` of the entries), without checking them.
+pub fn encode_extensions(entries: &[(u16, Vec<u8>)]) -> Vec<u8> {
+    let mut inner = Vec::new();
+    for (ty, data) in entries {
+        inner.extend_from_slice(&ty.to_be_bytes());
+        bytes16(&mut inner, &data[..data.len().min(256)]);
+    }
+    let mut out = Vec::new();
+    bytes16(&mut out, &inner);
+    out
+}
+
 /// The header list a `FullRequest`/`FullResponse` with `headers` comes back with after
 /// `encode` → `decode`: names lower-cased, and repeated `cookie` fields joined with
 /// `"; "` into the first one (the `bhttp` reader does this, as RFC 9113 §8.2.3 allows).

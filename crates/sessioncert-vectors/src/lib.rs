@@ -40,6 +40,9 @@ use sessioncert_proto::{
     ServerSession, SessionId, SignedKeyConfig, Suite, Trust, VerifiedKeyConfig,
 };
 
+mod streams;
+pub use streams::*;
+
 // ---------------------------------------------------------------------------------------
 // Generation
 // ---------------------------------------------------------------------------------------
@@ -50,20 +53,23 @@ pub fn generate() -> Vec<(&'static str, String)> {
     let hs = gen_handshake(&kc);
     let rec = gen_records(&hs);
     let rw = gen_replay_window();
+    let st = gen_streams(&hs);
     vec![
         ("key-config.json", to_json(&kc)),
         ("handshake.json", to_json(&hs)),
         ("records.json", to_json(&rec)),
         ("replay-window.json", to_json(&rw)),
+        ("streams.json", to_json(&st)),
     ]
 }
 
 /// The names of every vector file, for the test that the directory holds nothing stale.
-pub const FILES: [&str; 4] = [
+pub const FILES: [&str; 5] = [
     "key-config.json",
     "handshake.json",
     "records.json",
     "replay-window.json",
+    "streams.json",
 ];
 
 fn to_json<T: Serialize>(v: &T) -> String {
@@ -354,6 +360,8 @@ pub struct PolicyV {
     pub suites: Vec<u16>,
     pub lifetime_ms: u64,
     pub idle_timeout_ms: u64,
+    /// Accept `streamed_records` when offered (PROTOCOL §6.4).
+    pub streams: bool,
 }
 
 impl PolicyV {
@@ -366,7 +374,7 @@ impl PolicyV {
                 .collect(),
             lifetime_ms: self.lifetime_ms,
             idle_timeout_ms: self.idle_timeout_ms,
-            streams: true,
+            streams: self.streams,
         }
     }
 }
@@ -375,6 +383,8 @@ impl PolicyV {
 pub struct OfferV {
     pub versions: Vec<u16>,
     pub suites: Vec<u16>,
+    /// Offer `streamed_records` (PROTOCOL §6.4).
+    pub streams: bool,
 }
 
 impl OfferV {
@@ -386,7 +396,18 @@ impl OfferV {
                 .iter()
                 .map(|id| Suite::from_id(*id).expect("suite id"))
                 .collect(),
-            streams: true,
+            streams: self.streams,
+        }
+    }
+}
+
+impl PolicyV {
+    fn of(p: &ServerPolicy) -> Self {
+        PolicyV {
+            suites: p.suites.iter().map(|s| s.id()).collect(),
+            lifetime_ms: p.lifetime_ms,
+            idle_timeout_ms: p.idle_timeout_ms,
+            streams: p.streams,
         }
     }
 }
@@ -398,6 +419,8 @@ pub struct ServerHelloV {
     pub session_id: String,
     pub expires_at_ms: u64,
     pub idle_timeout_ms: u64,
+    /// The server echoed `streamed_records`: streams are negotiated.
+    pub streams: bool,
 }
 
 /// Every intermediate value of the Noise NK run (see `docs/PROTOCOL.md` §6).
@@ -457,6 +480,8 @@ pub struct HandshakeCaseV {
     pub suite: u16,
     pub now_ms: u64,
     pub offer: OfferV,
+    /// The server's policy for this case (`respond` negative cases of this case use it).
+    pub policy: PolicyV,
     pub key_id: u8,
     pub server_static_public: String,
     pub client_ephemeral_secret: String,
@@ -502,7 +527,51 @@ pub struct HandshakeNegV {
     /// confirmation, then the case's pending server session checks its client_finished).
     pub op: String,
     pub input: String,
+    /// Where the input was built by the reference implementation around a crafted
+    /// plaintext: the msg1 payload (`respond`) or ServerHello payload
+    /// (`read_server_hello`) it encrypted with the case's keys and ephemerals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
     pub error: String,
+}
+
+/// A handshake whose msg1 or ServerHello payload carries an extension this version does
+/// not define: it is skipped (PROTOCOL §6.4). Built by the reference implementation from
+/// the case's inputs and `payload`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ExtensionCaseV {
+    pub name: String,
+    pub description: String,
+    pub case: String,
+    /// `respond`: the server (the case's keys, policy, session id, ephemeral and clock)
+    /// answers `input` as a client hello; `read_server_hello`: the case's client reads
+    /// `input` as a server hello.
+    pub op: String,
+    /// The msg1 payload (`respond`) or ServerHello payload (`read_server_hello`) inside.
+    pub payload: String,
+    pub input: String,
+    /// Whether streams end up negotiated.
+    pub streams: bool,
+    /// `respond`: the server hello it answers (with the case's ticket);
+    /// `read_server_hello`: the client's export right after reading it (unconfirmed).
+    pub output: String,
+}
+
+/// Importing a session export (PROTOCOL §12): format 1 (no flags byte) is still read as
+/// "no streams"; unknown flag bits and unknown formats are refused.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ExportCaseV {
+    pub name: String,
+    pub description: String,
+    /// `client` (`ClientSession::import`) or `server` (`ServerSession::import`).
+    pub role: String,
+    pub input: String,
+    /// What `export()` gives after the import (format 2); null when refused.
+    pub reexport: Option<String>,
+    /// Whether the imported session negotiated streams; null when refused.
+    pub streams: Option<bool>,
+    /// The ErrorCode wire name of the refusal; null when imported.
+    pub error: Option<String>,
 }
 
 /// `handshake.json`.
@@ -515,7 +584,9 @@ pub struct HandshakeFile {
     pub server_keys: Vec<HandshakeKeyV>,
     pub policy: PolicyV,
     pub cases: Vec<HandshakeCaseV>,
+    pub extension_cases: Vec<ExtensionCaseV>,
     pub negative: Vec<HandshakeNegV>,
+    pub export_cases: Vec<ExportCaseV>,
 }
 
 /// The origin every scenario request is sealed for (`sessioncert-target`, PROTOCOL §8.2).
@@ -887,7 +958,7 @@ pub fn reference_refusal_tag(
     let window = &server_export[server_export.len() - 136..];
     if !matches!(code, "session_expired" | "session_closed")
         || record.len() < 9 + 16
-        || !matches!(record[0], 0x01 | 0x02)
+        || !matches!(record[0], 0x01..=0x04)
     {
         return None;
     }
@@ -1048,6 +1119,115 @@ pub mod reference {
         }
     }
 
+    /// Opens with record suite `suite`; `None` when it does not authenticate.
+    pub fn aead_open(
+        suite: u16,
+        key: &[u8; 32],
+        nonce: &[u8; 12],
+        ad: &[u8],
+        ct: &[u8],
+    ) -> Option<Vec<u8>> {
+        let p = Payload { msg: ct, aad: ad };
+        match suite {
+            1 => aes_gcm::Aes256Gcm::new(key.into())
+                .decrypt(nonce.into(), p)
+                .ok(),
+            2 => chacha20poly1305::ChaCha20Poly1305::new(key.into())
+                .decrypt(nonce.into(), p)
+                .ok(),
+            _ => panic!("unknown suite {suite}"),
+        }
+    }
+
+    /// Label of a stream key (§8.5).
+    pub const STREAM_LABEL: &[u8] = b"sessioncert/1 stream";
+    /// Most plaintext bytes in one chunk (§8.5).
+    pub const MAX_CHUNK_LEN: usize = 65_536;
+
+    /// `"sessioncert/1 stream" || u8 type || u64 seq`: the HKDF info of a stream key.
+    pub fn stream_key_info(record_type: u8, seq: u64) -> Vec<u8> {
+        [STREAM_LABEL, &[record_type], &seq.to_be_bytes()].concat()
+    }
+
+    /// `HKDF-Expand(epoch key of seq's direction, stream_key_info, 32)` (§8.5).
+    pub fn stream_key(epoch_key: &[u8; 32], record_type: u8, seq: u64) -> [u8; 32] {
+        hkdf_expand(epoch_key, &stream_key_info(record_type, seq), 32)
+            .try_into()
+            .unwrap()
+    }
+
+    /// Nonce of chunk `index`: `3 zero bytes || u64 index || u8 last` (§8.5).
+    pub fn chunk_nonce(index: u64, last: bool) -> [u8; 12] {
+        let mut n = [0u8; 12];
+        n[3..11].copy_from_slice(&index.to_be_bytes());
+        n[11] = u8::from(last);
+        n
+    }
+
+    /// `u8 last || u24 len || AEAD(stream key, chunk_nonce, ad, plaintext)` (§8.5).
+    pub fn chunk(
+        suite: u16,
+        stream_key: &[u8; 32],
+        index: u64,
+        last: bool,
+        ad: &[u8],
+        pt: &[u8],
+    ) -> Vec<u8> {
+        assert!(pt.len() <= MAX_CHUNK_LEN && (last || !pt.is_empty()));
+        let mut out = vec![u8::from(last)];
+        out.extend_from_slice(&(pt.len() as u32).to_be_bytes()[1..]);
+        out.extend_from_slice(&aead_seal(
+            suite,
+            stream_key,
+            &chunk_nonce(index, last),
+            ad,
+            pt,
+        ));
+        out
+    }
+
+    /// How many bytes the chunk at the start of `buf` takes: `Ok(None)` when `buf` ends
+    /// first, `Err` for a last flag other than 0 or 1, a length over 64 KiB or an empty
+    /// chunk that is not the last.
+    pub fn chunk_len(buf: &[u8]) -> Result<Option<usize>, &'static str> {
+        let Some(h) = buf.get(..4) else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes([0, h[1], h[2], h[3]]) as usize;
+        if h[0] > 1 || len > MAX_CHUNK_LEN || (len == 0 && h[0] == 0) {
+            return Err("malformed");
+        }
+        let n = 4 + len + 16;
+        Ok((buf.len() >= n).then_some(n))
+    }
+
+    /// RFC 9000 §16 variable-length integer, as Binary HTTP (RFC 9292) uses it.
+    pub fn varint(v: u64) -> Vec<u8> {
+        match v {
+            0..=63 => vec![v as u8],
+            64..=16_383 => ((v as u16) | 0x4000).to_be_bytes().to_vec(),
+            16_384..=1_073_741_823 => ((v as u32) | 0x8000_0000).to_be_bytes().to_vec(),
+            _ => (v | 0xc000_0000_0000_0000).to_be_bytes().to_vec(),
+        }
+    }
+
+    /// A length-prefixed Binary HTTP field: `varint(len) || bytes`.
+    pub fn bhttp_bytes(b: &[u8]) -> Vec<u8> {
+        [varint(b.len() as u64), b.to_vec()].concat()
+    }
+
+    /// A field section of the indeterminate-length form: each line `name || value`,
+    /// then a zero length (RFC 9292 §3.6).
+    pub fn bhttp_fields(fields: &[(String, String)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (n, v) in fields {
+            out.extend_from_slice(&bhttp_bytes(n.as_bytes()));
+            out.extend_from_slice(&bhttp_bytes(v.as_bytes()));
+        }
+        out.push(0);
+        out
+    }
+
     fn noise_nonce(n: u64) -> [u8; 12] {
         let mut out = [0u8; 12];
         out[4..].copy_from_slice(&n.to_be_bytes());
@@ -1170,6 +1350,82 @@ pub mod reference {
     /// `ServerHello = 0x02 || bytes16(noise_msg2) || bytes16(ticket)` (§6.5).
     pub fn server_hello(noise_msg2: &[u8], ticket: &[u8]) -> Vec<u8> {
         [&[0x02u8][..], &bytes16(noise_msg2), &bytes16(ticket)].concat()
+    }
+
+    /// `ClientHello = header || bytes16(noise_msg1)` (§6.1).
+    pub fn client_hello(header: &[u8], noise_msg1: &[u8]) -> Vec<u8> {
+        [header, &bytes16(noise_msg1)].concat()
+    }
+
+    /// Extension type `streamed_records` (§6.4); its data is empty.
+    pub const EXT_STREAMED_RECORDS: u16 = 0x0001;
+
+    /// `extensions = bytes16(entries)`, each entry `u16 type || bytes16(data)` (§6.4).
+    pub fn extensions(list: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut entries = Vec::new();
+        for (ty, data) in list {
+            entries.extend_from_slice(&ty.to_be_bytes());
+            entries.extend_from_slice(&bytes16(data));
+        }
+        bytes16(&entries)
+    }
+
+    /// The extensions of a payload that is exactly one extension list (the msg1 payload,
+    /// or what follows the fixed ServerHello fields): whether `streamed_records` is in
+    /// it, or `Err("malformed")` when the list is cut, overruns, repeats a type, carries
+    /// data on `streamed_records` or is followed by anything. Unknown types are skipped.
+    pub fn read_extensions(payload: &[u8]) -> Result<bool, &'static str> {
+        const BAD: &str = "malformed";
+        let u16_at = |b: &[u8], i: usize| -> Option<usize> {
+            Some(u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]) as usize)
+        };
+        let len = u16_at(payload, 0).ok_or(BAD)?;
+        let list = payload.get(2..).ok_or(BAD)?;
+        if list.len() != len {
+            return Err(BAD);
+        }
+        let (mut at, mut seen, mut streams) = (0usize, Vec::new(), false);
+        while at < list.len() {
+            let ty = u16_at(list, at).ok_or(BAD)? as u16;
+            let dlen = u16_at(list, at + 2).ok_or(BAD)?;
+            let data = list.get(at + 4..at + 4 + dlen).ok_or(BAD)?;
+            if seen.contains(&ty) || (ty == EXT_STREAMED_RECORDS && !data.is_empty()) {
+                return Err(BAD);
+            }
+            seen.push(ty);
+            streams |= ty == EXT_STREAMED_RECORDS;
+            at += 4 + dlen;
+        }
+        Ok(streams)
+    }
+
+    /// The ServerHello payload (§6.5): `u16 version || u16 suite || session_id[16] ||
+    /// u64 expires_at_ms || u64 idle_timeout_ms || extensions`.
+    pub fn server_hello_payload(
+        version: u16,
+        suite: u16,
+        session_id: &[u8; 16],
+        expires_at_ms: u64,
+        idle_timeout_ms: u64,
+        extensions: &[u8],
+    ) -> Vec<u8> {
+        let mut out = version.to_be_bytes().to_vec();
+        out.extend_from_slice(&suite.to_be_bytes());
+        out.extend_from_slice(session_id);
+        out.extend_from_slice(&expires_at_ms.to_be_bytes());
+        out.extend_from_slice(&idle_timeout_ms.to_be_bytes());
+        out.extend_from_slice(extensions);
+        out
+    }
+
+    /// What the server answers to an offer (§6.4): `streamed_records` iff offered and
+    /// accepted by its policy.
+    pub fn answer_extensions(offered: bool, accepts: bool) -> Vec<u8> {
+        if offered && accepts {
+            extensions(&[(EXT_STREAMED_RECORDS, &[])])
+        } else {
+            extensions(&[])
+        }
     }
 
     /// `confirmation = bytes16(ticket) || client_finished[32]` (§6.8).
@@ -1356,15 +1612,32 @@ pub mod reference {
         out
     }
 
-    /// The export head: magic, format, role, version, suite, session id.
-    pub fn export_head(role: u8, version: u16, suite: u16, session_id: &[u8; 16]) -> Vec<u8> {
+    /// Export flag bit 0: the session negotiated streamed records.
+    pub const EXPORT_FLAG_STREAMS: u8 = 0x01;
+
+    /// The export head (format 2): magic, format, role, version, suite, flags, session id.
+    pub fn export_head(
+        role: u8,
+        version: u16,
+        suite: u16,
+        streams: bool,
+        session_id: &[u8; 16],
+    ) -> Vec<u8> {
         let mut out = b"SCSX".to_vec();
-        out.push(1);
+        out.push(2);
         out.push(role);
         out.extend_from_slice(&version.to_be_bytes());
         out.extend_from_slice(&suite.to_be_bytes());
+        out.push(if streams { EXPORT_FLAG_STREAMS } else { 0 });
         out.extend_from_slice(session_id);
         out
+    }
+
+    /// The same session exported in format 1 (no flags byte, so no streams), as
+    /// versions before streamed records wrote it.
+    pub fn export_as_format_1(format_2: &[u8]) -> Vec<u8> {
+        assert_eq!(format_2.get(4), Some(&2));
+        [&b"SCSX\x01"[..], &format_2[5..10], &format_2[11..]].concat()
     }
 
     /// The replay window's encoding given every sequence number ever accepted.
@@ -1847,6 +2120,7 @@ struct CaseInput {
     name: &'static str,
     suite: Suite,
     offer: ClientOffer,
+    policy: ServerPolicy,
     client_e: [u8; 32],
     server_e: [u8; 32],
     session_id: SessionId,
@@ -1869,6 +2143,7 @@ fn case_inputs() -> Vec<CaseInput> {
                 suites: vec![Suite::Aes256Gcm, Suite::ChaCha20Poly1305],
                 streams: true,
             },
+            policy: ServerPolicy::default(),
             client_e: pattern(0x60),
             server_e: pattern(0x80),
             session_id: sid(0xa0),
@@ -1882,13 +2157,53 @@ fn case_inputs() -> Vec<CaseInput> {
                 suites: vec![Suite::ChaCha20Poly1305, Suite::Aes256Gcm],
                 streams: true,
             },
+            policy: ServerPolicy::default(),
             client_e: pattern(0x70),
             server_e: pattern(0x90),
             session_id: sid(0xb0),
             ticket: ticket(0x30),
         },
+        CaseInput {
+            name: NO_STREAMS_OFFERED,
+            suite: Suite::Aes256Gcm,
+            offer: ClientOffer {
+                versions: vec![VERSION_1],
+                suites: vec![Suite::Aes256Gcm],
+                streams: false,
+            },
+            policy: ServerPolicy::default(),
+            client_e: pattern(0x64),
+            server_e: pattern(0x84),
+            session_id: sid(0xc0),
+            ticket: ticket(0x50),
+        },
+        CaseInput {
+            name: STREAMS_REFUSED,
+            suite: Suite::Aes256Gcm,
+            offer: ClientOffer {
+                versions: vec![VERSION_1],
+                suites: vec![Suite::Aes256Gcm],
+                streams: true,
+            },
+            policy: ServerPolicy {
+                streams: false,
+                ..ServerPolicy::default()
+            },
+            client_e: pattern(0x68),
+            server_e: pattern(0x88),
+            session_id: sid(0xc8),
+            ticket: ticket(0x70),
+        },
     ]
 }
+
+/// The handshake case whose client does not offer `streamed_records`.
+pub const NO_STREAMS_OFFERED: &str = "aes-256-gcm-no-streams-offered";
+/// The handshake case whose server does not accept `streamed_records`.
+pub const STREAMS_REFUSED: &str = "aes-256-gcm-streams-refused";
+/// The handshake cases that negotiate streams, one per record suite; records.json and
+/// streams.json start from their sessions.
+pub const SUITE_CASES: [&str; 2] = ["aes-256-gcm", "chacha20-poly1305"];
 
 /// A configuration in the only form a handshake starts from: signed with the vectors'
 /// identity and verified at `NOW_MS` (the signature does not enter the client hello).
@@ -1929,21 +2244,22 @@ fn reference_header(versions: &[u16], key_id: u8, suites: &[u16]) -> Vec<u8> {
 fn gen_handshake(kc: &KeyConfigFile) -> HandshakeFile {
     let cfg = verified(&KeyConfig::decode(&unhx(&kc.config_encoded)).unwrap());
     let keys = server_keys();
-    let policy = ServerPolicy::default();
     let mut cases = Vec::new();
     let mut negative = Vec::new();
     let mut hellos = Vec::new();
 
     for ci in case_inputs() {
         let key = cfg.current_key(NOW_MS).unwrap().clone();
+        let policy = &ci.policy;
         let offer_v = OfferV {
             versions: ci.offer.versions.clone(),
             suites: ci.offer.suites.iter().map(|s| s.id()).collect(),
+            streams: ci.offer.streams,
         };
         let (ch, client_hello) = restart_client(&cfg, &offer_v, NOW_MS, &ci.client_e);
         let resp = respond_with_ephemeral_for_vectors(
             &keys,
-            &policy,
+            policy,
             &client_hello,
             ci.session_id,
             NOW_MS,
@@ -1951,6 +2267,7 @@ fn gen_handshake(kc: &KeyConfigFile) -> HandshakeFile {
         )
         .unwrap();
         let server_hello = resp.server_hello(&ci.ticket).unwrap();
+        let streams = ci.offer.streams && policy.streams;
         let (uc, sh) = ch.read_server_hello(&server_hello).unwrap();
         assert_eq!(sh, resp.hello);
         assert_eq!(sh.suite, ci.suite);
@@ -1966,6 +2283,7 @@ fn gen_handshake(kc: &KeyConfigFile) -> HandshakeFile {
         let client_export_unconfirmed = unconfirmed.export().to_vec();
         let mut client = unconfirmed;
         client.mark_confirmed();
+        assert_eq!((client.streams(), server.streams()), (streams, streams));
         let client_export = client.export().to_vec();
         let server_export = server.export().to_vec();
 
@@ -1974,27 +2292,32 @@ fn gen_handshake(kc: &KeyConfigFile) -> HandshakeFile {
         let header = reference_header(&offer_v.versions, key.key_id, &offer_v.suites);
         assert_eq!(header_bytes, &header[..]);
         let prologue = [reference::PROLOGUE_LABEL, &header].concat();
-        let mut payload2 = Vec::new();
-        payload2.extend_from_slice(&sh.version.to_be_bytes());
-        payload2.extend_from_slice(&sh.suite.id().to_be_bytes());
-        payload2.extend_from_slice(ci.session_id.as_bytes());
-        payload2.extend_from_slice(&(NOW_MS + policy.lifetime_ms).to_be_bytes());
-        payload2.extend_from_slice(&policy.idle_timeout_ms.to_be_bytes());
-        payload2.extend_from_slice(&[0, 0]);
+        let payload1 = if ci.offer.streams {
+            reference::extensions(&[(reference::EXT_STREAMED_RECORDS, &[])])
+        } else {
+            reference::extensions(&[])
+        };
+        assert_eq!(reference::read_extensions(&payload1), Ok(ci.offer.streams));
+        let payload2 = reference::server_hello_payload(
+            sh.version,
+            sh.suite.id(),
+            ci.session_id.as_bytes(),
+            NOW_MS + policy.lifetime_ms,
+            policy.idle_timeout_ms,
+            &reference::answer_extensions(ci.offer.streams, policy.streams),
+        );
+        assert_eq!(sh.streams, streams);
         let rs: [u8; 32] = key.public.clone().try_into().unwrap();
         let nk = reference::noise_nk(
             &prologue,
             &rs,
             &ci.client_e,
             &ci.server_e,
-            &[0, 0],
+            &payload1,
             &payload2,
         );
         assert_eq!(noise1, &nk.msg1[..]);
-        let mut ref_hello = header.clone();
-        ref_hello.extend_from_slice(&(nk.msg1.len() as u16).to_be_bytes());
-        ref_hello.extend_from_slice(&nk.msg1);
-        assert_eq!(client_hello, ref_hello);
+        assert_eq!(client_hello, reference::client_hello(&header, &nk.msg1));
         assert_eq!(resp.noise_message, nk.msg2);
         assert_eq!(server_hello, reference::server_hello(&nk.msg2, &ci.ticket));
         let ks = reference::schedule(&nk.h, &nk.k1, &nk.k2);
@@ -2012,7 +2335,7 @@ fn gen_handshake(kc: &KeyConfigFile) -> HandshakeFile {
         .concat();
         let ref_client_export = |pending: &[u8]| {
             [
-                reference::export_head(1, VERSION_1, ci.suite.id(), sid_bytes),
+                reference::export_head(1, VERSION_1, ci.suite.id(), streams, sid_bytes),
                 keys_part.clone(),
                 0u64.to_be_bytes().to_vec(),
                 reference::bytes16(pending),
@@ -2022,7 +2345,7 @@ fn gen_handshake(kc: &KeyConfigFile) -> HandshakeFile {
         assert_eq!(client_export_unconfirmed, ref_client_export(&confirmation));
         assert_eq!(client_export, ref_client_export(&[]));
         let ref_server_export = [
-            reference::export_head(2, VERSION_1, ci.suite.id(), sid_bytes),
+            reference::export_head(2, VERSION_1, ci.suite.id(), streams, sid_bytes),
             keys_part.clone(),
             reference::window_state(&[]),
         ]
@@ -2043,6 +2366,7 @@ fn gen_handshake(kc: &KeyConfigFile) -> HandshakeFile {
             suite: ci.suite.id(),
             now_ms: NOW_MS,
             offer: offer_v,
+            policy: PolicyV::of(policy),
             key_id: key.key_id,
             server_static_public: hx(&key.public),
             client_ephemeral_secret: hx(&ci.client_e),
@@ -2053,7 +2377,7 @@ fn gen_handshake(kc: &KeyConfigFile) -> HandshakeFile {
             session_id_text: ci.session_id.to_string(),
             client_hello_header: hx(&header),
             prologue: hx(&prologue),
-            msg1_payload: hx(&[0, 0]),
+            msg1_payload: hx(&payload1),
             noise_msg1: hx(&nk.msg1),
             client_hello: hx(&client_hello),
             server_hello_fields: ServerHelloV {
@@ -2062,6 +2386,7 @@ fn gen_handshake(kc: &KeyConfigFile) -> HandshakeFile {
                 session_id: hx(sh.session_id.as_bytes()),
                 expires_at_ms: sh.expires_at_ms,
                 idle_timeout_ms: sh.idle_timeout_ms,
+                streams: sh.streams,
             },
             msg2_payload: hx(&payload2),
             noise_msg2: hx(&nk.msg2),
@@ -2277,7 +2602,7 @@ fn gen_handshake(kc: &KeyConfigFile) -> HandshakeFile {
     );
     let impostor_resp = respond_with_ephemeral_for_vectors(
         &[impostor],
-        &policy,
+        &ServerPolicy::default(),
         &impostor_hello,
         SessionId(unhx_n(&aes.session_id)),
         NOW_MS,
@@ -2447,6 +2772,132 @@ fn gen_handshake(kc: &KeyConfigFile) -> HandshakeFile {
         [&[1u8, 1, 0, 1, 0, 1, 2, 1, 0, 1][..], &chacha_hello[12..]].concat(),
     ));
 
+    // Extension lists the reference encrypted with the case's keys (§6.4): the Noise
+    // messages authenticate, so only the payload's content is wrong.
+    let no_offer = cases.iter().find(|c| c.name == NO_STREAMS_OFFERED).unwrap();
+    let sr = reference::EXT_STREAMED_RECORDS;
+    let mut crafted: Vec<(&str, &str, &HandshakeCaseV, &str, Vec<u8>)> = Vec::new();
+    for (name, desc, payload1) in [
+        (
+            "duplicate_extension",
+            "msg1 payload offers streamed_records twice.",
+            reference::extensions(&[(sr, &[]), (sr, &[])]),
+        ),
+        (
+            "duplicate_unknown_extension",
+            "msg1 payload carries the unknown type 0x7f00 twice: no type may appear twice, known or not.",
+            reference::extensions(&[(0x7f00, &[]), (0x7f00, &[9])]),
+        ),
+        (
+            "streamed_records_with_data",
+            "msg1 payload offers streamed_records with one byte of data (its data must be empty).",
+            reference::extensions(&[(sr, &[0])]),
+        ),
+        (
+            "extension_list_overruns_payload",
+            "msg1 payload 0005 00010000: the list's length says 5, 4 bytes follow.",
+            vec![0, 5, 0, 1, 0, 0],
+        ),
+        (
+            "extension_entry_cut",
+            "msg1 payload 0003 000100: the list ends inside an entry's data length.",
+            vec![0, 3, 0, 1, 0],
+        ),
+        (
+            "extension_data_overruns_list",
+            "msg1 payload 0005 7f00 0003 09: an entry's data length runs past the end of the list.",
+            vec![0, 5, 0x7f, 0, 0, 3, 9],
+        ),
+        (
+            "msg1_payload_trailing_byte",
+            "msg1 payload 0004 00010000 00: a byte after the extension list.",
+            vec![0, 4, 0, 1, 0, 0, 0],
+        ),
+        (
+            "msg1_payload_empty",
+            "An empty msg1 payload: the extension list is not optional (an empty list is 0000).",
+            Vec::new(),
+        ),
+    ] {
+        crafted.push((name, desc, aes, "respond", payload1));
+    }
+    let payload2_with = |c: &HandshakeCaseV, ext: &[u8]| -> Vec<u8> {
+        let f = &c.server_hello_fields;
+        reference::server_hello_payload(
+            f.version,
+            f.suite,
+            &unhx_n(&f.session_id),
+            f.expires_at_ms,
+            f.idle_timeout_ms,
+            ext,
+        )
+    };
+    for (name, desc, c, ext) in [
+        (
+            "unsolicited_streams_acceptance",
+            "The server hello of a client that did not offer streamed_records accepts it: a client never accepts an extension it did not offer.",
+            no_offer,
+            reference::extensions(&[(sr, &[])]),
+        ),
+        (
+            "server_hello_duplicate_extension",
+            "The server hello's extensions hold streamed_records twice.",
+            aes,
+            reference::extensions(&[(sr, &[]), (sr, &[])]),
+        ),
+        (
+            "server_hello_streamed_records_with_data",
+            "The server hello accepts streamed_records with one byte of data.",
+            aes,
+            reference::extensions(&[(sr, &[1])]),
+        ),
+        (
+            "server_hello_extension_list_cut",
+            "The server hello's extensions 0004 000100: the list's length says 4, 3 bytes follow.",
+            aes,
+            vec![0, 4, 0, 1, 0],
+        ),
+        (
+            "server_hello_without_extensions",
+            "The server hello payload ends after idle_timeout_ms, without its extension list.",
+            aes,
+            Vec::new(),
+        ),
+    ] {
+        crafted.push((name, desc, c, "read_server_hello", payload2_with(c, &ext)));
+    }
+
+    let extension_inputs: Vec<(&str, &str, &HandshakeCaseV, &str, Vec<u8>)> = vec![
+        (
+            "unknown_extension_before_streamed_records",
+            "msg1 payload: the unknown type 0x7f00 with data \"future\", then streamed_records. The unknown one is skipped; streams are negotiated and the server hello is the ordinary answer to that payload.",
+            aes,
+            "respond",
+            reference::extensions(&[(0x7f00, b"future"), (sr, &[])]),
+        ),
+        (
+            "only_an_unknown_extension",
+            "msg1 payload: only the unknown type 0xfe01 (empty data). Skipped; nothing is negotiated and the server answers with an empty list.",
+            aes,
+            "respond",
+            reference::extensions(&[(0xfe01, &[])]),
+        ),
+        (
+            "unknown_extension_in_server_hello",
+            "Server hello extensions: streamed_records, then the unknown type 0x7f00 with data 010203. The client skips the unknown one; streams are negotiated.",
+            aes,
+            "read_server_hello",
+            payload2_with(aes, &reference::extensions(&[(sr, &[]), (0x7f00, &[1, 2, 3])])),
+        ),
+        (
+            "unknown_extension_in_server_hello_without_offer",
+            "Server hello extensions to a client that offered nothing: only the unknown type 0x7f00. Skipped; no streams.",
+            no_offer,
+            "read_server_hello",
+            payload2_with(no_offer, &reference::extensions(&[(0x7f00, &[])])),
+        ),
+    ];
+
     let file_cases = cases.clone();
     let hs_file_stub = HandshakeFile {
         description: Vec::new(),
@@ -2454,13 +2905,11 @@ fn gen_handshake(kc: &KeyConfigFile) -> HandshakeFile {
         prologue_label: String::new(),
         config_encoded: kc.config_encoded.clone(),
         server_keys: keys.iter().map(handshake_key_v).collect(),
-        policy: PolicyV {
-            suites: policy.suites.iter().map(|s| s.id()).collect(),
-            lifetime_ms: policy.lifetime_ms,
-            idle_timeout_ms: policy.idle_timeout_ms,
-        },
+        policy: PolicyV::of(&ServerPolicy::default()),
         cases: file_cases,
+        extension_cases: Vec::new(),
         negative: Vec::new(),
+        export_cases: Vec::new(),
     };
     for (name, description, case, op, input) in neg {
         let err = run_handshake_op(&hs_file_stub, case, op, &input).expect_err(name);
@@ -2470,27 +2919,298 @@ fn gen_handshake(kc: &KeyConfigFile) -> HandshakeFile {
             case: case.into(),
             op: op.into(),
             input: hx(&input),
+            payload: None,
             error: err,
         });
     }
+    for (name, description, c, op, payload) in crafted {
+        let input = crafted_input(c, op, &payload);
+        let err = run_handshake_op(&hs_file_stub, &c.name, op, &input).expect_err(name);
+        // The reference's reading of the same payload: refused as malformed.
+        let offered = reference::read_extensions(&unhx(&c.msg1_payload)).unwrap();
+        assert_eq!(
+            reference_reads_payload(c, op, &payload, offered),
+            Err("malformed"),
+            "{name}"
+        );
+        negative.push(HandshakeNegV {
+            name: name.into(),
+            description: description.into(),
+            case: c.name.clone(),
+            op: op.into(),
+            input: hx(&input),
+            payload: Some(hx(&payload)),
+            error: err,
+        });
+    }
+    let extension_cases: Vec<ExtensionCaseV> = extension_inputs
+        .into_iter()
+        .map(|(name, description, c, op, payload)| {
+            let input = crafted_input(c, op, &payload);
+            let (streams, output) = run_extension_op(&hs_file_stub, &c.name, op, &input);
+            let (ref_streams, ref_output) = reference_extension_op(c, op, &payload);
+            assert_eq!((streams, &output), (ref_streams, &ref_output), "{name}");
+            ExtensionCaseV {
+                name: name.into(),
+                description: description.into(),
+                case: c.name.clone(),
+                op: op.into(),
+                payload: hx(&payload),
+                input: hx(&input),
+                streams,
+                output: hx(&output),
+            }
+        })
+        .collect();
+    let export_cases = gen_export_cases(aes);
 
     HandshakeFile {
         description: lines(&[
             "sessioncert handshake vectors (docs/PROTOCOL.md §6). All byte strings are lower-case hex.",
-            "Both cases use the key configuration of key-config.json (config_encoded) at now_ms; the client encrypts to its current key (key_id 2).",
+            "Every case uses the key configuration of key-config.json (config_encoded) at now_ms; the client encrypts to its current key (key_id 2). aes-256-gcm and chacha20-poly1305 negotiate streamed records (records.json and streams.json start from their sessions); aes-256-gcm-no-streams-offered's client does not offer them, aes-256-gcm-streams-refused's server (policy.streams false) does not accept them.",
+            "msg1_payload = extensions (PROTOCOL §6.4) = bytes16(entries), entry = u16 type || bytes16(data); streamed_records is type 0x0001 with empty data, so an offer is 0004 0001 0000 and no offer is 0000. The ServerHello payload (msg2_payload) = u16 version || u16 suite || session_id || u64 expires_at_ms || u64 idle_timeout_ms || extensions, which echo streamed_records iff the client offered it and the server accepts it.",
             "Fixed ephemerals: a real implementation draws them at random; use them only to reproduce these bytes.",
             "client_hello = client_hello_header || u16 len || noise_msg1; prologue = prologue_label || client_hello_header.",
             "server_hello = 0x02 || u16 len || noise_msg2 || u16 len || ticket; msg2_payload is the ServerHello plaintext inside noise_msg2. The ticket is opaque to the client (a fixed 48-byte pattern here; a real server seals its pending state into it).",
             "noise: every intermediate of the Noise NK run; keys: the sessioncert key schedule on top of it (refusal_key included).",
             "confirmation = u16 len || ticket || client_finished: the body of POST /.well-known/sessioncert/confirm; confirmation_base64url (unpadded) is the sessioncert-confirm header value.",
-            "client_export_unconfirmed = ClientSession::export() right after reading the server hello (it ends with bytes16(confirmation)); client_export = the same once confirmed (it ends with 0000); server_pending_export = PendingServerSession::export() (what a ticket carries); server_export = ServerSession::export() after confirmation (layouts in PROTOCOL.md §12).",
-            "negative: op respond = the server (server_keys, policy, the case's session id, server ephemeral and now_ms) answers input as a client hello; read_server_hello = the case's client (restarted with its fixed ephemeral) reads input as a server hello; confirm = input is parsed as a confirmation (malformed if its framing is wrong), then the case's pending server session checks its client_finished (the ticket itself is not opened here). error = ErrorCode wire name.",
+            "client_export_unconfirmed = ClientSession::export() right after reading the server hello (it ends with bytes16(confirmation)); client_export = the same once confirmed (it ends with 0000); server_pending_export = PendingServerSession::export() (what a ticket carries); server_export = ServerSession::export() after confirmation (layouts in PROTOCOL.md §12; format 2: a flags byte after the suite, bit 0 = streams negotiated).",
+            "extension_cases: unknown extension types are skipped. input is built by the reference from the case's keys and ephemerals around payload (the msg1 payload for op respond, the ServerHello payload for op read_server_hello); output is the server hello the server answers (with the case's ticket) or the client's unconfirmed export.",
+            "export_cases: import input as a session of role; reexport is what export() gives afterwards (null when refused), error the ErrorCode wire name. Format 1 (no flags byte) still imports, as a session without streams.",
+            "negative: op respond = the server (server_keys, the case's policy, session id, server ephemeral and now_ms) answers input as a client hello; read_server_hello = the case's client (restarted with its fixed ephemeral) reads input as a server hello; confirm = input is parsed as a confirmation (malformed if its framing is wrong), then the case's pending server session checks its client_finished (the ticket itself is not opened here). error = ErrorCode wire name. Where payload is given, input was built by the reference around that crafted msg1 or ServerHello payload (bad extension lists, an unsolicited acceptance).",
         ]),
         noise_protocol_name: NOISE_NK_PARAMS.into(),
         prologue_label: String::from_utf8_lossy(reference::PROLOGUE_LABEL).into_owned(),
+        extension_cases,
+        export_cases,
         ..hs_file_stub
     }
     .with_negative(negative)
+}
+
+/// The input of a crafted handshake case: `respond` → a client hello of case `c` whose
+/// msg1 payload is `payload`; `read_server_hello` → a server hello answering `c`'s
+/// genuine client hello whose payload is `payload`. Built by the reference alone from
+/// the case's keys and ephemerals.
+pub fn crafted_input(c: &HandshakeCaseV, op: &str, payload: &[u8]) -> Vec<u8> {
+    let nk = |p1: &[u8], p2: &[u8]| {
+        reference::noise_nk(
+            &unhx(&c.prologue),
+            &unhx_n(&c.server_static_public),
+            &unhx_n(&c.client_ephemeral_secret),
+            &unhx_n(&c.server_ephemeral_secret),
+            p1,
+            p2,
+        )
+    };
+    match op {
+        "respond" => reference::client_hello(&unhx(&c.client_hello_header), &nk(payload, &[]).msg1),
+        "read_server_hello" => {
+            reference::server_hello(&nk(&unhx(&c.msg1_payload), payload).msg2, &unhx(&c.ticket))
+        }
+        other => panic!("unknown op {other}"),
+    }
+}
+
+/// How the reference reads a crafted payload: `respond` → whether the client offered
+/// streams (the msg1 payload is one extension list); `read_server_hello` → whether
+/// streams are negotiated (the extensions after the fixed ServerHello fields, refused
+/// when they accept what was not `offered`).
+pub fn reference_reads_payload(
+    c: &HandshakeCaseV,
+    op: &str,
+    payload: &[u8],
+    offered: bool,
+) -> Result<bool, &'static str> {
+    match op {
+        "respond" => reference::read_extensions(payload),
+        "read_server_hello" => {
+            let fixed = 2 + 2 + 16 + 8 + 8;
+            let accepted = reference::read_extensions(payload.get(fixed..).ok_or("malformed")?)?;
+            assert_eq!(&payload[..4], &unhx(&c.msg2_payload)[..4]);
+            if accepted && !offered {
+                return Err("malformed");
+            }
+            Ok(accepted)
+        }
+        other => panic!("unknown op {other}"),
+    }
+}
+
+/// Runs an extension case through the crate: whether streams are negotiated, and the
+/// server hello (`respond`, with the case's ticket) or the unconfirmed client export
+/// (`read_server_hello`).
+pub fn run_extension_op(hs: &HandshakeFile, case: &str, op: &str, input: &[u8]) -> (bool, Vec<u8>) {
+    let c = hs.case(case);
+    match op {
+        "respond" => {
+            let resp = respond_with_ephemeral_for_vectors(
+                &hs.keys(),
+                &c.policy.to_policy(),
+                input,
+                SessionId(unhx_n(&c.session_id)),
+                c.now_ms,
+                &unhx_n(&c.server_ephemeral_secret),
+            )
+            .expect("respond");
+            let streams = resp.hello.streams;
+            assert_eq!(resp.pending.export()[EXPORT_FLAGS_AT], u8::from(streams));
+            (streams, resp.server_hello(&unhx(&c.ticket)).unwrap())
+        }
+        "read_server_hello" => {
+            let cfg = verified(&KeyConfig::decode(&unhx(&hs.config_encoded)).unwrap());
+            let (ch, _) = restart_client(
+                &cfg,
+                &c.offer,
+                c.now_ms,
+                &unhx_n(&c.client_ephemeral_secret),
+            );
+            let (uc, hello) = ch.read_server_hello(input).expect("read_server_hello");
+            let session = uc.into_session();
+            assert_eq!(session.streams(), hello.streams);
+            (hello.streams, session.export().to_vec())
+        }
+        other => panic!("unknown op {other}"),
+    }
+}
+
+/// The same outputs from the reference alone.
+pub fn reference_extension_op(c: &HandshakeCaseV, op: &str, payload: &[u8]) -> (bool, Vec<u8>) {
+    let offered = reference::read_extensions(&unhx(&c.msg1_payload)).unwrap();
+    let streams = reference_reads_payload(c, op, payload, offered).expect("extensions");
+    let f = &c.server_hello_fields;
+    let sid: [u8; 16] = unhx_n(&c.session_id);
+    let nk = |p1: &[u8], p2: &[u8]| {
+        reference::noise_nk(
+            &unhx(&c.prologue),
+            &unhx_n(&c.server_static_public),
+            &unhx_n(&c.client_ephemeral_secret),
+            &unhx_n(&c.server_ephemeral_secret),
+            p1,
+            p2,
+        )
+    };
+    match op {
+        "respond" => {
+            let answer = reference::answer_extensions(streams, c.policy.streams);
+            let p2 = reference::server_hello_payload(
+                f.version,
+                f.suite,
+                &sid,
+                f.expires_at_ms,
+                f.idle_timeout_ms,
+                &answer,
+            );
+            let negotiated = reference::read_extensions(&answer).unwrap();
+            (
+                negotiated,
+                reference::server_hello(&nk(payload, &p2).msg2, &unhx(&c.ticket)),
+            )
+        }
+        "read_server_hello" => {
+            let run = nk(&unhx(&c.msg1_payload), payload);
+            let ks = reference::schedule(&run.h, &run.k1, &run.k2);
+            let confirmation = reference::confirmation(&unhx(&c.ticket), &ks.client_finished);
+            let export = [
+                reference::export_head(1, f.version, f.suite, streams, &sid),
+                reference::direction_export(0, &ks.c2s_key, None, &ks.c2s_iv),
+                reference::direction_export(0, &ks.s2c_key, None, &ks.s2c_iv),
+                ks.refusal_key.to_vec(),
+                0u64.to_be_bytes().to_vec(),
+                reference::bytes16(&confirmation),
+            ]
+            .concat();
+            (streams, export)
+        }
+        other => panic!("unknown op {other}"),
+    }
+}
+
+/// Imports `input` as a session of `role` and exports it again: `(export, streams)`,
+/// or the refusal's wire code.
+pub fn run_export_case(role: &str, input: &[u8]) -> Result<(Vec<u8>, bool), String> {
+    match role {
+        "client" => ClientSession::import(input)
+            .map(|s| (s.export().to_vec(), s.streams()))
+            .map_err(|e| code(&e)),
+        "server" => ServerSession::import(input)
+            .map(|s| (s.export().to_vec(), s.streams()))
+            .map_err(|e| code(&e)),
+        other => panic!("unknown role {other}"),
+    }
+}
+
+fn gen_export_cases(c: &HandshakeCaseV) -> Vec<ExportCaseV> {
+    let client = unhx(&c.client_export);
+    let server = unhx(&c.server_export);
+    let with_format = |e: &[u8], f: u8| {
+        let mut e = e.to_vec();
+        e[4] = f;
+        e
+    };
+    let inputs: Vec<(&str, &str, &str, Vec<u8>)> = vec![
+        (
+            "format_1_client",
+            "The aes-256-gcm client export written in format 1 (format byte 01, no flags byte), as versions before streamed records stored it: imported as a session without streams, exported again in format 2 with flags 00.",
+            "client",
+            reference::export_as_format_1(&client),
+        ),
+        (
+            "format_1_server",
+            "The aes-256-gcm server export in format 1: imported without streams.",
+            "server",
+            reference::export_as_format_1(&server),
+        ),
+        (
+            "unknown_flag_bit_client",
+            "The client export with flags 02: only bit 0 is defined, other bits must be 0.",
+            "client",
+            export_with_flags(&client, 0x02),
+        ),
+        (
+            "unknown_flag_bits_server",
+            "The server export with flags 81.",
+            "server",
+            export_with_flags(&server, 0x81),
+        ),
+        (
+            "format_3",
+            "The client export with format byte 03 (unknown).",
+            "client",
+            with_format(&client, 3),
+        ),
+        (
+            "format_1_byte_on_format_2_layout",
+            "The server export with its format byte set to 01 but the flags byte kept: read as format 1, the fields are shifted by one byte.",
+            "server",
+            with_format(&server, 1),
+        ),
+    ];
+    inputs
+        .into_iter()
+        .map(|(name, description, role, input)| {
+            let got = run_export_case(role, &input);
+            match (name, &got) {
+                ("format_1_client", Ok((e, false))) => {
+                    assert_eq!(*e, export_with_flags(&client, 0))
+                }
+                ("format_1_server", Ok((e, false))) => {
+                    assert_eq!(*e, export_with_flags(&server, 0))
+                }
+                (_, Err(code)) => assert_eq!(code, "malformed", "{name}"),
+                _ => panic!("{name}: unexpected {got:?}"),
+            }
+            ExportCaseV {
+                name: name.into(),
+                description: description.into(),
+                role: role.into(),
+                input: hx(&input),
+                reexport: got.as_ref().ok().map(|(e, _)| hx(e)),
+                streams: got.as_ref().ok().map(|(_, s)| *s),
+                error: got.err(),
+            }
+        })
+        .collect()
 }
 
 impl HandshakeFile {
@@ -2535,7 +3255,7 @@ pub fn run_handshake_op(
     match op {
         "respond" => respond_with_ephemeral_for_vectors(
             &hs.keys(),
-            &hs.policy.to_policy(),
+            &c.policy.to_policy(),
             input,
             SessionId(unhx_n(&c.session_id)),
             c.now_ms,
@@ -2782,11 +3502,11 @@ fn ping_ex(seq: u64) -> ExSpec {
     }
 }
 
-/// Where `next_seq` starts in a client export (PROTOCOL.md §12): after the 26-byte head,
+/// Where `next_seq` starts in a client export (PROTOCOL.md §12): after the 27-byte head,
 /// both directions (each `u64 epoch || key[32] || u8 has_previous || [previous[32]] ||
 /// iv[12]`) and the 32-byte refusal key.
 pub fn client_next_seq_offset(export: &[u8]) -> usize {
-    let mut at = 26;
+    let mut at = EXPORT_HEAD_LEN;
     for _ in 0..2 {
         at += 8 + 32;
         let previous = if export[at] == 1 { 32 } else { 0 };
@@ -2803,10 +3523,22 @@ pub fn client_export_at(export: &[u8], next_seq: u64) -> Vec<u8> {
     e
 }
 
-/// A server export with the session id replaced (bytes 10..26 of any export).
+/// Length of a format-2 export head: magic, format, role, version, suite, flags, id.
+pub const EXPORT_HEAD_LEN: usize = 4 + 1 + 1 + 2 + 2 + 1 + 16;
+/// Offset of the flags byte in a format-2 export.
+pub const EXPORT_FLAGS_AT: usize = 10;
+
+/// A server export with the session id replaced (bytes 11..27 of any format-2 export).
 pub fn export_with_session_id(export: &[u8], id: &[u8; 16]) -> Vec<u8> {
     let mut e = export.to_vec();
-    e[10..26].copy_from_slice(id);
+    e[EXPORT_FLAGS_AT + 1..EXPORT_HEAD_LEN].copy_from_slice(id);
+    e
+}
+
+/// An export (either role) with its flags byte replaced.
+pub fn export_with_flags(export: &[u8], flags: u8) -> Vec<u8> {
+    let mut e = export.to_vec();
+    e[EXPORT_FLAGS_AT] = flags;
     e
 }
 
@@ -3030,8 +3762,9 @@ pub fn run_server_steps(server_export: &[u8], steps: &[(ReqBindingV, Vec<u8>)]) 
 
 fn gen_records(hs: &HandshakeFile) -> RecordsFile {
     let mut suites = Vec::new();
-    for (ci, case) in hs.cases.iter().enumerate() {
-        let other = &hs.cases[1 - ci];
+    let suite_cases: Vec<&HandshakeCaseV> = SUITE_CASES.iter().map(|n| hs.case(n)).collect();
+    for (ci, case) in suite_cases.iter().copied().enumerate() {
+        let other = suite_cases[1 - ci];
         let rk = RefKeys {
             suite: case.suite,
             sid: unhx_n(&case.session_id),
@@ -3411,11 +4144,11 @@ fn gen_records(hs: &HandshakeFile) -> RecordsFile {
         ));
         sc.push((
             "unknown_record_type",
-            "Type byte 0x03.",
+            "Type byte 0x05 (0x03 and 0x04 are stream types, PROTOCOL §8.5).",
             sexp.clone(),
             vec![(b0.clone(), {
                 let mut r = r0.clone();
-                r[0] = 0x03;
+                r[0] = 0x05;
                 r
             })],
         ));
@@ -3459,7 +4192,7 @@ fn gen_records(hs: &HandshakeFile) -> RecordsFile {
         let rb0 = ex[0].response.binding.clone();
         let rb1 = ex[1].response.binding.clone();
         let other_resp0 = {
-            let o = &hs.cases[1 - ci];
+            let o = other;
             let mut s = ServerSession::import(&unhx(&o.server_export)).unwrap();
             let mut c = ClientSession::import(&unhx(&o.client_export)).unwrap();
             let (rec, _) = b0.with_binding(|b| c.seal_request(b, &pt0)).unwrap();
@@ -3642,6 +4375,19 @@ fn gen_records(hs: &HandshakeFile) -> RecordsFile {
             &ended,
             late.clone(),
             expired,
+        ));
+        let late_stream = {
+            let mut c = ClientSession::import(&client_end).unwrap();
+            b0.with_binding(|b| c.seal_request_stream(b, &pt0, true))
+                .unwrap()
+                .bytes
+        };
+        rt.push((
+            "stream_request_session_closed",
+            "The same request sent as a one-chunk stream (type 0x03, PROTOCOL §8.5) at seq 8, refused with session_closed: a streamed request is tagged as a single record is (the tag covers seq and code only).",
+            &ended,
+            late_stream,
+            closed,
         ));
         rt.push((
             "accepted_seq",

@@ -260,8 +260,22 @@ fn handshake_vectors() {
     assert_eq!(f.prologue_label.as_bytes(), reference::PROLOGUE_LABEL);
     let cfg = KeyConfig::decode(&unhx(&f.config_encoded)).unwrap();
     let keys: Vec<_> = f.server_keys.iter().map(check_handshake_key).collect();
-    let policy = f.policy.to_policy();
-    assert_eq!(f.cases.len(), 2);
+    assert_eq!(f.cases.len(), 4);
+    // Every combination of offer and acceptance that matters is here.
+    let combos: Vec<(bool, bool)> = f
+        .cases
+        .iter()
+        .map(|c| (c.offer.streams, c.policy.streams))
+        .collect();
+    for want in [(true, true), (false, true), (true, false)] {
+        assert!(combos.contains(&want), "a case with offer/accept {want:?}");
+    }
+    for name in SUITE_CASES {
+        assert!(
+            f.case(name).server_hello_fields.streams,
+            "{name} negotiates streams"
+        );
+    }
 
     for c in &f.cases {
         let name = &c.name;
@@ -289,6 +303,7 @@ fn handshake_vectors() {
         assert_eq!(hx(msg1), c.noise_msg1);
         assert_eq!(header.versions, c.offer.versions);
         assert_eq!(header.key_id, c.key_id);
+        let policy = c.policy.to_policy();
         let resp =
             respond_with_ephemeral_for_vectors(&keys, &policy, &hello, sid, c.now_ms, &se).unwrap();
         let ticket = unhx(&c.ticket);
@@ -307,6 +322,8 @@ fn handshake_vectors() {
         assert_eq!(hx(resp.hello.session_id.as_bytes()), sh.session_id);
         assert_eq!(resp.hello.expires_at_ms, sh.expires_at_ms);
         assert_eq!(resp.hello.idle_timeout_ms, sh.idle_timeout_ms);
+        assert_eq!(resp.hello.streams, sh.streams);
+        assert_eq!(sh.streams, c.offer.streams && c.policy.streams, "{name}");
         assert_eq!(hx(&resp.pending.export()), c.server_pending_export);
         let (uc, client_view) = ch.read_server_hello(&server_hello_bytes).unwrap();
         assert_eq!(client_view, resp.hello);
@@ -339,6 +356,10 @@ fn handshake_vectors() {
         assert_eq!(client.confirmation().map(hx), Some(c.confirmation.clone()));
         client.mark_confirmed();
         assert_eq!(client.suite().id(), c.suite);
+        assert_eq!(
+            (client.streams(), server.streams()),
+            (sh.streams, sh.streams)
+        );
         assert_eq!(
             hx(&client.export()),
             c.client_export,
@@ -377,15 +398,31 @@ fn handshake_vectors() {
         // The reference implementation, from the same inputs.
         let prologue = [reference::PROLOGUE_LABEL, &unhx(&c.client_hello_header)].concat();
         assert_eq!(hx(&prologue), c.prologue);
-        assert_eq!(c.msg1_payload, "0000");
-        let mut payload2 = Vec::new();
-        payload2.extend_from_slice(&sh.version.to_be_bytes());
-        payload2.extend_from_slice(&sh.suite.to_be_bytes());
-        payload2.extend_from_slice(&unhx(&sh.session_id));
-        payload2.extend_from_slice(&sh.expires_at_ms.to_be_bytes());
-        payload2.extend_from_slice(&sh.idle_timeout_ms.to_be_bytes());
-        payload2.extend_from_slice(&[0, 0]);
+        // §6.4: the offer is 0004 0001 0000, no offer 0000; the answer likewise.
+        let offer_ext = if c.offer.streams {
+            "000400010000"
+        } else {
+            "0000"
+        };
+        assert_eq!(c.msg1_payload, offer_ext, "{name}");
+        assert_eq!(
+            reference::read_extensions(&unhx(&c.msg1_payload)),
+            Ok(c.offer.streams)
+        );
+        let answer = reference::answer_extensions(c.offer.streams, c.policy.streams);
+        assert_eq!(reference::read_extensions(&answer), Ok(sh.streams));
+        let payload2 = reference::server_hello_payload(
+            sh.version,
+            sh.suite,
+            &unhx_n(&sh.session_id),
+            sh.expires_at_ms,
+            sh.idle_timeout_ms,
+            &answer,
+        );
         assert_eq!(hx(&payload2), c.msg2_payload);
+        assert!(c
+            .msg2_payload
+            .ends_with(if sh.streams { "000400010000" } else { "0000" }));
         assert_eq!(sh.expires_at_ms, c.now_ms + f.policy.lifetime_ms);
         let nk = reference::noise_nk(
             &prologue,
@@ -475,7 +512,7 @@ fn handshake_vectors() {
             (&[][..], &c.client_export),
         ] {
             let client_export = [
-                reference::export_head(1, sh.version, c.suite, &sid_bytes),
+                reference::export_head(1, sh.version, c.suite, sh.streams, &sid_bytes),
                 keys_part.clone(),
                 0u64.to_be_bytes().to_vec(),
                 reference::bytes16(pending),
@@ -483,15 +520,15 @@ fn handshake_vectors() {
             .concat();
             assert_eq!(hx(&client_export), *want, "{name}: reference client export");
         }
-        assert_eq!(unhx(&c.client_export).len(), 174);
-        assert_eq!(client_next_seq_offset(&unhx(&c.client_export)), 164);
+        assert_eq!(unhx(&c.client_export).len(), 175);
+        assert_eq!(client_next_seq_offset(&unhx(&c.client_export)), 165);
         let server_export = [
-            reference::export_head(2, sh.version, c.suite, &sid_bytes),
+            reference::export_head(2, sh.version, c.suite, sh.streams, &sid_bytes),
             keys_part,
             reference::window_state(&[]),
         ]
         .concat();
-        assert_eq!(server_export.len(), 300);
+        assert_eq!(server_export.len(), 301);
         assert_eq!(hx(&server_export), c.server_export);
         assert_eq!(
             hx(&[server_export, ks.client_finished.to_vec()].concat()),
@@ -529,6 +566,104 @@ fn handshake_negative_vectors() {
             .err()
             .unwrap_or_else(|| panic!("{}: accepted", n.name));
         assert_code(&n.name, &err, &n.error);
+        // Crafted payloads: the reference rebuilds the input and refuses the payload.
+        if let Some(p) = &n.payload {
+            let c = f.case(&n.case);
+            let payload = unhx(p);
+            assert_eq!(
+                hx(&crafted_input(c, &n.op, &payload)),
+                n.input,
+                "{}",
+                n.name
+            );
+            let offered = reference::read_extensions(&unhx(&c.msg1_payload)).unwrap();
+            assert_eq!(
+                reference_reads_payload(c, &n.op, &payload, offered),
+                Err("malformed"),
+                "{}: reference",
+                n.name
+            );
+            assert_eq!(n.error, "malformed", "{}", n.name);
+        }
+    }
+    for name in [
+        "duplicate_extension",
+        "streamed_records_with_data",
+        "extension_entry_cut",
+        "unsolicited_streams_acceptance",
+    ] {
+        assert!(
+            f.negative
+                .iter()
+                .any(|n| n.name == name && n.payload.is_some()),
+            "no negative case {name}"
+        );
+    }
+}
+
+#[test]
+fn handshake_extension_vectors() {
+    let f: HandshakeFile = load("handshake.json");
+    assert!(f.extension_cases.iter().any(|e| e.op == "respond"));
+    assert!(f
+        .extension_cases
+        .iter()
+        .any(|e| e.op == "read_server_hello"));
+    for e in &f.extension_cases {
+        let c = f.case(&e.case);
+        let payload = unhx(&e.payload);
+        // An unknown type is really there.
+        assert!(
+            payload
+                .windows(2)
+                .any(|w| w == [0x7f, 0x00] || w == [0xfe, 0x01]),
+            "{}",
+            e.name
+        );
+        assert_eq!(
+            hx(&crafted_input(c, &e.op, &payload)),
+            e.input,
+            "{}",
+            e.name
+        );
+        let (streams, output) = run_extension_op(&f, &e.case, &e.op, &unhx(&e.input));
+        assert_eq!(
+            (streams, hx(&output)),
+            (e.streams, e.output.clone()),
+            "{}",
+            e.name
+        );
+        let (ref_streams, ref_output) = reference_extension_op(c, &e.op, &payload);
+        assert_eq!(
+            (ref_streams, hx(&ref_output)),
+            (e.streams, e.output.clone()),
+            "{}: reference",
+            e.name
+        );
+    }
+}
+
+#[test]
+fn session_export_format_vectors() {
+    let f: HandshakeFile = load("handshake.json");
+    let c = f.case("aes-256-gcm");
+    let (client, server) = (unhx(&c.client_export), unhx(&c.server_export));
+    assert!(f.export_cases.iter().any(|e| e.error.is_none()));
+    assert!(f.export_cases.iter().any(|e| e.error.is_some()));
+    for e in &f.export_cases {
+        let got = run_export_case(&e.role, &unhx(&e.input));
+        match (&got, &e.error) {
+            (Ok((export, streams)), None) => {
+                assert_eq!(Some(hx(export)), e.reexport, "{}", e.name);
+                assert_eq!(Some(*streams), e.streams, "{}", e.name);
+                // Format 1 holds no flags: the same session, now without streams.
+                let genuine = if e.role == "client" { &client } else { &server };
+                assert_eq!(hx(&reference::export_as_format_1(genuine)), e.input);
+                assert_eq!(*export, export_with_flags(genuine, 0), "{}", e.name);
+            }
+            (Err(code), Some(want)) => assert_code(&e.name, code, want),
+            _ => panic!("{}: got {got:?}, want {:?}", e.name, e.error),
+        }
     }
 }
 
@@ -1133,6 +1268,294 @@ fn refusal_tag_vectors() {
         }
         assert!(s.refusal_verify_cases.iter().any(|c| c.verified));
         assert!(s.refusal_verify_cases.iter().any(|c| !c.verified));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// streams.json
+// ---------------------------------------------------------------------------------------
+
+/// The layout of §8.5 by hand: the body is the header and the chunks, each chunk
+/// `last || u24 len || ciphertext || tag` with only the last one flagged, only the last
+/// one possibly empty, and its nonce `3 zero bytes || u64 index || u8 last`.
+fn check_stream_layout(what: &str, s: &SealedBodyV) {
+    let body = unhx(&s.body);
+    assert_eq!(body[0], s.record_type, "{what}");
+    assert_eq!(&body[1..9], &s.seq.to_be_bytes(), "{what}");
+    assert_eq!(s.epoch, s.seq / sessioncert_proto::session::REKEY_INTERVAL);
+    let is_stream = matches!(s.record_type, 0x03 | 0x04 | 0x83 | 0x84);
+    assert_eq!(
+        is_stream,
+        !s.chunks.is_empty(),
+        "{what}: a stream has chunks"
+    );
+    assert_eq!(s.nonce.is_none(), is_stream, "{what}");
+    assert_eq!(s.stream_key.is_some(), is_stream, "{what}");
+    if !is_stream {
+        return;
+    }
+    let info = [
+        reference::STREAM_LABEL,
+        &[s.record_type],
+        &s.seq.to_be_bytes(),
+    ]
+    .concat();
+    assert_eq!(
+        s.stream_key_info.as_deref(),
+        Some(hx(&info).as_str()),
+        "{what}"
+    );
+    let mut at = 9;
+    let mut pt = Vec::new();
+    for (i, c) in s.chunks.iter().enumerate() {
+        let chunk = unhx(&c.chunk);
+        let p = unhx(&c.plaintext);
+        let last = i + 1 == s.chunks.len();
+        assert_eq!((c.index, c.last), (i as u64, last), "{what} chunk {i}");
+        assert_eq!(chunk[0], u8::from(last), "{what} chunk {i}");
+        let len = u32::from_be_bytes([0, chunk[1], chunk[2], chunk[3]]) as usize;
+        assert_eq!(len, p.len(), "{what} chunk {i}");
+        assert!(len <= 65_536 && (last || len > 0), "{what} chunk {i}");
+        assert_eq!(chunk.len(), 4 + len + 16, "{what} chunk {i}");
+        let mut nonce = vec![0u8; 3];
+        nonce.extend_from_slice(&(i as u64).to_be_bytes());
+        nonce.push(u8::from(last));
+        assert_eq!(c.nonce, hx(&nonce), "{what} chunk {i}");
+        assert_eq!(&body[at..at + chunk.len()], &chunk[..], "{what} chunk {i}");
+        at += chunk.len();
+        pt.extend_from_slice(&p);
+    }
+    assert_eq!(at, body.len(), "{what}: nothing after the last chunk");
+    assert_eq!(hx(&pt), s.plaintext, "{what}");
+}
+
+#[test]
+fn stream_vectors() {
+    let f: StreamsFile = load("streams.json");
+    let hs: HandshakeFile = load("handshake.json");
+    assert_eq!(
+        f.max_chunk_len,
+        sessioncert_proto::stream::MAX_CHUNK_LEN as u64
+    );
+    assert_eq!(f.max_chunk_len, reference::MAX_CHUNK_LEN as u64);
+    assert_eq!(f.stream_label.as_bytes(), reference::STREAM_LABEL);
+    assert_eq!(f.rekey_interval, sessioncert_proto::session::REKEY_INTERVAL);
+    assert_eq!(f.suites.len(), 2);
+    for s in &f.suites {
+        let hc = hs.case(&s.name);
+        assert!(hc.server_hello_fields.streams, "{}: negotiated", s.name);
+        assert_eq!(
+            (&s.suite, &s.session_id, &s.client_export, &s.server_export),
+            (
+                &hc.suite,
+                &hc.session_id,
+                &hc.client_export,
+                &hc.server_export
+            )
+        );
+        for (a, b) in [
+            (&s.c2s_key, &hc.keys.c2s_key),
+            (&s.c2s_iv, &hc.keys.c2s_iv),
+            (&s.s2c_key, &hc.keys.s2c_key),
+            (&s.s2c_iv, &hc.keys.s2c_iv),
+        ] {
+            assert_eq!(a, b);
+        }
+        let sid: [u8; 16] = unhx_n(&s.session_id);
+        let (c2s_key, c2s_iv): ([u8; 32], [u8; 12]) = (unhx_n(&s.c2s_key), unhx_n(&s.c2s_iv));
+        let (s2c_key, s2c_iv): ([u8; 32], [u8; 12]) = (unhx_n(&s.s2c_key), unhx_n(&s.s2c_iv));
+        let mut types = std::collections::BTreeSet::new();
+        let mut shapes = std::collections::BTreeSet::new();
+        for sc in &s.scenarios {
+            let what = format!("{}/{}", s.name, sc.name);
+            let exs: Vec<FlowExchange> = sc.exchanges.iter().map(|e| e.flow()).collect();
+            // The crate: seal every body from the plaintexts in the file, open them all.
+            let flow = run_flow(
+                &unhx(&sc.client_export_start),
+                &unhx(&sc.server_export_start),
+                &exs,
+                &sc.server_order,
+            );
+            assert_eq!(hx(&flow.client_end), sc.client_export_end, "{what}");
+            assert_eq!(hx(&flow.server_end), sc.server_export_end, "{what}");
+            for ((e, fx), (req, exp, resp)) in sc.exchanges.iter().zip(&exs).zip(&flow.bodies) {
+                let what = format!("{what}/{}", e.name);
+                let (rq, rs) = (&e.request.sealed, &e.response.sealed);
+                assert_eq!(hx(req), rq.body, "{what}: request body");
+                assert_eq!(hx(resp), rs.body, "{what}: response body");
+                assert_eq!((exp.seq, rs.seq), (rq.seq, rq.seq), "{what}");
+                assert_eq!(hx(&exp.request_tag), e.response.request_tag, "{what}");
+                check_stream_layout(&format!("{what} request"), rq);
+                check_stream_layout(&format!("{what} response"), rs);
+                types.insert(rq.record_type);
+                types.insert(rs.record_type);
+                shapes.insert((rq.chunks.len().min(2), rs.chunks.len().min(2), rq.epoch));
+                // The reference: AD, stream key, nonces and every chunk, independently.
+                let ad =
+                    reference_request_ad_typed(&sid, rq.seq, rq.record_type, &e.request.binding);
+                let want = reference_body(
+                    s.suite,
+                    &c2s_key,
+                    &c2s_iv,
+                    rq.record_type,
+                    rq.seq,
+                    &ad,
+                    &fx.req_chunks,
+                );
+                assert_eq!(&want, rq, "{what}: reference request");
+                let tag = reference_request_tag(&want);
+                assert_eq!(
+                    hx(&tag),
+                    e.response.request_tag,
+                    "{what}: bound to chunk 0's tag"
+                );
+                let rad = reference_response_ad_typed(
+                    &sid,
+                    rq.seq,
+                    &tag,
+                    rs.record_type,
+                    &e.response.binding,
+                );
+                let want = reference_body(
+                    s.suite,
+                    &s2c_key,
+                    &s2c_iv,
+                    rs.record_type,
+                    rs.seq,
+                    &rad,
+                    &fx.resp_chunks,
+                );
+                assert_eq!(&want, rs, "{what}: reference response");
+                // Full mode: an indeterminate-length Binary HTTP message (framing 2 / 3)
+                // that decodes to the HTTP message given.
+                match (&e.request.full, &e.response.full) {
+                    (Some(fq), Some(fr)) => {
+                        let q = unhx(&rq.plaintext);
+                        let r = unhx(&rs.plaintext);
+                        assert_eq!((q[0], r[0]), (2, 3), "{what}: framing indicators");
+                        assert_eq!(FullRequest::decode(&q).unwrap(), fq.to_request(), "{what}");
+                        assert_eq!(
+                            FullResponse::decode(&r).unwrap(),
+                            fr.to_response(),
+                            "{what}"
+                        );
+                        assert_eq!((rq.record_type, rs.record_type), (0x04, 0x84));
+                    }
+                    (None, None) => assert!(matches!(e.request.binding, ReqBindingV::Header(_))),
+                    _ => panic!("{what}: full mode both ways"),
+                }
+            }
+        }
+        // What the scenarios exercise: every stream type, a stream answered by a record
+        // and the other way round, a one-chunk stream, both epochs.
+        for t in [0x01, 0x03, 0x04, 0x81, 0x83, 0x84] {
+            assert!(types.contains(&t), "{}: type {t:#04x}", s.name);
+        }
+        for shape in [(2, 2, 0), (1, 0, 0), (0, 2, 0), (2, 1, 1)] {
+            assert!(shapes.contains(&shape), "{}: {shape:?}", s.name);
+        }
+
+        // Negative cases: the crate and the reference model both give the stated outcome.
+        for name in [
+            "truncated_after_whole_chunk",
+            "cut_mid_chunk",
+            "reordered",
+            "dropped",
+            "duplicated",
+            "spliced_from_another_stream",
+            "last_flag_set_on_middle_chunk",
+            "last_flag_cleared",
+            "chunk_after_last",
+            "flag_byte_2",
+            "len_over_max",
+            "empty_non_last_chunk",
+            "stream_not_negotiated",
+            "header_stream_as_full",
+            "full_stream_as_header",
+            "ok_then_replay",
+        ] {
+            assert!(
+                s.server_open_cases.iter().any(|c| c.name == name),
+                "{}: no server case {name}",
+                s.name
+            );
+        }
+        for c in &s.server_open_cases {
+            let steps: Vec<(ReqBindingV, Vec<u8>)> = c
+                .steps
+                .iter()
+                .map(|st| (st.binding.clone(), unhx(&st.body)))
+                .collect();
+            let want: Vec<StreamOutcomeV> = c.steps.iter().map(|st| st.expect.clone()).collect();
+            let name = format!("{}/{}", s.name, c.name);
+            for st in &c.steps {
+                match (&st.expect.plaintext, &st.expect.error) {
+                    (Some(_), None) => {}
+                    (None, Some(e)) => assert_code(&name, e, e),
+                    _ => panic!("{name}: exactly one of plaintext, error"),
+                }
+            }
+            assert!(c.steps.iter().any(|st| st.expect.error.is_some()), "{name}");
+            let export = unhx(&c.server_export);
+            assert_eq!(run_server_stream_steps(&export, &steps), want, "{name}");
+            assert_eq!(
+                reference_server_stream_steps(&export, &steps),
+                want,
+                "{name}: reference"
+            );
+        }
+        let trunc = s
+            .server_open_cases
+            .iter()
+            .find(|c| c.name == "truncated_after_whole_chunk")
+            .unwrap();
+        assert_eq!(trunc.steps[0].expect.error.as_deref(), Some("rejected"));
+        assert!(trunc.steps[0].expect.chunks_opened.unwrap() > 0);
+        for name in [
+            "truncated_after_whole_chunk",
+            "reordered",
+            "dropped",
+            "duplicated",
+            "chunk_after_last",
+            "last_flag_cleared",
+            "response_stream_of_another_request",
+            "request_tag_of_last_chunk",
+            "stream_not_negotiated",
+        ] {
+            assert!(
+                s.client_open_cases.iter().any(|c| c.name == name),
+                "{}: no client case {name}",
+                s.name
+            );
+        }
+        for c in &s.client_open_cases {
+            let name = format!("{}/{}", s.name, c.name);
+            let export = unhx(&c.client_export);
+            let e = c.expectation.to_expectation();
+            let body = unhx(&c.body);
+            let got = client_open_body(
+                &mut ClientSession::import(&export).unwrap(),
+                &e,
+                &c.binding,
+                &body,
+            );
+            assert_eq!(got, c.expect, "{name}");
+            let err = c.expect.error.as_deref().unwrap_or("<opened>");
+            assert_code(&name, err, err);
+            assert_eq!(
+                RefClient::from_export(&export).open(&e, &c.binding, &body),
+                c.expect,
+                "{name}: reference"
+            );
+        }
+        for c in &s.client_seal_cases {
+            let mut client = ClientSession::import(&unhx(&c.client_export)).unwrap();
+            let err = c
+                .binding
+                .with_binding(|b| client.seal_request_stream(b, &unhx(&c.first), c.last))
+                .expect_err(&c.name);
+            assert_code(&format!("{}/{}", s.name, c.name), &code(&err), &c.error);
+        }
     }
 }
 
