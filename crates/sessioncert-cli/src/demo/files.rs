@@ -70,6 +70,11 @@ impl Files {
         })
     }
 
+    /// Bytes all files may take together.
+    pub fn quota(&self) -> u64 {
+        self.inner.quota
+    }
+
     fn path(&self, name: &str) -> Option<PathBuf> {
         valid_name(name).then(|| self.inner.dir.join(name))
     }

@@ -113,10 +113,15 @@ async fn remove(State(s): State<Shared>, Path(id): Path<u64>) -> StatusCode {
 /// The routes served sealed; `files` is where `PUT /files/{name}` stores uploads.
 pub fn sealed_routes(files: Files) -> Router {
     let notes: Shared = Arc::default();
+    // Uploads may be as large as the files quota, whatever --max-stream-body says for
+    // the other routes (each chunk is held only while it is written out).
+    let upload_limit = sessioncert_server::seal::StreamLimit::new(Some(files.quota()));
     let file_routes = Router::new()
         .route(
             "/files/{name}",
-            axum::routing::put(files::put).get(files::get),
+            axum::routing::put(files::put)
+                .route_layer(upload_limit)
+                .get(files::get),
         )
         .with_state(files);
     Router::new()

@@ -119,9 +119,10 @@ async fn read_incoming(manager: &SessionManager, mut body: Body) -> Result<Incom
         if let Some(n) = complete_chunk(chunk).map_err(|_| malformed())? {
             break RECORD_HEADER_LEN + n;
         }
+        // A body that ends before its first chunk is whole was cut short: `rejected`,
+        // as a stream cut anywhere else is (PROTOCOL §8.5); nothing was opened.
         match body.frame().await {
-            None => return Err(malformed()),
-            Some(Err(_)) => return Err(malformed()),
+            None | Some(Err(_)) => return Err(Refusal::new(ErrorCode::Rejected)),
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     buf.extend_from_slice(&data);
