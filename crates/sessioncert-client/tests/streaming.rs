@@ -651,7 +651,7 @@ async fn read_to_error(r: &mut sessioncert_client::StreamingResponse) -> (usize,
 
 #[tokio::test]
 async fn a_streamed_response_cut_short_tampered_or_followed_by_bytes_is_an_error() {
-    let (mock, lab) = start(None).await;
+    let (mock, _lab) = start(None).await;
     let c = client(&mock).await;
     let mut r = c
         .get("/download?kind=truncate")
