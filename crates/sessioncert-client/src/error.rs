@@ -113,6 +113,51 @@ pub enum ClientError {
         settled: bool,
     },
 
+    /// A streamed response ended before its sealed last chunk: the connection closed or
+    /// failed in the middle of the body. The part already yielded is authentic but
+    /// incomplete; never take it for the whole body.
+    #[error("the response was cut short after {received} bytes of its body{}", cause_suffix(.cause))]
+    Truncated {
+        /// Body bytes opened before the end.
+        received: u64,
+        /// The transport failure, if the connection did not simply close.
+        #[source]
+        cause: Option<Box<ClientError>>,
+    },
+
+    /// Nothing moved for `idle` while a streamed request was being sent or its response
+    /// read ([`crate::ClientBuilder::idle_timeout`]).
+    #[error("no progress for {} s while streaming", .idle.as_secs_f64())]
+    Stalled {
+        /// The idle timeout that ran out.
+        idle: Duration,
+    },
+
+    /// A request body from a stream was larger than `limit` bytes and could not be sent
+    /// as a stream because the server did not negotiate streamed records (an older
+    /// server, or one that turned them off): it would have to be buffered whole, and
+    /// the client buffers at most [`crate::ClientBuilder::max_buffered_body`]. Nothing
+    /// was sent.
+    #[error(
+        "the request body is larger than {limit} bytes and the server did not negotiate \
+         streamed bodies, so it would have to be buffered whole; nothing was sent"
+    )]
+    StreamsNotNegotiated {
+        /// The most the client buffers.
+        limit: usize,
+    },
+
+    /// The request had to be sent once more (after `cause`, a session refusal, it is
+    /// safe to send twice), but its body was a one-shot stream that the first attempt
+    /// consumed. Send it again with a fresh body, or give a file
+    /// ([`crate::RequestBuilder::body_file`]), which is read anew for each attempt.
+    #[error("the request would be sent again after: {cause}; but its body was a one-shot stream, already consumed")]
+    BodyNotReplayable {
+        /// Why it had to be sent again.
+        #[source]
+        cause: Box<ClientError>,
+    },
+
     /// A protocol message failed to parse or authenticate (for example a tampered
     /// sealed response: [`ProtocolError::BadSeal`]).
     #[error("protocol error")]
@@ -257,6 +302,13 @@ impl From<reqwest::Error> for ClientError {
     }
 }
 
+fn cause_suffix(c: &Option<Box<ClientError>>) -> String {
+    match c {
+        Some(c) => format!(" ({c})"),
+        None => String::new(),
+    }
+}
+
 fn presented_suffix(p: &Option<Pin>) -> String {
     match p {
         Some(p) => format!(" (configuration claims identity {p})"),
@@ -377,9 +429,15 @@ impl ClientError {
     pub fn is_timeout(&self) -> bool {
         match self {
             ClientError::Http(e) => e.is_timeout(),
+            ClientError::Stalled { .. } => true,
             ClientError::OutcomeUnknown { cause, .. } => cause.is_timeout(),
             _ => false,
         }
+    }
+
+    /// Whether a streamed response was cut short ([`ClientError::Truncated`]).
+    pub fn is_truncated(&self) -> bool {
+        matches!(self, ClientError::Truncated { .. })
     }
 
     /// Whether the server may or may not have executed the request

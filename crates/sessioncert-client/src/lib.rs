@@ -67,6 +67,15 @@
 //!   protocol: the pin is checked whatever TLS accepted, also with
 //!   [`TlsOptions::danger_accept_invalid_certs`]. A failed TLS handshake is
 //!   [`ClientError::Tls`] (nothing was sent).
+//! * **Streamed bodies.** The client offers streamed records (PROTOCOL §8.5; off with
+//!   [`ClientBuilder::streams`]). A body given as a stream, reader or file
+//!   ([`RequestBuilder::body_stream`], [`RequestBuilder::body_reader`],
+//!   [`RequestBuilder::body_file`]) longer than 64 KiB is then sealed chunk by chunk as
+//!   the connection takes it, never held whole. [`RequestBuilder::send_streaming`]
+//!   returns once the status and headers are authenticated and yields the body as its
+//!   chunks open ([`StreamingResponse`]), or as server-sent events
+//!   ([`StreamingResponse::events`]); a body cut short is an error
+//!   ([`ClientError::Truncated`]), never a short success.
 //! * **Limits of header mode.** Only the status, the inner content type and the body
 //!   of a response are authenticated; other headers pass unprotected, and `HEAD` (no
 //!   response body) needs full-request mode.
@@ -75,16 +84,21 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod bhttp_stream;
+mod body;
 mod client;
 mod error;
 mod file;
 mod request;
+mod sse;
+mod streaming;
 #[cfg(feature = "tls")]
 mod tls;
 
 pub use client::{
-    Client, ClientBuilder, SessionInfo, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES,
-    DEFAULT_REQUEST_TIMEOUT, DEFAULT_SESSION_FILE_LOCK_TIMEOUT,
+    Client, ClientBuilder, SessionInfo, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_BUFFERED_BODY, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_SESSION_FILE_LOCK_TIMEOUT,
 };
 pub use error::{ClientError, RefusalAuthenticity, TlsFailure};
 pub use file::SESSION_FILE_FORMAT;
@@ -92,6 +106,8 @@ pub use file::SESSION_FILE_FORMAT;
 pub use file::{inspect_session_file, SessionFileVerdict};
 pub use request::{RequestBuilder, Response};
 pub use sessioncert_proto::{ErrorCode, Pin, ProtocolError, SessionId, Suite, Trust};
+pub use sse::Event;
+pub use streaming::{EventStream, StreamingResponse};
 #[cfg(feature = "tls")]
 pub use tls::TlsOptions;
 

@@ -1,6 +1,7 @@
 //! Building sealed requests and reading their (authenticated) responses.
 
-use crate::{Client, ClientError};
+use crate::body::{reader_stream, BodySource};
+use crate::{Client, ClientError, StreamingResponse};
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -16,7 +17,7 @@ pub(crate) struct Prepared {
     pub url: Url,
     pub headers: HeaderMap,
     pub content_type: Option<String>,
-    pub body: Bytes,
+    pub body: BodySource,
     pub full: bool,
     pub timeout: Option<Duration>,
     /// Whether the client may send the request a second time on its own (after a
@@ -43,7 +44,7 @@ pub struct RequestBuilder {
     path: String,
     headers: HeaderMap,
     content_type: Option<String>,
-    body: Bytes,
+    body: BodySource,
     full: bool,
     timeout: Option<Duration>,
     idempotent: Option<bool>,
@@ -56,7 +57,7 @@ impl fmt::Debug for RequestBuilder {
         f.debug_struct("RequestBuilder")
             .field("method", &self.method)
             .field("full", &self.full)
-            .field("body_len", &self.body.len())
+            .field("body_len", &self.body.len_hint())
             .field("idempotent", &self.idempotent)
             .finish_non_exhaustive()
     }
@@ -70,7 +71,7 @@ impl RequestBuilder {
             path: path.to_string(),
             headers: HeaderMap::new(),
             content_type: None,
-            body: Bytes::new(),
+            body: BodySource::Bytes(Bytes::new()),
             full: false,
             timeout: None,
             idempotent: None,
@@ -197,7 +198,53 @@ impl RequestBuilder {
     /// The plaintext body (sealed before it leaves the process).
     /// Takes `Vec<u8>`, `String`, `&'static str` or `Bytes` without copying.
     pub fn body(mut self, body: impl Into<Bytes>) -> Self {
-        self.body = body.into();
+        self.body = BodySource::Bytes(body.into());
+        self
+    }
+
+    /// The plaintext body from a stream, read as it is sent: never held whole in memory.
+    ///
+    /// When the session negotiated streamed records (see [`crate::SessionInfo`]) a body
+    /// that ends within its first 64 KiB goes as one sealed record, as
+    /// [`RequestBuilder::body`] would send it; a longer one goes as a stream of sealed
+    /// chunks (PROTOCOL §8.5), each read and sealed only when the connection can take
+    /// it. When the server did not negotiate streams, the body is buffered up to
+    /// [`crate::ClientBuilder::max_buffered_body`] and sent as one record; a larger one
+    /// fails with [`ClientError::StreamsNotNegotiated`] before anything is sent.
+    ///
+    /// A stream can be read only once: if the request has to be sent again (after a
+    /// session refusal, for a request safe to send twice) and its body was already
+    /// consumed, the request fails with [`ClientError::BodyNotReplayable`]; use
+    /// [`RequestBuilder::body_file`] for a body that can be read again. A source that
+    /// fails in the middle fails the request ([`ClientError::Io`]); the server then sees
+    /// a stream cut short, never a complete body.
+    pub fn body_stream<S, B, E>(mut self, stream: S) -> Self
+    where
+        S: futures_core::Stream<Item = Result<B, E>> + Send + 'static,
+        B: Into<Bytes>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        use futures_util::StreamExt;
+        let s = stream.map(|item| item.map(Into::into).map_err(std::io::Error::other));
+        self.body = BodySource::Stream(std::sync::Mutex::new(Some(Box::pin(s))));
+        self
+    }
+
+    /// The plaintext body read from `reader` as it is sent (see
+    /// [`RequestBuilder::body_stream`]).
+    pub fn body_reader<R>(mut self, reader: R) -> Self
+    where
+        R: tokio::io::AsyncRead + Send + 'static,
+    {
+        self.body = BodySource::Stream(std::sync::Mutex::new(Some(reader_stream(reader))));
+        self
+    }
+
+    /// The plaintext body read from the file at `path` as it is sent (see
+    /// [`RequestBuilder::body_stream`]). The file is opened when the request is sent,
+    /// and opened again if the request has to be sent again.
+    pub fn body_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.body = BodySource::File(path.into());
         self
     }
 
@@ -206,7 +253,7 @@ impl RequestBuilder {
     pub fn json<T: Serialize + ?Sized>(mut self, value: &T) -> Self {
         match serde_json::to_vec(value) {
             Ok(b) => {
-                self.body = b.into();
+                self.body = BodySource::Bytes(b.into());
                 if self.content_type.is_none() {
                     self.content_type = Some("application/json".into());
                 }
@@ -268,6 +315,22 @@ impl RequestBuilder {
     /// re-sent after it may have reached the server: it fails with
     /// [`ClientError::OutcomeUnknown`] instead.
     pub async fn send(self) -> Result<Response, ClientError> {
+        self.execute(false).await?.collect().await
+    }
+
+    /// As [`RequestBuilder::send`], but returns as soon as the response's status and
+    /// headers are authenticated, with a body read as it arrives
+    /// ([`StreamingResponse`]): a streamed response chunk by chunk, a single record as
+    /// one piece. Server-sent events: [`StreamingResponse::events`].
+    ///
+    /// A streamed exchange has no total time limit unless one is set with
+    /// [`RequestBuilder::timeout`]; instead it fails with [`ClientError::Stalled`] when
+    /// nothing moves for [`crate::ClientBuilder::idle_timeout`].
+    pub async fn send_streaming(self) -> Result<StreamingResponse, ClientError> {
+        self.execute(true).await
+    }
+
+    async fn execute(self, streaming: bool) -> Result<StreamingResponse, ClientError> {
         if let Some(e) = self.error {
             return Err(e);
         }
@@ -286,7 +349,7 @@ impl RequestBuilder {
             timeout: self.timeout,
             cover: self.cover,
         };
-        self.client.inner.execute(&prepared).await
+        self.client.inner.execute(&prepared, streaming).await
     }
 }
 
@@ -354,6 +417,10 @@ impl Response {
     /// The decrypted body (cheap clone).
     pub fn bytes(&self) -> Bytes {
         self.body.clone()
+    }
+
+    pub(crate) fn into_parts(self) -> (StatusCode, HeaderMap, Bytes) {
+        (self.status, self.headers, self.body)
     }
 
     /// The decrypted body, consuming the response.

@@ -14,6 +14,11 @@ use std::process::ExitCode;
 /// twice, so it was not re-sent.
 pub const EXIT_OUTCOME_UNKNOWN: u8 = 6;
 
+/// Exit status when the response started (its status was authenticated) but its body
+/// did not arrive whole: cut short, a chunk that failed to open, or no progress for the
+/// idle timeout (as curl's 18, "partial file"). Nothing is left at the -o FILE path.
+pub const EXIT_PARTIAL_BODY: u8 = 18;
+
 /// Arguments of `sessioncert request`.
 #[derive(Args)]
 #[command(
@@ -23,7 +28,16 @@ was executed, or the request is idempotent); 6 outcome unknown: the request was 
 sent, then the session was refused or the connection failed, so the server may or may not have \
 executed it; it was not re-sent (it is not idempotent): check before retrying; 7 the TLS \
 handshake failed (certificate not trusted: see --cacert and -k; not a TLS server), nothing was \
-sent; 22 with -f when the opened status is 400 or above (the body is then not printed).
+sent; 18 the response started but its body did not arrive whole (cut short, a chunk that did not \
+open, or stalled): what was printed is incomplete, and no -o FILE is left; 22 with -f when the \
+opened status is 400 or above (the body is then not printed).
+
+Bodies from @FILE or @- are streamed: read and sealed chunk by chunk as the connection takes \
+them, never whole in memory (when the server negotiated streamed bodies; otherwise up to 4 MiB \
+is buffered). The response body is written as it arrives (stdout is flushed after each piece, \
+so server-sent events show as they come); -o FILE is written to FILE.part and renamed when \
+complete. Without --max-time, a request fails after 60 s without progress rather than after \
+60 s in all.
 
 A session file (--session) is used by one process at a time: it is locked (FILE.lock) while \
 the command runs, and a second command on the same file waits up to 5 s for it. A FILE that \
@@ -139,25 +153,34 @@ fn host_for_url(host: &str) -> String {
     }
 }
 
-fn read_body(a: &RequestArgs) -> anyhow::Result<Option<Vec<u8>>> {
+/// A request body: in memory, or streamed from a file or stdin.
+enum BodyArg {
+    Bytes(Vec<u8>),
+    File(PathBuf),
+    Stdin,
+}
+
+/// The body the arguments give. `--data-binary` and `--json` stream @FILE and @-; `-d`
+/// reads them whole to drop their line breaks, as curl does (form data, small).
+fn body_arg(a: &RequestArgs) -> anyhow::Result<Option<BodyArg>> {
     if let Some(d) = &a.data {
-        // curl's -d: a file's (or stdin's) line breaks are not sent.
-        return Ok(Some(match d.strip_prefix('@') {
+        return Ok(Some(BodyArg::Bytes(match d.strip_prefix('@') {
             Some(path) => {
                 let mut v = read_at(path)?;
                 v.retain(|b| *b != b'\n' && *b != b'\r');
                 v
             }
             None => d.clone().into_bytes(),
-        }));
+        })));
     }
-    if let Some(spec) = a.data_binary.as_ref().or(a.json.as_ref()) {
-        return Ok(Some(match spec.strip_prefix('@') {
-            Some(path) => read_at(path)?,
-            None => spec.clone().into_bytes(),
-        }));
-    }
-    Ok(None)
+    Ok(a.data_binary
+        .as_ref()
+        .or(a.json.as_ref())
+        .map(|spec| match spec.strip_prefix('@') {
+            Some("-") => BodyArg::Stdin,
+            Some(path) => BodyArg::File(PathBuf::from(path)),
+            None => BodyArg::Bytes(spec.clone().into_bytes()),
+        }))
 }
 
 /// The bytes of FILE, or of stdin for `-`.
@@ -185,7 +208,11 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
         }
         (None, false) => bail!("give --pin PIN (from `sessioncert fingerprint`) or --tofu"),
     };
-    let body = read_body(&a)?;
+    let body = body_arg(&a)?;
+    if let Some(BodyArg::File(path)) = &body {
+        // Fail before connecting, as reading the file first did.
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    }
     let method = match &a.method {
         Some(m) => Method::from_bytes(m.to_ascii_uppercase().as_bytes()).context("bad method")?,
         None if body.is_some() => Method::POST,
@@ -255,7 +282,11 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
             };
             req = req.header("content-type", ct);
         }
-        req = req.body(b);
+        req = match b {
+            BodyArg::Bytes(b) => req.body(b),
+            BodyArg::File(path) => req.body_file(path),
+            BodyArg::Stdin => req.body_reader(tokio::io::stdin()),
+        };
     }
     let started = std::time::Instant::now();
     if a.verbose {
@@ -267,7 +298,7 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
             eprintln!("> {}", h.trim());
         }
     }
-    let resp = match req.send().await {
+    let mut resp = match req.send_streaming().await {
         Ok(r) => r,
         Err(e @ ClientError::OutcomeUnknown { .. }) => {
             eprintln!(
@@ -302,13 +333,27 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
     // As curl -f: an error status prints no body (it would pass for the answer in a
     // pipeline or an -o file).
     let failed = a.fail && status.as_u16() >= 400;
-    match &a.output {
-        _ if failed => {}
-        Some(path) => std::fs::write(path, resp.bytes())
-            .with_context(|| format!("cannot write {}", path.display()))?,
-        None => out.write_all(&resp.bytes())?,
-    }
+    let written = if failed {
+        Ok(())
+    } else {
+        match &a.output {
+            Some(path) => write_to_file(&mut resp, path).await,
+            None => write_to(&mut resp, &mut out).await,
+        }
+    };
     out.flush()?;
+    if let Err(e) = written {
+        return match e {
+            BodyError::Client(e) => {
+                eprintln!(
+                    "sessioncert: {}",
+                    format!("{:#}", anyhow::Error::from(e)).replace(['\n', '\r'], " ")
+                );
+                Ok(ExitCode::from(EXIT_PARTIAL_BODY))
+            }
+            BodyError::Local(e) => Err(e),
+        };
+    }
     if a.session.is_none() && !a.keep_session {
         // A one-shot request leaves nothing behind: its session is closed at once
         // instead of living on the server until its idle timeout.
@@ -321,6 +366,54 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(22));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why the body could not be written whole.
+enum BodyError {
+    /// The response body failed (cut short, did not open, stalled).
+    Client(ClientError),
+    /// Writing it here failed.
+    Local(anyhow::Error),
+}
+
+/// Writes the body to `out` as it arrives, flushing after each piece.
+async fn write_to(
+    resp: &mut sessioncert_client::StreamingResponse,
+    out: &mut impl Write,
+) -> Result<(), BodyError> {
+    while let Some(piece) = resp.chunk().await.map_err(BodyError::Client)? {
+        out.write_all(&piece)
+            .and_then(|()| out.flush())
+            .map_err(|e| BodyError::Local(e.into()))?;
+    }
+    Ok(())
+}
+
+/// Writes the body to `path` as it arrives: to `path.part`, renamed to `path` only when
+/// the body is complete, so a file at `path` is never a cut-short body.
+async fn write_to_file(
+    resp: &mut sessioncert_client::StreamingResponse,
+    path: &std::path::Path,
+) -> Result<(), BodyError> {
+    let mut part = path.as_os_str().to_owned();
+    part.push(".part");
+    let part = PathBuf::from(part);
+    let local = |e: std::io::Error, p: &std::path::Path| {
+        BodyError::Local(anyhow::Error::from(e).context(format!("cannot write {}", p.display())))
+    };
+    let mut file = std::fs::File::create(&part).map_err(|e| local(e, &part))?;
+    let written = async {
+        while let Some(piece) = resp.chunk().await.map_err(BodyError::Client)? {
+            file.write_all(&piece).map_err(|e| local(e, &part))?;
+        }
+        file.sync_all().map_err(|e| local(e, &part))?;
+        std::fs::rename(&part, path).map_err(|e| local(e, path))
+    }
+    .await;
+    if written.is_err() {
+        let _ = std::fs::remove_file(&part);
+    }
+    written
 }
 
 /// The client library's log events on stderr with `-v`: every protocol step,

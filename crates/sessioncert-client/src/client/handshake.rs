@@ -83,13 +83,15 @@ impl Slot {
     }
 
     pub(super) fn info(&self) -> SessionInfo {
+        let s = lock(&self.session);
         SessionInfo {
             id: self.id,
             suite: self.suite,
             version: self.version,
             expires_at_ms: self.expires_at_ms,
             idle_timeout_ms: self.idle_timeout_ms,
-            next_seq: lock(&self.session).next_seq(),
+            next_seq: s.next_seq(),
+            streams: s.streams(),
         }
     }
 }
@@ -104,7 +106,7 @@ impl Inner {
             let offer = ClientOffer {
                 versions: SUPPORTED_VERSIONS.to_vec(),
                 suites: self.suites.clone(),
-                streams: true,
+                streams: self.offer_streams,
             };
             let (hs, hello) = ClientHandshake::start(&config, offer, now_ms())?;
             let started = std::time::Instant::now();

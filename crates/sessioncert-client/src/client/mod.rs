@@ -33,6 +33,11 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default cap on a response body (sealed record or refusal) read into memory.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Default longest time a streamed exchange may go without progress.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default most bytes of a streamed request body buffered when the server did not
+/// negotiate streams.
+pub const DEFAULT_MAX_BUFFERED_BODY: usize = 4 * 1024 * 1024;
 /// Default longest wait for the lock of a session file another client holds.
 pub const DEFAULT_SESSION_FILE_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -64,6 +69,9 @@ pub struct SessionInfo {
     pub idle_timeout_ms: u64,
     /// The sequence number the next request will use.
     pub next_seq: u64,
+    /// Whether the session negotiated streamed records (PROTOCOL §8.5): request bodies
+    /// over 64 KiB from a stream go as sealed chunks, and responses may come so.
+    pub streams: bool,
 }
 
 pub(crate) struct Inner {
@@ -78,6 +86,12 @@ pub(crate) struct Inner {
     identity: Pin,
     suites: Vec<Suite>,
     max_response_bytes: usize,
+    /// Whether handshakes offer streamed records.
+    offer_streams: bool,
+    /// Most bytes of a streamed body buffered when the session has no streams.
+    max_buffered_body: usize,
+    /// Longest time a streamed exchange may go without progress.
+    idle_timeout: Option<Duration>,
     config: Mutex<Option<VerifiedKeyConfig>>,
     /// The highest `issued_at_ms` of any configuration accepted (PROTOCOL §5.3 rule 7).
     config_high_water: AtomicU64,
@@ -123,6 +137,9 @@ impl Inner {
             identity,
             suites,
             max_response_bytes,
+            offer_streams: true,
+            max_buffered_body: DEFAULT_MAX_BUFFERED_BODY,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             // Never below what an earlier process accepted (kept in the session file).
             config_high_water: AtomicU64::new(
                 config
@@ -262,6 +279,9 @@ pub struct ClientBuilder {
     lock_timeout: Duration,
     lazy: bool,
     max_response_bytes: usize,
+    streams: bool,
+    max_buffered_body: usize,
+    idle_timeout: Option<Duration>,
     #[cfg(feature = "tls")]
     tls: crate::TlsOptions,
 }
@@ -275,6 +295,7 @@ impl fmt::Debug for ClientBuilder {
             .field("session_file", &self.session_file)
             .field("session_file_lock_timeout", &self.lock_timeout)
             .field("connect_lazily", &self.lazy)
+            .field("streams", &self.streams)
             .finish_non_exhaustive()
     }
 }
@@ -344,6 +365,30 @@ impl ClientBuilder {
     /// Largest response body read into memory (default 64 MiB).
     pub fn max_response_bytes(mut self, max: usize) -> Self {
         self.max_response_bytes = max;
+        self
+    }
+
+    /// Whether to offer streamed records in handshakes (default `true`). Off, bodies
+    /// always travel as single records, as with a server that does not support them.
+    pub fn streams(mut self, offer: bool) -> Self {
+        self.streams = offer;
+        self
+    }
+
+    /// Most bytes of a stream, reader or file body buffered to send it as one record
+    /// when the session did not negotiate streamed records (default 4 MiB); a larger
+    /// one fails with [`ClientError::StreamsNotNegotiated`].
+    pub fn max_buffered_body(mut self, max: usize) -> Self {
+        self.max_buffered_body = max;
+        self
+    }
+
+    /// Longest time a streamed exchange — a streamed request body being sent, or a
+    /// response read with [`crate::RequestBuilder::send_streaming`] — may go without a
+    /// chunk moving before it fails with [`ClientError::Stalled`] (default 60 s; `None`:
+    /// no limit). Such exchanges have no total time limit unless the request sets one.
+    pub fn idle_timeout(mut self, idle: Option<Duration>) -> Self {
+        self.idle_timeout = idle;
         self
     }
 
@@ -419,7 +464,7 @@ impl ClientBuilder {
                 });
             }
         }
-        let inner = Arc::new(Inner::new(
+        let mut inner = Inner::new(
             base,
             base_str,
             http,
@@ -431,7 +476,11 @@ impl ClientBuilder {
             self.session_file.into_iter().collect(),
             file_lock.into_iter().collect(),
             self.lock_timeout,
-        )?);
+        )?;
+        inner.offer_streams = self.streams;
+        inner.max_buffered_body = self.max_buffered_body;
+        inner.idle_timeout = self.idle_timeout;
+        let inner = Arc::new(inner);
 
         if let Some(l) = loaded {
             inner.install_loaded(l, now);
@@ -556,6 +605,9 @@ impl Client {
             lock_timeout: DEFAULT_SESSION_FILE_LOCK_TIMEOUT,
             lazy: false,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            streams: true,
+            max_buffered_body: DEFAULT_MAX_BUFFERED_BODY,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             #[cfg(feature = "tls")]
             tls: crate::TlsOptions::default(),
         }

@@ -107,6 +107,20 @@ impl MockState {
         self.pending.lock().unwrap().clear();
     }
 
+    /// Runs `f` on the session the sealed request with `headers` names (confirming it
+    /// from `sessioncert-confirm` first, as every protected route does).
+    pub fn with_session<R>(
+        &self,
+        headers: &HeaderMap,
+        f: impl FnOnce(&mut ServerSession) -> R,
+    ) -> Result<R, ErrorCode> {
+        let id = check_sealed_headers(headers)?;
+        let mut sessions = self.sessions.lock().unwrap();
+        confirm_from_header(self, headers, &id, &mut sessions);
+        let s = sessions.get_mut(&id).ok_or(ErrorCode::UnknownSession)?;
+        Ok(f(s))
+    }
+
     pub fn session_count(&self) -> usize {
         self.sessions.lock().unwrap().len()
     }
@@ -189,6 +203,8 @@ pub struct MockOptions {
     pub prefix: String,
     pub identity_seed: Option<[u8; 32]>,
     pub policy: Option<ServerPolicy>,
+    /// Routes tried before the mock's own (streaming tests add theirs).
+    pub routes: Option<Router<Arc<MockState>>>,
 }
 
 impl Mock {
@@ -225,7 +241,11 @@ impl Mock {
             protected_hits: AtomicUsize::new(0),
             closes: AtomicUsize::new(0),
         });
-        let app = Router::new().fallback(handle).with_state(state.clone());
+        let app = opts
+            .routes
+            .unwrap_or_default()
+            .fallback(handle)
+            .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -239,7 +259,7 @@ impl Mock {
     }
 }
 
-fn refuse(code: ErrorCode) -> Response {
+pub fn refuse(code: ErrorCode) -> Response {
     let status = StatusCode::from_u16(code.http_status()).unwrap();
     let body =
         serde_json::json!({"error": code.as_str(), "message": format!("mock refused: {code}")});
@@ -251,7 +271,7 @@ fn refuse(code: ErrorCode) -> Response {
     r
 }
 
-fn sealed_response(status: StatusCode, inner_ct: &str, record: Vec<u8>) -> Response {
+pub fn sealed_response(status: StatusCode, inner_ct: &str, record: Vec<u8>) -> Response {
     let mut r = (status, record).into_response();
     r.headers_mut().insert(
         "content-type",
