@@ -18,8 +18,10 @@ pub struct Limits {
     /// to consume or store per request, not memory. Default 1 GiB: large uploads work
     /// out of the box, and a route that takes more (or must take less) says so.
     pub max_stream_body_bytes: Option<u64>,
-    /// Largest response body read from a sealed handler: sealing holds the whole body,
-    /// so a handler that produces more gets its client a sealed `500` instead.
+    /// Largest response body read from a sealed handler for a session that did not
+    /// negotiate streamed bodies: sealing it as one record holds the whole body, so a
+    /// handler that produces more gets its client a sealed `500` instead. Streamed
+    /// responses hold one chunk at a time and are not limited by this.
     pub max_response_bytes: usize,
     /// Bytes of sealed responses held at once, server-wide, until their peers have
     /// taken them: while more are held, new sealed requests get `503 unavailable`

@@ -66,8 +66,10 @@ pub struct ServeArgs {
     /// this bounds what one request can make a handler consume or store.
     #[arg(long, env = "SESSIONCERT_MAX_STREAM_BODY", default_value = "1GiB", allow_hyphen_values = true, value_parser = parse_size_or_none)]
     max_stream_body: SizeOrNone,
-    /// Largest response body a sealed handler may produce, in bytes (sealing holds it
-    /// whole; above it the client gets a sealed 500).
+    /// Largest response body a sealed handler may produce for a client that did not
+    /// negotiate streamed bodies, in bytes (sealing it as one record holds it whole;
+    /// above it the client gets a sealed 500). Streamed responses hold one 64 KiB chunk
+    /// and have no such limit.
     #[arg(long, env = "SESSIONCERT_MAX_RESPONSE", default_value_t = 16 * 1024 * 1024, allow_hyphen_values = true, value_parser = super::parse_size)]
     max_response: usize,
     /// Bytes of sealed responses held at once server-wide until their peers take them;
