@@ -21,7 +21,9 @@ const READ_SIZE: usize = MAX_CHUNK_LEN;
 
 /// Where a request's body comes from.
 pub(crate) enum BodySource {
-    /// In memory: always one record, as many times as the request is sent.
+    /// In memory: one record up to one chunk (64 KiB), a stream of 64 KiB pieces above
+    /// when the session negotiated streams (so neither side allocates the whole body
+    /// again), sent as many times as the request needs.
     Bytes(Bytes),
     /// A one-shot stream: taken by the first attempt, so it cannot be sent twice.
     Stream(Mutex<Option<ByteStream>>),
@@ -43,7 +45,20 @@ impl BodySource {
     /// stream already used by an earlier attempt.
     pub(crate) async fn load(&self) -> Result<Option<LoadedBody>, ClientError> {
         let source = match self {
-            BodySource::Bytes(b) => return Ok(Some(LoadedBody::Whole(b.clone()))),
+            BodySource::Bytes(b) if b.len() <= MAX_CHUNK_LEN => {
+                return Ok(Some(LoadedBody::Whole(b.clone())))
+            }
+            BodySource::Bytes(b) => {
+                // Pieces of the same buffer: no copy until each is sealed.
+                let pieces: Vec<std::io::Result<Bytes>> = (0..b.len())
+                    .step_by(MAX_CHUNK_LEN)
+                    .map(|at| Ok(b.slice(at..b.len().min(at + MAX_CHUNK_LEN))))
+                    .collect();
+                let mut chunker = Chunker::new(Box::pin(futures_util::stream::iter(pieces)));
+                chunker.whole = Some(b.clone());
+                chunker.fill(MAX_CHUNK_LEN).await.map_err(ClientError::Io)?;
+                return Ok(Some(LoadedBody::Head(chunker)));
+            }
             BodySource::Stream(s) => match s.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 Some(s) => s,
                 None => return Ok(None),
@@ -96,6 +111,9 @@ pub(crate) struct Chunker {
     ended: bool,
     /// Whether [`Chunker::frame_as_bhttp`] was applied.
     framed: bool,
+    /// The whole body, when it was in memory from the start: sent as one record as it
+    /// is if the session has no streams.
+    whole: Option<Bytes>,
 }
 
 impl Chunker {
@@ -105,6 +123,7 @@ impl Chunker {
             buf: BytesMut::new(),
             ended: false,
             framed: false,
+            whole: None,
         }
     }
 
@@ -147,8 +166,12 @@ impl Chunker {
         Poll::Ready(Ok(()))
     }
 
-    /// Buffers the whole rest of the source, failing past `limit` bytes in all.
+    /// Buffers the whole rest of the source, failing past `limit` bytes in all; a body
+    /// that was in memory from the start is returned as it is, whatever its size.
     pub(crate) async fn read_all(mut self, limit: usize) -> Result<Bytes, ClientError> {
+        if let Some(b) = self.whole.take() {
+            return Ok(b);
+        }
         while !self.ended {
             self.fill(self.buf.len()).await.map_err(ClientError::Io)?;
             if self.buf.len() > limit {
@@ -336,6 +359,38 @@ mod tests {
         Box::pin(futures_util::stream::iter(
             pieces.into_iter().map(|p| Ok(Bytes::from(p))),
         ))
+    }
+
+    #[tokio::test]
+    async fn bytes_in_memory_stream_above_one_chunk_and_stay_whole_without_streams() {
+        let small = BodySource::Bytes(Bytes::from(vec![1u8; MAX_CHUNK_LEN]));
+        assert!(
+            matches!(small.load().await.unwrap().unwrap(), LoadedBody::Whole(b) if b.len() == MAX_CHUNK_LEN)
+        );
+        let data: Vec<u8> = (0..3 * MAX_CHUNK_LEN + 7).map(|i| i as u8).collect();
+        let big = BodySource::Bytes(Bytes::from(data.clone()));
+        for _ in 0..2 {
+            // every attempt gets the whole body again, in chunk-sized pieces
+            let LoadedBody::Head(mut c) = big.load().await.unwrap().unwrap() else {
+                panic!("more than one chunk streams");
+            };
+            let mut got = Vec::new();
+            loop {
+                let (first, last) = c.first();
+                got.extend_from_slice(first);
+                c.advance();
+                if last {
+                    break;
+                }
+                c.fill(MAX_CHUNK_LEN).await.unwrap();
+            }
+            assert_eq!(got, data);
+        }
+        // without streams the same body goes as one record, however large
+        let LoadedBody::Head(c) = big.load().await.unwrap().unwrap() else {
+            panic!("more than one chunk streams");
+        };
+        assert_eq!(c.read_all(1024).await.unwrap().len(), data.len());
     }
 
     #[tokio::test]

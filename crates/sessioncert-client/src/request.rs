@@ -196,7 +196,9 @@ impl RequestBuilder {
     }
 
     /// The plaintext body (sealed before it leaves the process).
-    /// Takes `Vec<u8>`, `String`, `&'static str` or `Bytes` without copying.
+    /// Takes `Vec<u8>`, `String`, `&'static str` or `Bytes` without copying. Up to 64 KiB
+    /// it travels as one sealed record; a larger one as a stream of 64 KiB chunks when
+    /// the session negotiated streams (PROTOCOL §8.5), else as one record.
     pub fn body(mut self, body: impl Into<Bytes>) -> Self {
         self.body = BodySource::Bytes(body.into());
         self

@@ -280,27 +280,32 @@ impl StreamingResponse {
     /// Reads the whole body (at most the client's
     /// [`crate::ClientBuilder::max_response_bytes`]) into a [`Response`].
     pub async fn collect(mut self) -> Result<Response, ClientError> {
-        let mut out = BytesMut::new();
-        let mut only: Option<Bytes> = None;
+        // The pieces are kept as they opened and joined once at the end, into a buffer
+        // of the exact size: growing one as they come copied the body about twice and
+        // made the allocator fetch fresh pages for every large response.
+        let mut pieces: Vec<Bytes> = Vec::new();
+        let mut have = 0usize;
         while let Some(b) = self.chunk().await? {
-            let have = out.len() + only.as_ref().map_or(0, Bytes::len);
             if have + b.len() > self.max_bytes {
                 return Err(ClientError::unexpected(
                     Some(self.status),
                     "response body too large",
                 ));
             }
-            // One piece (a single record) is kept as it is, without a copy.
-            match only.take() {
-                None if out.is_empty() => only = Some(b),
-                Some(first) => {
-                    out.extend_from_slice(&first);
-                    out.extend_from_slice(&b);
-                }
-                None => out.extend_from_slice(&b),
-            }
+            have += b.len();
+            pieces.push(b);
         }
-        let body = only.unwrap_or_else(|| out.freeze());
+        let body = match pieces.len() {
+            // One piece (a single record) is kept as it is, without a copy.
+            0 | 1 => pieces.pop().unwrap_or_default(),
+            _ => {
+                let mut out = BytesMut::with_capacity(have);
+                for p in &pieces {
+                    out.extend_from_slice(p);
+                }
+                out.freeze()
+            }
+        };
         Ok(Response::new(self.status, self.headers, body, self.full))
     }
 

@@ -518,7 +518,9 @@ async fn shutdown_lets_requests_in_flight_finish_and_cuts_what_outlives_the_grac
                 .unwrap()
         }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Stop only once the request is known to be in flight (a fixed sleep lost the race
+    // on a loaded machine: the request then arrived after the listener had closed).
+    srv.slow_entered(1).await;
     let t = Instant::now();
     let stopped = srv.stop().await;
     let took = t.elapsed();

@@ -22,6 +22,8 @@ pub struct GuardedServer {
     pub base: String,
     pub pin: Pin,
     pub sc: SessionCert,
+    /// How many times `/slow` was entered.
+    slow_started: Arc<std::sync::atomic::AtomicUsize>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Stopped>>,
 }
@@ -33,6 +35,7 @@ impl GuardedServer {
     pub async fn start(limits: Limits, listener_limits: ListenerLimits) -> Self {
         let keys = ServerKeys::ephemeral(now_ms()).unwrap();
         let pin = keys.pin();
+        let slow_started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let sc = SessionCert::builder(Arc::new(keys), Arc::new(MemoryStore::new()))
             .limits(limits)
             .build()
@@ -43,9 +46,13 @@ impl GuardedServer {
             .route("/plain/apiTest", post(crate::common::echo))
             .route(
                 "/slow",
-                get(|| async {
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    "slow done"
+                get({
+                    let started = slow_started.clone();
+                    move || async move {
+                        started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        "slow done"
+                    }
                 }),
             )
             .route("/big", get(|| async { vec![b'b'; BIG_RESPONSE] }))
@@ -64,8 +71,22 @@ impl GuardedServer {
             base: format!("http://{addr}"),
             pin,
             sc,
+            slow_started,
             stop: Some(tx),
             task: Some(task),
+        }
+    }
+
+    /// Waits (up to 10 s) until `/slow` has been entered `n` times in all: a request is
+    /// then known to be in flight, however loaded the machine is.
+    pub async fn slow_entered(&self, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.slow_started.load(std::sync::atomic::Ordering::SeqCst) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "/slow was never reached"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
