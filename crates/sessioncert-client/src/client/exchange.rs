@@ -188,7 +188,7 @@ pub(super) fn needs_new_session(e: &ClientError) -> bool {
 /// What goes out as the body of a sealed request.
 enum Payload {
     Record(Vec<u8>),
-    Stream(SealingBody),
+    Stream(Box<SealingBody>),
 }
 
 /// A request sealed and ready to go.
@@ -535,7 +535,7 @@ impl Inner {
                     progress.clone(),
                     failure.clone(),
                 );
-                (Payload::Stream(sealing), start.expectation, confirm, 0)
+                (Payload::Stream(Box::new(sealing)), start.expectation, confirm, 0)
             }
             LoadedBody::Spent => {
                 return Err(ClientError::InvalidRequest(
@@ -599,7 +599,7 @@ impl Inner {
                 rb.header(H_RECORD, b64_encode(&record))
             }
             Payload::Record(record) => rb.body(record),
-            Payload::Stream(s) => rb.body(reqwest::Body::wrap_stream(s)),
+            Payload::Stream(s) => rb.body(reqwest::Body::wrap_stream(*s)),
         };
         if let Some(t) = p.timeout {
             rb = rb.timeout(t);
