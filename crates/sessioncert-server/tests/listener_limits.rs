@@ -706,3 +706,42 @@ async fn an_address_over_its_cap_cannot_delay_another_address() {
     );
     drop(flood);
 }
+
+/// A response sent before its request body was read — by a handler that ignores a
+/// streamed upload, or by a refusal after the first chunk (a session ended meanwhile) —
+/// reaches the client, which is still writing. (In process the client's early-response
+/// handling usually wins the race even without the listener's lingering close; the case
+/// that lost answers to a reset, a refusal before any body byte after a restart, is
+/// `a_streamed_upload_refused_before_its_body_is_sent_again_not_lost_to_a_reset` in the
+/// CLI's tests, which fails without it.)
+#[tokio::test]
+async fn answers_sent_before_the_body_was_read_reach_a_client_still_writing() {
+    let srv = GuardedServer::start(generous_limits(), ListenerLimits::default()).await;
+    let client =
+        sessioncert_client::Client::connect(&srv.base, sessioncert_client::Trust::Pin(srv.pin))
+            .await
+            .unwrap();
+    let big = bytes::Bytes::from(vec![b'q'; 24 * 1024 * 1024]);
+    for round in 0..4 {
+        // `/headers` answers without reading its body.
+        let r = client
+            .post("/headers")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e:?}"));
+        assert_eq!(r.status(), 200, "round {round}");
+        // The session ends between requests: the next one is refused after its first
+        // chunk (with a tag proving it did not run), and sent again on a new session.
+        let id = client.session_info().await.unwrap().id;
+        assert!(srv.sc.manager().close(&id).await);
+        let r = client
+            .post("/headers")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}, after close: {e:?}"));
+        assert_eq!(r.status(), 200, "round {round}");
+        assert_ne!(client.session_info().await.unwrap().id, id, "a new session");
+    }
+}

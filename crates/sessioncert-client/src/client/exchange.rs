@@ -535,7 +535,12 @@ impl Inner {
                     progress.clone(),
                     failure.clone(),
                 );
-                (Payload::Stream(Box::new(sealing)), start.expectation, confirm, 0)
+                (
+                    Payload::Stream(Box::new(sealing)),
+                    start.expectation,
+                    confirm,
+                    0,
+                )
             }
             LoadedBody::Spent => {
                 return Err(ClientError::InvalidRequest(

@@ -665,6 +665,15 @@ async fn connection<S>(
     S::Future: Send + 'static,
 {
     let _open = crate::telemetry::OpenConnection::new();
+    // A second handle on the socket, so that closing hyper's does not close it: after
+    // the last response the rest of what the peer sends is read and dropped (`linger`).
+    let (tcp, spare) = match split_for_linger(tcp) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(%remote, error = %e, "connection dropped: socket could not be duplicated");
+            return;
+        }
+    };
     let activity = Arc::new(Activity {
         epoch: Instant::now(),
         last_ms: AtomicU64::new(0),
@@ -679,7 +688,7 @@ async fn connection<S>(
         io: tcp,
         activity: activity.clone(),
     };
-    match tls {
+    let ended_normally = match tls {
         None => {
             serve_connection(
                 TokioIo::new(tracked),
@@ -733,10 +742,51 @@ async fn connection<S>(
             )
             .await
         }
+    };
+    if ended_normally {
+        linger(spare).await;
     }
 }
 
-/// The HTTP part of [`connection`] over `io` (plain or TLS), with its watchdog.
+/// How long, and for how many bytes, a closed connection is still read (see [`linger`]).
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 16 * 1024 * 1024;
+
+/// The socket, and a second handle on it for [`linger`].
+fn split_for_linger(tcp: TcpStream) -> io::Result<(TcpStream, std::net::TcpStream)> {
+    let std = tcp.into_std()?;
+    let spare = std.try_clone()?;
+    Ok((TcpStream::from_std(std)?, spare))
+}
+
+/// A "lingering close", as web servers do it: when a response was sent before its
+/// request body was read — a refusal before the body (unknown session, a spent session
+/// after its first chunk), a handler that answers without reading a streamed upload —
+/// closing the socket at once makes the kernel reset the connection, and the client,
+/// still writing its body, loses the answer (a broken pipe instead of a refusal it could
+/// act on). So the write side is shut (FIN), and what the peer still sends is read and
+/// dropped until it closes, for at most [`LINGER_TIME`] and [`LINGER_BYTES`], while the
+/// connection still holds its slots (so lingering sockets count against the limits).
+async fn linger(spare: std::net::TcpStream) {
+    let Ok(mut tcp) = TcpStream::from_std(spare) else {
+        return;
+    };
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let _ = tcp.shutdown().await;
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut dropped = 0usize;
+    while dropped < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => dropped += n,
+            _ => break,
+        }
+    }
+}
+
+/// The HTTP part of [`connection`] over `io` (plain or TLS), with its watchdog. Returns
+/// whether the connection ended by itself (not cut by a watchdog, nor shutting down):
+/// only then is it worth lingering.
 async fn serve_connection<I, S>(
     io: TokioIo<I>,
     activity: Arc<Activity>,
@@ -745,7 +795,8 @@ async fn serve_connection<I, S>(
     builder: Arc<auto::Builder<StreamExec>>,
     limits: ListenerLimits,
     mut stop: watch::Receiver<bool>,
-) where
+) -> bool
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<axum::http::Request<Incoming>, Response = Response, Error = Infallible>
         + Clone
@@ -782,7 +833,7 @@ async fn serve_connection<I, S>(
             if now >= by {
                 tracing::debug!(%remote, "connection closed: request head not complete within the header timeout");
                 crate::telemetry::connection_cut("header_timeout");
-                return;
+                return false;
             }
             wake = wake.min(by);
         }
@@ -792,7 +843,7 @@ async fn serve_connection<I, S>(
             if now >= by {
                 tracing::debug!(%remote, "connection closed: the peer stopped reading its response");
                 crate::telemetry::connection_cut("write_stall");
-                return;
+                return false;
             }
             wake = wake.min(by);
         }
@@ -802,7 +853,7 @@ async fn serve_connection<I, S>(
                     activity.at(activity.last_ms.load(Ordering::Relaxed)) + limits.idle_timeout;
                 if now >= idle_until {
                     tracing::debug!(%remote, "connection closed: idle");
-                    return;
+                    return false;
                 }
                 wake = wake.min(idle_until);
             } else {
@@ -814,8 +865,9 @@ async fn serve_connection<I, S>(
                 if let Err(e) = r {
                     access::connection_error(remote, &*e);
                     tracing::debug!(%remote, error = %e, "connection ended with an error");
+                    return false;
                 }
-                return;
+                return !draining;
             }
             changed = stop.changed(), if !draining => {
                 if changed.is_err() || *stop.borrow() {
