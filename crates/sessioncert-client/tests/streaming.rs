@@ -145,6 +145,10 @@ async fn upload(st: Arc<MockState>, lab: Arc<Lab>, req: Request) -> Response {
     let mut frames: Frames = Box::pin(body.into_data_stream());
     let mut buf = BytesMut::new();
     if st.with_session(&parts.headers, |_| ()).is_err() {
+        // Read the body away first, as the real listener's lingering close does: axum's
+        // server would reset the connection under a client still writing, and the
+        // refusal would be lost to a broken pipe (a race this test is not about).
+        while let Some(Ok(_)) = frames.next().await {}
         return refuse(ErrorCode::UnknownSession);
     }
     if !fill(&mut frames, &mut buf, 1).await {
