@@ -18,6 +18,7 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   rm -rf "$SCRATCH" ./sessioncert-data ./example-data
+  [ -z "${MADE_BIG:-}" ] || rm -f ./big.iso ./copy.iso
 }
 trap cleanup EXIT
 
@@ -30,7 +31,7 @@ wait_port() {
   return 1
 }
 for p in 8080 3000; do port_free "$p" || fail "port $p is busy; the README's commands need it"; done
-for d in ./sessioncert-data ./example-data; do [ ! -e "$d" ] || fail "$d exists; the README's commands would reuse it"; done
+for d in ./sessioncert-data ./example-data ./big.iso ./copy.iso; do [ ! -e "$d" ] || fail "$d exists; the README's commands would reuse it"; done
 
 echo "== building first, so the waits below time the commands, not the compiler"
 cargo build --release --locked -q
@@ -60,6 +61,24 @@ try:
 except urllib.error.HTTPError as e:
     print(e.code)')
 [ "$code" = 400 ] || fail "a plain request to /apiTest got $code, the README says 400"
+
+echo "== Two commands, streams: a file up and down, events one by one"
+shown 'cargo run -q --release -- request --pin "$PIN" -X PUT --data-binary @big.iso http://127.0.0.1:8080/files/big.iso'
+shown 'cargo run -q --release -- request --pin "$PIN" -o copy.iso http://127.0.0.1:8080/files/big.iso'
+shown "cargo run -q --release -- request --pin \"\$PIN\" 'http://127.0.0.1:8080/events?n=5&interval_ms=300'"
+MADE_BIG=1
+head -c 12000000 /dev/urandom > big.iso
+SUM=$(sha256sum big.iso | cut -d' ' -f1)
+OUT=$(cargo run -q --release -- request --pin "$PIN" -X PUT --data-binary @big.iso http://127.0.0.1:8080/files/big.iso)
+python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["sha256"] == sys.argv[2] and d["bytes"] == 12000000, d' "$OUT" "$SUM" \
+  || fail "the upload answered $OUT, not the file's SHA-256 $SUM"
+cargo run -q --release -- request --pin "$PIN" -o copy.iso http://127.0.0.1:8080/files/big.iso
+cmp -s big.iso copy.iso || fail "the downloaded copy.iso differs from big.iso"
+EVENTS=$(cargo run -q --release -- request --pin "$PIN" 'http://127.0.0.1:8080/events?n=5&interval_ms=300')
+shown '# data: {"i":0}'
+[ "$(grep -c '^data: {"i":[0-4]}$' <<<"$EVENTS")" = 5 ] || fail "the events printed were: $EVENTS"
+rm -f big.iso copy.iso
+
 kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
 
 echo "== Install: cargo install, completions, man pages"
@@ -96,4 +115,4 @@ case "$TRY" in
 esac
 bash -c "$TRY" >"$SCRATCH/client.out" 2>&1 || fail "the example client failed: $(cat "$SCRATCH/client.out")"
 
-echo "readme-check ok: quick start, install, completions, man pages, examples"
+echo "readme-check ok: quick start, streams, install, completions, man pages, examples"

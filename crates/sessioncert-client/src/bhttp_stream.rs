@@ -264,7 +264,12 @@ impl ResponseDecoder {
         }
         match self.state {
             State::Padding => Ok(()),
-            State::ContentLen | State::Trailer if self.buf.is_empty() => Ok(()),
+            // Truncation (RFC 9292 §3.8) only for known-length messages: an
+            // indeterminate-length one must end each section with its terminator, as the
+            // buffered decoder requires (PROTOCOL §11).
+            State::ContentLen | State::Trailer if self.buf.is_empty() && !self.indeterminate => {
+                Ok(())
+            }
             _ => Err(bad()),
         }
     }
@@ -360,9 +365,11 @@ mod tests {
         let msg = [3u8, 0x40, 200, 0, 2, b'a', b'b', 3, b'c', b'd', b'e', 0, 0];
         let (h, c) = decode(&msg, 1).unwrap();
         assert_eq!((h.status, c.as_slice()), (200, &b"abcde"[..]));
-        // cut inside a chunk: malformed; cut between chunks: the content so far
-        assert!(decode(&msg[..9], 3).is_err());
-        assert_eq!(decode(&msg[..11], 3).unwrap().1, b"abcde");
+        // cut inside a chunk, between chunks, or before the trailer's terminator:
+        // malformed (an indeterminate-length message must be whole, PROTOCOL §11)
+        for cut in [9, 11, 12] {
+            assert!(decode(&msg[..cut], 3).is_err(), "cut at {cut}");
+        }
         // non-zero padding after the message
         let mut padded = msg.to_vec();
         padded.extend_from_slice(&[0, 0, 1]);

@@ -263,13 +263,13 @@ impl ContentDecoder {
     /// At the end of the stream: whether the message ended where it may (after a whole
     /// section; RFC 9292 §3.8 lets a message end where only empty sections follow).
     pub(crate) fn finish(&self) -> Result<(), ProtocolError> {
+        // Truncation (RFC 9292 §3.8) only for known-length messages: an
+        // indeterminate-length one must end its content and trailer sections with their
+        // terminators, as the buffered decoder requires (PROTOCOL §11); one that stops
+        // short fails the body, never reads as complete.
         let may_end = matches!(
             self.state,
-            State::KnownLen
-                | State::KnownTrailerLen
-                | State::FirstChunkLen
-                | State::TrailerFirst
-                | State::Padding
+            State::KnownLen | State::KnownTrailerLen | State::Padding
         );
         if may_end && self.partial_len == 0 {
             Ok(())
@@ -392,6 +392,24 @@ mod tests {
                 assert!(decode(&wire[..cut], 3).is_err(), "{mode:?} cut at {cut}");
             }
         }
+        // An indeterminate-length message ends with the content's and the trailer's
+        // terminators (`00 00`): without either it is cut short, as the buffered decoder
+        // says (PROTOCOL §11), even where a known-length one could stop.
+        // (`request` has a trailer field `x-t: v`, so the message ends `01 76 00`.)
+        let wire = request(Mode::IndeterminateLength, &body);
+        assert_eq!(&wire[wire.len() - 3..], &[1, b'v', 0]);
+        assert!(decode(&wire, 7).is_ok());
+        assert!(
+            decode(&wire[..wire.len() - 1], 7).is_err(),
+            "no trailer terminator"
+        );
+        // Without the trailer section at all: content terminator only, then the end.
+        let no_trailer_start = wire.len() - (1 + 3 + 1 + 1 + 1);
+        assert_eq!(wire[no_trailer_start - 1], 0, "the content terminator");
+        assert!(
+            decode(&wire[..no_trailer_start], 7).is_err(),
+            "no trailer section"
+        );
     }
 
     #[test]
