@@ -2207,3 +2207,20 @@ fn a_streamed_upload_refused_before_its_body_is_sent_again_not_lost_to_a_reset()
         assert!(out.stdout.contains("\"bytes\":20971520"), "{out:?}");
     }
 }
+
+/// SIGHUP (a closed terminal or ssh session) stops the server cleanly, as SIGTERM does:
+/// it used to kill it, and the next start expired every session as after a crash.
+#[test]
+fn sighup_stops_cleanly_and_says_so() {
+    let mut f = Fixture::new();
+    let st = f.server.signal("HUP", Duration::from_secs(5));
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "SIGHUP exit: {st}; log:\n{}",
+        f.server.log()
+    );
+    let log = f.server.log();
+    assert!(log.contains("stopping signal=\"SIGHUP\""), "{log}");
+    assert!(log.contains("stopped cleanly"), "{log}");
+}

@@ -642,3 +642,42 @@ async fn a_slow_reader_holds_back_the_handler_instead_of_growing_the_server() {
         "{later} produced for {taken} taken"
     );
 }
+
+/// Events further apart than the connection idle timeout still all arrive: a response
+/// of unknown length is in flight until its body ends, and the idle timeout is for
+/// connections with nothing in flight (it cut event streams between two events).
+#[tokio::test]
+async fn an_event_stream_quieter_than_the_idle_timeout_is_not_cut() {
+    let listener_limits = ListenerLimits {
+        idle_timeout: Duration::from_millis(300),
+        ..ListenerLimits::default()
+    };
+    let srv = start(limits(), listener_limits).await;
+    let mut c = RawClient::connect(&srv.base, srv.pin).await;
+    let s = c.seal("GET", "/events?n=3&interval_ms=700", "", b"");
+    let mut conn = send_record(&srv, &c, &s, "/events?n=3&interval_ms=700").await;
+    let head = conn.head().await;
+    assert_eq!(head.status, 200);
+    let ct = head.headers[CONTENT_TYPE_HEADER]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let binding = ResponseBinding::Header {
+        status: 200,
+        content_type: &ct,
+    };
+    let mut reader = ResponseStreamReader::default();
+    let mut events = 0;
+    while let Some(piece) = conn.piece().await.unwrap() {
+        for plain in reader
+            .feed(&mut c.session, &s.expect, &binding, &piece)
+            .unwrap()
+        {
+            events += usize::from(!plain.is_empty());
+        }
+    }
+    reader
+        .finish()
+        .expect("the stream ended with its last chunk, not cut");
+    assert_eq!(events, 3);
+}

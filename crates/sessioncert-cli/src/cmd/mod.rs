@@ -71,6 +71,21 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("bad duration {s:?}: {e}"))
 }
 
+/// A duration as [`parse_duration`] takes it, or a plain number of seconds (`30`,
+/// `1.5`), as curl's `--max-time` and `--connect-timeout` take them.
+pub fn parse_seconds_or_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return t
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .and_then(|v| std::time::Duration::try_from_secs_f64(v).ok())
+            .ok_or_else(|| format!("bad duration {s:?}"));
+    }
+    parse_duration(s)
+}
+
 /// Parses a number (`64`, `20.5`), refusing a negative one with a message that says so.
 pub fn parse_number<T>(s: &str) -> Result<T, String>
 where
@@ -149,6 +164,24 @@ pub const DEFAULT_DATA_DIR: &str = "./sessioncert-data";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seconds_as_curl_takes_them_or_a_duration() {
+        use std::time::Duration;
+        assert_eq!(parse_seconds_or_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(
+            parse_seconds_or_duration("1.5"),
+            Ok(Duration::from_millis(1500))
+        );
+        assert_eq!(parse_seconds_or_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(
+            parse_seconds_or_duration("2m"),
+            Ok(Duration::from_secs(120))
+        );
+        for bad in ["-1", "1.2.3", ".", "NaN", "inf", "1e400", ""] {
+            assert!(parse_seconds_or_duration(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn sizes_take_human_units_and_refuse_nonsense() {

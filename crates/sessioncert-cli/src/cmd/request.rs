@@ -89,12 +89,15 @@ pub struct RequestArgs {
     /// OPTIONS, TRACE, PUT and DELETE; otherwise such a refusal exits 6.
     #[arg(long)]
     idempotent: bool,
-    /// Give up after this long in all (e.g. 10s; 0 for no limit, as curl); a request
-    /// already sent then ends as an unknown outcome (exit 6) unless it is idempotent.
-    #[arg(short = 'm', long = "max-time", allow_hyphen_values = true, value_parser = super::parse_duration)]
+    /// Give up after this long in all (e.g. 10s, 1m, or seconds as curl: 30, 1.5; 0 for
+    /// no limit); a request already sent then ends as an unknown outcome (exit 6)
+    /// unless it is idempotent. Without it, a request gives up after 60 s without
+    /// progress.
+    #[arg(short = 'm', long = "max-time", allow_hyphen_values = true, value_parser = super::parse_seconds_or_duration)]
     max_time: Option<std::time::Duration>,
-    /// Give up connecting after this long (default 10s); nothing was sent (exit 5).
-    #[arg(long = "connect-timeout", allow_hyphen_values = true, value_parser = super::parse_duration)]
+    /// Give up connecting after this long (default 10s; seconds as curl: 5, 2.5); nothing
+    /// was sent (exit 5).
+    #[arg(long = "connect-timeout", allow_hyphen_values = true, value_parser = super::parse_seconds_or_duration)]
     connect_timeout: Option<std::time::Duration>,
     /// Write the opened body to FILE instead of stdout.
     #[arg(short = 'o', long = "output")]
@@ -235,6 +238,11 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
     }
     .build()?;
     let mut builder = Client::builder(&base, trust).http_client(http);
+    if a.max_time.is_some() {
+        // --max-time is the one limit then (0: none), as with curl: no separate
+        // "no progress" timeout cuts a slow stream before it.
+        builder = builder.idle_timeout(None);
+    }
     if let Some(f) = &a.session {
         builder = builder.session_file(f.clone());
     }
@@ -243,6 +251,7 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
         eprintln!("sessioncert: server identity is {}", client.identity());
     }
     let method_name = method.to_string();
+    let one_shot = a.session.is_none() && !a.keep_session;
     let mut req = client.request(method, &path).full(a.full);
     if let Some(t) = a.max_time.filter(|t| !t.is_zero()) {
         req = req.timeout(t);
@@ -307,7 +316,12 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
             );
             return Ok(ExitCode::from(EXIT_OUTCOME_UNKNOWN));
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => {
+            if one_shot {
+                close_quietly(&client).await;
+            }
+            return Err(e.into());
+        }
     };
     if let Some(f) = &a.session {
         client.save_session(f).await?;
@@ -342,6 +356,11 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
         }
     };
     out.flush()?;
+    // A one-shot request leaves nothing behind, also when its body failed: its session
+    // is closed at once instead of living on the server until its idle timeout.
+    if one_shot {
+        close_quietly(&client).await;
+    }
     if let Err(e) = written {
         return match e {
             BodyError::Client(e) => {
@@ -352,14 +371,11 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(EXIT_PARTIAL_BODY))
             }
             BodyError::Local(e) => Err(e),
+            BodyError::Interrupted => {
+                eprintln!("sessioncert: interrupted; nothing was left at the -o path");
+                Ok(ExitCode::from(130))
+            }
         };
-    }
-    if a.session.is_none() && !a.keep_session {
-        // A one-shot request leaves nothing behind: its session is closed at once
-        // instead of living on the server until its idle timeout.
-        if let Err(e) = client.close().await {
-            tracing::debug!(error = %e, "closing the one-shot session failed");
-        }
     }
     if failed {
         eprintln!("sessioncert: server answered {status}");
@@ -368,12 +384,23 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Closes the session, giving up after 2 s (the request's outcome is already decided).
+async fn close_quietly(client: &Client) {
+    match tokio::time::timeout(std::time::Duration::from_secs(2), client.close()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "closing the one-shot session failed"),
+        Err(_) => tracing::debug!("closing the one-shot session timed out"),
+    }
+}
+
 /// Why the body could not be written whole.
 enum BodyError {
     /// The response body failed (cut short, did not open, stalled).
     Client(ClientError),
     /// Writing it here failed.
     Local(anyhow::Error),
+    /// Ctrl-C or SIGTERM during an `-o` transfer.
+    Interrupted,
 }
 
 /// Writes the body to `out` as it arrives, flushing after each piece.
@@ -389,31 +416,124 @@ async fn write_to(
     Ok(())
 }
 
-/// Writes the body to `path` as it arrives: to `path.part`, renamed to `path` only when
-/// the body is complete, so a file at `path` is never a cut-short body.
+/// Where `-o` writes.
+enum OutputTarget {
+    /// `-o -`: standard output, as curl.
+    Stdout,
+    /// An existing path that is not a regular file (`/dev/null`, a pipe): written in
+    /// place, never replaced.
+    Direct(PathBuf),
+    /// A regular file, new or existing (a symlink is followed to it): written to a
+    /// hidden temporary file beside it and renamed onto it only once the body is whole,
+    /// so the path never holds a cut-short body. An existing file keeps its permissions.
+    Replace {
+        target: PathBuf,
+        temp: PathBuf,
+        permissions: Option<std::fs::Permissions>,
+    },
+}
+
+fn output_target(path: &std::path::Path) -> std::io::Result<OutputTarget> {
+    if path.as_os_str() == "-" {
+        return Ok(OutputTarget::Stdout);
+    }
+    let (target, permissions) = match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::IsADirectory,
+                "is a directory",
+            ))
+        }
+        Ok(m) if !m.is_file() => return Ok(OutputTarget::Direct(path.to_path_buf())),
+        Ok(m) => (std::fs::canonicalize(path)?, Some(m.permissions())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (path.to_path_buf(), None),
+        Err(e) => return Err(e),
+    };
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut suffix = [0u8; 6];
+    getrandom::fill(&mut suffix).map_err(std::io::Error::other)?;
+    let temp = target.with_file_name(format!(".{name}.{}.part", hex::encode(suffix)));
+    Ok(OutputTarget::Replace {
+        target,
+        temp,
+        permissions,
+    })
+}
+
+/// Writes the body to `path` as it arrives (see [`OutputTarget`]). Ctrl-C or SIGTERM
+/// during the transfer removes the temporary file (exit 130).
 async fn write_to_file(
     resp: &mut sessioncert_client::StreamingResponse,
     path: &std::path::Path,
 ) -> Result<(), BodyError> {
-    let mut part = path.as_os_str().to_owned();
-    part.push(".part");
-    let part = PathBuf::from(part);
     let local = |e: std::io::Error, p: &std::path::Path| {
         BodyError::Local(anyhow::Error::from(e).context(format!("cannot write {}", p.display())))
     };
-    let mut file = std::fs::File::create(&part).map_err(|e| local(e, &part))?;
+    let target = output_target(path).map_err(|e| local(e, path))?;
+    let (mut file, temp) = match &target {
+        OutputTarget::Stdout => {
+            let mut out = std::io::stdout().lock();
+            return write_to(resp, &mut out).await;
+        }
+        OutputTarget::Direct(p) => (std::fs::File::create(p).map_err(|e| local(e, p))?, None),
+        OutputTarget::Replace {
+            temp, permissions, ..
+        } => {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(temp)
+                .map_err(|e| local(e, temp))?;
+            if let Some(p) = permissions {
+                f.set_permissions(p.clone()).map_err(|e| local(e, temp))?;
+            }
+            (f, Some(temp.clone()))
+        }
+    };
     let written = async {
         while let Some(piece) = resp.chunk().await.map_err(BodyError::Client)? {
-            file.write_all(&piece).map_err(|e| local(e, &part))?;
+            file.write_all(&piece).map_err(|e| local(e, path))?;
         }
-        file.sync_all().map_err(|e| local(e, &part))?;
-        std::fs::rename(&part, path).map_err(|e| local(e, path))
-    }
-    .await;
+        if let OutputTarget::Replace { target, temp, .. } = &target {
+            file.sync_all().map_err(|e| local(e, temp))?;
+            std::fs::rename(temp, target).map_err(|e| local(e, target))?;
+        }
+        Ok(())
+    };
+    let written = tokio::select! {
+        r = written => r,
+        () = interrupted() => Err(BodyError::Interrupted),
+    };
     if written.is_err() {
-        let _ = std::fs::remove_file(&part);
+        if let Some(t) = temp {
+            let _ = std::fs::remove_file(t);
+        }
     }
     written
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// The client library's log events on stderr with `-v`: every protocol step,

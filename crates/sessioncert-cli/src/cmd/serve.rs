@@ -276,24 +276,34 @@ async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
+    // SIGTERM, and SIGHUP (a closed terminal or ssh session): both stop cleanly, as
+    // Ctrl-C does; dying on SIGHUP expired every session at the next start.
     #[cfg(unix)]
     let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(mut t), Ok(mut h)) => {
+                let which = tokio::select! {
+                    _ = t.recv() => "SIGTERM",
+                    _ = h.recv() => "SIGHUP",
+                };
+                tracing::info!(signal = which, "stopping");
             }
-            Err(_) => std::future::pending::<()>().await,
+            _ => std::future::pending::<()>().await,
         }
     };
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! {
-        _ = ctrl_c => {},
+        _ = ctrl_c => tracing::info!(signal = "SIGINT", "stopping"),
         _ = term => {},
     }
 }
 
-/// Runs the demo server until SIGINT/SIGTERM, then persists sessions and exits.
+/// Runs the demo server until SIGINT, SIGTERM or SIGHUP, then persists sessions and exits.
 /// `settings` is the one-line summary of the effective settings, logged first.
 pub async fn run(a: ServeArgs, settings: String) -> anyhow::Result<ExitCode> {
     // Checked before anything is opened: a refused start must leave no trace.
@@ -343,6 +353,12 @@ pub async fn run(a: ServeArgs, settings: String) -> anyhow::Result<ExitCode> {
         a.max_response >= 1024,
         "--max-response ({}) must be at least 1KiB",
         a.max_response
+    );
+    anyhow::ensure!(
+        a.max_stream_body.0.is_none_or(|n| n >= 1024),
+        "--max-stream-body ({}) must be at least 1KiB, or none: a smaller one would refuse \
+         every streamed body (and bodies over 64 KiB are always streamed)",
+        a.max_stream_body.0.unwrap_or(0)
     );
     anyhow::ensure!(
         a.max_inflight_response >= a.max_response,
@@ -480,7 +496,7 @@ pub async fn run(a: ServeArgs, settings: String) -> anyhow::Result<ExitCode> {
     let files = demo::Files::open(a.data.join("files"), demo::files::DEFAULT_QUOTA_BYTES)
         .with_context(|| format!("cannot open {}", a.data.join("files").display()))?;
     let app = sc
-        .router(demo::sealed_routes(files))
+        .router(demo::sealed_routes(files, a.max_body))
         .merge(demo::plain_routes());
     let (app, admin) = match admin_socket {
         None => (app.merge(admin), None),

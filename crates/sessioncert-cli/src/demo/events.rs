@@ -17,6 +17,11 @@ const MAX_EVENTS: u64 = 100_000;
 /// Interval bounds (ms): a flood of tiny events, or a stream held open for days, is not
 /// something an anonymous session may ask for.
 const INTERVAL_MS: std::ops::RangeInclusive<u64> = 1..=60_000;
+/// Longest stream one request may ask for (`n × interval_ms`): an hour.
+const MAX_DURATION_MS: u64 = 3_600_000;
+/// A comment line this often keeps a quiet stream visibly alive (for proxies and for
+/// clients that give up on a silent connection).
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 #[derive(Deserialize)]
 pub struct EventsQuery {
@@ -41,17 +46,23 @@ pub async fn events(
     let Ok(Query(q)) = query else {
         return bad_query();
     };
-    if q.n > MAX_EVENTS || !INTERVAL_MS.contains(&q.interval_ms) {
+    if q.n > MAX_EVENTS
+        || !INTERVAL_MS.contains(&q.interval_ms)
+        || q.n.saturating_sub(1).saturating_mul(q.interval_ms) > MAX_DURATION_MS
+    {
         return bad_query();
     }
-    Sse::new(ticks(q.n, Duration::from_millis(q.interval_ms))).into_response()
+    Sse::new(ticks(q.n, Duration::from_millis(q.interval_ms)))
+        .keep_alive(axum::response::sse::KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response()
 }
 
 fn bad_query() -> Response {
     (
         StatusCode::BAD_REQUEST,
         Json(json!({"error": format!(
-            "n is 0-{MAX_EVENTS} (default 10), interval_ms {}-{} (default 100)",
+            "n is 0-{MAX_EVENTS} (default 10), interval_ms {}-{} (default 100), and the \
+             stream at most an hour long (n-1 intervals)",
             INTERVAL_MS.start(),
             INTERVAL_MS.end()
         )})),
@@ -121,7 +132,13 @@ mod tests {
     #[tokio::test]
     async fn out_of_range_queries_are_refused() {
         let app = Router::new().route("/events", get(events));
-        for q in ["n=100001", "interval_ms=0", "interval_ms=60001", "n=x"] {
+        for q in [
+            "n=100001",
+            "interval_ms=0",
+            "interval_ms=60001",
+            "n=x",
+            "n=62&interval_ms=60000",
+        ] {
             let req = axum::http::Request::get(format!("/events?{q}"))
                 .body(axum::body::Body::empty())
                 .unwrap();

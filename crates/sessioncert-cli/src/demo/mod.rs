@@ -111,7 +111,10 @@ async fn remove(State(s): State<Shared>, Path(id): Path<u64>) -> StatusCode {
 }
 
 /// The routes served sealed; `files` is where `PUT /files/{name}` stores uploads.
-pub fn sealed_routes(files: Files) -> Router {
+/// `max_body` bounds what the routes that buffer their body whole (the echo, notes)
+/// take, streamed or not (`--max-body`): axum's own default (2 MB) is not what the
+/// server's settings say.
+pub fn sealed_routes(files: Files, max_body: usize) -> Router {
     let notes: Shared = Arc::default();
     // Uploads may be as large as the files quota, whatever --max-stream-body says for
     // the other routes (each chunk is held only while it is written out).
@@ -137,6 +140,7 @@ pub fn sealed_routes(files: Files) -> Router {
             )
         })
         .with_state(notes)
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .merge(file_routes)
 }
 
@@ -160,12 +164,39 @@ mod tests {
         app.clone().oneshot(req).await.unwrap().status()
     }
 
+    /// The echo takes bodies up to the server's `--max-body` (here 4 MiB), not axum's
+    /// 2 MB default, and answers 413 above it.
+    #[tokio::test]
+    async fn the_echo_takes_bodies_up_to_max_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = sealed_routes(
+            Files::open(dir.path().join("files"), 1 << 20).unwrap(),
+            4 << 20,
+        );
+        for (size, want) in [
+            (3 << 20, StatusCode::OK),
+            ((4 << 20) + 1, StatusCode::PAYLOAD_TOO_LARGE),
+        ] {
+            let req = axum::http::Request::post("/apiTest")
+                .body(axum::body::Body::from(vec![b'a'; size]))
+                .unwrap();
+            assert_eq!(
+                app.clone().oneshot(req).await.unwrap().status(),
+                want,
+                "{size}"
+            );
+        }
+    }
+
     /// Anonymous sessions cannot fill the demo's memory: the notes hold at most
     /// `MAX_NOTE_BYTES`, and deleting one makes room again (attack review).
     #[tokio::test]
     async fn notes_are_capped_in_bytes_not_only_in_count() {
         let dir = tempfile::tempdir().unwrap();
-        let app = sealed_routes(Files::open(dir.path().join("files"), 1 << 20).unwrap());
+        let app = sealed_routes(
+            Files::open(dir.path().join("files"), 1 << 20).unwrap(),
+            4 << 20,
+        );
         let big = 1_500_000;
         assert_eq!(post(&app, big).await, StatusCode::CREATED);
         assert_eq!(post(&app, big).await, StatusCode::CREATED);

@@ -161,7 +161,7 @@ fn write_line(
 }
 
 /// The first 8 characters of a session id as `sessions list` prints it.
-struct ShortId(SessionId);
+pub(crate) struct ShortId(pub(crate) SessionId);
 
 impl fmt::Display for ShortId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -33,7 +33,7 @@
 //! written to the access log (target `sessioncert::access`, refusal lines limited under
 //! floods) and recorded in the metrics of [`crate::telemetry`].
 
-mod access;
+pub(crate) mod access;
 mod body;
 mod tls;
 
@@ -576,6 +576,32 @@ impl Drop for InFlight {
     }
 }
 
+/// A response body that keeps its request counted in flight until it is dropped.
+struct InFlightBody {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for InFlightBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// A socket that records when bytes move. Under TLS it is the TCP socket below the
 /// TLS stream, so the watchdogs see the bytes on the wire.
 struct Tracked {
@@ -811,8 +837,25 @@ where
         let fut = app.clone().oneshot(req);
         async move {
             let r = fut.await;
-            drop(in_flight);
-            r
+            // A response of unknown length (a stream, server-sent events) is in flight
+            // until its body ends: the idle timeout must not cut it between two events.
+            // One of known length is written at once (the write-stall timeout covers a
+            // peer that does not take it).
+            Ok::<_, Infallible>(match r {
+                Ok(resp) if http_body::Body::size_hint(resp.body()).exact().is_none() => {
+                    resp.map(|b| {
+                        Body::new(InFlightBody {
+                            body: b,
+                            _in_flight: in_flight,
+                        })
+                    })
+                }
+                Ok(resp) => {
+                    drop(in_flight);
+                    resp
+                }
+                Err(never) => match never {},
+            })
         }
     });
     let conn = builder.serve_connection(io, svc);

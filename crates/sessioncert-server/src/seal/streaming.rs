@@ -65,7 +65,7 @@ impl StreamLabel {
         match error {
             None => tracing::info!(
                 target: ACCESS_LOG_TARGET,
-                session = %self.session,
+                session = %crate::listener::access::ShortId(self.session),
                 seq = self.seq,
                 direction,
                 bytes,
@@ -75,7 +75,7 @@ impl StreamLabel {
             ),
             Some(e) => tracing::warn!(
                 target: ACCESS_LOG_TARGET,
-                session = %self.session,
+                session = %crate::listener::access::ShortId(self.session),
                 seq = self.seq,
                 direction,
                 bytes,
@@ -283,14 +283,16 @@ impl http_body::Body for RequestStream {
 
 impl Drop for RequestStream {
     fn drop(&mut self) {
-        // A handler that stopped reading early: say so once.
+        // A handler that stopped reading early (an early 413 or 507, say): not a failure
+        // of the stream, so only at debug level.
         if self.ended.is_none() {
-            let label = self.label;
-            label.ended(
-                "request",
-                self.plaintext,
-                self.opener.chunks_opened(),
-                Some("the handler did not read the body to its end"),
+            tracing::debug!(
+                target: ACCESS_LOG_TARGET,
+                session = %crate::listener::access::ShortId(self.label.session),
+                seq = self.label.seq,
+                bytes = self.plaintext,
+                chunks = self.opener.chunks_opened(),
+                "stream not read to its end by the handler"
             );
         }
     }
