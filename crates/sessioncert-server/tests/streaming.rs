@@ -154,6 +154,22 @@ fn routes(obs: Arc<Obs>) -> Router {
         .route("/events", get(events))
         .route("/counting", get(counting))
         .route("/small", get(|| async { "small answer" }))
+        // One frame of 8 MiB, as a handler serializing a big answer hands it over.
+        .route("/one-frame", get(|| async { vec![b'f'; 8 << 20] }))
+        // Runs 800 ms, then records that it finished.
+        .route(
+            "/sleep",
+            get(|State(obs): State<Arc<Obs>>| async move {
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                obs.uploads
+                    .lock()
+                    .unwrap()
+                    .entry("sleep".into())
+                    .or_default()
+                    .push(Ok((0, String::new())));
+                "slept"
+            }),
+        )
         .with_state(obs)
 }
 
@@ -161,7 +177,7 @@ struct Srv {
     base: String,
     pin: sessioncert_proto::Pin,
     obs: Arc<Obs>,
-    _sc: SessionCert,
+    sc: SessionCert,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -188,7 +204,7 @@ async fn start(limits: Limits, listener_limits: ListenerLimits) -> Srv {
         base,
         pin,
         obs,
-        _sc: sc,
+        sc,
         _stop: tx,
     }
 }
@@ -680,4 +696,140 @@ async fn an_event_stream_quieter_than_the_idle_timeout_is_not_cut() {
         .finish()
         .expect("the stream ended with its last chunk, not cut");
     assert_eq!(events, 3);
+}
+
+/// A handler's answer handed over as one large frame is held by the stream while a slow
+/// peer reads it 64 KiB at a time: it counts against the response budget (attack review:
+/// 60 such answers held 1.5 GiB while the budget saw 7.8 MB), so past the budget new
+/// sealed requests get `503 unavailable` before they run, and once the peer took it all
+/// they are served again.
+#[tokio::test]
+async fn a_large_answer_held_for_a_slow_reader_counts_against_the_response_budget() {
+    let srv = start(
+        Limits {
+            max_inflight_response_bytes: 4 << 20,
+            ..limits()
+        },
+        ListenerLimits::default(),
+    )
+    .await;
+    let mut slow = RawClient::connect(&srv.base, srv.pin).await;
+    let s = slow.seal("GET", "/one-frame", "", b"");
+    let mut conn = send_record(&srv, &slow, &s, "/one-frame").await;
+    assert_eq!(conn.head().await.status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut other = RawClient::connect(&srv.base, srv.pin).await;
+    let s2 = other.seal("GET", "/small", "", b"");
+    let refused = send_record(&srv, &other, &s2, "/small").await.head().await;
+    assert_eq!(refused.status, 503, "admitted while 8 MiB were held");
+    // The slow peer takes its answer; then the budget is free again.
+    let mut taken = 0usize;
+    while let Some(piece) = conn.piece().await.unwrap() {
+        taken += piece.len();
+    }
+    assert!(taken > 8 << 20, "{taken}");
+    let s3 = other.seal("GET", "/small", "", b"");
+    let served = send_record(&srv, &other, &s3, "/small").await.head().await;
+    assert_eq!(served.status, 200);
+}
+
+/// A streamed request held on the path (its first chunk sent, the rest withheld) must
+/// not run to completion after its session was closed: the close answers that nothing
+/// more runs in the session, and a client then retries on a new one (attack review: a
+/// held `POST /notes` completed after the close and the note was made twice). The rest
+/// of the stream, released after the close, fails the handler's body; nothing is stored.
+#[tokio::test]
+async fn a_stream_held_past_its_sessions_close_does_not_complete() {
+    let srv = start(limits(), ListenerLimits::default()).await;
+    let mut c = RawClient::connect(&srv.base, srv.pin).await;
+    let ct = "application/octet-stream";
+    let mut up = StreamUpload::start(
+        &mut c.session,
+        &RequestBinding::Header(header_line("PUT", &srv.base, "/digest", ct)),
+        &[1u8; 20_000],
+        false,
+    );
+    let (c1, last) = (up.chunk(&[2u8; 20_000]), up.last(&[3u8; 20_000]));
+    let mut conn = H1::connect(&srv.base).await;
+    let headers = sealed_headers(
+        &c,
+        &[
+            ("x-test-id", "held"),
+            (TARGET_HEADER, srv.base.as_str()),
+            (CONTENT_TYPE_HEADER, ct),
+        ],
+    );
+    conn.request("PUT", "/digest", &headers, None).await;
+    // The first part goes out now (as one HTTP chunk, the body left open); the
+    // handler starts on chunk 0.
+    use tokio::io::AsyncWriteExt as _;
+    let first = [up.start.clone(), c1].concat();
+    let mut w = conn.take_writer();
+    let framed = [
+        format!("{:x}\r\n", first.len()).as_bytes(),
+        &first[..],
+        b"\r\n",
+    ]
+    .concat();
+    w.write_all(&framed).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        srv.obs.uploads("held").is_empty(),
+        "the handler is still reading"
+    );
+    // The session is closed (as the client's settling close, or an operator, does).
+    assert!(srv.sc.manager().close(&c.session.id()).await);
+    // The withheld rest arrives: the handler must not get a whole body.
+    let framed = [
+        format!("{:x}\r\n", last.len()).as_bytes(),
+        &last[..],
+        b"\r\n0\r\n\r\n",
+    ]
+    .concat();
+    let _ = w.write_all(&framed).await;
+    let head = conn.head().await;
+    assert_ne!(
+        head.status, 200,
+        "the held request completed after the close"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let seen = srv.obs.uploads("held");
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].is_err(), "the handler got a whole body: {seen:?}");
+}
+
+/// A close waits (a bounded time) for the requests of its session still running, so a
+/// client told "closed" after giving up on a request knows it is over: the handler that
+/// was running has finished by the time the close is answered.
+#[tokio::test]
+async fn a_close_is_answered_only_after_the_sessions_running_requests_finished() {
+    let srv = start(limits(), ListenerLimits::default()).await;
+    let mut c = RawClient::connect(&srv.base, srv.pin).await;
+    let s = c.seal("GET", "/sleep", "", b"");
+    let close = c.seal("POST", CLOSE_PATH, "", b"");
+    let (status, (before, r, after)) = tokio::join!(
+        async {
+            send_record(&srv, &c, &s, "/sleep")
+                .await
+                .head()
+                .await
+                .status
+        },
+        async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let before = srv.obs.uploads("sleep").len();
+            let r = c.send_raw(&close).await;
+            (before, r, srv.obs.uploads("sleep").len())
+        }
+    );
+    assert_eq!(before, 0, "the close was sent while the request still ran");
+    assert_eq!(
+        after, 1,
+        "the close was answered while a request of the session ran"
+    );
+    assert_eq!(c.open(&close, r).await.unwrap().0, 200);
+    // The request ran; its answer could not be sealed any more (the session's keys
+    // went with the close), so it is an untagged `session_closed`, which never claims
+    // that it did not run.
+    assert_eq!(status, 401);
 }

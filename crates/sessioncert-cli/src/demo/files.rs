@@ -123,19 +123,26 @@ pub async fn put(State(files): State<Files>, Path(name): Path<String>, body: Bod
             return response;
         }
     };
-    let replaced = tokio::fs::metadata(&path).await.map(|m| m.len()).ok();
-    if let Err(e) = tokio::fs::rename(&partial, &path).await {
-        tracing::error!(error = %e, "could not store an upload");
-        let _ = tokio::fs::remove_file(&partial).await;
-        release(&files, bytes).await;
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "could not store the file",
-        );
-    }
-    if let Some(old) = replaced {
-        release(&files, old).await;
-    }
+    // What the rename replaces and the quota's count change together, under the
+    // quota's lock: two uploads racing to one name would otherwise both release the old
+    // file's size (attack review: 13 MB stored under a 10 MB quota).
+    let replaced = {
+        let mut used = files.inner.used.lock().await;
+        let replaced = tokio::fs::metadata(&path).await.map(|m| m.len()).ok();
+        if let Err(e) = tokio::fs::rename(&partial, &path).await {
+            tracing::error!(error = %e, "could not store an upload");
+            let _ = tokio::fs::remove_file(&partial).await;
+            *used = used.saturating_sub(bytes);
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "could not store the file",
+            );
+        }
+        if let Some(old) = replaced {
+            *used = used.saturating_sub(old);
+        }
+        replaced
+    };
     let status = if replaced.is_some() {
         StatusCode::OK
     } else {

@@ -139,11 +139,17 @@ where
         Ok(o) => o,
         Err(refusal) => return refusal.into_response(),
     };
+    // Running until the handler answered: a close of the session waits for it.
+    let running = crate::sessions::Running::enter(&opened.entry);
     let response = match inner.call(handler_req).await {
-        Ok(r) => r.map(Body::new),
+        Ok(r) => {
+            drop(running);
+            r.map(Body::new)
+        }
         Err(e) => {
             // The request was opened (its seq is spent) and handed over: answer
             // sealed, so the client learns it reached the handler.
+            drop(running);
             let e: axum::BoxError = e.into();
             tracing::error!(session = %opened.id, error = %e, "the sealed handler failed");
             let mut r = Response::new(Body::empty());

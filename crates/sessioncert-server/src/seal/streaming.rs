@@ -15,6 +15,7 @@
 use super::bhttp_stream::{self, ContentDecoder};
 use crate::listener::BodyRelease;
 use crate::seal::limit::LimitSlot;
+use crate::sessions::Entry;
 use crate::telemetry::ACCESS_LOG_TARGET;
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
@@ -49,6 +50,10 @@ pub enum StreamBodyError {
     /// The connection failed while the body was read.
     #[error("the streamed request body could not be read")]
     Transport,
+    /// The session ended (closed, expired) before the stream did: nothing more of it
+    /// is handed to the handler (PROTOCOL §7).
+    #[error("the session ended before the streamed request body did")]
+    SessionEnded,
 }
 
 /// Who a stream belongs to, for its end-of-stream log line.
@@ -125,6 +130,8 @@ pub(crate) struct RequestStreamParts {
     pub(crate) release: Option<BodyRelease>,
     pub(crate) opened_bytes: metrics::Counter,
     pub(crate) label: StreamLabel,
+    /// The session's entry: its `ended` flag stops the stream.
+    pub(crate) entry: Arc<Entry>,
 }
 
 /// See the module docs.
@@ -138,6 +145,7 @@ pub(crate) struct RequestStream {
     release: Option<BodyRelease>,
     opened_bytes: metrics::Counter,
     label: StreamLabel,
+    entry: Arc<Entry>,
     /// Plaintext bytes handed out so far.
     plaintext: u64,
     /// `Some` once the body ended: `Ok` cleanly, or the error it gave.
@@ -156,9 +164,14 @@ impl RequestStream {
             release: p.release,
             opened_bytes: p.opened_bytes,
             label: p.label,
+            entry: p.entry,
             plaintext: 0,
             ended: None,
         }
+    }
+
+    fn session_ended(&self) -> bool {
+        self.entry.ended.load(Ordering::SeqCst)
     }
 
     fn end(&mut self, result: Result<(), StreamBodyError>) {
@@ -238,6 +251,11 @@ impl http_body::Body for RequestStream {
                         Ok(c) => c,
                         Err(_) => return this.fail(StreamBodyError::Rejected),
                     };
+                    // Checked before anything more is released: a session closed while
+                    // its stream was held gets nothing more of it to run on.
+                    if this.session_ended() {
+                        return this.fail(StreamBodyError::SessionEnded);
+                    }
                     this.opened_bytes.increment(opened.plaintext.len() as u64);
                     let plain = frame.freeze().slice(opened.plaintext);
                     if let Some(p) = this.hand_out(plain, n as u64) {
@@ -263,6 +281,11 @@ impl http_body::Body for RequestStream {
                 Poll::Ready(Some(Err(_))) => return this.fail(StreamBodyError::Transport),
                 Poll::Ready(None) => {
                     if this.opener.finish().is_ok() && this.buf.is_empty() {
+                        // The end of the body is what a handler commits on: not after
+                        // the session ended.
+                        if this.session_ended() {
+                            return this.fail(StreamBodyError::SessionEnded);
+                        }
                         this.end(Ok(()));
                         return Poll::Ready(None);
                     }
@@ -411,6 +434,12 @@ impl Drop for ChargedBuffer {
 #[error("the handler's response body failed; the sealed stream was cut")]
 pub struct ResponseStreamCut;
 
+impl Drop for SealedStream {
+    fn drop(&mut self) {
+        self.budget.fetch_sub(self.carry.len(), Ordering::Relaxed);
+    }
+}
+
 /// See the module docs.
 pub(crate) struct SealedStream {
     handler: Body,
@@ -422,12 +451,15 @@ pub(crate) struct SealedStream {
     header: Option<Vec<u8>>,
     /// Handler bytes received and not yet sealed (at most a chunk's worth).
     collect: Vec<u8>,
-    /// A handler frame only partly moved into `collect`.
+    /// A handler frame only partly moved into `collect`. Its bytes are charged to the
+    /// response budget until they move on (a handler may hand over one frame of many
+    /// MiB, which the stream then holds while the peer reads it 64 KiB at a time).
     carry: Bytes,
     handler_done: bool,
     budget: Arc<AtomicUsize>,
     sealed_bytes: metrics::Counter,
     label: StreamLabel,
+    entry: Arc<Entry>,
     bytes: u64,
     /// Sealed pieces handed on (each one chunk or more).
     chunks: u64,
@@ -444,6 +476,8 @@ pub(crate) struct SealedStreamParts {
     pub(crate) budget: Arc<AtomicUsize>,
     pub(crate) sealed_bytes: metrics::Counter,
     pub(crate) label: StreamLabel,
+    /// The session's entry: a response stream stops when the session ends.
+    pub(crate) entry: Arc<Entry>,
 }
 
 impl SealedStream {
@@ -468,6 +502,7 @@ impl SealedStream {
                 joined.freeze()
             }
         };
+        p.budget.fetch_add(carry.len(), Ordering::Relaxed);
         SealedStream {
             handler,
             sealer: Some(p.sealer),
@@ -480,6 +515,7 @@ impl SealedStream {
             budget: p.budget,
             sealed_bytes: p.sealed_bytes,
             label: p.label,
+            entry: p.entry,
             bytes: 0,
             chunks: 0,
             finished: false,
@@ -495,7 +531,12 @@ impl SealedStream {
     }
 
     /// Seals what is collected — the end of the stream when `last` — and hands it on.
+    /// Nothing more is sealed in a session that ended (closed, expired): the stream is
+    /// cut instead, and the client sees it cut short (PROTOCOL §7).
     fn emit(&mut self, last: bool) -> Poll<Option<Result<Frame<Bytes>, ResponseStreamCut>>> {
+        if self.entry.ended.load(Ordering::SeqCst) {
+            return self.cut("the session ended");
+        }
         let mut out = self.header.take().unwrap_or_default();
         let content = std::mem::take(&mut self.collect);
         self.bytes += content.len() as u64;
@@ -563,6 +604,7 @@ impl http_body::Body for SealedStream {
                 let n = (cap - this.collect.len()).min(this.carry.len());
                 let piece = this.carry.split_to(n);
                 this.collect.extend_from_slice(&piece);
+                this.budget.fetch_sub(n, Ordering::Relaxed);
             }
             if this.collect.len() >= cap {
                 return this.emit(false);
@@ -573,6 +615,8 @@ impl http_body::Body for SealedStream {
             match Pin::new(&mut this.handler).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
+                        // `carry` is empty here: the handler is polled only then.
+                        this.budget.fetch_add(data.len(), Ordering::Relaxed);
                         this.carry = data;
                     }
                 }

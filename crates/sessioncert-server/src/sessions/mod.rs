@@ -19,6 +19,7 @@ mod table;
 
 pub use persistence::LoadReport;
 pub use table::Entry;
+pub(crate) use table::Running;
 
 use crate::error::Refusal;
 use crate::keys::ServerKeys;
@@ -41,6 +42,10 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Longest a close waits for the session's running requests (see
+/// [`SessionManager::seal_and_close`]).
+pub const CLOSE_DRAIN: Duration = Duration::from_secs(5);
 use table::{Live, Mutable};
 
 /// Wall-clock time in unix milliseconds.
@@ -642,7 +647,11 @@ impl SessionManager {
         Ok(record)
     }
 
-    /// Seals the response to a close request and closes the session.
+    /// Seals the response to a close request and closes the session. Requests of the
+    /// session whose handler is still running (their whole body arrived before the
+    /// close; a streamed one still arriving fails at its next chunk) are waited for, at
+    /// most [`CLOSE_DRAIN`], before the close is answered: a client told "closed" after
+    /// giving up on a request can retry it without the first attempt completing later.
     pub async fn seal_and_close(
         &self,
         entry: &Arc<Entry>,
@@ -651,6 +660,18 @@ impl SessionManager {
     ) -> Result<Vec<u8>, Refusal> {
         let sealed = self.seal_response(entry, sealer, binding, b"")?;
         self.end(entry, SessionState::Closed);
+        let deadline = std::time::Instant::now() + CLOSE_DRAIN;
+        while entry.running.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let still = entry.running.load(Ordering::SeqCst);
+        if still > 0 {
+            tracing::warn!(
+                session = %entry.id,
+                running = still,
+                "session closed while a request in it was still running after the wait"
+            );
+        }
         Ok(sealed)
     }
 
@@ -685,6 +706,7 @@ impl SessionManager {
             return false;
         };
         m.live = Live::Ended(end, Some((*session).end()));
+        entry.ended.store(true, Ordering::SeqCst);
         m.ended_at_ms = now_ms();
         m.touch();
         self.live_count.fetch_sub(1, Ordering::Relaxed);

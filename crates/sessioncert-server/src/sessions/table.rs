@@ -90,6 +90,13 @@ pub struct Entry {
     pub(crate) streams: bool,
     /// Queued for the next flush (set when pushed, cleared when taken).
     pub(crate) queued: AtomicBool,
+    /// Set when the session ends (closed, expired): streams still under way in it read
+    /// this before each chunk and stop (PROTOCOL §7), so a closed session runs nothing
+    /// more — a held stream cannot complete its request after the close was confirmed.
+    pub(crate) ended: AtomicBool,
+    /// Requests of the session whose handler is running: a close waits for them (a
+    /// bounded time), so that "closed" means nothing more runs in the session.
+    pub(crate) running: std::sync::atomic::AtomicUsize,
     inner: Mutex<Mutable>,
 }
 
@@ -106,9 +113,9 @@ impl Entry {
         idle_timeout_ms: u64,
         inner: Mutable,
     ) -> Self {
-        let streams = match &inner.live {
-            Live::Established(s) => s.streams(),
-            Live::Ended(..) => false,
+        let (streams, ended) = match &inner.live {
+            Live::Established(s) => (s.streams(), false),
+            Live::Ended(..) => (false, true),
         };
         Entry {
             id,
@@ -121,6 +128,8 @@ impl Entry {
             expires_at_ms,
             idle_timeout_ms,
             queued: AtomicBool::new(false),
+            ended: AtomicBool::new(ended),
+            running: std::sync::atomic::AtomicUsize::new(0),
             inner: Mutex::new(inner),
         }
     }
@@ -159,5 +168,25 @@ impl Entry {
     /// Marks the entry queued; returns whether it was not queued before.
     pub(crate) fn set_queued(&self) -> bool {
         !self.queued.swap(true, Ordering::AcqRel)
+    }
+}
+
+/// Counts a request's handler as running in its session until dropped.
+pub(crate) struct Running(std::sync::Arc<Entry>);
+
+impl Running {
+    pub(crate) fn enter(entry: &std::sync::Arc<Entry>) -> Self {
+        entry
+            .running
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Running(entry.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0
+            .running
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
