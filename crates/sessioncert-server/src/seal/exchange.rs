@@ -31,7 +31,7 @@ use http::{header, HeaderMap, HeaderValue, Request, StatusCode, Uri};
 use http_body_util::BodyExt as _;
 use sessioncert_proto::full::{FullRequest, FullResponse};
 use sessioncert_proto::record::{RecordType, RECORD_HEADER_LEN};
-use sessioncert_proto::stream::{complete_chunk, MAX_CHUNK_LEN};
+use sessioncert_proto::stream::complete_chunk;
 use sessioncert_proto::{
     ErrorCode, RequestBinding, RequestLine, ResponseBinding, ResponseSealer, SessionId,
 };
@@ -468,9 +468,16 @@ where
     ))
 }
 
+/// Largest response body sent as one record when it is complete at once (all its
+/// frames ready when first polled): it is in memory already, and one record costs one
+/// copy and one AEAD pass where a stream of chunks costs more (measured: 64 KiB and
+/// 1 MiB echoes fell from 0.73× to 0.68× of plain when streamed). A body that is larger,
+/// or not complete at once (server-sent events, a file read from disk), is streamed.
+const SINGLE_RECORD_MAX: usize = 4 << 20;
+
 /// How the start of a handler's response body turned out.
 enum Started {
-    /// It ended within one chunk, with the frames ready at once.
+    /// It ended within [`SINGLE_RECORD_MAX`], with the frames ready at once.
     Whole(Bytes),
     /// It failed before anything was sent.
     Failed,
@@ -498,7 +505,7 @@ async fn start_reading(mut body: Body) -> Started {
                     if !data.is_empty() {
                         collected.push(data);
                     }
-                    if len > MAX_CHUNK_LEN {
+                    if len > SINGLE_RECORD_MAX {
                         return Started::Stream(collected, body);
                     }
                 }
