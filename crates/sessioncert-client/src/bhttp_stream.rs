@@ -19,17 +19,7 @@ fn bad() -> ProtocolError {
     }
 }
 
-/// A variable-length integer at the start of `b`: `None` when incomplete.
-fn varint(b: &[u8]) -> Option<(u64, usize)> {
-    let first = *b.first()?;
-    let len = 1usize << (first >> 6);
-    let bytes = b.get(..len)?;
-    let mut v = u64::from(first & 0x3f);
-    for x in &bytes[1..] {
-        v = (v << 8) | u64::from(*x);
-    }
-    Some((v, len))
-}
+use sessioncert_proto::full::read_varint as varint;
 
 /// Reads `n` bytes at `*pos`, a varint-prefixed vector: `Ok(None)` when incomplete.
 fn vec_at<'a>(b: &'a [u8], pos: &mut usize) -> Result<Option<&'a [u8]>, ProtocolError> {

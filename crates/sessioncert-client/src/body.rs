@@ -309,19 +309,7 @@ impl Stream for SealingBody {
     }
 }
 
-/// A QUIC variable-length integer (RFC 9000 §16), as Binary HTTP frames lengths.
-pub(crate) fn put_varint(v: u64, out: &mut Vec<u8>) {
-    if v < 1 << 6 {
-        out.push(v as u8);
-    } else if v < 1 << 14 {
-        out.extend_from_slice(&((v as u16) | 0x4000).to_be_bytes());
-    } else if v < 1 << 30 {
-        out.extend_from_slice(&((v as u32) | 0x8000_0000).to_be_bytes());
-    } else {
-        // Lengths here are of single buffers, far below 2^62.
-        out.extend_from_slice(&(v | 0xc000_0000_0000_0000).to_be_bytes());
-    }
-}
+pub(crate) use sessioncert_proto::full::write_varint as put_varint;
 
 /// The content of an indeterminate-length Binary HTTP message (RFC 9292 §3.2) from its
 /// bytes: each buffer as a length-prefixed chunk (empty ones skipped: a zero length

@@ -133,9 +133,56 @@ impl FullResponse {
     }
 }
 
+/// A QUIC variable-length integer (RFC 9000 §16) at the front of `b`, as Binary HTTP
+/// frames its lengths: its value and its length in bytes, `None` when `b` holds only
+/// part of it (a streaming reader then waits for more).
+pub fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
+    let first = *b.first()?;
+    let len = 1usize << (first >> 6);
+    let rest = b.get(1..len)?;
+    let v = rest
+        .iter()
+        .fold(u64::from(first & 0x3f), |v, x| v << 8 | u64::from(*x));
+    Some((v, len))
+}
+
+/// Appends `v` (below 2^62) as a variable-length integer, in its shortest form.
+pub fn write_varint(v: u64, out: &mut Vec<u8>) {
+    if v < 1 << 6 {
+        out.push(v as u8);
+    } else if v < 1 << 14 {
+        out.extend_from_slice(&((v as u16) | 0x4000).to_be_bytes());
+    } else if v < 1 << 30 {
+        out.extend_from_slice(&((v as u32) | 0x8000_0000).to_be_bytes());
+    } else {
+        out.extend_from_slice(&((v & 0x3fff_ffff_ffff_ffff) | 0xc000_0000_0000_0000).to_be_bytes());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn varints_round_trip_in_their_shortest_form_and_wait_when_cut() {
+        for (v, len) in [
+            (0u64, 1),
+            (63, 1),
+            (64, 2),
+            (16_383, 2),
+            (16_384, 4),
+            ((1 << 30) - 1, 4),
+            (1 << 30, 8),
+            ((1 << 62) - 1, 8),
+        ] {
+            let mut out = Vec::new();
+            write_varint(v, &mut out);
+            assert_eq!(out.len(), len, "{v}");
+            assert_eq!(read_varint(&out), Some((v, len)));
+            assert_eq!(read_varint(&out[..len - 1]), None, "cut");
+        }
+        assert_eq!(read_varint(&[0x40, 0xc9]), Some((201, 2)), "RFC 9292's 201");
+    }
     use proptest::prelude::*;
 
     fn req() -> FullRequest {

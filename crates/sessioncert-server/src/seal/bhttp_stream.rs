@@ -23,30 +23,8 @@ fn bad() -> ProtocolError {
     }
 }
 
-/// A variable-length integer (RFC 9000 §16) at the front of `b`: its value and length,
-/// `None` when `b` holds only part of it.
-fn varint(b: &[u8]) -> Option<(u64, usize)> {
-    let first = *b.first()?;
-    let len = 1usize << (first >> 6);
-    let bytes = b.get(1..len)?;
-    let v = bytes
-        .iter()
-        .fold(u64::from(first & 0x3f), |v, x| v << 8 | u64::from(*x));
-    Some((v, len))
-}
-
-/// Appends `v` (below 2^62) as a variable-length integer.
-pub(crate) fn write_varint(v: u64, out: &mut Vec<u8>) {
-    if v < 1 << 6 {
-        out.push(v as u8);
-    } else if v < 1 << 14 {
-        out.extend_from_slice(&((v as u16) | 0x4000).to_be_bytes());
-    } else if v < 1 << 30 {
-        out.extend_from_slice(&((v as u32) | 0x8000_0000).to_be_bytes());
-    } else {
-        out.extend_from_slice(&(v | 0xc000_0000_0000_0000).to_be_bytes());
-    }
-}
+use sessioncert_proto::full::read_varint as varint;
+pub(crate) use sessioncert_proto::full::write_varint;
 
 /// A length-prefixed field at `pos`: where it ends, and its length. `Ok(None)` when
 /// `b` does not hold all of it yet.

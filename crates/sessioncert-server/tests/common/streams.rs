@@ -168,15 +168,7 @@ pub fn seal_stream_body(
 
 /// A variable-length integer (RFC 9000 §16).
 pub fn varint(v: u64, out: &mut Vec<u8>) {
-    if v < 1 << 6 {
-        out.push(v as u8);
-    } else if v < 1 << 14 {
-        out.extend_from_slice(&((v as u16) | 0x4000).to_be_bytes());
-    } else if v < 1 << 30 {
-        out.extend_from_slice(&((v as u32) | 0x8000_0000).to_be_bytes());
-    } else {
-        out.extend_from_slice(&(v | 0xc000_0000_0000_0000).to_be_bytes());
-    }
+    sessioncert_proto::full::write_varint(v, out);
 }
 
 /// The head of an indeterminate-length Binary HTTP request (framing indicator 2):
