@@ -156,6 +156,7 @@ fn routes(obs: Arc<Obs>) -> Router {
         .route("/small", get(|| async { "small answer" }))
         // One frame of 8 MiB, as a handler serializing a big answer hands it over.
         .route("/one-frame", get(|| async { vec![b'f'; 8 << 20] }))
+        .route("/two-mib", get(|| async { vec![b't'; 2 << 20] }))
         // Runs 800 ms, then records that it finished.
         .route(
             "/sleep",
@@ -575,11 +576,18 @@ async fn small_answers_stay_one_record_and_sessions_without_streams_never_get_on
         )
         .unwrap();
     assert_eq!(plain.len(), 1 << 20);
-    // The same answer to a session with streams is a stream.
+    // To a session with streams, a body produced as it is read (size unknown) streams
+    // past 64 KiB; one already in memory (exact size known) goes as one record up to
+    // 4 MiB, cheaper than a stream, and streams above.
     let s = c.seal("GET", "/counting?n=1048576", "", b"");
     let r = c.send_raw(&s).await;
     let body = r.bytes().await.unwrap();
     assert_eq!(body[0], 0x83);
+    for (path, first) in [("/one-frame", 0x83), ("/two-mib", 0x81)] {
+        let s = c.seal("GET", path, "", b"");
+        let body = c.send_raw(&s).await.bytes().await.unwrap();
+        assert_eq!(body[0], first, "{path}");
+    }
 }
 
 #[tokio::test]

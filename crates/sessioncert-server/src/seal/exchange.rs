@@ -468,11 +468,12 @@ where
     ))
 }
 
-/// Largest response body sent as one record when it is complete at once (all its
-/// frames ready when first polled): it is in memory already, and one record costs one
-/// copy and one AEAD pass where a stream of chunks costs more (measured: 64 KiB and
-/// 1 MiB echoes fell from 0.73× to 0.68× of plain when streamed). A body that is larger,
-/// or not complete at once (server-sent events, a file read from disk), is streamed.
+/// Largest response body sent as one record when its exact size is known (it is in
+/// memory already) and all of it is ready when first polled: one record costs one copy
+/// and one AEAD pass where a stream of chunks costs more (measured: 64 KiB and 1 MiB
+/// echoes fell from 0.73× to 0.68× of plain when streamed). A body that is larger, of
+/// unknown size, or not complete at once (server-sent events, a file read from disk)
+/// is streamed.
 const SINGLE_RECORD_MAX: usize = 4 << 20;
 
 /// How the start of a handler's response body turned out.
@@ -488,6 +489,14 @@ enum Started {
 /// Reads the frames of `body` that are ready at once, up to one chunk.
 async fn start_reading(mut body: Body) -> Started {
     use std::task::Poll;
+    // A body whose exact size is known and small is in memory already (axum's `Json`,
+    // bytes, a string): one record costs nothing more. Any other is collected only up
+    // to one chunk before it streams, so a body produced as it is read is never
+    // gathered here beyond 64 KiB.
+    let limit = match http_body::Body::size_hint(&body).exact() {
+        Some(n) if n <= SINGLE_RECORD_MAX as u64 => SINGLE_RECORD_MAX,
+        _ => sessioncert_proto::stream::MAX_CHUNK_LEN,
+    };
     let mut collected: Vec<Bytes> = Vec::new();
     let mut len = 0usize;
     loop {
@@ -505,7 +514,7 @@ async fn start_reading(mut body: Body) -> Started {
                     if !data.is_empty() {
                         collected.push(data);
                     }
-                    if len > SINGLE_RECORD_MAX {
+                    if len > limit {
                         return Started::Stream(collected, body);
                     }
                 }
