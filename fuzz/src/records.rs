@@ -680,7 +680,7 @@ pub fn run(input: Input, full: bool) {
                 // PROTOCOL §14.1: only the ends of a session, only for a request record
                 // whose seq this session never accepted.
                 let header = RecordHeader::parse(&record).ok().filter(|h| {
-                    matches!(h.record_type, RecordType::Request | RecordType::FullRequest)
+                    h.record_type.is_request()
                 });
                 let want = matches!(code, ErrorCode::SessionExpired | ErrorCode::SessionClosed)
                     && header.is_some_and(|h| window.check(h.seq).is_ok());
