@@ -4,13 +4,15 @@
 //!   stream's chunks lazily, as the handler polls it: one chunk frame is buffered at a
 //!   time, so back-pressure reaches the peer through TCP, and each chunk's bytes count
 //!   in the listener's body budget only until the handler lets go of its plaintext.
-//!   Truncation, a chunk that does not open, bytes after the last chunk or a body
-//!   over its limit end it with an error, never a short success.
+//!   Truncation, a chunk that does not open, bytes after the last chunk, a body
+//!   over its limit or the session's end (close, expiry) end it with an error, never a
+//!   short success.
 //! - [`FullContent`]: the content of a streamed full-mode request, taken out of the
 //!   Binary HTTP message the stream carries.
 //! - [`SealedStream`]: a response sealed chunk by chunk as the handler's body produces
 //!   it; frames that are ready together are coalesced up to a chunk, and whatever is
-//!   collected is sealed and handed on as soon as the handler's body pends.
+//!   collected is sealed and handed on as soon as the handler's body pends. A frame it
+//!   holds counts in the response budget until sealed; the session's end cuts it.
 
 use super::bhttp_stream::{self, ContentDecoder};
 use crate::listener::BodyRelease;
