@@ -409,25 +409,24 @@ async fn full_mode_streams_of_several_mib_arrive_intact_and_stream_back() {
     assert_eq!(srv.obs.uploads("full-up").len(), 1);
 }
 
-#[tokio::test]
-async fn sse_events_are_sealed_and_flushed_as_they_are_produced() {
-    let srv = start(limits(), ListenerLimits::default()).await;
-    let mut c = RawClient::connect(&srv.base, srv.pin).await;
-    let s = c.seal("GET", "/events?n=4&interval_ms=200", "", b"");
-    let mut conn = send_record(&srv, &c, &s, "/events?n=4&interval_ms=200").await;
+/// Sends a sealed GET for an event stream and reads it to its end: the inner content
+/// type, and each non-empty opened piece with the time it arrived. The stream must end
+/// with its last chunk (a cut one fails here).
+async fn read_events(srv: &Srv, c: &mut RawClient, path: &str) -> (String, Vec<(Instant, String)>) {
+    let s = c.seal("GET", path, "", b"");
+    let mut conn = send_record(srv, c, &s, path).await;
     let head = conn.head().await;
     assert_eq!(head.status, 200);
     let ct = head.headers[CONTENT_TYPE_HEADER]
         .to_str()
         .unwrap()
         .to_owned();
-    assert!(ct.starts_with("text/event-stream"), "{ct}");
     let binding = ResponseBinding::Header {
         status: 200,
         content_type: &ct,
     };
     let mut reader = ResponseStreamReader::default();
-    let mut arrivals: Vec<(Instant, String)> = Vec::new();
+    let mut arrivals = Vec::new();
     while let Some(piece) = conn.piece().await.unwrap() {
         for plain in reader
             .feed(&mut c.session, &s.expect, &binding, &piece)
@@ -438,7 +437,18 @@ async fn sse_events_are_sealed_and_flushed_as_they_are_produced() {
             }
         }
     }
-    reader.finish().unwrap();
+    reader
+        .finish()
+        .expect("the stream ended with its last chunk, not cut");
+    (ct, arrivals)
+}
+
+#[tokio::test]
+async fn sse_events_are_sealed_and_flushed_as_they_are_produced() {
+    let srv = start(limits(), ListenerLimits::default()).await;
+    let mut c = RawClient::connect(&srv.base, srv.pin).await;
+    let (ct, arrivals) = read_events(&srv, &mut c, "/events?n=4&interval_ms=200").await;
+    assert!(ct.starts_with("text/event-stream"), "{ct}");
     let produced = srv.obs.produced.lock().unwrap().clone();
     assert_eq!(produced.len(), 4);
     // Each event opened on its own, in order.
@@ -678,32 +688,9 @@ async fn an_event_stream_quieter_than_the_idle_timeout_is_not_cut() {
     };
     let srv = start(limits(), listener_limits).await;
     let mut c = RawClient::connect(&srv.base, srv.pin).await;
-    let s = c.seal("GET", "/events?n=3&interval_ms=700", "", b"");
-    let mut conn = send_record(&srv, &c, &s, "/events?n=3&interval_ms=700").await;
-    let head = conn.head().await;
-    assert_eq!(head.status, 200);
-    let ct = head.headers[CONTENT_TYPE_HEADER]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let binding = ResponseBinding::Header {
-        status: 200,
-        content_type: &ct,
-    };
-    let mut reader = ResponseStreamReader::default();
-    let mut events = 0;
-    while let Some(piece) = conn.piece().await.unwrap() {
-        for plain in reader
-            .feed(&mut c.session, &s.expect, &binding, &piece)
-            .unwrap()
-        {
-            events += usize::from(!plain.is_empty());
-        }
-    }
-    reader
-        .finish()
-        .expect("the stream ended with its last chunk, not cut");
-    assert_eq!(events, 3);
+    // The stream ended with its last chunk, not cut (`read_events` checks it).
+    let (_, events) = read_events(&srv, &mut c, "/events?n=3&interval_ms=700").await;
+    assert_eq!(events.len(), 3);
 }
 
 /// A handler's answer handed over as one large frame is held by the stream while a slow
