@@ -683,6 +683,22 @@ fn reference_first(
 
 /// The first chunk's length, before any session check: the body ends before it is
 /// whole (cut: `rejected`) or its header is invalid (`malformed`).
+/// What a receiver checks of a stream before its session state (§8.5), the same on
+/// both sides: the 9-byte header and chunk 0 read whole (a cut anywhere is `rejected`,
+/// a bad chunk header `malformed`), then the negotiation (`malformed`). Returns the
+/// bytes after the header and chunk 0's length.
+fn reference_stream_start(body: &[u8], streams: bool) -> Result<(&[u8], usize), StreamOutcomeV> {
+    let Some(rest) = body.get(9..) else {
+        // cut inside the header: cut short
+        return Err(StreamOutcomeV::err("rejected", Some(0)));
+    };
+    let first = reference_split(rest)?;
+    if !streams {
+        return Err(StreamOutcomeV::err("malformed", Some(0)));
+    }
+    Ok((rest, first))
+}
+
 fn reference_split(rest: &[u8]) -> Result<usize, StreamOutcomeV> {
     match reference::chunk_len(rest) {
         Ok(None) => Err(StreamOutcomeV::err("rejected", Some(0))),
@@ -732,18 +748,10 @@ impl RefServer {
         let seq = || u64::from_be_bytes(body[1..9].try_into().unwrap());
         match t {
             0x03 | 0x04 | 0x83 | 0x84 => {
-                if body.len() < 9 {
-                    // cut inside the header: cut short (§8.5)
-                    return StreamOutcomeV::err("rejected", Some(0));
-                }
-                let rest = &body[9..];
-                let first = match reference_split(rest) {
-                    Ok(f) => f,
+                let (rest, first) = match reference_stream_start(body, self.streams) {
+                    Ok(x) => x,
                     Err(o) => return o,
                 };
-                if !self.streams {
-                    return StreamOutcomeV::err("malformed", Some(0));
-                }
                 if t != req_stream_type(binding) {
                     return StreamOutcomeV::err("rejected", Some(0));
                 }
@@ -832,18 +840,10 @@ impl RefClient {
         let seq = || u64::from_be_bytes(body[1..9].try_into().unwrap());
         match t {
             0x03 | 0x04 | 0x83 | 0x84 => {
-                if body.len() < 9 {
-                    // cut inside the header: cut short (§8.5)
-                    return StreamOutcomeV::err("rejected", Some(0));
-                }
-                let rest = &body[9..];
-                let first = match reference_split(rest) {
-                    Ok(f) => f,
+                let (rest, first) = match reference_stream_start(body, self.streams) {
+                    Ok(x) => x,
                     Err(o) => return o,
                 };
-                if !self.streams {
-                    return StreamOutcomeV::err("malformed", Some(0));
-                }
                 let want = if expect.full { 0x84 } else { 0x83 };
                 let seq = seq();
                 if t != want || resp_stream_type(binding) != want || seq != expect.seq {
