@@ -112,6 +112,10 @@ impl SessionManager {
             let mut sweep = tokio::time::interval(timing.sweep_interval);
             let mut rotate = tokio::time::interval(timing.key_rotation_check);
             let mut resign = tokio::time::interval(timing.config_refresh);
+            // Nothing is unsaved at start: the first flush comes one interval later,
+            // not at whatever moment this task first runs (which made when a change was
+            // first written depend on scheduling).
+            flush.tick().await;
             resign.tick().await; // the configuration was signed at start
             flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_poll = now_ms();
