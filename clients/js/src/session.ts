@@ -8,9 +8,10 @@ import { x25519Generate } from "./crypto.js";
 import { INDETERMINATE_END, ResponseDecoder, contentChunk, encodeRequest, encodeRequestHead, type RequestHead } from "./bhttp.js";
 import { OutcomeUnknown, ProtocolError, Rejected, SessionCertError, SessionExpired, TransportError } from "./errors.js";
 import { finishHandshake, startHandshake, SUITE_NAMES, type Established } from "./handshake.js";
-import { Direction, T, openRecord, requestAd, responseAd, sealRecord, tagOf, verifyRefusalTag, type HeaderBinding } from "./records.js";
+import { Direction, T, coverHeaders, openRecord, requestAd, responseAd, sealRecord, tagOf, verifyRefusalTag, type HeaderBinding } from "./records.js";
+import { openResponseBody, type Expectation } from "./response.js";
 import { parseSse, type SseEvent } from "./sse.js";
-import { BodyReader, MAX_CHUNK_LEN, StreamOpener, StreamSealer, streamKey } from "./streams.js";
+import { BodyReader, MAX_CHUNK_LEN, StreamSealer } from "./streams.js";
 
 export interface ConnectOptions {
   /** "ed25519:<base64url>", as `sessioncert fingerprint` prints it. */
@@ -290,14 +291,7 @@ class SealedSession implements Session {
       req.headers.forEach((v, k) => { if (!NOT_FORWARDED.test(k) || k === "content-type") h.push([k, v]); });
       head = { method, scheme: url.protocol.slice(0, -1), authority: url.host, path: url.pathname + url.search, headers: h };
     } else {
-      const covered: [string, string][] = [];
-      for (const n of COVER) {
-        const v = req.headers.get(n);
-        if (v !== null) {
-          if (!/^[\x20-\x7e\t]*$/.test(v)) throw new SessionCertError("local", `header ${n} must be visible ASCII to be sealed`);
-          covered.push([n, v]);
-        }
-      }
+      const covered = coverHeaders(req.headers, COVER.filter((n) => req.headers.has(n)));
       req.headers.forEach((v, k) => { if (!NOT_FORWARDED.test(k)) headers.set(k, v); });
       binding = { method, target: this.origin, path: url.pathname, query: url.search.slice(1), contentType: innerType, covered };
       headers.set("sessioncert-target", this.origin);
@@ -328,7 +322,7 @@ class SealedSession implements Session {
       return { seq, full, headers, body, sendUrl, method: full ? "POST" : method, requestTag: Promise.resolve(tagOf(record)), binding: !!binding };
     }
 
-    const sealer = await StreamSealer.create(live.c2s, reqType, seq, ad);
+    const sealer = await StreamSealer.create(live.c2s, reqType, seq, ad, live.streams);
     let resolveTag!: (t: Uint8Array) => void;
     let rejectTag!: (e: unknown) => void;
     const requestTag = new Promise<Uint8Array>((res, rej) => { resolveTag = res; rejectTag = rej; });
@@ -406,53 +400,41 @@ class SealedSession implements Session {
       status = Number(st);
     }
     const innerType = res.headers.get("sessioncert-content-type") ?? "";
-    const requestTag = await a.requestTag;
-    const respAd = (type: number) => responseAd(type, live.id, a.seq, requestTag, a.full ? null : status, innerType);
+    const x: Expectation = {
+      sessionId: live.id, seq: a.seq, requestTag: await a.requestTag, full: a.full, status, contentType: innerType, streams: live.streams,
+    };
     const opened = () => { live.confirm = null; live.lastUsed = Date.now(); };
+    const info = (bytes: Uint8Array, streamed: boolean) =>
+      this.wire({ kind: "response", status: res.status, headers: headersRecord(res.headers), bytes, streamed });
 
-    // The opened plaintext as a stream (one piece for a record, chunk by chunk for a stream).
+    // The opened plaintext as a stream: one piece for a record, chunk by chunk for a stream.
     let plain: ReadableStream<Uint8Array>;
-    const recordType = a.full ? T.fullResponse : T.response;
-    const headerRecord = !a.full && a.method === "HEAD" ? res.headers.get("sessioncert-record") : null;
-    if (headerRecord !== null || (!a.full && a.method === "HEAD")) {
-      const rec = headerRecord ? fromB64u(headerRecord) : null;
+    if (!a.full && a.method === "HEAD") {
+      // HEAD: the record travels in the sessioncert-record header (§13).
+      const rec = fromB64u(res.headers.get("sessioncert-record") ?? "");
       if (!rec) throw new ProtocolError("malformed", "HEAD response without a valid sessioncert-record");
-      this.wire({ kind: "response", status: res.status, headers: headersRecord(res.headers), bytes: rec, streamed: false });
-      await openRecord(live.s2c, rec, recordType, a.seq, respAd(recordType));
+      info(rec, false);
+      await openRecord(live.s2c, rec, T.response, a.seq, responseAd(T.response, live.id, a.seq, x.requestTag, status, innerType));
       opened();
       plain = new ReadableStream({ start: (c) => c.close() });
     } else {
       const src = BodyReader.of(res.body);
-      if (!(await src.need(1))) throw new ProtocolError("malformed", "sealed response without a body");
-      const first = src.peek(1)[0]!;
-      if (first === T.responseStream || first === T.fullResponseStream) {
-        // §8.5: the header and chunk 0 whole first, then the checks, then chunk 0.
-        if (!(await src.need(13))) throw new ProtocolError("rejected", "sealed stream cut short before its first chunk");
-        const h0 = src.peek(13);
-        const len0 = (h0[10]! << 16) | (h0[11]! << 8) | h0[12]!;
-        if (h0[9]! > 1 || len0 > MAX_CHUNK_LEN || (len0 === 0 && h0[9] !== 1)) throw new ProtocolError("malformed", "invalid stream chunk header");
-        if (!(await src.need(13 + len0 + 16))) throw new ProtocolError("rejected", "sealed stream cut short in its first chunk");
-        if (!live.streams) throw new ProtocolError("malformed", "streamed response in a session without streams");
-        const hdr = src.take(9);
-        const type = a.full ? T.fullResponseStream : T.responseStream;
-        const seq = new DataView(hdr.buffer, hdr.byteOffset + 1, 8);
-        if (hdr[0] !== type || seq.getUint32(0) !== 0 || seq.getUint32(4) !== a.seq)
-          throw new ProtocolError("rejected", "sealed stream of another type or request");
-        const { key, commit } = live.s2c.keyForOpening(a.seq);
-        const sk = await streamKey(await key, type, a.seq);
-        this.wire({ kind: "response", status: res.status, headers: headersRecord(res.headers), bytes: concat(hdr, src.peek(4 + len0 + 16)), streamed: true });
-        const opener = new StreamOpener(src, sk, respAd(type), () => { commit(); opened(); });
-        const chunk0 = await opener.next(); // authenticates before the Response is returned
+      const body = await openResponseBody(live.s2c, src, x);
+      info(body.sealed, body.streamed);
+      opened();
+      if (!body.streamed) {
+        const pt = body.plaintext;
+        plain = new ReadableStream({ start: (c) => { if (pt.length) c.enqueue(pt); c.close(); } });
+      } else {
+        const { opener, chunk0 } = body;
         plain = new ReadableStream<Uint8Array>({
-          start: (c) => { if (chunk0!.length) c.enqueue(chunk0!); },
+          start: (c) => { if (chunk0.length) c.enqueue(chunk0); },
           pull: async (c) => {
             try {
               const n = await opener.next();
-              if (n === null) c.close();
-              else {
-                this.wire({ kind: "response-chunk", bytes: opener.lastSealed });
-                if (n.length) c.enqueue(n);
-              }
+              if (n === null) return c.close();
+              this.wire({ kind: "response-chunk", bytes: opener.lastSealed });
+              if (n.length) c.enqueue(n);
             } catch (e) {
               src.cancel(e);
               c.error(e);
@@ -460,13 +442,6 @@ class SealedSession implements Session {
           },
           cancel: (r) => src.cancel(r),
         });
-      } else {
-        const rec = await src.rest(64 * 1024 * 1024);
-        this.wire({ kind: "response", status: res.status, headers: headersRecord(res.headers), bytes: rec, streamed: false });
-        if (rec[0] === T.requestStream || rec[0] === T.fullRequestStream) throw new ProtocolError("rejected", "a request stream reflected as a response");
-        const pt = await openRecord(live.s2c, rec, recordType, a.seq, respAd(recordType));
-        opened();
-        plain = new ReadableStream({ start: (c) => { if (pt.length) c.enqueue(pt); c.close(); } });
       }
     }
 

@@ -29,7 +29,10 @@ export class StreamSealer {
   private constructor(private key: CryptoKey, private ad: Uint8Array, type: number, seq: number) {
     this.header = concat(u8(type), u64(seq));
   }
-  static async create(dir: Direction, type: number, seq: number, ad: Uint8Array): Promise<StreamSealer> {
+  /** Refuses a stream in a session that did not negotiate streams; the session checks
+   *  the same before it takes a seq, so a refused stream never consumes one (§8.5). */
+  static async create(dir: Direction, type: number, seq: number, ad: Uint8Array, negotiated: boolean): Promise<StreamSealer> {
+    if (!negotiated) throw new ProtocolError("malformed", "streamed bodies were not negotiated in this session");
     const k = await dir.keyForSealing(seq);
     return new StreamSealer(await streamKey(k, type, seq), ad, type, seq);
   }
