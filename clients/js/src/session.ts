@@ -386,7 +386,8 @@ class SealedSession implements Session {
       const tag = tagText ? fromB64u(tagText) : null;
       const authenticated = await verifyRefusalTag(live.refusal, live.id, a.seq, code, tag);
       this.wire({ kind: "response", status: res.status, headers: headersRecord(res.headers), bytes, streamed: false });
-      if (SESSION_REFUSALS.includes(code)) this.drop(live);
+      // The session is dropped by the caller: an unknown outcome first tries a sealed
+      // close in it (a forged refusal leaves the session alive on the server).
       throw refusalFrom(res, bytes, code, authenticated);
     }
     const ct = (res.headers.get("content-type") ?? "").split(";")[0]!.trim().toLowerCase();

@@ -66,6 +66,12 @@ for (const c of v.cases) {
     await assertEpochKey(await ratchet(est.secrets.c2s), h(c.keys.c2s_key_epoch1), "c2s_key_epoch1");
     await assertEpochKey(await ratchet(est.secrets.s2c), h(c.keys.s2c_key_epoch1), "s2c_key_epoch1");
     const ex = await checkSession(est, c.client_export_unconfirmed, "client_export_unconfirmed");
+    // §18: every session secret is a non-extractable CryptoKey, re-keyed ones included.
+    const next = await ratchet(est.secrets.c2s);
+    for (const k of [est.secrets.c2s.aead, est.secrets.c2s.mac, est.secrets.s2c.aead, est.secrets.s2c.mac, est.secrets.refusal, next.aead, next.mac]) {
+      assert.equal(k.extractable, false);
+      await assert.rejects(crypto.subtle.exportKey("raw", k));
+    }
     assert.equal(hx(ex.confirmation), c.confirmation, "unconfirmed export carries the confirmation");
   });
 }
