@@ -7,7 +7,7 @@ import { concat, utf8 } from "./bytes.js";
 
 const subtle = (): SubtleCrypto => {
   const s = globalThis.crypto?.subtle;
-  if (!s) throw new ProtocolError("internal", "WebCrypto (crypto.subtle) is not available: browsers expose it only on secure origins (https:// or localhost)");
+  if (!s) throw new ProtocolError("internal", "crypto.subtle is missing (browsers offer it on https:// and localhost only)");
   return s;
 };
 const bs = (b: Uint8Array): BufferSource => b as unknown as BufferSource;
@@ -75,9 +75,9 @@ export async function x25519(priv: CryptoKey, peerPublic: Uint8Array): Promise<U
     const pub = await subtle().importKey("raw", bs(peerPublic), { name: "X25519" }, true, []);
     out = new Uint8Array(await subtle().deriveBits({ name: "X25519", public: pub } as unknown as AlgorithmIdentifier, priv, 256));
   } catch {
-    throw new ProtocolError("handshake_failed", "X25519 failed (a low-order or invalid public key)");
+    throw new ProtocolError("handshake_failed", "X25519 failed: invalid or low-order public key");
   }
-  if (out.every((b) => b === 0)) throw new ProtocolError("handshake_failed", "X25519 result is all zero (a low-order public key)");
+  if (out.every((b) => b === 0)) throw new ProtocolError("handshake_failed", "X25519 failed: invalid or low-order public key");
   return out;
 }
 

@@ -129,10 +129,10 @@ export async function openRecord(
   const r = new Reader(rec, "record");
   const t = r.u8();
   const s = r.u64();
-  if (t !== type || s !== seq) throw new ProtocolError("rejected", "sealed record of another type or request (spliced or misdirected)");
+  if (t !== type || s !== seq) throw new ProtocolError("rejected", "sealed record of another type or request");
   const { key, commit } = dir.keyForOpening(seq);
   const pt = await aesOpen((await key).aead, nonceFor(dir.iv, seq), ad, rec.subarray(9));
-  if (!pt) throw new ProtocolError("rejected", "sealed record does not authenticate (tampered, or not the answer to this request)");
+  if (!pt) throw new ProtocolError("rejected", "sealed record does not authenticate (tampered, or not this request's answer)");
   commit();
   return pt;
 }

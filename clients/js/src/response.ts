@@ -5,7 +5,7 @@
 import { Reader, concat } from "./bytes.js";
 import { ProtocolError, Truncated } from "./errors.js";
 import { Direction, T, openRecord, responseAd } from "./records.js";
-import { BodyReader, MAX_CHUNK_LEN, StreamOpener, streamKey } from "./streams.js";
+import { BodyReader, StreamOpener, chunkLength, streamKey } from "./streams.js";
 
 /** What the client expects of the answer to one request it sent. */
 export interface Expectation {
@@ -40,15 +40,13 @@ export async function openResponseBody(
     throw new ProtocolError("malformed", "sealed body of unknown type");
   // The 9-byte header and chunk 0, whole (a cut here is Truncated: rejected).
   if (!(await src.need(13))) throw new Truncated();
-  const h = src.peek(13);
-  const len0 = (h[10]! << 16) | (h[11]! << 8) | h[12]!;
-  if (h[9]! > 1 || len0 > MAX_CHUNK_LEN || (len0 === 0 && h[9] !== 1)) throw new ProtocolError("malformed", "invalid stream chunk header");
+  const len0 = chunkLength(src.peek(13).subarray(9));
   if (!(await src.need(13 + len0 + 16))) throw new Truncated();
-  if (!x.streams) throw new ProtocolError("malformed", "streamed body in a session that did not negotiate streams");
+  if (!x.streams) throw new ProtocolError("malformed", "stream in a session without streams");
   const type = x.full ? T.fullResponseStream : T.responseStream;
   const hdr = new Reader(src.peek(9), "stream header");
   if (hdr.u8() !== type || hdr.u64() !== x.seq)
-    throw new ProtocolError("rejected", "sealed stream of another type or request (spliced or reflected)");
+    throw new ProtocolError("rejected", "sealed stream of another type or request");
   const { key, commit } = s2c.keyForOpening(x.seq);
   const sk = await streamKey(await key, type, x.seq);
   const sealed = concat(src.take(9), src.peek(4 + len0 + 16));

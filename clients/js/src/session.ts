@@ -122,7 +122,7 @@ class SealedSession implements Session {
     if (opts.pin) this.identity = parsePin(opts.pin);
     else if (opts.tofu) {
       this.identity = null;
-      console.warn(`sessioncert: trusting ${this.origin}'s identity on first use (no pin): an attacker on this first contact could impersonate the server`);
+      console.warn(`sessioncert: trusting ${this.origin} on first use (no pin): an attacker on this first contact could impersonate it`);
     } else throw new TypeError("connect needs { pin } (from `sessioncert fingerprint`) or { tofu: true }");
   }
 
@@ -260,7 +260,7 @@ class SealedSession implements Session {
         resent = true;
         continue;
       }
-      if (!mayResend && !(err instanceof TransportError && notSent(err)) && !(err instanceof SessionCertError && err.code === "local"))
+      if (!mayResend)
         throw await this.outcomeUnknown(live, method, url, err);
       throw err;
     }
@@ -319,7 +319,7 @@ class SealedSession implements Session {
       let body: BodyInit | null = record as BodyInit;
       if (isHead) { headers.set("sessioncert-record", b64u(record)); body = null; }
       this.wire({ kind: "request", method: full ? "POST" : method, url: sendUrl, headers: headersRecord(headers), bytes: record, streamed: false });
-      return { seq, full, headers, body, sendUrl, method: full ? "POST" : method, requestTag: Promise.resolve(tagOf(record)), binding: !!binding };
+      return { seq, full, headers, body, sendUrl, method: full ? "POST" : method, requestTag: Promise.resolve(tagOf(record)) };
     }
 
     const sealer = await StreamSealer.create(live.c2s, reqType, seq, ad, live.streams);
@@ -328,34 +328,33 @@ class SealedSession implements Session {
     const requestTag = new Promise<Uint8Array>((res, rej) => { resolveTag = res; rejectTag = rej; });
     requestTag.catch(() => {});
     const plainParts = plaintextPieces(source, full ? head : null);
-    let first = true;
-    const sealedParts = async function* (this: SealedSession): AsyncGenerator<Uint8Array> {
+    const wire = (e: WireEvent) => this.wire(e);
+    const emit = async (pt: Uint8Array, last: boolean, first: boolean) => {
+      const c = await sealer.chunk(pt, last);
+      if (!first) {
+        wire({ kind: "request-chunk", bytes: c });
+        return c;
+      }
+      resolveTag(tagOf(c));
+      const out = concat(sealer.header, c);
+      wire({ kind: "request", method: full ? "POST" : method, url: sendUrl, headers: wireHeaders, bytes: out, streamed: true });
+      return out;
+    };
+    const gen = (async function* () {
       // Hold one piece back: only at the end is it known which chunk is the last.
       let held: Uint8Array | null = null;
+      let n = 0;
       try {
         for await (const piece of plainParts) {
-          if (held) yield await emit.call(this, held, false);
+          if (held) yield await emit(held, false, !n++);
           held = piece;
         }
-        yield await emit.call(this, held ?? new Uint8Array(0), true);
+        yield await emit(held ?? new Uint8Array(0), true, !n);
       } catch (e) {
         rejectTag(e);
         throw e;
       }
-    };
-    async function emit(this: SealedSession, pt: Uint8Array, last: boolean): Promise<Uint8Array> {
-      const c = await sealer.chunk(pt, last);
-      if (first) {
-        first = false;
-        resolveTag(tagOf(c));
-        const out = concat(sealer.header, c);
-        this.wire({ kind: "request", method: full ? "POST" : method, url: sendUrl, headers: wireHeaders, bytes: out, streamed: true });
-        return out;
-      }
-      this.wire({ kind: "request-chunk", bytes: c });
-      return c;
-    }
-    const gen = sealedParts.call(this);
+    })();
     let body: BodyInit;
     if (this.opts.streamUploads ?? isNode()) {
       body = new ReadableStream<Uint8Array>({
@@ -370,7 +369,7 @@ class SealedSession implements Session {
       for await (const p of gen) parts.push(p);
       body = new Blob(parts as BlobPart[]);
     }
-    return { seq, full, headers, body, sendUrl, method: full ? "POST" : method, requestTag, binding: !!binding };
+    return { seq, full, headers, body, sendUrl, method: full ? "POST" : method, requestTag };
   }
 
   /** Sends a sealed attempt and opens its answer as a standard Response. */
@@ -391,7 +390,7 @@ class SealedSession implements Session {
       throw refusalFrom(res, bytes, code, authenticated);
     }
     const ct = (res.headers.get("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
-    if (ct !== SEALED) throw new ProtocolError("malformed", `the answer to ${a.method} ${a.sendUrl} is not sealed (HTTP ${res.status}, content-type ${JSON.stringify(ct)}): not from the server, or the route is not sealed`);
+    if (ct !== SEALED) throw new ProtocolError("malformed", `answer to ${a.method} ${a.sendUrl} is not sealed (HTTP ${res.status}): a route without sessioncert, or not from the server`);
 
     // §13: 204/205/304 travel as 200 + sessioncert-status; the seal binds the real status.
     let status = res.status;
@@ -508,7 +507,6 @@ interface Attempt {
   headers: Headers;
   body: BodyInit | null;
   requestTag: Promise<Uint8Array>;
-  binding: boolean;
 }
 
 const nullBody = (s: number) => s === 204 || s === 205 || s === 304;
@@ -562,12 +560,13 @@ async function refusalOf(res: Response, bytes: Uint8Array, what: string): Promis
 function refusalFrom(res: Response, bytes: Uint8Array, code: string, authenticated: boolean): Rejected {
   let detail = "";
   try { detail = String(JSON.parse(fromUtf8(bytes)).message ?? ""); } catch { /* body is informational */ }
-  const ra = Number(res.headers.get("retry-after"));
+  let ra: number | undefined = Number(res.headers.get("retry-after"));
+  if (!(ra > 0)) ra = undefined;
   const msg = `server refused the request: ${code} (HTTP ${res.status})${detail ? ": " + detail : ""}` +
     (authenticated ? " — authenticated: the request was not executed" : "");
   return SESSION_REFUSALS.includes(code)
-    ? new SessionExpired(code, res.status, authenticated, msg, Number.isFinite(ra) && ra > 0 ? ra : undefined)
-    : new Rejected(code, res.status, authenticated, msg, Number.isFinite(ra) && ra > 0 ? ra : undefined);
+    ? new SessionExpired(code, res.status, authenticated, msg, ra)
+    : new Rejected(code, res.status, authenticated, msg, ra);
 }
 
 /** Connects to a sessioncert server: verifies its signed key configuration against the

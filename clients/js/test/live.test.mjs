@@ -88,6 +88,13 @@ test("full mode hides method and path; JSON, notes resource, GET, DELETE", async
   const note = await created.json();
   const list = await (await s.fetch("/notes")).json();
   assert.ok(JSON.stringify(list).includes("t1"));
+  // HEAD carries both records in sessioncert-record (§13).
+  const wireHead = wire.length;
+  const head = await s.fetch(`/notes/${note.id}`, { method: "HEAD" });
+  assert.equal(head.status, 200);
+  assert.equal(await head.text(), "");
+  const headReq = wire.slice(wireHead).find((e) => e.kind === "request");
+  assert.ok(headReq.headers["sessioncert-record"], "HEAD's record in the header");
   const del = await s.fetch(`/notes/${note.id}`, { method: "DELETE" });
   assert.ok(del.status < 300, String(del.status));
   const gone = await s.fetch(`/notes/${note.id}`);

@@ -5,7 +5,7 @@
 import { Direction, T, requestAd, nonceFor } from "../build/esm/records.js";
 import { aesOpen } from "../build/esm/crypto.js";
 import { ProtocolError, Truncated } from "../build/esm/errors.js";
-import { BodyReader, StreamOpener, streamKey, MAX_CHUNK_LEN } from "../build/esm/streams.js";
+import { BodyReader, StreamOpener, streamKey, chunkLength } from "../build/esm/streams.js";
 import { directionOf } from "./helpers.mjs";
 
 export class ReplayWindow {
@@ -79,9 +79,7 @@ export class TestServer {
     let opener = null;
     try {
       if (!(await src.need(13))) throw new Truncated();
-      const hd = src.peek(13);
-      const len0 = (hd[10] << 16) | (hd[11] << 8) | hd[12];
-      if (hd[9] > 1 || len0 > MAX_CHUNK_LEN || (len0 === 0 && hd[9] !== 1)) throw new ProtocolError("malformed", "chunk header");
+      const len0 = chunkLength(src.peek(13).subarray(9));
       if (!(await src.need(13 + len0 + 16))) throw new Truncated();
       if (!this.streams) throw new ProtocolError("malformed", "not negotiated");
       const type = binding.mode === "full" ? T.fullRequestStream : T.requestStream;
