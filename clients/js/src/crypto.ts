@@ -141,20 +141,21 @@ export async function deriveSessionSecrets(k1k2: Uint8Array, h: Uint8Array): Pro
   k1k2.fill(0);
   const p = (label: string) => ({ name: "HKDF", hash: "SHA-256", salt: bs(h), info: bs(utf8.encode("sessioncert/1 " + label)) });
   const aes = { name: "AES-GCM", length: 256 };
-  const epoch = async (label: string): Promise<EpochKey> => ({
-    aead: await s.deriveKey(p(label), base, aes, false, ["encrypt", "decrypt"]),
-    mac: await s.deriveKey(p(label), base, HMAC_256, false, ["sign"]),
-  });
-  const bits = async (label: string, n: number) => new Uint8Array(await s.deriveBits(p(label), base, n * 8));
-  const finished = await s.deriveKey(p("client finished"), base, HMAC_256, false, ["sign"]);
-  return {
-    c2s: await epoch("c2s key"),
-    s2c: await epoch("s2c key"),
-    c2sIv: await bits("c2s iv", 12),
-    s2cIv: await bits("s2c iv", 12),
-    refusal: await s.deriveKey(p("refusal"), base, HMAC_256, false, ["sign"]),
-    clientFinished: await sign(finished, concat(utf8.encode("sessioncert/1 client finished"), h)),
+  const epoch = async (label: string): Promise<EpochKey> => {
+    const [aead, mac] = await Promise.all([
+      s.deriveKey(p(label), base, aes, false, ["encrypt", "decrypt"]),
+      s.deriveKey(p(label), base, HMAC_256, false, ["sign"]),
+    ]);
+    return { aead, mac };
   };
+  const bits = async (label: string, n: number) => new Uint8Array(await s.deriveBits(p(label), base, n * 8));
+  // Independent derivations run concurrently (each is a WebCrypto job).
+  const [c2s, s2c, c2sIv, s2cIv, refusal, finished] = await Promise.all([
+    epoch("c2s key"), epoch("s2c key"), bits("c2s iv", 12), bits("s2c iv", 12),
+    s.deriveKey(p("refusal"), base, HMAC_256, false, ["sign"]),
+    s.deriveKey(p("client finished"), base, HMAC_256, false, ["sign"]),
+  ]);
+  return { c2s, s2c, c2sIv, s2cIv, refusal, clientFinished: await sign(finished, concat(utf8.encode("sessioncert/1 client finished"), h)) };
 }
 
 /** Imports a raw HMAC key as non-extractable (tests build sessions from vector keys). */

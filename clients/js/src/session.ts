@@ -98,7 +98,7 @@ function canonicalOrigin(u: URL): string {
   if (u.protocol !== "http:" && u.protocol !== "https:") throw new TypeError(`sessioncert needs an http(s) URL, not ${u.protocol}`);
   const host = u.hostname;
   if (!host || (!host.startsWith("[") && (host.endsWith(".") || host.includes(".."))) || u.port === "0")
-    throw new TypeError(`${u.origin} is not a canonical origin (trailing dot, empty label or port 0)`);
+    throw new TypeError(`${u.origin} is not a canonical origin`);
   return u.origin;
 }
 
@@ -122,7 +122,7 @@ class SealedSession implements Session {
     if (opts.pin) this.identity = parsePin(opts.pin);
     else if (opts.tofu) {
       this.identity = null;
-      console.warn(`sessioncert: trusting ${this.origin} on first use (no pin): an attacker on this first contact could impersonate it`);
+      console.warn(`sessioncert: trusting ${this.origin} on first use (no pin): an attacker could impersonate it`);
     } else throw new TypeError("connect needs { pin } (from `sessioncert fingerprint`) or { tofu: true }");
   }
 
@@ -218,19 +218,36 @@ class SealedSession implements Session {
   async fetch(input: string | URL | Request, init: SealedInit = {}): Promise<Response> {
     const url = input instanceof Request ? new URL(input.url) : new URL(input, this.base);
     if (url.origin !== this.origin) throw new TypeError(`this session is for ${this.origin}; ${url.origin} needs its own connect()`);
-    const streamSource = init.body instanceof ReadableStream ? init.body : null;
-    const req = input instanceof Request
-      ? new Request(input, init)
-      : new Request(url, { ...init, ...(init.body != null ? { duplex: "half" } : {}) } as RequestInit);
-    const method = req.method;
+    let method: string, headers: Headers, signal: AbortSignal | null | undefined, source: Body;
+    const b = init.body;
+    if (input instanceof Request) {
+      const req = new Request(input, init);
+      ({ method, headers, signal } = req);
+      source = { bytes: new Uint8Array(await req.arrayBuffer()) };
+    } else {
+      // What fetch() does with init, without building a Request (which costs more than
+      // sealing the body): method normalization, headers, the body and its content type.
+      method = init.method ?? "GET";
+      if (/^(delete|get|head|options|post|put)$/i.test(method)) method = method.toUpperCase();
+      headers = new Headers(init.headers);
+      signal = init.signal;
+      if (b != null && (method === "GET" || method === "HEAD")) throw new TypeError(`a ${method} request cannot have a body`);
+      if (b == null) source = { bytes: new Uint8Array(0) };
+      else if (b instanceof ReadableStream) source = { stream: b, used: false }; // one-shot: sealed as it is read
+      else {
+        // Strings, buffers, Blob, FormData, URLSearchParams: serialized exactly as fetch()
+        // would (a copy, the multipart boundary and the default content type included).
+        const r = new Response(b);
+        source = { bytes: new Uint8Array(await r.arrayBuffer()) };
+        const ct = r.headers.get("content-type");
+        if (ct && !headers.has("content-type")) headers.set("content-type", ct);
+      }
+    }
+    const req = { method, headers };
     // fetch() cannot send a body with GET, and header mode carries the record in the body
     // for every method but HEAD (§13): a GET therefore always travels in full mode.
     const full = method === "GET" || (init.full ?? this.opts.full ?? false);
     const retrySafe = init.idempotent ?? IDEMPOTENT.includes(method);
-    // One-shot stream bodies are read as they are sent; every other body is read once
-    // here so it can be sealed again if the request must be re-sent.
-    const bytes = streamSource || !req.body ? null : new Uint8Array(await req.arrayBuffer());
-    const source: Body = streamSource ? { stream: streamSource, used: false } : { bytes: bytes ?? new Uint8Array(0) };
     let resent = false;
     for (;;) {
       const live = await this.acquire();
@@ -243,7 +260,7 @@ class SealedSession implements Session {
       }
       let err: unknown;
       try {
-        return await this.exchange(live, attempt, req.signal);
+        return await this.exchange(live, attempt, signal ?? null);
       } catch (e) {
         err = e;
       }
@@ -279,7 +296,7 @@ class SealedSession implements Session {
   }
 
   /** Seals the request in `live` (takes its seq synchronously after all local checks). */
-  private async seal(live: Live, req: Request, url: URL, source: Body, full: boolean): Promise<Attempt> {
+  private async seal(live: Live, req: { method: string; headers: Headers }, url: URL, source: Body, full: boolean): Promise<Attempt> {
     const method = req.method;
     const innerType = req.headers.get("content-type") ?? "";
     const headers = new Headers();
@@ -305,7 +322,6 @@ class SealedSession implements Session {
     const isHead = !full && method === "HEAD";
     const bytes = "bytes" in source ? source.bytes : null;
     const stream = live.streams && !isHead && (bytes === null || (full ? bytes.length + 512 : bytes.length) > MAX_CHUNK_LEN);
-    if ("stream" in source && !stream && source.used) throw new SessionCertError("local", "the request body stream was already consumed");
     // Everything local is checked: take the sequence number now, synchronously.
     if (live.nextSeq >= 2 ** 32) throw new ProtocolError("session_expired", "message budget spent");
     const seq = live.nextSeq++;
@@ -424,6 +440,7 @@ class SealedSession implements Session {
       opened();
       if (!body.streamed) {
         const pt = body.plaintext;
+        if (!a.full) return new Response(nullBody(status) ? null : (pt as BodyInit), { status, headers: responseHeaders(res.headers, innerType) });
         plain = new ReadableStream({ start: (c) => { if (pt.length) c.enqueue(pt); c.close(); } });
       } else {
         const { opener, chunk0 } = body;
@@ -460,10 +477,7 @@ class SealedSession implements Session {
       });
       return new Response(body, { status: head.status, headers: h });
     }
-    const h = new Headers();
-    res.headers.forEach((v, k) => { if (!/^(content-type|content-length|transfer-encoding|sessioncert-.*)$/.test(k)) h.append(k, v); });
-    if (innerType) h.set("content-type", innerType);
-    return new Response(nullBody(status) ? null : plain, { status, headers: h });
+    return new Response(nullBody(status) ? null : plain, { status, headers: responseHeaders(res.headers, innerType) });
   }
 
   events(input: string, init: RequestInit = {}): AsyncIterable<SseEvent> {
@@ -482,7 +496,7 @@ class SealedSession implements Session {
   /** Sealed close of `live`; true when the server's sealed answer opened (§7). */
   private async closeLive(live: Live, signal?: AbortSignal): Promise<boolean> {
     const url = new URL(WK + "close", this.origin);
-    const a = await this.seal(live, new Request(url, { method: "POST" }), url, { bytes: new Uint8Array(0) }, false);
+    const a = await this.seal(live, { method: "POST", headers: new Headers() }, url, { bytes: new Uint8Array(0) }, false);
     const res = await this.exchange(live, a, signal ?? null);
     await res.arrayBuffer();
     this.drop(live);
@@ -507,6 +521,14 @@ interface Attempt {
   headers: Headers;
   body: BodyInit | null;
   requestTag: Promise<Uint8Array>;
+}
+
+/** Header mode: the outer headers minus the protocol's, with the inner content type. */
+function responseHeaders(outer: Headers, innerType: string): Headers {
+  const h = new Headers();
+  outer.forEach((v, k) => { if (!/^(content-type|content-length|transfer-encoding|sessioncert-.*)$/.test(k)) h.append(k, v); });
+  if (innerType) h.set("content-type", innerType);
+  return h;
 }
 
 const nullBody = (s: number) => s === 204 || s === 205 || s === 304;
