@@ -49,6 +49,11 @@ test("sealed echo round trip; the wire never carries the plaintext", async () =>
   assert.ok(req.headers["sessioncert-confirm"], "the first request carries the key confirmation");
   assert.equal(req.bytes[0], 0x01);
   assert.ok(!has(req.bytes, secret) && !has(resp.bytes, secret), "plaintext on the wire");
+  // A Request object and a URL work as with fetch().
+  const viaRequest = await s.fetch(new Request(srv.base + "/apiTest", json({ via: "Request" })));
+  assert.deepEqual((await viaRequest.json()).requestData, { via: "Request" });
+  const viaUrl = await s.fetch(new URL("/apiTest", srv.base), json({ via: "URL" }));
+  assert.deepEqual((await viaUrl.json()).requestData, { via: "URL" });
   // Only the first request carries the confirmation (a response opened since).
   const wire2 = wire.length;
   await (await s.fetch("/apiTest", json({ n: 2 }))).json();
