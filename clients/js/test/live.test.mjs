@@ -173,6 +173,35 @@ test("streamed upload (ReadableStream, 3 MiB) and streamed download via /files i
   await s.close();
 });
 
+test("full mode streams too: a ReadableStream upload as indeterminate-length Binary HTTP", async () => {
+  const wire = [];
+  const s = await connect(srv.base, { pin: srv.pin, full: true, onWire: (e) => wire.push(e) });
+  const data = new Uint8Array(300_000).map((_, i) => (i * 13) & 255);
+  let o = 0;
+  const up = new ReadableStream({ pull(c) { if (o >= data.length) return c.close(); c.enqueue(data.slice(o, (o += 70_000))); } });
+  const put = await s.fetch("/files/full.bin", { method: "PUT", body: up });
+  const stored = await put.json();
+  assert.equal(stored.sha256, createHash("sha256").update(data).digest("hex"));
+  const req = wire.find((e) => e.kind === "request");
+  assert.equal(req.bytes[0], 0x04, "a full-mode request stream");
+  assert.ok(req.url.endsWith("/.well-known/sessioncert/full"));
+  await s.close();
+});
+
+test("a handshake refused as unknown_key refetches the configuration once", async () => {
+  let refusals = 0, configs = 0;
+  const f = async (url, init) => {
+    if (String(url).endsWith("/config")) configs++;
+    if (String(url).endsWith("/handshake") && refusals++ === 0)
+      return new Response('{"error":"unknown_key"}', { status: 400, headers: { "sessioncert-error": "unknown_key" } });
+    return fetch(url, init);
+  };
+  const s = await connect(srv.base, { pin: srv.pin, fetch: f });
+  assert.equal(refusals, 2);
+  assert.equal(configs, 2, "the cached configuration was not trusted again");
+  await s.close();
+});
+
 test("server-sent events arrive one by one", async () => {
   const s = await connect(srv.base, { pin: srv.pin });
   const t0 = Date.now();
