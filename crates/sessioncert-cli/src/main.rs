@@ -7,6 +7,7 @@ mod admin;
 mod cmd;
 mod config;
 mod demo;
+mod web;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
