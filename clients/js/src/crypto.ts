@@ -1,0 +1,163 @@
+// WebCrypto wrappers (PROTOCOL §3, §6.3, §6.7, §10, §18). Only the handshake's transient
+// values (Noise chaining key, handshake hash, Noise cipher keys) live as bytes in
+// JavaScript memory; every session secret is a non-extractable CryptoKey.
+
+import { ProtocolError } from "./errors.js";
+import { concat, utf8 } from "./bytes.js";
+
+const subtle = (): SubtleCrypto => {
+  const s = globalThis.crypto?.subtle;
+  if (!s) throw new ProtocolError("internal", "WebCrypto (crypto.subtle) is not available: browsers expose it only on secure origins (https:// or localhost)");
+  return s;
+};
+const bs = (b: Uint8Array): BufferSource => b as unknown as BufferSource;
+const HMAC_256 = { name: "HMAC", hash: "SHA-256", length: 256 } as const;
+
+export const randomBytes = (n: number): Uint8Array => globalThis.crypto.getRandomValues(new Uint8Array(n));
+
+export async function sha256(data: Uint8Array): Promise<Uint8Array> {
+  return new Uint8Array(await subtle().digest("SHA-256", bs(data)));
+}
+
+/** HMAC-SHA256 with a raw key: only for the Noise chaining during the handshake. */
+export async function hmacRaw(key: Uint8Array, data: Uint8Array): Promise<Uint8Array> {
+  const k = await subtle().importKey("raw", bs(key), HMAC_256, false, ["sign"]);
+  return sign(k, data);
+}
+
+export async function sign(key: CryptoKey, data: Uint8Array): Promise<Uint8Array> {
+  return new Uint8Array(await subtle().sign("HMAC", key, bs(data)));
+}
+
+/** Noise HKDF2 (§6.3): two 32-byte outputs from the chaining key and input material. */
+export async function hkdf2(ck: Uint8Array, ikm: Uint8Array): Promise<[Uint8Array, Uint8Array]> {
+  const temp = await hmacRaw(ck, ikm);
+  const o1 = await hmacRaw(temp, Uint8Array.of(1));
+  const o2 = await hmacRaw(temp, concat(o1, Uint8Array.of(2)));
+  return [o1, o2];
+}
+
+export async function importAesKey(raw: Uint8Array): Promise<CryptoKey> {
+  return subtle().importKey("raw", bs(raw), "AES-GCM", false, ["encrypt", "decrypt"]);
+}
+
+/** AES-256-GCM; WebCrypto appends the 16-byte tag, which is the record layout. */
+export async function aesSeal(key: CryptoKey, nonce: Uint8Array, ad: Uint8Array, pt: Uint8Array): Promise<Uint8Array> {
+  return new Uint8Array(await subtle().encrypt({ name: "AES-GCM", iv: bs(nonce), additionalData: bs(ad) }, key, bs(pt)));
+}
+
+/** Returns null when the ciphertext does not authenticate. */
+export async function aesOpen(key: CryptoKey, nonce: Uint8Array, ad: Uint8Array, ct: Uint8Array): Promise<Uint8Array | null> {
+  try {
+    return new Uint8Array(await subtle().decrypt({ name: "AES-GCM", iv: bs(nonce), additionalData: bs(ad) }, key, bs(ct)));
+  } catch {
+    return null;
+  }
+}
+
+// ---- X25519 -------------------------------------------------------------------------
+
+export interface KeyPair {
+  privateKey: CryptoKey;
+  publicKey: Uint8Array;
+}
+
+export async function x25519Generate(): Promise<KeyPair> {
+  // The private half is non-extractable; the public half is always exportable.
+  const kp = (await subtle().generateKey({ name: "X25519" }, false, ["deriveBits"])) as CryptoKeyPair;
+  return { privateKey: kp.privateKey, publicKey: new Uint8Array(await subtle().exportKey("raw", kp.publicKey)) };
+}
+
+/** DH; an all-zero result (a low-order peer point) is refused as §6.3 requires. */
+export async function x25519(priv: CryptoKey, peerPublic: Uint8Array): Promise<Uint8Array> {
+  let out: Uint8Array;
+  try {
+    const pub = await subtle().importKey("raw", bs(peerPublic), { name: "X25519" }, true, []);
+    out = new Uint8Array(await subtle().deriveBits({ name: "X25519", public: pub } as unknown as AlgorithmIdentifier, priv, 256));
+  } catch {
+    throw new ProtocolError("handshake_failed", "X25519 failed (a low-order or invalid public key)");
+  }
+  if (out.every((b) => b === 0)) throw new ProtocolError("handshake_failed", "X25519 result is all zero (a low-order public key)");
+  return out;
+}
+
+// ---- Ed25519 ------------------------------------------------------------------------
+
+export async function ed25519Verify(pub: Uint8Array, sig: Uint8Array, msg: Uint8Array): Promise<boolean> {
+  try {
+    const k = await subtle().importKey("raw", bs(pub), { name: "Ed25519" }, false, ["verify"]);
+    return await subtle().verify({ name: "Ed25519" }, k, bs(sig), bs(msg));
+  } catch {
+    return false;
+  }
+}
+
+// ---- session keys (§6.7, §10, §18) --------------------------------------------------
+
+/** One direction's key for one epoch, held twice from the same bytes: as an AEAD key
+ *  for records and as an HMAC key to derive the next epoch's and the streams' keys. */
+export interface EpochKey {
+  aead: CryptoKey;
+  mac: CryptoKey;
+}
+
+/** Imports key bytes as a non-extractable epoch key and wipes the bytes. */
+export async function epochKeyFromBytes(raw: Uint8Array): Promise<EpochKey> {
+  try {
+    const [aead, mac] = await Promise.all([
+      importAesKey(raw),
+      subtle().importKey("raw", bs(raw), HMAC_256, false, ["sign"]),
+    ]);
+    return { aead, mac };
+  } finally {
+    raw.fill(0);
+  }
+}
+
+/** HKDF-Expand with a key as PRK and a one-block output: HMAC(key, info || 0x01). */
+export async function expandOneBlock(mac: CryptoKey, info: Uint8Array): Promise<Uint8Array> {
+  return sign(mac, concat(info, Uint8Array.of(1)));
+}
+
+const REKEY = utf8.encode("sessioncert/1 rekey");
+export async function ratchet(k: EpochKey): Promise<EpochKey> {
+  return epochKeyFromBytes(await expandOneBlock(k.mac, REKEY));
+}
+
+export interface SessionSecrets {
+  c2s: EpochKey;
+  s2c: EpochKey;
+  c2sIv: Uint8Array;
+  s2cIv: Uint8Array;
+  refusal: CryptoKey;
+  clientFinished: Uint8Array;
+}
+
+/** §6.7 on WebCrypto: k1 || k2 is imported as an HKDF base key, HKDF (Extract with
+ *  salt = h, then Expand with the label) derives non-extractable keys directly. */
+export async function deriveSessionSecrets(k1k2: Uint8Array, h: Uint8Array): Promise<SessionSecrets> {
+  const s = subtle();
+  const base = await s.importKey("raw", bs(k1k2), "HKDF", false, ["deriveKey", "deriveBits"]);
+  k1k2.fill(0);
+  const p = (label: string) => ({ name: "HKDF", hash: "SHA-256", salt: bs(h), info: bs(utf8.encode("sessioncert/1 " + label)) });
+  const aes = { name: "AES-GCM", length: 256 };
+  const epoch = async (label: string): Promise<EpochKey> => ({
+    aead: await s.deriveKey(p(label), base, aes, false, ["encrypt", "decrypt"]),
+    mac: await s.deriveKey(p(label), base, HMAC_256, false, ["sign"]),
+  });
+  const bits = async (label: string, n: number) => new Uint8Array(await s.deriveBits(p(label), base, n * 8));
+  const finished = await s.deriveKey(p("client finished"), base, HMAC_256, false, ["sign"]);
+  return {
+    c2s: await epoch("c2s key"),
+    s2c: await epoch("s2c key"),
+    c2sIv: await bits("c2s iv", 12),
+    s2cIv: await bits("s2c iv", 12),
+    refusal: await s.deriveKey(p("refusal"), base, HMAC_256, false, ["sign"]),
+    clientFinished: await sign(finished, concat(utf8.encode("sessioncert/1 client finished"), h)),
+  };
+}
+
+/** Imports a raw HMAC key as non-extractable (tests build sessions from vector keys). */
+export async function importHmacKey(raw: Uint8Array): Promise<CryptoKey> {
+  return subtle().importKey("raw", bs(raw), HMAC_256, false, ["sign"]);
+}

@@ -1,0 +1,605 @@
+// The client session: connect (key configuration, handshake), session.fetch (seal the
+// request, open the response, header or full mode, records or streams), events(),
+// close(), and the at-most-once retry rules of the Rust client (PROTOCOL §14.1).
+
+import { b64u, concat, fromB64u, fromUtf8 } from "./bytes.js";
+import { currentKey, parsePin, pinOf, verifyConfig, type VerifiedConfig } from "./config.js";
+import { x25519Generate } from "./crypto.js";
+import { INDETERMINATE_END, ResponseDecoder, contentChunk, encodeRequest, encodeRequestHead, type RequestHead } from "./bhttp.js";
+import { OutcomeUnknown, ProtocolError, Rejected, SessionCertError, SessionExpired, TransportError } from "./errors.js";
+import { finishHandshake, startHandshake, SUITE_NAMES, type Established } from "./handshake.js";
+import { Direction, T, openRecord, requestAd, responseAd, sealRecord, tagOf, verifyRefusalTag, type HeaderBinding } from "./records.js";
+import { parseSse, type SseEvent } from "./sse.js";
+import { BodyReader, MAX_CHUNK_LEN, StreamOpener, StreamSealer, streamKey } from "./streams.js";
+
+export interface ConnectOptions {
+  /** "ed25519:<base64url>", as `sessioncert fingerprint` prints it. */
+  pin?: string;
+  /** Trust the first identity seen instead of a pin (an attacker on first contact wins). */
+  tofu?: boolean;
+  /** Full-request mode by default for this session's fetches. */
+  full?: boolean;
+  /** Transport (default globalThis.fetch). */
+  fetch?: typeof fetch;
+  /** Observer of what crossed the wire (for demos and debugging; never sees a key). */
+  onWire?: (e: WireEvent) => void;
+  /** Offer streamed bodies (PROTOCOL §8.5) in the handshake. Default true. */
+  streams?: boolean;
+  /** Send ReadableStream request bodies as they are produced. Default: true in Node;
+   *  false in browsers, where fetch streams uploads only over HTTP/2, so the sealed
+   *  chunks are gathered first (still sealed 64 KiB at a time). */
+  streamUploads?: boolean;
+}
+
+export type WireEvent =
+  | { kind: "config"; url: string; status: number; bytes: Uint8Array }
+  | { kind: "client-hello"; bytes: Uint8Array }
+  | { kind: "server-hello"; status: number; bytes: Uint8Array }
+  | { kind: "established"; sessionId: string; suite: string }
+  | { kind: "request"; method: string; url: string; headers: Record<string, string>; bytes: Uint8Array; streamed: boolean }
+  | { kind: "request-chunk"; bytes: Uint8Array }
+  | { kind: "response"; status: number; headers: Record<string, string>; bytes: Uint8Array; streamed: boolean }
+  | { kind: "response-chunk"; bytes: Uint8Array }
+  | { kind: "closed"; sessionId: string };
+
+export type SealedInit = RequestInit & { full?: boolean; idempotent?: boolean };
+
+export interface Session {
+  /** Session id, unpadded base64url (22 characters); an identifier, never a key. */
+  readonly id: string;
+  /** The server identity pin that was verified. */
+  readonly pin: string;
+  /** e.g. "X25519/AES-256-GCM" */
+  readonly suite: string;
+  /** Whether streamed bodies were negotiated. */
+  readonly streams: boolean;
+  fetch(input: string | URL | Request, init?: SealedInit): Promise<Response>;
+  events(input: string, init?: RequestInit): AsyncIterable<SseEvent>;
+  close(): Promise<void>;
+}
+
+const WK = "/.well-known/sessioncert/";
+const SEALED = "application/sessioncert-sealed";
+const HANDSHAKE_CT = "application/sessioncert-handshake";
+const IDEMPOTENT = ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"];
+const SESSION_REFUSALS = ["unknown_session", "session_expired", "session_closed"];
+/** Headers a sealed request never forwards from the caller (they describe the outer
+ *  message, are hop-by-hop, or are the protocol's own). */
+const NOT_FORWARDED = /^(content-type|content-length|transfer-encoding|connection|keep-alive|proxy-connection|te|trailer|upgrade|host|sessioncert-.*)$/;
+/** Credentials are bound to the record (covered) whenever they are set, as the Rust client does. */
+const COVER = ["authorization", "proxy-authorization", "cookie"];
+/** Renew this long before the session's own limits, so a request is not refused as expired. */
+const RENEW_MARGIN_MS = 5_000;
+const CONFIG_MAX_AGE_MS = 300_000;
+
+/** One established (or still matching) session's state. Keys are non-extractable. */
+interface Live {
+  id: Uint8Array;
+  idText: string;
+  suite: number;
+  streams: boolean;
+  expiresAt: number;
+  idleTimeout: number;
+  lastUsed: number;
+  c2s: Direction;
+  s2c: Direction;
+  refusal: CryptoKey;
+  nextSeq: number;
+  /** sessioncert-confirm value until a response of the session opened (§6.8). */
+  confirm: string | null;
+  dead: boolean;
+}
+
+/** The canonical origin (§8.2), or an error: WHATWG's serialization already lower-cases,
+ *  drops default ports and compresses IPv6; what it keeps but the grammar refuses
+ *  (trailing dot, empty label, port 0) is refused here. */
+function canonicalOrigin(u: URL): string {
+  if (u.protocol !== "http:" && u.protocol !== "https:") throw new TypeError(`sessioncert needs an http(s) URL, not ${u.protocol}`);
+  const host = u.hostname;
+  if (!host || (!host.startsWith("[") && (host.endsWith(".") || host.includes(".."))) || u.port === "0")
+    throw new TypeError(`${u.origin} is not a canonical origin (trailing dot, empty label or port 0)`);
+  return u.origin;
+}
+
+const headersRecord = (h: Headers): Record<string, string> => Object.fromEntries(h.entries());
+
+class SealedSession implements Session {
+  private live: Live | null = null;
+  private handshaking: Promise<Live> | null = null;
+  private closedForGood = false;
+  private lastId = "";
+  private verifiedPin = "";
+  private identity: Uint8Array | null;
+  private highWater = -Infinity;
+  private cfg: { v: VerifiedConfig; at: number } | null = null;
+  private readonly origin: string;
+  private readonly transport: typeof fetch;
+
+  constructor(private base: URL, private opts: ConnectOptions) {
+    this.origin = canonicalOrigin(base);
+    this.transport = opts.fetch ?? globalThis.fetch.bind(globalThis);
+    if (opts.pin) this.identity = parsePin(opts.pin);
+    else if (opts.tofu) {
+      this.identity = null;
+      console.warn(`sessioncert: trusting ${this.origin}'s identity on first use (no pin): an attacker on this first contact could impersonate the server`);
+    } else throw new TypeError("connect needs { pin } (from `sessioncert fingerprint`) or { tofu: true }");
+  }
+
+  get id() { return this.live?.idText ?? this.lastId; }
+  get pin() { return this.verifiedPin; }
+  get suite() { return SUITE_NAMES[this.live?.suite ?? 1]!; }
+  get streams() { return this.live?.streams ?? false; }
+
+  private wire(e: WireEvent) {
+    try { this.opts.onWire?.(e); } catch { /* an observer never breaks the session */ }
+  }
+
+  private async send(url: string, init: RequestInit): Promise<Response> {
+    try {
+      return await this.transport(url, { cache: "no-store", redirect: "manual", ...init });
+    } catch (e) {
+      if ((e as Error)?.name === "AbortError" || init.signal?.aborted) throw e;
+      throw new TransportError(`request to ${url} failed`, e);
+    }
+  }
+
+  // ---- handshake --------------------------------------------------------------------
+
+  private async config(fresh: boolean): Promise<VerifiedConfig> {
+    const now = Date.now();
+    if (!fresh && this.cfg && now - this.cfg.at < CONFIG_MAX_AGE_MS && currentKey(this.cfg.v.config, now)) return this.cfg.v;
+    const url = this.origin + WK + "config";
+    const res = await this.send(url, { method: "GET" });
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    this.wire({ kind: "config", url, status: res.status, bytes });
+    if (res.status !== 200) throw await refusalOf(res, bytes, "key configuration");
+    const v = await verifyConfig(bytes, this.identity, Date.now(), this.highWater);
+    this.identity ??= v.config.identity; // trust on first use: this identity from now on
+    this.highWater = Math.max(this.highWater, v.config.issuedAt);
+    this.verifiedPin = v.pin;
+    this.cfg = { v, at: now };
+    return v;
+  }
+
+  private async handshake(): Promise<Live> {
+    let refetched = false;
+    for (;;) {
+      const cfg = await this.config(refetched);
+      const pending = await startHandshake(cfg, { versions: [1], suites: [1], streams: this.opts.streams ?? true }, await x25519Generate());
+      this.wire({ kind: "client-hello", bytes: pending.clientHello });
+      const res = await this.send(this.origin + WK + "handshake", {
+        method: "POST", headers: { "content-type": HANDSHAKE_CT }, body: pending.clientHello as BodyInit,
+      });
+      const bytes = new Uint8Array(await res.arrayBuffer());
+      this.wire({ kind: "server-hello", status: res.status, bytes });
+      if (res.status !== 200) {
+        const err = await refusalOf(res, bytes, "handshake");
+        // unknown_key: the cached configuration is out of date; refetch it once.
+        if (err.code === "unknown_key" && !refetched) { refetched = true; continue; }
+        throw err;
+      }
+      const est: Established = await finishHandshake(pending, bytes);
+      const s = est.secrets;
+      const live: Live = {
+        id: est.sessionId, idText: b64u(est.sessionId), suite: est.suite, streams: est.streams,
+        expiresAt: est.expiresAt, idleTimeout: est.idleTimeout, lastUsed: Date.now(),
+        c2s: new Direction(s.c2sIv, s.c2s), s2c: new Direction(s.s2cIv, s.s2c), refusal: s.refusal,
+        nextSeq: 0, confirm: b64u(est.confirmation), dead: false,
+      };
+      this.wire({ kind: "established", sessionId: live.idText, suite: SUITE_NAMES[live.suite]! });
+      return live;
+    }
+  }
+
+  /** The session to seal the next request in: a fresh handshake when there is none or
+   *  when it is (nearly) over by this client's clock. Concurrent callers share one. */
+  async acquire(): Promise<Live> {
+    if (this.closedForGood) throw new SessionCertError("session_closed", "this session was closed with close(); connect() again");
+    const l = this.live;
+    const now = Date.now();
+    if (l && !l.dead && now < l.expiresAt - RENEW_MARGIN_MS && now < l.lastUsed + l.idleTimeout - RENEW_MARGIN_MS && l.nextSeq < 2 ** 32)
+      return l;
+    if (l) this.drop(l);
+    this.handshaking ??= this.handshake().then(
+      (nl) => { this.live = nl; this.lastId = nl.idText; this.handshaking = null; return nl; },
+      (e) => { this.handshaking = null; throw e; },
+    );
+    return this.handshaking;
+  }
+
+  private drop(l: Live) {
+    l.dead = true;
+    if (this.live === l) this.live = null;
+  }
+
+  // ---- fetch ------------------------------------------------------------------------
+
+  async fetch(input: string | URL | Request, init: SealedInit = {}): Promise<Response> {
+    const url = input instanceof Request ? new URL(input.url) : new URL(input, this.base);
+    if (url.origin !== this.origin) throw new TypeError(`this session is for ${this.origin}; ${url.origin} needs its own connect()`);
+    const streamSource = init.body instanceof ReadableStream ? init.body : null;
+    const req = input instanceof Request
+      ? new Request(input, init)
+      : new Request(url, { ...init, ...(init.body != null ? { duplex: "half" } : {}) } as RequestInit);
+    const method = req.method;
+    // fetch() cannot send a body with GET, and header mode carries the record in the body
+    // for every method but HEAD (§13): a GET therefore always travels in full mode.
+    const full = method === "GET" || (init.full ?? this.opts.full ?? false);
+    const retrySafe = init.idempotent ?? IDEMPOTENT.includes(method);
+    // One-shot stream bodies are read as they are sent; every other body is read once
+    // here so it can be sealed again if the request must be re-sent.
+    const bytes = streamSource || !req.body ? null : new Uint8Array(await req.arrayBuffer());
+    const source: Body = streamSource ? { stream: streamSource, used: false } : { bytes: bytes ?? new Uint8Array(0) };
+    let resent = false;
+    for (;;) {
+      const live = await this.acquire();
+      let attempt: Attempt;
+      try {
+        attempt = await this.seal(live, req, url, source, full);
+      } catch (e) {
+        if (e instanceof ProtocolError && e.code === "session_expired") { this.drop(live); continue; }
+        throw e;
+      }
+      let err: unknown;
+      try {
+        return await this.exchange(live, attempt, req.signal);
+      } catch (e) {
+        err = e;
+      }
+      if ((err as Error)?.name === "AbortError") throw err;
+      const notExecuted = (err instanceof Rejected && err.authenticated) || (err instanceof TransportError && notSent(err));
+      const mayResend = retrySafe || notExecuted;
+      if (err instanceof Rejected && SESSION_REFUSALS.includes(err.code)) {
+        if (!mayResend) throw await this.outcomeUnknown(live, method, url, err);
+        this.drop(live);
+        const replayable = !("stream" in source);
+        if (resent || !replayable)
+          throw new SessionExpired(err.code, err.status, err.authenticated,
+            err.message + (replayable ? " (again, after one fresh handshake)" : "; the request body was a one-shot stream, so it was not re-sent"));
+        resent = true;
+        continue;
+      }
+      if (!mayResend && !(err instanceof TransportError && notSent(err)) && !(err instanceof SessionCertError && err.code === "local"))
+        throw await this.outcomeUnknown(live, method, url, err);
+      throw err;
+    }
+  }
+
+  /** The sealed close that settles an unknown outcome (§14.1), then the error. */
+  private async outcomeUnknown(live: Live, method: string, url: URL, cause: unknown): Promise<OutcomeUnknown> {
+    let settled = false;
+    if (!live.dead) {
+      try {
+        settled = await this.closeLive(live, AbortSignal.timeout(10_000));
+      } catch { settled = false; }
+    }
+    this.drop(live);
+    return new OutcomeUnknown(method, url.pathname + url.search, settled, cause);
+  }
+
+  /** Seals the request in `live` (takes its seq synchronously after all local checks). */
+  private async seal(live: Live, req: Request, url: URL, source: Body, full: boolean): Promise<Attempt> {
+    const method = req.method;
+    const innerType = req.headers.get("content-type") ?? "";
+    const headers = new Headers();
+    const sendUrl = full ? this.origin + WK + "full" : url.href;
+    let binding: HeaderBinding | null = null;
+    let head: RequestHead | null = null;
+    if (full) {
+      const h: [string, string][] = [];
+      req.headers.forEach((v, k) => { if (!NOT_FORWARDED.test(k) || k === "content-type") h.push([k, v]); });
+      head = { method, scheme: url.protocol.slice(0, -1), authority: url.host, path: url.pathname + url.search, headers: h };
+    } else {
+      const covered: [string, string][] = [];
+      for (const n of COVER) {
+        const v = req.headers.get(n);
+        if (v !== null) {
+          if (!/^[\x20-\x7e\t]*$/.test(v)) throw new SessionCertError("local", `header ${n} must be visible ASCII to be sealed`);
+          covered.push([n, v]);
+        }
+      }
+      req.headers.forEach((v, k) => { if (!NOT_FORWARDED.test(k)) headers.set(k, v); });
+      binding = { method, target: this.origin, path: url.pathname, query: url.search.slice(1), contentType: innerType, covered };
+      headers.set("sessioncert-target", this.origin);
+      if (innerType) headers.set("sessioncert-content-type", innerType);
+      if (covered.length) headers.set("sessioncert-covered", covered.map((c) => c[0]).join(", "));
+    }
+    headers.set("content-type", SEALED);
+    headers.set("sessioncert-id", live.idText);
+    if (live.confirm) headers.set("sessioncert-confirm", live.confirm);
+
+    const isHead = !full && method === "HEAD";
+    const bytes = "bytes" in source ? source.bytes : null;
+    const stream = live.streams && !isHead && (bytes === null || (full ? bytes.length + 512 : bytes.length) > MAX_CHUNK_LEN);
+    if ("stream" in source && !stream && source.used) throw new SessionCertError("local", "the request body stream was already consumed");
+    // Everything local is checked: take the sequence number now, synchronously.
+    if (live.nextSeq >= 2 ** 32) throw new ProtocolError("session_expired", "message budget spent");
+    const seq = live.nextSeq++;
+    const reqType = full ? (stream ? T.fullRequestStream : T.fullRequest) : stream ? T.requestStream : T.request;
+    const ad = requestAd(reqType, live.id, seq, binding);
+    const wireHeaders = headersRecord(headers);
+
+    if (!stream) {
+      const plain = bytes ?? new Uint8Array(await new Response((source as { stream: ReadableStream }).stream).arrayBuffer());
+      const record = await sealRecord(live.c2s, reqType, seq, ad, full ? encodeRequest(head!, plain) : plain);
+      let body: BodyInit | null = record as BodyInit;
+      if (isHead) { headers.set("sessioncert-record", b64u(record)); body = null; }
+      this.wire({ kind: "request", method: full ? "POST" : method, url: sendUrl, headers: headersRecord(headers), bytes: record, streamed: false });
+      return { seq, full, headers, body, sendUrl, method: full ? "POST" : method, requestTag: Promise.resolve(tagOf(record)), binding: !!binding };
+    }
+
+    const sealer = await StreamSealer.create(live.c2s, reqType, seq, ad);
+    let resolveTag!: (t: Uint8Array) => void;
+    let rejectTag!: (e: unknown) => void;
+    const requestTag = new Promise<Uint8Array>((res, rej) => { resolveTag = res; rejectTag = rej; });
+    requestTag.catch(() => {});
+    const plainParts = plaintextPieces(source, full ? head : null);
+    let first = true;
+    const sealedParts = async function* (this: SealedSession): AsyncGenerator<Uint8Array> {
+      // Hold one piece back: only at the end is it known which chunk is the last.
+      let held: Uint8Array | null = null;
+      try {
+        for await (const piece of plainParts) {
+          if (held) yield await emit.call(this, held, false);
+          held = piece;
+        }
+        yield await emit.call(this, held ?? new Uint8Array(0), true);
+      } catch (e) {
+        rejectTag(e);
+        throw e;
+      }
+    };
+    async function emit(this: SealedSession, pt: Uint8Array, last: boolean): Promise<Uint8Array> {
+      const c = await sealer.chunk(pt, last);
+      if (first) {
+        first = false;
+        resolveTag(tagOf(c));
+        const out = concat(sealer.header, c);
+        this.wire({ kind: "request", method: full ? "POST" : method, url: sendUrl, headers: wireHeaders, bytes: out, streamed: true });
+        return out;
+      }
+      this.wire({ kind: "request-chunk", bytes: c });
+      return c;
+    }
+    const gen = sealedParts.call(this);
+    let body: BodyInit;
+    if (this.opts.streamUploads ?? isNode()) {
+      body = new ReadableStream<Uint8Array>({
+        async pull(c) {
+          const n = await gen.next();
+          if (n.done) c.close(); else c.enqueue(n.value);
+        },
+        cancel(r) { void gen.return(r); },
+      }) as BodyInit;
+    } else {
+      const parts: Uint8Array[] = [];
+      for await (const p of gen) parts.push(p);
+      body = new Blob(parts as BlobPart[]);
+    }
+    return { seq, full, headers, body, sendUrl, method: full ? "POST" : method, requestTag, binding: !!binding };
+  }
+
+  /** Sends a sealed attempt and opens its answer as a standard Response. */
+  private async exchange(live: Live, a: Attempt, signal: AbortSignal | null): Promise<Response> {
+    const res = await this.send(a.sendUrl, {
+      method: a.method, headers: a.headers, body: a.body, signal: signal ?? null,
+      ...(a.body instanceof ReadableStream ? { duplex: "half" } : {}),
+    } as RequestInit);
+    if (res.headers.has("sessioncert-error")) {
+      const bytes = new Uint8Array(await res.arrayBuffer());
+      const code = res.headers.get("sessioncert-error")!;
+      const tagText = res.headers.get("sessioncert-refusal");
+      const tag = tagText ? fromB64u(tagText) : null;
+      const authenticated = await verifyRefusalTag(live.refusal, live.id, a.seq, code, tag);
+      this.wire({ kind: "response", status: res.status, headers: headersRecord(res.headers), bytes, streamed: false });
+      if (SESSION_REFUSALS.includes(code)) this.drop(live);
+      throw refusalFrom(res, bytes, code, authenticated);
+    }
+    const ct = (res.headers.get("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
+    if (ct !== SEALED) throw new ProtocolError("malformed", `the answer to ${a.method} ${a.sendUrl} is not sealed (HTTP ${res.status}, content-type ${JSON.stringify(ct)}): not from the server, or the route is not sealed`);
+
+    // §13: 204/205/304 travel as 200 + sessioncert-status; the seal binds the real status.
+    let status = res.status;
+    const st = res.headers.get("sessioncert-status");
+    if (st !== null) {
+      if (res.status !== 200 || !/^(204|205|304)$/.test(st)) throw new ProtocolError("malformed", "invalid sessioncert-status on a sealed response");
+      status = Number(st);
+    }
+    const innerType = res.headers.get("sessioncert-content-type") ?? "";
+    const requestTag = await a.requestTag;
+    const respAd = (type: number) => responseAd(type, live.id, a.seq, requestTag, a.full ? null : status, innerType);
+    const opened = () => { live.confirm = null; live.lastUsed = Date.now(); };
+
+    // The opened plaintext as a stream (one piece for a record, chunk by chunk for a stream).
+    let plain: ReadableStream<Uint8Array>;
+    const recordType = a.full ? T.fullResponse : T.response;
+    const headerRecord = !a.full && a.method === "HEAD" ? res.headers.get("sessioncert-record") : null;
+    if (headerRecord !== null || (!a.full && a.method === "HEAD")) {
+      const rec = headerRecord ? fromB64u(headerRecord) : null;
+      if (!rec) throw new ProtocolError("malformed", "HEAD response without a valid sessioncert-record");
+      this.wire({ kind: "response", status: res.status, headers: headersRecord(res.headers), bytes: rec, streamed: false });
+      await openRecord(live.s2c, rec, recordType, a.seq, respAd(recordType));
+      opened();
+      plain = new ReadableStream({ start: (c) => c.close() });
+    } else {
+      const src = BodyReader.of(res.body);
+      if (!(await src.need(1))) throw new ProtocolError("malformed", "sealed response without a body");
+      const first = src.peek(1)[0]!;
+      if (first === T.responseStream || first === T.fullResponseStream) {
+        // §8.5: the header and chunk 0 whole first, then the checks, then chunk 0.
+        if (!(await src.need(13))) throw new ProtocolError("rejected", "sealed stream cut short before its first chunk");
+        const h0 = src.peek(13);
+        const len0 = (h0[10]! << 16) | (h0[11]! << 8) | h0[12]!;
+        if (h0[9]! > 1 || len0 > MAX_CHUNK_LEN || (len0 === 0 && h0[9] !== 1)) throw new ProtocolError("malformed", "invalid stream chunk header");
+        if (!(await src.need(13 + len0 + 16))) throw new ProtocolError("rejected", "sealed stream cut short in its first chunk");
+        if (!live.streams) throw new ProtocolError("malformed", "streamed response in a session without streams");
+        const hdr = src.take(9);
+        const type = a.full ? T.fullResponseStream : T.responseStream;
+        const seq = new DataView(hdr.buffer, hdr.byteOffset + 1, 8);
+        if (hdr[0] !== type || seq.getUint32(0) !== 0 || seq.getUint32(4) !== a.seq)
+          throw new ProtocolError("rejected", "sealed stream of another type or request");
+        const { key, commit } = live.s2c.keyForOpening(a.seq);
+        const sk = await streamKey(await key, type, a.seq);
+        this.wire({ kind: "response", status: res.status, headers: headersRecord(res.headers), bytes: concat(hdr, src.peek(4 + len0 + 16)), streamed: true });
+        const opener = new StreamOpener(src, sk, respAd(type), () => { commit(); opened(); });
+        const chunk0 = await opener.next(); // authenticates before the Response is returned
+        plain = new ReadableStream<Uint8Array>({
+          start: (c) => { if (chunk0!.length) c.enqueue(chunk0!); },
+          pull: async (c) => {
+            try {
+              const n = await opener.next();
+              if (n === null) c.close();
+              else {
+                this.wire({ kind: "response-chunk", bytes: opener.lastSealed });
+                if (n.length) c.enqueue(n);
+              }
+            } catch (e) {
+              src.cancel(e);
+              c.error(e);
+            }
+          },
+          cancel: (r) => src.cancel(r),
+        });
+      } else {
+        const rec = await src.rest(64 * 1024 * 1024);
+        this.wire({ kind: "response", status: res.status, headers: headersRecord(res.headers), bytes: rec, streamed: false });
+        if (rec[0] === T.requestStream || rec[0] === T.fullRequestStream) throw new ProtocolError("rejected", "a request stream reflected as a response");
+        const pt = await openRecord(live.s2c, rec, recordType, a.seq, respAd(recordType));
+        opened();
+        plain = new ReadableStream({ start: (c) => { if (pt.length) c.enqueue(pt); c.close(); } });
+      }
+    }
+
+    if (a.full) {
+      const dec = new ResponseDecoder(BodyReader.of(plain));
+      const head = await dec.head();
+      const h = new Headers();
+      for (const [k, v] of head.headers) try { h.append(k, v); } catch { /* forbidden in this environment */ }
+      const body = nullBody(head.status) ? null : new ReadableStream<Uint8Array>({
+        async pull(c) {
+          try {
+            const p = await dec.content();
+            if (p === null) c.close(); else if (p.length) c.enqueue(p);
+          } catch (e) { c.error(e); }
+        },
+      });
+      return new Response(body, { status: head.status, headers: h });
+    }
+    const h = new Headers();
+    res.headers.forEach((v, k) => { if (!/^(content-type|content-length|transfer-encoding|sessioncert-.*)$/.test(k)) h.append(k, v); });
+    if (innerType) h.set("content-type", innerType);
+    return new Response(nullBody(status) ? null : plain, { status, headers: h });
+  }
+
+  events(input: string, init: RequestInit = {}): AsyncIterable<SseEvent> {
+    const self = this;
+    return {
+      async *[Symbol.asyncIterator]() {
+        const headers = new Headers(init.headers);
+        if (!headers.has("accept")) headers.set("accept", "text/event-stream");
+        const res = await self.fetch(input, { ...init, headers });
+        if (!res.ok || !res.body) throw new SessionCertError("http_status", `events: ${input} answered HTTP ${res.status}`);
+        yield* parseSse(res.body);
+      },
+    };
+  }
+
+  /** Sealed close of `live`; true when the server's sealed answer opened (§7). */
+  private async closeLive(live: Live, signal?: AbortSignal): Promise<boolean> {
+    const url = new URL(WK + "close", this.origin);
+    const a = await this.seal(live, new Request(url, { method: "POST" }), url, { bytes: new Uint8Array(0) }, false);
+    const res = await this.exchange(live, a, signal ?? null);
+    await res.arrayBuffer();
+    this.drop(live);
+    this.wire({ kind: "closed", sessionId: live.idText });
+    return res.status === 200;
+  }
+
+  async close(): Promise<void> {
+    this.closedForGood = true;
+    const l = this.live ?? (this.handshaking ? await this.handshaking.catch(() => null) : null);
+    if (l && !l.dead) await this.closeLive(l);
+  }
+}
+
+type Body = { bytes: Uint8Array } | { stream: ReadableStream<Uint8Array>; used: boolean };
+
+interface Attempt {
+  seq: number;
+  full: boolean;
+  method: string;
+  sendUrl: string;
+  headers: Headers;
+  body: BodyInit | null;
+  requestTag: Promise<Uint8Array>;
+  binding: boolean;
+}
+
+const nullBody = (s: number) => s === 204 || s === 205 || s === 304;
+const isNode = () => typeof process !== "undefined" && !!(globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node;
+declare const process: unknown;
+
+/** A transport failure where the connection was never made (nothing was sent). */
+function notSent(e: TransportError): boolean {
+  const c = (e.cause as { cause?: { code?: string } })?.cause?.code;
+  return c === "ECONNREFUSED" || c === "ENOTFOUND" || c === "EAI_AGAIN";
+}
+
+/** Plaintext pieces of at most 64 KiB: the body, wrapped as indeterminate-length Binary
+ *  HTTP in full mode. */
+async function* plaintextPieces(source: Body, head: RequestHead | null): AsyncGenerator<Uint8Array> {
+  const slice = function* (b: Uint8Array) {
+    for (let o = 0; o < b.length; o += MAX_CHUNK_LEN) yield b.subarray(o, Math.min(b.length, o + MAX_CHUNK_LEN));
+  };
+  let pending: Uint8Array = head ? encodeRequestHead(head) : new Uint8Array(0);
+  const flush = function* (more: Uint8Array, force: boolean) {
+    pending = pending.length ? concat(pending, more) : more;
+    while (pending.length >= MAX_CHUNK_LEN || (force && pending.length)) {
+      const n = Math.min(pending.length, MAX_CHUNK_LEN);
+      yield pending.subarray(0, n);
+      pending = pending.subarray(n);
+    }
+  };
+  const content = (b: Uint8Array) => (head ? contentChunk(b) : b);
+  if ("bytes" in source) {
+    for (const p of slice(source.bytes)) yield* flush(content(p), false);
+  } else {
+    if (source.used) throw new SessionCertError("local", "the request body stream was already consumed");
+    source.used = true;
+    const r = source.stream.getReader();
+    for (;;) {
+      const { value, done } = await r.read();
+      if (done) break;
+      const v = value instanceof Uint8Array ? value : new Uint8Array(value as ArrayBuffer);
+      for (const p of slice(v)) if (p.length) yield* flush(content(p), false);
+    }
+  }
+  yield* flush(head ? INDETERMINATE_END : new Uint8Array(0), true);
+}
+
+async function refusalOf(res: Response, bytes: Uint8Array, what: string): Promise<SessionCertError> {
+  const code = res.headers.get("sessioncert-error");
+  if (code) return refusalFrom(res, bytes, code, false);
+  return new ProtocolError("malformed", `${what}: unexpected HTTP ${res.status} from the server`);
+}
+
+function refusalFrom(res: Response, bytes: Uint8Array, code: string, authenticated: boolean): Rejected {
+  let detail = "";
+  try { detail = String(JSON.parse(fromUtf8(bytes)).message ?? ""); } catch { /* body is informational */ }
+  const ra = Number(res.headers.get("retry-after"));
+  const msg = `server refused the request: ${code} (HTTP ${res.status})${detail ? ": " + detail : ""}` +
+    (authenticated ? " — authenticated: the request was not executed" : "");
+  return SESSION_REFUSALS.includes(code)
+    ? new SessionExpired(code, res.status, authenticated, msg, Number.isFinite(ra) && ra > 0 ? ra : undefined)
+    : new Rejected(code, res.status, authenticated, msg, Number.isFinite(ra) && ra > 0 ? ra : undefined);
+}
+
+/** Connects to a sessioncert server: verifies its signed key configuration against the
+ *  pin (or trusts it on first use) and runs the handshake. The key confirmation rides on
+ *  the first request, so this costs two requests (configuration, handshake). */
+export async function connect(baseUrl: string | URL, opts: ConnectOptions): Promise<Session> {
+  const s = new SealedSession(new URL(baseUrl, (globalThis as { location?: { href: string } }).location?.href), opts);
+  await s.acquire();
+  return s;
+}
+

@@ -1,0 +1,129 @@
+// Streamed bodies (PROTOCOL §8.5): a key per stream, chunks sealed with a nonce made of
+// the chunk counter and the last flag, read incrementally as the bytes arrive.
+
+import { concat, u64, u8, utf8 } from "./bytes.js";
+import { EpochKey, aesOpen, aesSeal, expandOneBlock, importAesKey } from "./crypto.js";
+import { ProtocolError, Truncated } from "./errors.js";
+import { Direction } from "./records.js";
+
+export const MAX_CHUNK_LEN = 65536;
+const TAG_LEN = 16;
+
+/** stream_key = HMAC(key[epoch], "sessioncert/1 stream" || type || u64 seq || 0x01). */
+export async function streamKey(epochKey: EpochKey, type: number, seq: number): Promise<CryptoKey> {
+  return importAesKey(await expandOneBlock(epochKey.mac, concat(utf8.encode("sessioncert/1 stream"), u8(type), u64(seq))));
+}
+
+function chunkNonce(i: number, last: boolean): Uint8Array {
+  const n = new Uint8Array(12);
+  n.set(u64(i), 3);
+  n[11] = last ? 1 : 0;
+  return n;
+}
+
+/** Seals one stream's chunks in order; `header` goes first on the wire. */
+export class StreamSealer {
+  private i = 0;
+  private done = false;
+  readonly header: Uint8Array;
+  private constructor(private key: CryptoKey, private ad: Uint8Array, type: number, seq: number) {
+    this.header = concat(u8(type), u64(seq));
+  }
+  static async create(dir: Direction, type: number, seq: number, ad: Uint8Array): Promise<StreamSealer> {
+    const k = await dir.keyForSealing(seq);
+    return new StreamSealer(await streamKey(k, type, seq), ad, type, seq);
+  }
+  /** `pt` at most 64 KiB, empty only in the last chunk. The first tag binds the response. */
+  async chunk(pt: Uint8Array, last: boolean): Promise<Uint8Array> {
+    if (this.done || pt.length > MAX_CHUNK_LEN || (!pt.length && !last)) throw new ProtocolError("internal", "invalid stream chunk");
+    this.done = last;
+    const len = Uint8Array.of(last ? 1 : 0, pt.length >> 16, (pt.length >> 8) & 0xff, pt.length & 0xff);
+    return concat(len, await aesSeal(this.key, chunkNonce(this.i++, last), this.ad, pt));
+  }
+}
+
+/** Reads a byte stream in exact amounts as it arrives. */
+export class BodyReader {
+  private buf: Uint8Array = new Uint8Array(0);
+  private eof = false;
+  constructor(private reader: ReadableStreamDefaultReader<Uint8Array>) {}
+  static of(body: ReadableStream<Uint8Array> | null): BodyReader {
+    return new BodyReader((body ?? new ReadableStream<Uint8Array>({ start: (c) => c.close() })).getReader());
+  }
+  get buffered(): number {
+    return this.buf.length;
+  }
+  /** Whether `n` bytes are (or became) available; false if the body ended first. */
+  async need(n: number): Promise<boolean> {
+    while (this.buf.length < n && !this.eof) {
+      const { value, done } = await this.reader.read();
+      if (done) this.eof = true;
+      else if (value.length) this.buf = this.buf.length ? concat(this.buf, value) : value;
+    }
+    return this.buf.length >= n;
+  }
+  peek(n: number): Uint8Array {
+    return this.buf.subarray(0, n);
+  }
+  take(n: number): Uint8Array {
+    const s = this.buf.subarray(0, n);
+    this.buf = this.buf.subarray(n);
+    return s;
+  }
+  /** Everything up to the end (bounded by `max`). */
+  async rest(max = Infinity): Promise<Uint8Array> {
+    while (!this.eof) {
+      if (this.buf.length > max) throw new ProtocolError("too_large", "body over the client's limit");
+      await this.need(this.buf.length + 1);
+    }
+    return this.take(this.buf.length);
+  }
+  async atEnd(): Promise<boolean> {
+    return !(await this.need(1));
+  }
+  cancel(reason?: unknown): void {
+    this.reader.cancel(reason).catch(() => {});
+  }
+}
+
+/** Opens a stream whose 9-byte header was already read and checked: call `next` until
+ *  it returns null. Each chunk is checked as its bytes arrive: a bad chunk header is
+ *  `malformed`, a body cut short `Truncated` (code `rejected`), bytes after the last
+ *  chunk `malformed`. `onFirst` runs once chunk 0 authenticated (the ratchet commit). */
+export class StreamOpener {
+  private i = 0;
+  private ended = false;
+  /** The last chunk as it arrived (sealed), for wire observers. */
+  lastSealed: Uint8Array = new Uint8Array(0);
+  constructor(
+    private src: BodyReader,
+    private key: CryptoKey,
+    private ad: Uint8Array,
+    private onFirst: () => void = () => {},
+  ) {}
+
+  async next(): Promise<Uint8Array | null> {
+    if (this.ended) {
+      if (!(await this.src.atEnd())) throw new ProtocolError("malformed", "bytes after the stream's last chunk");
+      return null;
+    }
+    if (!(await this.src.need(4))) throw new Truncated();
+    const h = this.src.peek(4);
+    const last = h[0]!;
+    const len = (h[1]! << 16) | (h[2]! << 8) | h[3]!;
+    if (last > 1 || len > MAX_CHUNK_LEN || (len === 0 && !last))
+      throw new ProtocolError("malformed", "invalid stream chunk header");
+    if (!(await this.src.need(4 + len + TAG_LEN))) throw new Truncated();
+    this.lastSealed = this.src.take(4 + len + TAG_LEN).slice();
+    const pt = await aesOpen(this.key, chunkNonce(this.i, last === 1), this.ad, this.lastSealed.subarray(4));
+    if (!pt) throw new ProtocolError("rejected", `stream chunk ${this.i} does not authenticate (tampered, reordered or spliced)`);
+    if (this.i === 0) this.onFirst();
+    this.i++;
+    this.ended = last === 1;
+    return pt;
+  }
+
+  get chunksOpened(): number {
+    return this.i;
+  }
+}
