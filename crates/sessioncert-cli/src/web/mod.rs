@@ -143,14 +143,13 @@ fn attr_escape(s: &str) -> String {
 pub fn page_routes(pin: &str) -> Router {
     let html = PAGE_HTML.replace("{{PIN}}", &attr_escape(pin));
     Router::new()
-        .route("/", serve(Asset::new(html, "text/html; charset=utf-8", true)))
+        .route(
+            "/",
+            serve(Asset::new(html, "text/html; charset=utf-8", true)),
+        )
         .route(
             "/demo/demo.js",
-            serve(Asset::new(
-                PAGE_JS,
-                "text/javascript; charset=utf-8",
-                false,
-            )),
+            serve(Asset::new(PAGE_JS, "text/javascript; charset=utf-8", false)),
         )
         .route(
             "/demo/demo.css",

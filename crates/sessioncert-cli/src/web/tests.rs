@@ -55,9 +55,7 @@ fn recorder() -> (
         let s = s.clone();
         async move {
             s.lock().unwrap().push(req.method().clone());
-            Ok::<_, std::convert::Infallible>(
-                (StatusCode::IM_A_TEAPOT, "inner").into_response(),
-            )
+            Ok::<_, std::convert::Infallible>((StatusCode::IM_A_TEAPOT, "inner").into_response())
         }
     });
     (seen, svc)
@@ -79,20 +77,30 @@ async fn only_real_preflights_are_answered_by_the_layer() {
     let preflight = Request::options("/apiTest")
         .header("origin", APP)
         .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "content-type,sessioncert-id")
+        .header(
+            "access-control-request-headers",
+            "content-type,sessioncert-id",
+        )
         .body(Body::empty())
         .unwrap();
     let r = svc.clone().oneshot(preflight).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["access-control-allow-origin"], APP);
-    assert!(seen.lock().unwrap().is_empty(), "a preflight reached the routes");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "a preflight reached the routes"
+    );
 
     for with_origin in [true, false] {
         let mut b = Request::options("/apiTest").header("sessioncert-id", "x");
         if with_origin {
             b = b.header("origin", APP);
         }
-        let r = svc.clone().oneshot(b.body(Body::empty()).unwrap()).await.unwrap();
+        let r = svc
+            .clone()
+            .oneshot(b.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::IM_A_TEAPOT, "origin {with_origin}");
         assert_eq!(
             r.headers().get("access-control-allow-origin").is_some(),
@@ -117,7 +125,11 @@ async fn assets_carry_an_etag_and_revalidate_to_304() {
     };
     for (path, ctype, body) in [
         (MODULE_PATH, "text/javascript; charset=utf-8", MODULE_JS),
-        (TYPES_PATH, "application/typescript; charset=utf-8", MODULE_DTS),
+        (
+            TYPES_PATH,
+            "application/typescript; charset=utf-8",
+            MODULE_DTS,
+        ),
         ("/demo/demo.js", "text/javascript; charset=utf-8", PAGE_JS),
         ("/demo/demo.css", "text/css; charset=utf-8", PAGE_CSS),
     ] {
@@ -127,19 +139,27 @@ async fn assets_carry_an_etag_and_revalidate_to_304() {
         assert_eq!(r.headers()["cache-control"], "no-cache", "{path}");
         let etag = r.headers()["etag"].to_str().unwrap().to_owned();
         assert!(etag.starts_with('"') && etag.len() == 34, "{path}: {etag}");
-        let got = axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap();
+        let got = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap();
         assert_eq!(&got[..], body, "{path}");
-        let r = get(path, Some(&format!("\"other\", {etag}"))).await.unwrap();
+        let r = get(path, Some(&format!("\"other\", {etag}")))
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::NOT_MODIFIED, "{path}");
         assert_eq!(r.headers()["etag"], etag.as_str());
-        let got = axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap();
+        let got = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap();
         assert!(got.is_empty());
         let r = get(path, Some("\"other\"")).await.unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{path}");
     }
     let r = get("/", None).await.unwrap();
     assert_eq!(r.headers()["content-security-policy"], PAGE_CSP);
-    let html = axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap();
+    let html = axum::body::to_bytes(r.into_body(), usize::MAX)
+        .await
+        .unwrap();
     let html = String::from_utf8(html.to_vec()).unwrap();
     assert!(html.contains(r#"<meta name="sessioncert-pin" content="ed25519:PIN">"#));
     assert!(!html.contains("{{PIN}}"));

@@ -125,15 +125,22 @@ function headerLines(headers) {
 
 $("pin").textContent = PIN;
 
-/** A well-formed pin of another identity: the real one with its first key character changed. */
-function wrongPin() {
-  const key = PIN.slice("ed25519:".length);
-  const first = key[0] === "A" ? "B" : "A";
-  return "ed25519:" + first + key.slice(1);
+/** The pin of another identity: a fresh Ed25519 key made here (its private half is
+ *  non-extractable and dropped at once). */
+async function otherPin() {
+  const pair = await crypto.subtle.generateKey({ name: "Ed25519" }, false, ["sign", "verify"]);
+  const raw = new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey));
+  return "ed25519:" + base64(raw).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 }
 
 $("wrong-pin").addEventListener("click", async () => {
-  const bad = wrongPin();
+  let bad;
+  try {
+    bad = await otherPin();
+  } catch (e) {
+    setStatus("wrong-pin-result", `This browser cannot make an Ed25519 key: ${describeError(e)}`, "bad");
+    return;
+  }
   setStatus("wrong-pin-result", `Connecting with ${bad} …`);
   try {
     const s = await connect(BASE, { pin: bad });
@@ -148,6 +155,7 @@ $("wrong-pin").addEventListener("click", async () => {
 
 let session = null;
 let connecting = null; // the promise of a connect() under way
+let handshaking = false; // set before connect() starts: it sends its first request at once
 let releaseStep = null;
 let sink = null; // where the current API/notes operation's wire events go
 
@@ -162,7 +170,7 @@ function addStep(what, line, why, bytes) {
 
 /** The transport given to connect(): fetch, paused before each request in step mode. */
 async function transport(input, init) {
-  if (connecting && $("step-mode").checked) {
+  if (handshaking && $("step-mode").checked) {
     const method = (init && init.method) || (input instanceof Request ? input.method : "GET");
     const url = typeof input === "string" ? input : input instanceof Request ? input.url : String(input);
     setStatus("handshake-status", `Paused. Next request: ${method} ${pathOf(url)}`);
@@ -234,6 +242,7 @@ async function ensureSession() {
   $("connect").disabled = true;
   setStatus("handshake-status", "Connecting …");
   const t0 = performance.now();
+  handshaking = true;
   connecting = connect(BASE, { pin: PIN, fetch: transport, onWire: onMainWire });
   try {
     session = await connecting;
@@ -246,6 +255,7 @@ async function ensureSession() {
     $("connect").disabled = false;
     throw e;
   } finally {
+    handshaking = false;
     connecting = null;
     $("next-step").hidden = true;
   }
@@ -477,13 +487,16 @@ $("events-form").addEventListener("submit", async (ev) => {
   let t0 = performance.now();
   let count = 0;
   let s = null;
+  let recording = false; // only the event stream's own response, not the handshake or close
   try {
     setStatus("events-status", "Handshaking (this panel's own session) …");
     s = await connect(BASE, {
       pin: PIN,
       onWire: (e) => {
+        if (!recording) return;
         if (e.kind === "response") {
-          timelineRow("chunk", performance.now() - t0, `HTTP ${e.status}, first part of the stream`, e.bytes);
+          const what = e.streamed ? "first part of the stream" : "one record";
+          timelineRow("chunk", performance.now() - t0, `HTTP ${e.status}, ${what}`, e.bytes);
         } else if (e.kind === "response-chunk") {
           timelineRow("chunk", performance.now() - t0, "", e.bytes);
         }
@@ -491,6 +504,7 @@ $("events-form").addEventListener("submit", async (ev) => {
     });
     setStatus("events-status", `Session ${s.id}: receiving …`);
     t0 = performance.now();
+    recording = true;
     for await (const e of s.events(`/events?n=${n}&interval_ms=${interval}`, { signal: ctrl.signal })) {
       count += 1;
       timelineRow("event", performance.now() - t0, `${e.event && e.event !== "message" ? e.event + " " : ""}data: ${e.data}`);
@@ -503,6 +517,7 @@ $("events-form").addEventListener("submit", async (ev) => {
       setStatus("events-status", describeError(e), "bad");
     }
   } finally {
+    recording = false;
     stopEvents = null;
     $("events-start").disabled = false;
     $("events-stop").disabled = true;
