@@ -37,7 +37,8 @@ enum Command {
     Keygen(cmd::keys::KeygenArgs),
     /// Print the identity pin of a data directory: one line, nothing else.
     Fingerprint(cmd::keys::FingerprintArgs),
-    /// Run the demo server: sealed POST /apiTest, plain POST /plain/apiTest, sealed /notes.
+    /// Run the demo server: the demo page at /, the browser client at /sessioncert.js, sealed
+    /// POST /apiTest, /notes, /events and /files, plain POST /plain/apiTest.
     Serve(Box<cmd::serve::ServeArgs>),
     /// Send one sealed request, curl-like, and print the opened response body.
     Request(cmd::request::RequestArgs),
