@@ -71,43 +71,26 @@ export class ResponseDecoder {
     if (!(await this.src.need(n))) throw bad("cut short");
     return this.src.take(n).slice();
   }
+  /** A field section: length-prefixed (known length; absent = empty, RFC 9292 §3.8) or
+   *  field lines up to a zero-length name (indeterminate length). */
   private async fields(): Promise<[string, string][]> {
-    const out: [string, string][] = [];
-    const line = async (r: () => Promise<number | null>) => {
-      const n = await r();
-      if (!n) return null;
-      const name = fromUtf8(await this.bytes(n)).toLowerCase();
-      const value = fromUtf8(await this.bytes((await this.varint(false))!));
-      return [name, value] as [string, string];
-    };
+    let src: ResponseDecoder = this;
     if (this.known) {
       const len = await this.varint(true);
-      if (len === null) return out;
+      if (len === null) return [];
       const section = await this.bytes(len);
-      let o = 0;
-      const rd = () => {
-        if (o >= section.length) throw bad("field section cut");
-        const l = 1 << (section[o]! >> 6);
-        if (o + l > section.length) throw bad("field section cut");
-        let v = section[o]! & 0x3f;
-        for (let i = 1; i < l; i++) v = v * 256 + section[o + i]!;
-        o += l;
-        return v;
-      };
-      const take = (n: number) => {
-        if (o + n > section.length) throw bad("field section cut");
-        return section.subarray(o, (o += n));
-      };
-      while (o < section.length) {
-        const name = fromUtf8(take(rd())).toLowerCase();
-        out.push([name, fromUtf8(take(rd()))]);
-      }
-      return out;
+      src = new ResponseDecoder(BodyReader.of(new Blob([section as BlobPart]).stream()));
     }
+    const out: [string, string][] = [];
     for (;;) {
-      const f = await line(() => this.varint(false));
-      if (!f) return out;
-      out.push(f);
+      const n = await src.varint(this.known);
+      if (n === null) return out; // the end of a known-length section
+      if (n === 0) {
+        if (this.known) throw bad("empty field name");
+        return out; // a zero-length name ends an indeterminate-length section
+      }
+      const name = fromUtf8(await src.bytes(n)).toLowerCase();
+      out.push([name, fromUtf8(await src.bytes((await src.varint(false))!))]);
     }
   }
 

@@ -88,17 +88,8 @@ for (let i = 0; i < 64; i++) LOOKUP[ALPHABET.charCodeAt(i)] = i;
 
 export function b64u(b: Uint8Array): string {
   let s = "";
-  let i = 0;
-  for (; i + 2 < b.length; i += 3) {
-    const n = (b[i]! << 16) | (b[i + 1]! << 8) | b[i + 2]!;
-    s += ALPHABET[n >> 18]! + ALPHABET[(n >> 12) & 63]! + ALPHABET[(n >> 6) & 63]! + ALPHABET[n & 63]!;
-  }
-  if (i < b.length) {
-    const n = (b[i]! << 16) | ((b[i + 1] ?? 0) << 8);
-    s += ALPHABET[n >> 18]! + ALPHABET[(n >> 12) & 63]!;
-    if (i + 1 < b.length) s += ALPHABET[(n >> 6) & 63]!;
-  }
-  return s;
+  for (const x of b) s += String.fromCharCode(x);
+  return btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 }
 
 /** Canonical unpadded base64url, or null: no padding, no whitespace, no other alphabet,

@@ -7,7 +7,7 @@ import { concat, utf8 } from "./bytes.js";
 
 const subtle = (): SubtleCrypto => {
   const s = globalThis.crypto?.subtle;
-  if (!s) throw new ProtocolError("internal", "WebCrypto (crypto.subtle) is not available: browsers expose it only on secure origins (https:// or localhost)");
+  if (!s) throw new ProtocolError("internal", "crypto.subtle is missing (browsers offer it on https:// and localhost only)");
   return s;
 };
 const bs = (b: Uint8Array): BufferSource => b as unknown as BufferSource;
@@ -75,9 +75,9 @@ export async function x25519(priv: CryptoKey, peerPublic: Uint8Array): Promise<U
     const pub = await subtle().importKey("raw", bs(peerPublic), { name: "X25519" }, true, []);
     out = new Uint8Array(await subtle().deriveBits({ name: "X25519", public: pub } as unknown as AlgorithmIdentifier, priv, 256));
   } catch {
-    throw new ProtocolError("handshake_failed", "X25519 failed (a low-order or invalid public key)");
+    throw new ProtocolError("handshake_failed", "X25519 failed: invalid or low-order public key");
   }
-  if (out.every((b) => b === 0)) throw new ProtocolError("handshake_failed", "X25519 result is all zero (a low-order public key)");
+  if (out.every((b) => b === 0)) throw new ProtocolError("handshake_failed", "X25519 failed: invalid or low-order public key");
   return out;
 }
 
@@ -141,20 +141,21 @@ export async function deriveSessionSecrets(k1k2: Uint8Array, h: Uint8Array): Pro
   k1k2.fill(0);
   const p = (label: string) => ({ name: "HKDF", hash: "SHA-256", salt: bs(h), info: bs(utf8.encode("sessioncert/1 " + label)) });
   const aes = { name: "AES-GCM", length: 256 };
-  const epoch = async (label: string): Promise<EpochKey> => ({
-    aead: await s.deriveKey(p(label), base, aes, false, ["encrypt", "decrypt"]),
-    mac: await s.deriveKey(p(label), base, HMAC_256, false, ["sign"]),
-  });
-  const bits = async (label: string, n: number) => new Uint8Array(await s.deriveBits(p(label), base, n * 8));
-  const finished = await s.deriveKey(p("client finished"), base, HMAC_256, false, ["sign"]);
-  return {
-    c2s: await epoch("c2s key"),
-    s2c: await epoch("s2c key"),
-    c2sIv: await bits("c2s iv", 12),
-    s2cIv: await bits("s2c iv", 12),
-    refusal: await s.deriveKey(p("refusal"), base, HMAC_256, false, ["sign"]),
-    clientFinished: await sign(finished, concat(utf8.encode("sessioncert/1 client finished"), h)),
+  const epoch = async (label: string): Promise<EpochKey> => {
+    const [aead, mac] = await Promise.all([
+      s.deriveKey(p(label), base, aes, false, ["encrypt", "decrypt"]),
+      s.deriveKey(p(label), base, HMAC_256, false, ["sign"]),
+    ]);
+    return { aead, mac };
   };
+  const bits = async (label: string, n: number) => new Uint8Array(await s.deriveBits(p(label), base, n * 8));
+  // Independent derivations run concurrently (each is a WebCrypto job).
+  const [c2s, s2c, c2sIv, s2cIv, refusal, finished] = await Promise.all([
+    epoch("c2s key"), epoch("s2c key"), bits("c2s iv", 12), bits("s2c iv", 12),
+    s.deriveKey(p("refusal"), base, HMAC_256, false, ["sign"]),
+    s.deriveKey(p("client finished"), base, HMAC_256, false, ["sign"]),
+  ]);
+  return { c2s, s2c, c2sIv, s2cIv, refusal, clientFinished: await sign(finished, concat(utf8.encode("sessioncert/1 client finished"), h)) };
 }
 
 /** Imports a raw HMAC key as non-extractable (tests build sessions from vector keys). */

@@ -15,7 +15,7 @@ export class PinMismatch extends SessionCertError {
   constructor(readonly expected: string, readonly actual: string) {
     super(
       "handshake_failed",
-      `server identity ${actual} does not match the pinned ${expected}: refusing to talk to it (wrong pin, or someone on the path)`,
+      `server identity ${actual} is not the pinned ${expected} (wrong pin, or someone on the path)`,
     );
   }
 }
@@ -50,11 +50,9 @@ export class OutcomeUnknown extends SessionCertError {
   constructor(readonly method: string, readonly url: string, readonly settled: boolean, cause: unknown) {
     super(
       "outcome_unknown",
-      `${method} ${url}: the server may or may not have executed this request, so it was not re-sent` +
-        (settled
-          ? "; the session was closed and confirmed, so no held copy can run later — check the state and retry if needed"
-          : "; the session could not be confirmed closed, so a copy held on the path could still run until the session expires") +
-        ` (cause: ${(cause as Error)?.message ?? cause})`,
+      `${method} ${url} may or may not have run on the server, so it was not re-sent; ` +
+        (settled ? "the session was closed (confirmed): nothing held can run later" : "the close was not confirmed: a held copy may run until the session expires") +
+        ` (${(cause as Error)?.message ?? cause})`,
       { cause },
     );
   }
@@ -64,7 +62,7 @@ export class OutcomeUnknown extends SessionCertError {
  *  and must not be used as if it were the whole body. */
 export class Truncated extends SessionCertError {
   override name = "Truncated";
-  constructor(message = "the sealed stream ended before its last chunk (cut short): the body is incomplete") {
+  constructor(message = "sealed stream cut short: the body is incomplete") {
     super("rejected", message);
   }
 }

@@ -45,7 +45,7 @@ class Symmetric {
   }
   async decryptAndHash(c: Uint8Array) {
     const p = await aesOpen(await importAesKey(this.k!), new Uint8Array(12), this.h, c);
-    if (!p) throw new ProtocolError("handshake_failed", "server hello does not authenticate (not from the server holding the signed handshake key)");
+    if (!p) throw new ProtocolError("handshake_failed", "server hello does not authenticate (not from the signed key's holder)");
     await this.mixHash(c);
     return p;
   }
@@ -62,9 +62,9 @@ export interface PendingHandshake {
 export async function startHandshake(cfg: VerifiedConfig, want: Offer, eph: KeyPair): Promise<PendingHandshake> {
   const versions = want.versions;
   if (!versions.some((v) => cfg.config.versions.includes(v)))
-    throw new ProtocolError("unsupported_version", "the server speaks none of this client's protocol versions");
+    throw new ProtocolError("unsupported_version", "no common protocol version");
   const suites = want.suites.filter((s) => cfg.config.recordSuites.includes(s));
-  if (!suites.length) throw new ProtocolError("no_common_suite", "the server offers no record suite this client can use (it needs AES-256-GCM)");
+  if (!suites.length) throw new ProtocolError("no_common_suite", "the server does not offer AES-256-GCM");
   const offer = { versions, suites, streams: want.streams };
   const header = concat(u8(1), u16list(versions), u16(1), u8(cfg.key.keyId), u16list(suites));
   const sym = new Symmetric();
@@ -128,10 +128,10 @@ export async function finishHandshake(p: PendingHandshake, serverHello: Uint8Arr
   const idleTimeout = payload.u64();
   const ext = parseExtensions(payload.bytes16());
   payload.end();
-  if (!p.offer.versions.includes(version)) throw new ProtocolError("unsupported_version", "server chose a version this client did not offer");
-  if (!p.offer.suites.includes(suite)) throw new ProtocolError("no_common_suite", "server chose a record suite this client did not offer");
+  if (!p.offer.versions.includes(version)) throw new ProtocolError("unsupported_version", "server chose a version not offered");
+  if (!p.offer.suites.includes(suite)) throw new ProtocolError("no_common_suite", "server chose a suite not offered");
   const streams = ext.has(EXT_STREAMED_RECORDS);
-  if (streams && !p.offer.streams) throw new ProtocolError("malformed", "server accepted streamed_records, which this client did not offer");
+  if (streams && !p.offer.streams) throw new ProtocolError("malformed", "server accepted streams, which were not offered");
   const [k1, k2] = await hkdf2(sym.ck, new Uint8Array(0));
   const secrets = await deriveSessionSecrets(concat(k1, k2), sym.h);
   k1.fill(0);

@@ -25,6 +25,18 @@ export interface HeaderBinding {
 
 const str32 = (s: string) => bytes32(utf8.encode(s));
 
+/** The covered values of `names` (§8.2): every field line of a name joined with ", "
+ *  (WHATWG Headers.get joins them exactly so), "" when absent; values must be visible
+ *  ASCII, spaces and tabs, or the request is refused locally before taking a seq. */
+export function coverHeaders(h: Headers, names: string[]): [string, string][] {
+  if (names.length > 16) throw new ProtocolError("malformed", "at most 16 headers can be covered");
+  return names.map((n) => {
+    const v = h.get(n) ?? "";
+    if (!/^[\x20-\x7e\t]*$/.test(v)) throw new ProtocolError("malformed", `header ${n} must be visible ASCII to be sealed`);
+    return [n, v];
+  });
+}
+
 export function requestAd(type: number, sessionId: Uint8Array, seq: number, b: HeaderBinding | null): Uint8Array {
   const head = concat(utf8.encode("sessioncert/1 request"), u8(type), sessionId, u64(seq));
   if (!b) return head;
@@ -53,8 +65,9 @@ export function nonceFor(iv: Uint8Array, seq: number): Uint8Array {
 export class Direction {
   private cur: Promise<EpochKey>;
   private prev: Promise<EpochKey> | null = null;
-  constructor(readonly iv: Uint8Array, key: EpochKey | Promise<EpochKey>, public epoch = 0) {
+  constructor(readonly iv: Uint8Array, key: EpochKey | Promise<EpochKey>, public epoch = 0, prev?: EpochKey) {
     this.cur = Promise.resolve(key);
+    if (prev) this.prev = Promise.resolve(prev);
   }
 
   /** The key for sealing `seq`; entering the next epoch advances at once (synchronously,
@@ -116,10 +129,10 @@ export async function openRecord(
   const r = new Reader(rec, "record");
   const t = r.u8();
   const s = r.u64();
-  if (t !== type || s !== seq) throw new ProtocolError("rejected", "sealed record of another type or request (spliced or misdirected)");
+  if (t !== type || s !== seq) throw new ProtocolError("rejected", "sealed record of another type or request");
   const { key, commit } = dir.keyForOpening(seq);
   const pt = await aesOpen((await key).aead, nonceFor(dir.iv, seq), ad, rec.subarray(9));
-  if (!pt) throw new ProtocolError("rejected", "sealed record does not authenticate (tampered, or not the answer to this request)");
+  if (!pt) throw new ProtocolError("rejected", "sealed record does not authenticate (tampered, or not this request's answer)");
   commit();
   return pt;
 }

@@ -8,9 +8,10 @@ import { x25519Generate } from "./crypto.js";
 import { INDETERMINATE_END, ResponseDecoder, contentChunk, encodeRequest, encodeRequestHead, type RequestHead } from "./bhttp.js";
 import { OutcomeUnknown, ProtocolError, Rejected, SessionCertError, SessionExpired, TransportError } from "./errors.js";
 import { finishHandshake, startHandshake, SUITE_NAMES, type Established } from "./handshake.js";
-import { Direction, T, openRecord, requestAd, responseAd, sealRecord, tagOf, verifyRefusalTag, type HeaderBinding } from "./records.js";
+import { Direction, T, coverHeaders, openRecord, requestAd, responseAd, sealRecord, tagOf, verifyRefusalTag, type HeaderBinding } from "./records.js";
+import { openResponseBody, type Expectation } from "./response.js";
 import { parseSse, type SseEvent } from "./sse.js";
-import { BodyReader, MAX_CHUNK_LEN, StreamOpener, StreamSealer, streamKey } from "./streams.js";
+import { BodyReader, MAX_CHUNK_LEN, StreamSealer } from "./streams.js";
 
 export interface ConnectOptions {
   /** "ed25519:<base64url>", as `sessioncert fingerprint` prints it. */
@@ -97,7 +98,7 @@ function canonicalOrigin(u: URL): string {
   if (u.protocol !== "http:" && u.protocol !== "https:") throw new TypeError(`sessioncert needs an http(s) URL, not ${u.protocol}`);
   const host = u.hostname;
   if (!host || (!host.startsWith("[") && (host.endsWith(".") || host.includes(".."))) || u.port === "0")
-    throw new TypeError(`${u.origin} is not a canonical origin (trailing dot, empty label or port 0)`);
+    throw new TypeError(`${u.origin} is not a canonical origin`);
   return u.origin;
 }
 
@@ -121,7 +122,7 @@ class SealedSession implements Session {
     if (opts.pin) this.identity = parsePin(opts.pin);
     else if (opts.tofu) {
       this.identity = null;
-      console.warn(`sessioncert: trusting ${this.origin}'s identity on first use (no pin): an attacker on this first contact could impersonate the server`);
+      console.warn(`sessioncert: trusting ${this.origin} on first use (no pin): an attacker could impersonate it`);
     } else throw new TypeError("connect needs { pin } (from `sessioncert fingerprint`) or { tofu: true }");
   }
 
@@ -217,19 +218,36 @@ class SealedSession implements Session {
   async fetch(input: string | URL | Request, init: SealedInit = {}): Promise<Response> {
     const url = input instanceof Request ? new URL(input.url) : new URL(input, this.base);
     if (url.origin !== this.origin) throw new TypeError(`this session is for ${this.origin}; ${url.origin} needs its own connect()`);
-    const streamSource = init.body instanceof ReadableStream ? init.body : null;
-    const req = input instanceof Request
-      ? new Request(input, init)
-      : new Request(url, { ...init, ...(init.body != null ? { duplex: "half" } : {}) } as RequestInit);
-    const method = req.method;
+    let method: string, headers: Headers, signal: AbortSignal | null | undefined, source: Body;
+    const b = init.body;
+    if (input instanceof Request) {
+      const req = new Request(input, init);
+      ({ method, headers, signal } = req);
+      source = { bytes: new Uint8Array(await req.arrayBuffer()) };
+    } else {
+      // What fetch() does with init, without building a Request (which costs more than
+      // sealing the body): method normalization, headers, the body and its content type.
+      method = init.method ?? "GET";
+      if (/^(delete|get|head|options|post|put)$/i.test(method)) method = method.toUpperCase();
+      headers = new Headers(init.headers);
+      signal = init.signal;
+      if (b != null && (method === "GET" || method === "HEAD")) throw new TypeError(`a ${method} request cannot have a body`);
+      if (b == null) source = { bytes: new Uint8Array(0) };
+      else if (b instanceof ReadableStream) source = { stream: b, used: false }; // one-shot: sealed as it is read
+      else {
+        // Strings, buffers, Blob, FormData, URLSearchParams: serialized exactly as fetch()
+        // would (a copy, the multipart boundary and the default content type included).
+        const r = new Response(b);
+        source = { bytes: new Uint8Array(await r.arrayBuffer()) };
+        const ct = r.headers.get("content-type");
+        if (ct && !headers.has("content-type")) headers.set("content-type", ct);
+      }
+    }
+    const req = { method, headers };
     // fetch() cannot send a body with GET, and header mode carries the record in the body
     // for every method but HEAD (§13): a GET therefore always travels in full mode.
     const full = method === "GET" || (init.full ?? this.opts.full ?? false);
     const retrySafe = init.idempotent ?? IDEMPOTENT.includes(method);
-    // One-shot stream bodies are read as they are sent; every other body is read once
-    // here so it can be sealed again if the request must be re-sent.
-    const bytes = streamSource || !req.body ? null : new Uint8Array(await req.arrayBuffer());
-    const source: Body = streamSource ? { stream: streamSource, used: false } : { bytes: bytes ?? new Uint8Array(0) };
     let resent = false;
     for (;;) {
       const live = await this.acquire();
@@ -242,7 +260,7 @@ class SealedSession implements Session {
       }
       let err: unknown;
       try {
-        return await this.exchange(live, attempt, req.signal);
+        return await this.exchange(live, attempt, signal ?? null);
       } catch (e) {
         err = e;
       }
@@ -259,7 +277,7 @@ class SealedSession implements Session {
         resent = true;
         continue;
       }
-      if (!mayResend && !(err instanceof TransportError && notSent(err)) && !(err instanceof SessionCertError && err.code === "local"))
+      if (!mayResend)
         throw await this.outcomeUnknown(live, method, url, err);
       throw err;
     }
@@ -278,7 +296,7 @@ class SealedSession implements Session {
   }
 
   /** Seals the request in `live` (takes its seq synchronously after all local checks). */
-  private async seal(live: Live, req: Request, url: URL, source: Body, full: boolean): Promise<Attempt> {
+  private async seal(live: Live, req: { method: string; headers: Headers }, url: URL, source: Body, full: boolean): Promise<Attempt> {
     const method = req.method;
     const innerType = req.headers.get("content-type") ?? "";
     const headers = new Headers();
@@ -290,14 +308,7 @@ class SealedSession implements Session {
       req.headers.forEach((v, k) => { if (!NOT_FORWARDED.test(k) || k === "content-type") h.push([k, v]); });
       head = { method, scheme: url.protocol.slice(0, -1), authority: url.host, path: url.pathname + url.search, headers: h };
     } else {
-      const covered: [string, string][] = [];
-      for (const n of COVER) {
-        const v = req.headers.get(n);
-        if (v !== null) {
-          if (!/^[\x20-\x7e\t]*$/.test(v)) throw new SessionCertError("local", `header ${n} must be visible ASCII to be sealed`);
-          covered.push([n, v]);
-        }
-      }
+      const covered = coverHeaders(req.headers, COVER.filter((n) => req.headers.has(n)));
       req.headers.forEach((v, k) => { if (!NOT_FORWARDED.test(k)) headers.set(k, v); });
       binding = { method, target: this.origin, path: url.pathname, query: url.search.slice(1), contentType: innerType, covered };
       headers.set("sessioncert-target", this.origin);
@@ -311,7 +322,6 @@ class SealedSession implements Session {
     const isHead = !full && method === "HEAD";
     const bytes = "bytes" in source ? source.bytes : null;
     const stream = live.streams && !isHead && (bytes === null || (full ? bytes.length + 512 : bytes.length) > MAX_CHUNK_LEN);
-    if ("stream" in source && !stream && source.used) throw new SessionCertError("local", "the request body stream was already consumed");
     // Everything local is checked: take the sequence number now, synchronously.
     if (live.nextSeq >= 2 ** 32) throw new ProtocolError("session_expired", "message budget spent");
     const seq = live.nextSeq++;
@@ -325,43 +335,42 @@ class SealedSession implements Session {
       let body: BodyInit | null = record as BodyInit;
       if (isHead) { headers.set("sessioncert-record", b64u(record)); body = null; }
       this.wire({ kind: "request", method: full ? "POST" : method, url: sendUrl, headers: headersRecord(headers), bytes: record, streamed: false });
-      return { seq, full, headers, body, sendUrl, method: full ? "POST" : method, requestTag: Promise.resolve(tagOf(record)), binding: !!binding };
+      return { seq, full, headers, body, sendUrl, method: full ? "POST" : method, requestTag: Promise.resolve(tagOf(record)) };
     }
 
-    const sealer = await StreamSealer.create(live.c2s, reqType, seq, ad);
+    const sealer = await StreamSealer.create(live.c2s, reqType, seq, ad, live.streams);
     let resolveTag!: (t: Uint8Array) => void;
     let rejectTag!: (e: unknown) => void;
     const requestTag = new Promise<Uint8Array>((res, rej) => { resolveTag = res; rejectTag = rej; });
     requestTag.catch(() => {});
     const plainParts = plaintextPieces(source, full ? head : null);
-    let first = true;
-    const sealedParts = async function* (this: SealedSession): AsyncGenerator<Uint8Array> {
+    const wire = (e: WireEvent) => this.wire(e);
+    const emit = async (pt: Uint8Array, last: boolean, first: boolean) => {
+      const c = await sealer.chunk(pt, last);
+      if (!first) {
+        wire({ kind: "request-chunk", bytes: c });
+        return c;
+      }
+      resolveTag(tagOf(c));
+      const out = concat(sealer.header, c);
+      wire({ kind: "request", method: full ? "POST" : method, url: sendUrl, headers: wireHeaders, bytes: out, streamed: true });
+      return out;
+    };
+    const gen = (async function* () {
       // Hold one piece back: only at the end is it known which chunk is the last.
       let held: Uint8Array | null = null;
+      let n = 0;
       try {
         for await (const piece of plainParts) {
-          if (held) yield await emit.call(this, held, false);
+          if (held) yield await emit(held, false, !n++);
           held = piece;
         }
-        yield await emit.call(this, held ?? new Uint8Array(0), true);
+        yield await emit(held ?? new Uint8Array(0), true, !n);
       } catch (e) {
         rejectTag(e);
         throw e;
       }
-    };
-    async function emit(this: SealedSession, pt: Uint8Array, last: boolean): Promise<Uint8Array> {
-      const c = await sealer.chunk(pt, last);
-      if (first) {
-        first = false;
-        resolveTag(tagOf(c));
-        const out = concat(sealer.header, c);
-        this.wire({ kind: "request", method: full ? "POST" : method, url: sendUrl, headers: wireHeaders, bytes: out, streamed: true });
-        return out;
-      }
-      this.wire({ kind: "request-chunk", bytes: c });
-      return c;
-    }
-    const gen = sealedParts.call(this);
+    })();
     let body: BodyInit;
     if (this.opts.streamUploads ?? isNode()) {
       body = new ReadableStream<Uint8Array>({
@@ -376,7 +385,7 @@ class SealedSession implements Session {
       for await (const p of gen) parts.push(p);
       body = new Blob(parts as BlobPart[]);
     }
-    return { seq, full, headers, body, sendUrl, method: full ? "POST" : method, requestTag, binding: !!binding };
+    return { seq, full, headers, body, sendUrl, method: full ? "POST" : method, requestTag };
   }
 
   /** Sends a sealed attempt and opens its answer as a standard Response. */
@@ -392,11 +401,12 @@ class SealedSession implements Session {
       const tag = tagText ? fromB64u(tagText) : null;
       const authenticated = await verifyRefusalTag(live.refusal, live.id, a.seq, code, tag);
       this.wire({ kind: "response", status: res.status, headers: headersRecord(res.headers), bytes, streamed: false });
-      if (SESSION_REFUSALS.includes(code)) this.drop(live);
+      // The session is dropped by the caller: an unknown outcome first tries a sealed
+      // close in it (a forged refusal leaves the session alive on the server).
       throw refusalFrom(res, bytes, code, authenticated);
     }
     const ct = (res.headers.get("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
-    if (ct !== SEALED) throw new ProtocolError("malformed", `the answer to ${a.method} ${a.sendUrl} is not sealed (HTTP ${res.status}, content-type ${JSON.stringify(ct)}): not from the server, or the route is not sealed`);
+    if (ct !== SEALED) throw new ProtocolError("malformed", `answer to ${a.method} ${a.sendUrl} is not sealed (HTTP ${res.status}): a route without sessioncert, or not from the server`);
 
     // §13: 204/205/304 travel as 200 + sessioncert-status; the seal binds the real status.
     let status = res.status;
@@ -406,53 +416,42 @@ class SealedSession implements Session {
       status = Number(st);
     }
     const innerType = res.headers.get("sessioncert-content-type") ?? "";
-    const requestTag = await a.requestTag;
-    const respAd = (type: number) => responseAd(type, live.id, a.seq, requestTag, a.full ? null : status, innerType);
+    const x: Expectation = {
+      sessionId: live.id, seq: a.seq, requestTag: await a.requestTag, full: a.full, status, contentType: innerType, streams: live.streams,
+    };
     const opened = () => { live.confirm = null; live.lastUsed = Date.now(); };
+    const info = (bytes: Uint8Array, streamed: boolean) =>
+      this.wire({ kind: "response", status: res.status, headers: headersRecord(res.headers), bytes, streamed });
 
-    // The opened plaintext as a stream (one piece for a record, chunk by chunk for a stream).
+    // The opened plaintext as a stream: one piece for a record, chunk by chunk for a stream.
     let plain: ReadableStream<Uint8Array>;
-    const recordType = a.full ? T.fullResponse : T.response;
-    const headerRecord = !a.full && a.method === "HEAD" ? res.headers.get("sessioncert-record") : null;
-    if (headerRecord !== null || (!a.full && a.method === "HEAD")) {
-      const rec = headerRecord ? fromB64u(headerRecord) : null;
+    if (!a.full && a.method === "HEAD") {
+      // HEAD: the record travels in the sessioncert-record header (§13).
+      const rec = fromB64u(res.headers.get("sessioncert-record") ?? "");
       if (!rec) throw new ProtocolError("malformed", "HEAD response without a valid sessioncert-record");
-      this.wire({ kind: "response", status: res.status, headers: headersRecord(res.headers), bytes: rec, streamed: false });
-      await openRecord(live.s2c, rec, recordType, a.seq, respAd(recordType));
+      info(rec, false);
+      await openRecord(live.s2c, rec, T.response, a.seq, responseAd(T.response, live.id, a.seq, x.requestTag, status, innerType));
       opened();
       plain = new ReadableStream({ start: (c) => c.close() });
     } else {
       const src = BodyReader.of(res.body);
-      if (!(await src.need(1))) throw new ProtocolError("malformed", "sealed response without a body");
-      const first = src.peek(1)[0]!;
-      if (first === T.responseStream || first === T.fullResponseStream) {
-        // §8.5: the header and chunk 0 whole first, then the checks, then chunk 0.
-        if (!(await src.need(13))) throw new ProtocolError("rejected", "sealed stream cut short before its first chunk");
-        const h0 = src.peek(13);
-        const len0 = (h0[10]! << 16) | (h0[11]! << 8) | h0[12]!;
-        if (h0[9]! > 1 || len0 > MAX_CHUNK_LEN || (len0 === 0 && h0[9] !== 1)) throw new ProtocolError("malformed", "invalid stream chunk header");
-        if (!(await src.need(13 + len0 + 16))) throw new ProtocolError("rejected", "sealed stream cut short in its first chunk");
-        if (!live.streams) throw new ProtocolError("malformed", "streamed response in a session without streams");
-        const hdr = src.take(9);
-        const type = a.full ? T.fullResponseStream : T.responseStream;
-        const seq = new DataView(hdr.buffer, hdr.byteOffset + 1, 8);
-        if (hdr[0] !== type || seq.getUint32(0) !== 0 || seq.getUint32(4) !== a.seq)
-          throw new ProtocolError("rejected", "sealed stream of another type or request");
-        const { key, commit } = live.s2c.keyForOpening(a.seq);
-        const sk = await streamKey(await key, type, a.seq);
-        this.wire({ kind: "response", status: res.status, headers: headersRecord(res.headers), bytes: concat(hdr, src.peek(4 + len0 + 16)), streamed: true });
-        const opener = new StreamOpener(src, sk, respAd(type), () => { commit(); opened(); });
-        const chunk0 = await opener.next(); // authenticates before the Response is returned
+      const body = await openResponseBody(live.s2c, src, x);
+      info(body.sealed, body.streamed);
+      opened();
+      if (!body.streamed) {
+        const pt = body.plaintext;
+        if (!a.full) return new Response(nullBody(status) ? null : (pt as BodyInit), { status, headers: responseHeaders(res.headers, innerType) });
+        plain = new ReadableStream({ start: (c) => { if (pt.length) c.enqueue(pt); c.close(); } });
+      } else {
+        const { opener, chunk0 } = body;
         plain = new ReadableStream<Uint8Array>({
-          start: (c) => { if (chunk0!.length) c.enqueue(chunk0!); },
+          start: (c) => { if (chunk0.length) c.enqueue(chunk0); },
           pull: async (c) => {
             try {
               const n = await opener.next();
-              if (n === null) c.close();
-              else {
-                this.wire({ kind: "response-chunk", bytes: opener.lastSealed });
-                if (n.length) c.enqueue(n);
-              }
+              if (n === null) return c.close();
+              this.wire({ kind: "response-chunk", bytes: opener.lastSealed });
+              if (n.length) c.enqueue(n);
             } catch (e) {
               src.cancel(e);
               c.error(e);
@@ -460,13 +459,6 @@ class SealedSession implements Session {
           },
           cancel: (r) => src.cancel(r),
         });
-      } else {
-        const rec = await src.rest(64 * 1024 * 1024);
-        this.wire({ kind: "response", status: res.status, headers: headersRecord(res.headers), bytes: rec, streamed: false });
-        if (rec[0] === T.requestStream || rec[0] === T.fullRequestStream) throw new ProtocolError("rejected", "a request stream reflected as a response");
-        const pt = await openRecord(live.s2c, rec, recordType, a.seq, respAd(recordType));
-        opened();
-        plain = new ReadableStream({ start: (c) => { if (pt.length) c.enqueue(pt); c.close(); } });
       }
     }
 
@@ -485,10 +477,7 @@ class SealedSession implements Session {
       });
       return new Response(body, { status: head.status, headers: h });
     }
-    const h = new Headers();
-    res.headers.forEach((v, k) => { if (!/^(content-type|content-length|transfer-encoding|sessioncert-.*)$/.test(k)) h.append(k, v); });
-    if (innerType) h.set("content-type", innerType);
-    return new Response(nullBody(status) ? null : plain, { status, headers: h });
+    return new Response(nullBody(status) ? null : plain, { status, headers: responseHeaders(res.headers, innerType) });
   }
 
   events(input: string, init: RequestInit = {}): AsyncIterable<SseEvent> {
@@ -507,7 +496,7 @@ class SealedSession implements Session {
   /** Sealed close of `live`; true when the server's sealed answer opened (§7). */
   private async closeLive(live: Live, signal?: AbortSignal): Promise<boolean> {
     const url = new URL(WK + "close", this.origin);
-    const a = await this.seal(live, new Request(url, { method: "POST" }), url, { bytes: new Uint8Array(0) }, false);
+    const a = await this.seal(live, { method: "POST", headers: new Headers() }, url, { bytes: new Uint8Array(0) }, false);
     const res = await this.exchange(live, a, signal ?? null);
     await res.arrayBuffer();
     this.drop(live);
@@ -532,7 +521,14 @@ interface Attempt {
   headers: Headers;
   body: BodyInit | null;
   requestTag: Promise<Uint8Array>;
-  binding: boolean;
+}
+
+/** Header mode: the outer headers minus the protocol's, with the inner content type. */
+function responseHeaders(outer: Headers, innerType: string): Headers {
+  const h = new Headers();
+  outer.forEach((v, k) => { if (!/^(content-type|content-length|transfer-encoding|sessioncert-.*)$/.test(k)) h.append(k, v); });
+  if (innerType) h.set("content-type", innerType);
+  return h;
 }
 
 const nullBody = (s: number) => s === 204 || s === 205 || s === 304;
@@ -586,12 +582,13 @@ async function refusalOf(res: Response, bytes: Uint8Array, what: string): Promis
 function refusalFrom(res: Response, bytes: Uint8Array, code: string, authenticated: boolean): Rejected {
   let detail = "";
   try { detail = String(JSON.parse(fromUtf8(bytes)).message ?? ""); } catch { /* body is informational */ }
-  const ra = Number(res.headers.get("retry-after"));
+  let ra: number | undefined = Number(res.headers.get("retry-after"));
+  if (!(ra > 0)) ra = undefined;
   const msg = `server refused the request: ${code} (HTTP ${res.status})${detail ? ": " + detail : ""}` +
     (authenticated ? " — authenticated: the request was not executed" : "");
   return SESSION_REFUSALS.includes(code)
-    ? new SessionExpired(code, res.status, authenticated, msg, Number.isFinite(ra) && ra > 0 ? ra : undefined)
-    : new Rejected(code, res.status, authenticated, msg, Number.isFinite(ra) && ra > 0 ? ra : undefined);
+    ? new SessionExpired(code, res.status, authenticated, msg, ra)
+    : new Rejected(code, res.status, authenticated, msg, ra);
 }
 
 /** Connects to a sessioncert server: verifies its signed key configuration against the

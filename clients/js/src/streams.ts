@@ -14,6 +14,13 @@ export async function streamKey(epochKey: EpochKey, type: number, seq: number): 
   return importAesKey(await expandOneBlock(epochKey.mac, concat(utf8.encode("sessioncert/1 stream"), u8(type), u64(seq))));
 }
 
+/** Validates a 4-byte chunk header (§8.5) and returns the chunk's plaintext length. */
+export function chunkLength(h: Uint8Array): number {
+  const len = (h[1]! << 16) | (h[2]! << 8) | h[3]!;
+  if (h[0]! > 1 || len > MAX_CHUNK_LEN || (len === 0 && h[0] !== 1)) throw new ProtocolError("malformed", "invalid stream chunk header");
+  return len;
+}
+
 function chunkNonce(i: number, last: boolean): Uint8Array {
   const n = new Uint8Array(12);
   n.set(u64(i), 3);
@@ -29,7 +36,10 @@ export class StreamSealer {
   private constructor(private key: CryptoKey, private ad: Uint8Array, type: number, seq: number) {
     this.header = concat(u8(type), u64(seq));
   }
-  static async create(dir: Direction, type: number, seq: number, ad: Uint8Array): Promise<StreamSealer> {
+  /** Refuses a stream in a session that did not negotiate streams; the session checks
+   *  the same before it takes a seq, so a refused stream never consumes one (§8.5). */
+  static async create(dir: Direction, type: number, seq: number, ad: Uint8Array, negotiated: boolean): Promise<StreamSealer> {
+    if (!negotiated) throw new ProtocolError("malformed", "stream in a session without streams");
     const k = await dir.keyForSealing(seq);
     return new StreamSealer(await streamKey(k, type, seq), ad, type, seq);
   }
@@ -108,15 +118,12 @@ export class StreamOpener {
       return null;
     }
     if (!(await this.src.need(4))) throw new Truncated();
-    const h = this.src.peek(4);
-    const last = h[0]!;
-    const len = (h[1]! << 16) | (h[2]! << 8) | h[3]!;
-    if (last > 1 || len > MAX_CHUNK_LEN || (len === 0 && !last))
-      throw new ProtocolError("malformed", "invalid stream chunk header");
+    const last = this.src.peek(1)[0]!;
+    const len = chunkLength(this.src.peek(4));
     if (!(await this.src.need(4 + len + TAG_LEN))) throw new Truncated();
     this.lastSealed = this.src.take(4 + len + TAG_LEN).slice();
     const pt = await aesOpen(this.key, chunkNonce(this.i, last === 1), this.ad, this.lastSealed.subarray(4));
-    if (!pt) throw new ProtocolError("rejected", `stream chunk ${this.i} does not authenticate (tampered, reordered or spliced)`);
+    if (!pt) throw new ProtocolError("rejected", `stream chunk ${this.i} does not authenticate (tampered, reordered, spliced)`);
     if (this.i === 0) this.onFirst();
     this.i++;
     this.ended = last === 1;

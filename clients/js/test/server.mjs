@@ -1,7 +1,7 @@
 // Starts a real `sessioncert serve` on 127.0.0.1 (a free port, a fresh data directory)
 // for the live tests and the benchmark; stop() kills exactly that process.
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer, connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -27,6 +27,8 @@ const canConnect = (port) =>
   });
 
 export async function startServer(extraArgs = []) {
+  if (!existsSync(BIN))
+    throw new Error(`no sessioncert binary at ${BIN}: build it (cargo build --release -p sessioncert-cli) or set SESSIONCERT_BIN`);
   const data = mkdtempSync(join(tmpdir(), "sessioncert-js-"));
   const port = await freePort();
   let log = "";
