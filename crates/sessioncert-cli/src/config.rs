@@ -325,6 +325,10 @@ mod tests {
             "public-origin",
             r#"["https://a.example", "https://b.example"]"#,
         ),
+        (
+            "cors-origin",
+            r#"["https://app.example", "http://localhost:3000"]"#,
+        ),
         ("log-format", r#""json""#),
         ("tls-cert", r#""/etc/sessioncert/cert.pem""#),
         ("tls-key", r#""/etc/sessioncert/key.pem""#),

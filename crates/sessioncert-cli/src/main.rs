@@ -7,6 +7,7 @@ mod admin;
 mod cmd;
 mod config;
 mod demo;
+mod web;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
@@ -36,8 +37,9 @@ enum Command {
     Keygen(cmd::keys::KeygenArgs),
     /// Print the identity pin of a data directory: one line, nothing else.
     Fingerprint(cmd::keys::FingerprintArgs),
-    /// Run the demo server: sealed POST /apiTest, plain POST /plain/apiTest, sealed /notes.
-    Serve(cmd::serve::ServeArgs),
+    /// Run the demo server: the demo page at /, the browser client at /sessioncert.js, sealed
+    /// POST /apiTest, /notes, /events and /files, plain POST /plain/apiTest.
+    Serve(Box<cmd::serve::ServeArgs>),
     /// Send one sealed request, curl-like, and print the opened response body.
     Request(cmd::request::RequestArgs),
     /// The operator's view of sessions: list and close.
@@ -83,7 +85,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Keygen(a) => cmd::keys::keygen(a),
             Command::Fingerprint(a) => cmd::keys::fingerprint(a),
-            Command::Serve(a) => cmd::serve::run(a, parsed.serve_settings()).await,
+            Command::Serve(a) => cmd::serve::run(*a, parsed.serve_settings()).await,
             Command::Request(a) => cmd::request::run(a).await,
             Command::Sessions { command } => cmd::sessions::run(command).await,
             Command::Bench { command } => cmd::bench::run(command).await,

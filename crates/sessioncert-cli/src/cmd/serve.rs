@@ -1,7 +1,7 @@
 //! `sessioncert serve`: the demo server.
 
 use super::{parse_duration, DEFAULT_DATA_DIR};
-use crate::demo;
+use crate::{demo, web};
 use anyhow::Context;
 use clap::Args;
 use sessioncert_proto::{ServerPolicy, Suite};
@@ -161,6 +161,17 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     public_origins: Vec<String>,
+    /// Answer CORS for web apps on this origin (scheme://host[:port], as browsers send
+    /// it; repeat or comma-separate): preflights of the protocol endpoints, the sealed
+    /// routes and /sessioncert.js, and the protocol's response headers exposed. `*` is
+    /// refused. Default: none (same-origin pages only).
+    #[arg(
+        long = "cors-origin",
+        env = "SESSIONCERT_CORS_ORIGINS",
+        value_delimiter = ',',
+        value_parser = parse_cors_origin
+    )]
+    cors_origins: Vec<http::HeaderValue>,
     /// Terminate TLS: the certificate chain (PEM, leaf first). Needs --tls-key.
     #[arg(long, env = "SESSIONCERT_TLS_CERT", value_name = "FILE")]
     tls_cert: Option<PathBuf>,
@@ -174,6 +185,10 @@ pub struct ServeArgs {
     /// then answers them 404). Default: on the serving address.
     #[arg(long, env = "SESSIONCERT_ADMIN_ADDR", value_parser = super::parse_listen_addr)]
     admin_addr: Option<SocketAddr>,
+}
+
+fn parse_cors_origin(s: &str) -> Result<http::HeaderValue, String> {
+    crate::web::cors::check_origin(s)
 }
 
 fn parse_suites(s: &str) -> anyhow::Result<Vec<Suite>> {
@@ -495,9 +510,12 @@ pub async fn run(a: ServeArgs, settings: String) -> anyhow::Result<ExitCode> {
     });
     let files = demo::Files::open(a.data.join("files"), demo::files::DEFAULT_QUOTA_BYTES)
         .with_context(|| format!("cannot open {}", a.data.join("files").display()))?;
-    let app = sc
-        .router(demo::sealed_routes(files, a.max_body))
-        .merge(demo::plain_routes());
+    let app = app_routes(
+        &sc,
+        demo::sealed_routes(files, a.max_body),
+        a.cors_origins.clone(),
+        &pin.to_string(),
+    );
     let (app, admin) = match admin_socket {
         None => (app.merge(admin), None),
         Some(socket) => (app.merge(crate::admin::not_here()), Some((socket, admin))),
@@ -567,6 +585,27 @@ pub async fn run(a: ServeArgs, settings: String) -> anyhow::Result<ExitCode> {
         "stopped cleanly"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The serving address's routes (without the operator's): the protocol endpoints and
+/// `sealed` under sessioncert, the served module, the plain comparison route and the
+/// demo page showing `pin`.
+///
+/// CORS (`cors_origins`, none: no CORS headers) covers what a page on another origin
+/// calls: the protocol endpoints, the sealed routes (their sealed 404 fallback included)
+/// and the served module. The plain comparison route, the demo page and the operator's
+/// endpoints stay same-origin.
+pub(crate) fn app_routes(
+    sc: &SessionCert,
+    sealed: axum::Router,
+    cors_origins: Vec<http::HeaderValue>,
+    pin: &str,
+) -> axum::Router {
+    let mut api = sc.router(sealed).merge(web::module_routes());
+    if let Some(cors) = web::cors::layer(cors_origins) {
+        api = api.layer(cors);
+    }
+    api.merge(demo::plain_routes()).merge(web::page_routes(pin))
 }
 
 /// A size, or `none` for no limit.
