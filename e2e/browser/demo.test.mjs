@@ -342,7 +342,12 @@ test("an app on another origin imports the module and connects with --cors-origi
         }
         try {
           const s = await m.connect(base, { pin });
-          const r = await s.fetch("/apiTest", { method: "POST", headers: { "content-type": "application/json" }, body: '{"cross":true}' });
+          // An app's own headers (authorization is bound by the client) pass the preflight.
+          const r = await s.fetch("/apiTest", {
+            method: "POST",
+            headers: { "content-type": "application/json", authorization: "Bearer app-token", "x-app-version": "7" },
+            body: '{"cross":true}',
+          });
           const notFound = await s.fetch("/no/such/route"); // a sealed 404 (GET: full mode)
           const text = await r.text();
           await s.close();

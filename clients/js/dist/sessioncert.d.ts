@@ -45,7 +45,7 @@ export declare class OutcomeUnknown extends SessionCertError {
  *  and must not be used as if it were the whole body. */
 export declare class Truncated extends SessionCertError {
     name: string;
-    constructor(message?: string);
+    constructor(message?: string, cause?: unknown);
 }
 /** A message that did not parse, authenticate or follow the protocol (local checks). */
 export declare class ProtocolError extends SessionCertError {
@@ -142,4 +142,4 @@ export interface Session {
 /** Connects to a sessioncert server: verifies its signed key configuration against the
  *  pin (or trusts it on first use) and runs the handshake. The key confirmation rides on
  *  the first request, so this costs two requests (configuration, handshake). */
-export declare function connect(baseUrl: string | URL, opts: ConnectOptions): Promise<Session>;
+export declare function connect(baseUrl: string | URL, opts?: ConnectOptions): Promise<Session>;

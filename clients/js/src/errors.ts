@@ -62,8 +62,8 @@ export class OutcomeUnknown extends SessionCertError {
  *  and must not be used as if it were the whole body. */
 export class Truncated extends SessionCertError {
   override name = "Truncated";
-  constructor(message = "sealed stream cut short: the body is incomplete") {
-    super("rejected", message);
+  constructor(message = "sealed stream cut short: the body is incomplete", cause?: unknown) {
+    super("rejected", message + (cause ? ` (${(cause as Error)?.message ?? cause})` : ""), cause ? { cause } : undefined);
   }
 }
 

@@ -5,7 +5,7 @@
 import { Reader, concat } from "./bytes.js";
 import { ProtocolError, Truncated } from "./errors.js";
 import { Direction, T, openRecord, responseAd } from "./records.js";
-import { BodyReader, StreamOpener, chunkLength, streamKey } from "./streams.js";
+import { BodyReader, StreamOpener, chunkLength, needInStream, streamKey } from "./streams.js";
 
 /** What the client expects of the answer to one request it sent. */
 export interface Expectation {
@@ -39,9 +39,9 @@ export async function openResponseBody(
   if (![T.requestStream, T.fullRequestStream, T.responseStream, T.fullResponseStream].includes(first as 3))
     throw new ProtocolError("malformed", "sealed body of unknown type");
   // The 9-byte header and chunk 0, whole (a cut here is Truncated: rejected).
-  if (!(await src.need(13))) throw new Truncated();
+  if (!(await needInStream(src, 13))) throw new Truncated();
   const len0 = chunkLength(src.peek(13).subarray(9));
-  if (!(await src.need(13 + len0 + 16))) throw new Truncated();
+  if (!(await needInStream(src, 13 + len0 + 16))) throw new Truncated();
   if (!x.streams) throw new ProtocolError("malformed", "stream in a session without streams");
   const type = x.full ? T.fullResponseStream : T.responseStream;
   const hdr = new Reader(src.peek(9), "stream header");

@@ -69,6 +69,10 @@ const SESSION_REFUSALS = ["unknown_session", "session_expired", "session_closed"
 const NOT_FORWARDED = /^(content-type|content-length|transfer-encoding|connection|keep-alive|proxy-connection|te|trailer|upgrade|host|sessioncert-.*)$/;
 /** Credentials are bound to the record (covered) whenever they are set, as the Rust client does. */
 const COVER = ["authorization", "proxy-authorization", "cookie"];
+/** In a page, fetch silently drops these (Fetch standard's forbidden request headers), so
+ *  a request binding them would be refused by the server as tampered after it was sent. */
+const BROWSER_FORBIDDEN = ["cookie", "proxy-authorization"];
+const IN_BROWSER = typeof (globalThis as { document?: unknown }).document !== "undefined";
 /** Renew this long before the session's own limits, so a request is not refused as expired. */
 const RENEW_MARGIN_MS = 5_000;
 const CONFIG_MAX_AGE_MS = 300_000;
@@ -308,6 +312,9 @@ class SealedSession implements Session {
       req.headers.forEach((v, k) => { if (!NOT_FORWARDED.test(k) || k === "content-type") h.push([k, v]); });
       head = { method, scheme: url.protocol.slice(0, -1), authority: url.host, path: url.pathname + url.search, headers: h };
     } else {
+      if (IN_BROWSER)
+        for (const n of BROWSER_FORBIDDEN) if (req.headers.has(n))
+          throw new TypeError(`browsers drop a ${n} header, so it cannot be sealed`);
       const covered = coverHeaders(req.headers, COVER.filter((n) => req.headers.has(n)));
       req.headers.forEach((v, k) => { if (!NOT_FORWARDED.test(k)) headers.set(k, v); });
       binding = { method, target: this.origin, path: url.pathname, query: url.search.slice(1), contentType: innerType, covered };
@@ -594,7 +601,7 @@ function refusalFrom(res: Response, bytes: Uint8Array, code: string, authenticat
 /** Connects to a sessioncert server: verifies its signed key configuration against the
  *  pin (or trusts it on first use) and runs the handshake. The key confirmation rides on
  *  the first request, so this costs two requests (configuration, handshake). */
-export async function connect(baseUrl: string | URL, opts: ConnectOptions): Promise<Session> {
+export async function connect(baseUrl: string | URL, opts: ConnectOptions = {}): Promise<Session> {
   const s = new SealedSession(new URL(baseUrl, (globalThis as { location?: { href: string } }).location?.href), opts);
   await s.acquire();
   return s;

@@ -3,7 +3,7 @@
 
 import { concat, u64, u8, utf8 } from "./bytes.js";
 import { EpochKey, aesOpen, aesSeal, expandOneBlock, importAesKey } from "./crypto.js";
-import { ProtocolError, Truncated } from "./errors.js";
+import { ProtocolError, TransportError, Truncated } from "./errors.js";
 import { Direction } from "./records.js";
 
 export const MAX_CHUNK_LEN = 65536;
@@ -66,7 +66,16 @@ export class BodyReader {
   /** Whether `n` bytes are (or became) available; false if the body ended first. */
   async need(n: number): Promise<boolean> {
     while (this.buf.length < n && !this.eof) {
-      const { value, done } = await this.reader.read();
+      let r: ReadableStreamReadResult<Uint8Array>;
+      try {
+        r = await this.reader.read();
+      } catch (e) {
+        // fetch's own errors (Node: "TypeError: terminated"; browsers: "network error")
+        // say nothing a caller can branch on; the user's abort stays an AbortError.
+        if ((e as Error)?.name === "AbortError") throw e;
+        throw new TransportError("body read failed", e);
+      }
+      const { value, done } = r;
       if (done) this.eof = true;
       else if (value.length) this.buf = this.buf.length ? concat(this.buf, value) : value;
     }
@@ -88,11 +97,19 @@ export class BodyReader {
     }
     return this.take(this.buf.length);
   }
-  async atEnd(): Promise<boolean> {
-    return !(await this.need(1));
-  }
   cancel(reason?: unknown): void {
     this.reader.cancel(reason).catch(() => {});
+  }
+}
+
+/** `src.need(n)` on a stream's bytes: a connection that fails before the last chunk is
+ *  a stream cut short (§8.5), so the caller gets `Truncated` with the failure as cause. */
+export async function needInStream(src: BodyReader, n: number): Promise<boolean> {
+  try {
+    return await src.need(n);
+  } catch (e) {
+    if (e instanceof TransportError) throw new Truncated(undefined, e.cause ?? e);
+    throw e;
   }
 }
 
@@ -114,13 +131,19 @@ export class StreamOpener {
 
   async next(): Promise<Uint8Array | null> {
     if (this.ended) {
-      if (!(await this.src.atEnd())) throw new ProtocolError("malformed", "bytes after the stream's last chunk");
+      // The last chunk authenticated, so the body is whole; a connection that fails after
+      // it loses nothing (only the check for trailing bytes, which it cannot carry).
+      const more = await this.src.need(1).catch((e) => {
+        if (e instanceof TransportError) return false;
+        throw e;
+      });
+      if (more) throw new ProtocolError("malformed", "bytes after the stream's last chunk");
       return null;
     }
-    if (!(await this.src.need(4))) throw new Truncated();
+    if (!(await needInStream(this.src, 4))) throw new Truncated();
     const last = this.src.peek(1)[0]!;
     const len = chunkLength(this.src.peek(4));
-    if (!(await this.src.need(4 + len + TAG_LEN))) throw new Truncated();
+    if (!(await needInStream(this.src, 4 + len + TAG_LEN))) throw new Truncated();
     this.lastSealed = this.src.take(4 + len + TAG_LEN).slice();
     const pt = await aesOpen(this.key, chunkNonce(this.i, last === 1), this.ad, this.lastSealed.subarray(4));
     if (!pt) throw new ProtocolError("rejected", `stream chunk ${this.i} does not authenticate (tampered, reordered, spliced)`);

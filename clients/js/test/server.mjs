@@ -6,7 +6,11 @@ import { createServer, connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-export const BIN = process.env.SESSIONCERT_BIN ?? new URL("../../../target/release/sessioncert", import.meta.url).pathname;
+// SESSIONCERT_BIN, else the release binary in CARGO_TARGET_DIR (as cargo puts it), else
+// in the repository's target/.
+export const BIN = process.env.SESSIONCERT_BIN
+  ?? (process.env.CARGO_TARGET_DIR ? process.env.CARGO_TARGET_DIR.replace(/\/$/, "") + "/release/sessioncert" : null)
+  ?? new URL("../../../target/release/sessioncert", import.meta.url).pathname;
 
 async function freePort() {
   return new Promise((resolve, reject) => {

@@ -53,3 +53,15 @@ test("base64url: canonical, unpadded, strict", () => {
   assert.equal(hx(fromB64u("AQ")), "01");
   for (const bad of ["AR", "AQ==", "A", "A+", "A/", "AQ ", "ä"]) assert.equal(fromB64u(bad), null, bad);
 });
+
+test("a connection that fails inside a stream is Truncated with its cause; a single record's body gives TransportError; an abort stays an AbortError", async () => {
+  const { StreamOpener } = await import("../build/esm/streams.js");
+  const { Truncated, TransportError } = await import("../build/esm/errors.js");
+  const failing = (err) => new ReadableStream({ pull(c) { c.error(err); } });
+  const key = await crypto.subtle.generateKey({ name: "AES-GCM", length: 256 }, false, ["encrypt", "decrypt"]);
+  const cut = new StreamOpener(BodyReader.of(failing(new TypeError("terminated"))), key, new Uint8Array(0));
+  await assert.rejects(cut.next(), (e) => e instanceof Truncated && e.code === "rejected" && e.cause?.message === "terminated");
+  await assert.rejects(BodyReader.of(failing(new TypeError("terminated"))).rest(), (e) => e instanceof TransportError);
+  const aborted = new StreamOpener(BodyReader.of(failing(new DOMException("stopped", "AbortError"))), key, new Uint8Array(0));
+  await assert.rejects(aborted.next(), (e) => e.name === "AbortError");
+});

@@ -24,6 +24,9 @@ const PROTOCOL_REQUEST_HEADERS: [&str; 7] = [
     "sessioncert-covered",
     "sessioncert-record",
 ];
+/// Headers of the app's own that a header-mode request carries (and binds, for
+/// `authorization`): refused in the preflight, the browser would never send it.
+const APP_REQUEST_HEADERS: [&str; 2] = ["authorization", "x-app-version"];
 /// The response headers the client must be able to read.
 const PROTOCOL_RESPONSE_HEADERS: [&str; 7] = [
     "sessioncert-error",
@@ -262,7 +265,9 @@ fn preflight(s: &Server, path: &str, origin: &str, method: &str) -> Resp {
             ("access-control-request-method", method),
             (
                 "access-control-request-headers",
-                &PROTOCOL_REQUEST_HEADERS.join(","),
+                &[&PROTOCOL_REQUEST_HEADERS[..], &APP_REQUEST_HEADERS[..]]
+                    .concat()
+                    .join(","),
             ),
         ],
         b"",
@@ -300,7 +305,7 @@ fn assert_preflight_allowed(r: &Resp, path: &str, method: &str) {
         "{path}: {r:?}"
     );
     let allowed = r.list("access-control-allow-headers");
-    for h in PROTOCOL_REQUEST_HEADERS {
+    for h in PROTOCOL_REQUEST_HEADERS.iter().chain(&APP_REQUEST_HEADERS) {
         assert!(
             allowed.iter().any(|a| a == h),
             "{path}: {h} not allowed: {r:?}"

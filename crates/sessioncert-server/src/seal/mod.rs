@@ -48,8 +48,9 @@ pub struct SealedContext {
 
 /// What a plain request to a sealed route is told.
 pub(crate) const NOT_SEALED: &str = "this route takes sealed requests only, and this one is \
-not sealed (no sessioncert-session header): send it through a sessioncert client, e.g. \
-`sessioncert request --pin PIN URL` (the pin comes from `sessioncert fingerprint`)";
+not sealed (no sessioncert-id header): send it through a sessioncert client, e.g. \
+`sessioncert request --pin PIN URL` or, from JavaScript, the sessioncert client's \
+`connect(origin, { pin })` (the pin comes from `sessioncert fingerprint`)";
 
 /// Reads the session id header.
 pub(crate) fn session_id(headers: &HeaderMap) -> Result<SessionId, Refusal> {
@@ -290,4 +291,19 @@ pub(crate) fn sealed_response_with(
     *r.status_mut() = status;
     *r.headers_mut() = headers;
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The advice names the header the protocol really uses (it once named one that
+    /// does not exist).
+    #[test]
+    fn the_not_sealed_advice_names_the_session_header() {
+        assert!(NOT_SEALED.contains(&format!(
+            "no {} header",
+            sessioncert_proto::wire::SESSION_HEADER
+        )));
+    }
 }

@@ -220,6 +220,8 @@ function onMainWire(e) {
       );
       $("session-id").textContent = e.sessionId;
       $("suite").textContent = e.suite;
+      // A session refused later is replaced by a fresh handshake: say which one is live.
+      if (!handshaking) setStatus("handshake-status", `Handshaked anew. Session ${e.sessionId}.`, "ok");
       break;
     case "closed":
       addStep("Session closed", `session id ${e.sessionId}`, "A sealed close: the server ends the session and refuses its id from now on.");
@@ -322,6 +324,8 @@ $("api-form").addEventListener("submit", async (ev) => {
   }
   const full = $("api-full").checked;
   $("api-send").disabled = true;
+  // Nothing of the previous exchange stays on screen beside this one's result or error.
+  for (const id of ["api-sent", "api-received", "api-opened"]) $(id)?.replaceChildren();
   setStatus("api-status", "Sending …");
   try {
     const { result, events } = await sealedOp(async (s) => {
@@ -529,3 +533,8 @@ $("events-stop").addEventListener("click", () => stopEvents && stopEvents());
 
 // Ready: the page's own script ran (the browser tests wait for this mark).
 document.documentElement.dataset.ready = "true";
+
+// Leaving the page ends its sessions on the server instead of leaving them to expire.
+addEventListener("pagehide", () => {
+  session?.close().catch(() => {});
+});
