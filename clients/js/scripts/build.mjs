@@ -16,7 +16,7 @@ await build({
   minify: true,
   legalComments: "none",
   // Internal member names only (never part of the API or of WireEvent): shorter in the bundle.
-  mangleProps: /^(handshaking|closedForGood|highWater|verifiedPin|lastId|contentLeft|lastSealed|keyForSealing|keyForOpening|mixHash|mixKey|encryptAndHash|decryptAndHash|idText|nextSeq|idleTimeout|lastUsed|requestTag|sendUrl|chunksOpened|closeLive|outcomeUnknown|acquire|exchange|handshake|transport|identity|streamSource|clientHello|clientFinished|handshakeHash|confirmation|c2sIv|s2cIv|refusal)$/,
+  mangleProps: /^(handshaking|closedForGood|highWater|verifiedPin|lastId|contentLeft|lastSealed|keyForSealing|keyForOpening|mixHash|mixKey|encryptAndHash|decryptAndHash|idText|nextSeq|idleTimeout|lastUsed|requestTag|sendUrl|chunksOpened|closeLive|outcomeUnknown|acquire|exchange|handshake|transport|identity|streamSource|clientHello|clientFinished|handshakeHash|confirmation|c2sIv|s2cIv|refusal|store|eof|buffered|live|cfg|opts|known|reader|src|peek|take|need|rest|fields|varint|opener|append_|chunk0|expectation)$/,
   banner: { js: "// sessioncert client (clients/js), MIT OR Apache-2.0. Source: src/*.ts" },
 });
 

@@ -47,6 +47,10 @@ export const INDETERMINATE_END = Uint8Array.of(0, 0);
 
 const bad = (why: string) => new ProtocolError("malformed", "Binary HTTP response: " + why);
 
+/** Largest field section (names and values) accepted from the server. */
+const MAX_SECTION = 256 * 1024;
+const tooLarge = () => new ProtocolError("too_large", "binary http header section over 256 KiB");
+
 /** Decodes a Binary HTTP response as its bytes arrive from `src` (the opened plaintext). */
 export class ResponseDecoder {
   private known = false;
@@ -78,10 +82,12 @@ export class ResponseDecoder {
     if (this.known) {
       const len = await this.varint(true);
       if (len === null) return [];
+      if (len > MAX_SECTION) throw tooLarge();
       const section = await this.bytes(len);
       src = new ResponseDecoder(BodyReader.of(new Blob([section as BlobPart]).stream()));
     }
     const out: [string, string][] = [];
+    let total = 0;
     for (;;) {
       const n = await src.varint(this.known);
       if (n === null) return out; // the end of a known-length section
@@ -89,8 +95,12 @@ export class ResponseDecoder {
         if (this.known) throw bad("empty field name");
         return out; // a zero-length name ends an indeterminate-length section
       }
+      // A section's names and values together, as the Rust client bounds a response head.
+      if ((total += n) > MAX_SECTION) throw tooLarge();
       const name = fromUtf8(await src.bytes(n)).toLowerCase();
-      out.push([name, fromUtf8(await src.bytes((await src.varint(false))!))]);
+      const v = (await src.varint(false))!;
+      if ((total += v) > MAX_SECTION) throw tooLarge();
+      out.push([name, fromUtf8(await src.bytes(v))]);
     }
   }
 

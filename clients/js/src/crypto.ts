@@ -5,10 +5,17 @@
 import { ProtocolError } from "./errors.js";
 import { concat, utf8 } from "./bytes.js";
 
+// crypto.subtle's methods, bound once when the module loads: a script that runs later
+// and replaces them (or SubtleCrypto.prototype's) never sees the key material passing
+// through. A script that ran before this module cannot be stopped this way (§15).
+const S = globalThis.crypto?.subtle;
+const BOUND = S && (Object.fromEntries(
+  (["digest", "importKey", "exportKey", "sign", "verify", "encrypt", "decrypt", "deriveBits", "deriveKey", "generateKey"] as const)
+    .map((m) => [m, (S[m] as (...a: unknown[]) => unknown).bind(S)]),
+) as unknown as SubtleCrypto);
 const subtle = (): SubtleCrypto => {
-  const s = globalThis.crypto?.subtle;
-  if (!s) throw new ProtocolError("internal", "crypto.subtle is missing (browsers offer it on https:// and localhost only)");
-  return s;
+  if (!BOUND) throw new ProtocolError("internal", "crypto.subtle is missing (browsers offer it on https:// and localhost only)");
+  return BOUND;
 };
 const bs = (b: Uint8Array): BufferSource => b as unknown as BufferSource;
 const HMAC_256 = { name: "HMAC", hash: "SHA-256", length: 256 } as const;

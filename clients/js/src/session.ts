@@ -155,7 +155,7 @@ class SealedSession implements Session {
     if (!fresh && this.cfg && now - this.cfg.at < CONFIG_MAX_AGE_MS && currentKey(this.cfg.v.config, now)) return this.cfg.v;
     const url = this.origin + WK + "config";
     const res = await this.send(url, { method: "GET" });
-    const bytes = new Uint8Array(await res.arrayBuffer());
+    const bytes = await readHandshakeAnswer(res);
     this.wire({ kind: "config", url, status: res.status, bytes });
     if (res.status !== 200) throw await refusalOf(res, bytes, "key configuration");
     const v = await verifyConfig(bytes, this.identity, Date.now(), this.highWater);
@@ -175,7 +175,7 @@ class SealedSession implements Session {
       const res = await this.send(this.origin + WK + "handshake", {
         method: "POST", headers: { "content-type": HANDSHAKE_CT }, body: pending.clientHello as BodyInit,
       });
-      const bytes = new Uint8Array(await res.arrayBuffer());
+      const bytes = await readHandshakeAnswer(res);
       this.wire({ kind: "server-hello", status: res.status, bytes });
       if (res.status !== 200) {
         const err = await refusalOf(res, bytes, "handshake");
@@ -402,7 +402,7 @@ class SealedSession implements Session {
       ...(a.body instanceof ReadableStream ? { duplex: "half" } : {}),
     } as RequestInit);
     if (res.headers.has("sessioncert-error")) {
-      const bytes = new Uint8Array(await res.arrayBuffer());
+      const bytes = await readBounded(res, MAX_REFUSAL_BODY, true);
       const code = res.headers.get("sessioncert-error")!;
       const tagText = res.headers.get("sessioncert-refusal");
       const tag = tagText ? fromB64u(tagText) : null;
@@ -580,6 +580,31 @@ async function* plaintextPieces(source: Body, head: RequestHead | null): AsyncGe
   yield* flush(head ? INDETERMINATE_END : new Uint8Array(0), true);
 }
 
+/** Largest key configuration or ServerHello read (an honest one is a few hundred bytes). */
+const MAX_HANDSHAKE_BODY = 64 * 1024;
+/** Largest refusal body read; only its message is used, cut to 512 characters. */
+const MAX_REFUSAL_BODY = 16 * 1024;
+/** §14's codes; anything else in sessioncert-error is not a refusal this client knows. */
+const ERROR_CODES = ["malformed", "too_large", "rate_limited", "unsupported_version", "no_common_suite", "unknown_key",
+  "handshake_failed", "unknown_session", "session_expired", "session_closed", "rejected", "internal", "misdirected", "unavailable"];
+
+/** A key configuration or ServerHello (refused past its bound), or a refusal (cut). */
+const readHandshakeAnswer = (res: Response) =>
+  res.headers.has("sessioncert-error") ? readBounded(res, MAX_REFUSAL_BODY, true) : readBounded(res, MAX_HANDSHAKE_BODY, false);
+
+/** A plain body of at most `max` bytes, the rest cancelled, so a huge or endless answer
+ *  from the path cannot fill memory: cut to `max` (`cut`) or refused. */
+async function readBounded(res: Response, max: number, cut: boolean): Promise<Uint8Array> {
+  const src = BodyReader.of(res.body);
+  const over = await src.need(max + 1);
+  const bytes = src.take(max).slice();
+  if (over) {
+    src.cancel();
+    if (!cut) throw new ProtocolError("too_large", `answer of more than ${max} bytes from the server`);
+  }
+  return bytes;
+}
+
 async function refusalOf(res: Response, bytes: Uint8Array, what: string): Promise<SessionCertError> {
   const code = res.headers.get("sessioncert-error");
   if (code) return refusalFrom(res, bytes, code, false);
@@ -587,12 +612,16 @@ async function refusalOf(res: Response, bytes: Uint8Array, what: string): Promis
 }
 
 function refusalFrom(res: Response, bytes: Uint8Array, code: string, authenticated: boolean): Rejected {
+  if (!ERROR_CODES.includes(code)) throw new ProtocolError("malformed", `unknown sessioncert-error code ${JSON.stringify(code.slice(0, 40))}`);
   let detail = "";
-  try { detail = String(JSON.parse(fromUtf8(bytes)).message ?? ""); } catch { /* body is informational */ }
+  try { detail = String(JSON.parse(fromUtf8(bytes)).message ?? "").slice(0, 512); } catch { /* body is informational */ }
   let ra: number | undefined = Number(res.headers.get("retry-after"));
   if (!(ra > 0)) ra = undefined;
-  const msg = `server refused the request: ${code} (HTTP ${res.status})${detail ? ": " + detail : ""}` +
-    (authenticated ? " — authenticated: the request was not executed" : "");
+  // The code's meaning and the authentication verdict are the client's; the server's
+  // message is quoted as unauthenticated text, so it cannot pass for either.
+  const msg = `server refused the request: ${code} (HTTP ${res.status})` +
+    (authenticated ? ", authenticated: the request was not executed" : "") +
+    (detail ? `; its message (unauthenticated): ${JSON.stringify(detail)}` : "");
   return SESSION_REFUSALS.includes(code)
     ? new SessionExpired(code, res.status, authenticated, msg, ra)
     : new Rejected(code, res.status, authenticated, msg, ra);
@@ -604,6 +633,17 @@ function refusalFrom(res: Response, bytes: Uint8Array, code: string, authenticat
 export async function connect(baseUrl: string | URL, opts: ConnectOptions = {}): Promise<Session> {
   const s = new SealedSession(new URL(baseUrl, (globalThis as { location?: { href: string } }).location?.href), opts);
   await s.acquire();
-  return s;
+  // What the caller gets holds the session only in closures: no property of it leads to
+  // the session's state, so page script cannot walk to its keys (TypeScript's `private`
+  // is not enforced at run time; PROTOCOL §15).
+  return Object.freeze({
+    get id() { return s.id; },
+    get pin() { return s.pin; },
+    get suite() { return s.suite; },
+    get streams() { return s.streams; },
+    fetch: (input: string | URL | Request, init?: SealedInit) => s.fetch(input, init),
+    events: (input: string, init?: RequestInit) => s.events(input, init),
+    close: () => s.close(),
+  });
 }
 

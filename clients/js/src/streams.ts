@@ -3,7 +3,7 @@
 
 import { concat, u64, u8, utf8 } from "./bytes.js";
 import { EpochKey, aesOpen, aesSeal, expandOneBlock, importAesKey } from "./crypto.js";
-import { ProtocolError, TransportError, Truncated } from "./errors.js";
+import { ProtocolError, SessionCertError, TransportError, Truncated } from "./errors.js";
 import { Direction } from "./records.js";
 
 export const MAX_CHUNK_LEN = 65536;
@@ -52,50 +52,74 @@ export class StreamSealer {
   }
 }
 
-/** Reads a byte stream in exact amounts as it arrives. */
+/** Reads a byte stream in exact amounts as it arrives. The buffer grows geometrically
+ *  (appending is amortized O(1), so a large body costs linear time) and is never
+ *  compacted in place: views handed out by `take` stay valid. */
 export class BodyReader {
-  private buf: Uint8Array = new Uint8Array(0);
+  private store: Uint8Array = new Uint8Array(0);
+  private start = 0;
+  private end = 0;
   private eof = false;
   constructor(private reader: ReadableStreamDefaultReader<Uint8Array>) {}
   static of(body: ReadableStream<Uint8Array> | null): BodyReader {
     return new BodyReader((body ?? new ReadableStream<Uint8Array>({ start: (c) => c.close() })).getReader());
   }
   get buffered(): number {
-    return this.buf.length;
+    return this.end - this.start;
+  }
+  private append(v: Uint8Array): void {
+    if (this.start === this.end) {
+      this.store = v; // nothing buffered: keep the network's chunk as it is
+      this.start = 0;
+      this.end = v.length;
+      return;
+    }
+    if (this.end + v.length > this.store.length) {
+      const live = this.end - this.start;
+      const grown = new Uint8Array(Math.max(2 * live, live + v.length, 4096));
+      grown.set(this.store.subarray(this.start, this.end));
+      this.store = grown;
+      this.start = 0;
+      this.end = live;
+    }
+    this.store.set(v, this.end);
+    this.end += v.length;
   }
   /** Whether `n` bytes are (or became) available; false if the body ended first. */
   async need(n: number): Promise<boolean> {
-    while (this.buf.length < n && !this.eof) {
+    while (this.buffered < n && !this.eof) {
       let r: ReadableStreamReadResult<Uint8Array>;
       try {
         r = await this.reader.read();
       } catch (e) {
         // fetch's own errors (Node: "TypeError: terminated"; browsers: "network error")
-        // say nothing a caller can branch on; the user's abort stays an AbortError.
-        if ((e as Error)?.name === "AbortError") throw e;
+        // say nothing a caller can branch on. The client's own errors (a chunk that did
+        // not open, read through an opened stream) and the user's abort pass unchanged.
+        if (e instanceof SessionCertError || (e as Error)?.name === "AbortError") throw e;
         throw new TransportError("body read failed", e);
       }
-      const { value, done } = r;
-      if (done) this.eof = true;
-      else if (value.length) this.buf = this.buf.length ? concat(this.buf, value) : value;
+      if (r.done) this.eof = true;
+      else if (r.value.length) this.append(r.value);
     }
-    return this.buf.length >= n;
+    return this.buffered >= n;
   }
   peek(n: number): Uint8Array {
-    return this.buf.subarray(0, n);
+    return this.store.subarray(this.start, this.start + Math.min(n, this.buffered));
   }
   take(n: number): Uint8Array {
-    const s = this.buf.subarray(0, n);
-    this.buf = this.buf.subarray(n);
+    const k = Math.min(n, this.buffered);
+    const s = this.store.subarray(this.start, this.start + k);
+    this.start += k;
     return s;
   }
   /** Everything up to the end (bounded by `max`). */
   async rest(max = Infinity): Promise<Uint8Array> {
     while (!this.eof) {
-      if (this.buf.length > max) throw new ProtocolError("too_large", "body over the client's limit");
-      await this.need(this.buf.length + 1);
+      if (this.buffered > max) throw new ProtocolError("too_large", "body over the client's limit");
+      await this.need(this.buffered + 1);
     }
-    return this.take(this.buf.length);
+    if (this.buffered > max) throw new ProtocolError("too_large", "body over the client's limit");
+    return this.take(this.buffered);
   }
   cancel(reason?: unknown): void {
     this.reader.cancel(reason).catch(() => {});

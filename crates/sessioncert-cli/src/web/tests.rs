@@ -164,3 +164,20 @@ async fn assets_carry_an_etag_and_revalidate_to_304() {
     assert!(html.contains(r#"<meta name="sessioncert-pin" content="ed25519:PIN">"#));
     assert!(!html.contains("{{PIN}}"));
 }
+
+/// The demo page shows server-provided text (notes, echoes, events, errors); its script
+/// never parses any of it as HTML, so nothing the server or a note's author sends can run.
+#[test]
+fn the_demo_script_never_writes_html() {
+    let js = std::str::from_utf8(super::PAGE_JS).unwrap();
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+        "new Function",
+    ] {
+        assert!(!js.contains(sink), "demo.js uses {sink}");
+    }
+}
