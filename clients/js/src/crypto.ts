@@ -26,22 +26,19 @@ export async function sha256(data: Uint8Array): Promise<Uint8Array> {
   return new Uint8Array(await subtle().digest("SHA-256", bs(data)));
 }
 
-/** HMAC-SHA256 with a raw key: only for the Noise chaining during the handshake. */
-export async function hmacRaw(key: Uint8Array, data: Uint8Array): Promise<Uint8Array> {
-  const k = await subtle().importKey("raw", bs(key), HMAC_256, false, ["sign"]);
-  return sign(k, data);
-}
 
 export async function sign(key: CryptoKey, data: Uint8Array): Promise<Uint8Array> {
   return new Uint8Array(await subtle().sign("HMAC", key, bs(data)));
 }
 
 /** Noise HKDF2 (§6.3): two 32-byte outputs from the chaining key and input material. */
+// Noise's HKDF with two outputs is RFC 5869 HKDF-SHA256 with salt = ck and empty info
+// (temp = HMAC(ck, ikm); o1 = HMAC(temp, 0x01); o2 = HMAC(temp, o1 || 0x02)), so WebCrypto
+// computes it in one deriveBits: two asynchronous jobs instead of six.
 export async function hkdf2(ck: Uint8Array, ikm: Uint8Array): Promise<[Uint8Array, Uint8Array]> {
-  const temp = await hmacRaw(ck, ikm);
-  const o1 = await hmacRaw(temp, Uint8Array.of(1));
-  const o2 = await hmacRaw(temp, concat(o1, Uint8Array.of(2)));
-  return [o1, o2];
+  const base = await subtle().importKey("raw", bs(ikm), "HKDF", false, ["deriveBits"]);
+  const out = new Uint8Array(await subtle().deriveBits({ name: "HKDF", hash: "SHA-256", salt: bs(ck), info: new Uint8Array(0) }, base, 512));
+  return [out.slice(0, 32), out.slice(32)];
 }
 
 export async function importAesKey(raw: Uint8Array): Promise<CryptoKey> {

@@ -3,7 +3,11 @@
 // on non-extractable keys (same output under the vector's raw key and under ours).
 import { readFileSync } from "node:fs";
 import assert from "node:assert/strict";
-import { epochKeyFromBytes, importAesKey, aesSeal, sign, hmacRaw, importHmacKey } from "../build/esm/crypto.js";
+import { epochKeyFromBytes, importAesKey, aesSeal, sign, importHmacKey } from "../build/esm/crypto.js";
+import { createHmac } from "node:crypto";
+
+/** HMAC-SHA256 with raw key bytes, computed outside the client (Node's crypto). */
+const hmacRaw = async (key, data) => new Uint8Array(createHmac("sha256", key).update(data).digest());
 import { Direction } from "../build/esm/records.js";
 import { ResponseDecoder } from "../build/esm/bhttp.js";
 import { BodyReader } from "../build/esm/streams.js";
