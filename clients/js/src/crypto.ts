@@ -5,9 +5,11 @@
 import { ProtocolError } from "./errors.js";
 import { concat, utf8 } from "./bytes.js";
 
-// crypto.subtle's methods, bound once when the module loads: a script that runs later
-// and replaces them (or SubtleCrypto.prototype's) never sees the key material passing
-// through. A script that ran before this module cannot be stopped this way (§15).
+// crypto.subtle's methods, bound once when the module loads, so replacing them (or
+// SubtleCrypto.prototype's) later is not a way to the key material. It is not a boundary:
+// script in the same realm can still hook other built-ins the client uses while a
+// handshake or re-key runs (TypedArray methods, promise resolution), and script that ran
+// before this module can hook anything (PROTOCOL §15).
 const S = globalThis.crypto?.subtle;
 const BOUND = S && (Object.fromEntries(
   (["digest", "importKey", "exportKey", "sign", "verify", "encrypt", "decrypt", "deriveBits", "deriveKey", "generateKey"] as const)

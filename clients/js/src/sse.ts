@@ -15,7 +15,12 @@ const MAX_EVENT = 16 << 20;
 
 export async function* parseSse(body: ReadableStream<Uint8Array>): AsyncGenerator<SseEvent> {
   const reader = body.pipeThrough(new TextDecoderStream() as unknown as ReadableWritablePair<string, Uint8Array>).getReader();
-  let buf = "";
+  // The current line's text so far, kept in pieces: only each new piece is searched for a
+  // line end and the pieces are joined once per line, so a long line costs linear time.
+  let pending: string[] = [];
+  let pendingLen = 0;
+  // The previous piece ended in \r: a \n starting this one belongs to that line end.
+  let afterCr = false;
   let data: string[] = [];
   let dataLen = 0;
   let event = "";
@@ -24,17 +29,17 @@ export async function* parseSse(body: ReadableStream<Uint8Array>): AsyncGenerato
     for (;;) {
       const { value, done } = await reader.read();
       if (done) return; // an event without its blank line is discarded, as the standard says
-      // What is buffered holds no line end but perhaps a trailing \r: only the new text
-      // (and that \r) is searched, so a long line costs linear time, not quadratic.
+      if (!value) continue;
       const eol = /\r\n|\r|\n/g;
-      eol.lastIndex = Math.max(0, buf.length - 1);
-      buf += value;
+      let start = afterCr && value.startsWith("\n") ? 1 : 0;
+      eol.lastIndex = start;
+      afterCr = false;
       let m: RegExpExecArray | null;
-      let start = 0;
-      while ((m = eol.exec(buf))) {
-        // A lone \r at the end of the buffer may be the first half of \r\n: wait for more.
-        if (m[0] === "\r" && m.index === buf.length - 1) break;
-        const line = buf.slice(start, m.index);
+      while ((m = eol.exec(value))) {
+        afterCr = m[0] === "\r" && m.index === value.length - 1;
+        const line = (pendingLen ? pending.join("") : "") + value.slice(start, m.index);
+        pending = [];
+        pendingLen = 0;
         start = eol.lastIndex;
         if (line === "") {
           if (data.length) yield { event: event || "message", data: data.join("\n"), ...(lastId !== undefined ? { id: lastId } : {}) };
@@ -53,8 +58,10 @@ export async function* parseSse(body: ReadableStream<Uint8Array>): AsyncGenerato
         else if (field === "event") event = v;
         else if (field === "id" && !v.includes("\0")) lastId = v;
       }
-      buf = buf.slice(start);
-      if (buf.length > MAX_LINE) throw new ProtocolError("too_large", "server-sent event line over 1 MiB");
+      if (start < value.length) {
+        pending.push(value.slice(start));
+        if ((pendingLen += value.length - start) > MAX_LINE) throw new ProtocolError("too_large", "server-sent event line over 1 MiB");
+      }
     }
   } finally {
     reader.cancel().catch(() => {});
