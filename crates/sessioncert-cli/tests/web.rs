@@ -524,6 +524,13 @@ fn cors_origin_from_env_and_file_and_bad_values_refused() {
 #[test]
 fn serves_the_module_and_the_demo_page() {
     let s = Server::start(&[], &[]);
+    // The start line says where the page is.
+    let start = format!("demo=http://127.0.0.1:{}/", s.port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&s.log).unwrap().contains(&start) {
+        assert!(Instant::now() < deadline, "no {start} in the start line");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../clients/js/dist");
     for (path, file, ctype) in [
         (

@@ -550,6 +550,7 @@ pub async fn run(a: ServeArgs, settings: String) -> anyhow::Result<ExitCode> {
         scheme,
         admin_addr = %a.admin_addr.map_or_else(|| "the serving address".to_owned(), |x| x.to_string()),
         pin = %pin,
+        demo = %format!("{scheme}://{bound}/"),
         "sessioncert serving; clients pin this identity"
     );
     // On SIGTERM/SIGINT: stop accepting, give open connections the grace period to
