@@ -22,6 +22,7 @@
 use axum::extract::Request;
 use axum::response::Response;
 use http::{HeaderName, HeaderValue, Method};
+use sessioncert_proto::wire;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -32,12 +33,12 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, Cors, CorsLayer};
 
 /// Response headers a cross-origin page may read: the ones the client must read.
 pub const EXPOSED_RESPONSE_HEADERS: [&str; 7] = [
-    "sessioncert-error",
-    "sessioncert-status",
-    "sessioncert-content-type",
-    "sessioncert-refusal",
-    "sessioncert-id",
-    "sessioncert-record",
+    wire::ERROR_HEADER,
+    wire::STATUS_HEADER,
+    wire::CONTENT_TYPE_HEADER,
+    wire::REFUSAL_HEADER,
+    wire::SESSION_HEADER,
+    wire::RECORD_HEADER,
     "retry-after",
 ];
 
