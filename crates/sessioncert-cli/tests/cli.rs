@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sessioncert");
+mod common;
+use common::{free_port, sc};
 
 /// Longest any single CLI invocation may take before the test gives up on it.
 const CMD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,19 +38,6 @@ const SESSION_FIELDS: [&str; 11] = [
 // ---------------------------------------------------------------------------------------
 // Running the binary
 // ---------------------------------------------------------------------------------------
-
-/// A `sessioncert` command with a clean environment: no `SESSIONCERT_*` variable of the
-/// caller leaks in (a stray `SESSIONCERT_PIN` would change what `request` does).
-fn sc() -> Command {
-    let mut c = Command::new(BIN);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("SESSIONCERT_") {
-            c.env_remove(k);
-        }
-    }
-    c.env_remove("RUST_LOG").env("NO_COLOR", "1");
-    c
-}
 
 /// What a finished invocation left behind.
 #[derive(Debug)]
@@ -136,12 +124,6 @@ fn request(pin: &str, args: &[&str], url: &str) -> Out {
     all.extend_from_slice(args);
     all.push(url);
     run(&all)
-}
-
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-    l.local_addr().unwrap().port()
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, for at most `timeout`.

@@ -11,19 +11,8 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sessioncert");
-
-/// A `sessioncert` command with no `SESSIONCERT_*` variable of the caller.
-fn sc() -> Command {
-    let mut c = Command::new(BIN);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("SESSIONCERT_") {
-            c.env_remove(k);
-        }
-    }
-    c.env_remove("RUST_LOG").env("NO_COLOR", "1");
-    c
-}
+mod common;
+use common::sc;
 
 /// Runs `c` to completion, killing it after 30 s.
 fn output(mut c: Command) -> Output {

@@ -6,32 +6,22 @@
 
 use serde_json::Value;
 use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sessioncert");
+mod common;
+use common::{free_port, sc};
+
 const CMD_TIMEOUT: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------------------
 // Running the binary
 // ---------------------------------------------------------------------------------------
-
-/// A `sessioncert` command with no `SESSIONCERT_*` variable of the caller.
-fn sc() -> Command {
-    let mut c = Command::new(BIN);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("SESSIONCERT_") {
-            c.env_remove(k);
-        }
-    }
-    c.env_remove("RUST_LOG").env("NO_COLOR", "1");
-    c
-}
 
 #[derive(Debug)]
 struct Out {
@@ -100,11 +90,6 @@ fn request(pin: &str, args: &[&str], url: &str) -> Out {
     all.extend_from_slice(args);
     all.push(url);
     run(&all)
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    l.local_addr().unwrap().port()
 }
 
 fn fingerprint(data: &Path) -> String {

@@ -3,32 +3,16 @@
 //! `sessioncert request`, and the connection-limit flags reaching the listener.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sessioncert");
-
-/// A `sessioncert` command with no `SESSIONCERT_*` variable of the caller.
-fn sc() -> Command {
-    let mut c = Command::new(BIN);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("SESSIONCERT_") {
-            c.env_remove(k);
-        }
-    }
-    c.env_remove("RUST_LOG").env("NO_COLOR", "1");
-    c
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    l.local_addr().unwrap().port()
-}
+mod common;
+use common::{free_port, sc};
 
 /// A running server; killed when dropped.
 struct Server {

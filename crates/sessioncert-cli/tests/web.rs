@@ -4,13 +4,15 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sessioncert");
+mod common;
+use common::{accepts, free_port, sc};
+
 const APP: &str = "http://app.example:8000";
 const OTHER: &str = "https://evil.example";
 
@@ -37,27 +39,6 @@ const PROTOCOL_RESPONSE_HEADERS: [&str; 7] = [
     "sessioncert-record",
     "retry-after",
 ];
-
-fn sc() -> Command {
-    let mut c = Command::new(BIN);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("SESSIONCERT_") {
-            c.env_remove(k);
-        }
-    }
-    c.env_remove("RUST_LOG").env("NO_COLOR", "1");
-    c
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    l.local_addr().unwrap().port()
-}
-
-fn accepts(port: u16) -> bool {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-}
 
 /// A running server; killed when dropped.
 struct Server {
