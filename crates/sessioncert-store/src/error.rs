@@ -55,6 +55,13 @@ pub enum StoreError {
         /// The key id of the key this start uses.
         presented: String,
     },
+    /// The store does not implement this operation (a shared-store operation asked of
+    /// an exclusive store).
+    #[error("this session store does not support {0}")]
+    Unsupported(&'static str),
+    /// The store's address (`--store`) is not one this build understands.
+    #[error("bad store address: {0}")]
+    BadAddress(String),
     /// Another server-mode instance (this or another process) holds the database.
     #[error("another server already has the session database open (lock file {})", .0.display())]
     AlreadyInUse(PathBuf),

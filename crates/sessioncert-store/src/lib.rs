@@ -24,11 +24,11 @@
 //! *server* decides how often to write (it batches every touched session into one
 //! [`SessionStore::save`] per flush interval), so there is one write-behind, not two.
 //!
-//! A store shared by several server instances (PostgreSQL, Redis: a later step) cannot
-//! leave the authority in any one process: there, the check-and-advance of the window
-//! happens atomically in the store for every request, and the server never consults a
-//! local copy. [`SessionStore::replay_authority`] says which model a store implements;
-//! the stores here all answer [`ReplayAuthority::ExclusiveServer`].
+//! A store shared by several server instances (PostgreSQL, Redis) cannot leave the
+//! authority in any one process: there, the check-and-mark of the window happens
+//! atomically in the store for every request ([`SessionStore::check_request`], see
+//! [`shared`]), and the server never decides from a local copy.
+//! [`SessionStore::replay_authority`] says which model a store implements.
 //!
 //! # Group commit ([`SqliteStore`])
 //!
@@ -56,11 +56,13 @@
 mod error;
 mod memory;
 mod record;
+pub mod shared;
 mod sqlite;
 
 pub use error::StoreError;
 pub use memory::MemoryStore;
 pub use record::{SessionProgress, SessionRecord, SessionSummary, SessionWrite};
+pub use shared::{RequestCheck, RequestMark};
 pub use sqlite::{OpenMode, SqliteStore, StartupReport, SCHEMA_VERSION};
 
 use sessioncert_proto::SessionId;
@@ -72,6 +74,11 @@ pub enum ReplayAuthority {
     /// One server process at a time holds the store (the store enforces it) and keeps
     /// every live session's window in memory; the store holds snapshots.
     ExclusiveServer,
+    /// Several instances use the store at once; each request's sequence number is
+    /// checked and marked in the store atomically ([`SessionStore::check_request`]), a
+    /// session is created there atomically ([`SessionStore::create`]) and instances
+    /// keep only keys, never a window or a state they decide from.
+    SharedStore,
 }
 
 /// Where a server's sessions are persisted. All times are Unix milliseconds.
@@ -131,4 +138,39 @@ pub trait SessionStore: Send + Sync + 'static {
     /// every session, so the stored windows are current. Later writes fail with
     /// [`StoreError::WriterGone`] (for backends that have a writer).
     async fn shutdown(&self) -> Result<(), StoreError>;
+
+    // ---- Shared stores ([`ReplayAuthority::SharedStore`]) ----------------------------
+    // Exclusive stores keep the defaults, which refuse: a server only calls these on a
+    // store that answers `SharedStore`.
+
+    /// Stores a new live session unless its id is already stored (the first record
+    /// wins; an ended session is never brought back). Returns whether this call created
+    /// it. Durable, and visible to every instance, when it returns.
+    async fn create(&self, record: SessionRecord) -> Result<bool, StoreError> {
+        let _ = record;
+        Err(StoreError::Unsupported("create"))
+    }
+
+    /// The atomic per-request step of a shared store: see [`shared::check_and_mark`] for
+    /// the rule every backend applies. Durable when it returns. Implementations may send
+    /// concurrent calls to the backend together (pipelined, or in one batch), but each
+    /// call is decided atomically and in isolation.
+    async fn check_request(&self, mark: RequestMark) -> Result<RequestCheck, StoreError> {
+        let _ = mark;
+        Err(StoreError::Unsupported("check_request"))
+    }
+
+    /// The value stored under `name` in the store's small table of shared values,
+    /// storing `candidate` first if there is none (atomically: every instance gets the
+    /// same value). Instances use it to agree on values such as the ticket-key seed; the
+    /// caller seals what it stores.
+    async fn shared_value(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        let _ = (name, candidate);
+        Err(StoreError::Unsupported("shared_value"))
+    }
+
+    /// Answers when the backend is reachable (readiness; store latency in metrics).
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

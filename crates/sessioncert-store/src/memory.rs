@@ -3,26 +3,56 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
+use sessioncert_proto::replay::ReplayWindow;
 use sessioncert_proto::{SessionId, SessionState};
 
-use crate::{SessionRecord, SessionStore, SessionSummary, SessionWrite, StoreError};
+use crate::shared::{check_and_mark, SharedState};
+use crate::{
+    ReplayAuthority, RequestCheck, RequestMark, SessionRecord, SessionStore, SessionSummary,
+    SessionWrite, StoreError,
+};
 
 struct Entry {
     record: SessionRecord,
     ended_at_ms: Option<u64>,
+    /// The window of a shared-mode store (unused by an exclusive one).
+    window: ReplayWindow,
+}
+
+impl Entry {
+    fn new(record: SessionRecord) -> Self {
+        Entry {
+            record,
+            ended_at_ms: None,
+            window: ReplayWindow::new(),
+        }
+    }
 }
 
 /// An in-memory [`SessionStore`]: nothing survives the process. Used by tests and by
-/// servers that want no persistence. Behaves exactly like [`crate::SqliteStore`].
+/// servers that want no persistence. Behaves exactly like [`crate::SqliteStore`]; made
+/// with [`MemoryStore::shared`] it behaves like a shared store instead (one `Arc` handed
+/// to several servers in one process stands for several instances on one backend).
 #[derive(Default)]
 pub struct MemoryStore {
     sessions: Mutex<HashMap<SessionId, Entry>>,
+    shared: bool,
+    values: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store (exclusive: one server process is the replay authority).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store in the shared model ([`ReplayAuthority::SharedStore`]): the replay
+    /// check happens here for every request.
+    pub fn shared() -> Self {
+        MemoryStore {
+            shared: true,
+            ..Self::default()
+        }
     }
 
     /// How many sessions (of any state) are held.
@@ -51,6 +81,14 @@ fn end(entry: &mut Entry, state: SessionState, now_ms: u64, remains: Vec<u8>) {
 
 #[async_trait::async_trait]
 impl SessionStore for MemoryStore {
+    fn replay_authority(&self) -> ReplayAuthority {
+        if self.shared {
+            ReplayAuthority::SharedStore
+        } else {
+            ReplayAuthority::ExclusiveServer
+        }
+    }
+
     async fn load_live(&self) -> Result<Vec<SessionRecord>, StoreError> {
         Ok(self
             .lock()
@@ -79,10 +117,7 @@ impl SessionStore for MemoryStore {
         for w in writes {
             match w {
                 SessionWrite::Insert(record) => {
-                    map.entry(record.id).or_insert(Entry {
-                        record,
-                        ended_at_ms: None,
-                    });
+                    map.entry(record.id).or_insert_with(|| Entry::new(record));
                 }
                 SessionWrite::Progress(progress) => {
                     if let Some(entry) = map.get_mut(&progress.id) {
@@ -98,6 +133,9 @@ impl SessionStore for MemoryStore {
                     if let Some(entry) = map.get_mut(&id) {
                         if entry.record.state.is_live() {
                             end(entry, state, at_ms, remains);
+                        } else if self.shared && entry.record.sealed_secrets.is_empty() {
+                            // Ended by a request check: the remains follow (shared model).
+                            entry.record.sealed_secrets = remains;
                         }
                     }
                 }
@@ -167,5 +205,57 @@ impl SessionStore for MemoryStore {
 
     async fn shutdown(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn create(&self, record: SessionRecord) -> Result<bool, StoreError> {
+        if !self.shared {
+            return Err(StoreError::Unsupported("create"));
+        }
+        SessionWrite::Insert(record.clone()).check()?;
+        let mut map = self.lock();
+        if map.contains_key(&record.id) {
+            return Ok(false);
+        }
+        map.insert(record.id, Entry::new(record));
+        Ok(true)
+    }
+
+    async fn check_request(&self, mark: RequestMark) -> Result<RequestCheck, StoreError> {
+        if !self.shared {
+            return Err(StoreError::Unsupported("check_request"));
+        }
+        let mut map = self.lock();
+        let Some(entry) = map.get_mut(&mark.id) else {
+            return Ok(RequestCheck::Unknown);
+        };
+        let r = &entry.record;
+        let mut state = SharedState {
+            state: r.state,
+            expires_at_ms: r.expires_at_ms,
+            last_used_at_ms: r.last_used_at_ms,
+            idle_timeout_ms: r.idle_timeout_ms,
+            request_count: r.request_count,
+            ended_at_ms: entry.ended_at_ms,
+            window: entry.window.clone(),
+        };
+        let answer = check_and_mark(&mut state, &mark);
+        if state.state != entry.record.state {
+            // Ended by this check: the secrets go, as with every end.
+            entry.record.wipe_secrets();
+        }
+        entry.record.state = state.state;
+        entry.record.last_used_at_ms = state.last_used_at_ms;
+        entry.record.request_count = state.request_count;
+        entry.ended_at_ms = state.ended_at_ms;
+        entry.window = state.window;
+        Ok(answer)
+    }
+
+    async fn shared_value(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        if !self.shared {
+            return Err(StoreError::Unsupported("shared_value"));
+        }
+        let mut values = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(values.entry(name.to_owned()).or_insert(candidate).clone())
     }
 }

@@ -192,7 +192,9 @@ pub enum SessionWrite {
     /// resurrected; the state moves `Matching -> Established`, never back.
     Progress(SessionProgress),
     /// Ends a stored live session: `state` (`Closed` or `Expired`), end time `at_ms`,
-    /// the secrets replaced by `remains`. An already ended session keeps its first end.
+    /// the secrets replaced by `remains`. An already ended session keeps its first end;
+    /// in a shared store, one that a request check ended (its secrets wiped, no remains
+    /// yet) takes these remains, keeping its state and end time.
     End {
         /// The session.
         id: SessionId,
