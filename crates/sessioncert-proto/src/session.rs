@@ -864,7 +864,7 @@ impl ServerSession {
     /// The refusal tag for a request of this (still live) session that is refused
     /// because the session just ended; see [`EndedSession::refusal_tag`].
     pub fn refusal_tag(&self, record: &[u8], code: ErrorCode) -> Option<[u8; 32]> {
-        refusal_tag(&self.id, &self.refusal, &self.window, record, code)
+        refusal_tag(&self.id, &self.refusal, Some(&self.window), record, code)
     }
 
     /// The session id.
@@ -1157,7 +1157,17 @@ impl EndedSession {
     /// parses and whose `seq` this session never accepted (above the window, or inside
     /// it and unmarked). A `seq` below the window may have run long ago: no tag.
     pub fn refusal_tag(&self, record: &[u8], code: ErrorCode) -> Option<[u8; 32]> {
-        refusal_tag(&self.id, &self.refusal, &self.window, record, code)
+        refusal_tag(&self.id, &self.refusal, Some(&self.window), record, code)
+    }
+
+    /// The tag for refusing `record` with `code` when the replay authority is not this
+    /// copy but a store shared by several server instances, which checks and marks every
+    /// `seq` atomically and has answered that this record's `seq` was never accepted and
+    /// now never will be (the session ended first). This copy's window may lag behind
+    /// that store, so it is not consulted. Only `session_expired`/`session_closed` and a
+    /// request record whose header parses get a tag.
+    pub fn refusal_tag_unrun(&self, record: &[u8], code: ErrorCode) -> Option<[u8; 32]> {
+        refusal_tag(&self.id, &self.refusal, None, record, code)
     }
 
     /// Serializes what is left of the session (its id, refusal key and final replay
@@ -1197,7 +1207,7 @@ const ENDED_MAGIC: &[u8; 4] = b"SCSE";
 fn refusal_tag(
     id: &SessionId,
     key: &RefusalKey,
-    window: &ReplayWindow,
+    window: Option<&ReplayWindow>,
     record: &[u8],
     code: ErrorCode,
 ) -> Option<[u8; 32]> {
@@ -1208,7 +1218,9 @@ fn refusal_tag(
     if !h.record_type.is_request() {
         return None;
     }
-    window.check(h.seq).ok()?;
+    if let Some(window) = window {
+        window.check(h.seq).ok()?;
+    }
     Some(key.tag(id, h.seq, code))
 }
 

@@ -415,6 +415,7 @@ fn renew_key_set(keys: &mut Vec<HandshakeKeyPair>, now_ms: u64) -> Result<bool, 
 pub struct StorageKey(Zeroizing<[u8; 32]>);
 
 const AT_REST_AD: &[u8] = b"sessioncert/1 at rest";
+const SHARED_VALUE_AD: &[u8] = b"sessioncert/1 shared value ";
 
 impl StorageKey {
     /// A random key.
@@ -478,12 +479,32 @@ impl StorageKey {
         ad
     }
 
+    /// Seals a value that instances sharing a store keep there under `name` (the name
+    /// is the associated data, so a value cannot be moved to another name or be taken
+    /// for a session's secrets).
+    pub fn seal_shared_value(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, ServerError> {
+        self.seal_with_ad(&[SHARED_VALUE_AD, name.as_bytes()].concat(), value)
+    }
+
+    /// Opens what [`StorageKey::seal_shared_value`] made under the same name.
+    pub fn open_shared_value(
+        &self,
+        name: &str,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, ServerError> {
+        self.open_with_ad(&[SHARED_VALUE_AD, name.as_bytes()].concat(), sealed)
+    }
+
     /// `nonce (24) || ciphertext || tag`.
     pub fn seal(
         &self,
         id: &sessioncert_proto::SessionId,
         secrets: &[u8],
     ) -> Result<Vec<u8>, ServerError> {
+        self.seal_with_ad(&Self::ad(id), secrets)
+    }
+
+    fn seal_with_ad(&self, ad: &[u8], secrets: &[u8]) -> Result<Vec<u8>, ServerError> {
         use chacha20poly1305::aead::{Aead, KeyInit, Payload};
         use chacha20poly1305::XChaCha20Poly1305;
         let cipher = XChaCha20Poly1305::new(self.0.as_ref().into());
@@ -494,7 +515,7 @@ impl StorageKey {
                 (&nonce).into(),
                 Payload {
                     msg: secrets,
-                    aad: &Self::ad(id),
+                    aad: ad,
                 },
             )
             .map_err(|_| ServerError::AtRest)?;
@@ -510,6 +531,10 @@ impl StorageKey {
         id: &sessioncert_proto::SessionId,
         sealed: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, ServerError> {
+        self.open_with_ad(&Self::ad(id), sealed)
+    }
+
+    fn open_with_ad(&self, ad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, ServerError> {
         use chacha20poly1305::aead::{Aead, KeyInit, Payload};
         use chacha20poly1305::XChaCha20Poly1305;
         if sealed.len() < 24 + 16 {
@@ -518,13 +543,7 @@ impl StorageKey {
         let cipher = XChaCha20Poly1305::new(self.0.as_ref().into());
         let (nonce, ct) = sealed.split_at(24);
         cipher
-            .decrypt(
-                nonce.into(),
-                Payload {
-                    msg: ct,
-                    aad: &Self::ad(id),
-                },
-            )
+            .decrypt(nonce.into(), Payload { msg: ct, aad: ad })
             .map(Zeroizing::new)
             .map_err(|_| ServerError::AtRest)
     }

@@ -113,10 +113,13 @@ impl SessionCertBuilder {
     /// Loads the store's live sessions into memory (the only time the server reads
     /// them), then starts background maintenance. Needs a tokio runtime.
     pub async fn build(self) -> Result<SessionCert, ServerError> {
-        let manager = Arc::new(
+        let mut manager =
             SessionManager::new(self.keys, self.store, self.policy, self.limits, self.timing)?
-                .with_public_origins(self.public_origins),
-        );
+                .with_public_origins(self.public_origins);
+        if manager.is_shared() {
+            manager.join_shared_store().await?;
+        }
+        let manager = Arc::new(manager);
         let loaded = manager.load_from_store().await?;
         if loaded.loaded > 0 || loaded.unusable > 0 {
             tracing::info!(

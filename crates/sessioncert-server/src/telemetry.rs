@@ -53,7 +53,11 @@ pub const CONNECTIONS_CUT: &str = "sessioncert_connections_cut_total";
 /// (`sealed`, `full`, `handshake`, `plain`) and `outcome` (`answered`, `refused`).
 pub const REQUEST_DURATION: &str = "sessioncert_request_duration_seconds";
 
-/// Bucket bounds (seconds) suggested for [`REQUEST_DURATION`]: 50 µs to 10 s.
+/// Histogram: time a shared session store took to answer, in seconds, by `op`
+/// (`check`, `create`, `load`, `close`) and `outcome` (`ok`, `error`).
+pub const STORE_DURATION: &str = "sessioncert_store_duration_seconds";
+
+/// Bucket bounds (seconds) suggested for [`REQUEST_DURATION`] and [`STORE_DURATION`]: 50 µs to 10 s.
 pub const REQUEST_DURATION_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0, 10.0,
@@ -95,6 +99,24 @@ pub fn describe() {
         Unit::Seconds,
         "Time from a request's arrival to its response, by mode and outcome."
     );
+    describe_histogram!(
+        STORE_DURATION,
+        Unit::Seconds,
+        "Time a shared session store took to answer, by operation and outcome."
+    );
+}
+
+/// Times one call to a shared session store ([`STORE_DURATION`]).
+pub(crate) async fn store_call<T, E>(
+    op: &'static str,
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let started = std::time::Instant::now();
+    let result = call.await;
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    metrics::histogram!(STORE_DURATION, "op" => op, "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+    result
 }
 
 /// A handshake step's outcome (the `outcome` label of [`HANDSHAKES`]).

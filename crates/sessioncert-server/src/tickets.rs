@@ -52,7 +52,28 @@ struct Keys {
 /// The server's ticket keys (in memory only).
 pub(crate) struct TicketKeys {
     keys: RwLock<Keys>,
+    /// Instances that share a session store derive each period's key from one seed kept
+    /// (sealed) in the store, so a ticket issued by one instance opens at any other;
+    /// `None`: random keys of this process only.
+    seed: Option<Zeroizing<[u8; 32]>>,
 }
+
+/// The shared key of ticket period `period` (`now / TICKET_LIFETIME_MS`): HKDF-SHA256
+/// of the seed, the period in the info. Its id is the period's low byte.
+fn derive_shared(seed: &[u8; 32], period: u64) -> TicketKey {
+    let mut raw = Zeroizing::new([0u8; 32]);
+    let info = [SHARED_INFO, &period.to_be_bytes()[..]].concat();
+    hkdf::Hkdf::<sha2::Sha256>::new(None, seed)
+        .expand(&info, raw.as_mut())
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    TicketKey {
+        id: period as u8,
+        cipher: XChaCha20Poly1305::new(raw.as_ref().into()),
+        made_at_ms: period.saturating_mul(TICKET_LIFETIME_MS),
+    }
+}
+
+const SHARED_INFO: &[u8] = b"sessioncert/1 shared ticket key ";
 
 impl TicketKeys {
     pub(crate) fn new(now_ms: u64) -> Result<Self, sessioncert_proto::ProtocolError> {
@@ -61,7 +82,23 @@ impl TicketKeys {
                 current: TicketKey::generate(0, now_ms)?,
                 previous: None,
             }),
+            seed: None,
         })
+    }
+
+    /// Keys derived from a seed every instance sharing a store holds: period `p`'s key
+    /// is current during `[p, p + 1) × TICKET_LIFETIME_MS` and previous during the next
+    /// period, at every instance alike.
+    pub(crate) fn shared(seed: Zeroizing<[u8; 32]>, now_ms: u64) -> Self {
+        let period = now_ms / TICKET_LIFETIME_MS;
+        let keys = Keys {
+            current: derive_shared(&seed, period),
+            previous: period.checked_sub(1).map(|p| derive_shared(&seed, p)),
+        };
+        TicketKeys {
+            keys: RwLock::new(keys),
+            seed: Some(seed),
+        }
     }
 
     /// Replaces the current key once it is a ticket lifetime old; the old one is kept
@@ -76,6 +113,12 @@ impl TicketKeys {
         }
         let mut k = self.keys.write().unwrap_or_else(|p| p.into_inner());
         if now_ms.saturating_sub(k.current.made_at_ms) < TICKET_LIFETIME_MS {
+            return;
+        }
+        if let Some(seed) = &self.seed {
+            let period = now_ms / TICKET_LIFETIME_MS;
+            k.current = derive_shared(seed, period);
+            k.previous = period.checked_sub(1).map(|p| derive_shared(seed, p));
             return;
         }
         match TicketKey::generate(k.current.id.wrapping_add(1), now_ms) {
@@ -186,6 +229,34 @@ mod tests {
         keys.rotate_if_due(2 * TICKET_LIFETIME_MS);
         assert!(keys.open(&t).is_none(), "dropped after two periods");
         assert!(keys.open(&t2).is_some());
+    }
+
+    #[test]
+    fn shared_tickets_open_at_every_instance_of_the_seed_and_only_for_two_periods() {
+        let seed = || Zeroizing::new([7u8; 32]);
+        let t0 = 10 * TICKET_LIFETIME_MS + 5;
+        let a = TicketKeys::shared(seed(), t0);
+        let b = TicketKeys::shared(seed(), t0 + 100);
+        let t = a.seal(T, b"pending").unwrap();
+        assert!(
+            b.open(&t).is_some(),
+            "another instance of the seed opens it"
+        );
+        assert!(TicketKeys::shared(Zeroizing::new([8u8; 32]), t0)
+            .open(&t)
+            .is_none());
+        assert!(TicketKeys::new(t0).unwrap().open(&t).is_none());
+        // An instance started in the next period still opens it (previous key);
+        // two periods later none does.
+        let c = TicketKeys::shared(seed(), t0 + TICKET_LIFETIME_MS);
+        assert!(c.open(&t).is_some());
+        b.rotate_if_due(t0 + TICKET_LIFETIME_MS);
+        assert!(b.open(&t).is_some());
+        b.rotate_if_due(t0 + 2 * TICKET_LIFETIME_MS);
+        assert!(b.open(&t).is_none());
+        assert!(TicketKeys::shared(seed(), t0 + 2 * TICKET_LIFETIME_MS)
+            .open(&t)
+            .is_none());
     }
 
     proptest::proptest! {

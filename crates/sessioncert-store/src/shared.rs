@@ -108,3 +108,118 @@ pub fn check_and_mark(s: &mut SharedState, m: &RequestMark) -> RequestCheck {
         request_count: s.request_count,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live() -> SharedState {
+        SharedState {
+            state: SessionState::Established,
+            expires_at_ms: 10_000,
+            last_used_at_ms: 100,
+            idle_timeout_ms: 1_000,
+            request_count: 0,
+            ended_at_ms: None,
+            window: ReplayWindow::new(),
+        }
+    }
+
+    fn mark(seq: u64, now_ms: u64) -> RequestMark {
+        RequestMark {
+            id: SessionId([1; 16]),
+            seq,
+            now_ms,
+            close: false,
+        }
+    }
+
+    #[test]
+    fn each_number_is_accepted_once_and_old_ones_never() {
+        let mut s = live();
+        assert_eq!(
+            check_and_mark(&mut s, &mark(5, 200)),
+            RequestCheck::Accepted { request_count: 1 }
+        );
+        assert_eq!(
+            check_and_mark(&mut s, &mark(5, 201)),
+            RequestCheck::Replayed
+        );
+        // Out of order inside the window: accepted once.
+        assert!(matches!(
+            check_and_mark(&mut s, &mark(2, 202)),
+            RequestCheck::Accepted { .. }
+        ));
+        assert!(matches!(
+            check_and_mark(&mut s, &mark(2000, 203)),
+            RequestCheck::Accepted { .. }
+        ));
+        // 2000 − 1023 = 977 is the oldest still accepted; 976 never ran but is too old.
+        assert_eq!(
+            check_and_mark(&mut s, &mark(976, 204)),
+            RequestCheck::Replayed
+        );
+        assert!(matches!(
+            check_and_mark(&mut s, &mark(977, 205)),
+            RequestCheck::Accepted { request_count: 4 }
+        ));
+        assert_eq!(s.last_used_at_ms, 205);
+        // A late request never moves the last use back.
+        check_and_mark(&mut s, &mark(1999, 150));
+        assert_eq!(s.last_used_at_ms, 205);
+    }
+
+    #[test]
+    fn an_ended_session_reports_replays_first_and_never_marks() {
+        let mut s = live();
+        check_and_mark(&mut s, &mark(1, 200));
+        let close = RequestMark {
+            close: true,
+            ..mark(2, 300)
+        };
+        assert!(matches!(
+            check_and_mark(&mut s, &close),
+            RequestCheck::Accepted { request_count: 2 }
+        ));
+        assert_eq!((s.state, s.ended_at_ms), (SessionState::Closed, Some(300)));
+        // The number that ran is a replay (no tag may vouch for it); a new one is
+        // "ended" and stays unmarked.
+        assert_eq!(
+            check_and_mark(&mut s, &mark(1, 400)),
+            RequestCheck::Replayed
+        );
+        assert_eq!(
+            check_and_mark(&mut s, &mark(3, 400)),
+            RequestCheck::Ended(SessionState::Closed)
+        );
+        assert_eq!(
+            check_and_mark(&mut s, &mark(3, 401)),
+            RequestCheck::Ended(SessionState::Closed)
+        );
+        assert_eq!(s.request_count, 2);
+    }
+
+    #[test]
+    fn idle_time_and_lifetime_end_the_session_at_the_check() {
+        let mut s = live();
+        // Last use 100, idle 1000: at 1100 it is over.
+        assert_eq!(
+            check_and_mark(&mut s, &mark(0, 1_100)),
+            RequestCheck::Ended(SessionState::Expired)
+        );
+        assert_eq!(
+            (s.state, s.ended_at_ms),
+            (SessionState::Expired, Some(1_100))
+        );
+        let mut s = live();
+        s.idle_timeout_ms = u64::MAX;
+        assert!(matches!(
+            check_and_mark(&mut s, &mark(0, 9_999)),
+            RequestCheck::Accepted { .. }
+        ));
+        assert_eq!(
+            check_and_mark(&mut s, &mark(1, 10_000)),
+            RequestCheck::Ended(SessionState::Expired)
+        );
+    }
+}

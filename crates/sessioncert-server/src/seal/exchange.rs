@@ -139,7 +139,7 @@ async fn read_incoming(manager: &SessionManager, mut body: Body) -> Result<Incom
 }
 
 /// Opens the start of a streamed request and builds the body that opens the rest.
-fn open_stream(
+async fn open_stream(
     manager: &SessionManager,
     id: SessionId,
     binding: &RequestBinding<'_>,
@@ -148,7 +148,9 @@ fn open_stream(
     body: Body,
     release: Option<BodyRelease>,
 ) -> Result<(Arc<Entry>, ResponseSealer, RequestStream, LimitSlot), Refusal> {
-    let (entry, opened) = manager.open_request_stream(&id, binding, &mut start)?;
+    let (entry, opened) = manager
+        .open_request_stream(&id, binding, &mut start)
+        .await?;
     let counters = manager.byte_counters();
     counters.request_streams.increment(1);
     let first_wire = start.len() as u64;
@@ -224,7 +226,7 @@ async fn open_header(
         Incoming::Stream { start, rest, body } => {
             let release = parts.extensions.get::<BodyRelease>().cloned();
             let (entry, sealer, stream, limit) =
-                open_stream(manager, id, &line, start, rest, body, release)?;
+                open_stream(manager, id, &line, start, rest, body, release).await?;
             // The outer length is the sealed stream's; the plaintext's is not known.
             parts.headers.remove(header::CONTENT_LENGTH);
             parts.extensions.insert(limit);
@@ -278,7 +280,8 @@ async fn open_full(
                 rest,
                 body,
                 release,
-            )?;
+            )
+            .await?;
             let head = read_full_head(&mut stream).await?;
             let content = FullContent::new(stream, head.content, head.rest);
             (entry, sealer, head.request, Body::new(content), Some(limit))

@@ -43,6 +43,7 @@ impl SessionManager {
         let mut expired = Vec::new();
         let mut forget: Vec<(SessionId, SessionState)> = Vec::new();
         let mut forgettable: Vec<(SessionId, SessionState)> = Vec::new();
+        let mut idle_copies: Vec<SessionId> = Vec::new();
         for e in self.cache.iter() {
             let entry = e.value();
             let mut m = entry.lock();
@@ -56,6 +57,13 @@ impl SessionManager {
                     }
                 }
                 Live::Ended(..) => {}
+                Live::Established(_) if self.shared => {
+                    // The store judges idle time (other instances use the session too);
+                    // a copy idle *here* is only dropped, and read again if it is used.
+                    if entry.end_reason(&m, now).is_some() {
+                        idle_copies.push(entry.id);
+                    }
+                }
                 Live::Established(_) => {
                     if let Some(end) = entry.end_reason(&m, now) {
                         self.end_locked(entry, &mut m, end);
@@ -66,6 +74,9 @@ impl SessionManager {
         }
         for e in &expired {
             self.queue_save(e);
+        }
+        for id in &idle_copies {
+            self.forget(id);
         }
         // Tombstones only make a refusal more precise (no path reads a session back),
         // so when there are too many, some saved ones go early.

@@ -15,6 +15,7 @@
 mod admission;
 mod maintenance;
 mod persistence;
+mod shared;
 mod table;
 
 pub use persistence::LoadReport;
@@ -37,7 +38,7 @@ use sessioncert_proto::{
     ProtocolError, RequestBinding, ResponseBinding, ResponseSealer, ServerPolicy, ServerSession,
     SessionId, SessionState, SignedKeyConfig,
 };
-use sessioncert_store::SessionStore;
+use sessioncert_store::{ReplayAuthority, SessionStore};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -136,8 +137,11 @@ pub struct SessionManager {
     cache: DashMap<SessionId, Arc<Entry>>,
     /// Live (matching or established) entries in `cache`.
     live_count: AtomicUsize,
-    /// Ticket keys (memory only).
+    /// Ticket keys (memory only; derived from a seed agreed through a shared store).
     tickets: TicketKeys,
+    /// The store is shared by several instances: it, not this table, decides every
+    /// request's freshness and every session's state (see `shared`).
+    shared: bool,
     per_addr: DashMap<IpAddr, u32>,
     rate: HandshakeRate,
     stats: Stats,
@@ -199,7 +203,9 @@ impl SessionManager {
         timing: Timing,
     ) -> Result<Self, ServerError> {
         let config = keys.signed_config(&policy.suites, now_ms())?.encode();
+        let shared = store.replay_authority() == ReplayAuthority::SharedStore;
         Ok(SessionManager {
+            shared,
             keys,
             config: RwLock::new(Arc::new(config)),
             policy,
@@ -366,6 +372,10 @@ impl SessionManager {
             return Ok(());
         }
         let Some(header) = parts.headers.get(sessioncert_proto::wire::CONFIRM_HEADER) else {
+            if self.shared {
+                // Made, or ended, at another instance.
+                return self.load_shared(id).await;
+            }
             return Err(Refusal::new(ErrorCode::UnknownSession));
         };
         // bytes16(ticket ≤ 1024) || 32 bytes, in base64url: at most 1,411 characters.
@@ -390,6 +400,10 @@ impl SessionManager {
             return Err(SHUTTING_DOWN);
         }
         if let Some(e) = self.cache.get(id).map(|e| e.value().clone()) {
+            if self.shared {
+                // The store knows whether another instance ended it meanwhile.
+                return self.confirm_held_shared(&e).await;
+            }
             let m = e.lock();
             return match e.end_reason(&m, now_ms()) {
                 Some(end) => Err(refusal_for_end(end)),
@@ -411,6 +425,10 @@ impl SessionManager {
         addr: Option<IpAddr>,
     ) -> Result<(), Refusal> {
         if self.create(id, confirmation, addr)? {
+            if self.shared {
+                let entry = self.entry(id)?;
+                return self.store_created(&entry).await;
+            }
             // A failed save is logged by `flush` and the session stays queued; the
             // session itself is valid in memory, so the request goes on.
             let _ = self.flush().await;
@@ -471,7 +489,8 @@ impl SessionManager {
             now,
             times.expires_at_ms,
             times.idle_timeout_ms,
-            Mutable::new(Live::Established(Box::new(session)), now, 0, false),
+            // A shared store gets the session from `store_created`, never from a flush.
+            Mutable::new(Live::Established(Box::new(session)), now, 0, self.shared),
         ));
         let created = match self.cache.entry(*id) {
             dashmap::mapref::entry::Entry::Occupied(_) => false,
@@ -487,8 +506,10 @@ impl SessionManager {
             self.live_count.fetch_add(1, Ordering::Relaxed);
             self.stats.established.fetch_add(1, Ordering::Relaxed);
             telemetry::handshake(HandshakeOutcome::Established);
-            entry.lock().touch();
-            self.queue_save(&entry);
+            if !self.shared {
+                entry.lock().touch();
+                self.queue_save(&entry);
+            }
         }
         Ok(created)
     }
@@ -510,6 +531,17 @@ impl SessionManager {
         binding: &RequestBinding<'_>,
         record: &mut [u8],
     ) -> Result<(Arc<Entry>, OpenedInPlace), Refusal> {
+        if self.shared {
+            return self
+                .open_shared(
+                    id,
+                    record,
+                    |s, record| s.open_request_in_place(binding, record),
+                    |o| o.sealer.seq(),
+                    |o| o.plaintext.len(),
+                )
+                .await;
+        }
         self.open_with(
             id,
             record,
@@ -522,24 +554,31 @@ impl SessionManager {
     /// stream's 9-byte header followed by exactly its first chunk, which is opened in
     /// place. Refused exactly as a single record is (the replay window first, nothing
     /// changed by a refusal, a refusal tag computed over the header and first chunk).
-    pub(crate) fn open_request_stream(
+    pub(crate) async fn open_request_stream(
         &self,
         id: &SessionId,
         binding: &RequestBinding<'_>,
         record: &mut [u8],
     ) -> Result<(Arc<Entry>, OpenedRequestStream), Refusal> {
-        self.open_with(
-            id,
-            record,
-            |s, record| {
-                if record.len() < RECORD_HEADER_LEN {
-                    return Err(ProtocolError::Malformed { what: "stream" });
-                }
-                let (header, first) = record.split_at_mut(RECORD_HEADER_LEN);
-                s.open_request_stream(binding, header, first)
-            },
-            |o| o.first.plaintext.len(),
-        )
+        let open = |s: &mut ServerSession, record: &mut [u8]| {
+            if record.len() < RECORD_HEADER_LEN {
+                return Err(ProtocolError::Malformed { what: "stream" });
+            }
+            let (header, first) = record.split_at_mut(RECORD_HEADER_LEN);
+            s.open_request_stream(binding, header, first)
+        };
+        if self.shared {
+            return self
+                .open_shared(
+                    id,
+                    record,
+                    open,
+                    |o: &OpenedRequestStream| o.sealer.seq(),
+                    |o| o.first.plaintext.len(),
+                )
+                .await;
+        }
+        self.open_with(id, record, open, |o| o.first.plaintext.len())
     }
 
     /// The one path that opens a request of a session: under the session's lock, ends
@@ -659,6 +698,10 @@ impl SessionManager {
         binding: &ResponseBinding<'_>,
     ) -> Result<Vec<u8>, Refusal> {
         let sealed = self.seal_response(entry, sealer, binding, b"")?;
+        if self.shared {
+            // Closed in the store first: from then on no instance accepts a request.
+            self.close_shared(&entry.id).await?;
+        }
         self.end(entry, SessionState::Closed);
         let deadline = std::time::Instant::now() + CLOSE_DRAIN;
         while entry.running.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
@@ -679,6 +722,9 @@ impl SessionManager {
     /// it was live. The session ends in memory at once — no request can use it after
     /// this returns — and its end reaches the store with the next flush.
     pub async fn close(&self, id: &SessionId) -> bool {
+        if self.shared {
+            return self.close_shared(id).await.unwrap_or(false);
+        }
         match self.entry(id) {
             Ok(e) => self.end(&e, SessionState::Closed),
             Err(_) => false,

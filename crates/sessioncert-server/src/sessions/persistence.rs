@@ -69,6 +69,9 @@ impl SessionManager {
                     remains,
                 });
             }
+            // A shared store holds the live session's state itself (created once by
+            // `store_created`, advanced by every request's check): nothing to write.
+            Live::Established(_) if self.shared => return None,
             Live::Established(s) => s.export(),
         };
         let sealed = match self.keys.storage_key().seal(&entry.id, &secrets) {
@@ -186,6 +189,11 @@ impl SessionManager {
     /// Loads every live session from the store into the table. Called once, before
     /// the server handles any request; the store is never read for a session again.
     pub async fn load_from_store(&self) -> Result<LoadReport, ServerError> {
+        if self.shared {
+            // Sessions are read on their first request here, never all at once: the
+            // store, not this table, holds them (see `shared`).
+            return Ok(LoadReport::default());
+        }
         let records = self.store.load_live().await?;
         let mut report = LoadReport::default();
         let mut unusable = Vec::new();

@@ -1,0 +1,245 @@
+//! Several instances on one shared store (`ReplayAuthority::SharedStore`), here two
+//! servers in one process on one `MemoryStore::shared()`: the store, not either server,
+//! decides each request's freshness and each session's state. The same behaviour against
+//! real Redis and PostgreSQL is tested in the CLI's multi-instance tests.
+
+mod common;
+
+use base64::Engine as _;
+use common::*;
+use sessioncert_proto::wire::{CONFIRM_PATH, HANDSHAKE_PATH, REFUSAL_HEADER, SESSION_HEADER};
+use sessioncert_proto::{ClientHandshake, ClientOffer, ErrorCode, SessionState};
+use sessioncert_server::{now_ms, ServerKeys, StorageKey, Timing};
+use sessioncert_store::{MemoryStore, SessionStore};
+use std::sync::Arc;
+
+/// Two instances with one identity and one storage key on one shared store.
+async fn pair(store: Arc<dyn SessionStore>) -> (TestServer, TestServer, tempfile::TempDir) {
+    let d = tempfile::tempdir().unwrap();
+    let (a_keys, _) = ServerKeys::open_or_create(d.path(), now_ms()).unwrap();
+    let (b_keys, _) = ServerKeys::open_or_create(d.path(), now_ms()).unwrap();
+    let a = TestServer::start_with(
+        a_keys,
+        store.clone(),
+        generous(),
+        Timing::default(),
+        Default::default(),
+    )
+    .await;
+    let b = TestServer::start_with(
+        b_keys,
+        store,
+        generous(),
+        Timing::default(),
+        Default::default(),
+    )
+    .await;
+    assert!(a.sc.manager().is_shared() && b.sc.manager().is_shared());
+    (a, b, d)
+}
+
+fn shared() -> Arc<dyn SessionStore> {
+    Arc::new(MemoryStore::shared())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_made_at_one_instance_works_at_the_other_and_replays_never_run_twice() {
+    let (a, b, _d) = pair(shared()).await;
+    let mut c = RawClient::connect(&a.base, a.pin).await;
+    assert_eq!(
+        c.call("POST", "/apiTest", b"{\"at\":\"a\"}")
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    // The next request goes to the other instance: usable at once.
+    c.base = b.base.clone();
+    let req = c.seal("POST", "/apiTest", "application/json", b"{\"shared\":1}");
+    assert_eq!(c.send_raw(&req).await.status(), 200);
+    // Replayed to either instance: refused, never run again.
+    for base in [&a.base, &b.base] {
+        c.base = base.clone();
+        assert_eq!(
+            error_code(c.send_raw(&req).await).await,
+            (400, "rejected".into())
+        );
+    }
+    assert_eq!(executions(b"{\"shared\":1}"), 1);
+    // One captured record fired at both instances at once, many times: runs once.
+    for round in 0..10 {
+        let body = format!("{{\"race\":{round}}}");
+        let req = Arc::new(c.seal("POST", "/apiTest", "application/json", body.as_bytes()));
+        let c = Arc::new(RawClient {
+            http: c.http.clone(),
+            base: a.base.clone(),
+            config: c.config.clone(),
+            session: sessioncert_proto::ClientSession::import(&c.session.export()).unwrap(),
+        });
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let base = if i % 2 == 0 { &a.base } else { &b.base }.clone();
+            let (c, req) = (c.clone(), req.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut raw = reqwest::Client::new()
+                    .post(format!("{base}{}", req.path))
+                    .header(SESSION_HEADER, c.session.id().to_string())
+                    .header(sessioncert_proto::wire::TARGET_HEADER, req.target.as_str())
+                    .header("content-type", sessioncert_proto::wire::SEALED_CONTENT_TYPE)
+                    .header(
+                        sessioncert_proto::wire::CONTENT_TYPE_HEADER,
+                        "application/json",
+                    );
+                raw = raw.body(req.record.clone());
+                raw.send().await.unwrap().status().as_u16()
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                200 => ok += 1,
+                400 => {}
+                s => panic!("round {round}: answered {s}"),
+            }
+        }
+        assert_eq!(ok, 1, "round {round}: exactly one attempt answered");
+        assert_eq!(executions(body.as_bytes()), 1, "round {round}");
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_answered_by_one_instance_is_confirmed_at_the_other() {
+    let (a, b, _d) = pair(shared()).await;
+    let http = reqwest::Client::new();
+    let config = RawClient::fetch_config(&http, &a.base, a.pin).await;
+    let (hs, hello) = ClientHandshake::start(&config, ClientOffer::default(), now_ms()).unwrap();
+    let r = http
+        .post(format!("{}{HANDSHAKE_PATH}", a.base))
+        .body(hello)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (uc, _) = hs.read_server_hello(&r.bytes().await.unwrap()).unwrap();
+    let confirm = |base: String, conf: Vec<u8>, id: String| {
+        let http = http.clone();
+        async move {
+            http.post(format!("{base}{CONFIRM_PATH}"))
+                .header(SESSION_HEADER, id)
+                .body(conf)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let (id, conf) = (uc.id().to_string(), uc.confirmation().to_vec());
+    // Confirmed at B (the ticket came from A), and again at A: one session, both 204.
+    assert_eq!(confirm(b.base.clone(), conf.clone(), id.clone()).await, 204);
+    assert_eq!(confirm(a.base.clone(), conf.clone(), id.clone()).await, 204);
+    let mut c = RawClient {
+        http: http.clone(),
+        base: a.base.clone(),
+        config,
+        session: uc.confirmed(),
+    };
+    assert_eq!(
+        c.call("POST", "/apiTest", b"{\"x\":1}").await.unwrap().0,
+        200
+    );
+    c.base = b.base.clone();
+    assert_eq!(
+        c.call("POST", "/apiTest", b"{\"x\":2}").await.unwrap().0,
+        200
+    );
+    let listed = a.sc.manager().store().list(true).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        listed[0].request_count, 2,
+        "both requests counted in the store"
+    );
+    // A replayed confirmation after a close cannot bring the session back anywhere.
+    assert!(b.sc.manager().close(&c.session.id()).await);
+    assert_eq!(confirm(a.base.clone(), conf, id).await, 401);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_at_one_instance_closes_everywhere_with_tags_only_for_requests_that_never_ran() {
+    let (a, b, _d) = pair(shared()).await;
+    let mut c = RawClient::connect(&a.base, a.pin).await;
+    // B learns the session (and holds it) before A closes it.
+    c.base = b.base.clone();
+    let ran = c.seal("POST", "/apiTest", "application/json", b"{\"closed\":0}");
+    assert_eq!(c.send_raw(&ran).await.status(), 200);
+    let delayed = c.seal("POST", "/apiTest", "application/json", b"{\"closed\":1}");
+    // Closed by the client through A (the close endpoint).
+    c.base = a.base.clone();
+    let close = c.seal("POST", sessioncert_proto::wire::CLOSE_PATH, "", b"");
+    assert_eq!(c.send_raw(&close).await.status(), 200);
+    // At B, which still held the session live: closed, and the delayed request's
+    // refusal carries a tag proving it never ran; the one that ran gets none.
+    c.base = b.base.clone();
+    let r = c.send_raw(&delayed).await;
+    let tag = r.headers().get(REFUSAL_HEADER).cloned();
+    assert_eq!(error_code(r).await, (401, "session_closed".into()));
+    let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(tag.expect("tagged").as_bytes())
+        .unwrap();
+    assert!(c
+        .session
+        .verify_refusal(delayed.expect.seq, ErrorCode::SessionClosed, &tag));
+    let r = c.send_raw(&ran).await;
+    assert!(
+        r.headers().get(REFUSAL_HEADER).is_none(),
+        "the request that ran is not vouched for"
+    );
+    assert_eq!(error_code(r).await.0, 400);
+    assert_eq!(executions(b"{\"closed\":1}"), 0);
+    let stored =
+        a.sc.manager()
+            .store()
+            .load(&c.session.id())
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(stored.state, SessionState::Closed);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_with_another_storage_key_refuses_to_join() {
+    let store = shared();
+    let (a, b, _d) = pair(store.clone()).await;
+    let other = ServerKeys::from_parts(
+        sessioncert_proto::IdentityKey::generate().unwrap(),
+        ServerKeys::ephemeral(now_ms())
+            .unwrap()
+            .handshake_keys()
+            .iter()
+            .map(|k| {
+                sessioncert_proto::HandshakeKeyPair::from_secret(
+                    k.key_id,
+                    k.secret(),
+                    k.not_before_ms,
+                    k.not_after_ms,
+                )
+                .unwrap()
+            })
+            .collect(),
+        StorageKey::generate().unwrap(),
+    );
+    let err = sessioncert_server::SessionCert::builder(Arc::new(other), store)
+        .build()
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("storage key"), "{err}");
+    a.stop().await;
+    b.stop().await;
+}
