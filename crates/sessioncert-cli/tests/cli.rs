@@ -433,6 +433,28 @@ fn keygen_pin_matches_fingerprint_and_refuses_to_overwrite() {
 }
 
 #[test]
+fn rotate_keys_adds_a_handshake_key_published_ahead_and_keeps_the_pin() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = dir.path().join("id");
+    let pin = run(&["keygen".as_ref(), "--out".as_ref(), id.as_os_str()])
+        .ok()
+        .trim_end()
+        .to_owned();
+    let rotate = |d: &Path| run(&["rotate-keys".as_ref(), "--data".as_ref(), d.as_os_str()]);
+    // No key in use yet: the first one starts at once; the next one 10 minutes later.
+    assert_eq!(rotate(&id).ok(), "1\n");
+    let second = rotate(&id);
+    assert_eq!(second.ok(), "2\n");
+    assert!(second.stderr.contains("in 600 s"), "{second:?}");
+    let keys = std::fs::read_to_string(id.join("handshake.keys")).unwrap();
+    assert_eq!(keys.lines().count(), 3, "header and two keys: {keys}");
+    assert_eq!(fingerprint(&id), pin, "the identity stays");
+    let none = rotate(&dir.path().join("empty"));
+    assert!(!none.status.success(), "{none:?}");
+    assert!(none.stderr.contains("no identity"), "{none:?}");
+}
+
+#[test]
 fn serve_creates_identity_and_database_logs_pin_and_answers_health() {
     let f = Fixture::new();
     assert!(f.data.join("identity.key").is_file());

@@ -38,6 +38,17 @@ const STORAGE_HEADER: &str = "sessioncert storage key v1";
 pub const HANDSHAKE_KEY_LIFETIME_MS: u64 = 30 * 24 * 3600 * 1000;
 /// A new handshake key is made when the newest one has less than this left.
 pub const HANDSHAKE_KEY_RENEW_BEFORE_MS: u64 = 7 * 24 * 3600 * 1000;
+/// A key added beside keys still in use starts this long after it was made. Clients
+/// pick the newest key that has started, so until then they keep using the old one, and
+/// every instance sharing the data directory has re-read the key file (each does every
+/// [`crate::Timing::key_rotation_check`]) before any client uses the new key.
+pub const HANDSHAKE_KEY_PUBLISH_DELAY_MS: u64 = 10 * 60_000;
+/// The server accepts a key this long before its published start: a client whose clock
+/// runs ahead may use it a little early.
+pub const HANDSHAKE_KEY_EARLY_MS: u64 = 5 * 60_000;
+/// File locked while the handshake key file is rotated, so instances sharing a data
+/// directory never rotate it at once.
+pub const HANDSHAKE_LOCK_FILE: &str = "handshake.keys.lock";
 
 /// Creates `dir` (and parents) if missing; a directory this creates is private (0700 on
 /// unix): it holds key files. An existing directory is left as it is.
@@ -186,7 +197,11 @@ pub fn fingerprint(dir: &Path) -> Result<Pin, ServerError> {
 /// the identity and the storage key never change.
 pub struct ServerKeys {
     identity: IdentityKey,
+    /// As published (in the key file and the signed configuration).
     handshake: RwLock<Arc<Vec<HandshakeKeyPair>>>,
+    /// As accepted in handshakes: the same keys, each from [`HANDSHAKE_KEY_EARLY_MS`]
+    /// before its published start.
+    accepted: RwLock<Arc<Vec<HandshakeKeyPair>>>,
     storage: StorageKey,
     /// Where rotated handshake keys are written; `None` keeps them in memory only.
     dir: Option<PathBuf>,
@@ -223,6 +238,7 @@ impl ServerKeys {
     ) -> Self {
         ServerKeys {
             identity,
+            accepted: RwLock::new(Arc::new(accepted_early(&handshake))),
             handshake: RwLock::new(Arc::new(handshake)),
             storage,
             dir: None,
@@ -244,11 +260,12 @@ impl ServerKeys {
         } else {
             load_identity(dir)?
         };
-        let handshake = load_or_rotate_handshake_keys(dir, now_ms)?;
+        let handshake = rotate_handshake_file(dir, now_ms)?;
         let storage = StorageKey::load_or_create(dir)?;
         Ok((
             ServerKeys {
                 identity,
+                accepted: RwLock::new(Arc::new(accepted_early(&handshake))),
                 handshake: RwLock::new(Arc::new(handshake)),
                 storage,
                 dir: Some(dir.to_owned()),
@@ -262,12 +279,54 @@ impl ServerKeys {
         self.identity.pin()
     }
 
-    /// The handshake keys in use now.
+    /// The handshake keys as published.
     pub fn handshake_keys(&self) -> Arc<Vec<HandshakeKeyPair>> {
         self.handshake
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The handshake keys a ClientHello may use: the published ones, each accepted from
+    /// [`HANDSHAKE_KEY_EARLY_MS`] before its start.
+    pub fn accepted_handshake_keys(&self) -> Arc<Vec<HandshakeKeyPair>> {
+        self.accepted
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_handshake_keys(&self, keys: Vec<HandshakeKeyPair>) {
+        let accepted = Arc::new(accepted_early(&keys));
+        *self.handshake.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+        *self.accepted.write().unwrap_or_else(|p| p.into_inner()) = accepted;
+    }
+
+    /// Re-reads the handshake key file (another instance sharing the data directory, or
+    /// `sessioncert rotate-keys`, may have changed it). Returns whether the keys changed
+    /// (then the key configuration must be re-signed). Keys held in memory only: `false`.
+    pub fn reload_handshake_keys(&self) -> Result<bool, ServerError> {
+        let Some(dir) = &self.dir else {
+            return Ok(false);
+        };
+        let path = dir.join(HANDSHAKE_FILE);
+        if !path.exists() {
+            return Ok(false);
+        }
+        let read = read_handshake_file(&path)?;
+        let same = {
+            let now = self.handshake_keys();
+            now.len() == read.len()
+                && now.iter().zip(&read).all(|(a, b)| {
+                    (a.key_id, a.not_before_ms, a.not_after_ms, a.public())
+                        == (b.key_id, b.not_before_ms, b.not_after_ms, b.public())
+                })
+        };
+        if same {
+            return Ok(false);
+        }
+        self.set_handshake_keys(read);
+        Ok(true)
     }
 
     /// Whether the handshake keys need renewing at `now_ms`: the newest one ends within
@@ -288,7 +347,7 @@ impl ServerKeys {
             return Ok(false);
         }
         let next = match &self.dir {
-            Some(dir) => load_or_rotate_handshake_keys(dir, now_ms)?,
+            Some(dir) => rotate_handshake_file(dir, now_ms)?,
             None => {
                 let mut keys = Vec::new();
                 for k in self.handshake_keys().iter() {
@@ -303,7 +362,7 @@ impl ServerKeys {
                 keys
             }
         };
-        *self.handshake.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        self.set_handshake_keys(next);
         Ok(true)
     }
 
@@ -341,14 +400,69 @@ impl ServerKeys {
     }
 }
 
-fn load_or_rotate_handshake_keys(
-    dir: &Path,
-    now_ms: u64,
-) -> Result<Vec<HandshakeKeyPair>, ServerError> {
+/// The keys as a ClientHello may use them: from [`HANDSHAKE_KEY_EARLY_MS`] before
+/// their published start.
+fn accepted_early(keys: &[HandshakeKeyPair]) -> Vec<HandshakeKeyPair> {
+    keys.iter()
+        .filter_map(|k| {
+            HandshakeKeyPair::from_secret(
+                k.key_id,
+                k.secret(),
+                k.not_before_ms.saturating_sub(HANDSHAKE_KEY_EARLY_MS),
+                k.not_after_ms,
+            )
+            .ok()
+        })
+        .collect()
+}
+
+/// Adds a handshake key to `dir`'s key file now, whatever the keys' ages (an operator's
+/// rotation, e.g. after a suspected exposure of a handshake key; drop that key from the
+/// file by hand once the new one has started). The new key starts after
+/// [`HANDSHAKE_KEY_PUBLISH_DELAY_MS`] when other keys are in use. Returns the new key's
+/// id and start.
+pub fn add_handshake_key(dir: &Path, now_ms: u64) -> Result<(u8, u64), ServerError> {
+    let _lock = lock_key_file(dir)?;
     let path = dir.join(HANDSHAKE_FILE);
+    let mut keys = if path.exists() {
+        read_handshake_file(&path)?
+    } else {
+        Vec::new()
+    };
+    keys.retain(|k| k.not_after_ms >= now_ms);
+    let k = new_handshake_key(&keys, now_ms)?;
+    let made = (k.key_id, k.not_before_ms);
+    keys.push(k);
+    write_handshake_file(&path, &keys)?;
+    Ok(made)
+}
+
+/// Holds the rotation lock of a data directory's key file until dropped.
+fn lock_key_file(dir: &Path) -> Result<fs::File, ServerError> {
+    use fs4::fs_std::FileExt as _;
+    let path = dir.join(HANDSHAKE_LOCK_FILE);
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| ServerError::io(&path, e))?;
+    f.lock_exclusive().map_err(|e| ServerError::io(&path, e))?;
+    Ok(f)
+}
+
+/// Renews the key file under its lock, re-reading it first: another instance sharing
+/// the directory may have renewed it already, and then its keys are the ones used.
+fn rotate_handshake_file(dir: &Path, now_ms: u64) -> Result<Vec<HandshakeKeyPair>, ServerError> {
+    let _lock = lock_key_file(dir)?;
+    load_or_rotate_handshake_keys(dir, now_ms)
+}
+
+fn read_handshake_file(path: &Path) -> Result<Vec<HandshakeKeyPair>, ServerError> {
     let mut keys = Vec::new();
-    if path.exists() {
-        let text = read_text(&path)?;
+    let path = path.to_owned();
+    let text = read_text(&path)?;
+    {
         let mut lines = text.lines();
         if lines.next() != Some(HANDSHAKE_HEADER) {
             return Err(ServerError::KeyFile(
@@ -369,17 +483,34 @@ fn load_or_rotate_handshake_keys(
             keys.push(HandshakeKeyPair::from_secret(id, &secret, nb, na)?);
         }
     }
-    if renew_key_set(&mut keys, now_ms)? {
-        let mut text = Zeroizing::new(String::with_capacity(64 + keys.len() * 96));
-        text.push_str(HANDSHAKE_HEADER);
+    Ok(keys)
+}
+
+fn write_handshake_file(path: &Path, keys: &[HandshakeKeyPair]) -> Result<(), ServerError> {
+    let mut text = Zeroizing::new(String::with_capacity(64 + keys.len() * 96));
+    text.push_str(HANDSHAKE_HEADER);
+    text.push('\n');
+    for k in keys {
+        let prefix = format!("{} {} {} ", k.key_id, k.not_before_ms, k.not_after_ms);
+        text.push_str(&prefix);
+        URL_SAFE_NO_PAD.encode_string(k.secret(), &mut text);
         text.push('\n');
-        for k in &keys {
-            let prefix = format!("{} {} {} ", k.key_id, k.not_before_ms, k.not_after_ms);
-            text.push_str(&prefix);
-            URL_SAFE_NO_PAD.encode_string(k.secret(), &mut text);
-            text.push('\n');
-        }
-        write_secret_file(&path, text.as_bytes())?;
+    }
+    write_secret_file(path, text.as_bytes())
+}
+
+fn load_or_rotate_handshake_keys(
+    dir: &Path,
+    now_ms: u64,
+) -> Result<Vec<HandshakeKeyPair>, ServerError> {
+    let path = dir.join(HANDSHAKE_FILE);
+    let mut keys = if path.exists() {
+        read_handshake_file(&path)?
+    } else {
+        Vec::new()
+    };
+    if renew_key_set(&mut keys, now_ms)? {
+        write_handshake_file(&path, &keys)?;
     }
     Ok(keys)
 }
@@ -392,19 +523,38 @@ fn renew_key_set(keys: &mut Vec<HandshakeKeyPair>, now_ms: u64) -> Result<bool, 
     let newest_end = keys.iter().map(|k| k.not_after_ms).max().unwrap_or(0);
     let add = newest_end < now_ms.saturating_add(HANDSHAKE_KEY_RENEW_BEFORE_MS);
     if add {
-        let next_id = keys
-            .iter()
-            .map(|k| k.key_id)
-            .max()
-            .map_or(1, |m| m.wrapping_add(1));
-        // Start slightly in the past to tolerate small clock differences with clients.
-        keys.push(HandshakeKeyPair::generate(
-            next_id,
-            now_ms.saturating_sub(5 * 60_000),
-            now_ms + HANDSHAKE_KEY_LIFETIME_MS,
-        )?);
+        let k = new_handshake_key(keys, now_ms)?;
+        keys.push(k);
     }
     Ok(add || keys.len() != before)
+}
+
+/// A fresh handshake key to join `keys`. With no key valid now it starts at once
+/// (slightly in the past, for clients whose clock runs behind); beside keys in use it
+/// starts [`HANDSHAKE_KEY_PUBLISH_DELAY_MS`] from now, so every instance sharing the
+/// key file holds it before any client picks it.
+fn new_handshake_key(
+    keys: &[HandshakeKeyPair],
+    now_ms: u64,
+) -> Result<HandshakeKeyPair, ServerError> {
+    let next_id = keys
+        .iter()
+        .map(|k| k.key_id)
+        .max()
+        .map_or(1, |m| m.wrapping_add(1));
+    let in_use = keys
+        .iter()
+        .any(|k| k.not_before_ms <= now_ms && now_ms <= k.not_after_ms);
+    let start = if in_use {
+        now_ms + HANDSHAKE_KEY_PUBLISH_DELAY_MS
+    } else {
+        now_ms.saturating_sub(5 * 60_000)
+    };
+    Ok(HandshakeKeyPair::generate(
+        next_id,
+        start,
+        start + HANDSHAKE_KEY_LIFETIME_MS,
+    )?)
 }
 
 /// The key that seals session secrets before they reach the store.
@@ -621,7 +771,10 @@ mod tests {
         );
         let cfg = k2.signed_config(&Suite::ALL, later).unwrap();
         let parsed = cfg.verify(Trust::Pin(k1.pin()), later).unwrap();
-        assert_eq!(parsed.current_key(later).unwrap().key_id, 2);
+        // The new key is published ahead: clients move to it once it has started.
+        assert_eq!(parsed.current_key(later).unwrap().key_id, 1);
+        let started = later + HANDSHAKE_KEY_PUBLISH_DELAY_MS;
+        assert_eq!(parsed.current_key(started).unwrap().key_id, 2);
         let (k3, _) =
             ServerKeys::open_or_create(d.path(), t0 + HANDSHAKE_KEY_LIFETIME_MS + 1).unwrap();
         assert_eq!(k3.handshake_keys().len(), 1, "expired key dropped");
@@ -651,6 +804,55 @@ mod tests {
         assert!(mem.rotate_if_due(much_later).unwrap());
         assert_eq!(mem.handshake_keys().len(), 1, "expired keys dropped");
         assert!(mem.handshake_keys()[0].is_valid_at(much_later));
+    }
+
+    #[test]
+    fn instances_sharing_a_data_directory_agree_on_rotated_handshake_keys() {
+        let d = tempfile::tempdir().unwrap();
+        let t0 = now_for_tests();
+        let (a, _) = ServerKeys::open_or_create(d.path(), t0).unwrap();
+        let (b, _) = ServerKeys::open_or_create(d.path(), t0).unwrap();
+        assert!(!b.reload_handshake_keys().unwrap(), "nothing changed yet");
+        // Both find the keys due at once (rotation takes the file lock, then re-reads).
+        let due = t0 + HANDSHAKE_KEY_LIFETIME_MS - HANDSHAKE_KEY_RENEW_BEFORE_MS + 1;
+        let (a2, b2) = (Arc::new(a), Arc::new(b));
+        let threads: Vec<_> = [a2.clone(), b2.clone()]
+            .into_iter()
+            .map(|k| std::thread::spawn(move || k.rotate_if_due(due).unwrap()))
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        a2.reload_handshake_keys().unwrap();
+        b2.reload_handshake_keys().unwrap();
+        let ids = |k: &ServerKeys| {
+            k.handshake_keys()
+                .iter()
+                .map(|h| (h.key_id, *h.public()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&a2).len(), 2, "one new key");
+        assert_eq!(ids(&a2), ids(&b2), "both hold the same keys");
+        // An operator's rotation reaches the other instance at its next reload; the new
+        // key starts later, and is accepted a little before its start.
+        let (id, start) = add_handshake_key(d.path(), due).unwrap();
+        assert_eq!(start, due + HANDSHAKE_KEY_PUBLISH_DELAY_MS);
+        assert!(b2.reload_handshake_keys().unwrap());
+        let accepted = b2.accepted_handshake_keys();
+        let new = accepted.iter().find(|k| k.key_id == id).unwrap();
+        assert!(new.is_valid_at(start - HANDSHAKE_KEY_EARLY_MS));
+        assert!(!new.is_valid_at(start - HANDSHAKE_KEY_EARLY_MS - 1));
+        let cfg = b2.signed_config(&Suite::ALL, due).unwrap();
+        let parsed = cfg.verify(Trust::Pin(a2.pin()), due).unwrap();
+        assert_ne!(parsed.current_key(due).unwrap().key_id, id);
+        assert_eq!(parsed.current_key(start).unwrap().key_id, id);
+    }
+
+    fn now_for_tests() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `keygen` and `fingerprint`.
+//! `keygen`, `fingerprint` and `rotate-keys`.
 
 use super::DEFAULT_DATA_DIR;
 use anyhow::Context;
@@ -20,6 +20,34 @@ pub struct FingerprintArgs {
     /// Data directory holding identity.key.
     #[arg(long, env = "SESSIONCERT_DATA", default_value = DEFAULT_DATA_DIR)]
     data: PathBuf,
+}
+
+/// Arguments of `sessioncert rotate-keys`.
+#[derive(Args)]
+pub struct RotateKeysArgs {
+    /// Data directory holding identity.key and handshake.keys (shared by every instance).
+    #[arg(long, env = "SESSIONCERT_DATA", default_value = DEFAULT_DATA_DIR)]
+    data: PathBuf,
+}
+
+/// Adds a handshake key to a data directory.
+pub fn rotate_keys(a: RotateKeysArgs) -> anyhow::Result<ExitCode> {
+    sessioncert_server::keys::fingerprint(&a.data)
+        .with_context(|| format!("no identity in {}", a.data.display()))?;
+    let (id, start) =
+        sessioncert_server::keys::add_handshake_key(&a.data, sessioncert_server::now_ms())
+            .with_context(|| format!("cannot add a handshake key in {}", a.data.display()))?;
+    let wait = start
+        .saturating_sub(sessioncert_server::now_ms())
+        .div_ceil(1000);
+    println!("{id}");
+    eprintln!(
+        "handshake key {id} added in {}; clients start using it in {wait} s, once every \
+         running server has loaded it (each re-reads the key file every minute). The pin \
+         does not change.",
+        a.data.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Creates a new identity and prints its pin.

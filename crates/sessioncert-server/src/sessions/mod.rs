@@ -72,7 +72,7 @@ pub struct Timing {
     pub ticket_lifetime_ms: u64,
     /// How long ended sessions stay listed in the store.
     pub retain_ended_ms: u64,
-    /// How often the handshake keys are checked for renewal.
+    /// How often the handshake key file is re-read and the keys checked for renewal.
     pub key_rotation_check: Duration,
     /// How often the key configuration is re-signed (it is valid for 24 h; clients
     /// refuse an expired one, which bounds how long a removed handshake key is usable).
@@ -87,7 +87,9 @@ impl Default for Timing {
             sweep_interval: Duration::from_secs(30),
             ticket_lifetime_ms: sessioncert_proto::handshake::TICKET_LIFETIME_MS,
             retain_ended_ms: 24 * 3600 * 1000,
-            key_rotation_check: Duration::from_secs(3600),
+            // Also how soon a key another instance added is picked up: well within
+            // `HANDSHAKE_KEY_PUBLISH_DELAY_MS`.
+            key_rotation_check: Duration::from_secs(60),
             config_refresh: Duration::from_millis(
                 sessioncert_proto::config::CONFIG_VALIDITY_MS / 4,
             ),
@@ -306,10 +308,16 @@ impl SessionManager {
             .clone()
     }
 
-    /// Renews the handshake keys when they near their end and re-signs the configuration.
+    /// Picks up handshake keys another instance (or `sessioncert rotate-keys`) wrote to
+    /// the shared key file, renews them when they near their end, and re-signs the
+    /// configuration when they changed.
     pub async fn rotate_keys_if_due(self: &Arc<Self>) {
         let me = self.clone();
-        let rotated = tokio::task::spawn_blocking(move || me.keys.rotate_if_due(now_ms())).await;
+        let rotated = tokio::task::spawn_blocking(move || {
+            let reloaded = me.keys.reload_handshake_keys()?;
+            Ok::<_, ServerError>(me.keys.rotate_if_due(now_ms())? || reloaded)
+        })
+        .await;
         match rotated {
             Ok(Ok(true)) => match self.refresh_config() {
                 Ok(_) => tracing::info!("handshake keys rotated; key configuration re-signed"),
@@ -335,12 +343,18 @@ impl SessionManager {
         let now = now_ms();
         self.tickets.rotate_if_due(now);
         let id = SessionId::random().map_err(Refusal::from)?;
-        let resp =
-            respond(&self.keys.handshake_keys(), &self.policy, msg, id, now).map_err(|e| {
-                // The access log has the refusal's code; this says why.
-                tracing::debug!(error = %e, "handshake refused");
-                Refusal::from(e)
-            })?;
+        let resp = respond(
+            &self.keys.accepted_handshake_keys(),
+            &self.policy,
+            msg,
+            id,
+            now,
+        )
+        .map_err(|e| {
+            // The access log has the refusal's code; this says why.
+            tracing::debug!(error = %e, "handshake refused");
+            Refusal::from(e)
+        })?;
         let times = TicketTimes {
             issued_at_ms: now,
             expires_at_ms: resp.hello.expires_at_ms,
