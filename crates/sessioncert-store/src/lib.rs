@@ -53,9 +53,15 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod address;
 mod error;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod record;
+#[cfg(feature = "redis")]
+mod redis;
 pub mod shared;
 mod sqlite;
 
@@ -64,6 +70,11 @@ pub use memory::MemoryStore;
 pub use record::{SessionProgress, SessionRecord, SessionSummary, SessionWrite};
 pub use shared::{RequestCheck, RequestMark};
 pub use sqlite::{OpenMode, SqliteStore, StartupReport, SCHEMA_VERSION};
+
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
+#[cfg(feature = "redis")]
+pub use redis::RedisStore;
 
 use sessioncert_proto::SessionId;
 
