@@ -24,6 +24,12 @@ impl Address {
             secrets.push(p.to_owned());
             secrets.push(percent_decode_str(p).decode_utf8_lossy().into_owned());
         }
+        // libpq-style `?password=` too.
+        secrets.extend(
+            url.query_pairs()
+                .filter(|(k, _)| k == "password")
+                .map(|(_, v)| v.into_owned()),
+        );
         let addr = Address { url, secrets };
         if !schemes.contains(&addr.url.scheme()) {
             return Err(StoreError::BadAddress(format!(

@@ -174,6 +174,41 @@ pub async fn check_request_follows_the_window(a: Store, b: Store) {
         "a check never touches the secrets"
     );
 
+    // A slide of less than the window clears exactly the slots it passes: once the
+    // top passes 1034, slot 10 means 1034, no longer 10.
+    assert!(b
+        .create(record(3, SessionState::Established, 1_000))
+        .await
+        .unwrap());
+    assert_eq!(check(&a, 3, 10, 1_100).await, accepted(1));
+    assert_eq!(
+        check(&b, 3, 1_030, 1_100).await,
+        accepted(2),
+        "slide of 1020"
+    );
+    assert_eq!(
+        check(&a, 3, 10, 1_100).await,
+        RequestCheck::Replayed,
+        "still in window"
+    );
+    assert_eq!(check(&b, 3, 1_040, 1_100).await, accepted(3), "slide of 10");
+    assert_eq!(
+        check(&a, 3, 1_034, 1_100).await,
+        accepted(4),
+        "slot 10 was cleared"
+    );
+    assert_eq!(
+        check(&a, 3, 1_029, 1_100).await,
+        accepted(5),
+        "slot 5 was cleared"
+    );
+    assert_eq!(check(&a, 3, 1_034, 1_100).await, RequestCheck::Replayed);
+    assert_eq!(
+        check(&a, 3, 10, 1_100).await,
+        RequestCheck::Replayed,
+        "too old"
+    );
+
     // A Matching session is live: accepted, and it stays Matching.
     assert!(a
         .create(record(2, SessionState::Matching, 1_000))
@@ -526,16 +561,21 @@ impl Rng {
 }
 
 /// Runs `steps` random operations (mostly request checks: in order, reordered, replayed,
-/// too old, far jumps, extremes of u64; some closes, progress, ends, sweeps, on both
-/// instances, with clocks that go back a little) on the backend and on
-/// `MemoryStore::shared()`, and requires the same answers and the same stored state.
+/// too old, slides within and past the window, extremes of u64; some closes, progress,
+/// ends, sweeps, on both instances, with clocks that go back a little) on the backend
+/// and on `MemoryStore::shared()`, and requires the same answers and the same stored
+/// state. A session that ends is replaced by a new one, so most checks meet live ones.
 pub async fn matches_the_model(a: Store, b: Store, seed: u64, steps: usize) {
+    const SLOTS: u32 = 5;
     let model = MemoryStore::shared();
     let mut rng = Rng::new(seed);
-    const SESSIONS: u32 = 6;
     let mut now: u64 = 1_000_000;
-    let mut cursor = [0u64; SESSIONS as usize];
-    for n in 0..SESSIONS {
+    let mut live = [0u32; SLOTS as usize]; // each slot's current session number
+    let mut cursor = [0u64; SLOTS as usize];
+    let mut all = Vec::new();
+    let mut next_id = 0u32;
+    let mut tally = [0usize; 4]; // accepted, replayed, ended, unknown
+    async fn fresh(rng: &mut Rng, n: u32, now: u64, model: &MemoryStore, s: &Store) {
         let mut r = record(n, SessionState::Established, now);
         if rng.chance(30) {
             r.state = SessionState::Matching;
@@ -543,15 +583,21 @@ pub async fn matches_the_model(a: Store, b: Store, seed: u64, steps: usize) {
         r.expires_at_ms = if rng.chance(20) {
             u64::MAX
         } else {
-            now + 2_000 + rng.below(60_000)
+            now + 5_000 + rng.below(60_000)
         };
         r.idle_timeout_ms = if rng.chance(30) {
             u64::MAX
         } else {
-            200 + rng.below(3_000)
+            800 + rng.below(4_000)
         };
         assert!(model.create(r.clone()).await.unwrap());
-        assert!(a.create(r).await.unwrap());
+        assert!(s.create(r).await.unwrap());
+    }
+    for slot in live.iter_mut() {
+        *slot = next_id;
+        all.push(next_id);
+        fresh(&mut rng, next_id, now, &model, &a).await;
+        next_id += 1;
     }
     for step in 0..steps {
         let s = if step % 2 == 0 { &a } else { &b };
@@ -560,85 +606,138 @@ pub async fn matches_the_model(a: Store, b: Store, seed: u64, steps: usize) {
         } else {
             now + rng.below(40)
         };
-        let n = rng.below(u64::from(SESSIONS) + 1) as u32; // SESSIONS: unknown id
-        let c = &mut cursor[(n % SESSIONS) as usize];
-        let op = rng.below(100);
-        let what = if op < 88 {
+        let slot = rng.below(u64::from(SLOTS)) as usize;
+        // Now and then an id the store never saw, or an earlier (mostly ended) session.
+        let n = if rng.chance(2) {
+            1_000_000
+        } else if rng.chance(5) {
+            all[rng.below(all.len() as u64) as usize]
+        } else {
+            live[slot]
+        };
+        let c = &mut cursor[slot];
+        let op = rng.below(1_000);
+        if op < 940 {
             let seq = match rng.below(10) {
                 0..=4 => {
-                    *c += 1 + rng.below(3);
+                    *c += 1 + rng.below(2);
                     *c
                 }
                 5 | 6 => c.saturating_sub(rng.below(1_100)),
+                // Slides: mostly within the window (the ring's stale bits must be
+                // cleared), some past it.
                 7 => {
-                    *c += 900 + rng.below(2_000);
+                    *c += if rng.chance(15) {
+                        1_023 + rng.below(2_000)
+                    } else {
+                        1 + rng.below(600)
+                    };
                     *c
                 }
-                8 => rng.below(5_000),
-                _ => u64::MAX - rng.below(3),
+                8 => rng.below(*c + 2),
+                // Rarely the extremes of u64: once one is accepted, every ordinary
+                // number is too old for that session.
+                _ if rng.chance(3) => {
+                    *c = u64::MAX - 3; // this session is done with: see below
+                    u64::MAX - rng.below(3)
+                }
+                _ => {
+                    *c += 1;
+                    *c
+                }
             };
             let m = RequestMark {
                 id: id(n),
                 seq,
                 now_ms: now,
-                close: rng.chance(1),
+                close: rng.chance(1) && rng.chance(50),
             };
             let want = model.check_request(m).await.unwrap();
             let got = s.check_request(m).await.unwrap();
             assert_eq!(got, want, "step {step} (seed {seed}): {m:?}");
-            continue;
-        } else if op < 91 {
+            tally[match got {
+                RequestCheck::Accepted { .. } => 0,
+                RequestCheck::Replayed => 1,
+                RequestCheck::Ended(_) => 2,
+                RequestCheck::Unknown => 3,
+            }] += 1;
+        } else if op < 955 {
             let want = model.close(&id(n), now).await.unwrap();
             let got = s.close(&id(n), now).await.unwrap();
             assert_eq!(got, want, "step {step} (seed {seed}): close #{n}");
-            continue;
-        } else if op < 95 {
-            let mut secrets = vec![0u8; rng.below(40) as usize];
-            secrets.iter_mut().for_each(|b| *b = rng.next() as u8);
-            SessionWrite::Progress(SessionProgress {
-                id: id(n),
-                state: if rng.chance(50) {
-                    SessionState::Established
-                } else {
-                    SessionState::Matching
-                },
-                last_used_at_ms: now,
-                request_count: rng.below(1 << 40),
-                sealed_secrets: secrets,
-            })
-        } else if op < 99 {
-            SessionWrite::End {
-                id: id(n),
-                state: if rng.chance(50) {
-                    SessionState::Closed
-                } else {
-                    SessionState::Expired
-                },
-                at_ms: now,
-                remains: if rng.chance(50) {
-                    Vec::new()
-                } else {
-                    vec![rng.next() as u8; 24]
-                },
-            }
+        } else if op < 990 {
+            let what = if op < 975 {
+                let mut secrets = vec![0u8; rng.below(40) as usize];
+                secrets.iter_mut().for_each(|b| *b = rng.next() as u8);
+                SessionWrite::Progress(SessionProgress {
+                    id: id(n),
+                    state: if rng.chance(50) {
+                        SessionState::Established
+                    } else {
+                        SessionState::Matching
+                    },
+                    last_used_at_ms: now,
+                    request_count: rng.below(1 << 40),
+                    sealed_secrets: secrets,
+                })
+            } else {
+                SessionWrite::End {
+                    id: id(n),
+                    state: if rng.chance(50) {
+                        SessionState::Closed
+                    } else {
+                        SessionState::Expired
+                    },
+                    at_ms: now,
+                    remains: if rng.chance(50) {
+                        Vec::new()
+                    } else {
+                        vec![rng.next() as u8; 24]
+                    },
+                }
+            };
+            model.save(vec![what.clone()]).await.unwrap();
+            s.save(vec![what]).await.unwrap();
         } else {
             let ttl = rng.below(5_000);
             let want = model.sweep(now, ttl, u64::MAX).await.unwrap();
             let got = s.sweep(now, ttl, u64::MAX).await.unwrap();
             assert_eq!(got, want, "step {step} (seed {seed}): sweep");
-            continue;
-        };
-        model.save(vec![what.clone()]).await.unwrap();
-        s.save(vec![what]).await.unwrap();
-        if step % 64 == 0 {
-            same_state(&model, &b, SESSIONS, &format!("step {step} (seed {seed})")).await;
+        }
+        // A session that ended (or went out of reach) gets a successor.
+        let current = live[slot];
+        let ended = model
+            .load(&id(current))
+            .await
+            .unwrap()
+            .is_none_or(|r| !r.state.is_live());
+        if ended || *c > u64::MAX / 2 {
+            live[slot] = next_id;
+            cursor[slot] = 0;
+            all.push(next_id);
+            fresh(&mut rng, next_id, now, &model, s).await;
+            next_id += 1;
+        }
+        if step % 128 == 0 {
+            same_state(&model, &b, &all, &format!("step {step} (seed {seed})")).await;
         }
     }
-    same_state(&model, &a, SESSIONS, &format!("end (seed {seed})")).await;
+    same_state(&model, &a, &all, &format!("end (seed {seed})")).await;
+    // The run exercised what it is for: live sessions, both answers of the window.
+    eprintln!("seed {seed}: {} sessions, answers {tally:?}", all.len());
+    assert!(
+        all.len() < steps / 10,
+        "{} sessions in {steps} steps",
+        all.len()
+    );
+    assert!(
+        tally[0] > steps / 2 && tally[1] > steps / 20 && tally[2] > steps / 100,
+        "{tally:?}"
+    );
 }
 
-async fn same_state(model: &MemoryStore, s: &Store, sessions: u32, when: &str) {
-    for n in 0..=sessions {
+async fn same_state(model: &MemoryStore, s: &Store, ids: &[u32], when: &str) {
+    for &n in ids {
         let want = model.load(&id(n)).await.unwrap();
         let got = s.load(&id(n)).await.unwrap();
         // Only what the shared rule changes (a backend may store "never" differently).
