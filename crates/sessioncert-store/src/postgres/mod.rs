@@ -28,8 +28,10 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 /// Connections in the pool: the batchers' plus a few for everything else; small,
 /// since every check batch is one statement.
 const POOL_SIZE: u32 = 4;
-/// Batcher tasks: while one batch is in flight the next one gathers.
-const BATCHERS: usize = 2;
+/// Batcher tasks. One: while its batch is in flight the next one gathers, so batches
+/// grow with the load; measured here (64 callers), one costs PostgreSQL 70-80 µs of CPU
+/// per check against 85-100 µs with two or three, at the same throughput.
+const BATCHERS: usize = 1;
 /// Most marks in one statement.
 const MAX_BATCH: usize = 256;
 /// Queued marks beyond which callers wait for room.

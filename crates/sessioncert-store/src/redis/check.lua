@@ -29,23 +29,23 @@ if diff(f[2], now) <= 0 or sum_le(f[3], f[4], now) then
 end
 
 -- 4. Mark, use, count, and close if asked.
-local t = win_bytes(bits)
+if #bits == 0 then bits = ZEROS end
 if ahead >= 0 then
   if ahead >= 1023 then
-    for i = 1, 128 do t[i] = 0 end
+    bits = ZEROS
   else
     -- Clear the slots of the numbers that slide into the window unseen.
     local _, tl = split(top)
     local first = tl % 1024 -- 10^10 is a multiple of 1024
-    for k = 0, ahead do win_set(t, (first + k) % 1024, false) end
+    for k = 0, ahead do bits = win_set(bits, (first + k) % 1024, false) end
   end
   top = nxt
 end
-win_set(t, slot, true)
+bits = win_set(bits, slot, true)
 local used = f[3]
 if diff(now, used) > 0 then used = now end
 local count = incr(f[5])
-redis.call('HSET', key, 'win_top', top, 'win_bits', string.char(unpack(t)),
+redis.call('HSET', key, 'win_top', top, 'win_bits', bits,
   'last_used_at_ms', used, 'request_count', count)
 if ARGV[5] == '1' then
   end_session(key, ARGV[6], 'closed', now, '', live_key, ended_key, ARGV[7])

@@ -55,12 +55,7 @@ end
 
 -- The replay window: `win_top` (highest accepted + 1) and `win_bits`, a 128-byte ring of
 -- 1024 bits, bit `seq % 1024` set when `seq` was accepted. Missing means all zero.
-local function win_bytes(bits)
-  if #bits == 128 then return { string.byte(bits, 1, 128) } end
-  local t = {}
-  for i = 1, 128 do t[i] = 0 end
-  return t
-end
+local ZEROS = string.rep('\0', 128)
 
 local function win_has(bits, slot)
   if #bits ~= 128 then return false end
@@ -68,8 +63,14 @@ local function win_has(bits, slot)
   return bit.band(b, bit.lshift(1, slot % 8)) ~= 0
 end
 
-local function win_set(t, slot, on)
+-- `bits` with one slot set or cleared. Copies only when the byte changes: a request
+-- usually changes one bit, and clearing slid-over slots mostly finds them clear.
+local function win_set(bits, slot, on)
   local i = math.floor(slot / 8) + 1
+  local b = string.byte(bits, i)
   local m = bit.lshift(1, slot % 8)
-  if on then t[i] = bit.bor(t[i], m) else t[i] = bit.band(t[i], bit.bnot(m)) end
+  local nb
+  if on then nb = bit.bor(b, m) else nb = bit.band(b, bit.bnot(m)) end
+  if nb == b then return bits end
+  return string.sub(bits, 1, i - 1) .. string.char(nb) .. string.sub(bits, i + 1)
 end
