@@ -19,11 +19,6 @@ use crate::{
     SessionWrite, StoreError,
 };
 
-/// The key prefix when the address names none.
-pub const DEFAULT_PREFIX: &str = "sessioncert";
-/// How long an ended session stays (seconds) when the address names no `retain`: the
-/// server's default `retain_ended_ms`.
-pub const DEFAULT_RETAIN_S: u64 = 24 * 3600;
 /// Longest TTL set on a session (about 100 years); a longer one (a session that never
 /// expires) gets none, and waits for a sweep.
 const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
@@ -121,12 +116,19 @@ fn id_of(member: &str) -> Result<SessionId, StoreError> {
 }
 
 impl RedisStore {
+    /// The key prefix when the address names none.
+    pub const DEFAULT_PREFIX: &'static str = "sessioncert";
+    /// How long an ended session stays (seconds) when the address names no `retain`:
+    /// the server's default `retain_ended_ms`.
+    pub const DEFAULT_RETAIN_S: u64 = 24 * 3600;
+
     /// Connects to `redis://[user:password@]host:port[/db][?prefix=NAME][&retain=SECONDS]`.
     ///
-    /// Every key lives under `prefix` (default [`DEFAULT_PREFIX`]; letters, digits, `_`,
-    /// `-`, `.`), so several deployments can share one Redis. `retain` is how long an
-    /// ended session's keys stay before Redis drops them (default
-    /// [`DEFAULT_RETAIN_S`]); a sweep deletes them earlier if asked to retain less.
+    /// Every key lives under `prefix` (default [`RedisStore::DEFAULT_PREFIX`]; letters,
+    /// digits, `_`, `-`, `.`), so several deployments can share one Redis. `retain` is
+    /// how long an ended session's keys stay before Redis drops them (default
+    /// [`RedisStore::DEFAULT_RETAIN_S`]); a sweep deletes them earlier if asked to keep
+    /// less.
     ///
     /// Fails with [`StoreError::BadAddress`] for an address it cannot use and
     /// [`StoreError::Database`] when the server cannot be reached; neither message
@@ -137,10 +139,10 @@ impl RedisStore {
             .take_params(&["prefix", "retain"], &[], "Redis")?
             .try_into()
             .map_err(|_| StoreError::BadAddress("Redis address parameters".into()))?;
-        let prefix = prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
+        let prefix = prefix.unwrap_or_else(|| Self::DEFAULT_PREFIX.to_owned());
         check_name(&prefix, &['-', '.'], "Redis key prefix")?;
         let retain_s = match retain {
-            None => DEFAULT_RETAIN_S,
+            None => Self::DEFAULT_RETAIN_S,
             Some(v) => v
                 .parse::<u64>()
                 .ok()
