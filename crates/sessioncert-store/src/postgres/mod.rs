@@ -284,22 +284,17 @@ async fn check_batch(pool: &PgPool, jobs: &[Job], addr: &Address) -> Result<Answ
     };
     let mut answers: Answers = (0..jobs.len()).map(|_| None).collect();
     for (ord, outcome, detail) in rows {
-        let Some(slot) = usize::try_from(ord)
+        let index = usize::try_from(ord)
             .ok()
             .and_then(|o| o.checked_sub(1))
-            .and_then(|i| answers.get_mut(i))
-        else {
+            .filter(|&i| i < jobs.len());
+        let (Some(i), Some(job)) = (index, index.and_then(|i| jobs.get(i))) else {
             return Err(format!("postgres: check answered for mark {ord}"));
         };
-        let id = jobs
-            .get(usize::try_from(ord - 1).unwrap_or(0))
-            .map(|j| j.mark.id);
-        let corrupt = |what: String| match id {
-            Some(id) => StoreError::CorruptRow(format!("session {id}: {what}")),
-            None => StoreError::CorruptRow(what),
-        };
+        let id = job.mark.id;
+        let corrupt = |what: String| StoreError::CorruptRow(format!("session {id}: {what}"));
         let detail = detail.unwrap_or_default();
-        *slot = Some(match outcome {
+        answers[i] = Some(match outcome {
             0 => detail
                 .parse()
                 .map(|request_count| RequestCheck::Accepted { request_count })
