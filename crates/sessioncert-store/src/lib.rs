@@ -7,8 +7,10 @@
 //! an already-sealed opaque blob, which the store keeps as bytes and zeroes when the
 //! session ends.
 //!
-//! Two backends implement the trait: [`MemoryStore`] (no persistence; tests and
-//! servers that want none) and [`SqliteStore`] (the embedded default).
+//! Four backends implement the trait: [`MemoryStore`] (no persistence; tests and
+//! servers that want none), [`SqliteStore`] (the embedded default), and the shared
+//! stores [`RedisStore`] and [`PostgresStore`] (cargo features `redis` and `postgres`,
+//! on by default) for several instances behind one name.
 //!
 //! # One authority for replay state
 //!
@@ -29,6 +31,56 @@
 //! atomically in the store for every request ([`SessionStore::check_request`], see
 //! [`shared`]), and the server never decides from a local copy.
 //! [`SessionStore::replay_authority`] says which model a store implements.
+//!
+//! # Shared stores: Redis and PostgreSQL
+//!
+//! Both answer [`ReplayAuthority::SharedStore`] and apply [`shared::check_and_mark`]
+//! exactly, atomically, on the server for every request: the tests run the same
+//! contract against them and [`MemoryStore::shared`], including a seeded run of
+//! thousands of random operations compared answer by answer with it. Every u64 of the
+//! window is exact (sequence numbers up to `u64::MAX`). `shutdown` does nothing (other
+//! instances keep using the store), and every error message leaves out the password.
+//!
+//! **[`RedisStore`]** (`redis://host:port[/db][?prefix=NAME][&retain=SECONDS]`, Redis 7
+//! or newer, one server or a primary; not Redis Cluster, since a script touches a
+//! session and the shared indexes). All calls share one multiplexed, reconnecting
+//! connection, so concurrent calls are pipelined. Every read-modify-write is one Lua
+//! script run by EVALSHA (`check_request`, `save`/`create`, `close`, the two halves of
+//! `sweep`); `shared_value` is `SET NX GET`. Keys, all under the prefix (default
+//! `sessioncert`, so deployments can share a server):
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `P:s:<id hex>` | hash | the record's fields as decimal text (`sealed_secrets` as bytes), `ended_at_ms` once ended, `win_top` and `win_bits` (128 bytes, bit `seq % 1024`) |
+//! | `P:all`, `P:live` | sorted sets | ids by creation time: listing and loading |
+//! | `P:ended` | sorted set | ids by end time: `ended_since`, `load_ended`, deletion by `sweep` |
+//! | `P:v:<name>` | string | a shared value |
+//!
+//! A session's hash expires (TTL, Redis's clock) its lifetime plus `retain` (default
+//! 24 h) after creation, and `retain` after it ends; `sweep` deletes earlier when asked
+//! to keep less, and drops index entries whose hash has gone. Lua numbers are doubles,
+//! so the scripts keep every u64 as decimal text and compute on 10-digit halves; the
+//! sorted-set scores are doubles, exact for times below 2^53 ms. Writes are as durable
+//! as the server's persistence settings (`appendonly`/`appendfsync`) make them.
+//!
+//! **[`PostgresStore`]** (`postgres://user[:password]@host[:port]/db[?schema=NAME]`,
+//! sqlx's own parameters such as `sslmode` pass through; no TLS in this build). On
+//! connect it creates the schema if named (one per deployment if wanted) and runs the
+//! migrations in `migrations/` (a schema migrated by a newer build is refused with
+//! [`StoreError::SchemaTooNew`]). Tables (see `migrations/0001_shared_sessions.sql`):
+//! `sessioncert_sessions` (the record, `ended_at_ms`, and the window as `win_top
+//! numeric(20)` and `win_bits bytea` of 128 bytes; times as bigint, values above
+//! `i64::MAX` stored as `i64::MAX` as in SQLite; fill factor 70 so the per-request
+//! update is a HOT update) and `sessioncert_values`. `check_request` calls are
+//! **batched**: callers queue their mark; one batcher task takes every queued mark (up
+//! to 256) and sends them in one statement, `sessioncert_check(ids, seqs, nows,
+//! closes)`, a plpgsql function that decides each mark on its row locked `FOR UPDATE`,
+//! in id order then arrival order (two marks of one session apply in order; batches and
+//! `save` lock rows in the same order, so they never deadlock), in one transaction:
+//! one round trip and one commit for the batch, each call still atomic and isolated.
+//! `sweep` skips rows locked by a check at that moment (`SKIP LOCKED`) instead of
+//! waiting. Wiped secrets are overwritten, but PostgreSQL keeps old row versions until
+//! vacuum reclaims them.
 //!
 //! # Group commit ([`SqliteStore`])
 //!
@@ -53,9 +105,15 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod address;
 mod error;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod record;
+#[cfg(feature = "redis")]
+mod redis;
 pub mod shared;
 mod sqlite;
 
@@ -64,6 +122,11 @@ pub use memory::MemoryStore;
 pub use record::{SessionProgress, SessionRecord, SessionSummary, SessionWrite};
 pub use shared::{RequestCheck, RequestMark};
 pub use sqlite::{OpenMode, SqliteStore, StartupReport, SCHEMA_VERSION};
+
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
+#[cfg(feature = "redis")]
+pub use redis::RedisStore;
 
 use sessioncert_proto::SessionId;
 
