@@ -1,7 +1,9 @@
-//! Several instances on one shared store (`ReplayAuthority::SharedStore`), here two
-//! servers in one process on one `MemoryStore::shared()`: the store, not either server,
-//! decides each request's freshness and each session's state. The same behaviour against
-//! real Redis and PostgreSQL is tested in the CLI's multi-instance tests.
+//! Several instances on one shared store (`ReplayAuthority::SharedStore`): two servers
+//! in one process, each with its own store object — its own connections — on one
+//! backend: `MemoryStore::shared()` (one object for both), a Redis prefix, a PostgreSQL
+//! schema (the real servers on 127.0.0.1; these tests fail, never skip, without them).
+//! The store, not either server, decides each request's freshness and each session's
+//! state. The same runs with two gateway processes in the CLI's multi-instance tests.
 
 mod common;
 
@@ -10,17 +12,88 @@ use common::*;
 use sessioncert_proto::wire::{CONFIRM_PATH, HANDSHAKE_PATH, REFUSAL_HEADER, SESSION_HEADER};
 use sessioncert_proto::{ClientHandshake, ClientOffer, ErrorCode, SessionState};
 use sessioncert_server::{now_ms, ServerKeys, StorageKey, Timing};
-use sessioncert_store::{MemoryStore, SessionStore};
+use sessioncert_store::{MemoryStore, PostgresStore, RedisStore, SessionStore};
 use std::sync::Arc;
 
-/// Two instances with one identity and one storage key on one shared store.
-async fn pair(store: Arc<dyn SessionStore>) -> (TestServer, TestServer, tempfile::TempDir) {
+type Stores = (Arc<dyn SessionStore>, Arc<dyn SessionStore>, Cleanup);
+
+/// Removes a test's Redis keys or PostgreSQL schema when dropped (panics included).
+enum Cleanup {
+    None,
+    Redis(String),
+    Postgres(String),
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let run = |cmd: &str| {
+            let _ = std::process::Command::new("sh").arg("-c").arg(cmd).status();
+        };
+        match self {
+            Cleanup::None => {}
+            Cleanup::Redis(p) => run(&format!(
+                "redis-cli -h 127.0.0.1 --scan --pattern '{p}:*' | xargs -r redis-cli -h 127.0.0.1 del >/dev/null"
+            )),
+            Cleanup::Postgres(s) => run(&format!(
+                "PGOPTIONS=--client-min-messages=warning psql -h 127.0.0.1 -U postgres -d test -qc 'drop schema if exists \"{s}\" cascade' >/dev/null"
+            )),
+        }
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        now_ms() % 1_000_000
+    )
+}
+
+async fn memory() -> Stores {
+    let s: Arc<dyn SessionStore> = Arc::new(MemoryStore::shared());
+    (s.clone(), s, Cleanup::None)
+}
+
+async fn redis() -> Stores {
+    let p = unique("scsrv");
+    let guard = Cleanup::Redis(p.clone());
+    let url = format!("redis://127.0.0.1:6379/?prefix={p}");
+    let open = || async {
+        Arc::new(
+            RedisStore::connect(&url)
+                .await
+                .expect("Redis must answer on 127.0.0.1:6379 (see .ci/run)"),
+        ) as Arc<dyn SessionStore>
+    };
+    (open().await, open().await, guard)
+}
+
+async fn postgres() -> Stores {
+    let s = unique("scsrv");
+    let guard = Cleanup::Postgres(s.clone());
+    let url = format!("postgres://postgres@127.0.0.1:5432/test?schema={s}");
+    let open = || async {
+        Arc::new(
+            PostgresStore::connect(&url)
+                .await
+                .expect("PostgreSQL must answer on 127.0.0.1:5432 (see .ci/run)"),
+        ) as Arc<dyn SessionStore>
+    };
+    (open().await, open().await, guard)
+}
+
+/// Two instances with one identity and one storage key (one data directory), each on
+/// its own store object.
+async fn pair(stores: &Stores) -> (TestServer, TestServer, tempfile::TempDir) {
     let d = tempfile::tempdir().unwrap();
     let (a_keys, _) = ServerKeys::open_or_create(d.path(), now_ms()).unwrap();
     let (b_keys, _) = ServerKeys::open_or_create(d.path(), now_ms()).unwrap();
     let a = TestServer::start_with(
         a_keys,
-        store.clone(),
+        stores.0.clone(),
         generous(),
         Timing::default(),
         Default::default(),
@@ -28,7 +101,7 @@ async fn pair(store: Arc<dyn SessionStore>) -> (TestServer, TestServer, tempfile
     .await;
     let b = TestServer::start_with(
         b_keys,
-        store,
+        stores.1.clone(),
         generous(),
         Timing::default(),
         Default::default(),
@@ -38,13 +111,35 @@ async fn pair(store: Arc<dyn SessionStore>) -> (TestServer, TestServer, tempfile
     (a, b, d)
 }
 
-fn shared() -> Arc<dyn SessionStore> {
-    Arc::new(MemoryStore::shared())
+/// Runs each scenario on every backend.
+macro_rules! on_every_store {
+    ($($scenario:ident),* $(,)?) => {
+        mod memory_store { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() { super::$scenario(super::memory().await).await }
+        )* }
+        mod redis_store { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() { super::$scenario(super::redis().await).await }
+        )* }
+        mod postgres_store { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() { super::$scenario(super::postgres().await).await }
+        )* }
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_made_at_one_instance_works_at_the_other_and_replays_never_run_twice() {
-    let (a, b, _d) = pair(shared()).await;
+on_every_store!(
+    a_session_made_at_one_instance_works_at_the_other_and_replays_never_run_twice,
+    a_handshake_answered_by_one_instance_is_confirmed_at_the_other,
+    closing_at_one_instance_closes_everywhere_with_tags_only_for_requests_that_never_ran,
+    an_instance_with_another_storage_key_refuses_to_join,
+);
+
+async fn a_session_made_at_one_instance_works_at_the_other_and_replays_never_run_twice(
+    stores: Stores,
+) {
+    let (a, b, _d) = pair(&stores).await;
     let mut c = RawClient::connect(&a.base, a.pin).await;
     assert_eq!(
         c.call("POST", "/apiTest", b"{\"at\":\"a\"}")
@@ -55,7 +150,14 @@ async fn a_session_made_at_one_instance_works_at_the_other_and_replays_never_run
     );
     // The next request goes to the other instance: usable at once.
     c.base = b.base.clone();
-    let req = c.seal("POST", "/apiTest", "application/json", b"{\"shared\":1}");
+    // Bodies are unique per run: the execution counts are shared by every test here.
+    let shared_body = format!("{{\"shared\":\"{}\"}}", unique("s"));
+    let req = c.seal(
+        "POST",
+        "/apiTest",
+        "application/json",
+        shared_body.as_bytes(),
+    );
     assert_eq!(c.send_raw(&req).await.status(), 200);
     // Replayed to either instance: refused, never run again.
     for base in [&a.base, &b.base] {
@@ -65,10 +167,10 @@ async fn a_session_made_at_one_instance_works_at_the_other_and_replays_never_run
             (400, "rejected".into())
         );
     }
-    assert_eq!(executions(b"{\"shared\":1}"), 1);
+    assert_eq!(executions(shared_body.as_bytes()), 1);
     // One captured record fired at both instances at once, many times: runs once.
     for round in 0..10 {
-        let body = format!("{{\"race\":{round}}}");
+        let body = format!("{{\"race\":{round},\"run\":\"{}\"}}", unique("r"));
         let req = Arc::new(c.seal("POST", "/apiTest", "application/json", body.as_bytes()));
         let c = Arc::new(RawClient {
             http: c.http.clone(),
@@ -109,9 +211,8 @@ async fn a_session_made_at_one_instance_works_at_the_other_and_replays_never_run
     b.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_handshake_answered_by_one_instance_is_confirmed_at_the_other() {
-    let (a, b, _d) = pair(shared()).await;
+async fn a_handshake_answered_by_one_instance_is_confirmed_at_the_other(stores: Stores) {
+    let (a, b, _d) = pair(&stores).await;
     let http = reqwest::Client::new();
     let config = RawClient::fetch_config(&http, &a.base, a.pin).await;
     let (hs, hello) = ClientHandshake::start(&config, ClientOffer::default(), now_ms()).unwrap();
@@ -168,15 +269,22 @@ async fn a_handshake_answered_by_one_instance_is_confirmed_at_the_other() {
     b.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closing_at_one_instance_closes_everywhere_with_tags_only_for_requests_that_never_ran() {
-    let (a, b, _d) = pair(shared()).await;
+async fn closing_at_one_instance_closes_everywhere_with_tags_only_for_requests_that_never_ran(
+    stores: Stores,
+) {
+    let (a, b, _d) = pair(&stores).await;
     let mut c = RawClient::connect(&a.base, a.pin).await;
     // B learns the session (and holds it) before A closes it.
     c.base = b.base.clone();
     let ran = c.seal("POST", "/apiTest", "application/json", b"{\"closed\":0}");
+    let delayed_body = format!("{{\"closed\":\"{}\"}}", unique("c"));
     assert_eq!(c.send_raw(&ran).await.status(), 200);
-    let delayed = c.seal("POST", "/apiTest", "application/json", b"{\"closed\":1}");
+    let delayed = c.seal(
+        "POST",
+        "/apiTest",
+        "application/json",
+        delayed_body.as_bytes(),
+    );
     // Closed by the client through A (the close endpoint).
     c.base = a.base.clone();
     let close = c.seal("POST", sessioncert_proto::wire::CLOSE_PATH, "", b"");
@@ -199,7 +307,7 @@ async fn closing_at_one_instance_closes_everywhere_with_tags_only_for_requests_t
         "the request that ran is not vouched for"
     );
     assert_eq!(error_code(r).await.0, 400);
-    assert_eq!(executions(b"{\"closed\":1}"), 0);
+    assert_eq!(executions(delayed_body.as_bytes()), 0);
     let stored =
         a.sc.manager()
             .store()
@@ -212,10 +320,9 @@ async fn closing_at_one_instance_closes_everywhere_with_tags_only_for_requests_t
     b.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_instance_with_another_storage_key_refuses_to_join() {
-    let store = shared();
-    let (a, b, _d) = pair(store.clone()).await;
+async fn an_instance_with_another_storage_key_refuses_to_join(stores: Stores) {
+    let store = stores.1.clone();
+    let (a, b, _d) = pair(&stores).await;
     let other = ServerKeys::from_parts(
         sessioncert_proto::IdentityKey::generate().unwrap(),
         ServerKeys::ephemeral(now_ms())
