@@ -27,7 +27,7 @@ top, as for serve."
 pub struct GatewayArgs {
     /// The upstream the requests go to: http://host:port[/base]. Required.
     #[arg(long, env = "SESSIONCERT_UPSTREAM", value_name = "URL", value_parser = parse_upstream, help_heading = GATEWAY_HEADING)]
-    upstream: Option<Upstream>,
+    upstream: Option<String>,
     /// Forward requests under this path prefix without the channel (health checks,
     /// public assets); repeat or comma-separate.
     #[arg(long = "plain", env = "SESSIONCERT_PLAIN", value_name = "PREFIX", value_delimiter = ',', help_heading = GATEWAY_HEADING)]
@@ -54,9 +54,13 @@ pub struct GatewayArgs {
     server: ServerArgs,
 }
 
-fn parse_upstream(s: &str) -> Result<Upstream, String> {
-    s.parse()
-        .map_err(|e: sessioncert_gateway::UpstreamError| e.to_string())
+/// Checks `--upstream`. A value with user info (which may hold a password) is refused
+/// later, by [`run`], with a message that hides it: clap's error would repeat the value.
+fn parse_upstream(s: &str) -> Result<String, String> {
+    match s.parse::<Upstream>() {
+        Err(e) if !s.contains('@') => Err(e.to_string()),
+        _ => Ok(s.to_owned()),
+    }
 }
 
 /// The route policy of the flags, each prefix checked.
@@ -79,9 +83,14 @@ fn policy(a: &GatewayArgs) -> anyhow::Result<RoutePolicy> {
 /// requests finish (within the grace), persists sessions and exits.
 pub async fn run(a: GatewayArgs, settings: String) -> anyhow::Result<ExitCode> {
     // Checked before anything is opened.
-    let upstream = a.upstream.clone().context(
-        "--upstream is required (a flag, SESSIONCERT_UPSTREAM, or upstream in the [gateway] table of --config): the http://host:port[/base] to forward to",
-    )?;
+    let upstream: Upstream = a
+        .upstream
+        .as_deref()
+        .context(
+            "--upstream is required (a flag, SESSIONCERT_UPSTREAM, or upstream in the [gateway] table of --config): the http://host:port[/base] to forward to",
+        )?
+        .parse()
+        .context("--upstream")?;
     let policy = policy(&a)?;
     anyhow::ensure!(
         !a.upstream_timeout.is_zero(),

@@ -212,6 +212,9 @@ pub enum StoreUrl {
     Redis(String),
     /// A PostgreSQL database (`postgres://…`, `postgresql://…`), shared by instances.
     Postgres(String),
+    /// A value that is none of these but may hold a password: refused when the server
+    /// starts, with this message (clap's own error would repeat the value as given).
+    Invalid(String),
 }
 
 impl StoreUrl {
@@ -222,6 +225,7 @@ impl StoreUrl {
             StoreUrl::Sqlite(Some(p)) => format!("sqlite:{}", p.display()),
             StoreUrl::Memory => "memory:".to_owned(),
             StoreUrl::Redis(u) | StoreUrl::Postgres(u) => redact_url(u),
+            StoreUrl::Invalid(_) => "(invalid)".to_owned(),
         }
     }
 }
@@ -272,16 +276,21 @@ pub fn parse_store_url(s: &str) -> Result<StoreUrl, String> {
             (!path.is_empty()).then(|| PathBuf::from(path)),
         ));
     }
-    Err(format!(
+    let e = format!(
         "unknown store {:?}: expected sqlite:PATH, memory:, redis://HOST[:PORT][/DB][?prefix=NAME] or postgres://USER@HOST/DB",
         redact_url(t)
-    ))
+    );
+    if t.contains('@') {
+        return Ok(StoreUrl::Invalid(format!("--store: {e}")));
+    }
+    Err(e)
 }
 
 /// The store the settings choose (`--memory` is `--store memory:`; the default is SQLite
 /// in --data).
 fn store_choice(a: &ServerArgs) -> anyhow::Result<StoreUrl> {
     match (&a.store, a.memory) {
+        (Some(StoreUrl::Invalid(e)), _) => anyhow::bail!("{e}"),
         (Some(s), true) if *s != StoreUrl::Memory => anyhow::bail!(
             "--memory and --store {} say different things: set one (--memory is --store memory:)",
             s.redacted()
@@ -299,6 +308,7 @@ pub async fn open_store(
 ) -> anyhow::Result<Arc<dyn SessionStore>> {
     let choice = store_choice(a)?;
     match choice {
+        StoreUrl::Invalid(e) => anyhow::bail!("{e}"),
         StoreUrl::Memory => Ok(Arc::new(MemoryStore::new())),
         StoreUrl::Sqlite(path) => {
             let path = path.unwrap_or_else(|| a.data.join(DATABASE_FILE));
@@ -802,8 +812,13 @@ mod tests {
         );
         assert_eq!(redact_url("redis://:pw@h"), "redis://:***@h");
         assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
-        let e = parse_store_url("mysql://root:hunter2@db/x").unwrap_err();
-        assert!(e.contains("unknown store") && !e.contains("hunter2"), "{e}");
+        // Refused later, by the server (clap's error would repeat the value).
+        match parse_store_url("mysql://root:hunter2@db/x") {
+            Ok(StoreUrl::Invalid(e)) => {
+                assert!(e.contains("unknown store") && !e.contains("hunter2"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(parse_store_url("sessions.db").is_err());
     }
 }
