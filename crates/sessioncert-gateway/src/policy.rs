@@ -167,7 +167,7 @@ impl RoutePolicy {
             route,
         });
         self.rules
-            .sort_by(|a, b| b.segments.len().cmp(&a.segments.len()));
+            .sort_by_key(|r| std::cmp::Reverse(r.segments.len()));
         Ok(())
     }
 
