@@ -172,3 +172,98 @@ async fn readyz(State(a): State<Admin>) -> Response {
             .into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sessioncert_proto::SessionId;
+    use sessioncert_store::{
+        MemoryStore, SessionRecord, SessionStore, SessionSummary, SessionWrite, StoreError,
+    };
+    use std::sync::atomic::AtomicUsize;
+
+    /// A memory store whose `ping` fails while `down` is set, counting pings.
+    struct FlakyStore {
+        inner: MemoryStore,
+        down: AtomicBool,
+        pings: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl SessionStore for FlakyStore {
+        async fn load_live(&self) -> Result<Vec<SessionRecord>, StoreError> {
+            self.inner.load_live().await
+        }
+        async fn save(&self, writes: Vec<SessionWrite>) -> Result<(), StoreError> {
+            self.inner.save(writes).await
+        }
+        async fn load(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+            self.inner.load(id).await
+        }
+        async fn close(&self, id: &SessionId, now_ms: u64) -> Result<bool, StoreError> {
+            self.inner.close(id, now_ms).await
+        }
+        async fn load_ended(&self, since_ms: u64) -> Result<Vec<(SessionRecord, u64)>, StoreError> {
+            self.inner.load_ended(since_ms).await
+        }
+        async fn ended_since(&self, since_ms: u64) -> Result<Vec<SessionId>, StoreError> {
+            self.inner.ended_since(since_ms).await
+        }
+        async fn list(&self, live_only: bool) -> Result<Vec<SessionSummary>, StoreError> {
+            self.inner.list(live_only).await
+        }
+        async fn sweep(&self, now: u64, ttl: u64, retain: u64) -> Result<u64, StoreError> {
+            self.inner.sweep(now, ttl, retain).await
+        }
+        async fn shutdown(&self) -> Result<(), StoreError> {
+            self.inner.shutdown().await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            self.pings.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                Err(StoreError::Database("connection refused".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    async fn readyz_of(admin: &Admin) -> (StatusCode, String) {
+        let r = readyz(State(admin.clone())).await;
+        let status = r.status();
+        let body = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// `/readyz` answers 503 while the store does not answer, and asks it at most once
+    /// a second however often it is called.
+    #[tokio::test]
+    async fn readyz_follows_the_store_and_asks_it_at_most_once_a_second() {
+        let store = Arc::new(FlakyStore {
+            inner: MemoryStore::new(),
+            down: AtomicBool::new(true),
+            pings: AtomicUsize::new(0),
+        });
+        let keys = sessioncert_server::ServerKeys::ephemeral(sessioncert_server::now_ms()).unwrap();
+        let sc = SessionCert::builder(Arc::new(keys), store.clone())
+            .build()
+            .await
+            .unwrap();
+        let handle = PrometheusBuilder::new().build_recorder().handle();
+        let admin = Admin::new(handle, sc, Arc::default(), None);
+        for _ in 0..100 {
+            assert_eq!(
+                readyz_of(&admin).await,
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: the session store is unreachable".to_owned()
+                )
+            );
+        }
+        assert_eq!(store.pings.load(Ordering::SeqCst), 1);
+        store.down.store(false, Ordering::SeqCst);
+        tokio::time::sleep(STORE_CHECK_CACHE + Duration::from_millis(50)).await;
+        assert_eq!(readyz_of(&admin).await.0, StatusCode::OK);
+        assert_eq!(store.pings.load(Ordering::SeqCst), 2);
+    }
+}

@@ -190,6 +190,9 @@ mod tests {
         let mut h = map(&[
             ("sessioncert-session", "spoofed"),
             ("SessionCert-Session", "2"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-port", "443"),
+            ("x-forwarded-prefix", "/evil"),
         ]);
         request(
             &mut h,
@@ -201,6 +204,8 @@ mod tests {
         );
         assert!(h.get(SESSION_HEADER).is_none());
         assert!(h.get("x-forwarded-for").is_none());
+        assert!(h.get("x-forwarded-port").is_none());
+        assert!(h.get("x-forwarded-prefix").is_none());
     }
 
     #[test]

@@ -165,7 +165,8 @@ async fn hop_by_hop_and_spoofed_headers_never_reach_the_upstream() {
 
     let spoofed = "sessioncert-session: 00000000000000000000000000000000\r\n\
                    x-forwarded-for: 6.6.6.6\r\nx-forwarded-host: evil.example\r\n\
-                   x-forwarded-proto: https\r\nforwarded: for=6.6.6.6\r\n";
+                   x-forwarded-proto: https\r\nforwarded: for=6.6.6.6\r\n\
+                   x-forwarded-prefix: /evil\r\n";
     let head = format!(
         "POST /public/form?a=1 HTTP/1.1\r\nhost: public.example\r\nconnection: close, x-hop\r\n\
          x-hop: 1\r\nkeep-alive: timeout=9\r\nte: trailers\r\ntrailer: x-t\r\n\
@@ -230,6 +231,7 @@ async fn hop_by_hop_and_spoofed_headers_never_reach_the_upstream() {
             Some(proxy.to_string().as_str())
         );
         assert!(seen.headers.get("forwarded").is_none());
+        assert!(seen.headers.get("x-forwarded-prefix").is_none());
     }
 }
 
