@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use sessioncert_server::listener::BodyRelease;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::task::{Context, Poll};
@@ -231,6 +232,17 @@ impl Forwarder {
             Ok(u) => u,
             Err(_) => return answer(StatusCode::BAD_REQUEST, "bad request target"),
         };
+        // A plain body goes on piece by piece; each piece's charge in the listener's
+        // body budget is given back once hyper has written and dropped it (as the
+        // sealing layer does for a streamed sealed body), so a long upload holds
+        // about one piece of the budget, not all it ever sent.
+        let body = match parts.extensions.get::<BodyRelease>() {
+            Some(release) if !sealed => Body::new(Releasing {
+                inner: body,
+                release: release.clone(),
+            }),
+            _ => body,
+        };
         let mut up = Request::new(body);
         *up.method_mut() = parts.method;
         *up.uri_mut() = uri;
@@ -368,6 +380,55 @@ impl http_body::Body for UpstreamBody {
             tracing::warn!(error = %ErrorChain(e), "the upstream's response body failed part-way; cutting the response");
         }
         polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A request body whose pieces give their budget charge back when dropped.
+struct Releasing {
+    inner: Body,
+    release: BodyRelease,
+}
+
+/// One piece of a [`Releasing`] body.
+struct Piece {
+    bytes: Bytes,
+    release: BodyRelease,
+}
+
+impl AsRef<[u8]> for Piece {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Piece {
+    fn drop(&mut self) {
+        self.release.release(self.bytes.len() as u64);
+    }
+}
+
+impl http_body::Body for Releasing {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let release = self.release.clone();
+        Pin::new(&mut self.inner).poll_frame(cx).map(|f| {
+            f.map(|r| {
+                r.map(|frame| frame.map_data(|bytes| Bytes::from_owner(Piece { bytes, release })))
+            })
+        })
     }
 
     fn is_end_stream(&self) -> bool {

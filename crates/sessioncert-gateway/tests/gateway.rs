@@ -351,6 +351,46 @@ async fn a_big_upload_streams_to_the_upstream_as_it_is_sent() {
     }
 }
 
+/// A plain upload much larger than the listener's body budget goes through: each
+/// piece gives its charge back once it is on its way to the upstream.
+#[tokio::test]
+async fn a_plain_upload_holds_one_piece_of_the_body_budget() {
+    let up = upstream().await;
+    let mut policy = RoutePolicy::new();
+    policy.add("/upload", Route::Plain).unwrap();
+    let gw = gateway_full(
+        &up.url(),
+        policy,
+        UpstreamOptions::default(),
+        sessioncert_server::Limits::default(),
+        sessioncert_server::listener::ListenerLimits {
+            max_inflight_body_bytes: 1 << 20,
+            max_inflight_body_per_addr: 1 << 20,
+            exempt_loopback: false,
+            body_budget_wait: Duration::from_millis(500),
+            ..Default::default()
+        },
+    )
+    .await;
+    let total: usize = 16 << 20;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(
+        format!("PUT /upload HTTP/1.1\r\nhost: gw\r\nconnection: close\r\ncontent-length: {total}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let piece = vec![7u8; 64 * 1024];
+    for _ in 0..total / piece.len() {
+        s.write_all(&piece).await.unwrap();
+    }
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains(&format!("\"bytes\":{total}")), "{text}");
+}
+
 /// No upstream → sealed 502; an upstream that does not answer in time → sealed 504;
 /// neither names the upstream's address.
 #[tokio::test]

@@ -280,6 +280,16 @@ pub async fn gateway_with(
     options: UpstreamOptions,
     limits: sessioncert_server::Limits,
 ) -> Gw {
+    gateway_full(upstream, policy, options, limits, ListenerLimits::default()).await
+}
+
+pub async fn gateway_full(
+    upstream: &str,
+    policy: RoutePolicy,
+    options: UpstreamOptions,
+    limits: sessioncert_server::Limits,
+    listener_limits: ListenerLimits,
+) -> Gw {
     let keys = ServerKeys::ephemeral(now_ms()).unwrap();
     let pin = keys.pin();
     let sc = SessionCert::builder(Arc::new(keys), Arc::new(MemoryStore::new()))
@@ -297,7 +307,7 @@ pub async fn gateway_with(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(listener, app, ListenerLimits::default(), async {
+    tokio::spawn(serve(listener, app, listener_limits, async {
         let _ = stopped.await;
     }));
     Gw {
