@@ -162,6 +162,29 @@ async fn cut(Query(p): Query<CutParams>) -> Response {
 
 use futures_util::StreamExt as _;
 
+#[derive(serde::Deserialize)]
+struct DownloadParams {
+    bytes: usize,
+}
+
+/// `bytes` bytes (byte `i` is `i % 251`), produced 64 KiB at a time as they are read.
+async fn download(Query(p): Query<DownloadParams>) -> Response {
+    let piece = 64 * 1024;
+    let stream = futures_util::stream::unfold(0usize, move |at| async move {
+        if at >= p.bytes {
+            return None;
+        }
+        let n = piece.min(p.bytes - at);
+        let data: Vec<u8> = (at..at + n).map(|i| (i % 251) as u8).collect();
+        Some((Ok::<_, std::io::Error>(Bytes::from(data)), at + n))
+    });
+    (
+        [("content-type", "application/octet-stream")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
 /// Counts the bytes of the body as they arrive (visible in `Log::uploaded` at once) and
 /// answers how many there were and a checksum of their pattern.
 async fn upload(
@@ -223,6 +246,7 @@ pub fn upstream_on(listener: tokio::net::TcpListener) -> Upstream {
         .route("/slow", get(slow))
         .route("/cut", get(cut))
         .route("/upload", put(upload))
+        .route("/download", get(download))
         .fallback(echo)
         .with_state(log.clone());
     let addr = listener.local_addr().unwrap();
