@@ -238,11 +238,21 @@ impl Service<Request<Body>> for Dispatch {
                 ready(answer(StatusCode::NOT_FOUND, "not found"))
             }
             // Sealed routes, the protocol's, and sealed requests to any route: the
-            // sealing layer opens them (or refuses them) and `Inner` decides.
-            Ok(_) => Box::pin(self.sealed.clone().oneshot(req)),
+            // sealing layer opens them (or refuses them) and `Inner` forwards them or
+            // not. A header-mode request keeps its extensions through the layer, so the
+            // decision goes with it; a full-mode request's path is decided there.
+            Ok(decision) => {
+                let mut req = req;
+                req.extensions_mut().insert(Decided(decision));
+                Box::pin(self.sealed.clone().oneshot(req))
+            }
         }
     }
 }
+
+/// The route `Dispatch` decided for a request it passed to the sealing layer.
+#[derive(Debug, Clone, Copy)]
+struct Decided(Decision);
 
 /// The handler behind the sealing layer: the route policy again (for full-mode
 /// requests, whose path was sealed, and sealed requests to refused routes), then the
@@ -269,7 +279,13 @@ impl Service<Request<Body>> for Inner {
             tracing::error!("a request reached the gateway's sealed handler unopened");
             return ready(answer(StatusCode::INTERNAL_SERVER_ERROR, "internal error"));
         };
-        match shared.policy.decide(req.uri().path()) {
+        let decided = match req.extensions().get::<Decided>() {
+            // Decided by `Dispatch` on this very path (header mode keeps the request's
+            // path and extensions); a full-mode request carries a path of its own.
+            Some(Decided(d)) if !ctx.full => Ok(*d),
+            _ => shared.policy.decide(req.uri().path()),
+        };
+        match decided {
             Err(bad) => {
                 shared.forwarder.metrics().bad_path();
                 tracing::debug!(error = %bad, session = %ctx.session_id, "sealed request path refused");

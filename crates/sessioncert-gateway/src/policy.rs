@@ -238,32 +238,47 @@ impl Variant {
 
 fn prefix_matches<P: AsRef<[u8]>>(prefix: &[P], segments: &[&[u8]], v: Variant) -> bool {
     prefix.len() <= segments.len()
-        && prefix.iter().zip(segments).all(|(p, s)| {
-            let s = if v.cut_params {
-                s.split(|b| *b == b';').next().unwrap_or_default()
-            } else {
-                s
-            };
-            if v.fold_case {
-                p.as_ref().eq_ignore_ascii_case(s)
-            } else {
-                p.as_ref() == s
-            }
-        })
+        && prefix
+            .iter()
+            .zip(segments)
+            .all(|(p, s)| segment_eq(p.as_ref(), s, v))
 }
+
+/// Whether a prefix's segment `p` names the path segment `s` under one reading.
+fn segment_eq(p: &[u8], s: &[u8], v: Variant) -> bool {
+    let s = if v.cut_params {
+        s.split(|b| *b == b';').next().unwrap_or_default()
+    } else {
+        s
+    };
+    if v.fold_case {
+        p.eq_ignore_ascii_case(s)
+    } else {
+        p == s
+    }
+}
+
+/// [`PROTOCOL_PREFIX`] as segments.
+const PROTOCOL_SEGMENTS: [&[u8]; 2] = [b".well-known", b"sessioncert"];
 
 fn is_protocol<P: AsRef<[u8]>>(segments: &[P], v: Variant) -> bool {
-    let protocol: Vec<&[u8]> = PROTOCOL_PREFIX[1..].split('/').map(str::as_bytes).collect();
-    let segs: Vec<&[u8]> = segments.iter().map(AsRef::as_ref).collect();
-    prefix_matches(&protocol, &segs, v)
+    PROTOCOL_SEGMENTS.len() <= segments.len()
+        && PROTOCOL_SEGMENTS
+            .iter()
+            .zip(segments)
+            .all(|(p, s)| segment_eq(p, s.as_ref(), v))
 }
 
-/// Percent-decodes `path`; refuses malformed escapes and encoded separators.
-fn decode(path: &str) -> Result<Vec<u8>, BadPath> {
+/// Percent-decodes `path`; refuses malformed escapes and encoded separators. (Runs on
+/// every request: a path without `%` or a backslash is used as it is.)
+fn decode(path: &str) -> Result<std::borrow::Cow<'_, [u8]>, BadPath> {
     if !path.starts_with('/') {
         return Err(BadPath::NotAbsolute);
     }
     let bytes = path.as_bytes();
+    if !bytes.iter().any(|b| matches!(b, b'%' | b'\\')) {
+        return Ok(std::borrow::Cow::Borrowed(bytes));
+    }
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -290,7 +305,7 @@ fn decode(path: &str) -> Result<Vec<u8>, BadPath> {
             }
         }
     }
-    Ok(out)
+    Ok(std::borrow::Cow::Owned(out))
 }
 
 /// The non-empty segments of a decoded path; refuses dot segments (also `.;x`, which

@@ -169,6 +169,8 @@ const READ_WHOLE_MAX: u64 = sessioncert_proto::stream::MAX_CHUNK_LEN as u64;
 pub(crate) struct Forwarder {
     client: Client<HttpConnector, Body>,
     upstream: Upstream,
+    /// The upstream's authority as a `Host` value, made once.
+    host: HeaderValue,
     timeout: Duration,
     proto: HeaderValue,
     metrics: UpstreamMetrics,
@@ -191,6 +193,8 @@ impl Forwarder {
             .build(connector);
         Forwarder {
             client,
+            host: HeaderValue::from_str(upstream.authority.as_str())
+                .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
             upstream,
             timeout: opts.timeout,
             proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
@@ -248,6 +252,7 @@ impl Forwarder {
         *up.uri_mut() = uri;
         *up.version_mut() = Version::HTTP_11;
         *up.headers_mut() = parts.headers;
+        up.headers_mut().insert(header::HOST, self.host.clone());
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.timeout;
         let res = match tokio::time::timeout_at(deadline, self.client.request(up)).await {
