@@ -560,3 +560,54 @@ fn the_upstream_is_required_and_checked() {
     assert!(stderr(&o).contains("the protocol's own paths"), "{o:?}");
     assert!(!data.exists(), "a refused start wrote the data directory");
 }
+
+/// With --tls-cert the gateway terminates TLS itself and tells the upstream so.
+#[test]
+fn the_gateway_terminates_tls_and_says_so_upstream() {
+    let up = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let (ca_pem, cert, key_pem) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+    );
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    std::fs::write(&key_pem, key.serialize_pem()).unwrap();
+    #[cfg(unix)]
+    std::fs::set_permissions(
+        &key_pem,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let g = Gateway::start(
+        &up.url(),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key_pem.to_str().unwrap(),
+        ],
+    );
+    let o = sc()
+        .args(["request", "--pin", &g.pin(), "--cacert"])
+        .arg(&ca_pem)
+        .args(["-d", "over tls"])
+        .arg(format!("https://127.0.0.1:{}/tls", g.port))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}\n{}", g.log());
+    let seen = up.seen().pop().unwrap();
+    assert_eq!(seen["body"], "over tls");
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "https");
+    assert!(g.log().contains("scheme=\"https\""), "{}", g.log());
+}
