@@ -279,6 +279,9 @@ fn the_gateway_forwards_sealed_and_plain_requests_by_prefix() {
     let (status, body) = http(g.port, "GET", "/orders/42");
     assert_eq!(status, 400);
     assert!(body.contains("sealed requests only"), "{body}");
+    // Without --admin-addr the operator's endpoints are the gateway's, on this address.
+    assert_eq!(http(g.port, "GET", "/healthz"), (200, "ok".to_owned()));
+    assert_eq!(http(g.port, "GET", "/readyz"), (200, "ready".to_owned()));
     assert_eq!(
         up.seen().len(),
         before,
