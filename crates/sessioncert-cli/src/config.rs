@@ -1,11 +1,13 @@
-//! `serve --config FILE`: settings from a TOML file whose keys are `serve`'s long flag
-//! names (`max-body = "4MiB"`; `max_body` works too).
+//! `serve --config FILE` and `gateway --config FILE`: settings from a TOML file whose
+//! keys are the command's long flag names (`max-body = "4MiB"`; `max_body` works too).
+//! The gateway's own settings (those under the "Gateway" heading of its `--help`) go in
+//! a `[gateway]` table; the settings it shares with `serve` at the top, as for `serve`.
 //!
 //! Precedence: command line, then environment variables, then the file, then the
 //! built-in defaults. Each value in the file becomes its argument's default before the
 //! real parse, so clap itself applies that order and every value goes through the flag's
-//! own value parser: validation is identical, and a flag added to `serve` is covered
-//! without any code here.
+//! own value parser: validation is identical, and a flag added to either command is
+//! covered without any code here.
 
 use anyhow::{anyhow, Context};
 use clap::parser::ValueSource;
@@ -14,18 +16,23 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-/// The subcommand that takes a configuration file.
-const SERVE: &str = "serve";
-/// The id of its argument naming the file (`--config`, `SESSIONCERT_CONFIG`).
+/// The subcommands that take a configuration file.
+const COMMANDS: [&str; 2] = ["serve", "gateway"];
+/// The id of their argument naming the file (`--config`, `SESSIONCERT_CONFIG`).
 const CONFIG: &str = "config";
+/// The `--help` heading of the gateway's own settings, which a file sets in the
+/// [`GATEWAY_TABLE`] table.
+pub const GATEWAY_HEADING: &str = "Gateway";
+/// The file's table for the gateway's own settings.
+const GATEWAY_TABLE: &str = "gateway";
 
 /// The command line as parsed, with the configuration file's settings applied.
 pub struct Parsed {
     /// What clap made of it all.
     pub matches: ArgMatches,
-    /// The `serve` command as defined (for the order of its arguments).
-    serve: Option<Command>,
-    /// Ids of the `serve` arguments whose default the file supplied.
+    /// The subcommand that takes a file, as defined (for the order of its arguments).
+    command: Option<Command>,
+    /// Ids of its arguments whose default the file supplied.
     from_file: Vec<String>,
 }
 
@@ -35,55 +42,61 @@ struct Setting {
     values: Vec<String>,
 }
 
-/// Parses `argv` against `cmd`; for `serve` with `--config FILE` (or
+/// Parses `argv` against `cmd`; for `serve` and `gateway` with `--config FILE` (or
 /// `SESSIONCERT_CONFIG`), the file's settings sit below flags and environment variables.
 ///
 /// A usage error is returned as a [`clap::Error`] (for `exit()`); a bad file as any
 /// other error, naming the file and the setting.
 pub fn parse(cmd: Command, argv: Vec<OsString>) -> anyhow::Result<Parsed> {
     let first = cmd.clone().try_get_matches_from(&argv)?;
-    let path = match first.subcommand() {
-        Some((SERVE, m)) => m.try_get_one::<PathBuf>(CONFIG).ok().flatten().cloned(),
-        _ => None,
+    let (name, path) = match first.subcommand() {
+        Some((name, m)) if COMMANDS.contains(&name) => (
+            Some(name.to_owned()),
+            m.try_get_one::<PathBuf>(CONFIG).ok().flatten().cloned(),
+        ),
+        _ => (None, None),
     };
-    let Some(path) = path else {
-        let serve = cmd.find_subcommand(SERVE).cloned();
+    let command = name
+        .as_deref()
+        .and_then(|n| cmd.find_subcommand(n).cloned());
+    let (Some(name), Some(path)) = (name, path) else {
         return Ok(Parsed {
             matches: first,
-            serve,
+            command,
             from_file: Vec::new(),
         });
     };
-    let serve = cmd
-        .find_subcommand(SERVE)
-        .context("no serve command")?
-        .clone();
-    let settings = read_file(&serve, &path)?;
-    let mut with_file = serve.clone();
+    let sub = command.context("no such command")?;
+    let settings = read_file(&sub, &path)?;
+    let mut with_file = sub.clone();
     for s in &settings {
         with_file = with_file.mut_arg(s.id.as_str(), |a| a.default_values(s.values.clone()));
     }
     let matches = cmd
-        .mut_subcommand(SERVE, |_| with_file)
+        .mut_subcommand(name, |_| with_file)
         .try_get_matches_from(&argv)?;
     Ok(Parsed {
         matches,
-        serve: Some(serve),
+        command: Some(sub),
         from_file: settings.into_iter().map(|s| s.id).collect(),
     })
 }
 
 impl Parsed {
-    /// One line of `serve`'s effective settings, in the order of `serve --help`, each
+    /// One line of the command's effective settings, in the order of its `--help`, each
     /// tagged with where it came from unless it is the built-in default:
     /// `addr=127.0.0.1:8093 [flag], …, max-body=2KiB [file], idle-timeout=30m, …`.
-    /// Values of arguments marked `hide_env_values` (the mark for secrets) are not shown.
-    pub fn serve_settings(&self) -> String {
-        let (Some(serve), Some(m)) = (&self.serve, self.matches.subcommand_matches(SERVE)) else {
+    /// Values of arguments marked `hide_env_values` (the mark for secrets) are not shown,
+    /// and no URL shows its password.
+    pub fn settings(&self) -> String {
+        let Some(command) = &self.command else {
+            return String::new();
+        };
+        let Some(m) = self.matches.subcommand_matches(command.get_name()) else {
             return String::new();
         };
         let mut out = Vec::new();
-        for arg in serve.get_arguments().filter(|a| is_setting(a)) {
+        for arg in command.get_arguments().filter(|a| is_setting(a)) {
             let id = arg.get_id().as_str();
             let Ok(Some(raw)) = m.try_get_raw(id) else {
                 continue;
@@ -92,7 +105,7 @@ impl Parsed {
                 "(hidden)".to_owned()
             } else {
                 quote(
-                    &raw.map(|v| v.to_string_lossy().into_owned())
+                    &raw.map(|v| crate::cmd::server::redact_url(&v.to_string_lossy()))
                         .collect::<Vec<_>>()
                         .join(","),
                 )
@@ -128,14 +141,19 @@ fn is_setting(arg: &Arg) -> bool {
     ) && arg.get_id() != CONFIG
 }
 
+/// Whether `arg` is one of the gateway's own settings (set in the `[gateway]` table).
+fn in_gateway_table(arg: &Arg) -> bool {
+    arg.get_help_heading() == Some(GATEWAY_HEADING)
+}
+
 /// The key naming `arg` in a file: its long flag name (its id for a positional).
 fn setting_name(arg: &Arg) -> &str {
     arg.get_long().unwrap_or(arg.get_id().as_str())
 }
 
-/// Reads and checks the file: every key a `serve` setting, every value one its flag
-/// accepts.
-fn read_file(serve: &Command, path: &Path) -> anyhow::Result<Vec<Setting>> {
+/// Reads and checks the file: every key a setting of `command` in its place (the top,
+/// or the `[gateway]` table), every value one its flag accepts.
+fn read_file(command: &Command, path: &Path) -> anyhow::Result<Vec<Setting>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read configuration file {}", path.display()))?;
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
@@ -154,10 +172,30 @@ fn read_file(serve: &Command, path: &Path) -> anyhow::Result<Vec<Setting>> {
             e.message().trim()
         )
     })?;
-    let mut by_id: BTreeMap<String, (String, Setting)> = BTreeMap::new();
+    let has_table = command.get_arguments().any(in_gateway_table);
+    let mut entries: Vec<(String, &toml::Value, bool)> = Vec::new();
     for (key, value) in &table {
+        match value {
+            toml::Value::Table(inner) if key == GATEWAY_TABLE && has_table => {
+                for (k, v) in inner {
+                    entries.push((format!("{GATEWAY_TABLE}.{k}"), v, true));
+                }
+            }
+            toml::Value::Table(_) if key == GATEWAY_TABLE => {
+                return Err(anyhow!(
+                    "configuration file {}: [{GATEWAY_TABLE}]: the settings of `sessioncert gateway`; `sessioncert {}` has none",
+                    path.display(),
+                    command.get_name()
+                ));
+            }
+            _ => entries.push((key.clone(), value, false)),
+        }
+    }
+    let mut by_id: BTreeMap<String, (String, Setting)> = BTreeMap::new();
+    for (key, value, in_table) in entries {
         let fail = |msg: String| anyhow!("configuration file {}: {key}: {msg}", path.display());
-        let arg = find_setting(serve, key).map_err(fail)?;
+        let bare = key.rsplit('.').next().unwrap_or(&key);
+        let arg = find_setting(command, bare, in_table).map_err(fail)?;
         let values = values_of(arg, value).map_err(fail)?;
         check_values(arg, &values).map_err(fail)?;
         let id = arg.get_id().as_str().to_owned();
@@ -169,25 +207,36 @@ fn read_file(serve: &Command, path: &Path) -> anyhow::Result<Vec<Setting>> {
     Ok(by_id.into_values().map(|(_, s)| s).collect())
 }
 
-/// The `serve` argument a key names, or why there is none.
-fn find_setting<'a>(serve: &'a Command, key: &str) -> Result<&'a Arg, String> {
+/// The argument of `command` a key names (in the `[gateway]` table when `in_table`), or
+/// why there is none.
+fn find_setting<'a>(command: &'a Command, key: &str, in_table: bool) -> Result<&'a Arg, String> {
     if key.replace('_', "-") == CONFIG {
         return Err("the configuration file cannot name another one (--config is a flag or SESSIONCERT_CONFIG only)".into());
     }
     let name = key.replace('_', "-");
-    let settings = || serve.get_arguments().filter(|a| is_setting(a));
+    let settings = || command.get_arguments().filter(|a| is_setting(a));
     if let Some(arg) = settings().find(|a| setting_name(a) == name) {
-        return Ok(arg);
+        return match (in_gateway_table(arg), in_table) {
+            (true, true) | (false, false) => Ok(arg),
+            (true, false) => Err(format!(
+                "a setting of the gateway's own: put it in the [{GATEWAY_TABLE}] table"
+            )),
+            (false, true) => Err(format!(
+                "not one of the gateway's own settings: put it at the top of the file, above [{GATEWAY_TABLE}]"
+            )),
+        };
     }
     let closest = settings()
+        .filter(|a| in_gateway_table(a) == in_table)
         .map(|a| (strsim::jaro(&name, setting_name(a)), setting_name(a)))
         .filter(|(score, _)| *score > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0));
     Err(match closest {
         Some((_, known)) => format!("unknown setting (did you mean {known}?)"),
-        None => {
-            "unknown setting (the keys are the long flags of `sessioncert serve --help`)".into()
-        }
+        None => format!(
+            "unknown setting (the keys are the long flags of `sessioncert {} --help`)",
+            command.get_name()
+        ),
     })
 }
 
@@ -237,7 +286,7 @@ fn check_values(arg: &Arg, values: &[String]) -> Result<(), String> {
         probe = probe.value_names(names.iter().cloned());
     }
     let tokens = values.iter().flat_map(|v| [format!("--{long}"), v.clone()]);
-    Command::new(SERVE)
+    Command::new("settings")
         .no_binary_name(true)
         .color(ColorChoice::Never)
         .arg(probe)
@@ -259,6 +308,9 @@ fn check_values(arg: &Arg, values: &[String]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SERVE: &str = "serve";
+    const GATEWAY: &str = "gateway";
     use clap::CommandFactory as _;
     use std::any::TypeId;
     use std::time::Duration;
@@ -281,10 +333,18 @@ mod tests {
     }
 
     fn parse_with_file(toml: &str, extra: &[&str]) -> anyhow::Result<Parsed> {
+        parse_command_with_file(SERVE, toml, extra)
+    }
+
+    fn parse_command_with_file(
+        command: &str,
+        toml: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Parsed> {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("serve.toml");
         std::fs::write(&file, toml).unwrap();
-        let mut argv: Vec<OsString> = vec!["sessioncert".into(), "serve".into()];
+        let mut argv: Vec<OsString> = vec!["sessioncert".into(), command.into()];
         argv.extend(["--config".into(), file.into_os_string()]);
         argv.extend(extra.iter().map(OsString::from));
         parse(cli_without_env(), argv)
@@ -296,6 +356,7 @@ mod tests {
         ("addr", r#""127.0.0.1:8093""#),
         ("data", r#""/srv/sessioncert""#),
         ("memory", "true"),
+        ("store", r#""sqlite:/srv/sessioncert/other.db""#),
         ("session-lifetime", r#""12h""#),
         ("idle-timeout", r#""5m""#),
         ("suites", r#""chacha20-poly1305""#),
@@ -395,7 +456,7 @@ mod tests {
             );
             assert_eq!(m.value_source(id), Some(ValueSource::DefaultValue), "{key}");
         }
-        let line = parsed.serve_settings();
+        let line = parsed.settings();
         assert!(line.contains("max-body=2MiB [file]"), "{line}");
         assert!(
             line.contains("public-origin=\"https://a.example,https://b.example\" [file]"),
@@ -426,7 +487,7 @@ mod tests {
             m.value_source("max_response"),
             Some(ValueSource::CommandLine)
         );
-        let line = p.serve_settings();
+        let line = p.settings();
         assert!(line.contains("max-response=3KiB [flag]"), "{line}");
         assert!(line.contains("idle-timeout=5m [file]"), "{line}");
         assert!(line.contains("session-lifetime=24h,"), "{line}");
@@ -485,6 +546,135 @@ mod tests {
         );
         let e = file_error("addr = \n");
         assert!(e.contains("serve.toml:1:"), "{e}");
+    }
+
+    /// The gateway's own settings, one sample each (differing from the default).
+    const GATEWAY_SAMPLES: &[(&str, &str)] = &[
+        ("upstream", r#""http://127.0.0.1:9000/api""#),
+        ("plain", r#"["/health", "/assets"]"#),
+        ("refuse", r#"["/admin"]"#),
+        ("upstream-timeout", r#""5s""#),
+        ("upstream-max-idle", "16"),
+        ("upstream-idle-timeout", r#""2s""#),
+    ];
+
+    /// Every argument of `gateway` can come from the file: its own in `[gateway]`, the
+    /// ones it shares with `serve` (all of serve's) at the top.
+    #[test]
+    fn every_gateway_setting_can_come_from_the_file() {
+        let cli = crate::Cli::command();
+        let gateway = cli.find_subcommand(GATEWAY).unwrap();
+        let serve = cli.find_subcommand(SERVE).unwrap();
+        let mut top = String::new();
+        let mut table = String::from("[gateway]\n");
+        let mut expected: Vec<(&str, &str)> = Vec::new();
+        for arg in gateway.get_arguments().filter(|a| is_setting(a)) {
+            let name = setting_name(arg);
+            if in_gateway_table(arg) {
+                let (_, v) = GATEWAY_SAMPLES
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .unwrap_or_else(|| panic!("add a gateway sample for {name}"));
+                table.push_str(&format!("{name} = {v}\n"));
+                expected.push((name, v));
+            } else {
+                assert!(
+                    serve.get_arguments().any(|a| setting_name(a) == name),
+                    "{name}: a gateway setting at the top must be one serve has too, or carry the Gateway heading"
+                );
+                let v = if name == "addr" {
+                    r#""127.0.0.1:9443""#
+                } else {
+                    SAMPLES.iter().find(|(k, _)| *k == name).unwrap().1
+                };
+                top.push_str(&format!("{name} = {v}\n"));
+                expected.push((name, v));
+            }
+        }
+        assert_eq!(table.lines().count(), GATEWAY_SAMPLES.len() + 1);
+        let parsed = parse_command_with_file(GATEWAY, &format!("{top}{table}"), &[]).unwrap();
+        assert!(<crate::Cli as clap::FromArgMatches>::from_arg_matches(&parsed.matches).is_ok());
+        let m = parsed.matches.subcommand_matches(GATEWAY).unwrap();
+        for (name, sample) in expected {
+            let arg = gateway
+                .get_arguments()
+                .find(|a| setting_name(a) == name)
+                .unwrap();
+            let raw: Vec<String> = m
+                .get_raw(arg.get_id().as_str())
+                .unwrap()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(raw.join(","), expected_raw(sample), "{name}");
+            assert_eq!(
+                m.value_source(arg.get_id().as_str()),
+                Some(ValueSource::DefaultValue),
+                "{name}"
+            );
+        }
+        let line = parsed.settings();
+        assert!(
+            line.contains("upstream=http://127.0.0.1:9000/api [file]"),
+            "{line}"
+        );
+        assert!(line.contains("plain=\"/health,/assets\" [file]"), "{line}");
+        assert!(line.contains("addr=127.0.0.1:9443 [file]"), "{line}");
+    }
+
+    #[test]
+    fn gateway_settings_must_be_in_their_place() {
+        let err = |command: &str, toml: &str| match parse_command_with_file(command, toml, &[]) {
+            Ok(_) => panic!("accepted: {toml}"),
+            Err(e) => format!("{e:#}"),
+        };
+        let e = err(GATEWAY, "upstream = \"http://127.0.0.1:9000\"\n");
+        assert!(
+            e.contains("upstream: a setting of the gateway's own: put it in the [gateway] table"),
+            "{e}"
+        );
+        let e = err(GATEWAY, "[gateway]\nmax-body = \"1MiB\"\n");
+        assert!(
+            e.contains("gateway.max-body: not one of the gateway's own settings"),
+            "{e}"
+        );
+        let e = err(GATEWAY, "[gateway]\nupstrem = \"http://a:1\"\n");
+        assert!(
+            e.contains("gateway.upstrem: unknown setting (did you mean upstream?)"),
+            "{e}"
+        );
+        let e = err(GATEWAY, "[gateway]\nupstream = \"https://a:1\"\n");
+        assert!(e.contains("gateway.upstream: invalid value"), "{e}");
+        let e = err(SERVE, "[gateway]\nupstream = \"http://a:1\"\n");
+        assert!(
+            e.contains(
+                "[gateway]: the settings of `sessioncert gateway`; `sessioncert serve` has none"
+            ),
+            "{e}"
+        );
+        // Flags still win over the file.
+        let p = parse_command_with_file(
+            GATEWAY,
+            "[gateway]\nupstream-timeout = \"5s\"\n",
+            &["--upstream-timeout", "7s"],
+        )
+        .unwrap();
+        assert!(p.settings().contains("upstream-timeout=7s [flag]"));
+    }
+
+    /// No password of a store URL reaches the settings line.
+    #[test]
+    fn the_settings_line_hides_passwords() {
+        let p = parse_with_file(
+            "store = \"redis://app:hunter2@cache:6379/?prefix=x\"\n",
+            &[],
+        )
+        .unwrap();
+        let line = p.settings();
+        assert!(
+            line.contains("store=redis://app:***@cache:6379/?prefix=x [file]"),
+            "{line}"
+        );
+        assert!(!line.contains("hunter2"), "{line}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! `sessioncert`: one binary for the demo server, the curl-like client, key tools,
-//! the operator's session view and the load generator. Argument parsing and printing
+//! `sessioncert`: one binary for the demo server, the gateway, the curl-like client, key
+//! tools, the operator's session view and the load generator. Argument parsing and printing
 //! live here; all protocol work is in the library crates.
 #![forbid(unsafe_code)]
 
@@ -43,6 +43,10 @@ enum Command {
     /// Run the demo server: the demo page at /, the browser client at /sessioncert.js, sealed
     /// POST /apiTest, /notes, /events and /files, plain POST /plain/apiTest.
     Serve(Box<cmd::serve::ServeArgs>),
+    /// Put sessioncert in front of any HTTP API: open sealed requests, forward them in
+    /// plain HTTP to --upstream, seal its answers back (per path prefix: sealed, plain or
+    /// refused).
+    Gateway(Box<cmd::gateway::GatewayArgs>),
     /// Send one sealed request, curl-like, and print the opened response body.
     Request(cmd::request::RequestArgs),
     /// The operator's view of sessions: list and close.
@@ -89,7 +93,8 @@ fn main() -> ExitCode {
             Command::Keygen(a) => cmd::keys::keygen(a),
             Command::Fingerprint(a) => cmd::keys::fingerprint(a),
             Command::RotateKeys(a) => cmd::keys::rotate_keys(a),
-            Command::Serve(a) => cmd::serve::run(*a, parsed.serve_settings()).await,
+            Command::Serve(a) => cmd::serve::run(*a, parsed.settings()).await,
+            Command::Gateway(a) => cmd::gateway::run(*a, parsed.settings()).await,
             Command::Request(a) => cmd::request::run(a).await,
             Command::Sessions { command } => cmd::sessions::run(command).await,
             Command::Bench { command } => cmd::bench::run(command).await,

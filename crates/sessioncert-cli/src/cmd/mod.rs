@@ -1,10 +1,12 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod gateway;
 pub mod generate;
 pub mod keys;
 pub mod request;
 pub mod serve;
+pub mod server;
 pub mod sessions;
 pub mod tls;
 

@@ -176,18 +176,18 @@ fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Held> {
 }
 
 /// Given to a consumer that reads a request body piece by piece and lets go of each
-/// piece (a streamed sealed request: one chunk at a time), so the budget counts the
-/// bytes it holds rather than every byte it ever read. Put into the request's
-/// extensions by [`BodyGuard`].
+/// piece (a streamed sealed request: one chunk at a time; a body a proxy hands on), so
+/// the budget counts the bytes it holds rather than every byte it ever read. Put into
+/// the request's extensions by [`BodyGuard`].
 #[derive(Clone)]
-pub(crate) struct BodyRelease {
+pub struct BodyRelease {
     shared: Shared,
 }
 
 impl BodyRelease {
     /// `bytes` more of the body are no longer held: their charge goes back to the
     /// budget (and the client address's share), in whole KiB.
-    pub(crate) fn release(&self, bytes: u64) {
+    pub fn release(&self, bytes: u64) {
         let mut held = lock(&self.shared);
         held.released_bytes = held.released_bytes.saturating_add(bytes);
         let due = (held.released_bytes / 1024).saturating_sub(held.released_kib);

@@ -37,8 +37,7 @@ pub(crate) mod access;
 mod body;
 mod tls;
 
-pub(crate) use body::BodyRelease;
-pub use body::{BodyGuard, BodyGuardError, BodyGuardLayer};
+pub use body::{BodyGuard, BodyGuardError, BodyGuardLayer, BodyRelease};
 pub use tls::{server_config_from_pem_files, TlsConfigError};
 /// The TLS library [`serve_tls`] takes its configuration from.
 pub use tokio_rustls::rustls;
