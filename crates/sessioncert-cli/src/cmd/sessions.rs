@@ -1,5 +1,6 @@
 //! `sessioncert sessions list|close`: the operator's view. Never shows keys.
 
+use super::server::{redact_url, StoreUrl};
 use super::DEFAULT_DATA_DIR;
 use anyhow::Context;
 use clap::Subcommand;
@@ -18,6 +19,10 @@ pub enum SessionsCommand {
         /// Data directory of the server.
         #[arg(long, env = "SESSIONCERT_DATA", default_value = DEFAULT_DATA_DIR)]
         data: PathBuf,
+        /// The servers' session store, as given to `serve`/`gateway --store`
+        /// (default: sessions.db in --data).
+        #[arg(long, env = "SESSIONCERT_STORE", value_parser = super::server::parse_store_url)]
+        store: Option<StoreUrl>,
         /// One JSON array instead of a table.
         #[arg(long)]
         json: bool,
@@ -53,15 +58,41 @@ pub enum SessionsCommand {
         /// Data directory of the server.
         #[arg(long, env = "SESSIONCERT_DATA", default_value = DEFAULT_DATA_DIR)]
         data: PathBuf,
+        /// The servers' session store, as given to `serve`/`gateway --store`
+        /// (default: sessions.db in --data). Closing in a shared store closes the
+        /// session at every instance at its next request.
+        #[arg(long, env = "SESSIONCERT_STORE", value_parser = super::server::parse_store_url)]
+        store: Option<StoreUrl>,
     },
 }
 
-fn open(data: &Path) -> anyhow::Result<SqliteStore> {
-    let db = data.join(DATABASE_FILE);
-    anyhow::ensure!(db.exists(), "no session database at {}", db.display());
-    let (store, _) = SqliteStore::open(&db, OpenMode::Admin)
-        .with_context(|| format!("cannot open {}", db.display()))?;
-    Ok(store)
+/// Opens the store beside a running server: SQLite in admin mode (no lock, no recovery),
+/// or the shared store the servers use.
+async fn open(data: &Path, store: Option<StoreUrl>) -> anyhow::Result<Box<dyn SessionStore>> {
+    let sqlite = |db: PathBuf| -> anyhow::Result<Box<dyn SessionStore>> {
+        anyhow::ensure!(db.exists(), "no session database at {}", db.display());
+        let (store, _) = SqliteStore::open(&db, OpenMode::Admin)
+            .with_context(|| format!("cannot open {}", db.display()))?;
+        Ok(Box::new(store))
+    };
+    match store {
+        None | Some(StoreUrl::Sqlite(None)) => sqlite(data.join(DATABASE_FILE)),
+        Some(StoreUrl::Sqlite(Some(db))) => sqlite(db),
+        Some(StoreUrl::Memory) => {
+            anyhow::bail!("--store memory: keeps sessions inside the server process; there is nothing to open from here")
+        }
+        Some(StoreUrl::Invalid(e)) => anyhow::bail!("{e}"),
+        Some(StoreUrl::Redis(url)) => Ok(Box::new(
+            sessioncert_store::RedisStore::connect(&url)
+                .await
+                .with_context(|| format!("--store {}", redact_url(&url)))?,
+        )),
+        Some(StoreUrl::Postgres(url)) => Ok(Box::new(
+            sessioncert_store::PostgresStore::connect(&url)
+                .await
+                .with_context(|| format!("--store {}", redact_url(&url)))?,
+        )),
+    }
 }
 
 fn time(ms: u64) -> String {
@@ -102,6 +133,7 @@ pub async fn run(cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         SessionsCommand::List {
             data,
+            store,
             json,
             all,
             state,
@@ -116,7 +148,7 @@ pub async fn run(cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
                     anyhow::anyhow!("--state {s:?}: expected established, expired or closed")
                 })?),
             };
-            let store = open(&data)?;
+            let store = open(&data, store).await?;
             let live_only = !all && state.is_none_or(|s| s.is_live());
             let mut rows = store.list(live_only).await?;
             // A live row whose lifetime or idle time ran out is expired now, whether or
@@ -163,8 +195,13 @@ pub async fn run(cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        SessionsCommand::Close { id, client, data } => {
-            let store = open(&data)?;
+        SessionsCommand::Close {
+            id,
+            client,
+            data,
+            store,
+        } => {
+            let store = open(&data, store).await?;
             if let Some(addr) = client {
                 let ids: Vec<SessionId> = store
                     .list(true)

@@ -113,6 +113,10 @@ fn may_resend(e: &ClientError, retry_safe: bool) -> bool {
     retry_safe || execution_of(e) == Execution::NotExecuted
 }
 
+/// How often a request that is safe to send twice is sent again after its connection
+/// failed.
+const RESENDS_AFTER_CUT: u32 = 3;
+
 /// How long the close that settles an unknown outcome may take.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -847,6 +851,10 @@ impl Inner {
     ) -> Result<StreamingResponse, ClientError> {
         // Whether the request was already sent once more after a session refusal.
         let mut resent = false;
+        // Re-sends after a failed connection so far (a separate allowance, only ever for
+        // a request that is safe to send twice). More than one: the next pooled
+        // connection can be a dead one too (an instance that went away had several).
+        let mut resent_after_cut = 0;
         // Whether a fresh session was already taken because the old one was spent.
         let mut renewed_spent = false;
         // Read ahead before a session is taken: nothing is sealed until the body's start
@@ -908,6 +916,23 @@ impl Inner {
                 info!(session = %slot.id, code = ?e.code(), "server no longer accepts the session; handshaking anew and sending the request once more");
                 resent = true;
                 self.renew(Some(slot.generation)).await?;
+                continue;
+            }
+            // The connection failed under a request that is safe to send twice (an
+            // instance behind the name went away, a proxy cut it): once more, on a new
+            // connection, in the same session — the session itself is fine.
+            if p.retry_safe
+                && resent_after_cut < RESENDS_AFTER_CUT
+                && matches!(e, ClientError::Http(_))
+            {
+                if matches!(body, LoadedBody::Spent) {
+                    body = match p.body.load().await? {
+                        Some(b) => b,
+                        None => return Err(ClientError::BodyNotReplayable { cause: Box::new(e) }),
+                    };
+                }
+                info!(session = %slot.id, method = %p.method, error = %e, "connection failed under a request that is safe to send twice; sending it once more");
+                resent_after_cut += 1;
                 continue;
             }
             // Any other refusal of a sent request is not authenticated either (a forger

@@ -438,11 +438,16 @@ impl SessionManager {
         confirmation: &[u8],
         addr: Option<IpAddr>,
     ) -> Result<(), Refusal> {
-        if self.create(id, confirmation, addr)? {
-            if self.shared {
-                let entry = self.entry(id)?;
-                return self.store_created(&entry).await;
+        if self.shared {
+            // Into the table only once the store holds it: before that, another
+            // request of the session here must not find it and ask the store about it.
+            if self.cache.contains_key(id) {
+                return Ok(());
             }
+            let (entry, limited) = self.confirmed_entry(id, confirmation, addr)?;
+            return self.store_created(entry, limited).await;
+        }
+        if self.create(id, confirmation, addr)? {
             // A failed save is logged by `flush` and the session stays queued; the
             // session itself is valid in memory, so the request goes on.
             let _ = self.flush().await;
@@ -458,6 +463,23 @@ impl SessionManager {
         confirmation: &[u8],
         addr: Option<IpAddr>,
     ) -> Result<bool, Refusal> {
+        let (entry, limited) = self.confirmed_entry(id, confirmation, addr)?;
+        let created = self.insert_created(&entry, limited);
+        if created {
+            entry.lock().touch();
+            self.queue_save(&entry);
+        }
+        Ok(created)
+    }
+
+    /// Checks a confirmation (PROTOCOL §6.8 steps 2–6) and builds the session's entry,
+    /// not yet in the table. Also returns the address the session counts against.
+    fn confirmed_entry(
+        &self,
+        id: &SessionId,
+        confirmation: &[u8],
+        addr: Option<IpAddr>,
+    ) -> Result<(Arc<Entry>, Option<IpAddr>), Refusal> {
         let refused = |code: ErrorCode, why: &str| {
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
             telemetry::handshake(HandshakeOutcome::ConfirmationRefused);
@@ -506,7 +528,13 @@ impl SessionManager {
             // A shared store gets the session from `store_created`, never from a flush.
             Mutable::new(Live::Established(Box::new(session)), now, 0, self.shared),
         ));
-        let created = match self.cache.entry(*id) {
+        Ok((entry, limited))
+    }
+
+    /// Puts a session just created into the table unless its id is there already, and
+    /// counts it. Returns whether it did.
+    pub(crate) fn insert_created(&self, entry: &Arc<Entry>, limited: Option<IpAddr>) -> bool {
+        let created = match self.cache.entry(entry.id) {
             dashmap::mapref::entry::Entry::Occupied(_) => false,
             dashmap::mapref::entry::Entry::Vacant(v) => {
                 v.insert(entry.clone());
@@ -520,12 +548,8 @@ impl SessionManager {
             self.live_count.fetch_add(1, Ordering::Relaxed);
             self.stats.established.fetch_add(1, Ordering::Relaxed);
             telemetry::handshake(HandshakeOutcome::Established);
-            if !self.shared {
-                entry.lock().touch();
-                self.queue_save(&entry);
-            }
         }
-        Ok(created)
+        created
     }
 
     /// The session's entry. Memory only: the table is the authority for every live

@@ -151,10 +151,15 @@ impl SessionManager {
     }
 
     /// Stores a session this instance just confirmed, before its first request runs, so
-    /// it is usable at every instance at once. If the id is already stored (the same
-    /// confirmation reached another instance first, or was replayed after the session
-    /// ended) the stored session is what counts: this instance's copy is replaced by it.
-    pub(crate) async fn store_created(&self, entry: &Arc<Entry>) -> Result<(), Refusal> {
+    /// it is usable at every instance at once, and only then puts it into the table. If
+    /// the id is already stored (the same confirmation reached another instance, or this
+    /// one, first, or was replayed after the session ended) the stored session is what
+    /// counts: it is read from the store instead.
+    pub(crate) async fn store_created(
+        &self,
+        entry: Arc<Entry>,
+        limited: Option<std::net::IpAddr>,
+    ) -> Result<(), Refusal> {
         let record = {
             let m = entry.lock();
             let Live::Established(s) = &m.live else {
@@ -183,15 +188,16 @@ impl SessionManager {
             }
         };
         match store_call("create", self.store.create(record)).await {
-            Ok(true) => Ok(()),
-            Ok(false) => {
-                // Someone else's record wins: hold that one instead of ours.
-                self.forget(&entry.id);
-                self.load_shared(&entry.id).await
+            Ok(true) => {
+                self.insert_created(&entry, limited);
+                Ok(())
             }
+            // Someone else's record wins: hold that one (unless this instance already
+            // holds the session, read by a concurrent request).
+            Ok(false) if self.cache.contains_key(&entry.id) => Ok(()),
+            Ok(false) => self.load_shared(&entry.id).await,
             Err(e) => {
                 tracing::error!(session = %entry.id, error = %e, "storing a new session failed");
-                self.forget(&entry.id);
                 Err(STORE_UNAVAILABLE)
             }
         }
