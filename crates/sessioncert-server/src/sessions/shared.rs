@@ -61,7 +61,8 @@ impl SessionManager {
                 ServerError::Config(format!(
                     "the shared session store was set up under another storage key (this \
                      instance's key id is {}): instances that share a store must share the \
-                     storage key (point --data at one directory, or set {} alike)",
+                     storage key (point --data at one directory, or set {} alike); a store \
+                     prefix or schema left by another deployment needs a name of its own",
                     storage.key_id(),
                     crate::keys::STORAGE_KEY_ENV
                 ))
