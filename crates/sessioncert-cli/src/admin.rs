@@ -31,6 +31,10 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
             telemetry::REQUEST_DURATION_BUCKETS,
         )?
         .set_buckets_for_metric(
+            Matcher::Full(telemetry::STORE_DURATION.to_owned()),
+            telemetry::REQUEST_DURATION_BUCKETS,
+        )?
+        .set_buckets_for_metric(
             Matcher::Full(sessioncert_gateway::telemetry::UPSTREAM_DURATION.to_owned()),
             sessioncert_gateway::telemetry::UPSTREAM_DURATION_BUCKETS,
         )?
