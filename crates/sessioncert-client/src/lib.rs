@@ -46,7 +46,10 @@
 //!   execute a `POST` and then forge a refusal; such a request fails with
 //!   [`ClientError::OutcomeUnknown`] (the server may or may not have executed it —
 //!   check before sending it again), as it does when the connection fails after the
-//!   request was sent. A connection that was never made is not an unknown outcome. The
+//!   request was sent. A connection that was never made is not an unknown outcome.
+//!   A request that is safe to send twice whose connection failed (not timed out)
+//!   after it was sent goes again, on a new connection in the same session, up to three
+//!   times: behind a load balancer that reaches another instance of the server. The
 //!   client also handshakes proactively when the session is past its lifetime, idle
 //!   timeout or message budget. A handshake refused with `unknown_key` refetches the key
 //!   configuration once.

@@ -920,10 +920,13 @@ impl Inner {
             }
             // The connection failed under a request that is safe to send twice (an
             // instance behind the name went away, a proxy cut it): once more, on a new
-            // connection, in the same session — the session itself is fine.
+            // connection, in the same session — the session itself is fine. (Not after
+            // a timeout: the caller's time budget is spent, and the request may still
+            // be running.)
             if p.retry_safe
                 && resent_after_cut < RESENDS_AFTER_CUT
                 && matches!(e, ClientError::Http(_))
+                && !e.is_timeout()
             {
                 if matches!(body, LoadedBody::Spent) {
                     body = match p.body.load().await? {
