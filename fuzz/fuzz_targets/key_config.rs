@@ -71,8 +71,8 @@ fn check_bytes(data: &[u8], now: u64) -> bool {
             "key config does not round-trip"
         );
     }
-    let pinned = signed.verify(Trust::Pin(f.pin), now);
-    let tofu = signed.verify(Trust::FirstUse, now);
+    let pinned = signed.verify(&Trust::Pin(f.pin), now);
+    let tofu = signed.verify(&Trust::FirstUse, now);
     assert_eq!(
         pinned.is_ok(),
         tofu.is_ok(),

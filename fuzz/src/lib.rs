@@ -174,7 +174,7 @@ pub fn fixture() -> &'static Fixture {
         };
         let signed = config.sign(&identity).expect("sign");
         let signed_bytes = signed.encode();
-        let config = signed.verify(Trust::Pin(pin), NOW_MS).expect("verify");
+        let config = signed.verify(&Trust::Pin(pin), NOW_MS).expect("verify");
         let keys = vec![hk];
         let pairs = Suite::ALL
             .iter()

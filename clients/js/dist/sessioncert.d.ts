@@ -66,8 +66,10 @@ export interface SseEvent {
 
 // ---- session.ts
 export interface ConnectOptions {
-    /** "ed25519:<base64url>", as `sessioncert fingerprint` prints it. */
-    pin?: string;
+    /** "ed25519:<base64url>", as `sessioncert fingerprint` prints it. Several while the
+     *  server's identity is rotated: the current pin and the next one
+     *  (`sessioncert identity prepare` prints it); any of them is accepted. */
+    pin?: string | readonly string[];
     /** Trust the first identity seen instead of a pin (an attacker on first contact wins). */
     tofu?: boolean;
     /** Full-request mode by default for this session's fetches. */

@@ -68,11 +68,12 @@ export interface VerifiedConfig {
   pin: string;
 }
 
-/** §5.3, in order. `trust` is the pinned identity or null for trust on first use;
- *  `highWater` is the highest issued_at already accepted for this identity. */
+/** §5.3, in order. `trust` is the pinned identities (one, or the current and the next
+ *  while the server's identity is rotated) or null for trust on first use; `highWater` is
+ *  the highest issued_at already accepted from this server, under any of the pins. */
 export async function verifyConfig(
   served: Uint8Array,
-  trust: Uint8Array | null,
+  trust: Uint8Array | readonly Uint8Array[] | null,
   now: number,
   highWater = -Infinity,
 ): Promise<VerifiedConfig> {
@@ -81,7 +82,10 @@ export async function verifyConfig(
   const sig = served.subarray(2, 66);
   const config = parseConfig(served.subarray(66));
   const pin = pinOf(config.identity);
-  if (trust && pinOf(trust) !== pin) throw new PinMismatch(pinOf(trust), pin);
+  if (trust) {
+    const pins = (trust instanceof Uint8Array ? [trust] : trust).map(pinOf);
+    if (!pins.includes(pin)) throw new PinMismatch(pins.join(","), pin);
+  }
   const ok = strictPrecheck(config.identity, sig) && (await ed25519Verify(config.identity, sig, concat(SIGNING_LABEL, served.subarray(66))));
   const fail = (why: string) => new ProtocolError("handshake_failed", "key configuration: " + why);
   if (!ok) throw fail("signature does not verify under " + pin);

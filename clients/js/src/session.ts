@@ -14,8 +14,10 @@ import { parseSse, type SseEvent } from "./sse.js";
 import { BodyReader, MAX_CHUNK_LEN, StreamSealer } from "./streams.js";
 
 export interface ConnectOptions {
-  /** "ed25519:<base64url>", as `sessioncert fingerprint` prints it. */
-  pin?: string;
+  /** "ed25519:<base64url>", as `sessioncert fingerprint` prints it. Several while the
+   *  server's identity is rotated: the current pin and the next one
+   *  (`sessioncert identity prepare` prints it); any of them is accepted. */
+  pin?: string | readonly string[];
   /** Trust the first identity seen instead of a pin (an attacker on first contact wins). */
   tofu?: boolean;
   /** Full-request mode by default for this session's fetches. */
@@ -114,7 +116,7 @@ class SealedSession implements Session {
   private closedForGood = false;
   private lastId = "";
   private verifiedPin = "";
-  private identity: Uint8Array | null;
+  private identity: Uint8Array[] | null;
   private highWater = -Infinity;
   private cfg: { v: VerifiedConfig; at: number } | null = null;
   private readonly origin: string;
@@ -123,7 +125,8 @@ class SealedSession implements Session {
   constructor(private base: URL, private opts: ConnectOptions) {
     this.origin = canonicalOrigin(base);
     this.transport = opts.fetch ?? globalThis.fetch.bind(globalThis);
-    if (opts.pin) this.identity = parsePin(opts.pin);
+    const pins = opts.pin === undefined ? [] : typeof opts.pin === "string" ? [opts.pin] : [...opts.pin];
+    if (pins.length > 0) this.identity = pins.map(parsePin);
     else if (opts.tofu) {
       this.identity = null;
       console.warn(`sessioncert: trusting ${this.origin} on first use (no pin): an attacker could impersonate it`);
@@ -159,7 +162,7 @@ class SealedSession implements Session {
     this.wire({ kind: "config", url, status: res.status, bytes });
     if (res.status !== 200) throw await refusalOf(res, bytes, "key configuration");
     const v = await verifyConfig(bytes, this.identity, Date.now(), this.highWater);
-    this.identity ??= v.config.identity; // trust on first use: this identity from now on
+    this.identity ??= [v.config.identity]; // trust on first use: this identity from now on
     this.highWater = Math.max(this.highWater, v.config.issuedAt);
     this.verifiedPin = v.pin;
     this.cfg = { v, at: now };

@@ -8,7 +8,7 @@ import { decodeY, isStrictPoint } from "../build/esm/ed25519.js";
 import { PinMismatch } from "../build/esm/errors.js";
 
 const v = load("key-config.json");
-const trustOf = (t) => (t === "first_use" ? null : parsePin(t));
+const trustOf = (t) => (t === "first_use" ? null : t.split(",").map(parsePin));
 
 test("pin of the identity and pin parsing", () => {
   assert.equal(pinOf(h(v.identity.public)), v.identity.pin);

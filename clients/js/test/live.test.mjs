@@ -2,7 +2,7 @@
 // on 127.0.0.1 (SESSIONCERT_BIN, default ../../target/release/sessioncert).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
+import { createHash, generateKeyPairSync } from "node:crypto";
 import { execFileSync } from "node:child_process";
 import { startServer, BIN } from "./server.mjs";
 import { connect, PinMismatch, OutcomeUnknown, SessionCertError } from "../dist/sessioncert.js";
@@ -64,6 +64,16 @@ test("sealed echo round trip; the wire never carries the plaintext", async () =>
 test("wrong pin is refused with PinMismatch", async () => {
   const other = "ed25519:A6EHv_POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg";
   await assert.rejects(connect(srv.base, { pin: other }), (e) => e instanceof PinMismatch && e.expected === other && e.actual === srv.pin);
+});
+
+test("several pins (an identity rotation): any of them is accepted, none of them is refused", async () => {
+  const fresh = () => "ed25519:" + generateKeyPairSync("ed25519").publicKey.export({ format: "jwk" }).x;
+  const [other, other2] = [fresh(), fresh()];
+  const s = await connect(srv.base, { pin: [other2, srv.pin] });
+  assert.equal(s.pin, srv.pin);
+  assert.equal((await (await s.fetch("/apiTest", json({ n: 1 }))).json()).requestData.n, 1);
+  await assert.rejects(connect(srv.base, { pin: [other, other2] }), (e) =>
+    e instanceof PinMismatch && e.expected === `${other},${other2}` && e.actual === srv.pin);
 });
 
 test("trust on first use connects and reports the pin", async () => {

@@ -40,6 +40,12 @@ enum Command {
     /// Add a new handshake key to a data directory now (the identity and pin stay). It
     /// starts in 10 minutes; running servers sharing DIR pick it up within a minute.
     RotateKeys(cmd::keys::RotateKeysArgs),
+    /// Rotate the server identity without a pause: `prepare` makes the next identity and
+    /// prints its pin (give clients both pins), `promote` makes it the current one.
+    Identity {
+        #[command(subcommand)]
+        command: cmd::keys::IdentityCommand,
+    },
     /// Run the demo server: the demo page at /, the browser client at /sessioncert.js, sealed
     /// POST /apiTest, /notes, /events and /files, plain POST /plain/apiTest.
     Serve(Box<cmd::serve::ServeArgs>),
@@ -93,6 +99,7 @@ fn main() -> ExitCode {
             Command::Keygen(a) => cmd::keys::keygen(a),
             Command::Fingerprint(a) => cmd::keys::fingerprint(a),
             Command::RotateKeys(a) => cmd::keys::rotate_keys(a),
+            Command::Identity { command } => cmd::keys::identity(command),
             Command::Serve(a) => cmd::serve::run(*a, parsed.settings()).await,
             Command::Gateway(a) => cmd::gateway::run(*a, parsed.settings()).await,
             Command::Request(a) => cmd::request::run(a).await,

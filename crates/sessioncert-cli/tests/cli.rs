@@ -447,11 +447,66 @@ fn rotate_keys_adds_a_handshake_key_published_ahead_and_keeps_the_pin() {
     assert_eq!(second.ok(), "2\n");
     assert!(second.stderr.contains("in 600 s"), "{second:?}");
     let keys = std::fs::read_to_string(id.join("handshake.keys")).unwrap();
-    assert_eq!(keys.lines().count(), 3, "header and two keys: {keys}");
+    assert_eq!(
+        keys.lines().count(),
+        4,
+        "header, change time and two keys: {keys}"
+    );
+    assert!(
+        keys.lines().nth(1).unwrap().starts_with("changed_at "),
+        "{keys}"
+    );
     assert_eq!(fingerprint(&id), pin, "the identity stays");
     let none = rotate(&dir.path().join("empty"));
     assert!(!none.status.success(), "{none:?}");
     assert!(none.stderr.contains("no identity"), "{none:?}");
+}
+
+#[test]
+fn identity_prepare_then_promote_switches_the_pin_and_keeps_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = dir.path().join("id");
+    let old = run(&["keygen".as_ref(), "--out".as_ref(), id.as_os_str()])
+        .ok()
+        .trim_end()
+        .to_owned();
+    let cmd = |args: &[&str]| {
+        let mut a: Vec<&std::ffi::OsStr> = args.iter().map(|s| s.as_ref()).collect();
+        a.extend(["--data".as_ref(), id.as_os_str()]);
+        run(&a)
+    };
+    let early = cmd(&["identity", "promote"]);
+    assert!(!early.status.success(), "{early:?}");
+    assert!(early.stderr.contains("identity prepare"), "{early:?}");
+    let no_next = cmd(&["fingerprint", "--next"]);
+    assert!(
+        !no_next.status.success() && no_next.stdout.is_empty(),
+        "{no_next:?}"
+    );
+
+    let prepared = cmd(&["identity", "prepare"]);
+    let next = prepared.ok().trim_end().to_owned();
+    assert!(next.starts_with("ed25519:") && next != old, "{prepared:?}");
+    assert!(
+        prepared
+            .stderr
+            .contains(&format!("--pin {old} --pin {next}")),
+        "{prepared:?}"
+    );
+    assert_eq!(
+        cmd(&["identity", "prepare"]).ok().trim_end(),
+        next,
+        "made once"
+    );
+    assert_eq!(cmd(&["fingerprint", "--next"]).ok().trim_end(), next);
+    assert_eq!(fingerprint(&id), old, "servers still sign as before");
+
+    assert_eq!(cmd(&["identity", "promote"]).ok().trim_end(), next);
+    assert_eq!(fingerprint(&id), next);
+    assert!(id.join("identity.previous.key").is_file());
+    assert!(!id.join("identity.next.key").exists());
+    let keys = std::fs::read_to_string(id.join("handshake.keys")).unwrap_or_default();
+    assert!(keys.is_empty() || keys.contains("changed_at "), "{keys}");
 }
 
 #[test]
@@ -593,6 +648,14 @@ fn trust_failures_and_usage_errors() {
 
     // None of the refused attempts reached the protected routes.
     assert!(f.sessions(true).is_empty(), "{:?}", f.sessions(true));
+    // Two pins (an identity rotation under way): either one is enough, given twice or
+    // comma-separated; two wrong ones are refused like one.
+    let both = request(&wrong, &["--pin", &f.pin, "-d", r#"{"two":1}"#], &url);
+    assert!(both.ok().contains(r#""two":1"#), "{both:?}");
+    let comma = request(&format!("{wrong},{}", f.pin), &["-d", "{}"], &url);
+    assert!(comma.status.success(), "{comma:?}");
+    let out = request(&wrong, &["--pin", &wrong, "-d", "{}"], &url);
+    assert_eq!(out.code(), Some(3), "{out:?}");
 }
 
 #[test]

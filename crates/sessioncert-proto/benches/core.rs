@@ -51,7 +51,7 @@ mod benches {
         let cfg = cfg
             .sign(&id)
             .unwrap()
-            .verify(Trust::Pin(id.pin()), NOW_MS)
+            .verify(&Trust::Pin(id.pin()), NOW_MS)
             .unwrap();
         (cfg, vec![hk])
     }

@@ -164,13 +164,47 @@ fn signing_input(config: &[u8]) -> Vec<u8> {
 }
 
 /// How a client decides to trust a server's identity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trust {
     /// Accept only this identity (the normal, safe choice).
     Pin(Pin),
+    /// Accept any of these identities: the current one and the next one while a server's
+    /// identity is rotated (PROTOCOL §4). An empty set accepts nothing.
+    AnyOf(Vec<Pin>),
     /// Trust-on-first-use: accept whatever identity signs the config. An active attacker
     /// on first contact can impersonate the server; callers must warn loudly.
     FirstUse,
+}
+
+impl Trust {
+    /// Trust in exactly these pins: one pin is [`Trust::Pin`], several [`Trust::AnyOf`]
+    /// (duplicates removed, order kept).
+    pub fn pins(pins: impl IntoIterator<Item = Pin>) -> Trust {
+        let mut set: Vec<Pin> = Vec::new();
+        for p in pins {
+            if !set.contains(&p) {
+                set.push(p);
+            }
+        }
+        match set.as_slice() {
+            [one] => Trust::Pin(*one),
+            _ => Trust::AnyOf(set),
+        }
+    }
+
+    /// Whether a configuration signed by `identity` is trusted (always, on first use).
+    pub fn accepts(&self, identity: &Pin) -> bool {
+        match self {
+            Trust::Pin(p) => p == identity,
+            Trust::AnyOf(set) => set.contains(identity),
+            Trust::FirstUse => true,
+        }
+    }
+
+    /// Whether this is trust on first use (no pin at all).
+    pub fn is_first_use(&self) -> bool {
+        matches!(self, Trust::FirstUse)
+    }
 }
 
 /// A key configuration with its signature, as served.
@@ -208,14 +242,12 @@ impl SignedKeyConfig {
     /// Verifies the signature and the identity against `trust`, and that at least one
     /// handshake key is usable at `now_ms`. Returns the parsed configuration, in the only
     /// form a handshake can start from.
-    pub fn verify(&self, trust: Trust, now_ms: u64) -> Result<VerifiedKeyConfig, ProtocolError> {
+    pub fn verify(&self, trust: &Trust, now_ms: u64) -> Result<VerifiedKeyConfig, ProtocolError> {
         let cfg = KeyConfig::decode(&self.config)?;
-        if let Trust::Pin(pin) = trust {
-            if pin != cfg.identity {
-                return Err(ProtocolError::UntrustedConfig(
-                    "server identity does not match the pin",
-                ));
-            }
+        if !trust.accepts(&cfg.identity) {
+            return Err(ProtocolError::UntrustedConfig(
+                "server identity does not match the pin",
+            ));
         }
         verify(&cfg.identity, &signing_input(&self.config), &self.signature)?;
         if !cfg.is_fresh(now_ms) {
@@ -239,7 +271,7 @@ impl SignedKeyConfig {
 ///
 /// ```
 /// # use sessioncert_proto::{ClientHandshake, ClientOffer, SignedKeyConfig, Trust};
-/// fn hello(signed: &SignedKeyConfig, trust: Trust, now_ms: u64) {
+/// fn hello(signed: &SignedKeyConfig, trust: &Trust, now_ms: u64) {
 ///     let config = signed.verify(trust, now_ms).unwrap();
 ///     let _ = ClientHandshake::start(&config, ClientOffer::default(), now_ms);
 /// }
@@ -315,24 +347,24 @@ mod tests {
         let id = IdentityKey::from_seed(&[3; 32]);
         let other = IdentityKey::from_seed(&[4; 32]);
         let s = sample(&id).sign(&id).unwrap();
-        assert!(s.verify(Trust::Pin(id.pin()), 1_000).is_ok());
-        assert!(s.verify(Trust::FirstUse, 1_000).is_ok());
+        assert!(s.verify(&Trust::Pin(id.pin()), 1_000).is_ok());
+        assert!(s.verify(&Trust::FirstUse, 1_000).is_ok());
         assert!(matches!(
-            s.verify(Trust::Pin(other.pin()), 1_000),
+            s.verify(&Trust::Pin(other.pin()), 1_000),
             Err(ProtocolError::UntrustedConfig(_))
         ));
-        assert!(s.verify(Trust::Pin(id.pin()), 30_000).is_err());
+        assert!(s.verify(&Trust::Pin(id.pin()), 30_000).is_err());
         // An attacker who strips a suite must re-sign, which they cannot.
         let mut stripped = s.clone();
         let mut cfg = KeyConfig::decode(&s.config).unwrap();
         cfg.record_suites = vec![2];
         stripped.config = cfg.encode();
-        assert!(stripped.verify(Trust::FirstUse, 1_000).is_err());
+        assert!(stripped.verify(&Trust::FirstUse, 1_000).is_err());
         // Signed by someone else but naming our identity: refused.
         let mut forged = sample(&id);
         forged.identity = other.pin();
         let forged = forged.sign(&other).unwrap();
-        assert!(forged.verify(Trust::Pin(id.pin()), 1_000).is_err());
+        assert!(forged.verify(&Trust::Pin(id.pin()), 1_000).is_err());
     }
 
     #[test]
@@ -363,9 +395,9 @@ mod tests {
         assert!(!c.is_fresh(c.issued_at_ms), "valid for too long");
         // `verify` applies it, after the signature.
         let s = sample(&id).sign(&id).unwrap();
-        assert!(s.verify(Trust::FirstUse, 2_000).is_ok());
+        assert!(s.verify(&Trust::FirstUse, 2_000).is_ok());
         assert!(matches!(
-            s.verify(Trust::FirstUse, expires + MAX_CLOCK_SKEW_MS + 1),
+            s.verify(&Trust::FirstUse, expires + MAX_CLOCK_SKEW_MS + 1),
             Err(ProtocolError::UntrustedConfig(m)) if m.starts_with("stale")
         ));
     }

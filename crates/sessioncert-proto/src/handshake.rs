@@ -746,7 +746,7 @@ mod tests {
         let cfg = cfg
             .sign(&id)
             .unwrap()
-            .verify(Trust::Pin(id.pin()), 1000)
+            .verify(&Trust::Pin(id.pin()), 1000)
             .unwrap();
         (cfg, vec![hk])
     }

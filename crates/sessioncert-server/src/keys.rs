@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! DATA/identity.key        Ed25519 identity seed (0600)  — the pin derives from it
+//! DATA/identity.next.key   the next identity while one is rotated (`sessioncert identity`)
+//! DATA/identity.previous.key  the identity before the last promotion (kept for a rollback)
 //! DATA/handshake.keys      X25519 handshake keys, one per line, rotated under the identity (0600)
 //! DATA/storage.key         key that seals session secrets at rest (0600), unless
 //!                          SESSIONCERT_STORAGE_KEY is set; never inside the database
@@ -16,11 +18,16 @@ use sessioncert_proto::{HandshakeKeyPair, IdentityKey, KeyConfig, Pin, SignedKey
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use zeroize::Zeroizing;
 
 /// File name of the identity key inside a data directory.
 pub const IDENTITY_FILE: &str = "identity.key";
+/// File name of the next identity, made ahead of a rotation.
+pub const NEXT_IDENTITY_FILE: &str = "identity.next.key";
+/// File name the current identity is moved to when the next one is promoted.
+pub const PREVIOUS_IDENTITY_FILE: &str = "identity.previous.key";
 /// File name of the handshake keys inside a data directory.
 pub const HANDSHAKE_FILE: &str = "handshake.keys";
 /// File name of the storage key inside a data directory.
@@ -46,6 +53,10 @@ pub const HANDSHAKE_KEY_PUBLISH_DELAY_MS: u64 = 10 * 60_000;
 /// The server accepts a key this long before its published start: a client whose clock
 /// runs ahead may use it a little early.
 pub const HANDSHAKE_KEY_EARLY_MS: u64 = 5 * 60_000;
+/// A served configuration's `issued_at_ms` is the start of the current period of this
+/// length (or the key set's last change, if later), so instances holding the same keys
+/// serve the same configuration (PROTOCOL §7 rule 7). Also how often it is re-signed.
+pub const CONFIG_PERIOD_MS: u64 = sessioncert_proto::config::CONFIG_VALIDITY_MS / 4;
 /// File locked while the handshake key file is rotated, so instances sharing a data
 /// directory never rotate it at once.
 pub const HANDSHAKE_LOCK_FILE: &str = "handshake.keys.lock";
@@ -158,7 +169,11 @@ fn key_file_text(header: &str, secret: &[u8]) -> Zeroizing<String> {
 
 /// Creates a new identity in `dir`. Refuses to overwrite an existing one.
 pub fn create_identity(dir: &Path) -> Result<IdentityKey, ServerError> {
-    let path = dir.join(IDENTITY_FILE);
+    create_identity_file(&dir.join(IDENTITY_FILE))
+}
+
+fn create_identity_file(path: &Path) -> Result<IdentityKey, ServerError> {
+    let path = path.to_owned();
     if path.exists() {
         return Err(ServerError::KeyFile(
             path,
@@ -173,7 +188,11 @@ pub fn create_identity(dir: &Path) -> Result<IdentityKey, ServerError> {
 
 /// Loads the identity of `dir`.
 pub fn load_identity(dir: &Path) -> Result<IdentityKey, ServerError> {
-    let path = dir.join(IDENTITY_FILE);
+    load_identity_file(&dir.join(IDENTITY_FILE))
+}
+
+fn load_identity_file(path: &Path) -> Result<IdentityKey, ServerError> {
+    let path = path.to_owned();
     let text = read_text(&path)?;
     let mut lines = text.lines();
     if lines.next() != Some(IDENTITY_HEADER) {
@@ -191,12 +210,75 @@ pub fn fingerprint(dir: &Path) -> Result<Pin, ServerError> {
     Ok(load_identity(dir)?.pin())
 }
 
+/// The pin of the next identity in `dir`, if one was prepared.
+pub fn next_fingerprint(dir: &Path) -> Result<Option<Pin>, ServerError> {
+    let path = dir.join(NEXT_IDENTITY_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    Ok(Some(load_identity_file(&path)?.pin()))
+}
+
+/// Makes the next identity of `dir` (the first step of an identity rotation), or finds
+/// the one already made. Returns its pin and whether it was made now. Servers keep
+/// signing with the current identity until [`promote_next_identity`].
+pub fn prepare_next_identity(dir: &Path) -> Result<(Pin, bool), ServerError> {
+    load_identity(dir)?; // a data directory with an identity, not a typo
+    let _lock = lock_key_file(dir)?;
+    let path = dir.join(NEXT_IDENTITY_FILE);
+    if path.exists() {
+        return Ok((load_identity_file(&path)?.pin(), false));
+    }
+    Ok((create_identity_file(&path)?.pin(), true))
+}
+
+/// Makes the prepared next identity the current one: the current one is kept as
+/// [`PREVIOUS_IDENTITY_FILE`], and the key file's change time is set to `now_ms` so the
+/// configurations signed from now on are newer than every one signed before. Servers
+/// sharing the directory switch at their next key check (within a minute). Returns the
+/// old and the new pin.
+pub fn promote_next_identity(dir: &Path, now_ms: u64) -> Result<(Pin, Pin), ServerError> {
+    let _lock = lock_key_file(dir)?;
+    let next_path = dir.join(NEXT_IDENTITY_FILE);
+    if !next_path.exists() {
+        return Err(ServerError::KeyFile(
+            next_path,
+            "no next identity to promote; make one first with `sessioncert identity prepare`",
+        ));
+    }
+    let next = load_identity_file(&next_path)?;
+    let current_path = dir.join(IDENTITY_FILE);
+    let current = load_identity_file(&current_path)?;
+    // Copy, then rename: at every moment identity.key holds a whole identity.
+    let previous_path = dir.join(PREVIOUS_IDENTITY_FILE);
+    let text = key_file_text(IDENTITY_HEADER, current.to_seed().as_ref());
+    write_secret_file(&previous_path, text.as_bytes())?;
+    fs::rename(&next_path, &current_path).map_err(|e| ServerError::io(&current_path, e))?;
+    #[cfg(unix)]
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    // The identity first, then the change time: an instance that reads the new time
+    // reads the new identity too.
+    let hs_path = dir.join(HANDSHAKE_FILE);
+    if hs_path.exists() {
+        let mut file = read_handshake_file(&hs_path)?;
+        file.changed_at_ms = now_ms;
+        write_handshake_file(&hs_path, &file)?;
+    }
+    Ok((current.pin(), next.pin()))
+}
+
 /// All key material a server needs, loaded from (or created in) a data directory.
 ///
-/// The handshake keys can be swapped while the server runs ([`ServerKeys::rotate_if_due`]);
-/// the identity and the storage key never change.
+/// The handshake keys can be swapped while the server runs ([`ServerKeys::rotate_if_due`],
+/// [`ServerKeys::reload`]), and so can the identity when a data directory's next identity
+/// is promoted; the storage key never changes.
 pub struct ServerKeys {
-    identity: IdentityKey,
+    identity: RwLock<Arc<IdentityKey>>,
+    /// When the key set (handshake keys or identity) last changed: the floor of the
+    /// configuration's `issued_at_ms`.
+    changed_at_ms: AtomicU64,
     /// As published (in the key file and the signed configuration).
     handshake: RwLock<Arc<Vec<HandshakeKeyPair>>>,
     /// As accepted in handshakes: the same keys, each from [`HANDSHAKE_KEY_EARLY_MS`]
@@ -210,7 +292,7 @@ pub struct ServerKeys {
 impl std::fmt::Debug for ServerKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerKeys")
-            .field("pin", &self.identity.pin().to_string())
+            .field("pin", &self.pin().to_string())
             .field("handshake", &self.handshake)
             .finish_non_exhaustive()
     }
@@ -237,7 +319,8 @@ impl ServerKeys {
         storage: StorageKey,
     ) -> Self {
         ServerKeys {
-            identity,
+            identity: RwLock::new(Arc::new(identity)),
+            changed_at_ms: AtomicU64::new(0),
             accepted: RwLock::new(Arc::new(accepted_early(&handshake))),
             handshake: RwLock::new(Arc::new(handshake)),
             storage,
@@ -260,11 +343,13 @@ impl ServerKeys {
         } else {
             load_identity(dir)?
         };
-        let handshake = rotate_handshake_file(dir, now_ms)?;
+        let file = rotate_handshake_file(dir, now_ms)?;
+        let handshake = file.keys;
         let storage = StorageKey::load_or_create(dir)?;
         Ok((
             ServerKeys {
-                identity,
+                identity: RwLock::new(Arc::new(identity)),
+                changed_at_ms: AtomicU64::new(file.changed_at_ms),
                 accepted: RwLock::new(Arc::new(accepted_early(&handshake))),
                 handshake: RwLock::new(Arc::new(handshake)),
                 storage,
@@ -276,7 +361,32 @@ impl ServerKeys {
 
     /// The identity's pin.
     pub fn pin(&self) -> Pin {
-        self.identity.pin()
+        self.identity().pin()
+    }
+
+    fn identity(&self) -> Arc<IdentityKey> {
+        self.identity
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The `issued_at_ms` of the configuration to serve at `now_ms`: the start of the
+    /// current [`CONFIG_PERIOD_MS`], or the key set's last change if later (never after
+    /// `now_ms`). The same at every instance holding the same keys (PROTOCOL §7 rule 7).
+    pub fn config_issued_at(&self, now_ms: u64) -> u64 {
+        let (period_start, changed) = self.config_basis(now_ms);
+        period_start.max(changed.min(now_ms))
+    }
+
+    /// What the configuration at `now_ms` is made from: the period's start and the key
+    /// set's change time. While it stays the same the configuration need not be re-signed
+    /// (even when the change time is ahead of this clock, another machine's).
+    pub fn config_basis(&self, now_ms: u64) -> (u64, u64) {
+        (
+            now_ms - now_ms % CONFIG_PERIOD_MS,
+            self.changed_at_ms.load(Ordering::Acquire),
+        )
     }
 
     /// The handshake keys as published.
@@ -296,16 +406,18 @@ impl ServerKeys {
             .clone()
     }
 
-    fn set_handshake_keys(&self, keys: Vec<HandshakeKeyPair>) {
+    fn set_handshake_keys(&self, keys: Vec<HandshakeKeyPair>, changed_at_ms: u64) {
         let accepted = Arc::new(accepted_early(&keys));
         *self.handshake.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
         *self.accepted.write().unwrap_or_else(|p| p.into_inner()) = accepted;
+        self.changed_at_ms.store(changed_at_ms, Ordering::Release);
     }
 
-    /// Re-reads the handshake key file (another instance sharing the data directory, or
-    /// `sessioncert rotate-keys`, may have changed it). Returns whether the keys changed
-    /// (then the key configuration must be re-signed). Keys held in memory only: `false`.
-    pub fn reload_handshake_keys(&self) -> Result<bool, ServerError> {
+    /// Re-reads the handshake key file and the identity (another instance sharing the
+    /// data directory, `sessioncert rotate-keys` or `sessioncert identity promote` may
+    /// have changed them). Returns whether anything changed (then the key configuration
+    /// must be re-signed). Keys held in memory only: `false`.
+    pub fn reload(&self) -> Result<bool, ServerError> {
         let Some(dir) = &self.dir else {
             return Ok(false);
         };
@@ -313,19 +425,27 @@ impl ServerKeys {
         if !path.exists() {
             return Ok(false);
         }
+        // The key file first, then the identity (the order `promote_next_identity`
+        // writes them in reversed): a new change time comes with the new identity.
         let read = read_handshake_file(&path)?;
-        let same = {
+        let identity = load_identity(dir)?;
+        let mut changed = false;
+        if identity.pin() != self.pin() {
+            *self.identity.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(identity);
+            changed = true;
+        }
+        let same_keys = {
             let now = self.handshake_keys();
-            now.len() == read.len()
-                && now.iter().zip(&read).all(|(a, b)| {
+            now.len() == read.keys.len()
+                && now.iter().zip(&read.keys).all(|(a, b)| {
                     (a.key_id, a.not_before_ms, a.not_after_ms, a.public())
                         == (b.key_id, b.not_before_ms, b.not_after_ms, b.public())
                 })
         };
-        if same {
-            return Ok(false);
+        if same_keys && read.changed_at_ms == self.changed_at_ms.load(Ordering::Acquire) {
+            return Ok(changed);
         }
-        self.set_handshake_keys(read);
+        self.set_handshake_keys(read.keys, read.changed_at_ms);
         Ok(true)
     }
 
@@ -346,8 +466,11 @@ impl ServerKeys {
         if !self.rotation_due(now_ms) {
             return Ok(false);
         }
-        let next = match &self.dir {
-            Some(dir) => rotate_handshake_file(dir, now_ms)?,
+        let (next, changed_at_ms) = match &self.dir {
+            Some(dir) => {
+                let file = rotate_handshake_file(dir, now_ms)?;
+                (file.keys, file.changed_at_ms)
+            }
             None => {
                 let mut keys = Vec::new();
                 for k in self.handshake_keys().iter() {
@@ -359,10 +482,10 @@ impl ServerKeys {
                     )?);
                 }
                 renew_key_set(&mut keys, now_ms)?;
-                keys
+                (keys, now_ms)
             }
         };
-        self.set_handshake_keys(next);
+        self.set_handshake_keys(next, changed_at_ms);
         Ok(true)
     }
 
@@ -371,16 +494,20 @@ impl ServerKeys {
         &self.storage
     }
 
-    /// Signs a fresh key configuration listing every handshake key still valid.
+    /// Signs the key configuration to serve at `now_ms`, listing every handshake key
+    /// still valid, issued at [`ServerKeys::config_issued_at`].
     pub fn signed_config(
         &self,
         suites: &[Suite],
         now_ms: u64,
     ) -> Result<SignedKeyConfig, ServerError> {
+        let identity = self.identity();
+        let issued_at_ms = self.config_issued_at(now_ms);
         let cfg = KeyConfig {
-            identity: self.identity.pin(),
-            issued_at_ms: now_ms,
-            expires_at_ms: now_ms.saturating_add(sessioncert_proto::config::CONFIG_VALIDITY_MS),
+            identity: identity.pin(),
+            issued_at_ms,
+            expires_at_ms: issued_at_ms
+                .saturating_add(sessioncert_proto::config::CONFIG_VALIDITY_MS),
             versions: vec![VERSION_1],
             record_suites: suites.iter().map(|s| s.id()).collect(),
             keys: self
@@ -396,7 +523,7 @@ impl ServerKeys {
                 })
                 .collect(),
         };
-        Ok(cfg.sign(&self.identity)?)
+        Ok(cfg.sign(&identity)?)
     }
 }
 
@@ -424,16 +551,17 @@ fn accepted_early(keys: &[HandshakeKeyPair]) -> Vec<HandshakeKeyPair> {
 pub fn add_handshake_key(dir: &Path, now_ms: u64) -> Result<(u8, u64), ServerError> {
     let _lock = lock_key_file(dir)?;
     let path = dir.join(HANDSHAKE_FILE);
-    let mut keys = if path.exists() {
+    let mut file = if path.exists() {
         read_handshake_file(&path)?
     } else {
-        Vec::new()
+        HandshakeKeyFile::default()
     };
-    keys.retain(|k| k.not_after_ms >= now_ms);
-    let k = new_handshake_key(&keys, now_ms)?;
+    file.keys.retain(|k| k.not_after_ms >= now_ms);
+    let k = new_handshake_key(&file.keys, now_ms)?;
     let made = (k.key_id, k.not_before_ms);
-    keys.push(k);
-    write_handshake_file(&path, &keys)?;
+    file.keys.push(k);
+    file.changed_at_ms = now_ms;
+    write_handshake_file(&path, &file)?;
     Ok(made)
 }
 
@@ -453,13 +581,27 @@ fn lock_key_file(dir: &Path) -> Result<fs::File, ServerError> {
 
 /// Renews the key file under its lock, re-reading it first: another instance sharing
 /// the directory may have renewed it already, and then its keys are the ones used.
-fn rotate_handshake_file(dir: &Path, now_ms: u64) -> Result<Vec<HandshakeKeyPair>, ServerError> {
+fn rotate_handshake_file(dir: &Path, now_ms: u64) -> Result<HandshakeKeyFile, ServerError> {
     let _lock = lock_key_file(dir)?;
     load_or_rotate_handshake_keys(dir, now_ms)
 }
 
-fn read_handshake_file(path: &Path) -> Result<Vec<HandshakeKeyPair>, ServerError> {
+/// The handshake key file: the keys, and when the key set last changed.
+///
+/// ```text
+/// sessioncert handshake keys v1
+/// changed_at <unix ms>                      (absent in older files: 0)
+/// <key id> <not before ms> <not after ms> <secret, base64url>
+/// ```
+#[derive(Default)]
+struct HandshakeKeyFile {
+    keys: Vec<HandshakeKeyPair>,
+    changed_at_ms: u64,
+}
+
+fn read_handshake_file(path: &Path) -> Result<HandshakeKeyFile, ServerError> {
     let mut keys = Vec::new();
+    let mut changed_at_ms = 0;
     let path = path.to_owned();
     let text = read_text(&path)?;
     {
@@ -473,6 +615,10 @@ fn read_handshake_file(path: &Path) -> Result<Vec<HandshakeKeyPair>, ServerError
         for line in lines.filter(|l| !l.trim().is_empty()) {
             let f: Vec<&str> = line.split_whitespace().collect();
             let bad = || ServerError::KeyFile(path.clone(), "bad handshake key line");
+            if let ["changed_at", ms] = f.as_slice() {
+                changed_at_ms = ms.parse().map_err(|_| bad())?;
+                continue;
+            }
             if f.len() != 4 {
                 return Err(bad());
             }
@@ -483,14 +629,18 @@ fn read_handshake_file(path: &Path) -> Result<Vec<HandshakeKeyPair>, ServerError
             keys.push(HandshakeKeyPair::from_secret(id, &secret, nb, na)?);
         }
     }
-    Ok(keys)
+    Ok(HandshakeKeyFile {
+        keys,
+        changed_at_ms,
+    })
 }
 
-fn write_handshake_file(path: &Path, keys: &[HandshakeKeyPair]) -> Result<(), ServerError> {
-    let mut text = Zeroizing::new(String::with_capacity(64 + keys.len() * 96));
+fn write_handshake_file(path: &Path, file: &HandshakeKeyFile) -> Result<(), ServerError> {
+    let mut text = Zeroizing::new(String::with_capacity(96 + file.keys.len() * 96));
     text.push_str(HANDSHAKE_HEADER);
     text.push('\n');
-    for k in keys {
+    text.push_str(&format!("changed_at {}\n", file.changed_at_ms));
+    for k in &file.keys {
         let prefix = format!("{} {} {} ", k.key_id, k.not_before_ms, k.not_after_ms);
         text.push_str(&prefix);
         URL_SAFE_NO_PAD.encode_string(k.secret(), &mut text);
@@ -499,20 +649,18 @@ fn write_handshake_file(path: &Path, keys: &[HandshakeKeyPair]) -> Result<(), Se
     write_secret_file(path, text.as_bytes())
 }
 
-fn load_or_rotate_handshake_keys(
-    dir: &Path,
-    now_ms: u64,
-) -> Result<Vec<HandshakeKeyPair>, ServerError> {
+fn load_or_rotate_handshake_keys(dir: &Path, now_ms: u64) -> Result<HandshakeKeyFile, ServerError> {
     let path = dir.join(HANDSHAKE_FILE);
-    let mut keys = if path.exists() {
+    let mut file = if path.exists() {
         read_handshake_file(&path)?
     } else {
-        Vec::new()
+        HandshakeKeyFile::default()
     };
-    if renew_key_set(&mut keys, now_ms)? {
-        write_handshake_file(&path, &keys)?;
+    if renew_key_set(&mut file.keys, now_ms)? {
+        file.changed_at_ms = now_ms;
+        write_handshake_file(&path, &file)?;
     }
-    Ok(keys)
+    Ok(file)
 }
 
 /// Drops expired handshake keys and adds a fresh one when the newest ends within
@@ -770,7 +918,7 @@ mod tests {
             "old key kept until it expires"
         );
         let cfg = k2.signed_config(&Suite::ALL, later).unwrap();
-        let parsed = cfg.verify(Trust::Pin(k1.pin()), later).unwrap();
+        let parsed = cfg.verify(&Trust::Pin(k1.pin()), later).unwrap();
         // The new key is published ahead: clients move to it once it has started.
         assert_eq!(parsed.current_key(later).unwrap().key_id, 1);
         let started = later + HANDSHAKE_KEY_PUBLISH_DELAY_MS;
@@ -812,7 +960,7 @@ mod tests {
         let t0 = now_for_tests();
         let (a, _) = ServerKeys::open_or_create(d.path(), t0).unwrap();
         let (b, _) = ServerKeys::open_or_create(d.path(), t0).unwrap();
-        assert!(!b.reload_handshake_keys().unwrap(), "nothing changed yet");
+        assert!(!b.reload().unwrap(), "nothing changed yet");
         // Both find the keys due at once (rotation takes the file lock, then re-reads).
         let due = t0 + HANDSHAKE_KEY_LIFETIME_MS - HANDSHAKE_KEY_RENEW_BEFORE_MS + 1;
         let (a2, b2) = (Arc::new(a), Arc::new(b));
@@ -823,8 +971,8 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        a2.reload_handshake_keys().unwrap();
-        b2.reload_handshake_keys().unwrap();
+        a2.reload().unwrap();
+        b2.reload().unwrap();
         let ids = |k: &ServerKeys| {
             k.handshake_keys()
                 .iter()
@@ -837,15 +985,115 @@ mod tests {
         // key starts later, and is accepted a little before its start.
         let (id, start) = add_handshake_key(d.path(), due).unwrap();
         assert_eq!(start, due + HANDSHAKE_KEY_PUBLISH_DELAY_MS);
-        assert!(b2.reload_handshake_keys().unwrap());
+        assert!(b2.reload().unwrap());
         let accepted = b2.accepted_handshake_keys();
         let new = accepted.iter().find(|k| k.key_id == id).unwrap();
         assert!(new.is_valid_at(start - HANDSHAKE_KEY_EARLY_MS));
         assert!(!new.is_valid_at(start - HANDSHAKE_KEY_EARLY_MS - 1));
         let cfg = b2.signed_config(&Suite::ALL, due).unwrap();
-        let parsed = cfg.verify(Trust::Pin(a2.pin()), due).unwrap();
+        let parsed = cfg.verify(&Trust::Pin(a2.pin()), due).unwrap();
         assert_ne!(parsed.current_key(due).unwrap().key_id, id);
         assert_eq!(parsed.current_key(start).unwrap().key_id, id);
+    }
+
+    #[test]
+    fn instances_started_at_different_times_serve_the_same_configuration() {
+        let d = tempfile::tempdir().unwrap();
+        let t0 = now_for_tests();
+        let (a, _) = ServerKeys::open_or_create(d.path(), t0).unwrap();
+        let (b, _) = ServerKeys::open_or_create(d.path(), t0 + 1_000).unwrap();
+        // Signed at different moments of one period: the same bytes (a client sent to
+        // the one started earlier after the other must not find it older, §5.3 rule 7).
+        let next_period = t0 - t0 % CONFIG_PERIOD_MS + CONFIG_PERIOD_MS;
+        let (sa, sb) = (
+            a.signed_config(&Suite::ALL, t0 + 1).unwrap(),
+            b.signed_config(&Suite::ALL, next_period - 1).unwrap(),
+        );
+        assert_eq!(sa.encode(), sb.encode());
+        let issued = KeyConfig::decode(&sa.config).unwrap().issued_at_ms;
+        assert_eq!(issued, t0, "a new key set: issued when the keys were made");
+        // The next period: re-issued at its start, whoever signs.
+        let c = KeyConfig::decode(
+            &a.signed_config(&Suite::ALL, next_period + 7)
+                .unwrap()
+                .config,
+        )
+        .unwrap();
+        assert_eq!(c.issued_at_ms, next_period);
+        assert_eq!(
+            b.signed_config(&Suite::ALL, next_period + 60_000)
+                .unwrap()
+                .encode(),
+            a.signed_config(&Suite::ALL, next_period + 7)
+                .unwrap()
+                .encode()
+        );
+        // A key added by an operator moves `issued_at` to the change, at both once
+        // they have re-read the file.
+        let change = next_period + 120_000;
+        add_handshake_key(d.path(), change).unwrap();
+        assert!(a.reload().unwrap() && b.reload().unwrap());
+        let at = |k: &ServerKeys, now| {
+            KeyConfig::decode(&k.signed_config(&Suite::ALL, now).unwrap().config)
+                .unwrap()
+                .issued_at_ms
+        };
+        assert_eq!(at(&a, change + 1), change);
+        assert_eq!(at(&b, change + 50_000), change);
+    }
+
+    #[test]
+    fn promoting_the_next_identity_switches_every_instance_and_supersedes_older_configs() {
+        let d = tempfile::tempdir().unwrap();
+        let t0 = now_for_tests();
+        let (a, _) = ServerKeys::open_or_create(d.path(), t0).unwrap();
+        let (b, _) = ServerKeys::open_or_create(d.path(), t0).unwrap();
+        let old = a.pin();
+        assert!(
+            promote_next_identity(d.path(), t0).is_err(),
+            "nothing prepared to promote"
+        );
+        let (next, made) = prepare_next_identity(d.path()).unwrap();
+        assert!(made);
+        assert_eq!(prepare_next_identity(d.path()).unwrap(), (next, false));
+        assert_eq!(next_fingerprint(d.path()).unwrap(), Some(next));
+        assert_ne!(next, old);
+        // Prepared only: nobody signs with it yet.
+        assert!(!a.reload().unwrap());
+        assert_eq!(a.pin(), old);
+        let before = a.signed_config(&Suite::ALL, t0 + 1_000).unwrap();
+
+        let switch = t0 + 2_000;
+        assert_eq!(
+            promote_next_identity(d.path(), switch).unwrap(),
+            (old, next)
+        );
+        assert_eq!(fingerprint(d.path()).unwrap(), next);
+        assert_eq!(next_fingerprint(d.path()).unwrap(), None);
+        assert_eq!(
+            load_identity_file(&d.path().join(PREVIOUS_IDENTITY_FILE))
+                .unwrap()
+                .pin(),
+            old
+        );
+        assert!(a.reload().unwrap() && b.reload().unwrap());
+        assert_eq!((a.pin(), b.pin()), (next, next));
+        let after = b.signed_config(&Suite::ALL, switch + 10).unwrap();
+        // A client holding both pins accepts both; the new one is newer, so one that
+        // has seen it refuses the old identity's configuration (rule 7).
+        let both = Trust::pins([old, next]);
+        let (c_before, c_after) = (
+            before.verify(&both, t0 + 1_000).unwrap(),
+            after.verify(&both, switch + 10).unwrap(),
+        );
+        assert_eq!((c_before.identity, c_after.identity), (old, next));
+        assert!(c_after.issued_at_ms > c_before.issued_at_ms);
+        assert!(after.verify(&Trust::Pin(old), switch + 10).is_err());
+        // The handshake keys stay: sessions and handshakes carry on.
+        assert_eq!(
+            c_before.keys.iter().map(|k| k.key_id).collect::<Vec<_>>(),
+            c_after.keys.iter().map(|k| k.key_id).collect::<Vec<_>>()
+        );
     }
 
     fn now_for_tests() -> u64 {

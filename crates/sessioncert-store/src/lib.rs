@@ -107,6 +107,8 @@
 
 #[cfg(any(feature = "redis", feature = "postgres"))]
 mod address;
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod batch;
 mod error;
 mod memory;
 #[cfg(feature = "postgres")]

@@ -132,12 +132,13 @@ fn lines(s: &[&str]) -> Vec<String> {
     s.iter().map(|x| (*x).to_owned()).collect()
 }
 
-/// Parses a trust setting as written in the files: `first_use` or a pin text.
+/// Parses a trust setting as written in the files: `first_use`, or one pin text, or
+/// several separated by commas (accept any of them).
 pub fn parse_trust(s: &str) -> Trust {
     if s == "first_use" {
         Trust::FirstUse
     } else {
-        Trust::Pin(s.parse::<Pin>().expect("pin text"))
+        Trust::pins(s.split(',').map(|p| p.parse::<Pin>().expect("pin text")))
     }
 }
 
@@ -1688,7 +1689,7 @@ pub fn decode_and_verify(
     trust: Trust,
     now_ms: u64,
 ) -> Result<VerifiedKeyConfig, ProtocolError> {
-    SignedKeyConfig::decode(bytes)?.verify(trust, now_ms)
+    SignedKeyConfig::decode(bytes)?.verify(&trust, now_ms)
 }
 
 /// Signs `config` with the Ed25519 key of `seed` directly (no check that it names it).
@@ -1775,6 +1776,12 @@ fn gen_key_config() -> KeyConfigFile {
         ("pinned", served.clone(), pin.clone(), NOW_MS),
         ("first_use", served.clone(), "first_use".to_owned(), NOW_MS),
         (
+            "pinned_any_of_two",
+            served.clone(),
+            format!("{},{pin}", other.pin()),
+            NOW_MS,
+        ),
+        (
             "pinned_only_key1_valid",
             served_at(NOW_MS - 20 * DAY - HOUR),
             pin.clone(),
@@ -1825,6 +1832,17 @@ fn gen_key_config() -> KeyConfigFile {
         "A correctly signed configuration of our identity, checked against another pin.",
         served.clone(),
         other.pin().to_string(),
+        NOW_MS,
+    ));
+    fails.push((
+        "wrong_pins",
+        "A correctly signed configuration of our identity, checked against a set of two other pins.",
+        served.clone(),
+        format!(
+            "{},{}",
+            other.pin(),
+            IdentityKey::from_seed(&[0x77; 32]).pin()
+        ),
         NOW_MS,
     ));
     fails.push((
@@ -2088,7 +2106,7 @@ fn gen_key_config() -> KeyConfigFile {
             "sessioncert key configuration vectors (docs/PROTOCOL.md §4-5). All byte strings are lower-case hex.",
             "signed_config is what GET /.well-known/sessioncert/config serves: u16 sig_alg (1 = Ed25519) || signature[64] || config_encoded.",
             "signing_input = signing_label (with its trailing 0x00) || config_encoded; signature = Ed25519(identity seed, signing_input).",
-            "trust is either a pin text (accept only that identity) or \"first_use\" (accept any identity that signs the config).",
+            "trust is either pin texts separated by commas (accept only those identities: one pin, or the current and next pin while an identity is rotated) or \"first_use\" (accept any identity that signs the config).",
             "verify = decode signed_config, check the pin, check the signature (strict Ed25519: S < L, A and R not of small order, cofactorless equation), require the configuration to be fresh at now_ms, require a usable handshake key at now_ms; error is the ErrorCode wire name.",
             "fresh at now: issued_at_ms < expires_at_ms, expires_at_ms - issued_at_ms <= max_config_validity_ms, issued_at_ms <= now + max_clock_skew_ms and now <= expires_at_ms + max_clock_skew_ms.",
             "current_key: the key a client uses at now_ms (valid, suite 1, 32-byte key; newest not_before wins; null = none).",
@@ -2212,7 +2230,7 @@ pub fn verified(config: &KeyConfig) -> VerifiedKeyConfig {
     config
         .sign(&id)
         .expect("sign")
-        .verify(Trust::Pin(id.pin()), NOW_MS)
+        .verify(&Trust::Pin(id.pin()), NOW_MS)
         .expect("the vectors' configuration verifies")
 }
 

@@ -46,9 +46,11 @@ exists and is not a session file is never overwritten."
 #[command(group(clap::ArgGroup::new("trust").args(["pin", "tofu"])))]
 #[command(group(clap::ArgGroup::new("payload").args(["data", "data_binary", "json"])))]
 pub struct RequestArgs {
-    /// The server identity to require (from `sessioncert fingerprint`).
-    #[arg(long, env = "SESSIONCERT_PIN")]
-    pin: Option<String>,
+    /// The server identity to require (from `sessioncert fingerprint`). Give it twice
+    /// (or comma-separated) to accept either of two identities while the server's is
+    /// rotated: the current pin and the next (`sessioncert identity prepare`).
+    #[arg(long, env = "SESSIONCERT_PIN", value_delimiter = ',')]
+    pin: Vec<String>,
     /// Trust whatever identity the server presents (trust on first use). An active
     /// attacker on this first contact could impersonate the server.
     #[arg(long)]
@@ -201,15 +203,20 @@ fn read_at(path: &str) -> anyhow::Result<Vec<u8>> {
 pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
     init_logs(a.verbose);
     let (base, path) = split_url(&with_scheme(&a.url))?;
-    let trust = match (&a.pin, a.tofu) {
-        (Some(p), _) => Trust::Pin(p.parse::<Pin>().context("bad --pin")?),
-        (None, true) => {
+    let trust = match (a.pin.as_slice(), a.tofu) {
+        ([_, ..], _) => Trust::pins(
+            a.pin
+                .iter()
+                .map(|p| p.parse::<Pin>().with_context(|| format!("bad --pin {p:?}")))
+                .collect::<anyhow::Result<Vec<Pin>>>()?,
+        ),
+        ([], true) => {
             if !a.silent {
                 eprintln!("sessioncert: WARNING: --tofu trusts whatever server answers; pin its identity instead");
             }
             Trust::FirstUse
         }
-        (None, false) => bail!("give --pin PIN (from `sessioncert fingerprint`) or --tofu"),
+        ([], false) => bail!("give --pin PIN (from `sessioncert fingerprint`) or --tofu"),
     };
     let body = body_arg(&a)?;
     if let Some(BodyArg::File(path)) = &body {

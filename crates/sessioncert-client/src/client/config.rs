@@ -21,7 +21,7 @@ const MAX_CONFIG_LEN: usize = 64 * 1024;
 pub(super) async fn fetch_config(
     http: &reqwest::Client,
     base: &Url,
-    trust: Trust,
+    trust: &Trust,
 ) -> Result<VerifiedKeyConfig, ClientError> {
     let url = join(base, wire::CONFIG_PATH)?;
     let started = std::time::Instant::now();
@@ -54,7 +54,7 @@ pub(super) async fn fetch_config(
             config.identity,
             config.identity
         ),
-        Trust::Pin(_) => debug!(
+        Trust::Pin(_) | Trust::AnyOf(_) => debug!(
             identity = %config.identity,
             handshake_keys = config.keys.len(),
             elapsed_us = started.elapsed().as_micros() as u64,
@@ -78,7 +78,7 @@ impl Inner {
                 }
             }
         }
-        let c = fetch_config(&self.http, &self.base, Trust::Pin(self.identity)).await?;
+        let c = fetch_config(&self.http, &self.base, &self.trust).await?;
         // Never walked back to an older configuration than one already accepted
         // (PROTOCOL §5.3 rule 7): it may list a handshake key the server has removed.
         let newest = self
@@ -90,6 +90,7 @@ impl Inner {
                 presented: Some(c.identity),
             });
         }
+        *lock(&self.identity) = c.identity;
         *lock(&self.config) = Some(c.clone());
         Ok((c, true))
     }

@@ -83,7 +83,11 @@ pub(crate) struct Inner {
     /// `base` as text without a trailing `/` (what session files record).
     base_str: String,
     http: reqwest::Client,
-    identity: Pin,
+    /// The pins configurations are checked against (never trust on first use here: that
+    /// was narrowed to the identity accepted first).
+    trust: Trust,
+    /// The identity of the configuration accepted last (what session files record).
+    identity: Mutex<Pin>,
     suites: Vec<Suite>,
     max_response_bytes: usize,
     /// Whether handshakes offer streamed records.
@@ -117,6 +121,7 @@ impl Inner {
         base: Url,
         base_str: String,
         http: reqwest::Client,
+        trust: Trust,
         identity: Pin,
         suites: Vec<Suite>,
         max_response_bytes: usize,
@@ -134,7 +139,8 @@ impl Inner {
             base,
             base_str,
             http,
-            identity,
+            trust,
+            identity: Mutex::new(identity),
             suites,
             max_response_bytes,
             offer_streams: true,
@@ -209,6 +215,7 @@ async fn close_other_servers_session(
         old_base,
         old_base_str,
         http.clone(),
+        Trust::Pin(other.pin),
         other.pin,
         vec![other.session.suite()],
         max_response_bytes,
@@ -262,7 +269,7 @@ impl fmt::Debug for Client {
         let session = lock(&self.inner.current).as_ref().map(|s| s.id);
         f.debug_struct("Client")
             .field("base_url", &self.inner.base_str)
-            .field("identity", &self.inner.identity)
+            .field("identity", &*lock(&self.inner.identity))
             .field("session", &session)
             .finish_non_exhaustive()
     }
@@ -425,7 +432,7 @@ impl ClientBuilder {
         let now = now_ms();
         let (loaded, config_floor, known_pin) = match &self.session_file {
             Some(path) => {
-                let f = persist::load_matching(path, &base_str, self.trust, &self.suites, now)?;
+                let f = persist::load_matching(path, &base_str, &self.trust, &self.suites, now)?;
                 if let Some(other) = f.other_server {
                     close_other_servers_session(path, other, &http, self.max_response_bytes).await;
                 }
@@ -435,8 +442,20 @@ impl ClientBuilder {
         };
 
         let mut config = None;
-        let identity = match (self.trust, known_pin) {
-            (Trust::Pin(pin), _) => pin,
+        let (trust, identity) = match (&self.trust, known_pin) {
+            (Trust::Pin(pin), _) => (Trust::Pin(*pin), *pin),
+            // Before a configuration is fetched: the identity a matching file recorded,
+            // else the first pin (replaced by the identity of the first configuration).
+            (Trust::AnyOf(pins), known) => {
+                let first = known
+                    .filter(|k| pins.contains(k))
+                    .or_else(|| pins.first().copied())
+                    .ok_or(ClientError::Untrusted {
+                        reason: "no pin given: the set of trusted pins is empty",
+                        presented: None,
+                    })?;
+                (self.trust.clone(), first)
+            }
             // Trust on first use means first: an identity this file recorded for this
             // server stays the trusted one (as ssh's known_hosts), session or not.
             (Trust::FirstUse, Some(pin)) => {
@@ -446,13 +465,13 @@ impl ClientBuilder {
                      recorded in the session file; pin it with Trust::Pin(\"{}\")",
                     pin
                 );
-                pin
+                (Trust::Pin(pin), pin)
             }
             (Trust::FirstUse, None) => {
-                let cfg = config::fetch_config(&http, &base, Trust::FirstUse).await?;
+                let cfg = config::fetch_config(&http, &base, &Trust::FirstUse).await?;
                 let pin = cfg.identity;
                 config = Some(cfg);
-                pin
+                (Trust::Pin(pin), pin)
             }
         };
 
@@ -468,6 +487,7 @@ impl ClientBuilder {
             base,
             base_str,
             http,
+            trust,
             identity,
             self.suites,
             self.max_response_bytes,
@@ -689,9 +709,10 @@ impl Client {
         self.inner.current().map(|s| s.info())
     }
 
-    /// The verified server identity (the pin, or what was accepted on first use).
+    /// The server identity verified last (the pin, one of the pins, or what was
+    /// accepted on first use).
     pub fn identity(&self) -> Pin {
-        self.inner.identity
+        *lock(&self.inner.identity)
     }
 
     /// The base URL requests are relative to.

@@ -32,7 +32,7 @@ pub(super) struct FromFile {
 pub(super) fn load_matching(
     path: &Path,
     base_str: &str,
-    trust: Trust,
+    trust: &Trust,
     suites: &[Suite],
     now: u64,
 ) -> Result<FromFile, ClientError> {
@@ -47,7 +47,7 @@ pub(super) fn load_matching(
         FileState::KnownServer(k) => {
             debug!(path = %path.display(), "session file holds no session; handshaking anew");
             let same_server = k.base_url == base_str;
-            let pinned_elsewhere = matches!(trust, Trust::Pin(p) if p != k.pin);
+            let pinned_elsewhere = !trust.accepts(&k.pin);
             return Ok(FromFile {
                 session: None,
                 config_issued_at_ms: if same_server && !pinned_elsewhere {
@@ -68,7 +68,7 @@ pub(super) fn load_matching(
             return Ok(none);
         }
     };
-    let same_server = l.base_url == base_str && !matches!(trust, Trust::Pin(p) if p != l.pin);
+    let same_server = l.base_url == base_str && trust.accepts(&l.pin);
     let config_issued_at_ms = if same_server {
         l.config_issued_at_ms
     } else {
@@ -79,7 +79,7 @@ pub(super) fn load_matching(
             "it is for base URL {} (this client: {base_str})",
             l.base_url
         ))
-    } else if matches!(trust, Trust::Pin(p) if p != l.pin) {
+    } else if !trust.accepts(&l.pin) {
         Some(format!(
             "it is for server identity {} which is not the pinned one",
             l.pin
@@ -141,7 +141,7 @@ impl Inner {
         }
         let json = SessionSnapshot {
             base_url: self.base_str.clone(),
-            pin: self.identity,
+            pin: *lock(&self.identity),
             session_id: slot.id,
             suite: slot.suite,
             expires_at_ms: slot.expires_at_ms,
@@ -191,7 +191,7 @@ impl Inner {
         // a refusal, real or forged, must not make the next run trust a new identity.
         let known = file::KnownServer {
             base_url: self.base_str.clone(),
-            pin: self.identity,
+            pin: *lock(&self.identity),
             config_issued_at_ms: self.config_high_water.load(Ordering::Acquire),
         };
         let json = match known.to_json() {

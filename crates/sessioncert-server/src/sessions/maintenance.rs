@@ -112,7 +112,7 @@ impl SessionManager {
         }
     }
 
-    /// Starts the background flush, poll and sweep loops; they stop when the manager
+    /// Starts the background flush, poll, key check and sweep loops; they stop when the manager
     /// is dropped or shutdown begins.
     pub fn spawn_maintenance(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
@@ -122,12 +122,10 @@ impl SessionManager {
             let mut poll = tokio::time::interval(timing.poll_interval);
             let mut sweep = tokio::time::interval(timing.sweep_interval);
             let mut rotate = tokio::time::interval(timing.key_rotation_check);
-            let mut resign = tokio::time::interval(timing.config_refresh);
             // Nothing is unsaved at start: the first flush comes one interval later,
             // not at whatever moment this task first runs (which made when a change was
             // first written depend on scheduling).
             flush.tick().await;
-            resign.tick().await; // the configuration was signed at start
             flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_poll = now_ms();
             loop {
@@ -146,12 +144,6 @@ impl SessionManager {
                         // Overlap the window: clocks of other processes may differ slightly.
                         if m.poll_ended(last_poll.saturating_sub(5_000)).await {
                             last_poll = now;
-                        }
-                    }
-                    _ = resign.tick() => {
-                        let Some(m) = weak.upgrade() else { break };
-                        if let Err(e) = m.refresh_config() {
-                            tracing::error!(error = %e, "re-signing the key configuration failed");
                         }
                     }
                     _ = rotate.tick() => {

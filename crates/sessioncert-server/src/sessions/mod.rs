@@ -36,7 +36,7 @@ use sessioncert_proto::stream::StreamSealer;
 use sessioncert_proto::{
     Confirmation, ErrorCode, OpenedInPlace, OpenedRequestStream, PendingServerSession,
     ProtocolError, RequestBinding, ResponseBinding, ResponseSealer, ServerPolicy, ServerSession,
-    SessionId, SessionState, SignedKeyConfig,
+    SessionId, SessionState, Suite,
 };
 use sessioncert_store::{ReplayAuthority, SessionStore};
 use std::net::IpAddr;
@@ -72,11 +72,10 @@ pub struct Timing {
     pub ticket_lifetime_ms: u64,
     /// How long ended sessions stay listed in the store.
     pub retain_ended_ms: u64,
-    /// How often the handshake key file is re-read and the keys checked for renewal.
+    /// How often the key files (handshake keys, identity) are re-read and the keys
+    /// checked for renewal. (The configuration is re-signed when it is served after its
+    /// period ended or the keys changed: `keys::CONFIG_PERIOD_MS`.)
     pub key_rotation_check: Duration,
-    /// How often the key configuration is re-signed (it is valid for 24 h; clients
-    /// refuse an expired one, which bounds how long a removed handshake key is usable).
-    pub config_refresh: Duration,
 }
 
 impl Default for Timing {
@@ -90,9 +89,6 @@ impl Default for Timing {
             // Also how soon a key another instance added is picked up: well within
             // `HANDSHAKE_KEY_PUBLISH_DELAY_MS`.
             key_rotation_check: Duration::from_secs(60),
-            config_refresh: Duration::from_millis(
-                sessioncert_proto::config::CONFIG_VALIDITY_MS / 4,
-            ),
         }
     }
 }
@@ -130,7 +126,7 @@ pub struct Stats {
 /// The session table and everything needed to create and use sessions.
 pub struct SessionManager {
     keys: Arc<ServerKeys>,
-    config: RwLock<Arc<Vec<u8>>>,
+    config: RwLock<Arc<ServedConfig>>,
     policy: ServerPolicy,
     limits: Limits,
     timing: Timing,
@@ -204,7 +200,7 @@ impl SessionManager {
         limits: Limits,
         timing: Timing,
     ) -> Result<Self, ServerError> {
-        let config = keys.signed_config(&policy.suites, now_ms())?.encode();
+        let config = ServedConfig::sign(&keys, &policy.suites, now_ms())?;
         let shared = store.replay_authority() == ReplayAuthority::SharedStore;
         Ok(SessionManager {
             shared,
@@ -300,12 +296,25 @@ impl SessionManager {
             .set(self.response_bytes.load(Ordering::Relaxed) as f64);
     }
 
-    /// The encoded signed key configuration currently served.
+    /// The encoded signed key configuration to serve now; re-signed first when its
+    /// period ended or the keys changed (a signature per period, not per request).
     pub fn config_bytes(&self) -> Arc<Vec<u8>> {
-        self.config
+        let now = now_ms();
+        let current = self
+            .config
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .clone();
+        if current.is_current(&self.keys, now) {
+            return current.bytes.clone();
+        }
+        match self.refresh_config() {
+            Ok(c) => c.bytes.clone(),
+            Err(e) => {
+                tracing::error!(error = %e, "re-signing the key configuration failed");
+                current.bytes.clone()
+            }
+        }
     }
 
     /// Picks up handshake keys another instance (or `sessioncert rotate-keys`) wrote to
@@ -314,7 +323,7 @@ impl SessionManager {
     pub async fn rotate_keys_if_due(self: &Arc<Self>) {
         let me = self.clone();
         let rotated = tokio::task::spawn_blocking(move || {
-            let reloaded = me.keys.reload_handshake_keys()?;
+            let reloaded = me.keys.reload()?;
             Ok::<_, ServerError>(me.keys.rotate_if_due(now_ms())? || reloaded)
         })
         .await;
@@ -329,11 +338,15 @@ impl SessionManager {
         }
     }
 
-    /// Re-signs the key configuration (after a key rotation, or to refresh `issued_at`).
-    pub fn refresh_config(&self) -> Result<SignedKeyConfig, ServerError> {
-        let s = self.keys.signed_config(&self.policy.suites, now_ms())?;
-        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(s.encode());
-        Ok(s)
+    /// Re-signs the key configuration (after a key change, or for a new period).
+    pub fn refresh_config(&self) -> Result<Arc<ServedConfig>, ServerError> {
+        let c = Arc::new(ServedConfig::sign(
+            &self.keys,
+            &self.policy.suites,
+            now_ms(),
+        )?);
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = c.clone();
+        Ok(c)
     }
 
     /// Answers a client hello with the server hello and a ticket. Nothing is stored:
@@ -816,5 +829,33 @@ impl SessionManager {
         );
         self.store.shutdown().await?;
         Ok(())
+    }
+}
+
+/// The signed key configuration as served, with what it was signed from.
+pub struct ServedConfig {
+    /// `ServerKeys::config_basis` when it was signed.
+    basis: (u64, u64),
+    identity: sessioncert_proto::Pin,
+    bytes: Arc<Vec<u8>>,
+}
+
+impl ServedConfig {
+    fn sign(keys: &ServerKeys, suites: &[Suite], now_ms: u64) -> Result<Self, ServerError> {
+        let basis = keys.config_basis(now_ms);
+        let signed = keys.signed_config(suites, now_ms)?;
+        let parsed = sessioncert_proto::KeyConfig::decode(&signed.config)?;
+        Ok(ServedConfig {
+            basis,
+            identity: parsed.identity,
+            bytes: Arc::new(signed.encode()),
+        })
+    }
+
+    /// Whether this is still the configuration to serve at `now_ms`. (A key set change
+    /// that keeps the change time, e.g. keys reloaded from an older file, is re-signed by
+    /// the caller of [`ServerKeys::reload`].)
+    fn is_current(&self, keys: &ServerKeys, now_ms: u64) -> bool {
+        self.basis == keys.config_basis(now_ms) && self.identity == keys.pin()
     }
 }

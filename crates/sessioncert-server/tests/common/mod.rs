@@ -203,7 +203,7 @@ impl RawClient {
             .unwrap();
         SignedKeyConfig::decode(&b)
             .unwrap()
-            .verify(Trust::Pin(pin), now_ms())
+            .verify(&Trust::Pin(pin), now_ms())
             .unwrap()
     }
 

@@ -1,10 +1,10 @@
 //! The PostgreSQL backend: a shared store ([`crate::ReplayAuthority::SharedStore`]).
 //!
-//! `check_request` calls are batched: callers queue their mark, a batcher task takes
-//! every queued mark and sends them in **one** statement (`sessioncert_check` over
-//! arrays, one round trip and one commit), then answers each caller with its own row.
-//! The function decides each mark on its locked row, in order, so every call stays
-//! atomic and isolated. See the crate documentation for the data layout.
+//! `check_request` calls are batched ([`crate::batch`]): the queued marks go in **one**
+//! statement (`sessioncert_check` over arrays, one round trip and one commit), and each
+//! caller gets its own row. The function decides each mark on its locked row, in order,
+//! so every call stays atomic and isolated. See the crate documentation for the data
+//! layout.
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,9 +15,9 @@ use sessioncert_proto::{SessionId, SessionState};
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
-use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::address::{check_name, Address};
+use crate::batch::{BatchAnswer, CheckBatcher};
 use crate::{
     ReplayAuthority, RequestCheck, RequestMark, SessionRecord, SessionStore, SessionSummary,
     SessionWrite, StoreError,
@@ -80,7 +80,7 @@ const DRIVER_PARAMS: &[&str] = &[
 /// `Debug` shows the address without its password.
 pub struct PostgresStore {
     pool: PgPool,
-    checks: mpsc::Sender<Job>,
+    checks: CheckBatcher,
     addr: Arc<Address>,
     schema: Option<String>,
 }
@@ -92,11 +92,6 @@ impl fmt::Debug for PostgresStore {
             .field("schema", &self.schema)
             .finish()
     }
-}
-
-struct Job {
-    mark: RequestMark,
-    reply: oneshot::Sender<Result<RequestCheck, StoreError>>,
 }
 
 /// u64 to bigint: values above i64::MAX ("never") become i64::MAX, which compares the
@@ -192,11 +187,13 @@ impl PostgresStore {
         })?;
 
         let addr = Arc::new(addr);
-        let (checks, queue) = mpsc::channel(QUEUE);
-        let queue = Arc::new(Mutex::new(queue));
-        for _ in 0..BATCHERS {
-            tokio::spawn(batcher(pool.clone(), queue.clone(), addr.clone()));
-        }
+        let checks = {
+            let (pool, addr) = (pool.clone(), addr.clone());
+            CheckBatcher::spawn(BATCHERS, MAX_BATCH, QUEUE, move |marks| {
+                let (pool, addr) = (pool.clone(), addr.clone());
+                async move { check_batch(&pool, &marks, &addr).await }
+            })
+        };
         Ok(PostgresStore {
             pool,
             checks,
@@ -223,49 +220,16 @@ impl PostgresStore {
     }
 }
 
-/// Takes every queued mark (up to [`MAX_BATCH`]), checks them in one statement and
-/// answers each caller. Ends when the store is dropped.
-async fn batcher(pool: PgPool, queue: Arc<Mutex<mpsc::Receiver<Job>>>, addr: Arc<Address>) {
-    loop {
-        let mut jobs = Vec::new();
-        {
-            let mut rx = queue.lock().await;
-            match rx.recv().await {
-                Some(job) => jobs.push(job),
-                None => return,
-            }
-            while jobs.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
-            }
-        }
-        let mut answers = check_batch(&pool, &jobs, &addr).await;
-        for (i, job) in jobs.into_iter().enumerate() {
-            let answer = match &mut answers {
-                Ok(a) => a[i]
-                    .take()
-                    .unwrap_or_else(|| Err(db_err(&addr, "a mark got no answer"))),
-                Err(msg) => Err(StoreError::Database(msg.clone())),
-            };
-            // A caller that stopped waiting is fine: its mark was decided all the same.
-            let _ = job.reply.send(answer);
-        }
-    }
-}
-
-type Answers = Vec<Option<Result<RequestCheck, StoreError>>>;
-
-async fn check_batch(pool: &PgPool, jobs: &[Job], addr: &Address) -> Result<Answers, String> {
-    let ids: Vec<Vec<u8>> = jobs.iter().map(|j| j.mark.id.0.to_vec()).collect();
+/// Decides a batch of marks in one statement.
+async fn check_batch(pool: &PgPool, jobs: &[RequestMark], addr: &Address) -> BatchAnswer {
+    let ids: Vec<Vec<u8>> = jobs.iter().map(|j| j.id.0.to_vec()).collect();
     // Bit-cast: the function reads negative values back as u64.
     let seqs: Vec<i64> = jobs
         .iter()
-        .map(|j| i64::from_ne_bytes(j.mark.seq.to_ne_bytes()))
+        .map(|j| i64::from_ne_bytes(j.seq.to_ne_bytes()))
         .collect();
-    let nows: Vec<i64> = jobs.iter().map(|j| to_db(j.mark.now_ms)).collect();
-    let closes: Vec<bool> = jobs.iter().map(|j| j.mark.close).collect();
+    let nows: Vec<i64> = jobs.iter().map(|j| to_db(j.now_ms)).collect();
+    let closes: Vec<bool> = jobs.iter().map(|j| j.close).collect();
     let mut tries = 0;
     let rows = loop {
         let result: Result<Vec<(i32, i16, Option<String>)>, sqlx::Error> =
@@ -279,19 +243,20 @@ async fn check_batch(pool: &PgPool, jobs: &[Job], addr: &Address) -> Result<Answ
         match result {
             Ok(rows) => break rows,
             Err(e) if tries < RETRIES && retryable(&e) => tries += 1,
-            Err(e) => return Err(format!("postgres: {}", addr.scrub(e))),
+            Err(e) => return Err(db_err(addr, e)),
         }
     };
-    let mut answers: Answers = (0..jobs.len()).map(|_| None).collect();
+    let mut answers: Vec<Option<Result<RequestCheck, StoreError>>> =
+        (0..jobs.len()).map(|_| None).collect();
     for (ord, outcome, detail) in rows {
         let index = usize::try_from(ord)
             .ok()
             .and_then(|o| o.checked_sub(1))
             .filter(|&i| i < jobs.len());
         let (Some(i), Some(job)) = (index, index.and_then(|i| jobs.get(i))) else {
-            return Err(format!("postgres: check answered for mark {ord}"));
+            return Err(db_err(addr, format!("check answered for mark {ord}")));
         };
-        let id = job.mark.id;
+        let id = job.id;
         let corrupt = |what: String| StoreError::CorruptRow(format!("session {id}: {what}"));
         let detail = detail.unwrap_or_default();
         answers[i] = Some(match outcome {
@@ -310,7 +275,10 @@ async fn check_batch(pool: &PgPool, jobs: &[Job], addr: &Address) -> Result<Answ
             ))),
         });
     }
-    Ok(answers)
+    Ok(answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| Err(db_err(addr, "a mark got no answer"))))
+        .collect())
 }
 
 /// Deadlock detected or serialization failure: PostgreSQL rolled the statement back.
@@ -618,14 +586,9 @@ impl SessionStore for PostgresStore {
     }
 
     async fn check_request(&self, mark: RequestMark) -> Result<RequestCheck, StoreError> {
-        let (reply, answer) = oneshot::channel();
         self.checks
-            .send(Job { mark, reply })
+            .check(mark, || self.err("the check batcher has stopped"))
             .await
-            .map_err(|_| self.err("the check batcher has stopped"))?;
-        answer
-            .await
-            .map_err(|_| self.err("the check batcher has stopped"))?
     }
 
     async fn shared_value(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>, StoreError> {

@@ -1,53 +1,13 @@
--- check_request: shared::check_and_mark, atomically.
--- KEYS: session hash, live index, ended index.
--- ARGV: seq, seq + 1 ('' when seq is u64::MAX: never acceptable), seq % 1024, now,
---       close ('1'/'0'), index member, retain_ms.
--- Returns {0, request_count} accepted, {1, ''} replayed, {2, state} ended, {3, ''} unknown.
-local key, live_key, ended_key = KEYS[1], KEYS[2], KEYS[3]
-local seq, nxt, slot, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local f = redis.call('HMGET', key, 'state', 'expires_at_ms', 'last_used_at_ms',
-  'idle_timeout_ms', 'request_count', 'win_top', 'win_bits')
-local state = f[1]
-if not state then return { 3, '' } end
-local top = f[6] or '0'
-local bits = f[7] or ''
-if #bits ~= 0 and #bits ~= 128 then return redis.error_reply('corrupt replay window') end
-
--- 1. Seen, or older than the window: checked first, so an ended session's refusal is
---    only ever tagged for a number that never ran.
-if nxt == '' then return { 1, '' } end
-local ahead = diff(seq, top)
-if ahead < 0 and (-ahead > 1024 or win_has(bits, slot)) then return { 1, '' } end
-
--- 2. Ended.
-if not LIVE[state] then return { 2, state } end
-
--- 3. Lifetime or idle time ran out: ends now.
-if diff(f[2], now) <= 0 or sum_le(f[3], f[4], now) then
-  end_session(key, ARGV[6], 'expired', now, '', live_key, ended_key, ARGV[7])
-  return { 2, 'expired' }
+-- check_request for a batch of marks (crate::batch), each decided by check_one in
+-- order: marks of one session apply in their order in the batch.
+-- KEYS: live index, ended index, then the session hash of each mark.
+-- ARGV: retain_ms, then per mark: seq, seq + 1 ('' when seq is u64::MAX: never
+--       acceptable), seq % 1024, now, close ('1'/'0'), index member.
+-- Returns {code, detail} for each mark, in order (codes as check_one's).
+local out = {}
+for i = 1, #KEYS - 2 do
+  local a = 2 + (i - 1) * 6
+  out[i] = check_one(KEYS[2 + i], ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3],
+    ARGV[a + 4], ARGV[a + 5], KEYS[1], KEYS[2], ARGV[1])
 end
-
--- 4. Mark, use, count, and close if asked.
-if #bits == 0 then bits = ZEROS end
-if ahead >= 0 then
-  if ahead >= 1023 then
-    bits = ZEROS
-  else
-    -- Clear the slots of the numbers that slide into the window unseen.
-    local _, tl = split(top)
-    local first = tl % 1024 -- 10^10 is a multiple of 1024
-    for k = 0, ahead do bits = win_set(bits, (first + k) % 1024, false) end
-  end
-  top = nxt
-end
-bits = win_set(bits, slot, true)
-local used = f[3]
-if diff(now, used) > 0 then used = now end
-local count = incr(f[5])
-redis.call('HSET', key, 'win_top', top, 'win_bits', bits,
-  'last_used_at_ms', used, 'request_count', count)
-if ARGV[5] == '1' then
-  end_session(key, ARGV[6], 'closed', now, '', live_key, ended_key, ARGV[7])
-end
-return { 0, count }
+return out
