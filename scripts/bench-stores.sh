@@ -11,6 +11,9 @@
 # Redis and PostgreSQL must answer on 127.0.0.1:6379 and :5432 (database `test`); each
 # run uses its own Redis prefix and PostgreSQL schema and removes them afterwards.
 # Client, servers, Redis and PostgreSQL share this machine's cores: compare the ratios.
+# Each request run also reports the CPU time per request of the server, of the store's
+# own processes (redis-server, postgres) and of the load generator, read from /proc:
+# where the time of a warm request goes with each store.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
@@ -42,13 +45,14 @@ cleanup() {
 trap cleanup EXIT
 "$BIN" keygen --out "$WORK/id" >/dev/null
 PIN=$("$BIN" fingerprint --data "$WORK/id")
-declare -A URL
+declare -A URL SPID
 for s in $STORES; do
   port=$(free_port)
   # Access lines off: they cost the same with every store and would only blur the ratio.
   RUST_LOG=${RUST_LOG:-info,sessioncert::access=off} "$BIN" serve --addr "127.0.0.1:$port" \
     --data "$WORK/id" --store "$(store_url "$s")" >"$WORK/$s.log" 2>&1 &
   PIDS+=($!)
+  SPID[$s]=$!
   URL[$s]="http://127.0.0.1:$port"
 done
 for s in $STORES; do
@@ -56,13 +60,29 @@ for s in $STORES; do
   curl -fs "${URL[$s]}/healthz" >/dev/null || { echo "FAIL: the $s server did not start:"; tail -5 "$WORK/$s.log"; exit 1; }
 done
 OUT="$WORK/runs.jsonl"
+TICK=$(getconf CLK_TCK)
+# CPU ticks (user + system) of the given processes, summed; gone ones count 0.
+ticks() { for p in "$@"; do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0; done | awk '{s += $1} END {print s + 0}'; }
+store_pids() {
+  case $1 in
+    redis) pgrep -x redis-server || true ;;
+    postgres) pgrep -x postgres || pgrep -f '^postgres' || true ;;
+  esac
+}
 for r in $(seq "$ROUNDS"); do
   for s in $STORES; do
     h=$("$BIN" bench handshake --url "${URL[$s]}" --pin "$PIN" --duration "$DURATION" \
       --concurrency "$CONCURRENCY" --json --progress 0s)
-    q=$("$BIN" bench request --url "${URL[$s]}/apiTest" --pin "$PIN" --duration "$DURATION" \
+    spids=$(store_pids "$s")
+    s0=$(ticks "${SPID[$s]}"); d0=$(ticks $spids)
+    q=$(/usr/bin/time -f '%U %S' -o "$WORK/client.time" "$BIN" bench request \
+      --url "${URL[$s]}/apiTest" --pin "$PIN" --duration "$DURATION" \
       --concurrency "$CONCURRENCY" --body "$BODY" --json --progress 0s)
-    printf '{"store":"%s","round":%s,"handshake":%s,"request":%s}\n' "$s" "$r" "$h" "$q" >>"$OUT"
+    s1=$(ticks "${SPID[$s]}"); d1=$(ticks $spids)
+    c=$(awk '{print $1 + $2}' "$WORK/client.time")
+    cpu=$(printf '{"server_s":%s,"store_s":%s,"client_s":%s}' \
+      "$(awk "BEGIN {print ($s1 - $s0) / $TICK}")" "$(awk "BEGIN {print ($d1 - $d0) / $TICK}")" "$c")
+    printf '{"store":"%s","round":%s,"handshake":%s,"request":%s,"cpu":%s}\n' "$s" "$r" "$h" "$q" "$cpu" >>"$OUT"
   done
 done
 python3 - "$OUT" <<'PY'
@@ -84,4 +104,7 @@ for store, rs in by.items():
         line += (f"; vs in-memory: handshakes {h / med(base, 'handshake', 'handshakes_per_sec'):.2f}x,"
                  f" requests {q / med(base, 'request', 'requests_per_sec'):.2f}x")
     print(line)
+    us = lambda f: statistics.median(x["cpu"][f] / x["request"]["count"] * 1e6 for x in rs)
+    print(f"{'':>11}CPU per warm request: server {us('server_s'):.0f} µs, store processes "
+          f"{us('store_s'):.0f} µs, load generator {us('client_s'):.0f} µs")
 PY

@@ -23,7 +23,7 @@
 use crate::{mutate, pair, Mutation};
 use arbitrary::Arbitrary;
 use sessioncert_proto::full::{FullRequest, FullResponse};
-use sessioncert_proto::record::{RecordHeader, RecordType, MAX_COVERED_HEADERS};
+use sessioncert_proto::record::{RecordHeader, MAX_COVERED_HEADERS};
 use sessioncert_proto::replay::ReplayWindow;
 use sessioncert_proto::session::{MAX_MESSAGES, REKEY_INTERVAL};
 use sessioncert_proto::{

@@ -200,15 +200,8 @@ impl SessionManager {
         let now = now_ms();
         for rec in records {
             let live = if rec.state == SessionState::Established {
-                self.keys
-                    .storage_key()
-                    .open(&rec.id, &rec.sealed_secrets)
-                    .map_err(|e| e.to_string())
-                    .and_then(|secrets| {
-                        ServerSession::import(&secrets)
-                            .map(|s| Live::Established(Box::new(s)))
-                            .map_err(|e| e.to_string())
-                    })
+                self.open_stored_session(&rec)
+                    .map(|s| Live::Established(Box::new(s)))
             } else {
                 // Written by an earlier version that stored unconfirmed handshakes.
                 Err("unconfirmed handshake".to_owned())
@@ -226,18 +219,8 @@ impl SessionManager {
                     continue;
                 }
             };
-            let suite = sessioncert_proto::Suite::from_name(&rec.suite)
-                .map(|s| s.name())
-                .unwrap_or("unknown");
-            let entry = Arc::new(Entry::new(
-                rec.id,
-                suite,
-                rec.version,
-                rec.client_addr.as_deref().and_then(|a| a.parse().ok()),
-                false,
-                rec.created_at_ms,
-                rec.expires_at_ms,
-                rec.idle_timeout_ms,
+            let entry = Arc::new(entry_from_stored(
+                &rec,
                 Mutable::new(live, rec.last_used_at_ms, rec.request_count, true),
             ));
             if self.cache.insert(rec.id, entry).is_none() {
@@ -268,13 +251,7 @@ impl SessionManager {
             .saturating_mul(super::table::TOMBSTONE_TICKET_LIFETIMES);
         let mut loaded = 0;
         for (rec, ended_at_ms) in self.store.load_ended(since).await? {
-            let ended = self
-                .keys
-                .storage_key()
-                .open(&rec.id, &rec.sealed_secrets)
-                .ok()
-                .and_then(|b| EndedSession::import(&b).ok())
-                .filter(|e| e.id() == rec.id);
+            let ended = self.open_stored_remains(&rec);
             let Some(ended) = ended else {
                 tracing::debug!(session = %rec.id, "ended session's remains unusable; it stays unknown");
                 continue;
@@ -286,19 +263,7 @@ impl SessionManager {
                 true,
             );
             m.ended_at_ms = ended_at_ms;
-            let entry = Entry::new(
-                rec.id,
-                sessioncert_proto::Suite::from_name(&rec.suite)
-                    .map(|s| s.name())
-                    .unwrap_or("unknown"),
-                rec.version,
-                rec.client_addr.as_deref().and_then(|a| a.parse().ok()),
-                false,
-                rec.created_at_ms,
-                rec.expires_at_ms,
-                rec.idle_timeout_ms,
-                m,
-            );
+            let entry = entry_from_stored(&rec, m);
             if now >= entry.tombstone_until(&entry.lock(), min_tombstone) {
                 continue;
             }
@@ -309,4 +274,47 @@ impl SessionManager {
         }
         Ok(loaded)
     }
+}
+
+impl SessionManager {
+    /// A stored established session's keys, opened under the storage key.
+    pub(super) fn open_stored_session(&self, rec: &SessionRecord) -> Result<ServerSession, String> {
+        let secrets = self
+            .keys
+            .storage_key()
+            .open(&rec.id, &rec.sealed_secrets)
+            .map_err(|e| e.to_string())?;
+        let session = ServerSession::import(&secrets).map_err(|e| e.to_string())?;
+        if session.id() != rec.id {
+            return Err("stored secrets belong to another session".to_owned());
+        }
+        Ok(session)
+    }
+
+    /// A stored ended session's remains (its refusal key), if they open here.
+    pub(super) fn open_stored_remains(&self, rec: &SessionRecord) -> Option<EndedSession> {
+        self.keys
+            .storage_key()
+            .open(&rec.id, &rec.sealed_secrets)
+            .ok()
+            .and_then(|b| EndedSession::import(&b).ok())
+            .filter(|e| e.id() == rec.id)
+    }
+}
+
+/// The table entry of a stored session, in the state `m` holds.
+pub(super) fn entry_from_stored(rec: &SessionRecord, m: Mutable) -> Entry {
+    Entry::new(
+        rec.id,
+        sessioncert_proto::Suite::from_name(&rec.suite)
+            .map(|s| s.name())
+            .unwrap_or("unknown"),
+        rec.version,
+        rec.client_addr.as_deref().and_then(|a| a.parse().ok()),
+        false,
+        rec.created_at_ms,
+        rec.expires_at_ms,
+        rec.idle_timeout_ms,
+        m,
+    )
 }

@@ -28,8 +28,8 @@ use crate::telemetry::store_call;
 use crate::tickets::TicketKeys;
 use crate::ServerError;
 use sessioncert_proto::record::RecordHeader;
-use sessioncert_proto::{EndedSession, ErrorCode, ProtocolError, ServerSession, SessionId};
-use sessioncert_proto::{SessionState, Suite};
+use sessioncert_proto::SessionState;
+use sessioncert_proto::{ErrorCode, ProtocolError, ServerSession, SessionId};
 use sessioncert_store::{RequestCheck, RequestMark, SessionRecord};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -106,17 +106,11 @@ impl SessionManager {
     /// The table entry for a stored session: live with its keys, or a tombstone with its
     /// remains (if it kept any). `None` when a live session's secrets do not open.
     fn entry_from_record(&self, rec: &SessionRecord) -> Option<Entry> {
-        let storage = self.keys.storage_key();
         let live = if rec.state == SessionState::Established {
-            let session = storage
-                .open(&rec.id, &rec.sealed_secrets)
-                .ok()
-                .and_then(|b| ServerSession::import(&b).ok())
-                .filter(|s| s.id() == rec.id);
-            match session {
-                Some(s) => Live::Established(Box::new(s)),
-                None => {
-                    tracing::warn!(session = %rec.id, "stored session's secrets do not open here (another storage key?)");
+            match self.open_stored_session(rec) {
+                Ok(s) => Live::Established(Box::new(s)),
+                Err(e) => {
+                    tracing::warn!(session = %rec.id, error = %e, "stored session's secrets do not open here (another storage key?)");
                     return None;
                 }
             }
@@ -124,31 +118,14 @@ impl SessionManager {
             // Only confirmed sessions are ever stored; anything else is not usable.
             return None;
         } else {
-            let remains = storage
-                .open(&rec.id, &rec.sealed_secrets)
-                .ok()
-                .and_then(|b| EndedSession::import(&b).ok())
-                .filter(|e| e.id() == rec.id);
-            Live::Ended(rec.state, remains)
+            Live::Ended(rec.state, self.open_stored_remains(rec))
         };
         let ended = !live.state().is_live();
         let mut m = Mutable::new(live, rec.last_used_at_ms, rec.request_count, true);
         if ended {
             m.ended_at_ms = now_ms();
         }
-        Some(Entry::new(
-            rec.id,
-            Suite::from_name(&rec.suite)
-                .map(|s| s.name())
-                .unwrap_or("unknown"),
-            rec.version,
-            rec.client_addr.as_deref().and_then(|a| a.parse().ok()),
-            false,
-            rec.created_at_ms,
-            rec.expires_at_ms,
-            rec.idle_timeout_ms,
-            m,
-        ))
+        Some(super::persistence::entry_from_stored(rec, m))
     }
 
     /// Stores a session this instance just confirmed, before its first request runs, so
