@@ -161,7 +161,15 @@ class SealedSession implements Session {
     const bytes = await readHandshakeAnswer(res);
     this.wire({ kind: "config", url, status: res.status, bytes });
     if (res.status !== 200) throw await refusalOf(res, bytes, "key configuration");
-    const v = await verifyConfig(bytes, this.identity, Date.now(), this.highWater);
+    const v = await verifyConfig(bytes, this.identity, Date.now());
+    if (v.config.issuedAt < this.highWater) {
+      // Never used. But when the newest accepted is still usable it is kept: an instance
+      // that has not yet re-read a rotated key file serves the older one for up to a
+      // minute (PROTOCOL §7 rule 7), and the newer one still works.
+      const kept = this.cfg?.v, t = Date.now();
+      if (kept && kept.config.issuedAt === this.highWater && t <= kept.config.expiresAt && currentKey(kept.config, t)) return kept;
+      throw new ProtocolError("handshake_failed", "key configuration: older configuration than one already accepted (rollback refused)");
+    }
     this.identity ??= [v.config.identity]; // trust on first use: this identity from now on
     this.highWater = Math.max(this.highWater, v.config.issuedAt);
     this.verifiedPin = v.pin;

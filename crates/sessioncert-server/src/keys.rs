@@ -337,13 +337,17 @@ impl ServerKeys {
         // an identity is created in an empty directory.
         StorageKey::check_env()?;
         create_private_dir(dir)?;
+        // Under the key-file lock: instances started at once on a new directory must
+        // not each make an identity or a storage key (one would lose, and refuse to
+        // start as "set up under another storage key").
+        let _lock = lock_key_file(dir)?;
         let created = !dir.join(IDENTITY_FILE).exists();
         let identity = if created {
             create_identity(dir)?
         } else {
             load_identity(dir)?
         };
-        let file = rotate_handshake_file(dir, now_ms)?;
+        let file = load_or_rotate_handshake_keys(dir, now_ms)?;
         let handshake = file.keys;
         let storage = StorageKey::load_or_create(dir)?;
         Ok((
@@ -1094,6 +1098,51 @@ mod tests {
             c_before.keys.iter().map(|k| k.key_id).collect::<Vec<_>>(),
             c_after.keys.iter().map(|k| k.key_id).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn instances_opening_a_new_directory_at_once_agree_on_every_key() {
+        for _ in 0..5 {
+            let d = tempfile::tempdir().unwrap();
+            let dir = d.path().join("data");
+            let t0 = now_for_tests();
+            let barrier = Arc::new(std::sync::Barrier::new(4));
+            let opened: Vec<_> = (0..4)
+                .map(|_| {
+                    let (dir, barrier) = (dir.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        ServerKeys::open_or_create(&dir, t0).unwrap().0
+                    })
+                })
+                .collect();
+            let keys: Vec<ServerKeys> = opened.into_iter().map(|t| t.join().unwrap()).collect();
+            for k in &keys[1..] {
+                assert_eq!(k.pin(), keys[0].pin());
+                let sealed = keys[0]
+                    .storage_key()
+                    .seal_shared_value("t", b"same")
+                    .unwrap();
+                assert_eq!(
+                    k.storage_key()
+                        .open_shared_value("t", &sealed)
+                        .unwrap()
+                        .as_slice(),
+                    b"same"
+                );
+                assert_eq!(
+                    k.handshake_keys()
+                        .iter()
+                        .map(|h| *h.public())
+                        .collect::<Vec<_>>(),
+                    keys[0]
+                        .handshake_keys()
+                        .iter()
+                        .map(|h| *h.public())
+                        .collect::<Vec<_>>()
+                );
+            }
+        }
     }
 
     fn now_for_tests() -> u64 {

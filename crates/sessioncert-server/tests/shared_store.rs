@@ -272,7 +272,16 @@ async fn a_handshake_answered_by_one_instance_is_confirmed_at_the_other(stores: 
 async fn closing_at_one_instance_closes_everywhere_with_tags_only_for_requests_that_never_ran(
     stores: Stores,
 ) {
-    let (a, b, _d) = pair(&stores).await;
+    let (a, b, d) = pair(&stores).await;
+    // A third instance that never holds the session before the close.
+    let third = TestServer::start_with(
+        ServerKeys::open_or_create(d.path(), now_ms()).unwrap().0,
+        stores.1.clone(),
+        generous(),
+        Timing::default(),
+        Default::default(),
+    )
+    .await;
     let mut c = RawClient::connect(&a.base, a.pin).await;
     // B learns the session (and holds it) before A closes it.
     c.base = b.base.clone();
@@ -285,10 +294,27 @@ async fn closing_at_one_instance_closes_everywhere_with_tags_only_for_requests_t
         "application/json",
         delayed_body.as_bytes(),
     );
+    let delayed_elsewhere = c.seal("POST", "/apiTest", "application/json", b"{\"third\":1}");
     // Closed by the client through A (the close endpoint).
     c.base = a.base.clone();
     let close = c.seal("POST", sessioncert_proto::wire::CLOSE_PATH, "", b"");
     assert_eq!(c.send_raw(&close).await.status(), 200);
+    // At once at the third instance, which reads the session from the store for the
+    // first time: the refusal is tagged too (the remains were stored before the close
+    // was answered, not with the next flush).
+    c.base = third.base.clone();
+    let r = c.send_raw(&delayed_elsewhere).await;
+    let tag = r.headers().get(REFUSAL_HEADER).cloned();
+    assert_eq!(error_code(r).await, (401, "session_closed".into()));
+    let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(
+            tag.expect("tagged at an instance that never held the session")
+                .as_bytes(),
+        )
+        .unwrap();
+    assert!(c
+        .session
+        .verify_refusal(delayed_elsewhere.expect.seq, ErrorCode::SessionClosed, &tag));
     // At B, which still held the session live: closed, and the delayed request's
     // refusal carries a tag proving it never ran; the one that ran gets none.
     c.base = b.base.clone();
@@ -318,6 +344,7 @@ async fn closing_at_one_instance_closes_everywhere_with_tags_only_for_requests_t
     assert_eq!(stored.state, SessionState::Closed);
     a.stop().await;
     b.stop().await;
+    third.stop().await;
 }
 
 async fn an_instance_with_another_storage_key_refuses_to_join(stores: Stores) {

@@ -85,6 +85,17 @@ impl Inner {
             .config_high_water
             .fetch_max(c.issued_at_ms, Ordering::AcqRel);
         if c.issued_at_ms < newest {
+            // Never used. But when the newest accepted is still usable, it is kept: an
+            // instance that has not yet re-read a rotated key file serves the older one
+            // for up to a minute (PROTOCOL §7 rule 7), and the newer one still works.
+            if let Some(kept) = still_usable(lock(&self.config).as_ref(), newest, now_ms()) {
+                debug!(
+                    older = c.issued_at_ms,
+                    kept = newest,
+                    "the server sent an older key configuration; keeping the newer one"
+                );
+                return Ok((kept, false));
+            }
             return Err(ClientError::Untrusted {
                 reason: "the server sent an older key configuration than one already accepted",
                 presented: Some(c.identity),
@@ -93,5 +104,64 @@ impl Inner {
         *lock(&self.identity) = c.identity;
         *lock(&self.config) = Some(c.clone());
         Ok((c, true))
+    }
+}
+
+/// The configuration held, if it is the newest accepted (`newest`) and still usable at
+/// `now`: what a client keeps using when a server sends an older one.
+fn still_usable(
+    held: Option<&VerifiedKeyConfig>,
+    newest: u64,
+    now: u64,
+) -> Option<VerifiedKeyConfig> {
+    held.filter(|c| c.issued_at_ms == newest && c.is_fresh(now) && c.current_key(now).is_some())
+        .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sessioncert_proto::config::{PublishedKey, HS_NOISE_NK_25519_AESGCM_SHA256, VERSION_1};
+    use sessioncert_proto::IdentityKey;
+
+    fn verified(issued: u64) -> VerifiedKeyConfig {
+        let id = IdentityKey::from_seed(&[7; 32]);
+        KeyConfig {
+            identity: id.pin(),
+            issued_at_ms: issued,
+            expires_at_ms: issued + 24 * 3_600_000,
+            versions: vec![VERSION_1],
+            record_suites: vec![1],
+            keys: vec![PublishedKey {
+                key_id: 1,
+                hs_suite: HS_NOISE_NK_25519_AESGCM_SHA256,
+                public: vec![9; 32],
+                not_before_ms: 0,
+                not_after_ms: issued + 48 * 3_600_000,
+            }],
+        }
+        .sign(&id)
+        .unwrap()
+        .verify(&Trust::Pin(id.pin()), issued)
+        .unwrap()
+    }
+
+    #[test]
+    fn an_older_configuration_leaves_the_newest_held_in_use_while_it_is_usable() {
+        let newest = verified(1_000_000);
+        let at = 1_000_000 + 3_600_000;
+        assert_eq!(
+            still_usable(Some(&newest), 1_000_000, at),
+            Some(newest.clone())
+        );
+        // Not held (a new process): nothing to keep, the older one is refused.
+        assert_eq!(still_usable(None, 1_000_000, at), None);
+        // Held but not the newest accepted (a newer one was seen and lost): refused.
+        assert_eq!(still_usable(Some(&newest), 2_000_000, at), None);
+        // Held but expired: refused (the older one is never used either).
+        assert_eq!(
+            still_usable(Some(&newest), 1_000_000, 1_000_000 + 30 * 3_600_000),
+            None
+        );
     }
 }

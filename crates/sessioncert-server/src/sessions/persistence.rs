@@ -119,6 +119,13 @@ impl SessionManager {
         self.save_entries(queued).await
     }
 
+    /// Saves `entry` now instead of with the next flush (it stays queued; that flush
+    /// then finds nothing to write).
+    pub(crate) async fn save_now(&self, entry: &Arc<Entry>) -> Result<usize, ServerError> {
+        let _serial = self.flush_lock.lock().await;
+        self.save_entries(vec![entry.clone()]).await
+    }
+
     /// Snapshots and saves `entries` in batches; on failure re-queues what was not saved.
     async fn save_entries(&self, entries: Vec<Arc<Entry>>) -> Result<usize, ServerError> {
         let mut written = 0;

@@ -337,6 +337,13 @@ impl SessionManager {
             })?;
         if let Ok(e) = self.entry(id) {
             self.end(&e, SessionState::Closed);
+            // The remains (refusal key) reach the store before the close is answered, so
+            // every instance tags the refusals of requests sent after it (§7 rule 5);
+            // with the next flush, another instance that never held the session would
+            // answer untagged for up to a flush interval.
+            if let Err(e) = self.save_now(&e).await {
+                tracing::warn!(session = %id, error = %e, "saving a closed session's remains failed; the next flush retries");
+            }
         }
         Ok(closed)
     }
