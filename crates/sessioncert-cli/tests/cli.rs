@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 mod common;
-use common::{free_port, sc};
+use common::{accepts, free_port, sc};
 
 /// Longest any single CLI invocation may take before the test gives up on it.
 const CMD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -507,6 +507,43 @@ fn identity_prepare_then_promote_switches_the_pin_and_keeps_the_old_one() {
     assert!(!id.join("identity.next.key").exists());
     let keys = std::fs::read_to_string(id.join("handshake.keys")).unwrap_or_default();
     assert!(keys.is_empty() || keys.contains("changed_at "), "{keys}");
+}
+
+/// A log line that cannot be written (a full disk: /dev/full) is lost; the server
+/// keeps serving (review: it exited 101 at its first log line).
+#[test]
+fn a_server_whose_log_cannot_be_written_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let mut child = sc()
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(dir.path().join("d"))
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(full)
+        .spawn()
+        .unwrap();
+    wait_for(
+        "the server on a full log disk",
+        Duration::from_secs(20),
+        || accepts(port).then_some(()),
+    );
+    for _ in 0..5 {
+        let (code, text) = raw_http(port, "GET", "/healthz", "");
+        assert_eq!(code, 200, "{text}");
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the server exited: {:?}",
+        child.try_wait()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[test]

@@ -374,8 +374,9 @@ fn outcome_unknown_message(method: &Method, cause: &ClientError, settled: bool) 
         other => format!("{other}"),
     };
     let after = if settled {
-        "The session is now closed (the server confirmed it), so it cannot run later: \
-         check whether it took effect, then retry if it did not"
+        "The session is now closed (the server confirmed it), so no copy of it can start \
+         later (with several server instances, one already running at another instance \
+         may still be finishing): check whether it took effect, then retry if it did not"
     } else {
         "Closing the session did not go through, so a copy held on the way could still \
          run until the session expires: check whether it took effect before retrying"

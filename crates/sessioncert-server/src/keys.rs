@@ -57,6 +57,9 @@ pub const HANDSHAKE_KEY_EARLY_MS: u64 = 5 * 60_000;
 /// length (or the key set's last change, if later), so instances holding the same keys
 /// serve the same configuration (PROTOCOL §7 rule 7). Also how often it is re-signed.
 pub const CONFIG_PERIOD_MS: u64 = sessioncert_proto::config::CONFIG_VALIDITY_MS / 4;
+/// How far ahead of this clock a key set's change time may be and still be served as
+/// the configuration's `issued_at` (well within clients' 5-minute skew allowance).
+const CHANGE_AHEAD_MS: u64 = 60_000;
 /// File locked while the handshake key file is rotated, so instances sharing a data
 /// directory never rotate it at once.
 pub const HANDSHAKE_LOCK_FILE: &str = "handshake.keys.lock";
@@ -380,7 +383,11 @@ impl ServerKeys {
     /// `now_ms`). The same at every instance holding the same keys (PROTOCOL §7 rule 7).
     pub fn config_issued_at(&self, now_ms: u64) -> u64 {
         let (period_start, changed) = self.config_basis(now_ms);
-        period_start.max(changed.min(now_ms))
+        // A change time slightly ahead of this clock (written on a machine whose clock
+        // runs ahead) is used as it is, so every instance still serves the same
+        // configuration; clients accept `issued_at` up to their skew ahead. Further
+        // ahead, this clock bounds it (keep the clocks synchronised).
+        period_start.max(changed.min(now_ms.saturating_add(CHANGE_AHEAD_MS)))
     }
 
     /// What the configuration at `now_ms` is made from: the period's start and the key
@@ -1044,6 +1051,13 @@ mod tests {
         };
         assert_eq!(at(&a, change + 1), change);
         assert_eq!(at(&b, change + 50_000), change);
+        // A change written by a machine whose clock runs 30 s ahead: served as it is at
+        // once, by both (attack review: each instance served its own signing moment).
+        let ahead = change + 3_600_000;
+        add_handshake_key(d.path(), ahead + 30_000).unwrap();
+        assert!(a.reload().unwrap() && b.reload().unwrap());
+        assert_eq!(at(&a, ahead), ahead + 30_000);
+        assert_eq!(at(&b, ahead + 10_000), ahead + 30_000);
     }
 
     #[test]

@@ -163,12 +163,20 @@ impl TicketKeys {
         Ok(out)
     }
 
-    /// Opens a ticket made by this process within the last two key periods. `None`
-    /// for anything else (forged, truncated, from another server or an earlier run).
-    pub(crate) fn open(&self, ticket: &[u8]) -> Option<(TicketTimes, Zeroizing<Vec<u8>>)> {
+    /// Opens a ticket made by this process (or, with a shared seed, by any instance)
+    /// within the last two key periods as of `now_ms`. `None` for anything else (forged,
+    /// truncated, from another server or an earlier run). The keys move forward first:
+    /// an instance that answered no handshake since the period changed must still open
+    /// a ticket another instance issued in the new period.
+    pub(crate) fn open(
+        &self,
+        ticket: &[u8],
+        now_ms: u64,
+    ) -> Option<(TicketTimes, Zeroizing<Vec<u8>>)> {
         if ticket.len() < 1 + NONCE_LEN + 16 + 24 {
             return None;
         }
+        self.rotate_if_due(now_ms);
         let (id, rest) = (ticket[0], &ticket[1..]);
         let (nonce, ct) = rest.split_at(NONCE_LEN);
         let k = self.keys.read().unwrap_or_else(|p| p.into_inner());
@@ -210,25 +218,34 @@ mod tests {
     fn tickets_open_only_here_only_unaltered_and_only_for_two_periods() {
         let keys = TicketKeys::new(0).unwrap();
         let t = keys.seal(T, b"pending").unwrap();
-        let (times, export) = keys.open(&t).unwrap();
+        let (times, export) = keys.open(&t, 0).unwrap();
         assert_eq!((times, export.as_slice()), (T, &b"pending"[..]));
         // Any flipped bit, any cut, another server's keys: nothing.
         for i in 0..t.len() {
             let mut bad = t.clone();
             bad[i] ^= 1;
-            assert!(keys.open(&bad).is_none(), "bit flip at {i}");
+            assert!(keys.open(&bad, 0).is_none(), "bit flip at {i}");
         }
-        assert!(keys.open(&t[..t.len() - 1]).is_none());
-        assert!(TicketKeys::new(0).unwrap().open(&t).is_none());
+        assert!(keys.open(&t[..t.len() - 1], 0).is_none());
+        assert!(TicketKeys::new(0).unwrap().open(&t, 0).is_none());
         // One rotation later it still opens; two rotations later it does not.
         keys.rotate_if_due(TICKET_LIFETIME_MS - 1);
-        assert!(keys.open(&t).is_some(), "not yet rotated");
+        assert!(
+            keys.open(&t, TICKET_LIFETIME_MS - 1).is_some(),
+            "not yet rotated"
+        );
         keys.rotate_if_due(TICKET_LIFETIME_MS);
-        assert!(keys.open(&t).is_some(), "previous key kept");
+        assert!(
+            keys.open(&t, TICKET_LIFETIME_MS).is_some(),
+            "previous key kept"
+        );
         let t2 = keys.seal(T, b"second").unwrap();
         keys.rotate_if_due(2 * TICKET_LIFETIME_MS);
-        assert!(keys.open(&t).is_none(), "dropped after two periods");
-        assert!(keys.open(&t2).is_some());
+        assert!(
+            keys.open(&t, 2 * TICKET_LIFETIME_MS).is_none(),
+            "dropped after two periods"
+        );
+        assert!(keys.open(&t2, 2 * TICKET_LIFETIME_MS).is_some());
     }
 
     #[test]
@@ -239,23 +256,29 @@ mod tests {
         let b = TicketKeys::shared(seed(), t0 + 100);
         let t = a.seal(T, b"pending").unwrap();
         assert!(
-            b.open(&t).is_some(),
+            b.open(&t, t0 + 200).is_some(),
             "another instance of the seed opens it"
         );
         assert!(TicketKeys::shared(Zeroizing::new([8u8; 32]), t0)
-            .open(&t)
+            .open(&t, t0)
             .is_none());
-        assert!(TicketKeys::new(t0).unwrap().open(&t).is_none());
+        assert!(TicketKeys::new(t0).unwrap().open(&t, t0).is_none());
         // An instance started in the next period still opens it (previous key);
         // two periods later none does.
-        let c = TicketKeys::shared(seed(), t0 + TICKET_LIFETIME_MS);
-        assert!(c.open(&t).is_some());
-        b.rotate_if_due(t0 + TICKET_LIFETIME_MS);
-        assert!(b.open(&t).is_some());
-        b.rotate_if_due(t0 + 2 * TICKET_LIFETIME_MS);
-        assert!(b.open(&t).is_none());
+        let next = t0 + TICKET_LIFETIME_MS;
+        let c = TicketKeys::shared(seed(), next);
+        assert!(c.open(&t, next).is_some());
+        // A ticket issued in the next period by an instance that moved on opens at one
+        // that answered no handshake since (its keys move forward as it opens).
+        let d = TicketKeys::shared(seed(), t0);
+        let e = TicketKeys::shared(seed(), t0);
+        d.rotate_if_due(next);
+        let t_next = d.seal(T, b"pending").unwrap();
+        assert!(e.open(&t_next, next).is_some());
+        assert!(b.open(&t, next).is_some());
+        assert!(b.open(&t, t0 + 2 * TICKET_LIFETIME_MS).is_none());
         assert!(TicketKeys::shared(seed(), t0 + 2 * TICKET_LIFETIME_MS)
-            .open(&t)
+            .open(&t, t0 + 2 * TICKET_LIFETIME_MS)
             .is_none());
     }
 
@@ -271,16 +294,16 @@ mod tests {
             patch in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..40),
         ) {
             let keys = TicketKeys::new(0).unwrap();
-            proptest::prop_assert!(keys.open(&junk).is_none());
+            proptest::prop_assert!(keys.open(&junk, 0).is_none());
             let mut with_id = junk.clone();
             with_id.insert(0, 0);
-            proptest::prop_assert!(keys.open(&with_id).is_none());
+            proptest::prop_assert!(keys.open(&with_id, 0).is_none());
             let t = keys.seal(T, b"pending export").unwrap();
             let mut edited = t.clone();
             let at = at % edited.len();
             let end = (at + patch.len()).min(edited.len());
             edited.splice(at..end, patch.iter().copied());
-            proptest::prop_assert_eq!(keys.open(&edited).is_some(), edited == t);
+            proptest::prop_assert_eq!(keys.open(&edited, 0).is_some(), edited == t);
         }
     }
 }

@@ -184,8 +184,17 @@ struct Srv {
 
 async fn start(limits: Limits, listener_limits: ListenerLimits) -> Srv {
     let keys = ServerKeys::ephemeral(now_ms()).unwrap();
+    start_with(keys, Arc::new(MemoryStore::new()), limits, listener_limits).await
+}
+
+async fn start_with(
+    keys: ServerKeys,
+    store: Arc<dyn sessioncert_store::SessionStore>,
+    limits: Limits,
+    listener_limits: ListenerLimits,
+) -> Srv {
     let pin = keys.pin();
-    let sc = SessionCert::builder(Arc::new(keys), Arc::new(MemoryStore::new()))
+    let sc = SessionCert::builder(Arc::new(keys), store)
         .limits(limits)
         .build()
         .await
@@ -789,6 +798,80 @@ async fn a_stream_held_past_its_sessions_close_does_not_complete() {
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
     let seen = srv.obs.uploads("held");
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].is_err(), "the handler got a whole body: {seen:?}");
+}
+
+/// The same across instances on one shared store: the stream runs at B, the close is
+/// made at A. B's own flag learns of the close only at its next poll of the store, so
+/// the end of the body is checked with the store itself (attack review: a held POST
+/// completed at B about 140 ms after A confirmed the close).
+#[tokio::test]
+async fn a_stream_held_at_one_instance_past_a_close_at_another_does_not_complete() {
+    let d = tempfile::tempdir().unwrap();
+    let store: Arc<dyn sessioncert_store::SessionStore> = Arc::new(MemoryStore::shared());
+    let instance = || ServerKeys::open_or_create(d.path(), now_ms()).unwrap().0;
+    let a = start_with(
+        instance(),
+        store.clone(),
+        limits(),
+        ListenerLimits::default(),
+    )
+    .await;
+    let b = start_with(
+        instance(),
+        store.clone(),
+        limits(),
+        ListenerLimits::default(),
+    )
+    .await;
+    let mut c = RawClient::connect(&a.base, a.pin).await;
+    let ct = "application/octet-stream";
+    let mut up = StreamUpload::start(
+        &mut c.session,
+        &RequestBinding::Header(header_line("PUT", &b.base, "/digest", ct)),
+        &[1u8; 20_000],
+        false,
+    );
+    let (c1, last) = (up.chunk(&[2u8; 20_000]), up.last(&[3u8; 20_000]));
+    let mut conn = H1::connect(&b.base).await;
+    let headers = sealed_headers(
+        &c,
+        &[
+            ("x-test-id", "held-elsewhere"),
+            (TARGET_HEADER, b.base.as_str()),
+            (CONTENT_TYPE_HEADER, ct),
+        ],
+    );
+    conn.request("PUT", "/digest", &headers, None).await;
+    use tokio::io::AsyncWriteExt as _;
+    let first = [up.start.clone(), c1].concat();
+    let mut w = conn.take_writer();
+    let framed = [
+        format!("{:x}\r\n", first.len()).as_bytes(),
+        &first[..],
+        b"\r\n",
+    ]
+    .concat();
+    w.write_all(&framed).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(b.obs.uploads("held-elsewhere").is_empty(), "still reading");
+    // Closed at A (the store first); B is not told.
+    assert!(a.sc.manager().close(&c.session.id()).await);
+    let framed = [
+        format!("{:x}\r\n", last.len()).as_bytes(),
+        &last[..],
+        b"\r\n0\r\n\r\n",
+    ]
+    .concat();
+    let _ = w.write_all(&framed).await;
+    let head = conn.head().await;
+    assert_ne!(
+        head.status, 200,
+        "the held request completed after the close"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let seen = b.obs.uploads("held-elsewhere");
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert!(seen[0].is_err(), "the handler got a whole body: {seen:?}");
 }

@@ -395,10 +395,12 @@ fn init_logs(format: &str) {
         .with_env_filter(filter)
         .with_ansi(colour)
         .with_writer(std::io::stderr);
+    // A log line that cannot be written (a full disk, a closed pipe) is lost, never
+    // reported with `eprintln!`, which panics when stderr fails and took the server down.
     if format == "json" {
-        b.json().init();
+        b.json().log_internal_errors(false).init();
     } else {
-        b.init();
+        b.log_internal_errors(false).init();
     }
 }
 

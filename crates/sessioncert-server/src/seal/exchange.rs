@@ -177,6 +177,16 @@ async fn open_stream(
                 started: Instant::now(),
             },
             entry: entry.clone(),
+            end_check: manager.is_shared().then(|| {
+                let store = manager.store().clone();
+                Arc::new(move || {
+                    let store = store.clone();
+                    Box::pin(async move {
+                        matches!(store.load(&id).await, Ok(Some(r)) if r.state.is_live())
+                    })
+                        as std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+                }) as super::streaming::LiveCheck
+            }),
         },
     );
     Ok((entry, opened.sealer, stream, limit))

@@ -118,6 +118,13 @@ impl Drop for Released {
 /// What a request stream's `poll_frame` returns.
 type RequestPoll = Poll<Option<Result<Frame<Bytes>, StreamBodyError>>>;
 
+/// Asks the shared store, when a streamed request's body is complete, whether its
+/// session is still live (`false` on any doubt). Another instance may have closed it
+/// while the stream was under way; this instance's `ended` flag learns of that only at
+/// its next poll of the store.
+pub(crate) type LiveCheck =
+    Arc<dyn Fn() -> Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send + Sync>;
+
 /// What the stream path needs besides the body, handed over by the open step.
 pub(crate) struct RequestStreamParts {
     pub(crate) opener: StreamOpener,
@@ -134,6 +141,8 @@ pub(crate) struct RequestStreamParts {
     pub(crate) label: StreamLabel,
     /// The session's entry: its `ended` flag stops the stream.
     pub(crate) entry: Arc<Entry>,
+    /// With a shared store: asked before the body's end is handed to the handler.
+    pub(crate) end_check: Option<LiveCheck>,
 }
 
 /// See the module docs.
@@ -148,6 +157,9 @@ pub(crate) struct RequestStream {
     opened_bytes: metrics::Counter,
     label: StreamLabel,
     entry: Arc<Entry>,
+    end_check: Option<LiveCheck>,
+    /// The store's answer being awaited once the body is complete.
+    checking: Option<Pin<Box<dyn std::future::Future<Output = bool> + Send>>>,
     /// Plaintext bytes handed out so far.
     plaintext: u64,
     /// `Some` once the body ended: `Ok` cleanly, or the error it gave.
@@ -167,6 +179,8 @@ impl RequestStream {
             opened_bytes: p.opened_bytes,
             label: p.label,
             entry: p.entry,
+            end_check: p.end_check,
+            checking: None,
             plaintext: 0,
             ended: None,
         }
@@ -236,6 +250,15 @@ impl http_body::Body for RequestStream {
             Some(Err(e)) => return Poll::Ready(Some(Err(e))),
             None => {}
         }
+        if let Some(check) = this.checking.as_mut() {
+            let live = std::task::ready!(std::future::Future::poll(check.as_mut(), cx));
+            this.checking = None;
+            if !live || this.session_ended() {
+                return this.fail(StreamBodyError::SessionEnded);
+            }
+            this.end(Ok(()));
+            return Poll::Ready(None);
+        }
         if let Some((first, wire)) = this.first.take() {
             if let Some(p) = this.hand_out(first, wire) {
                 return p;
@@ -287,6 +310,11 @@ impl http_body::Body for RequestStream {
                         // the session ended.
                         if this.session_ended() {
                             return this.fail(StreamBodyError::SessionEnded);
+                        }
+                        if let Some(check) = &this.end_check {
+                            this.checking = Some(check());
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
                         }
                         this.end(Ok(()));
                         return Poll::Ready(None);

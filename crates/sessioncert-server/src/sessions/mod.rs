@@ -504,7 +504,7 @@ impl SessionManager {
             .map_err(|_| refused(ErrorCode::Malformed, "unparseable"))?;
         let (times, export) = self
             .tickets
-            .open(conf.ticket)
+            .open(conf.ticket, now_ms())
             .ok_or_else(|| refused(ErrorCode::UnknownSession, "ticket does not open"))?;
         let pending = PendingServerSession::import(&export)
             .map_err(|_| refused(ErrorCode::UnknownSession, "ticket content unusable"))?;
