@@ -28,6 +28,7 @@
 
 mod error;
 pub mod keys;
+pub mod legacy;
 pub mod limits;
 pub mod listener;
 mod routes;
@@ -38,11 +39,12 @@ mod tickets;
 
 pub use error::{Refusal, ServerError};
 pub use keys::{ServerKeys, StorageKey};
+pub use legacy::{LegacyContext, LegacyLayer};
 pub use limits::Limits;
 pub use listener::ListenerLimits;
 pub use seal::{SealLayer, SealService, SealedContext};
 pub use sessioncert_proto::ServerPolicy;
-pub use sessions::{now_ms, LoadReport, SessionManager, Timing};
+pub use sessions::{now_ms, LegacySettings, LoadReport, SessionManager, Timing};
 
 use axum::routing::{get, post, post_service};
 use axum::Router;
@@ -66,9 +68,18 @@ pub struct SessionCertBuilder {
     limits: Limits,
     timing: Timing,
     public_origins: Vec<String>,
+    legacy: Option<LegacySettings>,
 }
 
 impl SessionCertBuilder {
+    /// Also serves the original Session-Cert prototype's clients (its
+    /// `/sessionCert/…` handshake and `session-cert-id` requests to the sealed routes;
+    /// see [`legacy`]). Off by default; refused with a shared store.
+    pub fn legacy_session_cert(mut self, settings: LegacySettings) -> Self {
+        self.legacy = Some(settings);
+        self
+    }
+
     /// The origins clients may seal requests for, `scheme://authority` as they call the
     /// server (`https://api.example.com`; lower case, default port omitted, no trailing
     /// dot: the canonical spelling of PROTOCOL §8.2, or the builder refuses it). A request
@@ -119,6 +130,9 @@ impl SessionCertBuilder {
         if manager.is_shared() {
             manager.join_shared_store().await?;
         }
+        if let Some(settings) = self.legacy {
+            manager.enable_legacy(settings).await?;
+        }
         let manager = Arc::new(manager);
         let loaded = manager.load_from_store().await?;
         if loaded.loaded > 0 || loaded.unusable > 0 {
@@ -155,6 +169,7 @@ impl SessionCert {
             limits: Limits::default(),
             timing: Timing::default(),
             public_origins: Vec::new(),
+            legacy: None,
         }
     }
 
@@ -173,14 +188,21 @@ impl SessionCert {
         SealLayer::new(self.manager.clone())
     }
 
-    /// The protocol endpoints only.
+    /// The protocol endpoints only (and the legacy handshake's, when legacy mode is on).
     pub fn protocol_routes(&self) -> Router {
-        Router::new()
-            .route(wire::CONFIG_PATH, get(routes::get_config))
-            .route(wire::HANDSHAKE_PATH, post(routes::post_handshake))
-            .route(wire::CONFIRM_PATH, post(routes::post_confirm))
-            .route(wire::CLOSE_PATH, post(routes::post_close))
-            .with_state(self.manager.clone())
+        let legacy = if self.manager.legacy_enabled() {
+            legacy::routes(self.manager.clone())
+        } else {
+            Router::new()
+        };
+        legacy.merge(
+            Router::new()
+                .route(wire::CONFIG_PATH, get(routes::get_config))
+                .route(wire::HANDSHAKE_PATH, post(routes::post_handshake))
+                .route(wire::CONFIRM_PATH, post(routes::post_confirm))
+                .route(wire::CLOSE_PATH, post(routes::post_close))
+                .with_state(self.manager.clone()),
+        )
     }
 
     /// Protocol endpoints + `sealed` in header mode + `sealed` in full-request mode.
@@ -189,9 +211,11 @@ impl SessionCert {
             wire::FULL_PATH,
             post_service(SealService::full_mode(self.manager.clone(), sealed.clone())),
         );
-        self.protocol_routes()
-            .merge(full)
-            .merge(sealed.layer(self.layer()))
+        let mut layered = sealed.clone().layer(self.layer());
+        if self.manager.legacy_enabled() {
+            layered = layered.layer(LegacyLayer::new(self.manager.clone(), sealed));
+        }
+        self.protocol_routes().merge(full).merge(layered)
     }
 
     /// Stops opening requests, persists every session and records a clean shutdown.

@@ -41,6 +41,16 @@ pub const STREAMS: &str = "sessioncert_streams_total";
 /// Gauge: sessions in the table by `state` — `established`, and the tombstones of ended
 /// ones, `closed` and `expired` (kept so their ids keep getting precise refusals).
 pub const SESSIONS: &str = "sessioncert_sessions";
+/// Gauge: legacy Session-Cert sessions held, by `state` (`matching`: key received,
+/// waiting for the establish; `established`). Also counted in [`SESSIONS`] once
+/// established.
+pub const LEGACY_SESSIONS: &str = "sessioncert_legacy_sessions";
+/// Counter: legacy Session-Cert handshake steps, by `outcome` (`key_accepted`,
+/// `established`).
+pub const LEGACY_HANDSHAKES: &str = "sessioncert_legacy_handshakes_total";
+/// Counter: legacy Session-Cert messages, by `outcome` (`opened`: a protected request
+/// opened; `refused`: any legacy message refused after its shape was checked).
+pub const LEGACY_MESSAGES: &str = "sessioncert_legacy_messages_total";
 /// Gauge: bytes of sealed responses built and not yet taken by their peers.
 pub const RESPONSE_BYTES_HELD: &str = "sessioncert_response_bytes_held";
 /// Gauge: connections open (every listener of the process).
@@ -85,6 +95,18 @@ pub fn describe() {
     describe_counter!(STREAMS, "Streamed bodies, by direction.");
     describe_gauge!(SESSIONS, "Sessions held in memory, by state.");
     describe_gauge!(
+        LEGACY_SESSIONS,
+        "Legacy Session-Cert sessions held in memory, by state."
+    );
+    describe_counter!(
+        LEGACY_HANDSHAKES,
+        "Legacy Session-Cert handshake steps, by outcome."
+    );
+    describe_counter!(
+        LEGACY_MESSAGES,
+        "Legacy Session-Cert messages opened or refused (watch it fall as clients migrate)."
+    );
+    describe_gauge!(
         RESPONSE_BYTES_HELD,
         Unit::Bytes,
         "Sealed response bytes built and not yet taken by their peers."
@@ -104,6 +126,21 @@ pub fn describe() {
         Unit::Seconds,
         "Time a shared session store took to answer, by operation and outcome."
     );
+}
+
+/// Counts a legacy handshake step ([`LEGACY_HANDSHAKES`]).
+pub(crate) fn legacy_handshake(outcome: &'static str) {
+    metrics::counter!(LEGACY_HANDSHAKES, "outcome" => outcome).increment(1);
+}
+
+/// Counts a legacy protected request opened ([`LEGACY_MESSAGES`]).
+pub(crate) fn legacy_request() {
+    metrics::counter!(LEGACY_MESSAGES, "outcome" => "opened").increment(1);
+}
+
+/// Counts a legacy message refused ([`LEGACY_MESSAGES`]).
+pub(crate) fn legacy_refused() {
+    metrics::counter!(LEGACY_MESSAGES, "outcome" => "refused").increment(1);
 }
 
 /// Times one call to a shared session store ([`STORE_DURATION`]).
@@ -167,6 +204,8 @@ pub(crate) enum Served {
     Full,
     /// Key configuration, handshake, stand-alone confirmation.
     Handshake,
+    /// Legacy Session-Cert: its handshake routes and protected requests.
+    Legacy,
 }
 
 impl Served {
@@ -175,6 +214,7 @@ impl Served {
             Some(Served::Sealed) => "sealed",
             Some(Served::Full) => "full",
             Some(Served::Handshake) => "handshake",
+            Some(Served::Legacy) => "legacy",
             None => "plain",
         }
     }
@@ -258,10 +298,11 @@ pub(crate) fn refusal(kind: RefusalKind, status: u16) {
         .increment(1);
 }
 
-const MODES: [Option<Served>; 4] = [
+const MODES: [Option<Served>; 5] = [
     Some(Served::Sealed),
     Some(Served::Full),
     Some(Served::Handshake),
+    Some(Served::Legacy),
     None,
 ];
 const OUTCOMES: [&str; 2] = ["answered", "refused"];
@@ -270,7 +311,7 @@ const OUTCOMES: [&str; 2] = ["answered", "refused"];
 /// time: install one before serving) rather than looked up on every request.
 pub(crate) struct RequestMetrics {
     /// By mode (as [`MODES`]), then outcome (as [`OUTCOMES`]).
-    durations: [[metrics::Histogram; 2]; 4],
+    durations: [[metrics::Histogram; 2]; 5],
 }
 
 impl RequestMetrics {
@@ -296,7 +337,10 @@ impl RequestMetrics {
         status: u16,
         latency: Duration,
     ) {
-        let mode = MODES.iter().position(|m| *m == served).unwrap_or(3);
+        let mode = MODES
+            .iter()
+            .position(|m| *m == served)
+            .unwrap_or(MODES.len() - 1);
         let outcome = usize::from(refused.is_some());
         self.durations[mode][outcome].record(latency.as_secs_f64());
         if let Some(code) = refused {

@@ -177,6 +177,19 @@ pub struct ServerArgs {
     /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC). Needs --tls-cert.
     #[arg(long, env = "SESSIONCERT_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// Also serve clients of the original Session-Cert prototype (its /sessionCert/…
+    /// handshake and session-cert-id requests to the same routes), beside the protocol's
+    /// own, while they migrate. Needs a store held by one instance (SQLite or memory).
+    #[arg(long, env = "SESSIONCERT_LEGACY_SESSION_CERT")]
+    pub legacy_session_cert: bool,
+    /// Size of the legacy mode's RSA key (made at start, in memory only, replaced daily):
+    /// 2048, 3072 or 4096 bits.
+    #[arg(long, env = "SESSIONCERT_LEGACY_RSA_BITS", default_value_t = 2048, value_parser = parse_rsa_bits)]
+    pub legacy_rsa_bits: u32,
+    /// Protected requests one legacy session may carry before it expires (each keeps 16
+    /// bytes in memory until the session ends, so replays stay refused).
+    #[arg(long, env = "SESSIONCERT_LEGACY_MAX_REQUESTS", default_value_t = 1000, allow_hyphen_values = true, value_parser = super::parse_number::<u32>)]
+    pub legacy_max_requests: u32,
     /// Log format.
     #[arg(long, env = "SESSIONCERT_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     pub log_format: String,
@@ -184,6 +197,15 @@ pub struct ServerArgs {
     /// then answers them 404). Default: on the serving address.
     #[arg(long, env = "SESSIONCERT_ADMIN_ADDR", value_parser = super::parse_listen_addr)]
     pub admin_addr: Option<SocketAddr>,
+}
+
+fn parse_rsa_bits(s: &str) -> Result<u32, String> {
+    match s.trim() {
+        "2048" => Ok(2048),
+        "3072" => Ok(3072),
+        "4096" => Ok(4096),
+        _ => Err(format!("{s:?}: expected 2048, 3072 or 4096")),
+    }
 }
 
 fn parse_cors_origin(s: &str) -> Result<http::HeaderValue, String> {
@@ -667,12 +689,23 @@ pub async fn run(
         http2_max_streams: a.http2_max_streams,
         shutdown_grace: SHUTDOWN_GRACE,
     };
-    let sc = SessionCert::builder(Arc::new(keys), store)
+    let mut builder = SessionCert::builder(Arc::new(keys), store)
         .policy(policy)
         .limits(limits)
-        .public_origins(a.public_origins.iter().map(|o| o.trim().to_owned()))?
-        .build()
-        .await?;
+        .public_origins(a.public_origins.iter().map(|o| o.trim().to_owned()))?;
+    if a.legacy_session_cert {
+        anyhow::ensure!(
+            a.legacy_max_requests > 0,
+            "--legacy-max-requests must be at least 1"
+        );
+        builder = builder.legacy_session_cert(sessioncert_server::LegacySettings {
+            rsa_bits: sessioncert_legacy::RsaBits::from_bits(a.legacy_rsa_bits)
+                .context("--legacy-rsa-bits: expected 2048, 3072 or 4096")?,
+            max_requests: a.legacy_max_requests,
+            ..Default::default()
+        });
+    }
+    let sc = builder.build().await?;
     let app = build(Ready {
         sc: &sc,
         pin: &pin,

@@ -4,6 +4,7 @@ use super::server::{redact_url, StoreUrl};
 use super::DEFAULT_DATA_DIR;
 use anyhow::Context;
 use clap::Subcommand;
+use sessioncert_legacy::LegacyId;
 use sessioncert_proto::{SessionId, SessionState};
 use sessioncert_server::keys::DATABASE_FILE;
 use sessioncert_server::now_ms;
@@ -108,15 +109,32 @@ fn expiry(s: &SessionSummary) -> u64 {
         .min(s.last_used_at_ms.saturating_add(s.idle_timeout_ms))
 }
 
+/// How a session id is shown and typed: a legacy Session-Cert session as `legacy:N`
+/// (the id its client sends), any other as its base64url text.
+fn id_text(id: &SessionId) -> String {
+    match LegacyId::from_session_id(id) {
+        Some(l) => format!("legacy:{l}"),
+        None => id.to_string(),
+    }
+}
+
+/// Parses what [`id_text`] prints.
+fn parse_id(text: &str) -> Option<SessionId> {
+    match text.strip_prefix("legacy:") {
+        Some(n) => LegacyId::parse_header(n.as_bytes()).map(LegacyId::session_id),
+        None => text.parse().ok(),
+    }
+}
+
 fn print_table(rows: &[SessionSummary]) {
     println!(
-        "{:<22}  {:<11}  {:<17}  {:<20}  {:<20}  {:<20}  {:>8}  CLIENT",
+        "{:<23}  {:<11}  {:<19}  {:<20}  {:<20}  {:<20}  {:>8}  CLIENT",
         "ID", "STATE", "SUITE", "CREATED", "LAST USED", "EXPIRES", "REQUESTS"
     );
     for s in rows {
         println!(
-            "{:<22}  {:<11}  {:<17}  {:<20}  {:<20}  {:<20}  {:>8}  {}",
-            s.id.to_string(),
+            "{:<23}  {:<11}  {:<19}  {:<20}  {:<20}  {:<20}  {:>8}  {}",
+            id_text(&s.id),
             s.state.as_str().to_uppercase(),
             s.suite,
             time(s.created_at_ms),
@@ -223,14 +241,17 @@ pub async fn run(cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let id = id.unwrap_or_default();
-            let sid: SessionId = id
-                .parse()
-                .map_err(|_| anyhow::anyhow!("{id:?} is not a session id"))?;
+            let sid = parse_id(&id).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{id:?} is not a session id (as `sessions list` shows it: 22 base64url \
+                     characters, or legacy:N for a legacy Session-Cert session)"
+                )
+            })?;
             if store.close(&sid, now_ms()).await? {
-                println!("closed {sid}");
+                println!("closed {}", id_text(&sid));
                 Ok(ExitCode::SUCCESS)
             } else {
-                anyhow::bail!("no live session {sid}")
+                anyhow::bail!("no live session {}", id_text(&sid))
             }
         }
     }

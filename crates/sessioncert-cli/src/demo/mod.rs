@@ -11,18 +11,30 @@ pub use files::Files;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use sessioncert_server::LegacyContext;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 /// The seed's `POST /apiTest`: answers `{"status":true,"message":…,"requestData":<body>}`.
-/// A JSON body is echoed as JSON, anything else as a string.
-pub async fn echo(body: Bytes) -> Json<Value> {
+/// A JSON body is echoed as JSON, anything else as a string. A legacy Session-Cert
+/// request gets exactly the original's answer: its body always as a string, and the
+/// original's message.
+pub async fn echo(legacy: Option<Extension<LegacyContext>>, body: Bytes) -> Response {
+    if legacy.is_some() {
+        // In the original's key order (serde_json's maps sort theirs).
+        let text = format!(
+            r#"{{"status":true,"message":{},"requestData":{}}}"#,
+            Value::from("보내오신 데이터를 확인해주세요."),
+            Value::from(String::from_utf8_lossy(&body))
+        );
+        return ([(http::header::CONTENT_TYPE, "application/json")], text).into_response();
+    }
     let data = serde_json::from_slice::<Value>(&body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
     Json(json!({
@@ -30,6 +42,7 @@ pub async fn echo(body: Bytes) -> Json<Value> {
         "message": "apiTest: request received",
         "requestData": data,
     }))
+    .into_response()
 }
 
 /// One note.

@@ -49,7 +49,11 @@ impl SessionManager {
             let mut m = entry.lock();
             match m.live {
                 Live::Ended(state, _) if !m.unsaved() => {
-                    if now >= entry.tombstone_until(&m, min_tombstone) {
+                    if !m.stored && entry.suite == sessioncert_legacy::wire::SUITE {
+                        // A legacy session that never got established: nothing of it
+                        // was stored and no refusal of it carries a tag; its id goes.
+                        forget.push((entry.id, state));
+                    } else if now >= entry.tombstone_until(&m, min_tombstone) {
                         forget.push((entry.id, state));
                     } else if now >= m.ended_at_ms.saturating_add(min_tombstone) {
                         // Never before its ticket is long dead (PROTOCOL §6.8).
@@ -64,10 +68,21 @@ impl SessionManager {
                         idle_copies.push(entry.id);
                     }
                 }
-                Live::Established(_) => {
+                Live::Established(_) | Live::Legacy(_) => {
                     if let Some(end) = entry.end_reason(&m, now) {
                         self.end_locked(entry, &mut m, end);
                         expired.push(entry.clone());
+                    }
+                }
+                Live::LegacyPending(_) => {
+                    // Unstored: ended past its establish deadline, forgotten with the
+                    // tombstones once saved (nothing to save).
+                    if now
+                        >= entry
+                            .created_at_ms
+                            .saturating_add(self.timing.ticket_lifetime_ms)
+                    {
+                        self.end_locked(entry, &mut m, SessionState::Expired);
                     }
                 }
             }
@@ -149,6 +164,7 @@ impl SessionManager {
                     _ = rotate.tick() => {
                         let Some(m) = weak.upgrade() else { break };
                         m.rotate_keys_if_due().await;
+                        m.rotate_legacy_key_if_due().await;
                     }
                     _ = sweep.tick() => {
                         let Some(m) = weak.upgrade() else { break };

@@ -13,11 +13,13 @@
 //! resumes a window older than the last request it accepted.
 
 mod admission;
+mod legacy;
 mod maintenance;
 mod persistence;
 mod shared;
 mod table;
 
+pub use legacy::{LegacyRefusal, LegacySettings, PREVIOUS_KEY_GRACE};
 pub use persistence::LoadReport;
 pub use table::Entry;
 pub(crate) use table::Running;
@@ -160,6 +162,12 @@ pub struct SessionManager {
     store_writable: AtomicBool,
     /// Plaintext bytes opened and sealed (metrics).
     bytes: telemetry::ByteCounters,
+    /// Legacy Session-Cert mode, when on (`legacy`).
+    legacy: Option<legacy::LegacyMode>,
+    /// Legacy sessions waiting for their establish (in `cache`, not in `live_count`).
+    legacy_pending: AtomicUsize,
+    /// Established legacy sessions (in `cache`, and counted in `live_count` too).
+    legacy_live: AtomicUsize,
 }
 
 /// Tombstones in the table by state: kept as counts so the sessions gauge never walks
@@ -224,6 +232,9 @@ impl SessionManager {
             tombstones: Tombstones::default(),
             store_writable: AtomicBool::new(true),
             bytes: telemetry::ByteCounters::new(),
+            legacy: None,
+            legacy_pending: AtomicUsize::new(0),
+            legacy_live: AtomicUsize::new(0),
         })
     }
 
@@ -294,6 +305,9 @@ impl SessionManager {
         gauge("expired", self.tombstones.expired.load(Ordering::Relaxed));
         metrics::gauge!(telemetry::RESPONSE_BYTES_HELD)
             .set(self.response_bytes.load(Ordering::Relaxed) as f64);
+        let (pending, legacy) = self.legacy_sessions();
+        metrics::gauge!(telemetry::LEGACY_SESSIONS, "state" => "matching").set(pending as f64);
+        metrics::gauge!(telemetry::LEGACY_SESSIONS, "state" => "established").set(legacy as f64);
     }
 
     /// The encoded signed key configuration to serve now; re-signed first when its
@@ -798,11 +812,25 @@ impl SessionManager {
     /// window stay in the tombstone), counts released. Returns whether it was live.
     fn end_locked(&self, entry: &Entry, m: &mut Mutable, end: SessionState) -> bool {
         let live = std::mem::replace(&mut m.live, Live::Ended(end, None));
-        let Live::Established(session) = live else {
-            m.live = live;
-            return false;
-        };
-        m.live = Live::Ended(end, Some((*session).end()));
+        match live {
+            Live::Established(session) => m.live = Live::Ended(end, Some((*session).end())),
+            // A legacy session keeps nothing: its refusals carry no tag.
+            Live::Legacy(_) => {
+                self.legacy_live.fetch_sub(1, Ordering::Relaxed);
+            }
+            Live::LegacyPending(_) => {
+                // Never stored, never counted as live: only its place among the pending.
+                self.legacy_pending.fetch_sub(1, Ordering::Relaxed);
+                entry.ended.store(true, Ordering::SeqCst);
+                m.ended_at_ms = now_ms();
+                self.tombstones.add(end);
+                return true;
+            }
+            Live::Ended(..) => {
+                m.live = live;
+                return false;
+            }
+        }
         entry.ended.store(true, Ordering::SeqCst);
         m.ended_at_ms = now_ms();
         m.touch();

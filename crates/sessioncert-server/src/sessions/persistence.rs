@@ -73,6 +73,10 @@ impl SessionManager {
             // `store_created`, advanced by every request's check): nothing to write.
             Live::Established(_) if self.shared => return None,
             Live::Established(s) => s.export(),
+            // Key and salts seen, so a restarted server keeps refusing replays.
+            Live::Legacy(s) => s.export(),
+            // Waiting for its establish: memory only.
+            Live::LegacyPending(_) => return None,
         };
         let sealed = match self.keys.storage_key().seal(&entry.id, &secrets) {
             Ok(sealed) => sealed,
@@ -206,7 +210,11 @@ impl SessionManager {
         let mut unusable = Vec::new();
         let now = now_ms();
         for rec in records {
-            let live = if rec.state == SessionState::Established {
+            let legacy = rec.suite == sessioncert_legacy::wire::SUITE;
+            let live = if legacy && rec.state == SessionState::Established {
+                self.open_stored_legacy(&rec)
+                    .map(|s| Live::Legacy(Box::new(s)))
+            } else if rec.state == SessionState::Established {
                 self.open_stored_session(&rec)
                     .map(|s| Live::Established(Box::new(s)))
             } else {
@@ -232,6 +240,9 @@ impl SessionManager {
             ));
             if self.cache.insert(rec.id, entry).is_none() {
                 self.live_count.fetch_add(1, Ordering::Relaxed);
+                if legacy {
+                    self.legacy_live.fetch_add(1, Ordering::Relaxed);
+                }
                 report.loaded += 1;
             }
         }
@@ -313,9 +324,13 @@ impl SessionManager {
 pub(super) fn entry_from_stored(rec: &SessionRecord, m: Mutable) -> Entry {
     Entry::new(
         rec.id,
-        sessioncert_proto::Suite::from_name(&rec.suite)
-            .map(|s| s.name())
-            .unwrap_or("unknown"),
+        if rec.suite == sessioncert_legacy::wire::SUITE {
+            sessioncert_legacy::wire::SUITE
+        } else {
+            sessioncert_proto::Suite::from_name(&rec.suite)
+                .map(|s| s.name())
+                .unwrap_or("unknown")
+        },
         rec.version,
         rec.client_addr.as_deref().and_then(|a| a.parse().ok()),
         false,

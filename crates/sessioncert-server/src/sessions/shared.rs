@@ -106,6 +106,11 @@ impl SessionManager {
     /// The table entry for a stored session: live with its keys, or a tombstone with its
     /// remains (if it kept any). `None` when a live session's secrets do not open.
     fn entry_from_record(&self, rec: &SessionRecord) -> Option<Entry> {
+        if rec.suite == sessioncert_legacy::wire::SUITE {
+            // Legacy mode is refused on a shared store; a legacy record found there
+            // (written by a single-instance server on the same database) is not ours.
+            return None;
+        }
         let live = if rec.state == SessionState::Established {
             match self.open_stored_session(rec) {
                 Ok(s) => Live::Established(Box::new(s)),
@@ -256,6 +261,10 @@ impl SessionManager {
                 },
                 // Ended here: the store decides whether the refusal may carry a tag.
                 Live::Ended(..) => None,
+                // Legacy sessions are never held with a shared store.
+                Live::Legacy(_) | Live::LegacyPending(_) => {
+                    return Err(Refusal::new(ErrorCode::UnknownSession))
+                }
             }
         };
         let seq = match &opened {

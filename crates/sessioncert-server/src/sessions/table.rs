@@ -8,6 +8,7 @@
 //! with a tag where PROTOCOL §14.1 allows, and so a confirmation replayed while its
 //! ticket still lives finds the id taken and cannot re-create the session.
 
+use sessioncert_legacy::{EstablishedLegacy, PendingLegacy};
 use sessioncert_proto::{EndedSession, ServerSession, SessionId, SessionState};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +18,11 @@ use std::sync::{Mutex, MutexGuard};
 pub(crate) enum Live {
     /// Confirmed; carries sealed traffic. Boxed so a tombstone stays small.
     Established(Box<ServerSession>),
+    /// A legacy Session-Cert session that received its key and waits for its establish
+    /// (memory only, never stored; see `sessions::legacy`).
+    LegacyPending(Box<PendingLegacy>),
+    /// An established legacy Session-Cert session.
+    Legacy(Box<EstablishedLegacy>),
     /// Closed or expired: a tombstone. `None` for a session that ended before this
     /// process held its keys (closed elsewhere and learned from the store).
     Ended(SessionState, Option<EndedSession>),
@@ -25,7 +31,8 @@ pub(crate) enum Live {
 impl Live {
     pub(crate) fn state(&self) -> SessionState {
         match self {
-            Live::Established(_) => SessionState::Established,
+            Live::Established(_) | Live::Legacy(_) => SessionState::Established,
+            Live::LegacyPending(_) => SessionState::Matching,
             Live::Ended(s, _) => *s,
         }
     }
@@ -115,6 +122,7 @@ impl Entry {
     ) -> Self {
         let (streams, ended) = match &inner.live {
             Live::Established(s) => (s.streams(), false),
+            Live::Legacy(_) | Live::LegacyPending(_) => (false, false),
             Live::Ended(..) => (false, true),
         };
         Entry {

@@ -1,0 +1,319 @@
+//! The original Session-Cert prototype's HTTP surface (`--legacy-session-cert`): its
+//! three handshake routes and its protected requests, beside the protocol's own.
+//!
+//! [`SessionCert::router`](crate::SessionCert::router) adds both when the builder turned
+//! legacy mode on: the routes under `/sessionCert/`, and [`LegacyLayer`] outside the
+//! sealing layer of the sealed routes. A request carrying `session-cert-id` (and no
+//! `sessioncert-id`) is opened by the legacy session it names, handed to the same
+//! routes as plaintext with a [`LegacyContext`], and its response body encrypted back;
+//! any other request goes on to the sealing layer as before. The session state is in
+//! [`crate::sessions`] (`sessions::legacy`).
+
+use crate::seal::read_body;
+use crate::sessions::{LegacyRefusal, SessionManager};
+use crate::telemetry::Served;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use axum::Router;
+use futures_util::future::BoxFuture;
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use sessioncert_legacy::wire::{self, LegacyId};
+use sessioncert_proto::ErrorCode;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower::{Layer, Service, ServiceExt as _};
+
+/// Largest body of `symmetricKey` and `establish` (a 4096-bit key's ciphertext is 684
+/// base64 characters; the test string's JSON encrypts to about 90).
+const HANDSHAKE_BODY_MAX: usize = 8 * 1024;
+
+/// What the establish answers on success (the original's words).
+const ESTABLISHED_MESSAGE: &str = "session cert 설정이 완료되었습니다.";
+
+/// Put into the extensions of every request that arrived as a legacy Session-Cert
+/// protected request, so handlers can tell which legacy session they serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LegacyContext {
+    /// The legacy session's id, as its client knows it.
+    pub id: LegacyId,
+    /// The session's id in the store and in `sessions list`.
+    pub session_id: sessioncert_proto::SessionId,
+}
+
+fn json(status: StatusCode, body: String) -> Response {
+    let mut r = (status, body).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    let mut r = (status, body).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+impl IntoResponse for LegacyRefusal {
+    fn into_response(self) -> Response {
+        let (status, message, retry) = match self {
+            LegacyRefusal::BadRequest(m) => (StatusCode::BAD_REQUEST, m, None),
+            LegacyRefusal::Refused => (StatusCode::FORBIDDEN, "session cert refused", None),
+            LegacyRefusal::RateLimited(s) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many handshakes from this address",
+                Some(s),
+            ),
+            LegacyRefusal::Unavailable(s) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server busy or shutting down; try again",
+                Some(s),
+            ),
+        };
+        let mut r = json(status, status_body(false, message));
+        if let Some(s) = retry {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        r
+    }
+}
+
+/// `{"status":…,"message":…}` in the original's key order.
+fn status_body(status: bool, message: &str) -> String {
+    format!(
+        r#"{{"status":{status},"message":{}}}"#,
+        serde_json::Value::from(message)
+    )
+}
+
+fn served(mut r: Response) -> Response {
+    r.extensions_mut().insert(Served::Legacy);
+    r
+}
+
+fn client_addr(req: &Request) -> Option<IpAddr> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// Reads a legacy body as text: 413 above `limit`, 400 if it is not UTF-8 (a CryptoJS
+/// ciphertext is base64, a key body JSON).
+async fn read_text(body: Body, limit: usize) -> Result<String, Response> {
+    let bytes = read_body(body, limit).await.map_err(|r| {
+        if r.code == ErrorCode::TooLarge {
+            json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                status_body(false, "body too large"),
+            )
+        } else {
+            LegacyRefusal::BadRequest("body could not be read").into_response()
+        }
+    })?;
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| LegacyRefusal::BadRequest("body is not text").into_response())
+}
+
+fn legacy_id(headers: &HeaderMap) -> Result<LegacyId, LegacyRefusal> {
+    headers
+        .get(wire::ID_HEADER)
+        .and_then(|v| LegacyId::parse_header(v.as_bytes()))
+        .ok_or(LegacyRefusal::BadRequest(
+            "session-cert-id header missing or not a session id",
+        ))
+}
+
+/// The three handshake routes.
+pub(crate) fn routes(manager: Arc<SessionManager>) -> Router {
+    Router::new()
+        .route(wire::PUBLIC_KEY_PATH, get(public_key))
+        .route(wire::SYMMETRIC_KEY_PATH, post(symmetric_key))
+        .route(wire::ESTABLISH_PATH, patch(establish))
+        .with_state(manager)
+}
+
+async fn public_key(State(m): State<Arc<SessionManager>>) -> Response {
+    served(match m.legacy_public_key() {
+        Ok((id, pem)) => json(StatusCode::OK, wire::public_key_body(id, &pem)),
+        Err(r) => r.into_response(),
+    })
+}
+
+async fn symmetric_key(State(m): State<Arc<SessionManager>>, req: Request) -> Response {
+    let addr = client_addr(&req);
+    let body = match read_text(req.into_body(), HANDSHAKE_BODY_MAX).await {
+        Ok(b) => b,
+        Err(r) => return served(r),
+    };
+    served(match m.legacy_symmetric_key(body.as_bytes(), addr).await {
+        Ok(answer) => text(StatusCode::CREATED, answer),
+        Err(r) => r.into_response(),
+    })
+}
+
+async fn establish(State(m): State<Arc<SessionManager>>, req: Request) -> Response {
+    let addr = client_addr(&req);
+    let id = match legacy_id(req.headers()) {
+        Ok(id) => id,
+        Err(r) => return served(r.into_response()),
+    };
+    let body = match read_text(req.into_body(), HANDSHAKE_BODY_MAX).await {
+        Ok(b) => b,
+        Err(r) => return served(r),
+    };
+    served(match m.legacy_establish(id, &body, addr).await {
+        Ok(()) => json(StatusCode::OK, status_body(true, ESTABLISHED_MESSAGE)),
+        Err(r) => r.into_response(),
+    })
+}
+
+/// Serves legacy protected requests of the routes it wraps (see the module docs); put
+/// it outside the sealing layer. `routes` are the same routes, unwrapped: a legacy
+/// request is dispatched into them as plaintext.
+#[derive(Clone)]
+pub struct LegacyLayer {
+    manager: Arc<SessionManager>,
+    routes: Router,
+}
+
+impl LegacyLayer {
+    pub(crate) fn new(manager: Arc<SessionManager>, routes: Router) -> Self {
+        LegacyLayer { manager, routes }
+    }
+}
+
+impl<S> Layer<S> for LegacyLayer {
+    type Service = LegacyService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        LegacyService {
+            manager: self.manager.clone(),
+            routes: self.routes.clone(),
+            inner,
+        }
+    }
+}
+
+/// See [`LegacyLayer`].
+#[derive(Clone)]
+pub struct LegacyService<S> {
+    manager: Arc<SessionManager>,
+    routes: Router,
+    inner: S,
+}
+
+impl<S> Service<Request> for LegacyService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let legacy = req.headers().contains_key(wire::ID_HEADER)
+            && !req
+                .headers()
+                .contains_key(sessioncert_proto::wire::SESSION_HEADER);
+        if !legacy {
+            let clone = self.inner.clone();
+            let mut inner = std::mem::replace(&mut self.inner, clone);
+            return Box::pin(inner.call(req));
+        }
+        let manager = self.manager.clone();
+        let routes = self.routes.clone();
+        Box::pin(async move { Ok(served(serve(&manager, routes, req).await)) })
+    }
+}
+
+/// Open → dispatch → encrypt, or the refusal.
+async fn serve(manager: &Arc<SessionManager>, routes: Router, req: Request) -> Response {
+    let id = match legacy_id(req.headers()) {
+        Ok(id) => id,
+        Err(r) => return r.into_response(),
+    };
+    let (mut parts, body) = req.into_parts();
+    let body = match read_text(body, manager.limits().max_body_bytes).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let (entry, plain) = match manager.legacy_open(id, &body) {
+        Ok(o) => o,
+        Err(r) => return r.into_response(),
+    };
+    drop(body);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    if let Ok(v) = HeaderValue::from_str(&plain.len().to_string()) {
+        parts.headers.insert(header::CONTENT_LENGTH, v);
+    }
+    parts.extensions.insert(LegacyContext {
+        id,
+        session_id: id.session_id(),
+    });
+    let handler_req = Request::from_parts(parts, Body::from(Bytes::from(plain.to_vec())));
+    drop(plain);
+    // Running until the handler answered: a close of the session waits for it.
+    let running = SessionManager::legacy_running(&entry);
+    let response = match routes.oneshot(handler_req).await {
+        Ok(r) => r,
+        Err(e) => match e {},
+    };
+    drop(running);
+    let (mut parts, body) = response.into_parts();
+    let limit = manager.limits().max_response_bytes;
+    let bytes = match read_body(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            tracing::error!(
+                legacy_id = id.get(),
+                limit,
+                "legacy handler's response too large or unreadable"
+            );
+            parts.status = StatusCode::INTERNAL_SERVER_ERROR;
+            Bytes::from_static(br#"{"status":false,"message":"internal error"}"#)
+        }
+    };
+    let sealed = match manager.legacy_seal(&entry, &bytes) {
+        Ok(s) => s,
+        Err(r) => return r.into_response(),
+    };
+    for h in [
+        header::CONTENT_LENGTH,
+        header::CONTENT_TYPE,
+        header::CONTENT_ENCODING,
+        header::TRANSFER_ENCODING,
+    ] {
+        parts.headers.remove(h);
+    }
+    let mut r = text(parts.status, sealed);
+    let own: Vec<header::HeaderName> = r.headers().keys().cloned().collect();
+    for (k, v) in parts.headers.iter() {
+        if !own.contains(k) {
+            r.headers_mut().append(k.clone(), v.clone());
+        }
+    }
+    r
+}
