@@ -81,6 +81,20 @@ rm -f big.iso copy.iso
 
 kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
 
+echo "== Migrating from Session-Cert: the demo server with the legacy routes beside"
+shown 'cargo run --release -- serve --legacy-session-cert'
+cargo run --release --locked -q -- serve --legacy-session-cert >"$SCRATCH/legacy.log" 2>&1 &
+PIDS+=($!)
+wait_port 8080 || fail "serve --legacy-session-cert did not listen on 8080: $(cat "$SCRATCH/legacy.log")"
+python3 - <<'PY' || fail "GET /sessionCert/publicKey did not answer as the prototype's"
+import json, urllib.request
+v = json.load(urllib.request.urlopen("http://127.0.0.1:8080/sessionCert/publicKey"))
+c = v["sessionCert"]
+assert isinstance(c["id"], int) and 0 < c["id"] < 2**53, c
+assert c["publicKey"].startswith("-----BEGIN PUBLIC KEY-----\n"), c
+PY
+kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
+
 echo "== Install: cargo install, completions, man pages"
 shown 'cargo install --path crates/sessioncert-cli      # puts `sessioncert` in ~/.cargo/bin'
 shown 'mkdir -p ~/.local/share/bash-completion/completions'

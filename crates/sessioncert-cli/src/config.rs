@@ -394,6 +394,9 @@ mod tests {
         ("tls-cert", r#""/etc/sessioncert/cert.pem""#),
         ("tls-key", r#""/etc/sessioncert/key.pem""#),
         ("admin-addr", r#""127.0.0.1:9090""#),
+        ("legacy-session-cert", "true"),
+        ("legacy-rsa-bits", "3072"),
+        ("legacy-max-requests", "500"),
     ];
 
     /// The raw value `SAMPLES` expects clap to hold for a setting.

@@ -4,7 +4,7 @@
 //! (`Connection` and every header it names, `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`,
 //! `Transfer-Encoding`, `Upgrade`), `Expect` (the gateway answered it already), `Host`
 //! (the upstream gets its own authority), every `sessioncert-*` header (the protocol's
-//! own, and any a client makes up), and the client's `X-Forwarded-*` and `Forwarded`.
+//! own, and any a client makes up), the legacy Session-Cert `session-cert-id`, and the client's `X-Forwarded-*` and `Forwarded`.
 //! Then the gateway adds its own `X-Forwarded-For` (the peer's address),
 //! `X-Forwarded-Proto`, `X-Forwarded-Host` (the host the client asked for; for a sealed
 //! request the authority it was sealed for) and, on sealed requests only,
@@ -39,7 +39,9 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 /// `Connection` says: the `Proxy-*` family and the protocol's `sessioncert-*` headers.
 fn never_forwarded(name: &HeaderName) -> bool {
     let n = name.as_str();
-    n.starts_with("proxy-") || n.starts_with("sessioncert-")
+    n.starts_with("proxy-")
+        || n.starts_with("sessioncert-")
+        || n == sessioncert_legacy::wire::ID_HEADER
 }
 
 /// Removes the hop-by-hop headers: the fixed ones and those `Connection` names.

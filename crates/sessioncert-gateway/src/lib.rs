@@ -77,7 +77,7 @@ use axum::response::Response;
 use axum::Router;
 use futures_util::future::BoxFuture;
 use http::{HeaderValue, Request, StatusCode};
-use sessioncert_server::{SealedContext, SessionCert};
+use sessioncert_server::{LegacyContext, SealedContext, SessionCert};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -172,6 +172,7 @@ impl Gateway {
         Router::new().fallback_service(Dispatch {
             gateway: self.clone(),
             sealed,
+            legacy: sc.manager().legacy_enabled(),
         })
     }
 
@@ -207,6 +208,20 @@ impl Gateway {
 struct Dispatch {
     gateway: Gateway,
     sealed: Router,
+    /// Legacy Session-Cert mode is on: its handshake paths are the sealing side's, and a
+    /// request carrying `session-cert-id` is opened there like a sealed one.
+    legacy: bool,
+}
+
+/// The legacy Session-Cert handshake's paths (answered by the gateway, never forwarded).
+fn is_legacy_path(path: &str) -> bool {
+    use sessioncert_legacy::wire;
+    [
+        wire::PUBLIC_KEY_PATH,
+        wire::SYMMETRIC_KEY_PATH,
+        wire::ESTABLISH_PATH,
+    ]
+    .contains(&path)
 }
 
 impl Service<Request<Body>> for Dispatch {
@@ -222,7 +237,14 @@ impl Service<Request<Body>> for Dispatch {
         let shared = &self.gateway.shared;
         let sealed_request = req
             .headers()
-            .contains_key(sessioncert_proto::wire::SESSION_HEADER);
+            .contains_key(sessioncert_proto::wire::SESSION_HEADER)
+            || (self.legacy
+                && req
+                    .headers()
+                    .contains_key(sessioncert_legacy::wire::ID_HEADER));
+        if self.legacy && is_legacy_path(req.uri().path()) {
+            return Box::pin(self.sealed.clone().oneshot(req));
+        }
         match shared.policy.decide(req.uri().path()) {
             Err(bad) => {
                 shared.forwarder.metrics().bad_path();
@@ -273,11 +295,26 @@ impl Service<Request<Body>> for Inner {
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let shared = &self.gateway.shared;
-        let Some(ctx) = req.extensions().get::<SealedContext>().copied() else {
-            // Only the sealing layer calls this; a request without its context was not
-            // opened by it and must not pass as sealed.
-            tracing::error!("a request reached the gateway's sealed handler unopened");
-            return ready(answer(StatusCode::INTERNAL_SERVER_ERROR, "internal error"));
+        let ctx = match (
+            req.extensions().get::<SealedContext>().copied(),
+            req.extensions().get::<LegacyContext>().copied(),
+        ) {
+            (Some(c), _) => Opened {
+                full: c.full,
+                session: c.session_id.to_string(),
+            },
+            // Opened by the legacy layer: a header-mode request, named as operators see
+            // it in `sessions list`.
+            (None, Some(l)) => Opened {
+                full: false,
+                session: format!("legacy:{}", l.id),
+            },
+            (None, None) => {
+                // Only the sealing layers call this; a request without their context was
+                // not opened by them and must not pass as sealed.
+                tracing::error!("a request reached the gateway's sealed handler unopened");
+                return ready(answer(StatusCode::INTERNAL_SERVER_ERROR, "internal error"));
+            }
         };
         let decided = match req.extensions().get::<Decided>() {
             // Decided by `Dispatch` on this very path (header mode keeps the request's
@@ -288,7 +325,7 @@ impl Service<Request<Body>> for Inner {
         match decided {
             Err(bad) => {
                 shared.forwarder.metrics().bad_path();
-                tracing::debug!(error = %bad, session = %ctx.session_id, "sealed request path refused");
+                tracing::debug!(error = %bad, session = %ctx.session, "sealed request path refused");
                 ready(answer(StatusCode::BAD_REQUEST, "bad request path"))
             }
             // The protocol's paths are never forwarded (a full-mode request can name
@@ -298,12 +335,18 @@ impl Service<Request<Body>> for Inner {
                 ready(answer(StatusCode::NOT_FOUND, "not found"))
             }
             Ok(Decision::Route(Route::Plain | Route::Sealed)) => {
-                let session = HeaderValue::from_str(&ctx.session_id.to_string()).ok();
+                let session = HeaderValue::from_str(&ctx.session).ok();
                 let gateway = self.gateway.clone();
                 Box::pin(async move { Ok(gateway.shared.forwarder.forward(req, session).await) })
             }
         }
     }
+}
+
+/// What `Inner` needs of the layer that opened a request.
+struct Opened {
+    full: bool,
+    session: String,
 }
 
 fn ready(r: Response) -> BoxFuture<'static, Result<Response, Infallible>> {

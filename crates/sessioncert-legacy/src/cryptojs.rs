@@ -9,13 +9,11 @@
 //! for them (see the crate docs for what servers add around it).
 
 use crate::LegacyError;
-use aws_lc_rs::cipher::{
-    DecryptionContext, EncryptionContext, PaddedBlockDecryptingKey, PaddedBlockEncryptingKey,
-    UnboundCipherKey, AES_256,
-};
-use aws_lc_rs::iv::FixedLength;
+use aes::Aes256;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use cbc::cipher::block_padding::Pkcs7;
+use cbc::cipher::{BlockDecryptMut as _, BlockEncryptMut as _, KeyIvInit as _};
 use md5::{Digest as _, Md5};
 use zeroize::{Zeroize as _, Zeroizing};
 
@@ -61,12 +59,8 @@ impl Salted {
     /// every other failure after this point.
     pub fn decrypt(mut self, passphrase: &[u8]) -> Result<Zeroizing<Vec<u8>>, LegacyError> {
         let (key, iv) = evp_bytes_to_key(passphrase, &self.salt);
-        let unbound =
-            UnboundCipherKey::new(&AES_256, key.as_ref()).map_err(|_| LegacyError::Crypto)?;
-        let dec = PaddedBlockDecryptingKey::cbc_pkcs7(unbound).map_err(|_| LegacyError::Crypto)?;
-        let context = DecryptionContext::Iv128(FixedLength::from(*iv));
-        let n = dec
-            .decrypt(&mut self.blocks, context)
+        let n = cbc::Decryptor::<Aes256>::new(key.as_ref().into(), iv.as_ref().into())
+            .decrypt_padded_mut::<Pkcs7>(&mut self.blocks)
             .map_err(|_| LegacyError::Decrypt)?
             .len();
         self.blocks.truncate(n);
@@ -120,14 +114,13 @@ pub fn encrypt_with_salt(
     plaintext: &[u8],
 ) -> Result<String, LegacyError> {
     let (key, iv) = evp_bytes_to_key(passphrase, salt);
-    let unbound = UnboundCipherKey::new(&AES_256, key.as_ref()).map_err(|_| LegacyError::Crypto)?;
-    let enc = PaddedBlockEncryptingKey::cbc_pkcs7(unbound).map_err(|_| LegacyError::Crypto)?;
-    let mut buf = Vec::with_capacity(MAGIC.len() + SALT_LEN + plaintext.len() + BLOCK);
+    let body = Zeroizing::new(
+        cbc::Encryptor::<Aes256>::new(key.as_ref().into(), iv.as_ref().into())
+            .encrypt_padded_vec_mut::<Pkcs7>(plaintext),
+    );
+    let mut buf = Vec::with_capacity(MAGIC.len() + SALT_LEN + body.len());
     buf.extend_from_slice(MAGIC);
     buf.extend_from_slice(salt);
-    let mut body = Zeroizing::new(plaintext.to_vec());
-    enc.less_safe_encrypt(&mut *body, EncryptionContext::Iv128(FixedLength::from(*iv)))
-        .map_err(|_| LegacyError::Crypto)?;
     buf.extend_from_slice(&body);
     Ok(STANDARD.encode(buf))
 }

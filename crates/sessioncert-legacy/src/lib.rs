@@ -23,13 +23,17 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "rsa")]
+pub mod client;
 pub mod cryptojs;
 mod error;
+#[cfg(feature = "rsa")]
 pub mod rsa;
 pub mod session;
 pub mod wire;
 
 pub use error::LegacyError;
+#[cfg(feature = "rsa")]
 pub use rsa::{LegacyRsaKey, RsaBits};
 pub use session::{EstablishRefused, EstablishedLegacy, PendingLegacy};
 pub use wire::LegacyId;

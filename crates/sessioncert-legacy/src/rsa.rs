@@ -143,19 +143,9 @@ fn pem(label: &str, der: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_lc_rs::rsa::{OaepPublicEncryptingKey, PublicEncryptingKey};
 
     fn client_encrypt(key: &LegacyRsaKey, plain: &[u8]) -> String {
-        let pem = key.public_pem();
-        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-        let der = STANDARD.decode(body).unwrap();
-        let public =
-            OaepPublicEncryptingKey::new(PublicEncryptingKey::from_der(&der).unwrap()).unwrap();
-        let mut out = vec![0u8; public.ciphertext_size()];
-        let ct = public
-            .encrypt(&OAEP_SHA1_MGF1SHA1, plain, &mut out, None)
-            .unwrap();
-        STANDARD.encode(ct)
+        crate::client::wrap_key(key.public_pem(), plain).unwrap()
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 use crate::seal::read_body;
 use crate::sessions::{LegacyRefusal, SessionManager};
-use crate::telemetry::Served;
+use crate::telemetry::{Refused, Served};
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -72,21 +72,33 @@ fn text(status: StatusCode, body: String) -> Response {
 
 impl IntoResponse for LegacyRefusal {
     fn into_response(self) -> Response {
-        let (status, message, retry) = match self {
-            LegacyRefusal::BadRequest(m) => (StatusCode::BAD_REQUEST, m, None),
-            LegacyRefusal::Refused => (StatusCode::FORBIDDEN, "session cert refused", None),
+        // `code`: how the refusal is counted and logged (`sessioncert_refusals_total`, the
+        // access log), in the real protocol's terms; the peer sees only status and body.
+        let (status, code, message, retry) = match self {
+            LegacyRefusal::BadRequest(m) => {
+                (StatusCode::BAD_REQUEST, ErrorCode::Malformed, m, None)
+            }
+            LegacyRefusal::Refused => (
+                StatusCode::FORBIDDEN,
+                ErrorCode::Rejected,
+                "session cert refused",
+                None,
+            ),
             LegacyRefusal::RateLimited(s) => (
                 StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::RateLimited,
                 "too many handshakes from this address",
                 Some(s),
             ),
             LegacyRefusal::Unavailable(s) => (
                 StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Unavailable,
                 "server busy or shutting down; try again",
                 Some(s),
             ),
         };
         let mut r = json(status, status_body(false, message));
+        r.extensions_mut().insert(Refused(code));
         if let Some(s) = retry {
             if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
@@ -120,10 +132,14 @@ fn client_addr(req: &Request) -> Option<IpAddr> {
 async fn read_text(body: Body, limit: usize) -> Result<String, Response> {
     let bytes = read_body(body, limit).await.map_err(|r| {
         if r.code == ErrorCode::TooLarge {
-            json(
+            let mut too_large = json(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 status_body(false, "body too large"),
-            )
+            );
+            too_large
+                .extensions_mut()
+                .insert(Refused(ErrorCode::TooLarge));
+            too_large
         } else {
             LegacyRefusal::BadRequest("body could not be read").into_response()
         }

@@ -400,11 +400,18 @@ async fn label_values_come_from_fixed_sets_whatever_peers_send() {
         match k {
             "code" => codes.contains(&v),
             "status" => v == "other" || (v.len() == 3 && v.parse::<u16>().is_ok()),
-            "mode" => ["sealed", "full", "handshake", "plain"].contains(&v),
-            "outcome" => {
-                ["answered", "refused", "established", "confirmation_refused"].contains(&v)
-            }
-            "state" => ["established", "closed", "expired"].contains(&v),
+            "mode" => ["sealed", "full", "handshake", "legacy", "plain"].contains(&v),
+            "outcome" => [
+                "answered",
+                "refused",
+                "established",
+                "confirmation_refused",
+                // Legacy Session-Cert's handshake steps and messages.
+                "key_accepted",
+                "opened",
+            ]
+            .contains(&v),
+            "state" => ["matching", "established", "closed", "expired"].contains(&v),
             "reason" => ["header_timeout", "write_stall"].contains(&v),
             "direction" => ["request", "response"].contains(&v),
             "le" => v == "+Inf" || v.parse::<f64>().is_ok(),

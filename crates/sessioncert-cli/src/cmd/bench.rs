@@ -1,5 +1,5 @@
 //! `sessioncert bench handshake|request`: load generators with a fixed duration and
-//! concurrency. Each worker runs its operation back to back; latencies of successful
+//! concurrency (also for legacy Session-Cert clients, `--legacy`). Each worker runs its operation back to back; latencies of successful
 //! operations are kept for percentiles, failures are counted.
 
 use super::parse_duration;
@@ -43,20 +43,25 @@ pub struct Common {
 
 /// Arguments of `bench handshake`.
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("mode").args(["pin", "legacy"]).required(true)))]
 pub struct HandshakeArgs {
     /// Server base URL, e.g. http://127.0.0.1:8080
     #[arg(long)]
     url: String,
     /// Server identity pin.
     #[arg(long)]
-    pin: String,
+    pin: Option<String>,
+    /// Legacy Session-Cert handshakes instead (`serve --legacy-session-cert`): public
+    /// key, RSA-wrapped key, establish — three round trips, a stored session each.
+    #[arg(long)]
+    legacy: bool,
     #[command(flatten)]
     common: Common,
 }
 
 /// Arguments of `bench request`.
 #[derive(Args)]
-#[command(group(clap::ArgGroup::new("mode").args(["pin", "plain"]).required(true)))]
+#[command(group(clap::ArgGroup::new("mode").args(["pin", "plain", "legacy"]).required(true)))]
 pub struct RequestArgs {
     /// Full URL to POST to, e.g. http://127.0.0.1:8080/apiTest
     #[arg(long)]
@@ -70,6 +75,15 @@ pub struct RequestArgs {
     /// Use full-request mode for sealed requests.
     #[arg(long)]
     full: bool,
+    /// Legacy Session-Cert requests instead (`serve --legacy-session-cert`): CryptoJS
+    /// bodies under `session-cert-id`, each answer decrypted; each worker makes a new
+    /// legacy session every --legacy-session-requests requests.
+    #[arg(long)]
+    legacy: bool,
+    /// Requests per legacy session before the worker makes a new one (at most the
+    /// server's --legacy-max-requests).
+    #[arg(long, default_value_t = 1000, allow_hyphen_values = true, value_parser = super::parse_number::<u64>)]
+    legacy_session_requests: u64,
     /// Size of the JSON request body in bytes (units allowed: 1KiB).
     #[arg(long, default_value_t = 1024, allow_hyphen_values = true, value_parser = super::parse_size)]
     body: usize,
@@ -282,7 +296,81 @@ fn json_body(size: usize) -> Vec<u8> {
     s.into_bytes()
 }
 
-/// Runs a bench subcommand.
+/// A legacy Session-Cert session as the original client makes one.
+struct LegacySession {
+    id: u64,
+    key: zeroize::Zeroizing<String>,
+    used: u64,
+}
+
+/// The legacy handshake, as the original client runs it: three round trips.
+async fn legacy_establish(http: &reqwest::Client, base: &str) -> anyhow::Result<LegacySession> {
+    use sessioncert_legacy::{client, wire};
+    let r = http
+        .get(format!("{base}{}", wire::PUBLIC_KEY_PATH))
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        return Err(UnexpectedStatus(r.status().as_u16()).into());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&r.bytes().await?)?;
+    let id = v["sessionCert"]["id"]
+        .as_u64()
+        .context("no sessionCert.id")?;
+    let pem = v["sessionCert"]["publicKey"]
+        .as_str()
+        .context("no sessionCert.publicKey")?;
+    let key = client::new_key()?;
+    let wrapped = client::wrap_key(pem, key.as_bytes())?;
+    let r = http
+        .post(format!("{base}{}", wire::SYMMETRIC_KEY_PATH))
+        .header("content-type", "application/json")
+        .body(json!({ "id": id, "symmetricKey": wrapped }).to_string())
+        .send()
+        .await?;
+    if r.status() != 201 {
+        return Err(UnexpectedStatus(r.status().as_u16()).into());
+    }
+    let answer = client::answer_test_string(&r.text().await?, key.as_bytes())?;
+    let r = http
+        .patch(format!("{base}{}", wire::ESTABLISH_PATH))
+        .header(wire::ID_HEADER, id.to_string())
+        .header("content-type", "text/plain")
+        .body(answer)
+        .send()
+        .await?;
+    let status = r.status();
+    r.bytes().await?;
+    if !status.is_success() {
+        return Err(UnexpectedStatus(status.as_u16()).into());
+    }
+    Ok(LegacySession { id, key, used: 0 })
+}
+
+/// One legacy protected request: the body encrypted, the answer decrypted.
+async fn legacy_request(
+    http: &reqwest::Client,
+    url: &str,
+    s: &LegacySession,
+    body: &[u8],
+) -> anyhow::Result<()> {
+    use sessioncert_legacy::{cryptojs, wire};
+    let r = http
+        .post(url)
+        .header(wire::ID_HEADER, s.id.to_string())
+        .header("content-type", "text/plain")
+        .body(cryptojs::encrypt(s.key.as_bytes(), body)?)
+        .send()
+        .await?;
+    let status = r.status();
+    let text = r.text().await?;
+    if !status.is_success() {
+        return Err(UnexpectedStatus(status.as_u16()).into());
+    }
+    cryptojs::decrypt(s.key.as_bytes(), &text)?;
+    Ok(())
+}
+
 /// Refuses settings that cannot make a measurement.
 fn check(c: &Common) -> anyhow::Result<()> {
     if c.concurrency == 0 {
@@ -327,8 +415,28 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 Ok((base, _)) => base,
                 Err(_) => a.url.trim_end_matches('/').to_owned(),
             };
-            let pin: Pin = a.pin.parse().context("bad --pin")?;
             let http = http_client(&a.common)?;
+            if a.legacy {
+                let states = (0..a.common.concurrency)
+                    .map(|_| (http.clone(), base.clone()))
+                    .collect();
+                let report = drive(
+                    &a.common,
+                    states,
+                    |s: Arc<(reqwest::Client, String)>| async move {
+                        legacy_establish(&s.0, &s.1).await.map(drop)
+                    },
+                )
+                .await;
+                report.print("legacy handshakes", "handshakes_per_sec", &a.common);
+                return Ok(outcome(&report, "handshakes"));
+            }
+            let pin: Pin = a
+                .pin
+                .as_deref()
+                .unwrap_or_default()
+                .parse()
+                .context("bad --pin")?;
             // One client per worker; each iteration is one complete handshake (hello,
             // server hello with ticket, keys derived) through the product's own client,
             // with the key configuration fetched once. The server keeps nothing for it;
@@ -355,7 +463,44 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             check(&a.common)?;
             let body = bytes::Bytes::from(json_body(a.body));
             let http = http_client(&a.common)?;
-            let report = if a.plain {
+            let report = if a.legacy {
+                anyhow::ensure!(
+                    a.legacy_session_requests > 0,
+                    "--legacy-session-requests must be at least 1"
+                );
+                let (base, _) = super::request::split_url(&a.url)?;
+                let mut states = Vec::new();
+                for _ in 0..a.common.concurrency {
+                    let s = legacy_establish(&http, &base)
+                        .await
+                        .context("legacy handshake before the run failed")?;
+                    states.push((
+                        http.clone(),
+                        base.clone(),
+                        a.url.clone(),
+                        body.clone(),
+                        a.legacy_session_requests,
+                        tokio::sync::Mutex::new(s),
+                    ));
+                }
+                type LegacyState = (
+                    reqwest::Client,
+                    String,
+                    String,
+                    bytes::Bytes,
+                    u64,
+                    tokio::sync::Mutex<LegacySession>,
+                );
+                drive(&a.common, states, |s: Arc<LegacyState>| async move {
+                    let mut session = s.5.lock().await;
+                    if session.used >= s.4 {
+                        *session = legacy_establish(&s.0, &s.1).await?;
+                    }
+                    session.used += 1;
+                    legacy_request(&s.0, &s.2, &session, &s.3).await
+                })
+                .await
+            } else if a.plain {
                 let states = (0..a.common.concurrency)
                     .map(|_| (http.clone(), a.url.clone(), body.clone()))
                     .collect();

@@ -184,7 +184,7 @@ pub struct ServerArgs {
     pub legacy_session_cert: bool,
     /// Size of the legacy mode's RSA key (made at start, in memory only, replaced daily):
     /// 2048, 3072 or 4096 bits.
-    #[arg(long, env = "SESSIONCERT_LEGACY_RSA_BITS", default_value_t = 2048, value_parser = parse_rsa_bits)]
+    #[arg(long, env = "SESSIONCERT_LEGACY_RSA_BITS", default_value_t = 2048, allow_hyphen_values = true, value_parser = super::parse_number::<u32>)]
     pub legacy_rsa_bits: u32,
     /// Protected requests one legacy session may carry before it expires (each keeps 16
     /// bytes in memory until the session ends, so replays stay refused).
@@ -197,15 +197,6 @@ pub struct ServerArgs {
     /// then answers them 404). Default: on the serving address.
     #[arg(long, env = "SESSIONCERT_ADMIN_ADDR", value_parser = super::parse_listen_addr)]
     pub admin_addr: Option<SocketAddr>,
-}
-
-fn parse_rsa_bits(s: &str) -> Result<u32, String> {
-    match s.trim() {
-        "2048" => Ok(2048),
-        "3072" => Ok(3072),
-        "4096" => Ok(4096),
-        _ => Err(format!("{s:?}: expected 2048, 3072 or 4096")),
-    }
 }
 
 fn parse_cors_origin(s: &str) -> Result<http::HeaderValue, String> {
@@ -590,6 +581,24 @@ pub async fn run(
     );
     anyhow::ensure!(a.max_sessions > 0, "--max-sessions must be at least 1");
     anyhow::ensure!(
+        sessioncert_legacy::RsaBits::from_bits(a.legacy_rsa_bits).is_some(),
+        "--legacy-rsa-bits {}: expected 2048, 3072 or 4096",
+        a.legacy_rsa_bits
+    );
+    anyhow::ensure!(
+        a.legacy_max_requests > 0,
+        "--legacy-max-requests must be at least 1"
+    );
+    if a.legacy_session_cert {
+        if let Ok(StoreUrl::Redis(_) | StoreUrl::Postgres(_)) = store_choice(&a) {
+            anyhow::bail!(
+                "--legacy-session-cert needs a store held by one instance (--store sqlite:… or \
+                 memory:): legacy sessions' replay memory lives in the server, so they cannot \
+                 be shared by several instances"
+            );
+        }
+    }
+    anyhow::ensure!(
         a.max_sessions_per_addr > 0,
         "--max-sessions-per-addr must be at least 1"
     );
@@ -694,13 +703,10 @@ pub async fn run(
         .limits(limits)
         .public_origins(a.public_origins.iter().map(|o| o.trim().to_owned()))?;
     if a.legacy_session_cert {
-        anyhow::ensure!(
-            a.legacy_max_requests > 0,
-            "--legacy-max-requests must be at least 1"
-        );
+        let rsa_bits =
+            sessioncert_legacy::RsaBits::from_bits(a.legacy_rsa_bits).unwrap_or_default();
         builder = builder.legacy_session_cert(sessioncert_server::LegacySettings {
-            rsa_bits: sessioncert_legacy::RsaBits::from_bits(a.legacy_rsa_bits)
-                .context("--legacy-rsa-bits: expected 2048, 3072 or 4096")?,
+            rsa_bits,
             max_requests: a.legacy_max_requests,
             ..Default::default()
         });

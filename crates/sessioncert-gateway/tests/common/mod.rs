@@ -314,13 +314,38 @@ pub async fn gateway_full(
     limits: sessioncert_server::Limits,
     listener_limits: ListenerLimits,
 ) -> Gw {
+    gateway_built(upstream, policy, options, limits, listener_limits, false).await
+}
+
+/// A gateway that also serves legacy Session-Cert clients (`--legacy-session-cert`).
+pub async fn gateway_legacy(upstream: &str, policy: RoutePolicy) -> Gw {
+    gateway_built(
+        upstream,
+        policy,
+        UpstreamOptions::default(),
+        sessioncert_server::Limits::default(),
+        ListenerLimits::default(),
+        true,
+    )
+    .await
+}
+
+async fn gateway_built(
+    upstream: &str,
+    policy: RoutePolicy,
+    options: UpstreamOptions,
+    limits: sessioncert_server::Limits,
+    listener_limits: ListenerLimits,
+    legacy: bool,
+) -> Gw {
     let keys = ServerKeys::ephemeral(now_ms()).unwrap();
     let pin = keys.pin();
-    let sc = SessionCert::builder(Arc::new(keys), Arc::new(MemoryStore::new()))
-        .limits(limits)
-        .build()
-        .await
-        .unwrap();
+    let mut builder =
+        SessionCert::builder(Arc::new(keys), Arc::new(MemoryStore::new())).limits(limits);
+    if legacy {
+        builder = builder.legacy_session_cert(Default::default());
+    }
+    let sc = builder.build().await.unwrap();
     let gateway = Gateway::new(GatewayConfig {
         upstream: upstream.parse().unwrap(),
         options,

@@ -26,7 +26,8 @@ use super::table::{Entry, Live, Mutable, Running};
 use super::{now_ms, SessionManager};
 use crate::ServerError;
 use sessioncert_legacy::{
-    EstablishedLegacy, LegacyError, LegacyId, LegacyRsaKey, PendingLegacy, RsaBits,
+    EstablishRefused, EstablishedLegacy, LegacyError, LegacyId, LegacyRsaKey, PendingLegacy,
+    RsaBits,
 };
 use sessioncert_proto::SessionState;
 use std::net::IpAddr;
@@ -271,86 +272,91 @@ impl SessionManager {
             return Err(LegacyRefusal::Unavailable(1));
         }
         let sid = id.session_id();
-        let pending_entry = self
+        let entry = self
             .cache
             .get(&sid)
             .map(|e| e.value().clone())
             .ok_or_else(|| refused(LegacyError::KeyTransport, Some(id)))?;
         let now = now_ms();
         let too_old = now
-            >= pending_entry
+            >= entry
                 .created_at_ms
                 .saturating_add(self.timing.ticket_lifetime_ms);
         let limited = self.limited(addr);
-        let outcome = {
-            // Checked under the entry's lock (AES and a JSON parse: microseconds), so two
-            // establishes of one id are decided one after the other.
-            let mut m = pending_entry.lock();
+        {
+            // Decided and applied under the entry's lock (AES and a JSON parse:
+            // microseconds): two establishes of one id go one after the other, and no
+            // other path ever sees the session half-way.
+            let mut m = entry.lock();
             let live = std::mem::replace(&mut m.live, Live::Ended(SessionState::Expired, None));
             let Live::LegacyPending(pending) = live else {
                 m.live = live;
                 return Err(refused(LegacyError::AttemptsExhausted, Some(id)));
             };
-            if too_old {
-                Err(refused(LegacyError::AttemptsExhausted, Some(id)))
+            let outcome = if too_old {
+                Err(EstablishRefused {
+                    error: LegacyError::AttemptsExhausted,
+                    pending: None,
+                })
             } else {
-                match pending.establish(body) {
-                    Ok(s) => Ok(s),
-                    Err(r) => match r.pending {
-                        Some(p) => {
-                            // Attempts left: it waits again, as it was.
-                            m.live = Live::LegacyPending(Box::new(p));
-                            return Err(refused(r.error, Some(id)));
-                        }
-                        None => Err(refused(r.error, Some(id))),
-                    },
+                pending.establish(body)
+            };
+            let session = match outcome {
+                Ok(s) => s,
+                Err(EstablishRefused {
+                    error,
+                    pending: Some(p),
+                }) => {
+                    // Attempts left: it waits again, as it was.
+                    m.live = Live::LegacyPending(Box::new(p));
+                    return Err(refused(error, Some(id)));
                 }
-            }
-        };
-        let outcome = outcome.and_then(|s| {
-            self.admit_session(limited)
-                .map(|()| s)
-                .map_err(|r| match r.code {
+                Err(EstablishRefused {
+                    error,
+                    pending: None,
+                }) => {
+                    // Spent: ended here (the sweep forgets it; it was never stored).
+                    self.pending_ended(&entry, &mut m, SessionState::Expired);
+                    return Err(refused(error, Some(id)));
+                }
+            };
+            if let Err(r) = self.admit_session(limited) {
+                self.pending_ended(&entry, &mut m, SessionState::Expired);
+                return Err(match r.code {
                     sessioncert_proto::ErrorCode::RateLimited => {
                         LegacyRefusal::RateLimited(r.retry_after.unwrap_or(60))
                     }
                     _ => LegacyRefusal::Unavailable(r.retry_after.unwrap_or(60)),
-                })
-        });
-        self.legacy_pending.fetch_sub(1, Ordering::Relaxed);
-        let session = match outcome {
-            Ok(s) => s,
-            Err(e) => {
-                // Spent: dropped (it was never stored), so its id is unknown from now on.
-                self.cache
-                    .remove_if(&sid, |_, v| Arc::ptr_eq(v, &pending_entry));
-                return Err(e);
+                });
             }
-        };
-        let entry = Arc::new(Entry::new(
-            sid,
-            sessioncert_legacy::wire::SUITE,
-            sessioncert_legacy::wire::VERSION,
-            addr,
-            limited.is_some(),
-            pending_entry.created_at_ms,
-            pending_entry.expires_at_ms,
-            pending_entry.idle_timeout_ms,
-            Mutable::new(Live::Legacy(Box::new(session)), now, 0, false),
-        ));
-        entry.lock().touch();
-        self.cache.insert(sid, entry.clone());
-        if let Some(a) = limited {
-            self.count_for_addr(a);
+            m.live = Live::Legacy(Box::new(session));
+            m.last_used_at_ms = now;
+            m.touch();
+            if let Some(a) = limited {
+                entry.counted_for_addr.store(true, Ordering::SeqCst);
+                self.count_for_addr(a);
+            }
+            self.legacy_pending.fetch_sub(1, Ordering::Relaxed);
+            self.live_count.fetch_add(1, Ordering::Relaxed);
+            self.legacy_live.fetch_add(1, Ordering::Relaxed);
         }
-        self.live_count.fetch_add(1, Ordering::Relaxed);
-        self.legacy_live.fetch_add(1, Ordering::Relaxed);
         crate::telemetry::legacy_handshake("established");
         self.queue_save(&entry);
         // Stored before the client is told: a session that answered is listed and
         // survives a clean restart. A failed save is logged and retried by the flush.
         let _ = self.flush().await;
         Ok(())
+    }
+
+    /// Ends a legacy session that was waiting for its establish (under its lock): never
+    /// stored and never counted as live, it only gives back its place among the pending
+    /// and stays as a tombstone until the sweep forgets it.
+    pub(super) fn pending_ended(&self, entry: &Entry, m: &mut Mutable, end: SessionState) {
+        m.live = Live::Ended(end, None);
+        self.legacy_pending.fetch_sub(1, Ordering::Relaxed);
+        entry.ended.store(true, Ordering::SeqCst);
+        m.ended_at_ms = now_ms();
+        self.tombstones.add(end);
     }
 
     /// Opens a protected request's body; returns the session's entry (to seal the

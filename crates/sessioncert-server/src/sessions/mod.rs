@@ -819,11 +819,7 @@ impl SessionManager {
                 self.legacy_live.fetch_sub(1, Ordering::Relaxed);
             }
             Live::LegacyPending(_) => {
-                // Never stored, never counted as live: only its place among the pending.
-                self.legacy_pending.fetch_sub(1, Ordering::Relaxed);
-                entry.ended.store(true, Ordering::SeqCst);
-                m.ended_at_ms = now_ms();
-                self.tombstones.add(end);
+                self.pending_ended(entry, m, end);
                 return true;
             }
             Live::Ended(..) => {
@@ -836,7 +832,7 @@ impl SessionManager {
         m.touch();
         self.live_count.fetch_sub(1, Ordering::Relaxed);
         self.tombstones.add(end);
-        if entry.counted_for_addr {
+        if entry.counted_for_addr.load(Ordering::SeqCst) {
             if let Some(a) = entry.client_addr {
                 self.uncount_for_addr(a);
             }

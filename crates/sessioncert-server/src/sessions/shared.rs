@@ -223,7 +223,7 @@ impl SessionManager {
             match m.live.state() {
                 s if s.is_live() => {
                     self.live_count.fetch_sub(1, Ordering::Relaxed);
-                    if e.counted_for_addr {
+                    if e.counted_for_addr.load(Ordering::SeqCst) {
                         if let Some(a) = e.client_addr {
                             self.uncount_for_addr(a);
                         }

@@ -88,7 +88,8 @@ pub struct Entry {
     pub(crate) version: u16,
     pub(crate) client_addr: Option<IpAddr>,
     /// Whether the per-address session count includes this session.
-    pub(crate) counted_for_addr: bool,
+    /// (Set once more when a legacy session is established in place.)
+    pub(crate) counted_for_addr: AtomicBool,
     pub(crate) created_at_ms: u64,
     pub(crate) expires_at_ms: u64,
     pub(crate) idle_timeout_ms: u64,
@@ -131,7 +132,7 @@ impl Entry {
             suite,
             version,
             client_addr,
-            counted_for_addr,
+            counted_for_addr: AtomicBool::new(counted_for_addr),
             created_at_ms,
             expires_at_ms,
             idle_timeout_ms,

@@ -1,0 +1,467 @@
+//! Legacy Session-Cert mode through real HTTP on 127.0.0.1: the handshake, protected
+//! requests, and what the server adds around the format (single use, attempts, bounds,
+//! persistence, uniform refusals). The original client itself is driven by
+//! `e2e/legacy` (Node, npm crypto-js).
+
+mod common;
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::Router;
+use common::{generous, RawClient};
+use sessioncert_legacy::{client, cryptojs, LegacyId};
+use sessioncert_server::{Limits, ServerKeys, SessionCert, Timing};
+use sessioncert_store::{MemoryStore, OpenMode, SessionStore, SqliteStore};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Counts its runs (per server) and echoes the body it was handed.
+async fn counted(State(runs): State<Arc<AtomicUsize>>, body: String) -> String {
+    runs.fetch_add(1, Ordering::SeqCst);
+    format!(r#"{{"got":{}}}"#, serde_json::Value::from(body))
+}
+
+struct Server {
+    base: String,
+    pin: sessioncert_proto::Pin,
+    sc: SessionCert,
+    runs: Arc<AtomicUsize>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    async fn start(
+        keys: ServerKeys,
+        store: Arc<dyn SessionStore>,
+        limits: Limits,
+        timing: Timing,
+        settings: sessioncert_server::LegacySettings,
+    ) -> Server {
+        let pin = keys.pin();
+        let sc = SessionCert::builder(Arc::new(keys), store)
+            .limits(limits)
+            .timing(timing)
+            .legacy_session_cert(settings)
+            .build()
+            .await
+            .unwrap();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let routes = Router::new()
+            .route("/count", post(counted))
+            .with_state(runs.clone());
+        let app = sc.router(routes);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Server {
+            base: format!("http://{addr}"),
+            pin,
+            sc,
+            runs,
+            stop,
+            task,
+        }
+    }
+
+    async fn memory() -> Server {
+        Server::start(
+            ServerKeys::ephemeral(sessioncert_server::now_ms()).unwrap(),
+            Arc::new(MemoryStore::new()),
+            generous(),
+            Timing::default(),
+            Default::default(),
+        )
+        .await
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
+        self.sc.shutdown().await.unwrap();
+    }
+}
+
+struct Cert {
+    id: u64,
+    key: String,
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn public_key(base: &str) -> (u64, String) {
+    let r = http()
+        .get(format!("{base}/sessionCert/publicKey"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    (
+        v["sessionCert"]["id"].as_u64().unwrap(),
+        v["sessionCert"]["publicKey"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn post_key(base: &str, id: u64, pem: &str, key: &str) -> reqwest::Response {
+    let wrapped = client::wrap_key(pem, key.as_bytes()).unwrap();
+    http()
+        .post(format!("{base}/sessionCert/symmetricKey"))
+        .header("content-type", "application/json")
+        .body(serde_json::json!({ "id": id, "symmetricKey": wrapped }).to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn patch_establish(base: &str, id: impl ToString, body: String) -> reqwest::Response {
+    http()
+        .patch(format!("{base}/sessionCert/establish"))
+        .header("session-cert-id", id.to_string())
+        .header("content-type", "text/plain")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn establish(base: &str) -> Cert {
+    let (id, pem) = public_key(base).await;
+    let key = client::new_key().unwrap().to_string();
+    let r = post_key(base, id, &pem, &key).await;
+    assert_eq!(r.status(), 201);
+    let answer = client::answer_test_string(&r.text().await.unwrap(), key.as_bytes()).unwrap();
+    let r = patch_establish(base, id, answer).await;
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(v["status"], true);
+    Cert { id, key }
+}
+
+async fn protected(base: &str, id: impl ToString, body: &str) -> (u16, String) {
+    let r = http()
+        .post(format!("{base}/count"))
+        .header("session-cert-id", id.to_string())
+        .header("content-type", "text/plain")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+const REFUSED: &str = r#"{"status":false,"message":"session cert refused"}"#;
+
+#[tokio::test]
+async fn a_legacy_client_is_served_and_each_message_opens_at_most_once() {
+    let s = Server::memory().await;
+    let c = establish(&s.base).await;
+    let req = cryptojs::encrypt(c.key.as_bytes(), b"pay 10").unwrap();
+    let before = s.runs.load(Ordering::SeqCst);
+    let (status, body) = protected(&s.base, c.id, &req).await;
+    assert_eq!(status, 200);
+    let plain = cryptojs::decrypt(c.key.as_bytes(), &body).unwrap();
+    assert_eq!(&plain[..], br#"{"got":"pay 10"}"#);
+    // The same request again, and the response sent back as a request: refused, unrun.
+    assert_eq!(
+        protected(&s.base, c.id, &req).await,
+        (403, REFUSED.to_owned())
+    );
+    assert_eq!(
+        protected(&s.base, c.id, &body).await,
+        (403, REFUSED.to_owned())
+    );
+    // Fired at once from many connections: one runs.
+    let fresh = cryptojs::encrypt(c.key.as_bytes(), b"pay 20").unwrap();
+    let tries = (0..16).map(|_| protected(&s.base, c.id, &fresh));
+    let answers = futures_util::future::join_all(tries).await;
+    assert_eq!(answers.iter().filter(|(st, _)| *st == 200).count(), 1);
+    assert_eq!(s.runs.load(Ordering::SeqCst) - before, 2);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn refusals_are_uniform_whatever_failed() {
+    let s = Server::memory().await;
+    let c = establish(&s.base).await;
+    let good = cryptojs::encrypt(c.key.as_bytes(), b"0123456789abcdef0123456789abcdef").unwrap();
+    let mut raw =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &good).unwrap();
+    let n = raw.len();
+    raw[n - 1] ^= 1; // padding
+    let bad_padding = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &raw);
+    let other_key = cryptojs::encrypt(b"some other key string, 32 chars", b"x").unwrap();
+    let not_utf8 = cryptojs::encrypt(c.key.as_bytes(), &[0xff, 0xfe, 0xfd]).unwrap();
+    let cases = [
+        ("bad padding", c.id, bad_padding),
+        ("other key", c.id, other_key),
+        ("not UTF-8", c.id, not_utf8),
+        ("unknown id", c.id ^ 1, good.clone()),
+    ];
+    for (what, id, body) in cases {
+        assert_eq!(
+            protected(&s.base, id, &body).await,
+            (403, REFUSED.to_owned()),
+            "{what}"
+        );
+    }
+    // Shape errors before any cryptography say what is wrong.
+    let (st, body) = protected(&s.base, "12x", &good).await;
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("session-cert-id"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_taken_id_keeps_its_key_and_establish_is_single_use_with_limited_attempts() {
+    let s = Server::memory().await;
+    let (id, pem) = public_key(&s.base).await;
+    let key = client::new_key().unwrap().to_string();
+    let r = post_key(&s.base, id, &pem, &key).await;
+    assert_eq!(r.status(), 201);
+    let test_body = r.text().await.unwrap();
+    // Someone else's key for the same id: refused (the original replaced the key).
+    let r = post_key(&s.base, id, &pem, &client::new_key().unwrap()).await;
+    assert_eq!(r.status(), 403);
+    // Two wrong answers use up two of the three attempts; the right one still works.
+    for _ in 0..2 {
+        let wrong = cryptojs::encrypt(key.as_bytes(), br#"{"testString":"guess"}"#).unwrap();
+        assert_eq!(patch_establish(&s.base, id, wrong).await.status(), 403);
+    }
+    let answer = client::answer_test_string(&test_body, key.as_bytes()).unwrap();
+    assert_eq!(
+        patch_establish(&s.base, id, answer.clone()).await.status(),
+        200
+    );
+    // Replayed establish: refused.
+    assert_eq!(patch_establish(&s.base, id, answer).await.status(), 403);
+
+    // Three wrong answers: the pending session is gone, the right answer comes too late.
+    let (id, pem) = public_key(&s.base).await;
+    let key = client::new_key().unwrap().to_string();
+    let r = post_key(&s.base, id, &pem, &key).await;
+    let test_body = r.text().await.unwrap();
+    let pending = s.sc.manager().legacy_sessions().0;
+    for _ in 0..3 {
+        let wrong = cryptojs::encrypt(key.as_bytes(), br#"{"testString":"guess"}"#).unwrap();
+        assert_eq!(patch_establish(&s.base, id, wrong).await.status(), 403);
+    }
+    assert_eq!(s.sc.manager().legacy_sessions().0, pending - 1);
+    let answer = client::answer_test_string(&test_body, key.as_bytes()).unwrap();
+    assert_eq!(patch_establish(&s.base, id, answer).await.status(), 403);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn pending_handshakes_are_bounded_rate_limited_and_expire() {
+    let limits = Limits {
+        max_pending_sessions: 2,
+        ..generous()
+    };
+    let timing = Timing {
+        ticket_lifetime_ms: 300,
+        sweep_interval: Duration::from_millis(100),
+        ..Timing::default()
+    };
+    let s = Server::start(
+        ServerKeys::ephemeral(sessioncert_server::now_ms()).unwrap(),
+        Arc::new(MemoryStore::new()),
+        limits,
+        timing,
+        Default::default(),
+    )
+    .await;
+    let mut bodies = Vec::new();
+    for _ in 0..2 {
+        let (id, pem) = public_key(&s.base).await;
+        let key = client::new_key().unwrap().to_string();
+        let r = post_key(&s.base, id, &pem, &key).await;
+        assert_eq!(r.status(), 201);
+        bodies.push((id, key, r.text().await.unwrap()));
+    }
+    let (id, pem) = public_key(&s.base).await;
+    let r = post_key(&s.base, id, &pem, &client::new_key().unwrap()).await;
+    assert_eq!(r.status(), 503, "a third pending handshake is over the cap");
+    assert!(r.headers().contains_key("retry-after"));
+    // Past the establish deadline: refused, and swept from the table.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (id, key, body) = bodies.pop().unwrap();
+    let answer = client::answer_test_string(&body, key.as_bytes()).unwrap();
+    assert_eq!(patch_establish(&s.base, id, answer).await.status(), 403);
+    assert_eq!(s.sc.manager().legacy_sessions().0, 0);
+    assert_eq!(s.sc.manager().table_len(), 0, "nothing of them stays");
+    s.stop().await;
+
+    // The per-address handshake rate applies to the key transport.
+    let limits = Limits {
+        handshakes_per_sec: 0.001,
+        handshake_burst: 2.0,
+        exempt_loopback: false,
+        ..Limits::default()
+    };
+    let s = Server::start(
+        ServerKeys::ephemeral(sessioncert_server::now_ms()).unwrap(),
+        Arc::new(MemoryStore::new()),
+        limits,
+        Timing::default(),
+        Default::default(),
+    )
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let (id, pem) = public_key(&s.base).await;
+        statuses.push(
+            post_key(&s.base, id, &pem, &client::new_key().unwrap())
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses, [201, 201, 429]);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_carries_a_bounded_number_of_requests() {
+    let s = Server::start(
+        ServerKeys::ephemeral(sessioncert_server::now_ms()).unwrap(),
+        Arc::new(MemoryStore::new()),
+        generous(),
+        Timing::default(),
+        sessioncert_server::LegacySettings {
+            max_requests: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    let c = establish(&s.base).await;
+    for i in 0..2 {
+        let req = cryptojs::encrypt(c.key.as_bytes(), format!("r{i}").as_bytes()).unwrap();
+        assert_eq!(protected(&s.base, c.id, &req).await.0, 200);
+    }
+    let req = cryptojs::encrypt(c.key.as_bytes(), b"r2").unwrap();
+    assert_eq!(protected(&s.base, c.id, &req).await.0, 403);
+    assert_eq!(s.sc.manager().legacy_sessions().1, 0, "the session expired");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn sessions_survive_a_clean_restart_sealed_at_rest_with_their_replay_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("sessions.db");
+    let keys_dir = dir.path().join("keys");
+    let open = || {
+        let (keys, _) =
+            ServerKeys::open_or_create(&keys_dir, sessioncert_server::now_ms()).unwrap();
+        let (store, _) = SqliteStore::open(&db, OpenMode::Server).unwrap();
+        (keys, Arc::new(store) as Arc<dyn SessionStore>)
+    };
+    let (keys, store) = open();
+    let s = Server::start(
+        keys,
+        store,
+        generous(),
+        Timing::default(),
+        Default::default(),
+    )
+    .await;
+    let c = establish(&s.base).await;
+    let req = cryptojs::encrypt(c.key.as_bytes(), b"before").unwrap();
+    assert_eq!(protected(&s.base, c.id, &req).await.0, 200);
+    s.stop().await;
+
+    // At rest: listed as legacy, the key nowhere in the database in clear.
+    let (admin, _) = SqliteStore::open(&db, OpenMode::Admin).unwrap();
+    let rows = admin.list(true).await.unwrap();
+    let row = rows
+        .iter()
+        .find(|r| LegacyId::from_session_id(&r.id).map(LegacyId::get) == Some(c.id))
+        .unwrap();
+    assert_eq!(row.suite, "session-cert-legacy");
+    assert_eq!(row.request_count, 1);
+    drop(admin);
+    for f in std::fs::read_dir(dir.path()).unwrap() {
+        let bytes = std::fs::read(f.unwrap().path()).unwrap_or_default();
+        assert!(
+            !bytes.windows(c.key.len()).any(|w| w == c.key.as_bytes()),
+            "key in clear at rest"
+        );
+    }
+
+    let (keys, store) = open();
+    let s = Server::start(
+        keys,
+        store,
+        generous(),
+        Timing::default(),
+        Default::default(),
+    )
+    .await;
+    assert_eq!(
+        protected(&s.base, c.id, &req).await.0,
+        403,
+        "replay after restart"
+    );
+    let again = cryptojs::encrypt(c.key.as_bytes(), b"after").unwrap();
+    let (st, body) = protected(&s.base, c.id, &again).await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        &cryptojs::decrypt(c.key.as_bytes(), &body).unwrap()[..],
+        br#"{"got":"after"}"#
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_modern_request_naming_a_legacy_session_does_not_touch_it() {
+    let s = Server::memory().await;
+    let c = establish(&s.base).await;
+    let sid = LegacyId::new(c.id).unwrap().session_id();
+    let r = http()
+        .post(format!("{}/count", s.base))
+        .header("sessioncert-id", sid.to_string())
+        .header("content-type", "application/sessioncert-sealed")
+        .body(vec![0u8; 64])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let req = cryptojs::encrypt(c.key.as_bytes(), b"still mine").unwrap();
+    assert_eq!(protected(&s.base, c.id, &req).await.0, 200);
+    // And the modern protocol beside it is unaffected.
+    let mut modern = RawClient::connect(&s.base, s.pin).await;
+    let (status, body) = modern.call("POST", "/count", b"modern").await.unwrap();
+    assert_eq!((status, &body[..]), (200, &br#"{"got":"modern"}"#[..]));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn legacy_mode_is_refused_on_a_shared_store() {
+    let r = SessionCert::builder(
+        Arc::new(ServerKeys::ephemeral(sessioncert_server::now_ms()).unwrap()),
+        Arc::new(MemoryStore::shared()),
+    )
+    .legacy_session_cert(Default::default())
+    .build()
+    .await;
+    let e = r
+        .err()
+        .expect("a shared store with legacy mode must be refused")
+        .to_string();
+    assert!(e.contains("SQLite or memory"), "{e}");
+}
