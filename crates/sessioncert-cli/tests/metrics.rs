@@ -441,6 +441,95 @@ fn one_access_line_per_request_with_its_fields_and_no_secrets() {
     }
 }
 
+/// A legacy Session-Cert request is logged by the id its client sends (`legacy:N`, as
+/// `sessions list` shows it), its refusals are counted, and not even at trace level does
+/// its key, test string or plaintext reach the log.
+#[test]
+fn legacy_requests_are_logged_by_their_id_and_their_secrets_never() {
+    use sessioncert_legacy::{client, cryptojs};
+    let srv = Server::start(false, &["--legacy-session-cert"], &[("RUST_LOG", "trace")]);
+    let (st, body) = http(srv.port, "GET", "/sessionCert/publicKey", &[], "");
+    assert_eq!(st, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let id = v["sessionCert"]["id"].as_u64().unwrap();
+    let key = client::new_key().unwrap().to_string();
+    let wrapped = client::wrap_key(
+        v["sessionCert"]["publicKey"].as_str().unwrap(),
+        key.as_bytes(),
+    )
+    .unwrap();
+    let (st, test_body) = http(
+        srv.port,
+        "POST",
+        "/sessionCert/symmetricKey",
+        &["content-type: application/json"],
+        &serde_json::json!({ "id": id, "symmetricKey": wrapped }).to_string(),
+    );
+    assert_eq!(st, 201, "{test_body}");
+    let test_plain = cryptojs::decrypt(key.as_bytes(), &test_body).unwrap();
+    let test_string = serde_json::from_slice::<Value>(&test_plain).unwrap()["testString"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let answer = client::answer_test_string(&test_body, key.as_bytes()).unwrap();
+    let header = format!("session-cert-id: {id}");
+    let (st, _) = http(
+        srv.port,
+        "PATCH",
+        "/sessionCert/establish",
+        &[&header],
+        &answer,
+    );
+    assert_eq!(st, 200);
+    let req = cryptojs::encrypt(key.as_bytes(), b"LEGACYMARKER-4b1e").unwrap();
+    let (st, resp) = http(srv.port, "POST", "/apiTest", &[&header], &req);
+    assert_eq!(st, 200);
+    assert!(!resp.contains("LEGACYMARKER"));
+    let (st, _) = http(srv.port, "POST", "/apiTest", &[&header], &req);
+    assert_eq!(st, 403, "the replay");
+    let m = Metrics::parse(&http(srv.port, "GET", "/metrics", &[], "").1);
+    assert_eq!(
+        m.get(
+            "sessioncert_legacy_messages_total",
+            &[("outcome", "opened")]
+        ),
+        1.0
+    );
+    assert!(
+        m.get(
+            "sessioncert_legacy_messages_total",
+            &[("outcome", "refused")]
+        ) >= 1.0
+    );
+    assert!(
+        m.get(
+            "sessioncert_refusals_total",
+            &[("code", "rejected"), ("status", "403")]
+        ) >= 1.0
+    );
+
+    let log = srv.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("sessioncert::access") && l.contains("path=/apiTest "))
+        .collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(lines[0].contains(&format!("session=legacy:{id}")) && lines[0].contains("status=200"));
+    assert!(
+        lines[1].contains("status=403") && lines[1].contains("refusal=rejected"),
+        "{}",
+        lines[1]
+    );
+    for secret in [
+        key.as_str(),
+        test_string.as_str(),
+        "LEGACYMARKER",
+        &wrapped[..40],
+    ] {
+        assert!(!log.contains(secret), "{secret:?} in the log:\n{log}");
+    }
+}
+
 #[test]
 fn the_access_log_can_be_json_or_silenced() {
     let json = Server::start(false, &["--log-format", "json"], &[]);

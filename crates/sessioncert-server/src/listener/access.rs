@@ -52,7 +52,25 @@ struct RequestInfo {
     method: Method,
     uri: Uri,
     peer: Option<IpAddr>,
-    session: Option<SessionId>,
+    session: Option<LoggedSession>,
+}
+
+/// The session a request names, as its access line shows it.
+enum LoggedSession {
+    /// The real protocol's: the first 8 characters.
+    Sealed(SessionId),
+    /// A legacy Session-Cert request's `session-cert-id`: `legacy:N`, as `sessions list`
+    /// shows it.
+    Legacy(sessioncert_legacy::LegacyId),
+}
+
+impl fmt::Display for LoggedSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoggedSession::Sealed(id) => ShortId(*id).fmt(f),
+            LoggedSession::Legacy(id) => write!(f, "legacy:{id}"),
+        }
+    }
 }
 
 impl RequestInfo {
@@ -69,7 +87,14 @@ impl RequestInfo {
                 .headers()
                 .get(&H_SESSION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|s| s.parse().ok()),
+                .and_then(|s| s.parse().ok())
+                .map(LoggedSession::Sealed)
+                .or_else(|| {
+                    req.headers()
+                        .get(sessioncert_legacy::wire::ID_HEADER)
+                        .and_then(|v| sessioncert_legacy::LegacyId::parse_header(v.as_bytes()))
+                        .map(LoggedSession::Legacy)
+                }),
         }
     }
 }
@@ -154,7 +179,7 @@ fn write_line(
         path = %LogSafe(info.uri.path()),
         status,
         refusal = refused.map(|c| display(c.as_str())),
-        session = info.session.map(|id| display(ShortId(id))),
+        session = info.session.as_ref().map(display),
         peer = info.peer.map(display),
         latency_us,
     );
