@@ -167,6 +167,42 @@ mod tests {
         assert_eq!(&decrypt(PASS, CRYPTOJS).unwrap()[..], PLAIN.as_bytes());
     }
 
+    /// More values from crypto-js 4.2.0 (`CryptoJS.AES.encrypt(t, p, {salt}).toString()`):
+    /// a non-ASCII passphrase (UTF-8), a plaintext of exactly one block (a whole block of
+    /// padding follows), an empty one, and a long one ending in a multi-byte character.
+    #[test]
+    fn matches_cryptojs_on_edge_cases() {
+        let long = format!("{}한", "x".repeat(100));
+        let cases: [(&str, [u8; 8], &str, &str); 3] = [
+            (
+                "한국어 키 passphrase ✓ 0123456789",
+                [0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10, 0x11],
+                "exactly16bytes!!",
+                "U2FsdGVkX18KCwwNDg8QEVYUzliklDbxEcuTZSA7TJGSybv9RxqotNpxidsEkyGJ",
+            ),
+            (
+                "!#$%&()*+,-./0123456789:;<=>?@AB",
+                [0xff; 8],
+                "",
+                "U2FsdGVkX1///////////24P3nkeNA80u9s4/DiBsQQ=",
+            ),
+            (
+                "0123456789abcdefghijklmnopqrstuv",
+                [0; 8],
+                &long,
+                "U2FsdGVkX18AAAAAAAAAADBoFiG6gG77dnX2GwxA54mfxp+fqBKK4poC4EP70ddmL7YB5+XHr588hePw/1HbV57BnWATFY1Q276lyJyJnJdOlQPuwHWxTLQ90nYuHMkJoV4YvV56LFVVztsxYSHwKP0tZco3Kvi0mIiVoTrnCB4=",
+            ),
+        ];
+        for (pass, salt, plain, expected) in cases {
+            assert_eq!(
+                encrypt_with_salt(pass.as_bytes(), &salt, plain.as_bytes()).unwrap(),
+                expected,
+                "{pass:?}"
+            );
+            assert_eq!(&decrypt(pass.as_bytes(), expected).unwrap()[..], plain.as_bytes());
+        }
+    }
+
     #[test]
     fn random_salts_round_trip_and_differ() {
         let a = encrypt(PASS, b"hello").unwrap();
