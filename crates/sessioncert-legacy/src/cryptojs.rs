@@ -199,7 +199,10 @@ mod tests {
                 expected,
                 "{pass:?}"
             );
-            assert_eq!(&decrypt(pass.as_bytes(), expected).unwrap()[..], plain.as_bytes());
+            assert_eq!(
+                &decrypt(pass.as_bytes(), expected).unwrap()[..],
+                plain.as_bytes()
+            );
         }
     }
 

@@ -269,10 +269,47 @@ async fn a_taken_id_keeps_its_key_and_establish_is_single_use_with_limited_attem
 
 #[tokio::test]
 async fn pending_handshakes_are_bounded_rate_limited_and_expire() {
+    // The cap: two may wait (for as long as a ticket lives, 60 s); a third is refused.
     let limits = Limits {
         max_pending_sessions: 2,
         ..generous()
     };
+    let s = Server::start(
+        ServerKeys::ephemeral(sessioncert_server::now_ms()).unwrap(),
+        Arc::new(MemoryStore::new()),
+        limits,
+        Timing::default(),
+        Default::default(),
+    )
+    .await;
+    // Six at once: the places are taken before the RSA work, so exactly two get one.
+    let mut tries = Vec::new();
+    for _ in 0..6 {
+        let (id, pem) = public_key(&s.base).await;
+        let key = client::new_key().unwrap().to_string();
+        let base = s.base.clone();
+        tries.push(async move { post_key(&base, id, &pem, &key).await });
+    }
+    let answers = futures_util::future::join_all(tries).await;
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 503).count(),
+        4,
+        "{statuses:?}"
+    );
+    assert!(answers
+        .iter()
+        .filter(|r| r.status() == 503)
+        .all(|r| r.headers().contains_key("retry-after")));
+    assert_eq!(s.sc.manager().legacy_sessions().0, 2);
+    s.stop().await;
+
+    // The deadline: past it the establish is refused and nothing of the session stays.
     let timing = Timing {
         ticket_lifetime_ms: 300,
         sweep_interval: Duration::from_millis(100),
@@ -281,30 +318,27 @@ async fn pending_handshakes_are_bounded_rate_limited_and_expire() {
     let s = Server::start(
         ServerKeys::ephemeral(sessioncert_server::now_ms()).unwrap(),
         Arc::new(MemoryStore::new()),
-        limits,
+        generous(),
         timing,
         Default::default(),
     )
     .await;
-    let mut bodies = Vec::new();
-    for _ in 0..2 {
-        let (id, pem) = public_key(&s.base).await;
-        let key = client::new_key().unwrap().to_string();
-        let r = post_key(&s.base, id, &pem, &key).await;
-        assert_eq!(r.status(), 201);
-        bodies.push((id, key, r.text().await.unwrap()));
-    }
     let (id, pem) = public_key(&s.base).await;
-    let r = post_key(&s.base, id, &pem, &client::new_key().unwrap()).await;
-    assert_eq!(r.status(), 503, "a third pending handshake is over the cap");
-    assert!(r.headers().contains_key("retry-after"));
-    // Past the establish deadline: refused, and swept from the table.
+    let key = client::new_key().unwrap().to_string();
+    let r = post_key(&s.base, id, &pem, &key).await;
+    assert_eq!(r.status(), 201);
+    let body = r.text().await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let (id, key, body) = bodies.pop().unwrap();
     let answer = client::answer_test_string(&body, key.as_bytes()).unwrap();
     assert_eq!(patch_establish(&s.base, id, answer).await.status(), 403);
     assert_eq!(s.sc.manager().legacy_sessions().0, 0);
-    assert_eq!(s.sc.manager().table_len(), 0, "nothing of them stays");
+    for _ in 0..50 {
+        if s.sc.manager().table_len() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(s.sc.manager().table_len(), 0, "nothing of it stays");
     s.stop().await;
 
     // The per-address handshake rate applies to the key transport.

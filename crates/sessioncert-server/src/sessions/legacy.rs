@@ -31,7 +31,7 @@ use sessioncert_legacy::{
 };
 use sessioncert_proto::SessionState;
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use zeroize::Zeroizing;
@@ -95,6 +95,34 @@ pub enum LegacyRefusal {
     RateLimited(u64),
     /// The server is full or shutting down (`503`, seconds to wait).
     Unavailable(u64),
+}
+
+/// One place among the legacy sessions waiting for their establish; given back when
+/// dropped unless kept.
+struct PendingSlot<'a>(Option<&'a AtomicUsize>);
+
+impl<'a> PendingSlot<'a> {
+    fn take(count: &'a AtomicUsize, max: usize) -> Option<Self> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| PendingSlot(Some(count)))
+    }
+
+    /// The session was made: the place stays taken until it is established or ends.
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for PendingSlot<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.0 {
+            c.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 fn refused(why: LegacyError, id: Option<LegacyId>) -> LegacyRefusal {
@@ -206,9 +234,10 @@ impl SessionManager {
                 }
                 s => LegacyRefusal::Unavailable(s.unwrap_or(1)),
             })?;
-        if self.legacy_pending.load(Ordering::Relaxed) >= self.limits.max_pending_sessions {
-            return Err(LegacyRefusal::Unavailable(60));
-        }
+        // A place among the pending, taken before the RSA work (so concurrent handshakes
+        // cannot overshoot the cap) and given back unless the session is made.
+        let slot = PendingSlot::take(&self.legacy_pending, self.limits.max_pending_sessions)
+            .ok_or(LegacyRefusal::Unavailable(60))?;
         if self.cache.contains_key(&id.session_id()) {
             return Err(refused(LegacyError::KeyTransport, Some(id)));
         }
@@ -254,7 +283,7 @@ impl SessionManager {
                 v.insert(entry);
             }
         }
-        self.legacy_pending.fetch_add(1, Ordering::Relaxed);
+        slot.keep();
         crate::telemetry::legacy_handshake("key_accepted");
         Ok(answer)
     }
