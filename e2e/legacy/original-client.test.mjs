@@ -250,6 +250,11 @@ test("legacy sessions are listed, counted in metrics, and survive a clean restar
   await stopServer(server);
   const listed = execFileSync(BIN, ["sessions", "list", "--data", data], { encoding: "utf8" });
   assert.match(listed, new RegExp(`legacy:${cert.id} +ESTABLISHED +session-cert-legacy`));
+  const rows = JSON.parse(execFileSync(BIN, ["sessions", "list", "--json", "--data", data], { encoding: "utf8" }));
+  const row = rows.find((r) => r.id === `legacy:${cert.id}`);
+  assert.ok(row, "sessions list --json names it legacy:N");
+  assert.equal(row.suite, "session-cert-legacy");
+  assert.equal(row.request_count, 1);
   server = await startServer(data, ["--legacy-session-cert"]);
   assert.equal((await apiTest(server.url, cert, body)).status, 403, "replay after restart");
   const r = await apiTest(server.url, cert, enc(cert, "after restart"));

@@ -397,6 +397,7 @@ mod tests {
         ("legacy-session-cert", "true"),
         ("legacy-rsa-bits", "3072"),
         ("legacy-max-requests", "500"),
+        ("legacy-max-sessions", "1000"),
     ];
 
     /// The raw value `SAMPLES` expects clap to hold for a setting.

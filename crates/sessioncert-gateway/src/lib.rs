@@ -213,15 +213,35 @@ struct Dispatch {
     legacy: bool,
 }
 
-/// The legacy Session-Cert handshake's paths (answered by the gateway, never forwarded).
+/// Whether `path` is under the legacy Session-Cert handshake's `/sessionCert/` however
+/// it is spelled (extra slashes, case, percent-encoding, `;` parameters: an upstream
+/// such as Express may match any of them): with legacy mode on, none of it is forwarded.
 fn is_legacy_path(path: &str) -> bool {
-    use sessioncert_legacy::wire;
-    [
-        wire::PUBLIC_KEY_PATH,
-        wire::SYMMETRIC_KEY_PATH,
-        wire::ESTABLISH_PATH,
-    ]
-    .contains(&path)
+    let first = path
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let first = first.split(';').next().unwrap_or_default();
+    percent_decode(first).is_some_and(|s| s.eq_ignore_ascii_case("sessioncert"))
+}
+
+/// `%XX`-decodes `s` (`None` if that is not valid UTF-8 or an escape is broken).
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 impl Service<Request<Body>> for Dispatch {
@@ -351,4 +371,33 @@ struct Opened {
 
 fn ready(r: Response) -> BoxFuture<'static, Result<Response, Infallible>> {
     Box::pin(std::future::ready(Ok(r)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_legacy_path;
+
+    #[test]
+    fn the_legacy_handshake_paths_are_recognised_however_spelled() {
+        for p in [
+            "/sessionCert/publicKey",
+            "//sessionCert/publicKey",
+            "/sessioncert/publickey",
+            "/SESSIONCERT/establish",
+            "/sessionCert/publicKey/",
+            "/%73essionCert/symmetricKey",
+            "/sessionCert;x=1/publicKey",
+            "/sessionCert",
+        ] {
+            assert!(is_legacy_path(p), "{p}");
+        }
+        for p in [
+            "/",
+            "/sessionCerts/publicKey",
+            "/api/sessionCert/publicKey",
+            "/.well-known/sessioncert/config",
+        ] {
+            assert!(!is_legacy_path(p), "{p}");
+        }
+    }
 }

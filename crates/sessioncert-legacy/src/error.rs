@@ -30,6 +30,13 @@ pub enum LegacyError {
     /// A stored session could not be read back.
     #[error("stored legacy session is malformed")]
     Stored,
+    /// No such session here (unknown, ended, not yet established, or an id this server
+    /// did not issue lately).
+    #[error("no such legacy session")]
+    UnknownSession,
+    /// The id already has a key (held here, or known to the store).
+    #[error("session id already taken")]
+    IdTaken,
     /// The system's random source failed.
     #[error("random source failed")]
     Random,

@@ -99,10 +99,10 @@ impl LegacyRsaKey {
     }
 
     /// Opens the base64 `symmetricKey` of `POST /sessionCert/symmetricKey`: the client's
-    /// key string, as the passphrase bytes CryptoJS will use. Bytes that are not UTF-8
-    /// are replaced by U+FFFD as the original server did (Node's `toString("utf8")`), so
-    /// both sides derive the same passphrase. A key shorter than [`MIN_KEY_LEN`] bytes
-    /// is refused.
+    /// key string, as the passphrase bytes CryptoJS will use. A key that is not UTF-8 is
+    /// refused (the original server turned such bytes into U+FFFD, so any six of them
+    /// made the same public passphrase; the original client only ever sends ASCII), and
+    /// so is one shorter than [`MIN_KEY_LEN`] bytes.
     pub fn open_key(&self, symmetric_key_b64: &str) -> Result<Zeroizing<Vec<u8>>, LegacyError> {
         let ct = STANDARD
             .decode(symmetric_key_b64.trim().as_bytes())
@@ -117,14 +117,10 @@ impl LegacyRsaKey {
             .map_err(|_| LegacyError::KeyTransport)?
             .len();
         out.truncate(n);
-        let passphrase = match std::str::from_utf8(&out) {
-            Ok(_) => out,
-            Err(_) => Zeroizing::new(String::from_utf8_lossy(&out).into_owned().into_bytes()),
-        };
-        if passphrase.len() < MIN_KEY_LEN {
+        if std::str::from_utf8(&out).is_err() || out.len() < MIN_KEY_LEN {
             return Err(LegacyError::KeyTransport);
         }
-        Ok(passphrase)
+        Ok(out)
     }
 }
 
@@ -179,14 +175,16 @@ mod tests {
     }
 
     #[test]
-    fn invalid_utf8_becomes_replacement_characters_as_in_node() {
+    fn a_key_that_is_not_utf8_is_refused() {
         let key = LegacyRsaKey::generate(RsaBits::B2048).unwrap();
         let mut k = b"0123456789abcdefghijklmnopqrstu".to_vec();
         k.push(0xff);
-        let got = key.open_key(&client_encrypt(&key, &k)).unwrap();
         assert_eq!(
-            &got[..],
-            "0123456789abcdefghijklmnopqrstu\u{fffd}".as_bytes()
+            key.open_key(&client_encrypt(&key, &k)).unwrap_err(),
+            LegacyError::KeyTransport
         );
+        // Non-ASCII UTF-8 is a key string like any other.
+        let k = "키 0123456789abcdefghijklmn".as_bytes();
+        assert_eq!(&key.open_key(&client_encrypt(&key, k)).unwrap()[..], k);
     }
 }

@@ -22,22 +22,42 @@ pub const MAX_ID: u64 = (1 << 53) - 1;
 /// The first eight bytes of the session id a legacy session has in the store.
 const SESSION_ID_PREFIX: [u8; 8] = *b"LEGACY\0\0";
 
-/// A legacy session's id: a random integer in `1..=2^53 − 1` (the original counted
-/// up from 1, so anyone could name anyone's session).
+/// A legacy session's id: an integer in `1..=2^53 − 1` made by the server (the original
+/// counted up from 1, so anyone could name anyone's session). Its top 16 bits are the
+/// minute it was issued (Unix minutes mod 2^16), the other 37 are random: a server takes
+/// a key only for an id issued in the last few minutes ([`LegacyId::issued_within`]), so
+/// the id of a session that ended cannot be taken again by someone else later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LegacyId(u64);
 
+/// Random bits of an id.
+const RANDOM_BITS: u32 = 37;
+/// Minutes an id's issue minute counts, before it wraps (about 45 days).
+const MINUTE_MOD: u64 = 1 << (53 - RANDOM_BITS);
+
+fn minute(now_ms: u64) -> u64 {
+    (now_ms / 60_000) % MINUTE_MOD
+}
+
 impl LegacyId {
-    /// A fresh random id.
-    pub fn random() -> Result<LegacyId, LegacyError> {
+    /// A fresh id issued at `now_ms`.
+    pub fn issue(now_ms: u64) -> Result<LegacyId, LegacyError> {
         let mut b = [0u8; 8];
         loop {
             getrandom::fill(&mut b).map_err(|_| LegacyError::Random)?;
-            let v = u64::from_be_bytes(b) & MAX_ID;
+            let v = (minute(now_ms) << RANDOM_BITS)
+                | (u64::from_be_bytes(b) & ((1 << RANDOM_BITS) - 1));
             if v != 0 {
                 return Ok(LegacyId(v));
             }
         }
+    }
+
+    /// Whether the id was issued at most `minutes` whole minutes before `now_ms`, by its
+    /// issue minute (an id from the future, or from longer ago, is not).
+    pub fn issued_within(self, now_ms: u64, minutes: u64) -> bool {
+        let issued = self.0 >> RANDOM_BITS;
+        (minute(now_ms) + MINUTE_MOD - issued) % MINUTE_MOD <= minutes
     }
 
     /// The id if `v` is in range.
@@ -129,13 +149,33 @@ mod tests {
     #[test]
     fn ids_are_in_range_and_map_to_store_ids_and_back() {
         for _ in 0..100 {
-            let id = LegacyId::random().unwrap();
+            let id = LegacyId::issue(1_700_000_000_000).unwrap();
             assert!((1..=MAX_ID).contains(&id.get()));
             assert_eq!(LegacyId::from_session_id(&id.session_id()), Some(id));
         }
         assert_eq!(LegacyId::new(0), None);
         assert_eq!(LegacyId::new(MAX_ID + 1), None);
         assert_eq!(LegacyId::from_session_id(&SessionId([7; 16])), None);
+    }
+
+    #[test]
+    fn ids_carry_their_issue_minute() {
+        let t = 1_700_000_000_000u64;
+        let id = LegacyId::issue(t).unwrap();
+        assert!(id.issued_within(t, 0));
+        assert!(id.issued_within(t + 59_999 - t % 60_000, 0));
+        assert!(id.issued_within(t + 10 * 60_000, 10));
+        assert!(!id.issued_within(t + 11 * 60_000, 10));
+        assert!(!id.issued_within(t - 60_000, 10), "from the future");
+        // Across the wrap of the minute counter.
+        let wrap = (MINUTE_MOD - 1) * 60_000;
+        let late = LegacyId::issue(wrap).unwrap();
+        assert!(late.issued_within(wrap + 2 * 60_000, 5));
+        // Ids issued in one minute differ.
+        let ids: std::collections::HashSet<u64> = (0..1000)
+            .map(|_| LegacyId::issue(t).unwrap().get())
+            .collect();
+        assert_eq!(ids.len(), 1000);
     }
 
     #[test]

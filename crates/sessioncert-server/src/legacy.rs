@@ -2,11 +2,11 @@
 //! three handshake routes and its protected requests, beside the protocol's own.
 //!
 //! [`SessionCert::router`](crate::SessionCert::router) adds both when the builder turned
-//! legacy mode on: the routes under `/sessionCert/`, and [`LegacyLayer`] outside the
-//! sealing layer of the sealed routes. A request carrying `session-cert-id` (and no
-//! `sessioncert-id`) is opened by the legacy session it names, handed to the same
-//! routes as plaintext with a [`LegacyContext`], and its response body encrypted back;
-//! any other request goes on to the sealing layer as before. The session state is in
+//! legacy mode on: the routes under `/sessionCert/`, and a switch in front of the whole
+//! router. A request carrying `session-cert-id` (and no `sessioncert-id`) is opened by
+//! the legacy session it names, handed to the same routes as plaintext with a
+//! [`LegacyContext`], and its response body encrypted back; any other request goes on to
+//! the protocol's routes and the sealing layer as before. The session state is in
 //! [`crate::sessions`] (`sessions::legacy`).
 
 use crate::seal::read_body;
@@ -25,7 +25,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tower::{Layer, Service, ServiceExt as _};
+use tower::{Service, ServiceExt as _};
 
 /// Largest body of `symmetricKey` and `establish` (a 4096-bit key's ciphertext is 684
 /// base64 characters; the test string's JSON encrypts to about 90).
@@ -149,6 +149,11 @@ async fn read_text(body: Body, limit: usize) -> Result<String, Response> {
 }
 
 fn legacy_id(headers: &HeaderMap) -> Result<LegacyId, LegacyRefusal> {
+    if headers.get_all(wire::ID_HEADER).iter().nth(1).is_some() {
+        return Err(LegacyRefusal::BadRequest(
+            "more than one session-cert-id header",
+        ));
+    }
     headers
         .get(wire::ID_HEADER)
         .and_then(|v| LegacyId::parse_header(v.as_bytes()))
@@ -201,62 +206,54 @@ async fn establish(State(m): State<Arc<SessionManager>>, req: Request) -> Respon
     })
 }
 
-/// Serves legacy protected requests of the routes it wraps (see the module docs); put
-/// it outside the sealing layer. `routes` are the same routes, unwrapped: a legacy
-/// request is dispatched into them as plaintext.
+/// In front of the whole router when legacy mode is on: a request carrying
+/// `session-cert-id` (and no `sessioncert-id`), to any path but the legacy handshake's,
+/// is a legacy protected request, opened and dispatched into the unwrapped `routes`;
+/// anything else goes to `modern` (the protocol's routes and the sealed ones) as before.
+/// In front of the router rather than per route, so the request is routed once, as sent.
 #[derive(Clone)]
-pub struct LegacyLayer {
+pub(crate) struct LegacySwitch {
     manager: Arc<SessionManager>,
     routes: Router,
+    modern: Router,
 }
 
-impl LegacyLayer {
-    pub(crate) fn new(manager: Arc<SessionManager>, routes: Router) -> Self {
-        LegacyLayer { manager, routes }
-    }
-}
-
-impl<S> Layer<S> for LegacyLayer {
-    type Service = LegacyService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        LegacyService {
-            manager: self.manager.clone(),
-            routes: self.routes.clone(),
-            inner,
+impl LegacySwitch {
+    pub(crate) fn new(manager: Arc<SessionManager>, routes: Router, modern: Router) -> Self {
+        LegacySwitch {
+            manager,
+            routes,
+            modern,
         }
     }
 }
 
-/// See [`LegacyLayer`].
-#[derive(Clone)]
-pub struct LegacyService<S> {
-    manager: Arc<SessionManager>,
-    routes: Router,
-    inner: S,
+/// Whether `req` is a legacy protected request (see [`LegacySwitch`]).
+fn is_legacy_request(req: &Request) -> bool {
+    req.headers().contains_key(wire::ID_HEADER)
+        && !req
+            .headers()
+            .contains_key(sessioncert_proto::wire::SESSION_HEADER)
+        && ![
+            wire::PUBLIC_KEY_PATH,
+            wire::SYMMETRIC_KEY_PATH,
+            wire::ESTABLISH_PATH,
+        ]
+        .contains(&req.uri().path())
 }
 
-impl<S> Service<Request> for LegacyService<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
+impl Service<Request> for LegacySwitch {
     type Response = Response;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Response, Infallible>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let legacy = req.headers().contains_key(wire::ID_HEADER)
-            && !req
-                .headers()
-                .contains_key(sessioncert_proto::wire::SESSION_HEADER);
-        if !legacy {
-            let clone = self.inner.clone();
-            let mut inner = std::mem::replace(&mut self.inner, clone);
-            return Box::pin(inner.call(req));
+        if !is_legacy_request(&req) {
+            return Box::pin(self.modern.clone().oneshot(req));
         }
         let manager = self.manager.clone();
         let routes = self.routes.clone();
@@ -270,6 +267,11 @@ async fn serve(manager: &Arc<SessionManager>, routes: Router, req: Request) -> R
         Ok(id) => id,
         Err(r) => return r.into_response(),
     };
+    // Not a byte of the body before the session is known: a made-up id must not make
+    // the server buffer anything.
+    if let Err(r) = manager.legacy_precheck(id) {
+        return r.into_response();
+    }
     let (mut parts, body) = req.into_parts();
     let body = match read_text(body, manager.limits().max_body_bytes).await {
         Ok(b) => b,
@@ -324,7 +326,12 @@ async fn serve(manager: &Arc<SessionManager>, routes: Router, req: Request) -> R
     ] {
         parts.headers.remove(h);
     }
-    let mut r = text(parts.status, sealed);
+    // Held, and counted against the response budget, until the peer took it.
+    let mut r = text(parts.status, String::new());
+    *r.body_mut() = Body::new(crate::seal::Charged::new(
+        Bytes::from(sealed),
+        manager.response_bytes.clone(),
+    ));
     let own: Vec<header::HeaderName> = r.headers().keys().cloned().collect();
     for (k, v) in parts.headers.iter() {
         if !own.contains(k) {

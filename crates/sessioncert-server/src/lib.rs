@@ -39,7 +39,7 @@ mod tickets;
 
 pub use error::{Refusal, ServerError};
 pub use keys::{ServerKeys, StorageKey};
-pub use legacy::{LegacyContext, LegacyLayer};
+pub use legacy::LegacyContext;
 pub use limits::Limits;
 pub use listener::ListenerLimits;
 pub use seal::{SealLayer, SealService, SealedContext};
@@ -211,11 +211,18 @@ impl SessionCert {
             wire::FULL_PATH,
             post_service(SealService::full_mode(self.manager.clone(), sealed.clone())),
         );
-        let mut layered = sealed.clone().layer(self.layer());
-        if self.manager.legacy_enabled() {
-            layered = layered.layer(LegacyLayer::new(self.manager.clone(), sealed));
+        let modern = self
+            .protocol_routes()
+            .merge(full)
+            .merge(sealed.clone().layer(self.layer()));
+        if !self.manager.legacy_enabled() {
+            return modern;
         }
-        self.protocol_routes().merge(full).merge(layered)
+        Router::new().fallback_service(legacy::LegacySwitch::new(
+            self.manager.clone(),
+            sealed,
+            modern,
+        ))
     }
 
     /// Stops opening requests, persists every session and records a clean shutdown.

@@ -51,6 +51,15 @@ impl Server {
         let runs = Arc::new(AtomicUsize::new(0));
         let routes = Router::new()
             .route("/count", post(counted))
+            .route(
+                "/notes/{id}",
+                axum::routing::get(
+                    |axum::extract::Path(id): axum::extract::Path<u64>| async move {
+                        format!("note {id}")
+                    },
+                ),
+            )
+            .route("/big", axum::routing::get(|| async { vec![b'x'; 8 << 20] }))
             .with_state(runs.clone());
         let app = sc.router(routes);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -224,6 +233,16 @@ async fn refusals_are_uniform_whatever_failed() {
     let (st, body) = protected(&s.base, "12x", &good).await;
     assert_eq!(st, 400, "{body}");
     assert!(body.contains("session-cert-id"));
+    // Two ids: which one would count is not guessed.
+    let r = http()
+        .post(format!("{}/count", s.base))
+        .header("session-cert-id", c.id.to_string())
+        .header("session-cert-id", (c.id ^ 1).to_string())
+        .body(good.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
     s.stop().await;
 }
 
@@ -311,7 +330,6 @@ async fn pending_handshakes_are_bounded_rate_limited_and_expire() {
 
     // The deadline: past it the establish is refused and nothing of the session stays.
     let timing = Timing {
-        ticket_lifetime_ms: 300,
         sweep_interval: Duration::from_millis(100),
         ..Timing::default()
     };
@@ -320,7 +338,10 @@ async fn pending_handshakes_are_bounded_rate_limited_and_expire() {
         Arc::new(MemoryStore::new()),
         generous(),
         timing,
-        Default::default(),
+        sessioncert_server::LegacySettings {
+            establish_within: Duration::from_millis(300),
+            ..Default::default()
+        },
     )
     .await;
     let (id, pem) = public_key(&s.base).await;
@@ -466,17 +487,43 @@ async fn a_modern_request_naming_a_legacy_session_does_not_touch_it() {
     let s = Server::memory().await;
     let c = establish(&s.base).await;
     let sid = LegacyId::new(c.id).unwrap().session_id();
-    let r = http()
-        .post(format!("{}/count", s.base))
-        .header("sessioncert-id", sid.to_string())
-        .header("content-type", "application/sessioncert-sealed")
-        .body(vec![0u8; 64])
-        .send()
+    let sealed_to = |id: String| {
+        http()
+            .post(format!("{}/count", s.base))
+            .header("sessioncert-id", id)
+            .header("content-type", "application/sessioncert-sealed")
+            .body(vec![0u8; 64])
+            .send()
+    };
+    // Answered exactly as a request naming an unknown id.
+    let legacy_answer = sealed_to(sid.to_string()).await.unwrap();
+    let unknown_answer = sealed_to(sessioncert_proto::SessionId([9; 16]).to_string())
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
+    assert_eq!(legacy_answer.status(), unknown_answer.status());
+    assert_eq!(
+        legacy_answer.headers().get("sessioncert-error"),
+        unknown_answer.headers().get("sessioncert-error")
+    );
     let req = cryptojs::encrypt(c.key.as_bytes(), b"still mine").unwrap();
     assert_eq!(protected(&s.base, c.id, &req).await.0, 200);
+    // A stand-alone confirmation naming it is answered as for an unknown id.
+    let confirm = |id: String| {
+        http()
+            .post(format!("{}/.well-known/sessioncert/confirm", s.base))
+            .header("sessioncert-id", id)
+            .body(vec![0u8; 40])
+            .send()
+    };
+    let legacy_answer = confirm(sid.to_string()).await.unwrap();
+    let unknown_answer = confirm(sessioncert_proto::SessionId([9; 16]).to_string())
+        .await
+        .unwrap();
+    assert_eq!(legacy_answer.status(), unknown_answer.status());
+    assert_eq!(
+        legacy_answer.headers().get("sessioncert-error"),
+        unknown_answer.headers().get("sessioncert-error")
+    );
     // And the modern protocol beside it is unaffected.
     let mut modern = RawClient::connect(&s.base, s.pin).await;
     let (status, body) = modern.call("POST", "/count", b"modern").await.unwrap();
@@ -498,4 +545,236 @@ async fn legacy_mode_is_refused_on_a_shared_store() {
         .expect("a shared store with legacy mode must be refused")
         .to_string();
     assert!(e.contains("SQLite or memory"), "{e}");
+}
+
+/// One request written as given on its own connection; returns the connection unread.
+async fn raw_request(base: &str, head: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr = base.trim_start_matches("http://");
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(head.as_bytes()).await.unwrap();
+    c
+}
+
+async fn read_status(c: &mut tokio::net::TcpStream) -> u16 {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(3), c.read(&mut buf))
+        .await
+        .expect("no answer in time")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n])
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_made_up_id_is_refused_before_any_body_byte_is_read() {
+    let s = Server::memory().await;
+    // 4 MB announced, none sent: the answer comes at once, without the body.
+    let mut c = raw_request(
+        &s.base,
+        "POST /count HTTP/1.1\r\nhost: x\r\nsession-cert-id: 123456\r\ncontent-length: 4000000\r\n\r\n",
+    )
+    .await;
+    assert_eq!(read_status(&mut c).await, 403);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn legacy_answers_held_for_slow_peers_count_against_the_response_budget() {
+    let limits = Limits {
+        max_inflight_response_bytes: 1 << 20,
+        ..generous()
+    };
+    let s = Server::start(
+        ServerKeys::ephemeral(sessioncert_server::now_ms()).unwrap(),
+        Arc::new(MemoryStore::new()),
+        limits,
+        Timing::default(),
+        Default::default(),
+    )
+    .await;
+    let c = establish(&s.base).await;
+    // A peer that asks for 8 MB (about 11 MB encrypted) and reads none of it.
+    let body = cryptojs::encrypt(c.key.as_bytes(), b"").unwrap();
+    let head = format!(
+        "GET /big HTTP/1.1\r\nhost: x\r\nsession-cert-id: {}\r\ncontent-length: {}\r\n\r\n{body}",
+        c.id,
+        body.len()
+    );
+    let slow = raw_request(&s.base, &head).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let req = cryptojs::encrypt(c.key.as_bytes(), b"next").unwrap();
+    let (status, _) = protected(&s.base, c.id, &req).await;
+    assert_eq!(
+        status, 503,
+        "nothing new is opened while the budget is spent"
+    );
+    drop(slow);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _) = protected(&s.base, c.id, &req).await;
+    assert_eq!(
+        status, 200,
+        "the refused request did not run, so it can be sent again"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn routes_with_path_parameters_serve_legacy_requests() {
+    let s = Server::memory().await;
+    let c = establish(&s.base).await;
+    let r = http()
+        .get(format!("{}/notes/7", s.base))
+        .header("session-cert-id", c.id.to_string())
+        .body(cryptojs::encrypt(c.key.as_bytes(), b"").unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert_eq!(
+        &cryptojs::decrypt(c.key.as_bytes(), &text).unwrap()[..],
+        b"note 7"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_id_takes_a_key_only_when_issued_lately_and_never_again_after_its_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("sessions.db");
+    let keys_dir = dir.path().join("keys");
+    let open = || {
+        let (keys, _) =
+            ServerKeys::open_or_create(&keys_dir, sessioncert_server::now_ms()).unwrap();
+        let (store, _) = SqliteStore::open(&db, OpenMode::Server).unwrap();
+        (keys, Arc::new(store) as Arc<dyn SessionStore>)
+    };
+    let (keys, store) = open();
+    let s = Server::start(
+        keys,
+        store,
+        generous(),
+        Timing::default(),
+        Default::default(),
+    )
+    .await;
+    let (_, pem) = public_key(&s.base).await;
+    // An id of an hour ago (or any made-up one with an old minute) takes no key.
+    let old = LegacyId::issue(sessioncert_server::now_ms() - 3_600_000).unwrap();
+    let r = post_key(&s.base, old.get(), &pem, &client::new_key().unwrap()).await;
+    assert_eq!(r.status(), 403);
+    // A session that ended, then a restart (the table forgot it): its id stays taken.
+    let c = establish(&s.base).await;
+    assert!(
+        s.sc.manager()
+            .close(&LegacyId::new(c.id).unwrap().session_id())
+            .await
+    );
+    s.stop().await;
+    let (keys, store) = open();
+    let s = Server::start(
+        keys,
+        store,
+        generous(),
+        Timing::default(),
+        Default::default(),
+    )
+    .await;
+    let (_, pem) = public_key(&s.base).await;
+    let r = post_key(&s.base, c.id, &pem, &client::new_key().unwrap()).await;
+    assert_eq!(r.status(), 403, "a closed session's id was taken again");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_counts_against_the_address_that_sent_its_key_from_then_until_it_ends() {
+    let limits = Limits {
+        max_sessions_per_addr: 1,
+        exempt_loopback: false,
+        ..generous()
+    };
+    let s = Server::start(
+        ServerKeys::ephemeral(sessioncert_server::now_ms()).unwrap(),
+        Arc::new(MemoryStore::new()),
+        limits,
+        Timing::default(),
+        Default::default(),
+    )
+    .await;
+    let from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (from([127, 0, 0, 2]), from([127, 0, 0, 3]));
+    let post = |c: reqwest::Client, id: u64, pem: String, key: String| {
+        let base = s.base.clone();
+        async move {
+            c.post(format!("{base}/sessionCert/symmetricKey"))
+                .header("content-type", "application/json")
+                .body(
+                    serde_json::json!({ "id": id, "symmetricKey": client::wrap_key(&pem, key.as_bytes()).unwrap() })
+                        .to_string(),
+                )
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // Key from .2, establish from .3.
+    let (id, pem) = public_key(&s.base).await;
+    let key = client::new_key().unwrap().to_string();
+    let r = post(a.clone(), id, pem.clone(), key.clone()).await;
+    assert_eq!(r.status(), 201);
+    let answer = client::answer_test_string(&r.text().await.unwrap(), key.as_bytes()).unwrap();
+    let r = b
+        .patch(format!("{}/sessionCert/establish", s.base))
+        .header("session-cert-id", id.to_string())
+        .body(answer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // .2 is at its cap (the session counts there); .3 is not.
+    let (id2, _) = public_key(&s.base).await;
+    assert_eq!(
+        post(
+            a.clone(),
+            id2,
+            pem.clone(),
+            client::new_key().unwrap().to_string()
+        )
+        .await
+        .status(),
+        429
+    );
+    let (id3, _) = public_key(&s.base).await;
+    let r = post(
+        b.clone(),
+        id3,
+        pem.clone(),
+        client::new_key().unwrap().to_string(),
+    )
+    .await;
+    assert_eq!(r.status(), 201, "the establish's address was not charged");
+    // The first session ends: .2 has room again.
+    assert!(
+        s.sc.manager()
+            .close(&LegacyId::new(id).unwrap().session_id())
+            .await
+    );
+    let (id4, _) = public_key(&s.base).await;
+    assert_eq!(
+        post(a, id4, pem, client::new_key().unwrap().to_string())
+            .await
+            .status(),
+        201
+    );
+    s.stop().await;
 }

@@ -190,6 +190,11 @@ pub struct ServerArgs {
     /// bytes in memory until the session ends, so replays stay refused).
     #[arg(long, env = "SESSIONCERT_LEGACY_MAX_REQUESTS", default_value_t = 1000, allow_hyphen_values = true, value_parser = super::parse_number::<u32>)]
     pub legacy_max_requests: u32,
+    /// Legacy sessions held at once, waiting for their establish or established (503
+    /// above): with --legacy-max-requests it bounds what legacy mode can hold (about
+    /// 16 bytes a request each).
+    #[arg(long, env = "SESSIONCERT_LEGACY_MAX_SESSIONS", default_value_t = 20_000, allow_hyphen_values = true, value_parser = super::parse_number::<usize>)]
+    pub legacy_max_sessions: usize,
     /// Log format.
     #[arg(long, env = "SESSIONCERT_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     pub log_format: String,
@@ -589,6 +594,10 @@ pub async fn run(
         a.legacy_max_requests > 0,
         "--legacy-max-requests must be at least 1"
     );
+    anyhow::ensure!(
+        a.legacy_max_sessions > 0,
+        "--legacy-max-sessions must be at least 1"
+    );
     if a.legacy_session_cert {
         if let Ok(StoreUrl::Redis(_) | StoreUrl::Postgres(_)) = store_choice(&a) {
             anyhow::bail!(
@@ -708,6 +717,7 @@ pub async fn run(
         builder = builder.legacy_session_cert(sessioncert_server::LegacySettings {
             rsa_bits,
             max_requests: a.legacy_max_requests,
+            max_sessions: a.legacy_max_sessions,
             ..Default::default()
         });
     }

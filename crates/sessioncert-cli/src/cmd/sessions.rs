@@ -207,7 +207,15 @@ pub async fn run(cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
                 rows.truncate(n);
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                // Ids as the table shows them and `sessions close` takes them (a legacy
+                // session as legacy:N).
+                let mut out = serde_json::to_value(&rows)?;
+                if let Some(list) = out.as_array_mut() {
+                    for (v, r) in list.iter_mut().zip(&rows) {
+                        v["id"] = serde_json::Value::from(id_text(&r.id));
+                    }
+                }
+                println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 print_table(&rows);
             }

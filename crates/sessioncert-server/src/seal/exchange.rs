@@ -628,7 +628,7 @@ fn bindable_content_type(headers: &HeaderMap) -> Option<HeaderValue> {
 /// A sealed response body, counted against the response budget until the memory holding
 /// it is freed (the last piece the connection took was written and dropped), and handed
 /// over [`CHARGED_CHUNK`] bytes at a time.
-struct Charged {
+pub(crate) struct Charged {
     rest: Bytes,
 }
 
@@ -636,7 +636,7 @@ struct Charged {
 const CHARGED_CHUNK: usize = 64 * 1024;
 
 impl Charged {
-    fn new(bytes: Bytes, budget: Arc<AtomicUsize>) -> Self {
+    pub(crate) fn new(bytes: Bytes, budget: Arc<AtomicUsize>) -> Self {
         Charged {
             rest: ChargedBuffer::charge(bytes, &budget),
         }

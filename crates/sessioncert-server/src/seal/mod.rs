@@ -14,6 +14,7 @@ mod limit;
 mod service;
 mod streaming;
 
+pub(crate) use exchange::Charged;
 pub use layer::SealLayer;
 pub use limit::{StreamLimit, StreamLimitService};
 pub use service::SealService;

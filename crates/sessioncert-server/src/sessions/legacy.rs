@@ -50,6 +50,11 @@ pub struct LegacySettings {
     /// Protected requests one session may carry; past it the session expires (each
     /// request and response leaves 8 bytes of salt in memory until the session ends).
     pub max_requests: u32,
+    /// Legacy sessions held at once, waiting or established (`503` above): with
+    /// `max_requests` this bounds the memory legacy mode can be made to hold.
+    pub max_sessions: usize,
+    /// How long a session waits for its establish after its key arrived.
+    pub establish_within: Duration,
 }
 
 impl Default for LegacySettings {
@@ -58,9 +63,15 @@ impl Default for LegacySettings {
             rsa_bits: RsaBits::B2048,
             key_lifetime: Duration::from_secs(24 * 3600),
             max_requests: 1000,
+            max_sessions: 20_000,
+            establish_within: Duration::from_secs(300),
         }
     }
 }
+
+/// Minutes after its issue an id still takes a key (a page may wait between fetching the
+/// public key and sending its key; the prototype's demo page did so at a click).
+pub const KEY_WITHIN_MINUTES: u64 = 10;
 
 impl LegacySettings {
     /// Salts a session may hold: the test string's, the establish's, and two per request.
@@ -160,6 +171,13 @@ impl SessionManager {
         Ok(())
     }
 
+    /// How long a legacy session waits for its establish (the sweep's deadline).
+    pub(super) fn legacy_establish_within_ms(&self) -> u64 {
+        self.legacy
+            .as_ref()
+            .map_or(0, |m| m.settings.establish_within.as_millis() as u64)
+    }
+
     /// Whether legacy mode is on.
     pub fn legacy_enabled(&self) -> bool {
         self.legacy.is_some()
@@ -207,7 +225,7 @@ impl SessionManager {
         if self.closing.load(Ordering::SeqCst) {
             return Err(LegacyRefusal::Unavailable(1));
         }
-        let id = LegacyId::random().map_err(|_| LegacyRefusal::Unavailable(1))?;
+        let id = LegacyId::issue(now_ms()).map_err(|_| LegacyRefusal::Unavailable(1))?;
         let k = mode.keys.read().unwrap_or_else(|p| p.into_inner());
         Ok((id, k.current.public_pem().to_owned()))
     }
@@ -226,6 +244,10 @@ impl SessionManager {
                     "expected JSON {\"id\": <id>, \"symmetricKey\": \"<base64>\"}",
                 )
             })?;
+        if !id.issued_within(now_ms(), KEY_WITHIN_MINUTES) {
+            // Not an id this server handed out lately: perhaps one whose session ended.
+            return Err(refused(LegacyError::UnknownSession, Some(id)));
+        }
         let limited = self.limited(addr);
         self.admit_handshake(limited)
             .map_err(|r| match r.retry_after {
@@ -238,8 +260,23 @@ impl SessionManager {
         // cannot overshoot the cap) and given back unless the session is made.
         let slot = PendingSlot::take(&self.legacy_pending, self.limits.max_pending_sessions)
             .ok_or(LegacyRefusal::Unavailable(60))?;
+        if self.legacy_pending.load(Ordering::Relaxed) + self.legacy_live.load(Ordering::Relaxed)
+            > mode.settings.max_sessions
+        {
+            return Err(LegacyRefusal::Unavailable(60));
+        }
+        // An id takes one key, ever: not one held here, and not one the store knows
+        // (a session that ended before a restart).
         if self.cache.contains_key(&id.session_id()) {
-            return Err(refused(LegacyError::KeyTransport, Some(id)));
+            return Err(refused(LegacyError::IdTaken, Some(id)));
+        }
+        match self.store.load(&id.session_id()).await {
+            Ok(None) => {}
+            Ok(Some(_)) => return Err(refused(LegacyError::IdTaken, Some(id))),
+            Err(e) => {
+                tracing::error!(error = %e, "session store read failed");
+                return Err(LegacyRefusal::Unavailable(1));
+            }
         }
         let (current, previous) = {
             let k = mode.keys.read().unwrap_or_else(|p| p.into_inner());
@@ -264,12 +301,13 @@ impl SessionManager {
         .map_err(|e| refused(e, Some(id)))?;
         let (pending, answer) = PendingLegacy::start(id, key).map_err(|e| refused(e, Some(id)))?;
         let now = now_ms();
+        // Counted against its address from now on, as a session (released when it ends).
         let entry = Arc::new(Entry::new(
             id.session_id(),
             sessioncert_legacy::wire::SUITE,
             sessioncert_legacy::wire::VERSION,
             addr,
-            false,
+            limited.is_some(),
             now,
             now.saturating_add(self.policy.lifetime_ms),
             self.policy.idle_timeout_ms,
@@ -277,11 +315,14 @@ impl SessionManager {
         ));
         match self.cache.entry(id.session_id()) {
             dashmap::mapref::entry::Entry::Occupied(_) => {
-                return Err(refused(LegacyError::KeyTransport, Some(id)))
+                return Err(refused(LegacyError::IdTaken, Some(id)))
             }
             dashmap::mapref::entry::Entry::Vacant(v) => {
                 v.insert(entry);
             }
+        }
+        if let Some(a) = limited {
+            self.count_for_addr(a);
         }
         slot.keep();
         crate::telemetry::legacy_handshake("key_accepted");
@@ -296,7 +337,7 @@ impl SessionManager {
         body: &str,
         addr: Option<IpAddr>,
     ) -> Result<(), LegacyRefusal> {
-        self.legacy_mode()?;
+        let mode = self.legacy_mode()?;
         if self.closing.load(Ordering::SeqCst) {
             return Err(LegacyRefusal::Unavailable(1));
         }
@@ -305,13 +346,13 @@ impl SessionManager {
             .cache
             .get(&sid)
             .map(|e| e.value().clone())
-            .ok_or_else(|| refused(LegacyError::KeyTransport, Some(id)))?;
+            .ok_or_else(|| refused(LegacyError::UnknownSession, Some(id)))?;
         let now = now_ms();
         let too_old = now
             >= entry
                 .created_at_ms
-                .saturating_add(self.timing.ticket_lifetime_ms);
-        let limited = self.limited(addr);
+                .saturating_add(mode.settings.establish_within.as_millis() as u64);
+        let _ = addr;
         {
             // Decided and applied under the entry's lock (AES and a JSON parse:
             // microseconds): two establishes of one id go one after the other, and no
@@ -349,22 +390,14 @@ impl SessionManager {
                     return Err(refused(error, Some(id)));
                 }
             };
-            if let Err(r) = self.admit_session(limited) {
+            // Its address counted it since its key arrived; the table must have room.
+            if self.live_count.load(Ordering::Relaxed) >= self.limits.max_live_sessions {
                 self.pending_ended(&entry, &mut m, SessionState::Expired);
-                return Err(match r.code {
-                    sessioncert_proto::ErrorCode::RateLimited => {
-                        LegacyRefusal::RateLimited(r.retry_after.unwrap_or(60))
-                    }
-                    _ => LegacyRefusal::Unavailable(r.retry_after.unwrap_or(60)),
-                });
+                return Err(LegacyRefusal::Unavailable(60));
             }
             m.live = Live::Legacy(Box::new(session));
             m.last_used_at_ms = now;
             m.touch();
-            if let Some(a) = limited {
-                entry.counted_for_addr.store(true, Ordering::SeqCst);
-                self.count_for_addr(a);
-            }
             self.legacy_pending.fetch_sub(1, Ordering::Relaxed);
             self.live_count.fetch_add(1, Ordering::Relaxed);
             self.legacy_live.fetch_add(1, Ordering::Relaxed);
@@ -386,6 +419,27 @@ impl SessionManager {
         entry.ended.store(true, Ordering::SeqCst);
         m.ended_at_ms = now_ms();
         self.tombstones.add(end);
+        if entry.counted_for_addr.load(Ordering::SeqCst) {
+            if let Some(a) = entry.client_addr {
+                self.uncount_for_addr(a);
+            }
+        }
+    }
+
+    /// Before a protected request's body is read: refuses it unless the session it names
+    /// is an established legacy session here, the server is not shutting down and the
+    /// response budget has room — a made-up id makes the server read nothing.
+    pub(crate) fn legacy_precheck(&self, id: LegacyId) -> Result<(), LegacyRefusal> {
+        self.legacy_mode()?;
+        if self.closing.load(Ordering::SeqCst)
+            || self.response_bytes.load(Ordering::Relaxed) > self.limits.max_inflight_response_bytes
+        {
+            return Err(LegacyRefusal::Unavailable(1));
+        }
+        match self.cache.get(&id.session_id()).map(|e| e.value().clone()) {
+            Some(e) if matches!(e.lock().live, Live::Legacy(_)) => Ok(()),
+            _ => Err(refused(LegacyError::UnknownSession, Some(id))),
+        }
     }
 
     /// Opens a protected request's body; returns the session's entry (to seal the
@@ -404,11 +458,16 @@ impl SessionManager {
             .cache
             .get(&id.session_id())
             .map(|e| e.value().clone())
-            .ok_or_else(|| refused(LegacyError::KeyTransport, Some(id)))?;
+            .ok_or_else(|| refused(LegacyError::UnknownSession, Some(id)))?;
         let now = now_ms();
         let mut m = entry.lock();
+        // Under the lock: the final flush takes every entry's lock after `closing` is
+        // set, so a salt recorded here is always in it.
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(LegacyRefusal::Unavailable(1));
+        }
         if !matches!(m.live, Live::Legacy(_)) {
-            return Err(refused(LegacyError::KeyTransport, Some(id)));
+            return Err(refused(LegacyError::UnknownSession, Some(id)));
         }
         if let Some(end) = entry.end_reason(&m, now) {
             let changed = self.end_locked(&entry, &mut m, end);
@@ -419,7 +478,7 @@ impl SessionManager {
             return Err(refused(LegacyError::RequestsExhausted, Some(id)));
         }
         let Live::Legacy(s) = &mut m.live else {
-            return Err(refused(LegacyError::KeyTransport, Some(id)));
+            return Err(refused(LegacyError::UnknownSession, Some(id)));
         };
         let opened = s.open_request(body, mode.settings.max_messages());
         match opened {
@@ -442,10 +501,10 @@ impl SessionManager {
                 Err(refused(LegacyError::RequestsExhausted, Some(id)))
             }
             Err(e) => {
-                // A salt may have been recorded (a replay is refused for good).
-                m.touch();
+                // Its salt is recorded (refused for good while the server runs) but not
+                // written now: junk must not cost a write of the session each time. It
+                // reaches the store with the session's next change.
                 drop(m);
-                self.queue_save(&entry);
                 Err(refused(e, Some(id)))
             }
         }
@@ -458,6 +517,11 @@ impl SessionManager {
         body: &[u8],
     ) -> Result<String, LegacyRefusal> {
         let mut m = entry.lock();
+        if self.closing.load(Ordering::SeqCst) {
+            // The final flush may have saved this session already: a salt recorded now
+            // would be lost, and the answer could come back as a request after a restart.
+            return Err(LegacyRefusal::Unavailable(1));
+        }
         let Live::Legacy(s) = &mut m.live else {
             // Ended while the handler ran.
             return Err(LegacyRefusal::Refused);

@@ -80,7 +80,7 @@ impl SessionManager {
                     if now
                         >= entry
                             .created_at_ms
-                            .saturating_add(self.timing.ticket_lifetime_ms)
+                            .saturating_add(self.legacy_establish_within_ms())
                     {
                         self.end_locked(entry, &mut m, SessionState::Expired);
                     }

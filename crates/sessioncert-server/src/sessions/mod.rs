@@ -409,7 +409,13 @@ impl SessionManager {
         if self.closing.load(Ordering::SeqCst) {
             return Err(SHUTTING_DOWN);
         }
-        if self.cache.contains_key(id) {
+        // A legacy session's id names nothing in this protocol: it is answered exactly
+        // as an unknown id is.
+        if self
+            .cache
+            .get(id)
+            .is_some_and(|e| e.suite != sessioncert_legacy::wire::SUITE)
+        {
             return Ok(());
         }
         let Some(header) = parts.headers.get(sessioncert_proto::wire::CONFIRM_HEADER) else {
@@ -440,7 +446,14 @@ impl SessionManager {
         if self.closing.load(Ordering::SeqCst) {
             return Err(SHUTTING_DOWN);
         }
-        if let Some(e) = self.cache.get(id).map(|e| e.value().clone()) {
+        // (A legacy session's id is answered as an unknown id is: its confirmation
+        // cannot open.)
+        if let Some(e) = self
+            .cache
+            .get(id)
+            .map(|e| e.value().clone())
+            .filter(|e| e.suite != sessioncert_legacy::wire::SUITE)
+        {
             if self.shared {
                 // The store knows whether another instance ended it meanwhile.
                 return self.confirm_held_shared(&e).await;
