@@ -221,6 +221,18 @@ impl EstablishedLegacy {
         Ok(plain)
     }
 
+    /// Admits a request that carries no message (a bodiless `GET` or `HEAD`; the caller
+    /// decides which): nothing shows it comes from the key's holder, so only a request
+    /// that changes nothing may be admitted this way — its answer is sealed, so only the
+    /// holder reads it. Counts against `max_messages` like any request (room for its
+    /// response).
+    pub fn open_bodiless(&mut self, max_messages: usize) -> Result<(), LegacyError> {
+        if self.seen.len() + 1 > max_messages {
+            return Err(LegacyError::RequestsExhausted);
+        }
+        Ok(())
+    }
+
     /// Seals a response body: CryptoJS text under a fresh salt, which is recorded so the
     /// response cannot be sent back as a request.
     pub fn seal_response(&mut self, body: &[u8]) -> Result<String, LegacyError> {

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::Router;
 use futures_util::future::BoxFuture;
-use http::{header, HeaderMap, HeaderValue, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use sessioncert_legacy::wire::{self, LegacyId};
 use sessioncert_proto::ErrorCode;
 use std::convert::Infallible;
@@ -87,7 +87,7 @@ impl IntoResponse for LegacyRefusal {
             LegacyRefusal::RateLimited(s) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 ErrorCode::RateLimited,
-                "too many handshakes from this address",
+                "too many handshakes or sessions from this address",
                 Some(s),
             ),
             LegacyRefusal::Unavailable(s) => (
@@ -277,7 +277,16 @@ async fn serve(manager: &Arc<SessionManager>, routes: Router, req: Request) -> R
         Ok(b) => b,
         Err(r) => return r,
     };
-    let (entry, plain) = match manager.legacy_open(id, &body) {
+    // Browsers and axios send `GET` and `HEAD` without a body: such a request carries no
+    // proof of the key, and is served only because it changes nothing and its answer is
+    // sealed (docs/LEGACY.md §4). Every other request must carry a message.
+    let bodiless = body.is_empty() && matches!(parts.method, Method::GET | Method::HEAD);
+    let opened = if bodiless {
+        manager.legacy_open(id, None)
+    } else {
+        manager.legacy_open(id, Some(&body))
+    };
+    let (entry, plain) = match opened {
         Ok(o) => o,
         Err(r) => return r.into_response(),
     };

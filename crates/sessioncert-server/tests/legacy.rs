@@ -624,6 +624,30 @@ async fn legacy_answers_held_for_slow_peers_count_against_the_response_budget() 
 }
 
 #[tokio::test]
+async fn a_bodiless_get_is_served_sealed_and_other_bodiless_requests_are_refused() {
+    let s = Server::memory().await;
+    let c = establish(&s.base).await;
+    let r = http()
+        .get(format!("{}/notes/3", s.base))
+        .header("session-cert-id", c.id.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert_eq!(
+        &cryptojs::decrypt(c.key.as_bytes(), &text).unwrap()[..],
+        b"note 3"
+    );
+    // A POST without a message proves nothing: refused, and its handler never runs.
+    let before = s.runs.load(Ordering::SeqCst);
+    let (st, _) = protected(&s.base, c.id, "").await;
+    assert_eq!(st, 403);
+    assert_eq!(s.runs.load(Ordering::SeqCst), before);
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn routes_with_path_parameters_serve_legacy_requests() {
     let s = Server::memory().await;
     let c = establish(&s.base).await;

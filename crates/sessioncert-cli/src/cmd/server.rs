@@ -591,8 +591,9 @@ pub async fn run(
         a.legacy_rsa_bits
     );
     anyhow::ensure!(
-        a.legacy_max_requests > 0,
-        "--legacy-max-requests must be at least 1"
+        (1..=100_000).contains(&a.legacy_max_requests),
+        "--legacy-max-requests must be between 1 and 100000 (each request keeps 16 bytes per session), not {}",
+        a.legacy_max_requests
     );
     anyhow::ensure!(
         a.legacy_max_sessions > 0,

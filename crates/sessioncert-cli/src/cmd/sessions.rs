@@ -50,7 +50,8 @@ pub enum SessionsCommand {
     /// Close a session, or every live session of a client address; a running server
     /// drops them within about a second.
     Close {
-        /// The session id (as shown by `sessions list`; it may start with `-`).
+        /// The session id as `sessions list` shows it (it may start with `-`); a legacy
+        /// Session-Cert session as legacy:N.
         #[arg(allow_hyphen_values = true, required_unless_present = "client")]
         id: Option<String>,
         /// Close every live session from this client address instead.

@@ -448,7 +448,7 @@ impl SessionManager {
     pub(crate) fn legacy_open(
         &self,
         id: LegacyId,
-        body: &str,
+        body: Option<&str>,
     ) -> Result<(Arc<Entry>, Zeroizing<Vec<u8>>), LegacyRefusal> {
         let mode = self.legacy_mode()?;
         if self.closing.load(Ordering::SeqCst) {
@@ -480,7 +480,13 @@ impl SessionManager {
         let Live::Legacy(s) = &mut m.live else {
             return Err(refused(LegacyError::UnknownSession, Some(id)));
         };
-        let opened = s.open_request(body, mode.settings.max_messages());
+        // `None`: a bodiless safe request (the caller checked the method).
+        let opened = match body {
+            Some(body) => s.open_request(body, mode.settings.max_messages()),
+            None => s
+                .open_bodiless(mode.settings.max_messages())
+                .map(|()| Zeroizing::new(Vec::new())),
+        };
         match opened {
             Ok(plain) => {
                 m.last_used_at_ms = now;

@@ -246,6 +246,15 @@ impl SessionManager {
                 report.loaded += 1;
             }
         }
+        let (_, legacy) = self.legacy_sessions();
+        if legacy > 0 && !self.legacy_enabled() {
+            tracing::warn!(
+                sessions = legacy,
+                "live legacy Session-Cert sessions are stored, but legacy mode is off: their \
+                 clients are refused until they move to the protocol (or the server runs with \
+                 --legacy-session-cert again)"
+            );
+        }
         report.tombstones = self.load_tombstones(now).await?;
         report.unusable = unusable.len();
         if !unusable.is_empty() {
