@@ -210,11 +210,22 @@ async fn kill_one_instance_mid_load(store: &str) {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Counted, not timed: a busy machine runs fewer requests a second, not fewer in all.
+    let posts_reach = |n: usize| {
+        let posted = posted.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while posted.lock().unwrap().len() < n && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    posts_reach(30).await;
     let mut g1 = g1;
     g1.child.kill().unwrap(); // SIGKILL: no drain, connections cut mid-request
     let _ = g1.child.wait();
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    let at_kill = posted.lock().unwrap().len();
+    posts_reach(at_kill + 30).await;
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.await.unwrap();
