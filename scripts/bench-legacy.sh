@@ -17,7 +17,8 @@ CONCURRENCY=${CONCURRENCY:-32}
 cargo build --release --quiet --bin sessioncert
 BIN=$PWD/target/release/sessioncert
 DATA=$(mktemp -d); PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$BIN" serve --legacy-session-cert --addr "127.0.0.1:$PORT" --data "$DATA/data" >"$DATA/serve.log" 2>&1 &
+# Every legacy handshake leaves a session (30 min idle): room for all the runs make.
+"$BIN" serve --legacy-session-cert --legacy-max-sessions 1000000 --addr "127.0.0.1:$PORT" --data "$DATA/data" >"$DATA/serve.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null || true; rm -rf "$DATA"' EXIT
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
