@@ -10,7 +10,11 @@
 //!   only while a session holds both halves.
 //! - [`file_crypt`]: files as STREAM chunks under a per-file key derived from the data
 //!   key (truncation, reordering and swapping are detected).
-//! - [`share_code`]: one-time codes of 130 bits for shares, stored only as a verifier.
+//! - [`share_code`]: one-time codes of 128 bits for shares, stored only as a verifier.
+//! - [`password`]: Argon2id account passwords and the verification codes of
+//!   registration (stored as HMACs).
+//! - [`profile`]: the client's profile file (its key share, optionally under an
+//!   Argon2id passphrase, and its encrypted data key).
 //!
 //! Nothing here invents a primitive or a mode: XChaCha20-Poly1305, its STREAM
 //! construction from RustCrypto's `aead`, HKDF-SHA-256 and HMAC-SHA-256.
@@ -19,6 +23,8 @@
 
 pub mod file_crypt;
 pub mod kms;
+pub mod password;
+pub mod profile;
 pub mod share_code;
 pub mod user_key;
 
