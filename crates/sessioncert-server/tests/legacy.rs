@@ -12,7 +12,6 @@ use common::{generous, RawClient};
 use sessioncert_legacy::{client, cryptojs, LegacyId};
 use sessioncert_server::{Limits, ServerKeys, SessionCert, Timing};
 use sessioncert_store::{MemoryStore, OpenMode, SessionStore, SqliteStore};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,23 +60,9 @@ impl Server {
             )
             .route("/big", axum::routing::get(|| async { vec![b'x'; 8 << 20] }))
             .with_state(runs.clone());
-        let app = sc.router(routes);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-        });
+        let (base, task, stop) = common::serve_app(sc.router(routes)).await;
         Server {
-            base: format!("http://{addr}"),
+            base,
             pin,
             sc,
             runs,
@@ -87,12 +72,21 @@ impl Server {
     }
 
     async fn memory() -> Server {
+        Server::memory_with(generous(), Timing::default(), Default::default()).await
+    }
+
+    /// A server with fresh keys and the in-memory store.
+    async fn memory_with(
+        limits: Limits,
+        timing: Timing,
+        settings: sessioncert_server::LegacySettings,
+    ) -> Server {
         Server::start(
             ServerKeys::ephemeral(sessioncert_server::now_ms()).unwrap(),
             Arc::new(MemoryStore::new()),
-            generous(),
-            Timing::default(),
-            Default::default(),
+            limits,
+            timing,
+            settings,
         )
         .await
     }
@@ -293,14 +287,7 @@ async fn pending_handshakes_are_bounded_rate_limited_and_expire() {
         max_pending_sessions: 2,
         ..generous()
     };
-    let s = Server::start(
-        ServerKeys::ephemeral(sessioncert_server::now_ms()).unwrap(),
-        Arc::new(MemoryStore::new()),
-        limits,
-        Timing::default(),
-        Default::default(),
-    )
-    .await;
+    let s = Server::memory_with(limits, Timing::default(), Default::default()).await;
     // Six at once: the places are taken before the RSA work, so exactly two get one.
     let mut tries = Vec::new();
     for _ in 0..6 {
@@ -333,9 +320,7 @@ async fn pending_handshakes_are_bounded_rate_limited_and_expire() {
         sweep_interval: Duration::from_millis(100),
         ..Timing::default()
     };
-    let s = Server::start(
-        ServerKeys::ephemeral(sessioncert_server::now_ms()).unwrap(),
-        Arc::new(MemoryStore::new()),
+    let s = Server::memory_with(
         generous(),
         timing,
         sessioncert_server::LegacySettings {
@@ -369,14 +354,7 @@ async fn pending_handshakes_are_bounded_rate_limited_and_expire() {
         exempt_loopback: false,
         ..Limits::default()
     };
-    let s = Server::start(
-        ServerKeys::ephemeral(sessioncert_server::now_ms()).unwrap(),
-        Arc::new(MemoryStore::new()),
-        limits,
-        Timing::default(),
-        Default::default(),
-    )
-    .await;
+    let s = Server::memory_with(limits, Timing::default(), Default::default()).await;
     let mut statuses = Vec::new();
     for _ in 0..3 {
         let (id, pem) = public_key(&s.base).await;
@@ -393,9 +371,7 @@ async fn pending_handshakes_are_bounded_rate_limited_and_expire() {
 
 #[tokio::test]
 async fn a_session_carries_a_bounded_number_of_requests() {
-    let s = Server::start(
-        ServerKeys::ephemeral(sessioncert_server::now_ms()).unwrap(),
-        Arc::new(MemoryStore::new()),
+    let s = Server::memory_with(
         generous(),
         Timing::default(),
         sessioncert_server::LegacySettings {
@@ -589,14 +565,7 @@ async fn legacy_answers_held_for_slow_peers_count_against_the_response_budget() 
         max_inflight_response_bytes: 1 << 20,
         ..generous()
     };
-    let s = Server::start(
-        ServerKeys::ephemeral(sessioncert_server::now_ms()).unwrap(),
-        Arc::new(MemoryStore::new()),
-        limits,
-        Timing::default(),
-        Default::default(),
-    )
-    .await;
+    let s = Server::memory_with(limits, Timing::default(), Default::default()).await;
     let c = establish(&s.base).await;
     // A peer that asks for 8 MB (about 11 MB encrypted) and reads none of it.
     let body = cryptojs::encrypt(c.key.as_bytes(), b"").unwrap();
@@ -722,14 +691,7 @@ async fn a_session_counts_against_the_address_that_sent_its_key_from_then_until_
         exempt_loopback: false,
         ..generous()
     };
-    let s = Server::start(
-        ServerKeys::ephemeral(sessioncert_server::now_ms()).unwrap(),
-        Arc::new(MemoryStore::new()),
-        limits,
-        Timing::default(),
-        Default::default(),
-    )
-    .await;
+    let s = Server::memory_with(limits, Timing::default(), Default::default()).await;
     let from = |ip: [u8; 4]| {
         reqwest::Client::builder()
             .local_address(std::net::IpAddr::from(ip))

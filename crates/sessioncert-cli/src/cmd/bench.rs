@@ -371,6 +371,11 @@ async fn legacy_request(
     Ok(())
 }
 
+/// `--pin` (clap's argument group makes it present whenever it is read).
+fn pin_arg(pin: Option<&str>) -> anyhow::Result<Pin> {
+    pin.unwrap_or_default().parse().context("bad --pin")
+}
+
 /// Refuses settings that cannot make a measurement.
 fn check(c: &Common) -> anyhow::Result<()> {
     if c.concurrency == 0 {
@@ -431,12 +436,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 report.print("legacy handshakes", "handshakes_per_sec", &a.common);
                 return Ok(outcome(&report, "handshakes"));
             }
-            let pin: Pin = a
-                .pin
-                .as_deref()
-                .unwrap_or_default()
-                .parse()
-                .context("bad --pin")?;
+            let pin = pin_arg(a.pin.as_deref())?;
             // One client per worker; each iteration is one complete handshake (hello,
             // server hello with ticket, keys derived) through the product's own client,
             // with the key configuration fetched once. The server keeps nothing for it;
@@ -526,12 +526,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 )
                 .await
             } else {
-                let pin: Pin = a
-                    .pin
-                    .as_deref()
-                    .unwrap_or_default()
-                    .parse()
-                    .context("bad --pin")?;
+                let pin = pin_arg(a.pin.as_deref())?;
                 let (base, path) = super::request::split_url(&a.url)?;
                 let mut states = Vec::new();
                 for _ in 0..a.common.concurrency {

@@ -119,22 +119,9 @@ impl TestServer {
             .await
             .unwrap();
         let app = sc.router(routes).route("/plain/apiTest", post(echo));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-        });
+        let (base, task, tx) = serve_app(app).await;
         TestServer {
-            base: format!("http://{addr}"),
+            base,
             sc,
             pin,
             task,
@@ -160,6 +147,32 @@ impl TestServer {
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
         self.sc.shutdown().await.unwrap();
     }
+}
+
+/// Serves `app` on a free 127.0.0.1 port (peer addresses passed to handlers) until the
+/// sender is used or dropped: the base URL, the server's task, the stop sender.
+pub async fn serve_app(
+    app: Router,
+) -> (
+    String,
+    tokio::task::JoinHandle<()>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    (format!("http://{addr}"), task, tx)
 }
 
 pub fn generous() -> Limits {
