@@ -1,0 +1,1 @@
+//! The sealed HTTP routes and the logins bound to sessions.
