@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod keys;
 pub mod notify;
 pub mod objects;
 pub mod store;

@@ -119,19 +119,21 @@ impl FileOpener {
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<u8>, BrokerError> {
         self.pending.extend_from_slice(bytes);
         let mut out = Vec::new();
-        // A chunk is not the last while more bytes follow it.
-        while self.pending.len() > CHUNK + TAG {
-            let rest = self.pending.split_off(CHUNK + TAG);
-            let chunk = std::mem::replace(&mut self.pending, rest);
+        // A chunk is not the last while more bytes follow it. The opened chunks are
+        // removed once, at the end: pushing many chunks at a time stays linear.
+        let mut start = 0;
+        while self.pending.len() - start > CHUNK + TAG {
             let plain = self
                 .dec
                 .decrypt_next(Payload {
-                    msg: &chunk,
+                    msg: &self.pending[start..start + CHUNK + TAG],
                     aad: &self.header,
                 })
                 .map_err(|_| BrokerError::FileAuth)?;
             out.extend_from_slice(&plain);
+            start += CHUNK + TAG;
         }
+        self.pending.drain(..start);
         Ok(out)
     }
 

@@ -95,7 +95,12 @@ fn xor(a: &[u8; 32], b: &[u8; 32]) -> Zeroizing<[u8; 32]> {
     out
 }
 
-fn verifier(dk: &[u8; 32], tenant: &str, user: &str) -> Verifier {
+/// The verifier of a data key for `tenant` and `user` (what the broker stores).
+pub fn verifier(dk: &DataKey, tenant: &str, user: &str) -> Verifier {
+    verifier_raw(dk.as_bytes(), tenant, user)
+}
+
+fn verifier_raw(dk: &[u8; 32], tenant: &str, user: &str) -> Verifier {
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(dk).expect("HMAC takes any key length");
     m.update(b"sessioncert-broker/1 verifier");
     m.update(&(tenant.len() as u32).to_be_bytes());
@@ -115,7 +120,7 @@ pub fn first_login(
     let dk = random::<32>()?;
     let split = xor(&dk, share.as_bytes());
     let wrapped = kms.wrap(tenant, &context(user), split.as_ref())?;
-    let v = verifier(&dk, tenant, user);
+    let v = verifier_raw(&dk, tenant, user);
     Ok((DataKey(dk), EncryptedDataKey(wrapped), v))
 }
 
@@ -147,7 +152,7 @@ pub fn login(
         .map_err(|_| BrokerError::BadEncryptedDataKey)?;
     let split = Zeroizing::new(split);
     let dk = xor(&split, share.as_bytes());
-    if !bool::from(verifier(&dk, tenant, user).0.ct_eq(&stored.0)) {
+    if !bool::from(verifier_raw(&dk, tenant, user).0.ct_eq(&stored.0)) {
         return Err(BrokerError::WrongKeyShare);
     }
     let rewrapped = if edk.0.version < kms.current_version(tenant)? {

@@ -53,6 +53,12 @@ enum Command {
     /// plain HTTP to --upstream, seal its answers back (per path prefix: sealed, plain or
     /// refused).
     Gateway(Box<cmd::gateway::GatewayArgs>),
+    /// The key broker: users' files encrypted at rest under split per-user keys, shared
+    /// by one-time codes, served through the sessioncert channel (server and client).
+    Broker {
+        #[command(subcommand)]
+        command: cmd::broker::BrokerCommand,
+    },
     /// Send one sealed request, curl-like, and print the opened response body.
     Request(cmd::request::RequestArgs),
     /// The operator's view of sessions: list and close.
@@ -102,6 +108,7 @@ fn main() -> ExitCode {
             Command::Identity { command } => cmd::keys::identity(command),
             Command::Serve(a) => cmd::serve::run(*a, parsed.settings()).await,
             Command::Gateway(a) => cmd::gateway::run(*a, parsed.settings()).await,
+            Command::Broker { command } => cmd::broker::run(command).await,
             Command::Request(a) => cmd::request::run(a).await,
             Command::Sessions { command } => cmd::sessions::run(command).await,
             Command::Bench { command } => cmd::bench::run(command).await,

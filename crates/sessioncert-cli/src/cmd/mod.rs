@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod broker;
 pub mod gateway;
 pub mod generate;
 pub mod keys;

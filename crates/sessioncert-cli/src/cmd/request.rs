@@ -401,7 +401,7 @@ async fn close_quietly(client: &Client) {
 }
 
 /// Why the body could not be written whole.
-enum BodyError {
+pub(crate) enum BodyError {
     /// The response body failed (cut short, did not open, stalled).
     Client(ClientError),
     /// Writing it here failed.
@@ -472,7 +472,7 @@ fn output_target(path: &std::path::Path) -> std::io::Result<OutputTarget> {
 
 /// Writes the body to `path` as it arrives (see [`OutputTarget`]). Ctrl-C or SIGTERM
 /// during the transfer removes the temporary file (exit 130).
-async fn write_to_file(
+pub(crate) async fn write_to_file(
     resp: &mut sessioncert_client::StreamingResponse,
     path: &std::path::Path,
 ) -> Result<(), BodyError> {

@@ -592,6 +592,15 @@ impl SessionManager {
         created
     }
 
+    /// Whether `id` is a session this process holds that has not ended (closed or
+    /// expired). Applications that bind state to a session (the key broker's logins)
+    /// drop it once this turns false.
+    pub fn is_live(&self, id: &SessionId) -> bool {
+        self.cache
+            .get(id)
+            .is_some_and(|e| !matches!(e.value().lock().live, table::Live::Ended(..)))
+    }
+
     /// The session's entry. Memory only: the table is the authority for every live
     /// session, so an id it does not hold is unknown.
     fn entry(&self, id: &SessionId) -> Result<Arc<Entry>, Refusal> {

@@ -1,0 +1,461 @@
+//! Registration, verification, login (the split key) and logout.
+
+use super::{client_addr, new_id, ApiError, ApiResult, Broker, Login};
+use crate::notify::Recipient;
+use crate::store::{Account, NewAccount, NewOutbox, StoreError};
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::json;
+use sessioncert_broker::password::{hash_password, verify_password, VerificationCode};
+use sessioncert_broker::user_key::{self, EncryptedDataKey, KeyShare, Verifier};
+use sessioncert_broker::BrokerError;
+use sessioncert_server::{now_ms, SealedContext};
+use std::net::SocketAddr;
+use zeroize::Zeroizing;
+
+const MIN_PASSWORD: usize = 8;
+const MAX_PASSWORD: usize = 1024;
+
+/// A PHC string of a password nobody has: unknown accounts cost the same check.
+const DUMMY_PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2Vzc2lvbmNlcnRkdW1teQ$3m2OT6pdQbzBH1HULOQ7o2mKAqTnuTqkJCVOdeGLylU";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RegisterBody {
+    tenant: String,
+    email: String,
+    password: Zeroizing<String>,
+}
+
+/// Checks tenant and address; returns the address as stored (lower case).
+fn account_address(b: &Broker, tenant: &str, email: &str) -> ApiResult<String> {
+    if !b.inner.kms.has_tenant(tenant) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown-tenant",
+            format!("no tenant {tenant:?} on this broker"),
+        ));
+    }
+    let email = email.trim().to_ascii_lowercase();
+    match Recipient::parse(&email) {
+        Ok(Recipient::Email(_)) if email.len() <= 254 => Ok(email),
+        _ => Err(ApiError::bad(format!("{email:?} is not an e-mail address"))),
+    }
+}
+
+/// `POST /register {tenant, email, password}`: makes an unverified account and mails
+/// its verification code. An address registered before gets the same answer (and its
+/// owner a notice), so the route does not tell who has an account.
+pub(crate) async fn register(
+    State(b): State<Broker>,
+    Json(req): Json<RegisterBody>,
+) -> ApiResult<Response> {
+    let email = account_address(&b, &req.tenant, &req.email)?;
+    let pw_len = req.password.len();
+    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&pw_len) {
+        return Err(ApiError::bad(format!(
+            "a password has {MIN_PASSWORD} to {MAX_PASSWORD} bytes"
+        )));
+    }
+    let password = req.password.clone();
+    let phc = b
+        .hashing(move || hash_password(password.as_bytes()))
+        .await?
+        .map_err(|e| ApiError::internal("could not hash the password", e))?;
+    let now = now_ms();
+    let id = new_id()?;
+    let code = VerificationCode::generate().map_err(|e| ApiError::internal("no randomness", e))?;
+    let s = &b.inner.settings;
+    let minutes = s.code_ttl.as_secs() / 60;
+    let text = Zeroizing::new(format!(
+        "Someone (hopefully you) registered {email} with the sessioncert key broker at {url}, tenant {tenant}.\n\
+         \n\
+         Verification code: {code}\n\
+         \n\
+         It expires in {minutes} minutes and allows {tries} tries. Enter it with:\n\
+         \n\
+         sessioncert broker verify --profile PROFILE --code {code}\n\
+         \n\
+         If this was not you, ignore this mail: the account stays unusable.\n",
+        url = s.public_url,
+        tenant = req.tenant,
+        code = code.text(),
+        tries = s.code_tries,
+    ));
+    let mail = NewOutbox {
+        recipient: email.clone(),
+        subject: "Your sessioncert broker verification code".to_owned(),
+        sealed_text: b
+            .inner
+            .secrets
+            .seal_outbox(&email, &text)
+            .map_err(|e| ApiError::internal("could not seal a notification", e))?,
+    };
+    let account = NewAccount {
+        account: Account {
+            id: id.clone(),
+            tenant: req.tenant.clone(),
+            email: email.clone(),
+            password_phc: phc,
+            verified: false,
+            key_verifier: None,
+            pending_verifier: None,
+            created_ms: now,
+        },
+        code_digest: code.digest(&b.inner.secrets.verification, &id),
+        code_expires_ms: now.saturating_add(s.code_ttl.as_millis() as u64),
+        code_tries: s.code_tries,
+    };
+    match b.inner.store.create_account(&account, &[mail]).await {
+        Ok(()) => {
+            b.audit(&req.tenant, &id, "account.register", &email, "")
+                .await;
+        }
+        Err(StoreError::Exists) => {
+            let notice = Zeroizing::new(format!(
+                "Someone tried to register {email} again with the sessioncert key broker at {}, tenant {}.\n\
+                 Your account is unchanged. If this was you, log in with the profile you registered with.\n",
+                s.public_url, req.tenant
+            ));
+            let sealed = b
+                .inner
+                .secrets
+                .seal_outbox(&email, &notice)
+                .map_err(|e| ApiError::internal("could not seal a notification", e))?;
+            b.inner
+                .store
+                .enqueue(
+                    &[NewOutbox {
+                        recipient: email.clone(),
+                        subject: "Registration attempt for your sessioncert broker account".into(),
+                        sealed_text: sealed,
+                    }],
+                    now,
+                )
+                .await?;
+            b.audit(
+                &req.tenant,
+                "anonymous",
+                "account.register.again",
+                &email,
+                "",
+            )
+            .await;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    b.wake_outbox();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "status": "verification code mailed", "email": email })),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VerifyBody {
+    tenant: String,
+    email: String,
+    code: Zeroizing<String>,
+}
+
+/// `POST /verify {tenant, email, code}`.
+pub(crate) async fn verify(
+    State(b): State<Broker>,
+    ci: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Json(req): Json<VerifyBody>,
+) -> ApiResult<Response> {
+    let addr = client_addr(ci.as_ref().map(|e| &e.0));
+    b.check_failures(addr)?;
+    let email = account_address(&b, &req.tenant, &req.email)?;
+    let wrong = || {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "wrong-code",
+            "wrong verification code",
+        )
+    };
+    let Some(account) = b.inner.store.account(&req.tenant, &email).await? else {
+        b.count_failure(addr);
+        return Err(wrong());
+    };
+    if account.verified {
+        return Ok(Json(json!({ "status": "already verified" })).into_response());
+    }
+    // The try is taken before the code is compared: concurrent guesses cannot share one.
+    let Some((digest, expires)) = b.inner.store.take_verification_try(&account.id).await? else {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "no-tries-left",
+            "this code allows no more tries: register again once it has expired",
+        ));
+    };
+    if now_ms() >= expires {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "code-expired",
+            "the verification code has expired: register again",
+        ));
+    }
+    if !VerificationCode::check(
+        &req.code,
+        &b.inner.secrets.verification,
+        &account.id,
+        &digest,
+    ) {
+        b.count_failure(addr);
+        b.audit(
+            &req.tenant,
+            &account.id,
+            "account.verify.refused",
+            &email,
+            "wrong code",
+        )
+        .await;
+        return Err(wrong());
+    }
+    b.inner.store.mark_verified(&account.id).await?;
+    b.audit(&req.tenant, &account.id, "account.verify", &email, "")
+        .await;
+    Ok(Json(json!({ "status": "verified" })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LoginBody {
+    tenant: String,
+    email: String,
+    password: Zeroizing<String>,
+    /// Base64 of the 32-byte key share.
+    key_share: Zeroizing<String>,
+    /// Base64 of the encrypted data key; absent at the first login.
+    #[serde(default)]
+    encrypted_data_key: Option<String>,
+}
+
+fn key_share(b64: &str) -> ApiResult<KeyShare> {
+    let bytes = Zeroizing::new(
+        STANDARD
+            .decode(b64.trim())
+            .map_err(|_| ApiError::bad("key_share is not base64"))?,
+    );
+    let arr: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| ApiError::bad("key_share is not 32 bytes"))?;
+    Ok(KeyShare::from_bytes(arr))
+}
+
+fn edk(b64: &str) -> ApiResult<EncryptedDataKey> {
+    let bytes = STANDARD
+        .decode(b64.trim())
+        .map_err(|_| ApiError::bad("encrypted_data_key is not base64"))?;
+    EncryptedDataKey::decode(&bytes).map_err(|_| ApiError::bad("encrypted_data_key is malformed"))
+}
+
+fn key_error(e: BrokerError) -> ApiError {
+    match e {
+        BrokerError::WrongKeyShare => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "wrong-key-share",
+            "wrong key share: this profile's key share does not open this account's data key",
+        ),
+        BrokerError::BadEncryptedDataKey => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-encrypted-data-key",
+            "the encrypted data key is malformed or belongs to another account",
+        ),
+        e => ApiError::internal("the KMS failed", e),
+    }
+}
+
+/// Checks address and password; the account on success.
+async fn authenticate(
+    b: &Broker,
+    addr: Option<std::net::IpAddr>,
+    tenant: &str,
+    email: &str,
+    password: &Zeroizing<String>,
+) -> ApiResult<Account> {
+    b.check_failures(addr)?;
+    let email = account_address(b, tenant, email)?;
+    let account = b.inner.store.account(tenant, &email).await?;
+    let phc = account
+        .as_ref()
+        .map_or(DUMMY_PHC.to_owned(), |a| a.password_phc.clone());
+    let pw = password.clone();
+    let ok = b
+        .hashing(move || verify_password(pw.as_bytes(), &phc))
+        .await?;
+    match account {
+        Some(a) if ok => {
+            if !a.verified {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "not-verified",
+                    "verify the address first: `sessioncert broker verify --profile PROFILE --code CODE` with the code mailed at registration",
+                ));
+            }
+            Ok(a)
+        }
+        _ => {
+            b.count_failure(addr);
+            b.audit(
+                tenant,
+                "anonymous",
+                "login.refused",
+                &email,
+                "wrong address or password",
+            )
+            .await;
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "wrong-password",
+                "wrong address or password",
+            ))
+        }
+    }
+}
+
+/// `POST /login {tenant, email, password, key_share, encrypted_data_key?}`: binds the
+/// user's data key to this session. The first login (no encrypted data key, none
+/// committed) makes the data key and answers the encrypted data key for the client to
+/// keep; it counts once the client shows it back (`/login/confirm` or its next login),
+/// so a lost answer never leaves an account whose data key nobody holds.
+pub(crate) async fn login(
+    State(b): State<Broker>,
+    Extension(ctx): Extension<SealedContext>,
+    ci: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Json(req): Json<LoginBody>,
+) -> ApiResult<Response> {
+    let addr = client_addr(ci.as_ref().map(|e| &e.0));
+    let account = authenticate(&b, addr, &req.tenant, &req.email, &req.password).await?;
+    let share = key_share(&req.key_share)?;
+    let kms = &b.inner.kms;
+    let (data_key, answer, first, detail) = match (&req.encrypted_data_key, account.key_verifier) {
+        (None, None) => {
+            let (dk, edk, verifier) =
+                user_key::first_login(kms, &account.tenant, &account.id, &share)
+                    .map_err(key_error)?;
+            if !b.inner.store.set_pending_verifier(&account.id, &verifier.0).await? {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "first-login-raced",
+                    "another first login of this account completed meanwhile: log in with its profile",
+                ));
+            }
+            (dk, Some(edk), true, "first login".to_owned())
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "missing-encrypted-data-key",
+                "this account has logged in before: its encrypted data key is in the profile that did; log in with that profile",
+            ))
+        }
+        (Some(e), committed) => {
+            let e = edk(e)?;
+            let stored = committed
+                .or(account.pending_verifier)
+                .ok_or_else(|| ApiError::bad("this account has no data key yet: log in without encrypted_data_key"))?;
+            let l = match user_key::login(kms, &account.tenant, &account.id, &share, &e, &Verifier(stored)) {
+                Ok(l) => l,
+                Err(err) => {
+                    if err == BrokerError::WrongKeyShare {
+                        b.count_failure(addr);
+                        b.audit(&account.tenant, &account.id, "login.refused", &account.email, "wrong key share").await;
+                    }
+                    return Err(key_error(err));
+                }
+            };
+            if committed.is_none() {
+                b.inner.store.commit_verifier(&account.id, &stored).await?;
+            }
+            let detail = match &l.rewrapped {
+                Some(r) => format!("re-wrapped from master key v{} to v{}", e.0.version, r.0.version),
+                None => String::new(),
+            };
+            (l.data_key, l.rewrapped, false, detail)
+        }
+    };
+    b.bind_login(
+        ctx.session_id,
+        Login {
+            tenant: account.tenant.clone(),
+            user: account.id.clone(),
+            email: account.email.clone(),
+            data_key,
+        },
+    );
+    b.audit(
+        &account.tenant,
+        &account.id,
+        "login",
+        &account.email,
+        &detail,
+    )
+    .await;
+    Ok(Json(json!({
+        "first_login": first,
+        "encrypted_data_key": answer.map(|e| STANDARD.encode(e.encode())),
+    }))
+    .into_response())
+}
+
+/// `POST /login/confirm`: the client has kept the first login's encrypted data key;
+/// commit the verifier of this session's data key.
+pub(crate) async fn confirm(
+    State(b): State<Broker>,
+    Extension(ctx): Extension<SealedContext>,
+) -> ApiResult<Response> {
+    let login = b.login_of(&ctx)?;
+    let verifier = user_key::verifier(&login.data_key, &login.tenant, &login.user);
+    let account = b
+        .inner
+        .store
+        .account(&login.tenant, &login.email)
+        .await?
+        .ok_or_else(ApiError::not_logged_in)?;
+    if account.key_verifier == Some(verifier.0) {
+        return Ok(Json(json!({ "status": "confirmed" })).into_response());
+    }
+    if !b
+        .inner
+        .store
+        .commit_verifier(&login.user, &verifier.0)
+        .await?
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "first-login-raced",
+            "another first login of this account replaced this one: log in again",
+        ));
+    }
+    b.audit(
+        &login.tenant,
+        &login.user,
+        "login.confirm",
+        &login.email,
+        "",
+    )
+    .await;
+    Ok(Json(json!({ "status": "confirmed" })).into_response())
+}
+
+/// `POST /logout`: forgets this session's login (the data key with it).
+pub(crate) async fn logout(
+    State(b): State<Broker>,
+    Extension(ctx): Extension<SealedContext>,
+) -> ApiResult<Response> {
+    let login = b.login_of(&ctx)?;
+    b.forget_login(&ctx.session_id);
+    b.audit(&login.tenant, &login.user, "logout", &login.email, "")
+        .await;
+    Ok(Json(json!({ "status": "logged out" })).into_response())
+}

@@ -1,0 +1,182 @@
+//! Background work: delivering the outbox, deleting spent shares' copies, forgetting
+//! logins whose session ended.
+
+use super::Broker;
+use crate::notify::{Notification, NotifyError, Recipient};
+use crate::store::OutboxRow;
+use sessioncert_server::now_ms;
+use std::time::Duration;
+
+/// How long a claimed notification stays with its worker before another may take it.
+const LEASE: Duration = Duration::from_secs(120);
+/// Notifications claimed at once.
+const BATCH: u32 = 16;
+/// Attempts before a notification is given up.
+pub(crate) const MAX_ATTEMPTS: u32 = 10;
+/// How often logins are checked against their sessions.
+const LOGIN_SWEEP: Duration = Duration::from_secs(1);
+/// How often spent shares are looked for.
+const PURGE_EVERY: Duration = Duration::from_secs(15);
+
+/// The wait before attempt `attempts + 1`: 2 s doubling, at most 15 minutes.
+fn backoff(attempts: u32) -> Duration {
+    Duration::from_secs(2u64.saturating_pow(attempts.min(10) + 1).min(900))
+}
+
+pub(super) fn spawn(b: Broker) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let outbox = tokio::spawn(outbox_loop(b.clone()));
+        let purge = tokio::spawn(purge_loop(b.clone()));
+        let logins = tokio::spawn(login_loop(b));
+        // Aborting this task aborts its children with it.
+        struct AbortAll(Vec<tokio::task::JoinHandle<()>>);
+        impl Drop for AbortAll {
+            fn drop(&mut self) {
+                for h in &self.0 {
+                    h.abort();
+                }
+            }
+        }
+        let all = AbortAll(vec![outbox, purge, logins]);
+        std::future::pending::<()>().await;
+        drop(all);
+    })
+}
+
+async fn outbox_loop(b: Broker) {
+    loop {
+        let delivered = match b
+            .inner
+            .store
+            .outbox_claim(now_ms(), LEASE.as_millis() as u64, BATCH)
+            .await
+        {
+            Ok(rows) => {
+                let n = rows.len();
+                for row in rows {
+                    deliver(&b, row).await;
+                }
+                n
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the outbox");
+                0
+            }
+        };
+        if delivered == 0 {
+            // New mail wakes the worker; retries come due on their own.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), b.inner.outbox_wake.notified()).await;
+        }
+    }
+}
+
+async fn deliver(b: &Broker, row: OutboxRow) {
+    let now = now_ms();
+    let give_up = |why: String| async move {
+        tracing::error!(notification = row.id, error = %why, "notification given up");
+        if let Err(e) = b.inner.store.outbox_give_up(row.id, now_ms(), &why).await {
+            tracing::error!(error = %e, "could not record a notification given up");
+        }
+    };
+    let Some(text) = b
+        .inner
+        .secrets
+        .open_outbox(&row.recipient, &row.sealed_text)
+    else {
+        give_up("its sealed text does not open under this root key".into()).await;
+        return;
+    };
+    let to = match Recipient::parse(&row.recipient) {
+        Ok(to) => to,
+        Err(e) => {
+            give_up(e.to_string()).await;
+            return;
+        }
+    };
+    let n = Notification {
+        to,
+        subject: row.subject.clone(),
+        text: text.to_string(),
+    };
+    match b.inner.notifier.deliver(&n).await {
+        Ok(()) => {
+            metrics::counter!("sessioncert_broker_notifications_total", "outcome" => "sent")
+                .increment(1);
+            if let Err(e) = b.inner.store.outbox_sent(row.id, now).await {
+                // It went out; a retry would send it twice, which the lease limits.
+                tracing::error!(error = %e, "could not mark a notification sent");
+            }
+        }
+        Err(NotifyError::Transient(why)) if row.attempts + 1 < MAX_ATTEMPTS => {
+            metrics::counter!("sessioncert_broker_notifications_total", "outcome" => "retry")
+                .increment(1);
+            let wait = backoff(row.attempts);
+            tracing::warn!(notification = row.id, error = %why, retry_in_s = wait.as_secs(), "notification not delivered; will retry");
+            let next = now.saturating_add(wait.as_millis() as u64);
+            if let Err(e) = b.inner.store.outbox_retry(row.id, next, &why).await {
+                tracing::error!(error = %e, "could not reschedule a notification");
+            }
+        }
+        Err(e) => {
+            metrics::counter!("sessioncert_broker_notifications_total", "outcome" => "failed")
+                .increment(1);
+            give_up(e.to_string()).await;
+        }
+    }
+}
+
+async fn purge_loop(b: Broker) {
+    let mut tick = tokio::time::interval(PURGE_EVERY);
+    loop {
+        tick.tick().await;
+        purge_spent_shares(&b).await;
+    }
+}
+
+/// Deletes the copies of shares that no longer open; returns how many.
+pub(crate) async fn purge_spent_shares(b: &Broker) -> usize {
+    let now = now_ms();
+    let spent = match b
+        .inner
+        .store
+        .spent_shares(now, b.inner.settings.share_max_failures, 256)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "could not look for spent shares");
+            return 0;
+        }
+    };
+    let mut n = 0;
+    for s in spent {
+        match b.inner.objects.delete(&s.object_key).await {
+            Ok(()) => {
+                if b.inner.store.mark_share_purged(&s.id, now).await.is_ok() {
+                    n += 1;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, share = %s.id, "could not delete a spent share's copy; will retry")
+            }
+        }
+    }
+    n
+}
+
+async fn login_loop(b: Broker) {
+    let mut tick = tokio::time::interval(LOGIN_SWEEP);
+    loop {
+        tick.tick().await;
+        let manager = b.inner.manager.clone();
+        let before = b.inner.logins.len();
+        // A login lives exactly as long as its session: the data key goes with it.
+        b.inner.logins.retain(|session, _| manager.is_live(session));
+        let forgotten = before.saturating_sub(b.inner.logins.len());
+        if forgotten > 0 {
+            tracing::debug!(forgotten, "logins of ended sessions forgotten");
+        }
+        metrics::gauge!("sessioncert_broker_logins").set(b.inner.logins.len() as f64);
+    }
+}

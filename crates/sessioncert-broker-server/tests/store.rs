@@ -1,0 +1,341 @@
+//! The broker's metadata store, the same checks on SQLite and on the real PostgreSQL
+//! server (`SESSIONCERT_TEST_POSTGRES`, default postgres://postgres@127.0.0.1:5432/test;
+//! each test in its own schema, dropped after).
+
+use sessioncert_broker_server::store::{
+    self, Account, AuditEvent, BrokerStore, FileRow, NewAccount, NewOutbox, ShareClaim, ShareRow,
+    StoreError,
+};
+use std::sync::Arc;
+
+fn account(id: &str, tenant: &str, email: &str, now: u64) -> NewAccount {
+    NewAccount {
+        account: Account {
+            id: id.into(),
+            tenant: tenant.into(),
+            email: email.into(),
+            password_phc: "$argon2id$phc".into(),
+            verified: false,
+            key_verifier: None,
+            pending_verifier: None,
+            created_ms: now,
+        },
+        code_digest: [7; 32],
+        code_expires_ms: now + 600_000,
+        code_tries: 5,
+    }
+}
+
+fn mail(to: &str) -> NewOutbox {
+    NewOutbox {
+        recipient: to.into(),
+        subject: "s".into(),
+        sealed_text: vec![1, 2, 3],
+    }
+}
+
+fn file(id: &str, tenant: &str, owner: &str) -> FileRow {
+    FileRow {
+        id: id.into(),
+        tenant: tenant.into(),
+        owner: owner.into(),
+        name: "sealed-name".into(),
+        size: 10,
+        created_ms: 1,
+        object_key: format!("files/{tenant}/{id}"),
+    }
+}
+
+fn share(id: &str, file_id: &str, max_opens: u32, expires_ms: u64) -> ShareRow {
+    ShareRow {
+        id: id.into(),
+        tenant: "acme".into(),
+        owner: "u1".into(),
+        file_id: file_id.into(),
+        recipient: "bob@example.test".into(),
+        verifier: [9; 32],
+        object_key: format!("shares/{id}"),
+        name: "n".into(),
+        size: 10,
+        created_ms: 1,
+        expires_ms,
+        max_opens,
+        opens: 0,
+        failed_tries: 0,
+        revoked_ms: None,
+    }
+}
+
+async fn accounts(s: &Arc<dyn BrokerStore>) {
+    let now = 1_000_000;
+    s.create_account(&account("u1", "acme", "a@x.test", now), &[mail("a@x.test")])
+        .await
+        .unwrap();
+    // The same address again, code still valid: refused, nothing queued.
+    let again = s
+        .create_account(
+            &account("u2", "acme", "a@x.test", now + 1),
+            &[mail("a@x.test")],
+        )
+        .await;
+    assert!(matches!(again, Err(StoreError::Exists)), "{again:?}");
+    assert_eq!(s.outbox_pending().await.unwrap(), 1);
+    // Another tenant may have the same address.
+    s.create_account(&account("u3", "other", "a@x.test", now), &[])
+        .await
+        .unwrap();
+    // After the code expired, an unverified registration is replaced.
+    s.create_account(&account("u4", "acme", "a@x.test", now + 700_000), &[])
+        .await
+        .unwrap();
+    let a = s.account("acme", "a@x.test").await.unwrap().unwrap();
+    assert_eq!(a.id, "u4");
+    assert!(!a.verified);
+
+    // Five tries, taken before comparing; none after.
+    for _ in 0..5 {
+        let (d, exp) = s.take_verification_try("u4").await.unwrap().unwrap();
+        assert_eq!(d, [7; 32]);
+        assert_eq!(exp, now + 700_000 + 600_000);
+    }
+    assert!(s.take_verification_try("u4").await.unwrap().is_none());
+    s.mark_verified("u4").await.unwrap();
+    assert!(
+        s.account("acme", "a@x.test")
+            .await
+            .unwrap()
+            .unwrap()
+            .verified
+    );
+    // A verified account is never replaced.
+    let r = s
+        .create_account(&account("u5", "acme", "a@x.test", now + 10_000_000), &[])
+        .await;
+    assert!(matches!(r, Err(StoreError::Exists)));
+
+    // Verifier: pending, replaced by another first login, committed only if it is the
+    // pending one, then fixed.
+    assert!(s.set_pending_verifier("u4", &[1; 32]).await.unwrap());
+    assert!(s.set_pending_verifier("u4", &[2; 32]).await.unwrap());
+    assert!(!s.commit_verifier("u4", &[1; 32]).await.unwrap());
+    assert!(s.commit_verifier("u4", &[2; 32]).await.unwrap());
+    assert!(!s.set_pending_verifier("u4", &[3; 32]).await.unwrap());
+    let a = s.account("acme", "a@x.test").await.unwrap().unwrap();
+    assert_eq!(a.key_verifier, Some([2; 32]));
+    assert_eq!(a.pending_verifier, None);
+}
+
+async fn files_and_shares(s: &Arc<dyn BrokerStore>) {
+    s.insert_file(&file("f1", "acme", "u1")).await.unwrap();
+    s.insert_file(&file("f2", "acme", "u1")).await.unwrap();
+    s.insert_file(&file("g1", "other", "u9")).await.unwrap();
+    assert_eq!(s.files("acme", "u1").await.unwrap().len(), 2);
+    // Another tenant's or user's id finds nothing.
+    assert!(s.file("acme", "u1", "g1").await.unwrap().is_none());
+    assert!(s.file("other", "u1", "f1").await.unwrap().is_none());
+    assert!(s.file("acme", "u2", "f1").await.unwrap().is_none());
+    assert_eq!(
+        s.file("acme", "u1", "f1").await.unwrap().unwrap(),
+        file("f1", "acme", "u1")
+    );
+
+    let now = 5_000;
+    s.insert_share(
+        &share("s1", "f1", 1, now + 1000),
+        &[mail("b@x"), mail("a@x")],
+    )
+    .await
+    .unwrap();
+    s.insert_share(&share("s2", "f1", 3, now + 1000), &[])
+        .await
+        .unwrap();
+    s.insert_share(&share("s3", "f2", 3, now + 1000), &[])
+        .await
+        .unwrap();
+    assert_eq!(s.shares("acme", "u1").await.unwrap().len(), 3);
+    assert!(s
+        .revoke_share("acme", "u2", "s3", now)
+        .await
+        .unwrap()
+        .is_none());
+
+    // A one-open share: concurrent claims, exactly one granted.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.claim_share_open("s1", 5_000, 5).await.unwrap()
+        }));
+    }
+    let mut granted = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            ShareClaim::Granted(r) => {
+                assert_eq!(r.opens, 1);
+                granted += 1
+            }
+            ShareClaim::Closed => {}
+            ShareClaim::Missing => panic!("missing"),
+        }
+    }
+    assert_eq!(granted, 1);
+    assert_eq!(
+        s.claim_share_open("nope", now, 5).await.unwrap(),
+        ShareClaim::Missing
+    );
+    // Expired: closed.
+    assert_eq!(
+        s.claim_share_open("s2", now + 1000, 5).await.unwrap(),
+        ShareClaim::Closed
+    );
+    // Wrong codes lock it.
+    for i in 1..=5 {
+        assert_eq!(s.share_failure("s2").await.unwrap(), i);
+    }
+    assert_eq!(
+        s.claim_share_open("s2", now, 5).await.unwrap(),
+        ShareClaim::Closed
+    );
+    // Revoked: closed.
+    let r = s
+        .revoke_share("acme", "u1", "s3", now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.revoked_ms, Some(now));
+    assert_eq!(
+        s.claim_share_open("s3", now, 5).await.unwrap(),
+        ShareClaim::Closed
+    );
+
+    // Spent: s1 used up, s2 locked, s3 revoked; purged ones are not listed again.
+    let mut spent: Vec<String> = s
+        .spent_shares(now, 5, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    spent.sort();
+    assert_eq!(spent, ["s1", "s2", "s3"]);
+    s.mark_share_purged("s3", now).await.unwrap();
+    assert_eq!(s.spent_shares(now, 5, 10).await.unwrap().len(), 2);
+
+    // Deleting a file removes its shares; the unpurged copies are returned.
+    let (f, mut objects) = s.delete_file("acme", "u1", "f1").await.unwrap().unwrap();
+    objects.sort();
+    assert_eq!(f.id, "f1");
+    assert_eq!(objects, ["shares/s1", "shares/s2"]);
+    assert!(s.delete_file("acme", "u1", "f1").await.unwrap().is_none());
+    assert!(s.delete_file("acme", "u1", "g1").await.unwrap().is_none());
+    assert_eq!(s.shares("acme", "u1").await.unwrap().len(), 1);
+}
+
+async fn outbox_and_audit(s: &Arc<dyn BrokerStore>) {
+    // What the earlier steps queued goes first.
+    for r in s.outbox_claim(10_000_000, 0, 100).await.unwrap() {
+        s.outbox_sent(r.id, 1).await.unwrap();
+    }
+    assert_eq!(s.outbox_pending().await.unwrap(), 0);
+    s.enqueue(&[mail("a@x"), mail("b@x"), mail("c@x")], 100)
+        .await
+        .unwrap();
+    let rows = s.outbox_claim(100, 1000, 2).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].sealed_text, vec![1, 2, 3]);
+    // Leased: another claim gets only the third.
+    let more = s.outbox_claim(100, 1000, 10).await.unwrap();
+    assert_eq!(more.len(), 1);
+    assert!(s.outbox_claim(100, 1000, 10).await.unwrap().is_empty());
+    s.outbox_sent(rows[0].id, 150).await.unwrap();
+    s.outbox_retry(rows[1].id, 500, "421 try later")
+        .await
+        .unwrap();
+    s.outbox_give_up(more[0].id, 150, "550 no such user")
+        .await
+        .unwrap();
+    assert_eq!(s.outbox_pending().await.unwrap(), 1);
+    // The retry is due at 500, not before; a lease that ran out frees a row.
+    assert!(s.outbox_claim(499, 1000, 10).await.unwrap().is_empty());
+    let again = s.outbox_claim(500, 1000, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 1);
+    let after_lease = s.outbox_claim(1500, 1000, 10).await.unwrap();
+    assert_eq!(after_lease.len(), 1, "an expired lease releases the row");
+
+    for i in 0..3 {
+        s.audit(&AuditEvent {
+            at_ms: i,
+            tenant: "acme".into(),
+            actor: "u1".into(),
+            action: format!("a{i}"),
+            target: "t".into(),
+            detail: String::new(),
+        })
+        .await
+        .unwrap();
+    }
+    let ev = s.audit_events("acme", 2).await.unwrap();
+    assert_eq!(
+        ev.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["a2", "a1"]
+    );
+    assert!(s.audit_events("other", 10).await.unwrap().is_empty());
+}
+
+async fn all(s: Arc<dyn BrokerStore>) {
+    accounts(&s).await;
+    files_and_shares(&s).await;
+    outbox_and_audit(&s).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn sqlite_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broker.db");
+    let s = store::open(&format!("sqlite:{}", path.display()))
+        .await
+        .unwrap();
+    all(s).await;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+fn pg_url() -> String {
+    std::env::var("SESSIONCERT_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn postgres_store() {
+    let mut b = [0u8; 6];
+    getrandom::fill(&mut b).unwrap();
+    let schema = format!("broker_test_{}", hex::encode(b));
+    let url = format!("{}?schema={schema}", pg_url());
+    let s = store::open(&url).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL at {} must be running for this test: {e}",
+            pg_url()
+        )
+    });
+    // Migrating twice is harmless (a second instance starting).
+    store::open(&url).await.unwrap();
+    all(s).await;
+    assert!(drop_schema(&schema), "schema dropped");
+}
+
+fn drop_schema(schema: &str) -> bool {
+    let status = std::process::Command::new("psql")
+        .args([
+            "-q",
+            &pg_url(),
+            "-c",
+            &format!("DROP SCHEMA \"{schema}\" CASCADE"),
+        ])
+        .status();
+    matches!(status, Ok(s) if s.success())
+}

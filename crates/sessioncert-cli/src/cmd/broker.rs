@@ -1,0 +1,932 @@
+//! `sessioncert broker …`: the key broker's server (`serve`, `tenant`) and its client
+//! (`register`, `verify`, `login`, `upload`, `ls`, `download`, `rm`, `share`, `shares`,
+//! `unshare`, `open-share`, `logout`).
+//!
+//! The client keeps a profile (0600 JSON: the broker's URL and pin, tenant, address, the
+//! key share, the encrypted data key) and, beside it, `PROFILE.session`: the sessioncert
+//! session a login is bound to. Later commands use that session, so the login (and the
+//! data key the broker derived for it) lasts as long as the session.
+
+use super::request::{write_to_file, BodyError};
+use super::server::{self, App, Listening, ServerArgs, StoreUrl, START_STOP};
+use super::{parse_duration, parse_listen_addr};
+use anyhow::{bail, Context};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+use sessioncert_broker::profile::Profile;
+use sessioncert_broker::user_key::{EncryptedDataKey, KeyShare};
+use sessioncert_broker_server::api::{Broker, BrokerSettings, PREFIX};
+use sessioncert_broker_server::keys::{write_private, KeyFile, RootKeySource, ServedKms};
+use sessioncert_broker_server::notify::{EmailDelivery, Notifier};
+use sessioncert_broker_server::objects::{Objects, ObjectsSpec};
+use sessioncert_client::{Client, Pin, Trust};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// `sessioncert broker …`.
+#[derive(Subcommand)]
+pub enum BrokerCommand {
+    /// Tenants (customer companies) and their master keys.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Run the key broker: accounts, files sealed at rest, shares by one-time code, all
+    /// through the sessioncert channel (clients pin `sessioncert fingerprint --data DIR`).
+    Serve(Box<BrokerServeArgs>),
+    /// Register an account: makes the key share, writes the profile (0600), and the
+    /// broker mails a verification code.
+    Register(RegisterArgs),
+    /// Enter the verification code mailed at registration.
+    Verify(VerifyArgs),
+    /// Log in: binds the account's data key to a session kept beside the profile
+    /// (PROFILE.session); the first login stores the encrypted data key in the profile.
+    Login(LoginArgs),
+    /// Forget the login (the broker drops the data key) and close the session.
+    Logout(ProfileArgs),
+    /// Upload a file (sealed at rest); prints the new file id as the last line.
+    Upload(UploadArgs),
+    /// List the account's files.
+    Ls(ListArgs),
+    /// Download a file.
+    Download(DownloadArgs),
+    /// Delete a file (and revoke its shares).
+    Rm(IdArgs),
+    /// Share a file by one-time code: recipient and sharer are notified; prints the share
+    /// id as the last line.
+    Share(ShareArgs),
+    /// List the shares the account made.
+    Shares(ListArgs),
+    /// Revoke a share.
+    Unshare(IdArgs),
+    /// Open a share with its one-time code (no account needed).
+    OpenShare(OpenShareArgs),
+}
+
+/// `sessioncert broker tenant …`.
+#[derive(Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant with a first master key (creates the root key if there is none).
+    Create(TenantArgs),
+    /// Add a master key version; users' encrypted data keys are re-wrapped at their next
+    /// login. A running broker picks it up within a second.
+    Rotate(TenantArgs),
+    /// List tenants and their newest master key version.
+    List(DataArgs),
+}
+
+/// Where the broker's keys are.
+#[derive(Args)]
+pub struct DataArgs {
+    /// The broker's data directory.
+    #[arg(long, env = "SESSIONCERT_DATA", default_value = super::DEFAULT_DATA_DIR)]
+    data: PathBuf,
+    /// The root key file (default: broker-root.key in --data). The environment variable
+    /// SESSIONCERT_BROKER_ROOT_KEY (64 hex digits) wins over any file; keep the root key
+    /// away from the database's backups.
+    #[arg(long, env = "SESSIONCERT_BROKER_ROOT_KEY_FILE", value_name = "FILE")]
+    root_key_file: Option<PathBuf>,
+}
+
+impl DataArgs {
+    fn key_file(&self, create_root: bool) -> anyhow::Result<KeyFile> {
+        let source = RootKeySource::new(&self.data, self.root_key_file.clone());
+        let root = if create_root {
+            source.load_or_create()?
+        } else {
+            source.load()?
+        };
+        Ok(KeyFile::new(&self.data, root))
+    }
+}
+
+/// A tenant in a data directory.
+#[derive(Args)]
+pub struct TenantArgs {
+    /// The tenant's name: lower-case letters, digits and '-'.
+    name: String,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+/// `sessioncert broker serve`.
+#[derive(Args)]
+#[command(
+    after_help = "--store names the broker's database: sqlite:PATH (default: \
+broker.db in --data; sessions then stay in sessions.db there) or postgres://… (the broker's \
+tables and the sessions, shared by instances). --config FILE is not read by `broker serve`; \
+use flags or environment variables."
+)]
+pub struct BrokerServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SESSIONCERT_ADDR", default_value = "127.0.0.1:8080", value_parser = parse_listen_addr)]
+    addr: SocketAddr,
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(flatten)]
+    broker: BrokerOptions,
+}
+
+/// The broker's own settings.
+#[derive(Args)]
+#[command(next_help_heading = "Broker")]
+pub struct BrokerOptions {
+    /// Where sealed file bodies are kept: a directory, or s3://BUCKET[/PREFIX] (endpoint
+    /// and credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_REGION). Default: objects/ in --data.
+    #[arg(
+        long,
+        env = "SESSIONCERT_BROKER_OBJECTS",
+        value_name = "DIR|s3://BUCKET"
+    )]
+    objects: Option<String>,
+    /// Send mail through this SMTP server (smtp://HOST:PORT, smtps://…).
+    #[arg(
+        long,
+        env = "SESSIONCERT_BROKER_SMTP",
+        value_name = "URL",
+        conflicts_with = "outbox"
+    )]
+    smtp: Option<String>,
+    /// Write every mail as an RFC 5322 .eml file into DIR instead of sending it (the
+    /// default, in outbox/ under --data, when --smtp is not given).
+    #[arg(long, env = "SESSIONCERT_BROKER_OUTBOX", value_name = "DIR")]
+    outbox: Option<PathBuf>,
+    /// POST notifications to phone numbers as JSON {"to", "text"} to this URL.
+    #[arg(long, env = "SESSIONCERT_BROKER_SMS_WEBHOOK", value_name = "URL")]
+    sms_webhook: Option<String>,
+    /// The sender of the broker's mail.
+    #[arg(
+        long,
+        env = "SESSIONCERT_BROKER_MAIL_FROM",
+        default_value = "sessioncert-broker@localhost"
+    )]
+    mail_from: String,
+    /// The URL clients reach the broker at, for the mails (default: http[s]://--addr).
+    #[arg(long, env = "SESSIONCERT_BROKER_PUBLIC_URL", value_name = "URL")]
+    public_url: Option<String>,
+    /// The root key file (default: broker-root.key in --data); SESSIONCERT_BROKER_ROOT_KEY
+    /// (64 hex digits) wins over it.
+    #[arg(long, env = "SESSIONCERT_BROKER_ROOT_KEY_FILE", value_name = "FILE")]
+    root_key_file: Option<PathBuf>,
+    /// The longest a share may last.
+    #[arg(long, env = "SESSIONCERT_BROKER_SHARE_MAX_EXPIRY", default_value = "30d", value_parser = parse_duration)]
+    share_max_expiry: Duration,
+}
+
+/// Runs a `broker` command.
+pub async fn run(command: BrokerCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        BrokerCommand::Tenant { command } => tenant(command),
+        BrokerCommand::Serve(a) => serve(*a).await,
+        BrokerCommand::Register(a) => register(a).await,
+        BrokerCommand::Verify(a) => verify(a).await,
+        BrokerCommand::Login(a) => login(a).await,
+        BrokerCommand::Logout(a) => logout(a).await,
+        BrokerCommand::Upload(a) => upload(a).await,
+        BrokerCommand::Ls(a) => ls(a).await,
+        BrokerCommand::Download(a) => download(a).await,
+        BrokerCommand::Rm(a) => rm(a).await,
+        BrokerCommand::Share(a) => share(a).await,
+        BrokerCommand::Shares(a) => shares(a).await,
+        BrokerCommand::Unshare(a) => unshare(a).await,
+        BrokerCommand::OpenShare(a) => open_share(a).await,
+    }
+}
+
+fn tenant(command: TenantCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TenantCommand::Create(a) => {
+            let file = a.data.key_file(true)?;
+            if file.create_tenant(&a.name)? {
+                println!(
+                    "created tenant {} (master key v1) in {}",
+                    a.name,
+                    file.path().display()
+                );
+            } else {
+                println!("tenant {} exists already; nothing changed", a.name);
+            }
+        }
+        TenantCommand::Rotate(a) => {
+            let v = a.data.key_file(false)?.rotate(&a.name)?;
+            println!("tenant {}: master key v{v} is now current; users' encrypted data keys are re-wrapped at their next login", a.name);
+        }
+        TenantCommand::List(a) => {
+            let kms = a.key_file(false)?.load()?;
+            for t in kms.tenants() {
+                use sessioncert_broker::kms::Kms as _;
+                println!("{t}\tv{}", kms.current_version(t)?);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(mut a: BrokerServeArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        a.server.config.is_none(),
+        "--config is not read by `broker serve` (yet): give its settings as flags or environment variables"
+    );
+    anyhow::ensure!(
+        !a.server.legacy_session_cert,
+        "--legacy-session-cert is not offered by the broker (its clients speak the protocol)"
+    );
+    // --store names the broker's database; the sessions go beside it.
+    let data = a.server.data.clone();
+    let (store_address, sessions) = match a.server.store.take() {
+        None => (format!("sqlite:{}", data.join("broker.db").display()), None),
+        Some(StoreUrl::Sqlite(path)) => (
+            format!("sqlite:{}", path.unwrap_or_else(|| data.join("broker.db")).display()),
+            None,
+        ),
+        Some(StoreUrl::Postgres(url)) => (url.clone(), Some(StoreUrl::Postgres(url))),
+        Some(StoreUrl::Memory) => bail!("--store memory: would lose the broker's accounts and files at every stop; use sqlite:PATH (default) or postgres://…"),
+        Some(StoreUrl::Redis(_)) => bail!("--store for the broker is sqlite:PATH or postgres://… (Redis holds sessions, not the broker's records)"),
+        Some(StoreUrl::Invalid(e)) => bail!("{e}"),
+    };
+    a.server.store = sessions;
+    let b = a.broker;
+    let kms = ServedKms::open(
+        DataArgs {
+            data: data.clone(),
+            root_key_file: b.root_key_file.clone(),
+        }
+        .key_file(false)?,
+    )?;
+    let store = sessioncert_broker_server::store::open(&store_address)
+        .await
+        .with_context(|| format!("--store {}", server::redact_url(&store_address)))?;
+    let objects_spec: ObjectsSpec = match &b.objects {
+        Some(s) => s.parse().context("--objects")?,
+        None => ObjectsSpec::Dir(data.join("objects")),
+    };
+    let objects = Objects::open(&objects_spec).await.context("--objects")?;
+    let email = match (&b.smtp, &b.outbox) {
+        (Some(url), _) => EmailDelivery::Smtp(url.clone()),
+        (None, Some(dir)) => EmailDelivery::Outbox(dir.clone()),
+        (None, None) => EmailDelivery::Outbox(data.join("outbox")),
+    };
+    let notifier = Notifier::new(email, b.sms_webhook.clone(), &b.mail_from)?;
+    let max_file_bytes = a.server.max_stream_body.0.unwrap_or(u64::MAX);
+    let addr = a.addr;
+    let settings = format!(
+        "broker: store={}, objects={}, notifications={}",
+        server::redact_url(&store_address),
+        objects.describe(),
+        notifier.describe()
+    );
+    server::run(addr, a.server, settings, move |ready| {
+        let scheme = if ready.tls { "https" } else { "http" };
+        let public_url = b
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("{scheme}://{addr}"));
+        let settings = BrokerSettings {
+            share_expiry_max: b.share_max_expiry,
+            max_file_bytes,
+            sender: b.mail_from.clone(),
+            public_url,
+            pin: ready.pin.to_string(),
+            ..BrokerSettings::default()
+        };
+        let broker = Broker::new(
+            store,
+            objects,
+            kms,
+            notifier,
+            ready.sc.manager().clone(),
+            settings,
+        );
+        // Runs as long as the process.
+        let _workers = broker.spawn_workers();
+        let routes = ready.sc.router(broker.routes());
+        let pin = ready.pin.to_string();
+        Ok(App {
+            routes,
+            ready: None,
+            hide_admin_paths: true,
+            announce: Box::new(move |l: &Listening| {
+                tracing::info!(
+                    target: START_STOP,
+                    addr = %l.addr,
+                    scheme = l.scheme,
+                    admin_addr = %l.admin,
+                    pin = %pin,
+                    "sessioncert key broker serving; clients pin this identity"
+                );
+            }),
+        })
+    })
+    .await
+}
+
+// ---- the client ----
+
+/// A profile file.
+#[derive(Args)]
+pub struct ProfileArgs {
+    /// The profile file (its session is kept in PROFILE.session).
+    #[arg(long, value_name = "FILE")]
+    profile: PathBuf,
+    /// A file holding the profile's passphrase, if it was registered with one.
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+}
+
+/// `broker register`.
+#[derive(Args)]
+pub struct RegisterArgs {
+    /// The broker's URL, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    url: String,
+    /// The broker's identity pin (`sessioncert fingerprint --data DIR` on its host).
+    #[arg(long)]
+    pin: String,
+    /// The tenant (customer company).
+    #[arg(long)]
+    tenant: String,
+    /// The account's e-mail address.
+    #[arg(long)]
+    email: String,
+    /// A file holding the password (one trailing newline is ignored).
+    #[arg(long, value_name = "FILE")]
+    password_file: PathBuf,
+    /// Where to write the profile (0600; refused if it exists).
+    #[arg(long, value_name = "FILE")]
+    profile: PathBuf,
+    /// Seal the key share in the profile under this file's passphrase (Argon2id).
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+}
+
+/// `broker verify`.
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The profile file.
+    #[arg(long, value_name = "FILE")]
+    profile: PathBuf,
+    /// The code from the verification mail.
+    #[arg(long)]
+    code: String,
+}
+
+/// `broker login`.
+#[derive(Args)]
+pub struct LoginArgs {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    /// A file holding the password (one trailing newline is ignored).
+    #[arg(long, value_name = "FILE")]
+    password_file: PathBuf,
+}
+
+/// `broker upload`.
+#[derive(Args)]
+pub struct UploadArgs {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    /// The file to upload.
+    path: PathBuf,
+    /// The name to keep it under (default: the file's name).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+/// A listing.
+#[derive(Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    /// Print the broker's JSON answer.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `broker download`.
+#[derive(Args)]
+pub struct DownloadArgs {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    /// The file id (from `upload` or `ls`).
+    id: String,
+    /// Where to write it (written whole or not at all; `-`: standard output).
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    output: PathBuf,
+}
+
+/// A command on one id.
+#[derive(Args)]
+pub struct IdArgs {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    /// The id.
+    id: String,
+}
+
+/// `broker share`.
+#[derive(Args)]
+pub struct ShareArgs {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    /// The file id.
+    id: String,
+    /// The recipient: an e-mail address, or a phone number (+ and digits; needs the
+    /// broker's --sms-webhook).
+    #[arg(long)]
+    to: String,
+    /// How long the share opens.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    expires: Duration,
+    /// How many times it opens.
+    #[arg(long, default_value_t = 1)]
+    max_opens: u32,
+}
+
+/// `broker open-share`.
+#[derive(Args)]
+pub struct OpenShareArgs {
+    /// The broker's URL.
+    #[arg(long)]
+    url: String,
+    /// The broker's identity pin.
+    #[arg(long)]
+    pin: String,
+    /// The share id (from the mail).
+    share: String,
+    /// The one-time code (from the mail).
+    #[arg(long)]
+    otp: String,
+    /// Where to write the file (written whole or not at all; `-`: standard output).
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    output: PathBuf,
+}
+
+fn read_secret(path: &Path, what: &str) -> anyhow::Result<Zeroizing<String>> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the {what} file {}", path.display()))?,
+    );
+    let t = text.strip_suffix('\n').unwrap_or(&text);
+    let t = t.strip_suffix('\r').unwrap_or(t);
+    anyhow::ensure!(!t.is_empty(), "the {what} file {} is empty", path.display());
+    Ok(Zeroizing::new(t.to_owned()))
+}
+
+fn session_path(profile: &Path) -> PathBuf {
+    let mut p = profile.as_os_str().to_owned();
+    p.push(".session");
+    PathBuf::from(p)
+}
+
+fn load_profile(path: &Path) -> anyhow::Result<Profile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the profile {}", path.display()))?;
+    Profile::from_json(&text).with_context(|| format!("{} is not a broker profile", path.display()))
+}
+
+fn save_profile(path: &Path, p: &Profile) -> anyhow::Result<()> {
+    write_private(path, p.to_json().as_bytes())
+        .with_context(|| format!("cannot write the profile {}", path.display()))
+}
+
+fn parse_pin(pin: &str) -> anyhow::Result<Pin> {
+    pin.parse::<Pin>().with_context(|| {
+        format!("bad --pin {pin:?} (expected what `sessioncert fingerprint` prints)")
+    })
+}
+
+/// A client for the broker; with `session`, the session kept in that file.
+async fn connect(url: &str, pin: &str, session: Option<&Path>) -> anyhow::Result<Client> {
+    let base = if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("http://{url}")
+    };
+    // No total timeout: a file of any size may take long; the client's idle timeout
+    // still ends a stalled transfer.
+    let http = reqwest::Client::builder()
+        .connect_timeout(sessioncert_client::DEFAULT_CONNECT_TIMEOUT)
+        .pool_idle_timeout(Duration::from_secs(45))
+        .build()?;
+    let mut b = Client::builder(&base, Trust::Pin(parse_pin(pin)?)).http_client(http);
+    if let Some(s) = session {
+        b = b.session_file(s.to_owned());
+    }
+    Ok(b.build().await?)
+}
+
+/// The client of a logged-in profile.
+async fn logged_in(p: &ProfileArgs) -> anyhow::Result<(Profile, Client)> {
+    let profile = load_profile(&p.profile)?;
+    let session = session_path(&p.profile);
+    anyhow::ensure!(
+        session.exists(),
+        "not logged in with {}: run `sessioncert broker login --profile {} --password-file FILE`",
+        p.profile.display(),
+        p.profile.display()
+    );
+    let client = connect(&profile.url, &profile.pin, Some(&session)).await?;
+    Ok((profile, client))
+}
+
+/// The broker's refusal as an error: its message, and what to do.
+fn refusal(status: http::StatusCode, body: &[u8]) -> anyhow::Error {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let msg = v
+        .get("error")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned());
+    anyhow::anyhow!("the broker refused ({status}): {msg}")
+}
+
+/// Sends a JSON request; the answer's JSON on success.
+async fn call(
+    client: &Client,
+    method: http::Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
+    let mut req = client.request(method, &format!("{PREFIX}{path}"));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(refusal(status, resp.body()));
+    }
+    if resp.body().is_empty() {
+        return Ok(Value::Null);
+    }
+    Ok(resp.json()?)
+}
+
+async fn close_quietly(client: &Client) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
+}
+
+async fn register(a: RegisterArgs) -> anyhow::Result<ExitCode> {
+    let password = read_secret(&a.password_file, "password")?;
+    let passphrase = match &a.passphrase_file {
+        Some(f) => Some(read_secret(f, "passphrase")?),
+        None => None,
+    };
+    anyhow::ensure!(
+        !a.profile.exists(),
+        "{} exists: a profile holds a key share that cannot be made again; choose another path",
+        a.profile.display()
+    );
+    parse_pin(&a.pin)?;
+    let share = KeyShare::generate()?;
+    let profile = Profile::new(
+        &a.url,
+        &a.pin,
+        &a.tenant,
+        &a.email.trim().to_ascii_lowercase(),
+        &share,
+        passphrase.as_ref().map(|p| p.as_bytes()),
+    )?;
+    let client = connect(&a.url, &a.pin, None).await?;
+    let answer = call(
+        &client,
+        http::Method::POST,
+        "/register",
+        Some(json!({ "tenant": a.tenant, "email": a.email, "password": *password })),
+    )
+    .await;
+    close_quietly(&client).await;
+    answer?;
+    save_profile(&a.profile, &profile)?;
+    eprintln!(
+        "registered {} in tenant {}; the broker mailed a verification code. Next:\n  sessioncert broker verify --profile {} --code CODE",
+        profile.email,
+        a.tenant,
+        a.profile.display()
+    );
+    println!("{}", a.profile.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let profile = load_profile(&a.profile)?;
+    let client = connect(&profile.url, &profile.pin, None).await?;
+    let answer = call(
+        &client,
+        http::Method::POST,
+        "/verify",
+        Some(json!({ "tenant": profile.tenant, "email": profile.email, "code": a.code })),
+    )
+    .await;
+    close_quietly(&client).await;
+    answer?;
+    println!("verified {}", profile.email);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn login(a: LoginArgs) -> anyhow::Result<ExitCode> {
+    let password = read_secret(&a.password_file, "password")?;
+    let mut profile = load_profile(&a.profile.profile)?;
+    let passphrase = match (&a.profile.passphrase_file, profile.needs_passphrase()) {
+        (Some(f), _) => Some(read_secret(f, "passphrase")?),
+        (None, true) => bail!("this profile's key share is sealed: give --passphrase-file"),
+        (None, false) => None,
+    };
+    let share = profile.key_share(passphrase.as_ref().map(|p| p.as_bytes()))?;
+    let edk = profile.encrypted_data_key()?;
+    let session = session_path(&a.profile.profile);
+    let client = connect(&profile.url, &profile.pin, Some(&session)).await?;
+    let share_b64 = Zeroizing::new(STANDARD.encode(share.as_bytes()));
+    let answer = call(
+        &client,
+        http::Method::POST,
+        "/login",
+        Some(json!({
+            "tenant": profile.tenant,
+            "email": profile.email,
+            "password": *password,
+            "key_share": *share_b64,
+            "encrypted_data_key": edk.as_ref().map(|e| STANDARD.encode(e.encode())),
+        })),
+    )
+    .await?;
+    let first = answer.get("first_login").and_then(Value::as_bool) == Some(true);
+    if let Some(new) = answer.get("encrypted_data_key").and_then(Value::as_str) {
+        let bytes = STANDARD
+            .decode(new)
+            .context("the broker's encrypted data key")?;
+        profile.set_encrypted_data_key(&EncryptedDataKey::decode(&bytes)?);
+        // Kept before the broker counts it: a lost answer never loses the data key.
+        save_profile(&a.profile.profile, &profile)?;
+        if first {
+            call(&client, http::Method::POST, "/login/confirm", None).await?;
+        }
+    }
+    eprintln!(
+        "logged in as {} (tenant {}){}; the login lasts as long as the session in {}",
+        profile.email,
+        profile.tenant,
+        if first {
+            ", first login: the data key was made and its encrypted copy kept in the profile"
+        } else {
+            ""
+        },
+        session.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn logout(a: ProfileArgs) -> anyhow::Result<ExitCode> {
+    let (_, client) = logged_in(&a).await?;
+    let answer = call(&client, http::Method::POST, "/logout", None).await;
+    close_quietly(&client).await;
+    drop(client);
+    let _ = std::fs::remove_file(session_path(&a.profile));
+    answer?;
+    println!("logged out");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn upload(a: UploadArgs) -> anyhow::Result<ExitCode> {
+    let name = match &a.name {
+        Some(n) => n.clone(),
+        None => a
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .context("the path names no file; give --name")?,
+    };
+    std::fs::File::open(&a.path).with_context(|| format!("cannot read {}", a.path.display()))?;
+    let (_, client) = logged_in(&a.profile).await?;
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("name", &name)
+        .finish();
+    let resp = client
+        .put(&format!("{PREFIX}/files?{query}"))
+        .content_type("application/octet-stream")
+        .body_file(a.path.clone())
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        return Err(refusal(resp.status(), resp.body()));
+    }
+    let v: Value = resp.json()?;
+    let id = v
+        .get("id")
+        .and_then(Value::as_str)
+        .context("the broker answered no id")?;
+    eprintln!("uploaded {name} ({} bytes), sealed at rest", v["size"]);
+    println!("{id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(rows: &[Vec<String>]) {
+    let mut widths = vec![0; rows.first().map_or(0, Vec::len)];
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i + 1 == r.len() {
+                    c.clone()
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+fn time_of(ms: &Value) -> String {
+    ms.as_u64()
+        .map(|ms| {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms))
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+async fn ls(a: ListArgs) -> anyhow::Result<ExitCode> {
+    let (_, client) = logged_in(&a.profile).await?;
+    let v = call(&client, http::Method::GET, "/files", None).await?;
+    if a.json {
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = vec![vec![
+        "ID".into(),
+        "SIZE".into(),
+        "UPLOADED".into(),
+        "NAME".into(),
+    ]];
+    for f in v["files"].as_array().into_iter().flatten() {
+        rows.push(vec![
+            f["id"].as_str().unwrap_or_default().to_owned(),
+            f["size"].to_string(),
+            time_of(&f["created_ms"]),
+            f["name"]
+                .as_str()
+                .unwrap_or("(name does not open)")
+                .to_owned(),
+        ]);
+    }
+    print_table(&rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a streamed file answer to `output`, whole or not at all.
+async fn receive_file(
+    mut resp: sessioncert_client::StreamingResponse,
+    output: &Path,
+) -> anyhow::Result<ExitCode> {
+    let status = resp.status();
+    if !status.is_success() {
+        let mut body = Vec::new();
+        while let Ok(Some(piece)) = resp.chunk().await {
+            if body.len() < 64 * 1024 {
+                body.extend_from_slice(&piece);
+            }
+        }
+        return Err(refusal(status, &body));
+    }
+    match write_to_file(&mut resp, output).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(BodyError::Client(e)) => Err(anyhow::Error::from(e).context(
+            "the file did not arrive whole (cut short, or a chunk failed authentication); nothing was written",
+        )),
+        Err(BodyError::Local(e)) => Err(e),
+        Err(BodyError::Interrupted) => {
+            eprintln!("sessioncert: interrupted; nothing was left at the -o path");
+            Ok(ExitCode::from(130))
+        }
+    }
+}
+
+async fn download(a: DownloadArgs) -> anyhow::Result<ExitCode> {
+    let (_, client) = logged_in(&a.profile).await?;
+    let resp = client
+        .get(&format!("{PREFIX}/files/{}", a.id.trim()))
+        .send_streaming()
+        .await?;
+    let code = receive_file(resp, &a.output).await?;
+    if code == ExitCode::SUCCESS && a.output != Path::new("-") {
+        eprintln!("downloaded {} to {}", a.id, a.output.display());
+    }
+    Ok(code)
+}
+
+async fn rm(a: IdArgs) -> anyhow::Result<ExitCode> {
+    let (_, client) = logged_in(&a.profile).await?;
+    call(
+        &client,
+        http::Method::DELETE,
+        &format!("/files/{}", a.id.trim()),
+        None,
+    )
+    .await?;
+    println!("deleted {}", a.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn share(a: ShareArgs) -> anyhow::Result<ExitCode> {
+    let (_, client) = logged_in(&a.profile).await?;
+    let v = call(
+        &client,
+        http::Method::POST,
+        &format!("/files/{}/shares", a.id.trim()),
+        Some(json!({ "to": a.to, "expires_secs": a.expires.as_secs(), "max_opens": a.max_opens })),
+    )
+    .await?;
+    let id = v
+        .get("share")
+        .and_then(Value::as_str)
+        .context("the broker answered no share id")?;
+    eprintln!(
+        "shared with {} until {} ({} open(s)); the one-time code went to the recipient and to you",
+        a.to,
+        time_of(&v["expires_ms"]),
+        v["max_opens"]
+    );
+    println!("{id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shares(a: ListArgs) -> anyhow::Result<ExitCode> {
+    let (_, client) = logged_in(&a.profile).await?;
+    let v = call(&client, http::Method::GET, "/shares", None).await?;
+    if a.json {
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = vec![vec![
+        "ID".into(),
+        "FILE".into(),
+        "TO".into(),
+        "OPENS".into(),
+        "EXPIRES".into(),
+        "STATE".into(),
+    ]];
+    for s in v["shares"].as_array().into_iter().flatten() {
+        let state = if !s["revoked_ms"].is_null() {
+            "revoked"
+        } else if s["open"].as_bool() == Some(true) {
+            "open"
+        } else {
+            "closed"
+        };
+        rows.push(vec![
+            s["id"].as_str().unwrap_or_default().to_owned(),
+            s["file"].as_str().unwrap_or_default().to_owned(),
+            s["to"].as_str().unwrap_or_default().to_owned(),
+            format!("{}/{}", s["opens"], s["max_opens"]),
+            time_of(&s["expires_ms"]),
+            state.to_owned(),
+        ]);
+    }
+    print_table(&rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn unshare(a: IdArgs) -> anyhow::Result<ExitCode> {
+    let (_, client) = logged_in(&a.profile).await?;
+    call(
+        &client,
+        http::Method::DELETE,
+        &format!("/shares/{}", a.id.trim()),
+        None,
+    )
+    .await?;
+    println!("revoked {}", a.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn open_share(a: OpenShareArgs) -> anyhow::Result<ExitCode> {
+    let client = connect(&a.url, &a.pin, None).await?;
+    let resp = client
+        .post(&format!("{PREFIX}/shares/{}/open", a.share.trim()))
+        .json(&json!({ "otp": a.otp }))
+        .send_streaming()
+        .await;
+    let result = match resp {
+        Ok(resp) => receive_file(resp, &a.output).await,
+        Err(e) => Err(e.into()),
+    };
+    close_quietly(&client).await;
+    let code = result?;
+    if code == ExitCode::SUCCESS && a.output != Path::new("-") {
+        eprintln!("opened share {} to {}", a.share, a.output.display());
+    }
+    Ok(code)
+}
