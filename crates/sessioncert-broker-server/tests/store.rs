@@ -330,6 +330,7 @@ async fn postgres_store() {
 
 fn drop_schema(schema: &str) -> bool {
     let status = std::process::Command::new("psql")
+        .env("PGOPTIONS", "--client-min-messages=warning")
         .args([
             "-q",
             &pg_url(),

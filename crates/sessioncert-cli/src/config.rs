@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-/// The subcommands that take a configuration file.
-const COMMANDS: [&str; 2] = ["serve", "gateway"];
+/// The subcommands that take a configuration file, by their path of names.
+const COMMANDS: [&[&str]; 3] = [&["serve"], &["gateway"], &["broker", "serve"]];
 /// The id of their argument naming the file (`--config`, `SESSIONCERT_CONFIG`).
 const CONFIG: &str = "config";
 /// The `--help` heading of the gateway's own settings, which a file sets in the
@@ -32,6 +32,8 @@ pub struct Parsed {
     pub matches: ArgMatches,
     /// The subcommand that takes a file, as defined (for the order of its arguments).
     command: Option<Command>,
+    /// Its path of names (`["broker", "serve"]`).
+    path: &'static [&'static str],
     /// Ids of its arguments whose default the file supplied.
     from_file: Vec<String>,
 }
@@ -49,37 +51,62 @@ struct Setting {
 /// other error, naming the file and the setting.
 pub fn parse(cmd: Command, argv: Vec<OsString>) -> anyhow::Result<Parsed> {
     let first = cmd.clone().try_get_matches_from(&argv)?;
-    let (name, path) = match first.subcommand() {
-        Some((name, m)) if COMMANDS.contains(&name) => (
-            Some(name.to_owned()),
-            m.try_get_one::<PathBuf>(CONFIG).ok().flatten().cloned(),
-        ),
-        _ => (None, None),
-    };
-    let command = name
-        .as_deref()
-        .and_then(|n| cmd.find_subcommand(n).cloned());
-    let (Some(name), Some(path)) = (name, path) else {
+    let found = COMMANDS
+        .iter()
+        .find_map(|p| leaf_matches(&first, p).map(|m| (*p, m)));
+    let Some((names, m)) = found else {
         return Ok(Parsed {
             matches: first,
-            command,
+            command: None,
+            path: &[],
             from_file: Vec::new(),
         });
     };
-    let sub = command.context("no such command")?;
-    let settings = read_file(&sub, &path)?;
+    let file = m.try_get_one::<PathBuf>(CONFIG).ok().flatten().cloned();
+    let sub = leaf_command(&cmd, names).context("no such command")?;
+    let Some(file) = file else {
+        return Ok(Parsed {
+            matches: first,
+            command: Some(sub),
+            path: names,
+            from_file: Vec::new(),
+        });
+    };
+    let settings = read_file(&sub, &file)?;
     let mut with_file = sub.clone();
     for s in &settings {
         with_file = with_file.mut_arg(s.id.as_str(), |a| a.default_values(s.values.clone()));
     }
-    let matches = cmd
-        .mut_subcommand(name, |_| with_file)
-        .try_get_matches_from(&argv)?;
+    let matches = replace_leaf(cmd, names, with_file).try_get_matches_from(&argv)?;
     Ok(Parsed {
         matches,
         command: Some(sub),
+        path: names,
         from_file: settings.into_iter().map(|s| s.id).collect(),
     })
+}
+
+/// The matches of the subcommand at `path`, if that is the one given.
+fn leaf_matches<'a>(m: &'a ArgMatches, path: &[&str]) -> Option<&'a ArgMatches> {
+    path.iter()
+        .try_fold(m, |m, name| m.subcommand_matches(name))
+}
+
+/// The subcommand at `path`.
+fn leaf_command(cmd: &Command, path: &[&str]) -> Option<Command> {
+    let mut c = cmd.clone();
+    for name in path {
+        c = c.find_subcommand(name)?.clone();
+    }
+    Some(c)
+}
+
+/// `cmd` with the subcommand at `path` replaced by `leaf`.
+fn replace_leaf(cmd: Command, path: &[&str], leaf: Command) -> Command {
+    match path {
+        [] => leaf,
+        [name, rest @ ..] => cmd.mut_subcommand(name, |c| replace_leaf(c, rest, leaf)),
+    }
 }
 
 impl Parsed {
@@ -92,7 +119,7 @@ impl Parsed {
         let Some(command) = &self.command else {
             return String::new();
         };
-        let Some(m) = self.matches.subcommand_matches(command.get_name()) else {
+        let Some(m) = leaf_matches(&self.matches, self.path) else {
             return String::new();
         };
         let mut out = Vec::new();
@@ -743,5 +770,65 @@ mod tests {
             }
         }
         assert!(checked >= 25, "only {checked} numeric arguments found");
+    }
+
+    /// `broker serve --config FILE`: the file sets the shared server settings and the
+    /// broker's own, below flags; the settings line names them.
+    #[test]
+    fn broker_serve_reads_its_configuration_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("broker.toml");
+        std::fs::write(
+            &file,
+            "outbox = \"/srv/mail\"\nmax-stream-body = \"2GiB\"\nshare-max-expiry = \"7d\"\nidle-timeout = \"5m\"\n",
+        )
+        .unwrap();
+        let argv: Vec<OsString> = [
+            "sessioncert",
+            "broker",
+            "serve",
+            "--config",
+            file.to_str().unwrap(),
+            "--idle-timeout",
+            "9m",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let p = parse(cli_without_env(), argv).unwrap();
+        let m = p
+            .matches
+            .subcommand_matches("broker")
+            .and_then(|m| m.subcommand_matches("serve"))
+            .unwrap();
+        assert_eq!(
+            m.get_one::<PathBuf>("outbox").unwrap(),
+            Path::new("/srv/mail")
+        );
+        assert_eq!(
+            m.get_one::<Duration>("share_max_expiry").unwrap(),
+            &Duration::from_secs(7 * 86400)
+        );
+        assert_eq!(
+            m.get_one::<Duration>("idle_timeout").unwrap(),
+            &Duration::from_secs(540)
+        );
+        let line = p.settings();
+        assert!(line.contains("outbox=/srv/mail [file]"), "{line}");
+        assert!(line.contains("idle-timeout=9m [flag]"), "{line}");
+        // An unknown key is refused, naming the file.
+        std::fs::write(&file, "outbx = \"/srv/mail\"\n").unwrap();
+        let argv: Vec<OsString> = [
+            "sessioncert",
+            "broker",
+            "serve",
+            "--config",
+            file.to_str().unwrap(),
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let e = parse(cli_without_env(), argv).err().unwrap().to_string();
+        assert!(e.contains("outbx") && e.contains("outbox"), "{e}");
     }
 }

@@ -108,7 +108,7 @@ fn main() -> ExitCode {
             Command::Identity { command } => cmd::keys::identity(command),
             Command::Serve(a) => cmd::serve::run(*a, parsed.settings()).await,
             Command::Gateway(a) => cmd::gateway::run(*a, parsed.settings()).await,
-            Command::Broker { command } => cmd::broker::run(command).await,
+            Command::Broker { command } => cmd::broker::run(command, parsed.settings()).await,
             Command::Request(a) => cmd::request::run(a).await,
             Command::Sessions { command } => cmd::sessions::run(command).await,
             Command::Bench { command } => cmd::bench::run(command).await,

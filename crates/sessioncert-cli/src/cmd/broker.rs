@@ -119,8 +119,9 @@ pub struct TenantArgs {
 #[command(
     after_help = "--store names the broker's database: sqlite:PATH (default: \
 broker.db in --data; sessions then stay in sessions.db there) or postgres://… (the broker's \
-tables and the sessions, shared by instances). --config FILE is not read by `broker serve`; \
-use flags or environment variables."
+tables and the sessions, shared by instances). --config FILE: a TOML file whose keys are the \
+long flag names (outbox = \"/var/mail/broker\", max-stream-body = \"2GiB\"); flags and \
+environment variables override it."
 )]
 pub struct BrokerServeArgs {
     /// Address to listen on.
@@ -175,15 +176,16 @@ pub struct BrokerOptions {
     #[arg(long, env = "SESSIONCERT_BROKER_ROOT_KEY_FILE", value_name = "FILE")]
     root_key_file: Option<PathBuf>,
     /// The longest a share may last.
-    #[arg(long, env = "SESSIONCERT_BROKER_SHARE_MAX_EXPIRY", default_value = "30d", value_parser = parse_duration)]
+    #[arg(long, env = "SESSIONCERT_BROKER_SHARE_MAX_EXPIRY", default_value = "30d", allow_hyphen_values = true, value_parser = parse_duration)]
     share_max_expiry: Duration,
 }
 
 /// Runs a `broker` command.
-pub async fn run(command: BrokerCommand) -> anyhow::Result<ExitCode> {
+/// `settings` is the one-line summary of `broker serve`'s effective settings.
+pub async fn run(command: BrokerCommand, settings: String) -> anyhow::Result<ExitCode> {
     match command {
         BrokerCommand::Tenant { command } => tenant(command),
-        BrokerCommand::Serve(a) => serve(*a).await,
+        BrokerCommand::Serve(a) => serve(*a, settings).await,
         BrokerCommand::Register(a) => register(a).await,
         BrokerCommand::Verify(a) => verify(a).await,
         BrokerCommand::Login(a) => login(a).await,
@@ -228,11 +230,7 @@ fn tenant(command: TenantCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(mut a: BrokerServeArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
-        a.server.config.is_none(),
-        "--config is not read by `broker serve` (yet): give its settings as flags or environment variables"
-    );
+async fn serve(mut a: BrokerServeArgs, settings: String) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
         !a.server.legacy_session_cert,
         "--legacy-session-cert is not offered by the broker (its clients speak the protocol)"
@@ -276,7 +274,7 @@ async fn serve(mut a: BrokerServeArgs) -> anyhow::Result<ExitCode> {
     let max_file_bytes = a.server.max_stream_body.0.unwrap_or(u64::MAX);
     let addr = a.addr;
     let settings = format!(
-        "broker: store={}, objects={}, notifications={}",
+        "{settings}; broker: store={}, objects={}, notifications={}",
         server::redact_url(&store_address),
         objects.describe(),
         notifier.describe()
@@ -441,10 +439,10 @@ pub struct ShareArgs {
     #[arg(long)]
     to: String,
     /// How long the share opens.
-    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, default_value = "24h", allow_hyphen_values = true, value_parser = parse_duration)]
     expires: Duration,
     /// How many times it opens.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_hyphen_values = true, value_parser = super::parse_number::<u32>)]
     max_opens: u32,
 }
 

@@ -1,0 +1,373 @@
+//! `sessioncert broker …` end to end through the binary: a tenant, `broker serve`, and
+//! the client commands as a user runs them — on the embedded default (SQLite, a local
+//! directory, the .eml outbox) and on PostgreSQL with S3-compatible storage (moto).
+
+mod common;
+
+#[path = "../../sessioncert-broker-server/tests/support/moto.rs"]
+mod moto;
+
+use common::{accepts, free_port, sc};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Broker {
+    child: Child,
+    url: String,
+    pin: String,
+    outbox: PathBuf,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    sc().args(args).output().unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "sessioncert {}: {}\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn last_line(s: &str) -> String {
+    s.lines().last().unwrap_or_default().trim().to_owned()
+}
+
+fn start(data: &Path, outbox: &Path, extra: &[&str], env: &[(&str, String)]) -> Broker {
+    ok(&[
+        "broker",
+        "tenant",
+        "create",
+        "acme",
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut c = sc();
+    c.args([
+        "broker",
+        "serve",
+        "--addr",
+        &addr,
+        "--data",
+        data.to_str().unwrap(),
+    ])
+    .args(["--outbox", outbox.to_str().unwrap()])
+    .args(extra)
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(data.with_extension("log")).unwrap());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let child = c.spawn().unwrap();
+    let mut b = Broker {
+        child,
+        url: format!("http://{addr}"),
+        pin: String::new(),
+        outbox: outbox.to_owned(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !accepts(port) {
+        if let Some(status) = b.child.try_wait().unwrap() {
+            panic!(
+                "broker serve exited ({status}): {}",
+                std::fs::read_to_string(data.with_extension("log")).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "broker serve did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    b.pin = last_line(&ok(&["fingerprint", "--data", data.to_str().unwrap()]));
+    b
+}
+
+/// The value of `label` in the newest mail to `to` that has one.
+fn mailed(outbox: &Path, to: &str, label: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut mails: Vec<PathBuf> = std::fs::read_dir(outbox)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+            .collect();
+        mails.sort();
+        for m in mails.iter().rev() {
+            let text = std::fs::read_to_string(m).unwrap_or_default();
+            if !text.lines().any(|l| l.starts_with("To:") && l.contains(to)) {
+                continue;
+            }
+            if let Some(v) = text.lines().find_map(|l| l.strip_prefix(label)) {
+                return v.trim().to_owned();
+            }
+        }
+        assert!(Instant::now() < deadline, "no {label:?} mailed to {to}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Registers, verifies and logs in; returns the profile path.
+fn account(b: &Broker, dir: &Path, email: &str, passphrase: bool) -> PathBuf {
+    let profile = dir.join(format!("{email}.profile"));
+    let pw = dir.join("pw");
+    std::fs::write(&pw, "correct horse battery staple\n").unwrap();
+    let pass = dir.join("passphrase");
+    std::fs::write(&pass, "profile passphrase").unwrap();
+    let mut args = vec![
+        "broker",
+        "register",
+        "--url",
+        &b.url,
+        "--pin",
+        &b.pin,
+        "--tenant",
+        "acme",
+        "--email",
+        email,
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--profile",
+        profile.to_str().unwrap(),
+    ];
+    if passphrase {
+        args.extend(["--passphrase-file", pass.to_str().unwrap()]);
+    }
+    ok(&args);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&profile).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the profile holds the key share");
+    }
+    let code = mailed(&b.outbox, email, "Verification code:");
+    ok(&[
+        "broker",
+        "verify",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--code",
+        &code,
+    ]);
+    let mut login = vec![
+        "broker",
+        "login",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--password-file",
+        pw.to_str().unwrap(),
+    ];
+    if passphrase {
+        // Without the passphrase the sealed share cannot be used.
+        let o = run(&login);
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("--passphrase-file"));
+        login.extend(["--passphrase-file", pass.to_str().unwrap()]);
+    }
+    ok(&login);
+    profile
+}
+
+fn flow(b: &Broker, dir: &Path) {
+    let alice = account(b, dir, "alice@example.test", false);
+    let bob = account(b, dir, "bob@example.test", true);
+    let a = alice.to_str().unwrap();
+    let doc = dir.join("doc.bin");
+    let content: Vec<u8> = (0..300_000u32)
+        .flat_map(|i| (i.wrapping_mul(2654435761)).to_be_bytes())
+        .collect();
+    std::fs::write(&doc, &content).unwrap();
+    let id = last_line(&ok(&[
+        "broker",
+        "upload",
+        "--profile",
+        a,
+        doc.to_str().unwrap(),
+    ]));
+    assert_eq!(id.len(), 26, "{id}");
+    assert!(ok(&["broker", "ls", "--profile", a]).contains("doc.bin"));
+    let back = dir.join("back.bin");
+    ok(&[
+        "broker",
+        "download",
+        "--profile",
+        a,
+        &id,
+        "-o",
+        back.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&back).unwrap() == content);
+    // Bob cannot read alice's file; nothing is written.
+    let stolen = dir.join("stolen.bin");
+    let o = run(&[
+        "broker",
+        "download",
+        "--profile",
+        bob.to_str().unwrap(),
+        &id,
+        "-o",
+        stolen.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no such file"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!stolen.exists());
+    // Share with bob; a wrong code fails and writes nothing; the right one opens it.
+    let share = last_line(&ok(&[
+        "broker",
+        "share",
+        "--profile",
+        a,
+        &id,
+        "--to",
+        "bob@example.test",
+        "--max-opens",
+        "2",
+    ]));
+    let otp = mailed(&b.outbox, "bob@example.test", "One-time code:");
+    assert_eq!(
+        otp,
+        mailed(&b.outbox, "alice@example.test", "One-time code:")
+    );
+    let out = dir.join("shared.bin");
+    let o = run(&[
+        "broker",
+        "open-share",
+        "--url",
+        &b.url,
+        "--pin",
+        &b.pin,
+        &share,
+        "--otp",
+        &format!("WRONG-{otp}"),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("wrong one-time code"));
+    assert!(!out.exists());
+    ok(&[
+        "broker",
+        "open-share",
+        "--url",
+        &b.url,
+        "--pin",
+        &b.pin,
+        &share,
+        "--otp",
+        &otp,
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&out).unwrap() == content);
+    assert!(ok(&["broker", "shares", "--profile", a]).contains("1/2"));
+    // Revoked: closed.
+    ok(&["broker", "unshare", "--profile", a, &share]);
+    let o = run(&[
+        "broker",
+        "open-share",
+        "--url",
+        &b.url,
+        "--pin",
+        &b.pin,
+        &share,
+        "--otp",
+        &otp,
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    // Delete; then logout ends the login.
+    ok(&["broker", "rm", "--profile", a, &id]);
+    assert!(!ok(&["broker", "ls", "--profile", a]).contains("doc.bin"));
+    ok(&["broker", "logout", "--profile", a]);
+    let o = run(&["broker", "ls", "--profile", a]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("broker login"));
+}
+
+#[test]
+fn broker_on_the_embedded_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let b = start(&data, &dir.path().join("outbox"), &[], &[]);
+    flow(&b, dir.path());
+    // Sealed at rest in the default places.
+    assert!(data.join("broker.db").exists());
+    assert!(data.join("objects").is_dir());
+}
+
+#[test]
+fn broker_on_postgres_and_s3() {
+    let moto = moto::Moto::start();
+    moto.create_bucket("broker-cli-test");
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = [0u8; 6];
+    getrandom::fill(&mut b).unwrap();
+    let schema = format!("broker_cli_{}", hex::encode(b));
+    let pg = std::env::var("SESSIONCERT_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let store = format!("{pg}?schema={schema}");
+    let env = [
+        ("AWS_ENDPOINT_URL", moto.endpoint()),
+        ("AWS_ACCESS_KEY_ID", moto::ACCESS_KEY.to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", moto::SECRET_KEY.to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+    ];
+    let broker = start(
+        &dir.path().join("data"),
+        &dir.path().join("outbox"),
+        &[
+            "--store",
+            &store,
+            "--objects",
+            "s3://broker-cli-test/acme-files",
+        ],
+        &env,
+    );
+    flow(&broker, dir.path());
+    // The broker's tables are in PostgreSQL, the sessions beside them.
+    let tables = std::process::Command::new("psql")
+        .args([
+            "-tA",
+            &pg,
+            "-c",
+            &format!(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{schema}'"
+            ),
+        ])
+        .output()
+        .unwrap();
+    let n: u32 = String::from_utf8_lossy(&tables.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(n >= 5, "broker tables in {schema}: {n}");
+    drop(broker);
+    let _ = std::process::Command::new("psql")
+        .env("PGOPTIONS", "--client-min-messages=warning")
+        .args([
+            "-q",
+            &pg,
+            "-c",
+            &format!("DROP SCHEMA \"{schema}\" CASCADE"),
+        ])
+        .status();
+}
