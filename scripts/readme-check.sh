@@ -129,4 +129,34 @@ case "$TRY" in
 esac
 bash -c "$TRY" >"$SCRATCH/client.out" 2>&1 || fail "the example client failed: $(cat "$SCRATCH/client.out")"
 
-echo "readme-check ok: quick start, streams, install, completions, man pages, examples"
+echo "== Key broker: the README's block, line by line, in this checkout"
+for f in ./broker-data pw.txt alice.profile copy.md bobs-copy.md; do [ ! -e "$f" ] || fail "$f exists; the broker example would reuse it"; done
+port_free 8443 || fail "port 8443 is busy; the broker example needs it"
+BROKER_BLOCK=$(awk '/^## Key broker/{f=1} f&&/^```sh$/{b=1;next} b&&/^```$/{exit} b' "$README")
+[ -n "$BROKER_BLOCK" ] || fail "no shell block under ## Key broker"
+BROKER_SCRIPT="$SCRATCH/broker.sh"
+{
+  echo 'set -euo pipefail'
+  # Joined continuation lines, one command each; the backgrounded server is waited for.
+  printf '%s\n' "$BROKER_BLOCK" | sed -e ':a' -e '/\\$/N; s/\\\n//; ta' | while IFS= read -r line; do
+    printf '%s\n' "$line"
+    case "$line" in
+      *"broker serve"*"&"*) echo 'echo $! > "$SCRATCH/broker.pid"; for _ in $(seq 1 300); do (exec 3<>/dev/tcp/127.0.0.1/8443) 2>/dev/null && break; sleep 0.2; done' ;;
+    esac
+  done
+} > "$BROKER_SCRIPT"
+grep -q 'broker open-share' "$BROKER_SCRIPT" || fail "the broker block lost its open-share line"
+SCRATCH="$SCRATCH" bash "$BROKER_SCRIPT" >"$SCRATCH/broker.out" 2>&1 || {
+  [ -f "$SCRATCH/broker.pid" ] && kill "$(cat "$SCRATCH/broker.pid")" 2>/dev/null
+  rm -rf ./broker-data pw.txt alice.profile alice.profile.session alice.profile.session.lock copy.md bobs-copy.md
+  fail "the broker example failed: $(tail -5 "$SCRATCH/broker.out")"
+}
+BROKER_OK=1
+cmp -s README.md copy.md || BROKER_OK=
+cmp -s README.md bobs-copy.md || BROKER_OK=
+grep -rq 'correct horse' ./broker-data && BROKER_OK=
+[ -f "$SCRATCH/broker.pid" ] && kill "$(cat "$SCRATCH/broker.pid")" 2>/dev/null
+rm -rf ./broker-data pw.txt alice.profile alice.profile.session alice.profile.session.lock copy.md bobs-copy.md
+[ -n "$BROKER_OK" ] || fail "the broker example's copies differ from README.md, or its data directory holds the password"
+
+echo "readme-check ok: quick start, streams, install, completions, man pages, examples, key broker"

@@ -64,15 +64,7 @@ pub enum KeyError {
     Broker(#[from] BrokerError),
 }
 
-/// Whether `name` can be a tenant (it also names object-store folders).
-pub fn valid_tenant(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-}
+pub use sessioncert_broker::requests::valid_tenant;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
     move |error| KeyError::Io {

@@ -25,6 +25,7 @@ pub mod file_crypt;
 pub mod kms;
 pub mod password;
 pub mod profile;
+pub mod requests;
 pub mod share_code;
 pub mod user_key;
 

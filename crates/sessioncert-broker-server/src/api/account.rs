@@ -9,31 +9,21 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use serde::Deserialize;
+use bytes::Bytes;
 use serde_json::json;
 use sessioncert_broker::password::{hash_password, verify_password, VerificationCode};
-use sessioncert_broker::user_key::{self, EncryptedDataKey, KeyShare, Verifier};
+use sessioncert_broker::requests::{self, Register, Verify};
+use sessioncert_broker::user_key::{self, Verifier};
 use sessioncert_broker::BrokerError;
 use sessioncert_server::{now_ms, SealedContext};
 use std::net::SocketAddr;
 use zeroize::Zeroizing;
 
-const MIN_PASSWORD: usize = 8;
-const MAX_PASSWORD: usize = 1024;
-
 /// A PHC string of a password nobody has: unknown accounts cost the same check.
 const DUMMY_PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2Vzc2lvbmNlcnRkdW1teQ$3m2OT6pdQbzBH1HULOQ7o2mKAqTnuTqkJCVOdeGLylU";
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RegisterBody {
-    tenant: String,
-    email: String,
-    password: Zeroizing<String>,
-}
-
-/// Checks tenant and address; returns the address as stored (lower case).
-fn account_address(b: &Broker, tenant: &str, email: &str) -> ApiResult<String> {
+/// Checks that the tenant exists and the address is one mail can reach.
+fn check_account(b: &Broker, tenant: &str, email: &str) -> ApiResult<()> {
     if !b.inner.kms.has_tenant(tenant) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -41,9 +31,8 @@ fn account_address(b: &Broker, tenant: &str, email: &str) -> ApiResult<String> {
             format!("no tenant {tenant:?} on this broker"),
         ));
     }
-    let email = email.trim().to_ascii_lowercase();
-    match Recipient::parse(&email) {
-        Ok(Recipient::Email(_)) if email.len() <= 254 => Ok(email),
+    match Recipient::parse(email) {
+        Ok(Recipient::Email(_)) => Ok(()),
         _ => Err(ApiError::bad(format!("{email:?} is not an e-mail address"))),
     }
 }
@@ -51,17 +40,10 @@ fn account_address(b: &Broker, tenant: &str, email: &str) -> ApiResult<String> {
 /// `POST /register {tenant, email, password}`: makes an unverified account and mails
 /// its verification code. An address registered before gets the same answer (and its
 /// owner a notice), so the route does not tell who has an account.
-pub(crate) async fn register(
-    State(b): State<Broker>,
-    Json(req): Json<RegisterBody>,
-) -> ApiResult<Response> {
-    let email = account_address(&b, &req.tenant, &req.email)?;
-    let pw_len = req.password.len();
-    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&pw_len) {
-        return Err(ApiError::bad(format!(
-            "a password has {MIN_PASSWORD} to {MAX_PASSWORD} bytes"
-        )));
-    }
+pub(crate) async fn register(State(b): State<Broker>, body: Bytes) -> ApiResult<Response> {
+    let req = Register::parse(&body).map_err(ApiError::request)?;
+    check_account(&b, &req.tenant, &req.email)?;
+    let email = req.email.clone();
     let password = req.password.clone();
     let phc = b
         .hashing(move || hash_password(password.as_bytes()))
@@ -157,23 +139,17 @@ pub(crate) async fn register(
         .into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct VerifyBody {
-    tenant: String,
-    email: String,
-    code: Zeroizing<String>,
-}
-
 /// `POST /verify {tenant, email, code}`.
 pub(crate) async fn verify(
     State(b): State<Broker>,
     ci: Option<Extension<ConnectInfo<SocketAddr>>>,
-    Json(req): Json<VerifyBody>,
+    body: Bytes,
 ) -> ApiResult<Response> {
     let addr = client_addr(ci.as_ref().map(|e| &e.0));
     b.check_failures(addr)?;
-    let email = account_address(&b, &req.tenant, &req.email)?;
+    let req = Verify::parse(&body).map_err(ApiError::request)?;
+    check_account(&b, &req.tenant, &req.email)?;
+    let email = req.email.clone();
     let wrong = || {
         ApiError::new(
             StatusCode::FORBIDDEN,
@@ -226,39 +202,6 @@ pub(crate) async fn verify(
     Ok(Json(json!({ "status": "verified" })).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct LoginBody {
-    tenant: String,
-    email: String,
-    password: Zeroizing<String>,
-    /// Base64 of the 32-byte key share.
-    key_share: Zeroizing<String>,
-    /// Base64 of the encrypted data key; absent at the first login.
-    #[serde(default)]
-    encrypted_data_key: Option<String>,
-}
-
-fn key_share(b64: &str) -> ApiResult<KeyShare> {
-    let bytes = Zeroizing::new(
-        STANDARD
-            .decode(b64.trim())
-            .map_err(|_| ApiError::bad("key_share is not base64"))?,
-    );
-    let arr: [u8; 32] = bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| ApiError::bad("key_share is not 32 bytes"))?;
-    Ok(KeyShare::from_bytes(arr))
-}
-
-fn edk(b64: &str) -> ApiResult<EncryptedDataKey> {
-    let bytes = STANDARD
-        .decode(b64.trim())
-        .map_err(|_| ApiError::bad("encrypted_data_key is not base64"))?;
-    EncryptedDataKey::decode(&bytes).map_err(|_| ApiError::bad("encrypted_data_key is malformed"))
-}
-
 fn key_error(e: BrokerError) -> ApiError {
     match e {
         BrokerError::WrongKeyShare => ApiError::new(
@@ -284,8 +227,8 @@ async fn authenticate(
     password: &Zeroizing<String>,
 ) -> ApiResult<Account> {
     b.check_failures(addr)?;
-    let email = account_address(b, tenant, email)?;
-    let account = b.inner.store.account(tenant, &email).await?;
+    check_account(b, tenant, email)?;
+    let account = b.inner.store.account(tenant, email).await?;
     let phc = account
         .as_ref()
         .map_or(DUMMY_PHC.to_owned(), |a| a.password_phc.clone());
@@ -332,16 +275,18 @@ pub(crate) async fn login(
     State(b): State<Broker>,
     Extension(ctx): Extension<SealedContext>,
     ci: Option<Extension<ConnectInfo<SocketAddr>>>,
-    Json(req): Json<LoginBody>,
+    body: Bytes,
 ) -> ApiResult<Response> {
     let addr = client_addr(ci.as_ref().map(|e| &e.0));
+    b.check_failures(addr)?;
+    let req = requests::Login::parse(&body).map_err(ApiError::request)?;
     let account = authenticate(&b, addr, &req.tenant, &req.email, &req.password).await?;
-    let share = key_share(&req.key_share)?;
+    let share = &req.key_share;
     let kms = &b.inner.kms;
     let (data_key, answer, first, detail) = match (&req.encrypted_data_key, account.key_verifier) {
         (None, None) => {
             let (dk, edk, verifier) =
-                user_key::first_login(kms, &account.tenant, &account.id, &share)
+                user_key::first_login(kms, &account.tenant, &account.id, share)
                     .map_err(key_error)?;
             if !b.inner.store.set_pending_verifier(&account.id, &verifier.0).await? {
                 return Err(ApiError::new(
@@ -360,11 +305,10 @@ pub(crate) async fn login(
             ))
         }
         (Some(e), committed) => {
-            let e = edk(e)?;
             let stored = committed
                 .or(account.pending_verifier)
                 .ok_or_else(|| ApiError::bad("this account has no data key yet: log in without encrypted_data_key"))?;
-            let l = match user_key::login(kms, &account.tenant, &account.id, &share, &e, &Verifier(stored)) {
+            let l = match user_key::login(kms, &account.tenant, &account.id, share, e, &Verifier(stored)) {
                 Ok(l) => l,
                 Err(err) => {
                     if err == BrokerError::WrongKeyShare {

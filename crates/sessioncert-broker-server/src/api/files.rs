@@ -18,12 +18,10 @@ use hkdf::Hkdf;
 use serde::Deserialize;
 use serde_json::json;
 use sessioncert_broker::file_crypt::file_key;
+use sessioncert_broker::requests::check_file_name;
 use sessioncert_server::{now_ms, SealedContext};
 use sha2::Sha256;
 use zeroize::Zeroizing;
-
-/// Longest file name (bytes).
-const MAX_NAME: usize = 255;
 
 /// The key a name is sealed under: from the file's (or share's) key, bound to its id.
 pub(crate) fn name_key(key: &[u8; 32], id: &str) -> Zeroizing<[u8; 32]> {
@@ -87,16 +85,6 @@ fn object_key(tenant: &str, id: &str) -> String {
     format!("files/{tenant}/{id}")
 }
 
-/// A name as a person gave it, checked.
-pub(crate) fn check_name(name: &str) -> ApiResult<()> {
-    if name.is_empty() || name.len() > MAX_NAME || name.chars().any(char::is_control) {
-        return Err(ApiError::bad(format!(
-            "a file name has 1 to {MAX_NAME} bytes and no control characters"
-        )));
-    }
-    Ok(())
-}
-
 #[derive(Deserialize)]
 pub(crate) struct UploadQuery {
     name: String,
@@ -110,7 +98,7 @@ pub(crate) async fn upload(
     body: Body,
 ) -> ApiResult<Response> {
     let login = b.login_of(&ctx)?;
-    check_name(&q.name)?;
+    check_file_name(&q.name).map_err(ApiError::request)?;
     let id = new_id()?;
     let key = key_of(&login, &id);
     let object = object_key(&login.tenant, &id);

@@ -113,6 +113,11 @@ impl ApiError {
         }
     }
 
+    /// A body the core's parser refused.
+    pub(crate) fn request(e: sessioncert_broker::requests::RequestError) -> Self {
+        ApiError::bad(e.0)
+    }
+
     pub(crate) fn bad(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "bad-request", message)
     }
@@ -374,14 +379,7 @@ pub(crate) fn new_id() -> ApiResult<String> {
     Ok(data_encoding::BASE32_NOPAD.encode(&b).to_ascii_lowercase())
 }
 
-/// Whether `id` looks like one [`new_id`] makes (anything else is refused before any
-/// lookup).
-pub(crate) fn valid_id(id: &str) -> bool {
-    id.len() == 26
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
-}
+pub(crate) use sessioncert_broker::requests::valid_id;
 
 pub(crate) fn client_addr(
     ci: Option<&axum::extract::ConnectInfo<std::net::SocketAddr>>,

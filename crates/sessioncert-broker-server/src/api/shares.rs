@@ -1,7 +1,7 @@
 //! Shares: a copy of a file sealed under a key derived from a one-time code that only
 //! the mails carry (the broker keeps a verifier), opened by anyone holding the code.
 
-use super::files::{check_name, file_response, key_of, open_name, seal_name};
+use super::files::{file_response, key_of, open_name, seal_name};
 use super::stream::{open_stream, seal_into, SealError};
 use super::{client_addr, new_id, valid_id, ApiError, ApiResult, Broker};
 use crate::notify::Recipient;
@@ -10,25 +10,14 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde::Deserialize;
+use bytes::Bytes;
 use serde_json::json;
+use sessioncert_broker::requests::check_file_name;
+use sessioncert_broker::requests::{CreateShare, OpenShare};
 use sessioncert_broker::share_code::OneTimeCode;
 use sessioncert_server::{now_ms, SealedContext};
 use std::net::SocketAddr;
 use zeroize::Zeroizing;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CreateBody {
-    /// An e-mail address or a phone number (`+` and digits).
-    to: String,
-    /// Lifetime in seconds (default and most: the broker's settings).
-    #[serde(default)]
-    expires_secs: Option<u64>,
-    /// Opens allowed (default: the broker's settings, 1).
-    #[serde(default)]
-    max_opens: Option<u32>,
-}
 
 fn format_time(ms: u64) -> String {
     httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
@@ -41,11 +30,12 @@ pub(crate) async fn create(
     State(b): State<Broker>,
     Extension(ctx): Extension<SealedContext>,
     Path(file_id): Path<String>,
-    Json(req): Json<CreateBody>,
+    body: Bytes,
 ) -> ApiResult<Response> {
     let login = b.login_of(&ctx)?;
+    let req = CreateShare::parse(&body).map_err(ApiError::request)?;
     let s = &b.inner.settings;
-    let recipient = match Recipient::parse(req.to.trim()) {
+    let recipient = match Recipient::parse(&req.to) {
         Ok(Recipient::Email(e)) => e.to_ascii_lowercase(),
         Ok(Recipient::Phone(p)) => p,
         Err(_) => {
@@ -88,7 +78,7 @@ pub(crate) async fn create(
         return Err(no_file());
     };
     let name = open_name(&key_of(&login, &f.id), &f.id, &f.name).unwrap_or_default();
-    check_name(&name).map_err(|_| ApiError::internal("a stored name does not open", &f.id))?;
+    check_file_name(&name).map_err(|_| ApiError::internal("a stored name does not open", &f.id))?;
 
     // The copy: opened under the file's key, sealed under the code's.
     let code = OneTimeCode::generate().map_err(|e| ApiError::internal("no randomness", e))?;
@@ -278,12 +268,6 @@ pub(crate) async fn revoke(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct OpenBody {
-    otp: Zeroizing<String>,
-}
-
 /// `POST /shares/{id}/open {otp}`: no login needed; the file, opened under the code's
 /// key as it streams. Wrong codes count against the share (it locks after a few) and
 /// against the address.
@@ -291,10 +275,11 @@ pub(crate) async fn open(
     State(b): State<Broker>,
     ci: Option<Extension<ConnectInfo<SocketAddr>>>,
     Path(id): Path<String>,
-    Json(req): Json<OpenBody>,
+    body: Bytes,
 ) -> ApiResult<Response> {
     let addr = client_addr(ci.as_ref().map(|e| &e.0));
     b.check_failures(addr)?;
+    let req = OpenShare::parse(&body).map_err(ApiError::request)?;
     let s = &b.inner.settings;
     let missing = || ApiError::new(StatusCode::NOT_FOUND, "no-such-share", "no such share");
     let closed = || {

@@ -205,6 +205,18 @@ fn tenant(command: TenantCommand) -> anyhow::Result<ExitCode> {
     match command {
         TenantCommand::Create(a) => {
             let file = a.data.key_file(true)?;
+            // The server identity too, so `fingerprint --data` gives the pin before the
+            // first start.
+            sessioncert_server::ServerKeys::open_or_create(
+                &a.data.data,
+                sessioncert_server::now_ms(),
+            )
+            .with_context(|| {
+                format!(
+                    "cannot create the server identity in {}",
+                    a.data.data.display()
+                )
+            })?;
             if file.create_tenant(&a.name)? {
                 println!(
                     "created tenant {} (master key v1) in {}",
