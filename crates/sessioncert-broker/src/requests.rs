@@ -329,10 +329,8 @@ mod tests {
             r#"{{"tenant":"acme","email":"a@b","password":"{}"}}"#,
             "x".repeat(MAX_BODY)
         );
-        assert!(Register::parse(huge.as_bytes())
-            .unwrap_err()
-            .0
-            .contains("at most"));
+        let e = Register::parse(huge.as_bytes()).err().unwrap();
+        assert!(e.0.contains("at most"), "{e}");
     }
 
     #[test]
