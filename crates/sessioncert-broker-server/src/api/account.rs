@@ -40,7 +40,16 @@ fn check_account(b: &Broker, tenant: &str, email: &str) -> ApiResult<()> {
 /// `POST /register {tenant, email, password}`: makes an unverified account and mails
 /// its verification code. An address registered before gets the same answer (and its
 /// owner a notice), so the route does not tell who has an account.
-pub(crate) async fn register(State(b): State<Broker>, body: Bytes) -> ApiResult<Response> {
+pub(crate) async fn register(
+    State(b): State<Broker>,
+    ci: Option<Extension<ConnectInfo<SocketAddr>>>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    // Every registration costs an address one attempt: each hashes a password and
+    // mails someone, so none may be free for an anonymous peer.
+    let addr = client_addr(ci.as_ref().map(|e| &e.0));
+    b.check_failures(addr)?;
+    b.count_failure(addr);
     let req = Register::parse(&body).map_err(ApiError::request)?;
     check_account(&b, &req.tenant, &req.email)?;
     let email = req.email.clone();

@@ -205,7 +205,7 @@ pub(crate) struct Inner {
     pub settings: BrokerSettings,
     logins: DashMap<SessionId, Arc<Login>>,
     outbox_wake: tokio::sync::Notify,
-    hashing: tokio::sync::Semaphore,
+    hashing: Arc<tokio::sync::Semaphore>,
     failures: FailureBudget,
 }
 
@@ -237,7 +237,9 @@ impl Broker {
                 manager,
                 logins: DashMap::new(),
                 outbox_wake: tokio::sync::Notify::new(),
-                hashing: tokio::sync::Semaphore::new(settings.password_hashes_at_once.max(1)),
+                hashing: Arc::new(tokio::sync::Semaphore::new(
+                    settings.password_hashes_at_once.max(1),
+                )),
                 failures: FailureBudget {
                     buckets: DashMap::new(),
                     burst: f64::from(settings.failure_burst.max(1)),
@@ -360,15 +362,22 @@ impl Broker {
                 "the broker is busy checking passwords; try again shortly",
             )
         };
-        let permit = tokio::time::timeout(Duration::from_secs(3), self.inner.hashing.acquire())
-            .await
-            .map_err(|_| busy())?
-            .map_err(|_| busy())?;
-        let out = tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| ApiError::internal("a password check failed", e))?;
-        drop(permit);
-        Ok(out)
+        let permit = tokio::time::timeout(
+            Duration::from_secs(3),
+            self.inner.hashing.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| busy())?;
+        // The permit goes with the computation: a peer that hangs up does not free its
+        // slot while its hash still runs.
+        tokio::task::spawn_blocking(move || {
+            let out = f();
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|e| ApiError::internal("a password check failed", e))
     }
 }
 

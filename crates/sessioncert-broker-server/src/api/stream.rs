@@ -101,6 +101,13 @@ pub(crate) enum OpenError {
     Store(String),
 }
 
+/// A stored file that does not authenticate: tampered, reordered or cut at rest — the
+/// operator must hear of it.
+fn auth_failed(e: BrokerError) -> OpenError {
+    tracing::error!(error = %e, "a stored file failed authentication; its transfer was ended");
+    OpenError::Auth(e)
+}
+
 struct Opening {
     reader: ObjectReader,
     key: zeroize::Zeroizing<[u8; 32]>,
@@ -141,7 +148,7 @@ pub(crate) fn open_stream(
                             Ok(o) => s.opener = Some(o),
                             Err(e) => {
                                 s.done = true;
-                                return Some((Err(OpenError::Auth(e)), s));
+                                return Some((Err(auth_failed(e)), s));
                             }
                         }
                     }
@@ -153,7 +160,7 @@ pub(crate) fn open_stream(
                         Ok(plain) => return Some((Ok(Bytes::from(plain)), s)),
                         Err(e) => {
                             s.done = true;
-                            return Some((Err(OpenError::Auth(e)), s));
+                            return Some((Err(auth_failed(e)), s));
                         }
                     }
                 }
@@ -164,8 +171,8 @@ pub(crate) fn open_stream(
                 None => {
                     s.done = true;
                     let result = match s.opener.take() {
-                        Some(o) => o.finish().map_err(OpenError::Auth),
-                        None => Err(OpenError::Auth(BrokerError::FileHeader)),
+                        Some(o) => o.finish().map_err(auth_failed),
+                        None => Err(auth_failed(BrokerError::FileHeader)),
                     };
                     return match result {
                         Ok(plain) if plain.is_empty() => None,
