@@ -33,8 +33,28 @@ fn json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, RequestError> {
     if body.len() > MAX_BODY {
         return Err(err(format!("a request body has at most {MAX_BODY} bytes")));
     }
-    // serde's message names the field and the position, never a value.
-    serde_json::from_slice(body).map_err(|e| err(format!("malformed request: {e}")))
+    // serde's own messages may quote what was sent (an unknown field's name, a value of
+    // the wrong type): say what is wrong and where, never repeat the body.
+    serde_json::from_slice(body).map_err(|e| {
+        let msg = e.to_string();
+        let what = if msg.starts_with("missing field") {
+            msg.split(" at line").next().unwrap_or("missing field").to_owned()
+        } else if msg.starts_with("unknown field") {
+            "a field this route does not take".to_owned()
+        } else {
+            match e.classify() {
+                serde_json::error::Category::Syntax => "not JSON".to_owned(),
+                serde_json::error::Category::Eof => "cut short".to_owned(),
+                serde_json::error::Category::Data => "a value of the wrong type".to_owned(),
+                serde_json::error::Category::Io => "unreadable".to_owned(),
+            }
+        };
+        err(format!(
+            "malformed request: {what} (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })
 }
 
 /// Whether `name` can be a tenant: 1-63 lower-case letters, digits and `-`, not
@@ -315,7 +335,7 @@ mod tests {
                 ok.replace("}", r#","encrypted_data_key":"AAAA"}"#),
                 "encrypted_data_key",
             ),
-            (ok.replace("}", r#","admin":true}"#), "unknown field"),
+            (ok.replace("}", r#","admin":true}"#), "does not take"),
             (ok.replace("Alice@Example.TEST", "alice"), "email"),
             ("[]".to_owned(), "malformed"),
         ] {
