@@ -5,15 +5,15 @@
 #      with the CLI, beside a plain `cp` of the same file in the same run; the server's
 #      peak resident memory (VmHWM) after each transfer;
 #   2. logins, uploads of 1 KiB and share creations per second (examples/broker_load:
-#      CLIENTS logged-in clients in one process for SECONDS each), beside a sealed
+#      CLIENTS logged-in clients in one process for DURATION seconds each), beside a sealed
 #      `GET /broker/v1/files` on the same sessions as the baseline.
 # Client and server share this machine's cores: compare ratios within a run.
 #
-#   scripts/bench-broker.sh           (SIZE=1G SECONDS=5 CLIENTS=4 by default)
+#   scripts/bench-broker.sh           (SIZE=1G DURATION=5 CLIENTS=4 by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${SIZE:-1G}
-SECONDS_EACH=${SECONDS:-5}
+SECONDS_EACH=${DURATION:-5}
 CLIENTS=${CLIENTS:-4}
 cargo build --release --quiet --bin sessioncert
 cargo build --release --quiet -p sessioncert-broker-server --example broker_load
