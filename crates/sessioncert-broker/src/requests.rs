@@ -38,7 +38,10 @@ fn json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, RequestError> {
     serde_json::from_slice(body).map_err(|e| {
         let msg = e.to_string();
         let what = if msg.starts_with("missing field") {
-            msg.split(" at line").next().unwrap_or("missing field").to_owned()
+            msg.split(" at line")
+                .next()
+                .unwrap_or("missing field")
+                .to_owned()
         } else if msg.starts_with("unknown field") {
             "a field this route does not take".to_owned()
         } else {

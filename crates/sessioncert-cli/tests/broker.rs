@@ -311,6 +311,36 @@ fn broker_on_the_embedded_default() {
     flow(&b, dir.path());
     // Sealed at rest in the default places.
     assert!(data.join("broker.db").exists());
+    // The operator reads the audit log: every key use and share event, no secret.
+    let audit = ok(&[
+        "broker",
+        "audit",
+        "acme",
+        "--data",
+        data.to_str().unwrap(),
+        "--limit",
+        "500",
+    ]);
+    for action in [
+        "account.register",
+        "account.verify",
+        "login",
+        "file.upload",
+        "file.download",
+        "share.create",
+        "share.open.refused",
+        "share.open",
+        "share.revoke",
+        "file.delete",
+        "logout",
+    ] {
+        assert!(
+            audit
+                .lines()
+                .any(|l| l.split_whitespace().nth(2) == Some(action)),
+            "no {action} in:\n{audit}"
+        );
+    }
     assert!(data.join("objects").is_dir());
 }
 

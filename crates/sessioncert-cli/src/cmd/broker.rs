@@ -66,6 +66,27 @@ pub enum BrokerCommand {
     Unshare(IdArgs),
     /// Open a share with its one-time code (no account needed).
     OpenShare(OpenShareArgs),
+    /// The operator's view of the audit log: who did what, when (newest first).
+    Audit(AuditArgs),
+}
+
+/// `broker audit`.
+#[derive(Args)]
+pub struct AuditArgs {
+    /// The tenant.
+    tenant: String,
+    /// The broker's data directory (for the default SQLite database).
+    #[arg(long, env = "SESSIONCERT_DATA", default_value = super::DEFAULT_DATA_DIR)]
+    data: PathBuf,
+    /// The broker's database, as given to `broker serve --store` (default: broker.db in --data).
+    #[arg(long, env = "SESSIONCERT_STORE", value_name = "URL")]
+    store: Option<String>,
+    /// Events to show.
+    #[arg(long, default_value_t = 50, allow_hyphen_values = true, value_parser = super::parse_number::<u32>)]
+    limit: u32,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `sessioncert broker tenant …`.
@@ -198,6 +219,7 @@ pub async fn run(command: BrokerCommand, settings: String) -> anyhow::Result<Exi
         BrokerCommand::Shares(a) => shares(a).await,
         BrokerCommand::Unshare(a) => unshare(a).await,
         BrokerCommand::OpenShare(a) => open_share(a).await,
+        BrokerCommand::Audit(a) => audit(a).await,
     }
 }
 
@@ -939,4 +961,48 @@ async fn open_share(a: OpenShareArgs) -> anyhow::Result<ExitCode> {
         eprintln!("opened share {} to {}", a.share, a.output.display());
     }
     Ok(code)
+}
+
+async fn audit(a: AuditArgs) -> anyhow::Result<ExitCode> {
+    let address = a
+        .store
+        .clone()
+        .unwrap_or_else(|| format!("sqlite:{}", a.data.join("broker.db").display()));
+    if let Some(path) = address.strip_prefix("sqlite:") {
+        anyhow::ensure!(
+            Path::new(path).exists(),
+            "no broker database at {path} (give --data or --store as `broker serve` had them)"
+        );
+    }
+    let store = sessioncert_broker_server::store::open(&address)
+        .await
+        .with_context(|| format!("--store {}", server::redact_url(&address)))?;
+    let events = store.audit_events(&a.tenant, a.limit).await?;
+    if a.json {
+        for e in &events {
+            println!(
+                "{}",
+                json!({"at_ms": e.at_ms, "tenant": e.tenant, "actor": e.actor, "action": e.action, "target": e.target, "detail": e.detail})
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = vec![vec![
+        "WHEN".into(),
+        "ACTOR".into(),
+        "ACTION".into(),
+        "TARGET".into(),
+        "DETAIL".into(),
+    ]];
+    for e in &events {
+        rows.push(vec![
+            time_of(&json!(e.at_ms)),
+            e.actor.clone(),
+            e.action.clone(),
+            e.target.clone(),
+            e.detail.clone(),
+        ]);
+    }
+    print_table(&rows);
+    Ok(ExitCode::SUCCESS)
 }
