@@ -262,7 +262,7 @@ async fn authenticate(
                 tenant,
                 "anonymous",
                 "login.refused",
-                &email,
+                email,
                 "wrong address or password",
             )
             .await;
