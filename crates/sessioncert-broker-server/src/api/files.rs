@@ -176,6 +176,19 @@ fn no_such_file() -> ApiError {
     )
 }
 
+/// One of `login`'s files; another tenant's or user's id is "no such file" exactly as
+/// an unknown one.
+pub(crate) async fn own_file(b: &Broker, login: &Login, id: &str) -> ApiResult<FileRow> {
+    if !valid_id(id) {
+        return Err(no_such_file());
+    }
+    b.inner
+        .store
+        .file(&login.tenant, &login.user, id)
+        .await?
+        .ok_or_else(no_such_file)
+}
+
 /// `GET /files/{id}`: the file, opened chunk by chunk as it streams. A chunk that does
 /// not authenticate ends the body with an error (the client discards what it got).
 pub(crate) async fn download(
@@ -184,12 +197,7 @@ pub(crate) async fn download(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let login = b.login_of(&ctx)?;
-    if !valid_id(&id) {
-        return Err(no_such_file());
-    }
-    let Some(f) = b.inner.store.file(&login.tenant, &login.user, &id).await? else {
-        return Err(no_such_file());
-    };
+    let f = own_file(&b, &login, &id).await?;
     let reader = match b.inner.objects.get(&f.object_key).await {
         Ok(r) => r,
         Err(ObjectsError::NotFound(_)) => {

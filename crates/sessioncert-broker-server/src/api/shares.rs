@@ -1,7 +1,7 @@
 //! Shares: a copy of a file sealed under a key derived from a one-time code that only
 //! the mails carry (the broker keeps a verifier), opened by anyone holding the code.
 
-use super::files::{file_response, key_of, open_name, seal_name};
+use super::files::{file_response, key_of, open_name, own_file, seal_name};
 use super::stream::{open_stream, seal_into, SealError};
 use super::{client_addr, new_id, valid_id, ApiError, ApiResult, Broker};
 use crate::notify::Recipient;
@@ -59,24 +59,7 @@ pub(crate) async fn create(
             s.share_opens_max
         )));
     }
-    let no_file = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no-such-file",
-            "no such file among this account's",
-        )
-    };
-    if !valid_id(&file_id) {
-        return Err(no_file());
-    }
-    let Some(f) = b
-        .inner
-        .store
-        .file(&login.tenant, &login.user, &file_id)
-        .await?
-    else {
-        return Err(no_file());
-    };
+    let f = own_file(&b, &login, &file_id).await?;
     let name = open_name(&key_of(&login, &f.id), &f.id, &f.name).unwrap_or_default();
     check_file_name(&name).map_err(|_| ApiError::internal("a stored name does not open", &f.id))?;
 
