@@ -114,13 +114,20 @@ fn man_prints_the_main_page_and_writes_one_per_command() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("man1");
     let listed = stdout_of(&["man", "--out", out.to_str().unwrap()]);
-    let mut expected = vec!["sessioncert".to_owned()];
-    for sub in &subs {
-        expected.push(format!("sessioncert-{sub}"));
-        for nested in subcommands(&[sub]) {
-            expected.push(format!("sessioncert-{sub}-{nested}"));
+    // One page per command at every depth (`broker tenant create` included).
+    fn pages(path: &[&str], out: &mut Vec<String>) {
+        for sub in subcommands(path) {
+            let mut p = path.to_vec();
+            p.push(&sub);
+            out.push(format!("sessioncert-{}", p.join("-")));
+            pages(&p, out);
         }
     }
+    let mut expected = vec!["sessioncert".to_owned()];
+    pages(&[], &mut expected);
+    assert!(expected
+        .iter()
+        .any(|p| p == "sessioncert-broker-tenant-create"));
     for name in &expected {
         let path = out.join(format!("{name}.1"));
         let text = std::fs::read_to_string(&path)
