@@ -461,7 +461,21 @@ fn is_staging_name(name: &str) -> bool {
     }
 }
 
-/// Removes staging files under `root`, recursively, following no symlinks. Run at open,
+/// How long a staging file must have been left alone before a start removes it: an
+/// upload in progress writes to its file continuously, so only a dead one goes (another
+/// instance on the same directory keeps its live uploads).
+const STALE_STAGING: std::time::Duration = std::time::Duration::from_secs(600);
+
+fn is_stale(entry: &std::fs::DirEntry) -> bool {
+    entry
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age >= STALE_STAGING)
+}
+
+/// Removes stale staging files under `root`, recursively, following no symlinks. Run at open,
 /// before any upload of this process can have started.
 fn remove_staging_files(root: &FsPath) -> std::io::Result<usize> {
     let mut removed = 0;
@@ -472,7 +486,10 @@ fn remove_staging_files(root: &FsPath) -> std::io::Result<usize> {
             let kind = entry.file_type()?;
             if kind.is_dir() {
                 pending.push(entry.path());
-            } else if kind.is_file() && entry.file_name().to_str().is_some_and(is_staging_name) {
+            } else if kind.is_file()
+                && entry.file_name().to_str().is_some_and(is_staging_name)
+                && is_stale(&entry)
+            {
                 match std::fs::remove_file(entry.path()) {
                     Ok(()) => removed += 1,
                     // Gone already: nothing left to clean.

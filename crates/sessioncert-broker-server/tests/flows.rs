@@ -558,7 +558,7 @@ async fn shares_expire_lock_and_can_be_revoked() {
         .await;
         assert_eq!(r.0, 400, "{bad}");
     }
-    // A phone recipient needs an SMS webhook.
+    // A phone recipient needs an SMS webhook, which this broker lacks: refused at once.
     let r = call(
         &alice.client,
         "POST",
@@ -566,7 +566,8 @@ async fn shares_expire_lock_and_can_be_revoked() {
         json!({"to": "+4915112345678"}),
     )
     .await;
-    assert_eq!(r.0, 201, "{:?}", r.1);
+    assert_eq!(r.0, 400, "{:?}", r.1);
+    assert!(r.1["error"].as_str().unwrap().contains("sms-webhook"));
 }
 
 #[tokio::test]

@@ -361,10 +361,21 @@ async fn dir_crash_leftovers_are_invisible_and_removed_at_open() {
     assert_eq!(objects.list("").await.unwrap(), ["u1/kept"]);
     assert_not_found(objects.get("u1/crashed").await, "u1/crashed");
 
-    // The restart.
+    // The restart, once the leftovers are old; a fresh staging file is another
+    // instance's live upload on the same directory and stays.
     drop(objects);
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for f in files_in(&dir) {
+        if f.to_string_lossy().contains('#') && !f.ends_with("notes#draft") {
+            let file = std::fs::File::options().write(true).open(&f).unwrap();
+            file.set_modified(hour_ago).unwrap();
+        }
+    }
+    std::fs::create_dir_all(dir.join("u3")).unwrap();
+    std::fs::write(dir.join("u3/live#7"), b"another instance's upload").unwrap();
     let objects = Objects::open(&spec).await.unwrap();
     assert_eq!(objects.list("").await.unwrap(), ["u1/kept"]);
+    std::fs::remove_file(dir.join("u3/live#7")).unwrap();
     assert_eq!(
         files_in(&dir),
         [dir.join("u1/kept"), dir.join("u2/notes#draft")]

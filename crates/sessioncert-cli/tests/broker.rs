@@ -307,8 +307,27 @@ fn flow(b: &Broker, dir: &Path) {
 fn broker_on_the_embedded_default() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let b = start(&data, &dir.path().join("outbox"), &[], &[]);
+    let b = start(
+        &data,
+        &dir.path().join("outbox"),
+        &["--max-stream-body", "2MiB"],
+        &[],
+    );
     flow(&b, dir.path());
+    // Over the channel's streamed-body limit: "too large", not a transfer failure.
+    let carol = account(&b, dir.path(), "carol@example.test", false);
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, vec![1u8; 3 << 20]).unwrap();
+    let o = run(&[
+        "broker",
+        "upload",
+        "--profile",
+        carol.to_str().unwrap(),
+        big.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("413") && err.contains("larger than"), "{err}");
     // Sealed at rest in the default places.
     assert!(data.join("broker.db").exists());
     // The operator reads the audit log: every key use and share event, no secret.

@@ -171,7 +171,10 @@ pub(crate) async fn verify(
         return Err(wrong());
     };
     if account.verified {
-        return Ok(Json(json!({ "status": "already verified" })).into_response());
+        // Its code is gone: any code is wrong now, and the answer must not tell a
+        // stranger that the address has a verified account.
+        b.count_failure(addr);
+        return Err(wrong());
     }
     // The try is taken before the code is compared: concurrent guesses cannot share one.
     let Some((digest, expires)) = b.inner.store.take_verification_try(&account.id).await? else {

@@ -14,11 +14,13 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use futures_util::StreamExt as _;
 use hkdf::Hkdf;
 use serde::Deserialize;
 use serde_json::json;
 use sessioncert_broker::file_crypt::file_key;
 use sessioncert_broker::requests::check_file_name;
+use sessioncert_server::seal::StreamBodyError;
 use sessioncert_server::{now_ms, SealedContext};
 use sha2::Sha256;
 use zeroize::Zeroizing;
@@ -109,7 +111,29 @@ pub(crate) async fn upload(
         .await
         .map_err(|e| ApiError::internal("the object store failed", e))?;
     let max = b.inner.settings.max_file_bytes;
-    let size = match seal_into(writer, &key, body.into_data_stream(), max).await {
+    // The channel's own streamed-body limit (`--max-stream-body`) may end the body
+    // before the broker's count does: both are "too large" to the user.
+    let over_limit = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = over_limit.clone();
+    let body = body.into_data_stream().map(move |piece| {
+        piece.map_err(|e| {
+            let inner = e.into_inner();
+            if matches!(
+                inner.downcast_ref::<StreamBodyError>(),
+                Some(StreamBodyError::TooLarge)
+            ) {
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            inner.to_string()
+        })
+    });
+    let sealed = match seal_into(writer, &key, body, max).await {
+        Err(SealError::Body(_)) if over_limit.load(std::sync::atomic::Ordering::Relaxed) => {
+            Err(SealError::TooLarge(max))
+        }
+        other => other,
+    };
+    let size = match sealed {
         Ok(size) => size,
         Err(SealError::Body(e)) => {
             tracing::info!(error = %e, "an upload's body failed; nothing stored");
@@ -117,13 +141,11 @@ pub(crate) async fn upload(
                 "the file did not arrive whole; nothing was stored",
             ));
         }
-        Err(SealError::TooLarge(max)) => {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
-                format!("files are at most {max} bytes; nothing was stored"),
-            ))
-        }
+        Err(SealError::TooLarge(_)) => return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            "the file is larger than this broker takes (its --max-stream-body); nothing was stored",
+        )),
         Err(e) => return Err(ApiError::internal("could not store the file", e)),
     };
     let row = FileRow {
@@ -172,7 +194,7 @@ fn no_such_file() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "no-such-file",
-        "no such file among this account's",
+        "no such file in this account",
     )
 }
 

@@ -37,7 +37,12 @@ pub(crate) async fn create(
     let s = &b.inner.settings;
     let recipient = match Recipient::parse(&req.to) {
         Ok(Recipient::Email(e)) => e.to_ascii_lowercase(),
-        Ok(Recipient::Phone(p)) => p,
+        Ok(Recipient::Phone(p)) if b.inner.notifier.reaches_phones() => p,
+        Ok(Recipient::Phone(_)) => {
+            return Err(ApiError::bad(
+                "this broker sends no text messages (it has no --sms-webhook): share to an e-mail address",
+            ))
+        }
         Err(_) => {
             return Err(ApiError::bad(format!(
                 "{:?} is neither an e-mail address nor a phone number (+ and digits)",

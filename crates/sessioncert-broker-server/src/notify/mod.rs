@@ -302,6 +302,11 @@ impl Notifier {
         }
     }
 
+    /// Whether notifications to phone numbers have a way out (an SMS webhook).
+    pub fn reaches_phones(&self) -> bool {
+        self.sms.is_some()
+    }
+
     /// The channels for logs, without passwords (an SMTP URL's password is shown as
     /// `***`; a webhook URL loses its user part and query, which may hold tokens).
     pub fn describe(&self) -> String {

@@ -612,7 +612,8 @@ async fn register(a: RegisterArgs) -> anyhow::Result<ExitCode> {
     };
     anyhow::ensure!(
         !a.profile.exists(),
-        "{} exists: a profile holds a key share that cannot be made again; choose another path",
+        "{} exists: a profile holds a key share that cannot be made again; choose another path \
+         (or, if that profile's registration was never verified and its code expired, delete it and register again)",
         a.profile.display()
     );
     parse_pin(&a.pin)?;
