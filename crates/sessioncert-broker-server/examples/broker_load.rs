@@ -22,7 +22,7 @@ const PASSWORD: &str = "load test password";
 
 async fn call(c: &Client, method: &str, path: &str, body: Value) -> Value {
     let m = http::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut r = c.request(m, &format!("/broker/v1{path}"));
+    let mut r = c.request(m, &format!("/broker/v1{path}")).full(true);
     if !body.is_null() {
         r = r.json(&body);
     }
@@ -68,7 +68,8 @@ async fn account(url: &str, pin: Pin, tenant: &str, outbox: &Path, n: usize) -> 
         &client,
         "POST",
         "/register",
-        json!({"tenant": tenant, "email": email, "password": PASSWORD}),
+        json!({"tenant": tenant, "email": email, "password": PASSWORD,
+               "registration": STANDARD.encode(tag.repeat(8))}),
     )
     .await;
     let code = code_for(outbox, &email);
@@ -76,7 +77,8 @@ async fn account(url: &str, pin: Pin, tenant: &str, outbox: &Path, n: usize) -> 
         &client,
         "POST",
         "/verify",
-        json!({"tenant": tenant, "email": email, "code": code}),
+        json!({"tenant": tenant, "email": email, "code": code,
+               "registration": STANDARD.encode(tag.repeat(8))}),
     )
     .await;
     let share = KeyShare::generate().unwrap();
@@ -116,6 +118,7 @@ async fn main() {
                 let r = acc
                     .client
                     .put("/broker/v1/files?name=s")
+                    .full(true)
                     .body(vec![7u8; 1024])
                     .send()
                     .await
@@ -136,6 +139,7 @@ async fn main() {
                         let r = acc
                             .client
                             .put("/broker/v1/files?name=k")
+                            .full(true)
                             .body(vec![1u8; 1024])
                             .send()
                             .await

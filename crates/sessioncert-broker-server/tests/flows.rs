@@ -10,7 +10,7 @@ use sessioncert_broker::file_crypt::{CHUNK, HEADER, TAG};
 use sessioncert_broker::user_key::KeyShare;
 use sessioncert_broker_server::api::{BrokerSettings, PREFIX};
 use std::time::Duration;
-use support::{call, fetch, line_value, pseudo_random, TestBroker, PASSWORD};
+use support::{call, fetch, line_value, pseudo_random, registration, TestBroker, PASSWORD};
 
 #[tokio::test]
 async fn register_verify_login_upload_download() {
@@ -21,7 +21,7 @@ async fn register_verify_login_upload_download() {
         &c,
         "POST",
         "/register",
-        json!({"tenant": "acme", "email": "Alice@Example.test", "password": PASSWORD}),
+        json!({"tenant": "acme", "email": "Alice@Example.test", "password": PASSWORD, "registration": registration("alice@example.test")}),
     )
     .await;
     assert_eq!(r.0, 202, "{:?}", r.1);
@@ -40,7 +40,7 @@ async fn register_verify_login_upload_download() {
         &c,
         "POST",
         "/verify",
-        json!({"tenant": "acme", "email": "alice@example.test", "code": "AAAA-AAAA"}),
+        json!({"tenant": "acme", "email": "alice@example.test", "code": "AAAA-AAAA", "registration": registration("alice@example.test")}),
     )
     .await;
     assert_eq!((r.0, r.1["code"].as_str()), (403, Some("wrong-code")));
@@ -48,7 +48,7 @@ async fn register_verify_login_upload_download() {
         &c,
         "POST",
         "/verify",
-        json!({"tenant": "acme", "email": "alice@example.test", "code": code.to_lowercase()}),
+        json!({"tenant": "acme", "email": "alice@example.test", "code": code.to_lowercase(), "registration": registration("alice@example.test")}),
     )
     .await;
     assert_eq!(r.0, 200, "{:?}", r.1);
@@ -80,7 +80,7 @@ async fn register_verify_login_upload_download() {
     // Files: 3 chunks and a bit, name kept (sealed), content back byte for byte.
     let body = pseudo_random(3 * CHUNK + 1234, 1);
     let r = c
-        .put(&format!("{PREFIX}/files?name=report%20%C3%A9t%C3%A9.pdf"))
+        .put(&format!("{PREFIX}/files?name=report%20%C3%A9t%C3%A9.pdf")).full(true)
         .body(body.clone())
         .send()
         .await
@@ -94,7 +94,7 @@ async fn register_verify_login_upload_download() {
     assert_eq!(r.1["files"][0]["id"], id.as_str());
     assert_eq!(r.1["files"][0]["name"], "report été.pdf");
     assert_eq!(r.1["files"][0]["size"], body.len());
-    let (status, back) = fetch(c.get(&format!("{PREFIX}/files/{id}"))).await.unwrap();
+    let (status, back) = fetch(c.get(&format!("{PREFIX}/files/{id}")).full(true)).await.unwrap();
     assert_eq!(status, 200);
     assert!(back == body, "downloaded bytes differ");
     // At rest: header + sealed chunks, no plaintext.
@@ -107,7 +107,7 @@ async fn register_verify_login_upload_download() {
     for n in [0, CHUNK] {
         let b = pseudo_random(n, 2);
         let r = c
-            .put(&format!("{PREFIX}/files?name=f{n}"))
+            .put(&format!("{PREFIX}/files?name=f{n}")).full(true)
             .body(b.clone())
             .send()
             .await
@@ -117,7 +117,7 @@ async fn register_verify_login_upload_download() {
             .as_str()
             .unwrap()
             .to_owned();
-        let (_, back) = fetch(c.get(&format!("{PREFIX}/files/{id}"))).await.unwrap();
+        let (_, back) = fetch(c.get(&format!("{PREFIX}/files/{id}")).full(true)).await.unwrap();
         assert!(back == b, "size {n}");
     }
     // Delete: gone from the list and the store.
@@ -198,7 +198,7 @@ async fn a_lost_first_login_answer_loses_nothing() {
         &c,
         "POST",
         "/register",
-        json!({"tenant": "acme", "email": "carol@example.test", "password": PASSWORD}),
+        json!({"tenant": "acme", "email": "carol@example.test", "password": PASSWORD, "registration": registration("carol@example.test")}),
     )
     .await;
     let code = line_value(
@@ -209,7 +209,7 @@ async fn a_lost_first_login_answer_loses_nothing() {
         &c,
         "POST",
         "/verify",
-        json!({"tenant": "acme", "email": "carol@example.test", "code": code}),
+        json!({"tenant": "acme", "email": "carol@example.test", "code": code, "registration": registration("carol@example.test")}),
     )
     .await;
     let body = json!({"tenant": "acme", "email": "carol@example.test", "password": PASSWORD,
@@ -294,7 +294,7 @@ async fn tenants_and_users_are_isolated() {
         &c,
         "POST",
         "/register",
-        json!({"tenant": "initech", "email": "x@example.test", "password": PASSWORD}),
+        json!({"tenant": "initech", "email": "x@example.test", "password": PASSWORD, "registration": registration("x@example.test")}),
     )
     .await;
     assert_eq!(r.0, 404);
@@ -388,7 +388,7 @@ async fn an_upload_cut_short_leaves_nothing() {
     ]);
     let r = u
         .client
-        .put(&format!("{PREFIX}/files?name=cut.bin"))
+        .put(&format!("{PREFIX}/files?name=cut.bin")).full(true)
         .body_stream(stream)
         .send()
         .await;
@@ -413,7 +413,7 @@ async fn files_above_the_limit_are_refused_and_not_kept() {
     let u = t.user("acme", "alice@example.test").await;
     let r = u
         .client
-        .put(&format!("{PREFIX}/files?name=big"))
+        .put(&format!("{PREFIX}/files?name=big")).full(true)
         .body(pseudo_random(2 * CHUNK + 1, 5))
         .send()
         .await
@@ -449,7 +449,7 @@ async fn sharing_by_one_time_code() {
     // Anyone (no account, a fresh session) opens it with the code; wrong codes fail.
     let anon = t.client().await;
     let open = |code: String| {
-        anon.post(&format!("{PREFIX}/shares/{share}/open"))
+        anon.post(&format!("{PREFIX}/shares/{share}/open")).full(true)
             .json(&json!({ "otp": code }))
     };
     let (status, got) = fetch(open(format!("WRONG-{otp}"))).await.unwrap();
@@ -500,7 +500,7 @@ async fn shares_expire_lock_and_can_be_revoked() {
     let anon = t.client().await;
     let open = |share: &str, otp: &str| {
         fetch(
-            anon.post(&format!("{PREFIX}/shares/{share}/open"))
+            anon.post(&format!("{PREFIX}/shares/{share}/open")).full(true)
                 .json(&json!({ "otp": otp })),
         )
     };
@@ -590,4 +590,113 @@ async fn failed_attempts_are_limited_per_address() {
         (r.0, r.1["code"].as_str()),
         (429, Some("too-many-failures"))
     );
+}
+
+/// Someone who registers a stranger's address first cannot have the stranger's code
+/// verify their account: a later registration replaces an unverified one, and a code
+/// counts only with the registration key of the registration it was mailed for (whose
+/// tries nobody else can spend).
+#[tokio::test]
+async fn a_code_verifies_only_its_own_registration() {
+    let t = TestBroker::start(&["acme"]).await;
+    let c = t.client().await;
+    let email = "alice@example.test";
+    let (mallory, alice) = (registration("mallory's key"), registration("alice's key"));
+    let r = call(
+        &c,
+        "POST",
+        "/register",
+        json!({"tenant": "acme", "email": email, "password": "mallory's password", "registration": mallory}),
+    )
+    .await;
+    assert_eq!(r.0, 202, "{:?}", r.1);
+    let first = line_value(
+        &t.mail_to(email, "Verification code:").await,
+        "Verification code:",
+    );
+    // Alice registers too: her registration replaces Mallory's, with a new code.
+    let r = call(
+        &c,
+        "POST",
+        "/register",
+        json!({"tenant": "acme", "email": email, "password": PASSWORD, "registration": alice}),
+    )
+    .await;
+    assert_eq!(r.0, 202, "{:?}", r.1);
+    let mut second = first.clone();
+    for _ in 0..100 {
+        second = line_value(
+            &t.mail_to(email, "Verification code:").await,
+            "Verification code:",
+        );
+        if second != first {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_ne!(first, second, "no second code mailed");
+    let verify = |code: &str, key: &str| {
+        json!({"tenant": "acme", "email": email, "code": code, "registration": key})
+    };
+    // Mallory's code is dead; Alice's code with Mallory's key does nothing, however
+    // often, and spends none of Alice's five tries.
+    let r = call(&c, "POST", "/verify", verify(&first, &mallory)).await;
+    assert_eq!((r.0, r.1["code"].as_str()), (403, Some("wrong-code")));
+    for _ in 0..6 {
+        let r = call(&c, "POST", "/verify", verify(&second, &mallory)).await;
+        assert_eq!((r.0, r.1["code"].as_str()), (403, Some("wrong-code")));
+    }
+    let r = call(&c, "POST", "/verify", verify(&first, &alice)).await;
+    assert_eq!((r.0, r.1["code"].as_str()), (403, Some("wrong-code")));
+    let r = call(&c, "POST", "/verify", verify(&second, &alice)).await;
+    assert_eq!(r.0, 200, "{:?}", r.1);
+    // The account is Alice's: her password opens it, Mallory's does not.
+    let share = STANDARD.encode(KeyShare::generate().unwrap().as_bytes());
+    let login = |pw: &str| {
+        json!({"tenant": "acme", "email": email, "password": pw, "key_share": share})
+    };
+    let r = call(&c, "POST", "/login", login("mallory's password")).await;
+    assert_eq!((r.0, r.1["code"].as_str()), (401, Some("wrong-password")));
+    let r = call(&c, "POST", "/login", login(PASSWORD)).await;
+    assert_eq!(r.0, 200, "{:?}", r.1);
+    // A registration of the now verified address changes nothing.
+    let r = call(
+        &c,
+        "POST",
+        "/register",
+        json!({"tenant": "acme", "email": email, "password": "mallory's password", "registration": mallory}),
+    )
+    .await;
+    assert_eq!(r.0, 202, "{:?}", r.1);
+    let r = call(&c, "POST", "/login", login("mallory's password")).await;
+    assert_eq!((r.0, r.1["code"].as_str()), (401, Some("wrong-password")));
+}
+
+/// Header mode would leave paths (file and share ids, a file's name) and headers
+/// readable on the wire: the broker takes full-request mode only.
+#[tokio::test]
+async fn header_mode_requests_are_refused() {
+    let t = TestBroker::start(&["acme"]).await;
+    let u = t.user("acme", "alice@example.test").await;
+    let r = u
+        .client
+        .put(&format!("{PREFIX}/files?name=secret-plans.pdf"))
+        .body(b"x".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().unwrap();
+    assert_eq!(v["code"], "full-request-mode-required", "{v}");
+    let r = u
+        .client
+        .get(&format!("{PREFIX}/files"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Nothing was stored; in full-request mode the same session works.
+    let r = call(&u.client, "GET", "/files", Value::Null).await;
+    assert_eq!(r.0, 200, "{:?}", r.1);
+    assert_eq!(r.1["files"].as_array().unwrap().len(), 0);
 }

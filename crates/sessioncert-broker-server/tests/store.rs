@@ -19,6 +19,7 @@ fn account(id: &str, tenant: &str, email: &str, now: u64) -> NewAccount {
             key_verifier: None,
             pending_verifier: None,
             created_ms: now,
+            registration_digest: Some([id.len() as u8; 32]),
         },
         code_digest: [7; 32],
         code_expires_ms: now + 600_000,
@@ -71,20 +72,22 @@ async fn accounts(s: &Arc<dyn BrokerStore>) {
     s.create_account(&account("u1", "acme", "a@x.test", now), &[mail("a@x.test")])
         .await
         .unwrap();
-    // The same address again, code still valid: refused, nothing queued.
-    let again = s
-        .create_account(
-            &account("u2", "acme", "a@x.test", now + 1),
-            &[mail("a@x.test")],
-        )
-        .await;
-    assert!(matches!(again, Err(StoreError::Exists)), "{again:?}");
-    assert_eq!(s.outbox_pending().await.unwrap(), 1);
+    let a = s.account("acme", "a@x.test").await.unwrap().unwrap();
+    assert_eq!(a.registration_digest, Some([2; 32]));
+    // The same address again while unverified, code still valid: the new registration
+    // replaces the old one (new id, code and registration key) and queues its mail.
+    let mut again = account("u2", "acme", "a@x.test", now + 1);
+    again.account.registration_digest = Some([42; 32]);
+    s.create_account(&again, &[mail("a@x.test")]).await.unwrap();
+    assert_eq!(s.outbox_pending().await.unwrap(), 2);
+    let a = s.account("acme", "a@x.test").await.unwrap().unwrap();
+    assert_eq!((a.id.as_str(), a.registration_digest), ("u2", Some([42; 32])));
+    // The replaced registration's tries are gone with its id.
+    assert!(s.take_verification_try("u1").await.unwrap().is_none());
     // Another tenant may have the same address.
     s.create_account(&account("u3", "other", "a@x.test", now), &[])
         .await
         .unwrap();
-    // After the code expired, an unverified registration is replaced.
     s.create_account(&account("u4", "acme", "a@x.test", now + 700_000), &[])
         .await
         .unwrap();
@@ -100,13 +103,9 @@ async fn accounts(s: &Arc<dyn BrokerStore>) {
     }
     assert!(s.take_verification_try("u4").await.unwrap().is_none());
     s.mark_verified("u4").await.unwrap();
-    assert!(
-        s.account("acme", "a@x.test")
-            .await
-            .unwrap()
-            .unwrap()
-            .verified
-    );
+    let a = s.account("acme", "a@x.test").await.unwrap().unwrap();
+    assert!(a.verified);
+    assert_eq!(a.registration_digest, None, "kept after verification");
     // A verified account is never replaced.
     let r = s
         .create_account(&account("u5", "acme", "a@x.test", now + 10_000_000), &[])

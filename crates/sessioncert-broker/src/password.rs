@@ -79,6 +79,44 @@ impl VerificationCode {
     }
 }
 
+/// A registration key: 32 random bytes the registering client makes and keeps in its
+/// profile until the address is verified. The broker stores only its digest, and a
+/// verification code counts only together with the key of the registration it was mailed
+/// for: someone who registers a stranger's address cannot have the stranger's code verify
+/// their account, and strangers cannot use up the code's tries.
+pub struct RegistrationKey(Zeroizing<[u8; 32]>);
+
+impl RegistrationKey {
+    /// A fresh key.
+    pub fn generate() -> Result<RegistrationKey, crate::BrokerError> {
+        Ok(RegistrationKey(crate::random::<32>()?))
+    }
+
+    /// The key from its 32 bytes.
+    pub fn from_bytes(b: [u8; 32]) -> RegistrationKey {
+        RegistrationKey(Zeroizing::new(b))
+    }
+
+    /// Its bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// What the broker stores: SHA-256 under a label.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut h = Sha256::new();
+        h.update(b"sessioncert-broker/1 registration ");
+        h.update(self.0.as_ref());
+        h.finalize().into()
+    }
+
+    /// Whether this is the key `stored` was made from (constant time).
+    pub fn matches(&self, stored: &[u8; 32]) -> bool {
+        bool::from(self.digest().ct_eq(stored))
+    }
+}
+
 fn digest(code: &str, server_key: &[u8; 32], account: &str) -> [u8; 32] {
     let mut m =
         <Hmac<Sha256> as Mac>::new_from_slice(server_key).expect("HMAC takes any key length");
@@ -102,6 +140,16 @@ mod tests {
         assert!(!verify_password(b"x", "not a phc string"));
         // Salted: the same password hashes differently.
         assert_ne!(phc, hash_password(b"correct horse battery staple").unwrap());
+    }
+
+    #[test]
+    fn registration_keys_match_only_their_digest() {
+        let k = RegistrationKey::generate().unwrap();
+        let stored = k.digest();
+        assert!(k.matches(&stored));
+        assert!(RegistrationKey::from_bytes(*k.as_bytes()).matches(&stored));
+        assert!(!RegistrationKey::generate().unwrap().matches(&stored));
+        assert_ne!(&stored, k.as_bytes());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! after the first login, the encrypted data key. The CLI writes it as a 0600 JSON file;
 //! the broker never sees it whole.
 
+use crate::password::RegistrationKey;
 use crate::user_key::{EncryptedDataKey, KeyShare};
 use crate::{random, BrokerError};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -64,6 +65,9 @@ pub struct Profile {
     key_share: StoredShare,
     /// Base64 of the encrypted data key, once the first login made one.
     pub encrypted_data_key: Option<String>,
+    /// Base64 of the registration key, until the address is verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    registration: Option<String>,
 }
 
 /// Argon2id for passphrases: 64 MiB, 3 passes (a profile is opened once per command).
@@ -112,6 +116,7 @@ impl Profile {
             email: email.to_owned(),
             key_share: StoredShare::Plain(String::new()),
             encrypted_data_key: None,
+            registration: None,
         };
         p.key_share = match passphrase {
             None => StoredShare::Plain(STANDARD.encode(share.as_bytes())),
@@ -191,6 +196,34 @@ impl Profile {
             .try_into()
             .map_err(|_| bad("not 32 bytes"))?;
         Ok(KeyShare::from_bytes(arr))
+    }
+
+    /// Keeps the key of this profile's registration (needed to verify it).
+    pub fn set_registration(&mut self, key: &RegistrationKey) {
+        self.registration = Some(STANDARD.encode(key.as_bytes()));
+    }
+
+    /// The key of this profile's registration; `None` once verified (or for a profile
+    /// made before registrations had keys).
+    pub fn registration(&self) -> Result<Option<RegistrationKey>, ProfileError> {
+        let Some(b64) = &self.registration else {
+            return Ok(None);
+        };
+        let bytes = Zeroizing::new(
+            STANDARD
+                .decode(b64)
+                .map_err(|_| ProfileError::Malformed("registration: not base64".into()))?,
+        );
+        let a: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| ProfileError::Malformed("registration: not 32 bytes".into()))?;
+        Ok(Some(RegistrationKey::from_bytes(a)))
+    }
+
+    /// Forgets the registration key (the address is verified).
+    pub fn clear_registration(&mut self) {
+        self.registration = None;
     }
 
     /// Records the encrypted data key the broker returned.

@@ -5,6 +5,7 @@
 //! Every parser refuses unknown fields, sizes out of range and malformed keys with a
 //! [`RequestError`] that says what is wrong, and never echoes a secret field.
 
+use crate::password::RegistrationKey;
 use crate::user_key::{EncryptedDataKey, KeyShare};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -127,6 +128,19 @@ fn account(tenant: &str, email: &str) -> Result<String, RequestError> {
     normal_email(email).ok_or_else(|| err("email: not an e-mail address"))
 }
 
+fn key32(field: &str, b64: &str) -> Result<Zeroizing<[u8; 32]>, RequestError> {
+    let bytes = Zeroizing::new(
+        STANDARD
+            .decode(b64.trim())
+            .map_err(|_| err(format!("{field}: not base64")))?,
+    );
+    let a: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| err(format!("{field}: not 32 bytes")))?;
+    Ok(Zeroizing::new(a))
+}
+
 /// `POST /register`.
 pub struct Register {
     /// The tenant.
@@ -135,6 +149,8 @@ pub struct Register {
     pub email: String,
     /// The password.
     pub password: Zeroizing<String>,
+    /// The registering client's registration key.
+    pub registration: RegistrationKey,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +159,7 @@ struct RegisterJson {
     tenant: String,
     email: String,
     password: Zeroizing<String>,
+    registration: Zeroizing<String>,
 }
 
 impl Register {
@@ -151,10 +168,12 @@ impl Register {
         let j: RegisterJson = json(body)?;
         let email = account(&j.tenant, &j.email)?;
         check_password(&j.password)?;
+        let registration = RegistrationKey::from_bytes(*key32("registration", &j.registration)?);
         Ok(Register {
             tenant: j.tenant,
             email,
             password: j.password,
+            registration,
         })
     }
 }
@@ -167,6 +186,8 @@ pub struct Verify {
     pub email: String,
     /// The code as typed.
     pub code: Zeroizing<String>,
+    /// The key the registration was made with.
+    pub registration: RegistrationKey,
 }
 
 #[derive(Deserialize)]
@@ -175,6 +196,7 @@ struct VerifyJson {
     tenant: String,
     email: String,
     code: Zeroizing<String>,
+    registration: Zeroizing<String>,
 }
 
 impl Verify {
@@ -185,10 +207,12 @@ impl Verify {
         if j.code.len() > 64 {
             return Err(err("code: too long"));
         }
+        let registration = RegistrationKey::from_bytes(*key32("registration", &j.registration)?);
         Ok(Verify {
             tenant: j.tenant,
             email,
             code: j.code,
+            registration,
         })
     }
 }
@@ -224,15 +248,7 @@ impl Login {
         let j: LoginJson = json(body)?;
         let email = account(&j.tenant, &j.email)?;
         check_password(&j.password)?;
-        let share = Zeroizing::new(
-            STANDARD
-                .decode(j.key_share.trim())
-                .map_err(|_| err("key_share: not base64"))?,
-        );
-        let share: [u8; 32] = share
-            .as_slice()
-            .try_into()
-            .map_err(|_| err("key_share: not 32 bytes"))?;
+        let share = key32("key_share", &j.key_share)?;
         let encrypted_data_key = match &j.encrypted_data_key {
             None => None,
             Some(e) => {
@@ -249,7 +265,7 @@ impl Login {
             tenant: j.tenant,
             email,
             password: j.password,
-            key_share: KeyShare::from_bytes(share),
+            key_share: KeyShare::from_bytes(*share),
             encrypted_data_key,
         })
     }
@@ -347,6 +363,21 @@ mod tests {
                 .unwrap_or_else(|| panic!("accepted {bad}"));
             assert!(e.0.contains(why), "{bad}: {e}");
             assert!(!e.0.contains("12345678"), "a secret echoed: {e}");
+        }
+        let reg = STANDARD.encode([9u8; 32]);
+        let ok = format!(
+            r#"{{"tenant":"acme","email":"a@b.test","code":"ABCD-EFGH","registration":"{reg}"}}"#
+        );
+        assert_eq!(
+            Verify::parse(ok.as_bytes()).unwrap().registration.as_bytes(),
+            &[9u8; 32]
+        );
+        for bad in [
+            ok.replace(&reg, &STANDARD.encode([9u8; 31])),
+            ok.replace(&reg, "%%"),
+            ok.replace(&format!(r#","registration":"{reg}""#), ""),
+        ] {
+            assert!(Verify::parse(bad.as_bytes()).is_err(), "accepted {bad}");
         }
         let huge = format!(
             r#"{{"tenant":"acme","email":"a@b","password":"{}"}}"#,

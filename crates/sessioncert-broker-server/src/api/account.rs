@@ -37,9 +37,12 @@ fn check_account(b: &Broker, tenant: &str, email: &str) -> ApiResult<()> {
     }
 }
 
-/// `POST /register {tenant, email, password}`: makes an unverified account and mails
-/// its verification code. An address registered before gets the same answer (and its
-/// owner a notice), so the route does not tell who has an account.
+/// `POST /register {tenant, email, password, registration}`: makes an unverified
+/// account and mails its verification code. Registering an address that is not yet
+/// verified replaces that registration (its code stops working): the address's owner
+/// gets the newest code, and a code verifies only together with the registration key
+/// of the registration it was mailed for. A verified address gets the same answer (and
+/// its owner a notice), so the route does not tell who has an account.
 pub(crate) async fn register(
     State(b): State<Broker>,
     ci: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -97,6 +100,7 @@ pub(crate) async fn register(
             key_verifier: None,
             pending_verifier: None,
             created_ms: now,
+            registration_digest: Some(req.registration.digest()),
         },
         code_digest: code.digest(&b.inner.secrets.verification, &id),
         code_expires_ms: now.saturating_add(s.code_ttl.as_millis() as u64),
@@ -148,7 +152,8 @@ pub(crate) async fn register(
         .into_response())
 }
 
-/// `POST /verify {tenant, email, code}`.
+/// `POST /verify {tenant, email, code, registration}`: the code counts only with the
+/// key of the registration it was mailed for; without it no try is spent.
 pub(crate) async fn verify(
     State(b): State<Broker>,
     ci: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -163,7 +168,9 @@ pub(crate) async fn verify(
         ApiError::new(
             StatusCode::FORBIDDEN,
             "wrong-code",
-            "wrong verification code",
+            "wrong verification code, or not the latest registration of this address: \
+             a code verifies only the registration it was mailed for, with the profile \
+             that registered (if the address was registered again since, register again)",
         )
     };
     let Some(account) = b.inner.store.account(&req.tenant, &email).await? else {
@@ -174,6 +181,23 @@ pub(crate) async fn verify(
         // Its code is gone: any code is wrong now, and the answer must not tell a
         // stranger that the address has a verified account.
         b.count_failure(addr);
+        return Err(wrong());
+    }
+    // Only the client that made this registration may spend its tries: a code mailed
+    // to the address's owner never verifies someone else's registration of it.
+    if !account
+        .registration_digest
+        .is_some_and(|d| req.registration.matches(&d))
+    {
+        b.count_failure(addr);
+        b.audit(
+            &req.tenant,
+            &account.id,
+            "account.verify.refused",
+            &email,
+            "not the registration's key",
+        )
+        .await;
         return Err(wrong());
     }
     // The try is taken before the code is compared: concurrent guesses cannot share one.

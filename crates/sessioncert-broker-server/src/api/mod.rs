@@ -268,6 +268,7 @@ impl Broker {
             .route(&p("/shares"), get(shares::list))
             .route(&p("/shares/{id}"), delete(shares::revoke))
             .route(&p("/shares/{id}/open"), post(shares::open))
+            .layer(axum::middleware::from_fn(full_request_mode_only))
             .with_state(self.clone())
     }
 
@@ -378,6 +379,25 @@ impl Broker {
         })
         .await
         .map_err(|e| ApiError::internal("a password check failed", e))
+    }
+}
+
+/// Refuses a request sealed in header mode: its path (file and share ids, a file's
+/// name in the query) and headers would cross the wire readable. In full-request mode
+/// all of them are sealed; only the session id, sizes and timing show.
+async fn full_request_mode_only(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match req.extensions().get::<SealedContext>() {
+        Some(c) if c.full => next.run(req).await,
+        _ => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "full-request-mode-required",
+            "the broker takes full-request mode only (paths, names and headers sealed): \
+             send requests with `.full(true)` / the sessioncert CLI",
+        )
+        .into_response(),
     }
 }
 

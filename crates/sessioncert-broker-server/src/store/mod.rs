@@ -56,6 +56,10 @@ pub struct Account {
     pub pending_verifier: Option<[u8; 32]>,
     /// When the account was made (Unix ms).
     pub created_ms: u64,
+    /// Until verified: the digest of the registration key the registering client holds
+    /// (`/verify` must show it, so a code verifies only the registration it was mailed
+    /// for).
+    pub registration_digest: Option<[u8; 32]>,
 }
 
 /// A registration: the account and its verification code's digest.
@@ -198,7 +202,8 @@ pub trait BrokerStore: Send + Sync {
 
     /// Registers an account and queues its mail in one transaction. An address
     /// registered before is refused with [`StoreError::Exists`] unless that account was
-    /// never verified and its code has expired (then the new registration replaces it).
+    /// never verified: then the new registration replaces it (new id, password, code
+    /// and registration key), so the earlier registration's code verifies nothing.
     async fn create_account(&self, a: &NewAccount, mail: &[NewOutbox]) -> Result<(), StoreError>;
 
     /// Queues notifications.
@@ -215,7 +220,7 @@ pub trait BrokerStore: Send + Sync {
         account_id: &str,
     ) -> Result<Option<([u8; 32], u64)>, StoreError>;
 
-    /// Marks the account verified and forgets its code.
+    /// Marks the account verified and forgets its code and registration key.
     async fn mark_verified(&self, account_id: &str) -> Result<(), StoreError>;
 
     /// Records a first login's verifier as pending; `false` if a verifier is committed

@@ -25,6 +25,8 @@ const SCHEMA: &[&str] = &[
       pending_verifier BYTEA,
       created_ms BIGINT NOT NULL,
       UNIQUE (tenant, email))",
+    // Databases made before registrations were bound to a key.
+    "ALTER TABLE broker_accounts ADD COLUMN IF NOT EXISTS registration_digest BYTEA",
     "CREATE TABLE IF NOT EXISTS broker_files (
       id TEXT PRIMARY KEY,
       tenant TEXT NOT NULL,
@@ -78,7 +80,8 @@ const SCHEMA: &[&str] = &[
 
 macro_rules! account_columns {
     () => {
-        "id, tenant, email, password_phc, verified, key_verifier, created_ms, pending_verifier"
+        "id, tenant, email, password_phc, verified, key_verifier, created_ms, pending_verifier, \
+         registration_digest"
     };
 }
 macro_rules! file_columns {
@@ -134,6 +137,9 @@ fn account_row(r: &PgRow) -> Result<Account, sqlx::Error> {
         created_ms: to_u64(r.try_get(6)?),
         pending_verifier: r
             .try_get::<Option<Vec<u8>>, _>(7)?
+            .and_then(|v| v.try_into().ok()),
+        registration_digest: r
+            .try_get::<Option<Vec<u8>>, _>(8)?
             .and_then(|v| v.try_into().ok()),
     })
 }
@@ -293,15 +299,15 @@ impl BrokerStore for PostgresBrokerStore {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let n = sqlx::query(
             "INSERT INTO broker_accounts (id, tenant, email, password_phc, verified,
-               code_digest, code_expires_ms, code_tries, key_verifier, created_ms)
-             VALUES ($1, $2, $3, $4, FALSE, $5, $6, $7, NULL, $8)
+               code_digest, code_expires_ms, code_tries, key_verifier, created_ms,
+               registration_digest)
+             VALUES ($1, $2, $3, $4, FALSE, $5, $6, $7, NULL, $8, $9)
              ON CONFLICT (tenant, email) DO UPDATE SET
                id = excluded.id, password_phc = excluded.password_phc,
                code_digest = excluded.code_digest, code_expires_ms = excluded.code_expires_ms,
                code_tries = excluded.code_tries, created_ms = excluded.created_ms,
-               pending_verifier = NULL
-             WHERE broker_accounts.verified = FALSE
-               AND broker_accounts.code_expires_ms <= excluded.created_ms",
+               pending_verifier = NULL, registration_digest = excluded.registration_digest
+             WHERE broker_accounts.verified = FALSE",
         )
         .bind(&a.account.id)
         .bind(&a.account.tenant)
@@ -311,6 +317,7 @@ impl BrokerStore for PostgresBrokerStore {
         .bind(to_i64(a.code_expires_ms))
         .bind(to_i32(a.code_tries))
         .bind(to_i64(a.account.created_ms))
+        .bind(a.account.registration_digest.map(|d| d.to_vec()))
         .execute(&mut *tx)
         .await
         .map_err(db)?
@@ -369,7 +376,8 @@ impl BrokerStore for PostgresBrokerStore {
 
     async fn mark_verified(&self, account_id: &str) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE broker_accounts SET verified = TRUE, code_digest = NULL, code_tries = 0
+            "UPDATE broker_accounts SET verified = TRUE, code_digest = NULL, code_tries = 0,
+               registration_digest = NULL
              WHERE id = $1",
         )
         .bind(account_id)

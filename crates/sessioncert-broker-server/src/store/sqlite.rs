@@ -22,6 +22,7 @@ CREATE TABLE IF NOT EXISTS broker_accounts (
   key_verifier BLOB,
   pending_verifier BLOB,
   created_ms INTEGER NOT NULL,
+  registration_digest BLOB,
   UNIQUE (tenant, email)
 );
 CREATE TABLE IF NOT EXISTS broker_files (
@@ -79,8 +80,8 @@ CREATE TABLE IF NOT EXISTS broker_audit (
 CREATE INDEX IF NOT EXISTS broker_audit_tenant ON broker_audit (tenant, id);
 ";
 
-const ACCOUNT_COLUMNS: &str =
-    "id, tenant, email, password_phc, verified, key_verifier, created_ms, pending_verifier";
+const ACCOUNT_COLUMNS: &str = "id, tenant, email, password_phc, verified, key_verifier, \
+     created_ms, pending_verifier, registration_digest";
 const FILE_COLUMNS: &str = "id, tenant, owner, name, size, created_ms, object_key";
 const SHARE_COLUMNS: &str = "id, tenant, owner, file_id, recipient, verifier, object_key, name, \
      size, created_ms, expires_ms, max_opens, opens, failed_tries, revoked_ms";
@@ -108,6 +109,9 @@ fn account_row(r: &Row<'_>) -> rusqlite::Result<Account> {
         created_ms: to_u64(r.get(6)?),
         pending_verifier: r
             .get::<_, Option<Vec<u8>>>(7)?
+            .and_then(|v| v.try_into().ok()),
+        registration_digest: r
+            .get::<_, Option<Vec<u8>>>(8)?
             .and_then(|v| v.try_into().ok()),
     })
 }
@@ -213,7 +217,18 @@ impl SqliteBrokerStore {
 #[async_trait]
 impl BrokerStore for SqliteBrokerStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        self.run(|c| c.execute_batch(SCHEMA)).await
+        self.run(|c| {
+            c.execute_batch(SCHEMA)?;
+            // Databases made before registrations were bound to a key.
+            let has: bool = c
+                .prepare("SELECT 1 FROM pragma_table_info('broker_accounts') WHERE name = 'registration_digest'")?
+                .exists([])?;
+            if !has {
+                c.execute_batch("ALTER TABLE broker_accounts ADD COLUMN registration_digest BLOB")?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn create_account(&self, a: &NewAccount, mail: &[NewOutbox]) -> Result<(), StoreError> {
@@ -224,16 +239,17 @@ impl BrokerStore for SqliteBrokerStore {
                 let tx = c.transaction()?;
                 let n = tx.execute(
                     "INSERT INTO broker_accounts (id, tenant, email, password_phc, verified,
-                       code_digest, code_expires_ms, code_tries, key_verifier, created_ms)
-                     VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, NULL, ?8)
+                       code_digest, code_expires_ms, code_tries, key_verifier, created_ms,
+                       registration_digest)
+                     VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, NULL, ?8, ?9)
                      ON CONFLICT (tenant, email) DO UPDATE SET
                        id = excluded.id, password_phc = excluded.password_phc,
                        code_digest = excluded.code_digest,
                        code_expires_ms = excluded.code_expires_ms,
                        code_tries = excluded.code_tries, created_ms = excluded.created_ms,
-                       pending_verifier = NULL
-                     WHERE broker_accounts.verified = 0
-                       AND broker_accounts.code_expires_ms <= excluded.created_ms",
+                       pending_verifier = NULL,
+                       registration_digest = excluded.registration_digest
+                     WHERE broker_accounts.verified = 0",
                     params![
                         a.account.id,
                         a.account.tenant,
@@ -242,7 +258,8 @@ impl BrokerStore for SqliteBrokerStore {
                         a.code_digest.to_vec(),
                         to_i64(a.code_expires_ms),
                         a.code_tries,
-                        to_i64(a.account.created_ms)
+                        to_i64(a.account.created_ms),
+                        a.account.registration_digest.map(|d| d.to_vec()),
                     ],
                 )?;
                 if n == 1 {
@@ -308,7 +325,8 @@ impl BrokerStore for SqliteBrokerStore {
         let id = account_id.to_owned();
         self.run(move |c| {
             c.execute(
-                "UPDATE broker_accounts SET verified = 1, code_digest = NULL, code_tries = 0
+                "UPDATE broker_accounts SET verified = 1, code_digest = NULL, code_tries = 0,
+                   registration_digest = NULL
                  WHERE id = ?1",
                 params![id],
             )

@@ -162,7 +162,8 @@ impl TestBroker {
             &c,
             "POST",
             "/register",
-            json!({"tenant": tenant, "email": email, "password": PASSWORD}),
+            json!({"tenant": tenant, "email": email, "password": PASSWORD,
+                   "registration": registration(email)}),
         )
         .await;
         assert_eq!(r.0, 202, "{:?}", r.1);
@@ -174,7 +175,8 @@ impl TestBroker {
             &c,
             "POST",
             "/verify",
-            json!({"tenant": tenant, "email": email, "code": code}),
+            json!({"tenant": tenant, "email": email, "code": code,
+                   "registration": registration(email)}),
         )
         .await;
         assert_eq!(r.0, 200, "{:?}", r.1);
@@ -262,6 +264,7 @@ impl User {
         let r = self
             .client
             .put(&format!("{PREFIX}/files?name={name}"))
+            .full(true)
             .body(body)
             .send()
             .await
@@ -275,7 +278,7 @@ impl User {
 
     /// `(status, body)`; a body that fails midway is `Err`.
     pub async fn download(&self, id: &str) -> Result<(u16, Vec<u8>), String> {
-        fetch(self.client.get(&format!("{PREFIX}/files/{id}"))).await
+        fetch(self.client.get(&format!("{PREFIX}/files/{id}")).full(true)).await
     }
 }
 
@@ -295,7 +298,7 @@ pub async fn fetch(req: sessioncert_client::RequestBuilder) -> Result<(u16, Vec<
 /// A JSON call: `(status, answer)`.
 pub async fn call(c: &Client, method: &str, path: &str, body: Value) -> (u16, Value) {
     let m = http::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut req = c.request(m, &format!("{PREFIX}{path}"));
+    let mut req = c.request(m, &format!("{PREFIX}{path}")).full(true);
     if !body.is_null() {
         req = req.json(&body);
     }
@@ -306,6 +309,13 @@ pub async fn call(c: &Client, method: &str, path: &str, body: Value) -> (u16, Va
         serde_json::from_slice(r.body()).unwrap_or(Value::Null)
     };
     (r.status().as_u16(), v)
+}
+
+/// A registration key for `seed` (base64 of 32 bytes), as a client would keep it.
+pub fn registration(seed: &str) -> String {
+    use base64::Engine as _;
+    use sha2::{Digest, Sha256};
+    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(seed.as_bytes()))
 }
 
 /// Deterministic bytes that do not compress: `n` bytes of a counter's SHA-256 stream.

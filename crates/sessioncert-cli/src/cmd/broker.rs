@@ -15,6 +15,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
+use sessioncert_broker::password::RegistrationKey;
 use sessioncert_broker::profile::Profile;
 use sessioncert_broker::user_key::{EncryptedDataKey, KeyShare};
 use sessioncert_broker_server::api::{Broker, BrokerSettings, PREFIX};
@@ -139,8 +140,9 @@ pub struct TenantArgs {
 #[derive(Args)]
 #[command(
     after_help = "--store names the broker's database: sqlite:PATH (default: \
-broker.db in --data; sessions then stay in sessions.db there) or postgres://… (the broker's \
-tables and the sessions, shared by instances). --config FILE: a TOML file whose keys are the \
+broker.db in --data) or postgres://… (the broker's tables, shared by instances). Sessions \
+stay in memory (a login is bound to its session; nothing on disk can resume one). Notifications \
+need --smtp or --outbox (a directory outside --data: its mails carry codes). --config FILE: a TOML file whose keys are the \
 long flag names (outbox = \"/var/mail/broker\", max-stream-body = \"2GiB\"); flags and \
 environment variables override it."
 )]
@@ -175,8 +177,10 @@ pub struct BrokerOptions {
         conflicts_with = "outbox"
     )]
     smtp: Option<String>,
-    /// Write every mail as an RFC 5322 .eml file into DIR instead of sending it (the
-    /// default, in outbox/ under --data, when --smtp is not given).
+    /// Write every mail as an RFC 5322 .eml file into DIR instead of sending it, for
+    /// another program to deliver. DIR must be outside --data: its mails carry codes, and
+    /// a copy of the data directory must not hold them. One of --smtp and --outbox is
+    /// needed.
     #[arg(long, env = "SESSIONCERT_BROKER_OUTBOX", value_name = "DIR")]
     outbox: Option<PathBuf>,
     /// POST notifications to phone numbers as JSON {"to", "text"} to this URL.
@@ -269,20 +273,22 @@ async fn serve(mut a: BrokerServeArgs, settings: String) -> anyhow::Result<ExitC
         !a.server.legacy_session_cert,
         "--legacy-session-cert is not offered by the broker (its clients speak the protocol)"
     );
-    // --store names the broker's database; the sessions go beside it.
+    // --store names the broker's database. The sessions stay in memory: a login is bound
+    // to its session, and session keys on disk (or in a shared database) would let a copy
+    // of them act in a live login; logins end at a restart anyway.
     let data = a.server.data.clone();
-    let (store_address, sessions) = match a.server.store.take() {
-        None => (format!("sqlite:{}", data.join("broker.db").display()), None),
-        Some(StoreUrl::Sqlite(path)) => (
-            format!("sqlite:{}", path.unwrap_or_else(|| data.join("broker.db")).display()),
-            None,
+    let store_address = match a.server.store.take() {
+        None => format!("sqlite:{}", data.join("broker.db").display()),
+        Some(StoreUrl::Sqlite(path)) => format!(
+            "sqlite:{}",
+            path.unwrap_or_else(|| data.join("broker.db")).display()
         ),
-        Some(StoreUrl::Postgres(url)) => (url.clone(), Some(StoreUrl::Postgres(url))),
+        Some(StoreUrl::Postgres(url)) => url,
         Some(StoreUrl::Memory) => bail!("--store memory: would lose the broker's accounts and files at every stop; use sqlite:PATH (default) or postgres://…"),
         Some(StoreUrl::Redis(_)) => bail!("--store for the broker is sqlite:PATH or postgres://… (Redis holds sessions, not the broker's records)"),
         Some(StoreUrl::Invalid(e)) => bail!("{e}"),
     };
-    a.server.store = sessions;
+    a.server.store = Some(StoreUrl::Memory);
     let b = a.broker;
     let kms = ServedKms::open(
         DataArgs {
@@ -301,8 +307,14 @@ async fn serve(mut a: BrokerServeArgs, settings: String) -> anyhow::Result<ExitC
     let objects = Objects::open(&objects_spec).await.context("--objects")?;
     let email = match (&b.smtp, &b.outbox) {
         (Some(url), _) => EmailDelivery::Smtp(url.clone()),
-        (None, Some(dir)) => EmailDelivery::Outbox(dir.clone()),
-        (None, None) => EmailDelivery::Outbox(data.join("outbox")),
+        (None, Some(dir)) => {
+            check_outbox_outside(dir, &data)?;
+            EmailDelivery::Outbox(dir.clone())
+        }
+        (None, None) => bail!(
+            "say where notifications go: --smtp smtp://HOST:PORT, or --outbox DIR (a directory \
+             outside --data, e.g. ./broker-mail: every mail is written there as an .eml file)"
+        ),
     };
     let notifier = Notifier::new(email, b.sms_webhook.clone(), &b.mail_from)?;
     let max_file_bytes = a.server.max_stream_body.0.unwrap_or(u64::MAX);
@@ -499,6 +511,26 @@ pub struct OpenShareArgs {
     output: PathBuf,
 }
 
+/// Refuses an outbox inside the data directory: its mails carry verification and
+/// one-time codes, so a copy of the data directory (which holds the root key by default)
+/// would open every live share.
+fn check_outbox_outside(outbox: &Path, data: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(outbox)
+        .with_context(|| format!("cannot create --outbox {}", outbox.display()))?;
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("cannot create --data {}", data.display()))?;
+    let o = std::fs::canonicalize(outbox)?;
+    let d = std::fs::canonicalize(data)?;
+    anyhow::ensure!(
+        !o.starts_with(&d) && !d.starts_with(&o),
+        "--outbox {} is inside --data {} (or holds it): its mails carry codes that open shares; \
+         put it outside the data directory",
+        outbox.display(),
+        data.display()
+    );
+    Ok(())
+}
+
 fn read_secret(path: &Path, what: &str) -> anyhow::Result<Zeroizing<String>> {
     let text = Zeroizing::new(
         std::fs::read_to_string(path)
@@ -585,7 +617,9 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
-    let mut req = client.request(method, &format!("{PREFIX}{path}"));
+    // Full-request mode: ids in the path and the headers travel sealed too (the broker
+    // takes nothing else).
+    let mut req = client.request(method, &format!("{PREFIX}{path}")).full(true);
     if let Some(b) = body {
         req = req.json(&b);
     }
@@ -618,7 +652,8 @@ async fn register(a: RegisterArgs) -> anyhow::Result<ExitCode> {
     );
     parse_pin(&a.pin)?;
     let share = KeyShare::generate()?;
-    let profile = Profile::new(
+    let registration = RegistrationKey::generate()?;
+    let mut profile = Profile::new(
         &a.url,
         &a.pin,
         &a.tenant,
@@ -626,12 +661,19 @@ async fn register(a: RegisterArgs) -> anyhow::Result<ExitCode> {
         &share,
         passphrase.as_ref().map(|p| p.as_bytes()),
     )?;
+    profile.set_registration(&registration);
+    let registration_b64 = Zeroizing::new(STANDARD.encode(registration.as_bytes()));
     let client = connect(&a.url, &a.pin, None).await?;
     let answer = call(
         &client,
         http::Method::POST,
         "/register",
-        Some(json!({ "tenant": a.tenant, "email": a.email, "password": *password })),
+        Some(json!({
+            "tenant": a.tenant,
+            "email": a.email,
+            "password": *password,
+            "registration": *registration_b64,
+        })),
     )
     .await;
     close_quietly(&client).await;
@@ -648,17 +690,32 @@ async fn register(a: RegisterArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let profile = load_profile(&a.profile)?;
+    let mut profile = load_profile(&a.profile)?;
+    let Some(registration) = profile.registration()? else {
+        bail!(
+            "{} holds no registration to verify (verified already, or made by an older version: \
+             then register again with a new profile)",
+            a.profile.display()
+        );
+    };
+    let registration_b64 = Zeroizing::new(STANDARD.encode(registration.as_bytes()));
     let client = connect(&profile.url, &profile.pin, None).await?;
     let answer = call(
         &client,
         http::Method::POST,
         "/verify",
-        Some(json!({ "tenant": profile.tenant, "email": profile.email, "code": a.code })),
+        Some(json!({
+            "tenant": profile.tenant,
+            "email": profile.email,
+            "code": a.code,
+            "registration": *registration_b64,
+        })),
     )
     .await;
     close_quietly(&client).await;
     answer?;
+    profile.clear_registration();
+    save_profile(&a.profile, &profile)?;
     println!("verified {}", profile.email);
     Ok(ExitCode::SUCCESS)
 }
@@ -742,6 +799,9 @@ async fn upload(a: UploadArgs) -> anyhow::Result<ExitCode> {
         .finish();
     let resp = client
         .put(&format!("{PREFIX}/files?{query}"))
+        .full(true)
+        // Each upload makes a new file: never sent twice on a forged refusal.
+        .idempotent(false)
         .content_type("application/octet-stream")
         .body_file(a.path.clone())
         .send()
@@ -851,6 +911,7 @@ async fn download(a: DownloadArgs) -> anyhow::Result<ExitCode> {
     let (_, client) = logged_in(&a.profile).await?;
     let resp = client
         .get(&format!("{PREFIX}/files/{}", a.id.trim()))
+        .full(true)
         .send_streaming()
         .await?;
     let code = receive_file(resp, &a.output).await?;
@@ -949,6 +1010,7 @@ async fn open_share(a: OpenShareArgs) -> anyhow::Result<ExitCode> {
     let client = connect(&a.url, &a.pin, None).await?;
     let resp = client
         .post(&format!("{PREFIX}/shares/{}/open", a.share.trim()))
+        .full(true)
         .json(&json!({ "otp": a.otp }))
         .send_streaming()
         .await;
