@@ -19,12 +19,16 @@ cargo build --release --quiet --bin sessioncert
 cargo build --release --quiet -p sessioncert-broker-server --example broker_load
 BIN=$PWD/target/release/sessioncert
 LOAD=$PWD/target/release/examples/broker_load
+# The per-user quotas and share/mail budgets are raised: the load is one user sharing
+# thousands of times a second, which the defaults refuse by design.
 # On disk, not tmpfs: the server streams to a file as a real deployment does.
 WORK=$(mktemp -d -p "${BENCH_DIR:-$PWD/target}" bench-broker.XXXXXX)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$BIN" broker tenant create acme --data "$WORK/data" >/dev/null
 "$BIN" broker serve --addr "127.0.0.1:$PORT" --data "$WORK/data" --outbox "$WORK/outbox" \
-  --max-stream-body none >"$WORK/serve.log" 2>&1 &
+  --max-stream-body none --max-bytes-per-user 1000GiB --max-files-per-user 100000000 \
+  --max-open-shares 100000000 --shares-per-minute 100000000 --mails-per-hour 1000000000 \
+  >"$WORK/serve.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done

@@ -80,7 +80,8 @@ async fn register_verify_login_upload_download() {
     // Files: 3 chunks and a bit, name kept (sealed), content back byte for byte.
     let body = pseudo_random(3 * CHUNK + 1234, 1);
     let r = c
-        .put(&format!("{PREFIX}/files?name=report%20%C3%A9t%C3%A9.pdf")).full(true)
+        .put(&format!("{PREFIX}/files?name=report%20%C3%A9t%C3%A9.pdf"))
+        .full(true)
         .body(body.clone())
         .send()
         .await
@@ -94,7 +95,9 @@ async fn register_verify_login_upload_download() {
     assert_eq!(r.1["files"][0]["id"], id.as_str());
     assert_eq!(r.1["files"][0]["name"], "report été.pdf");
     assert_eq!(r.1["files"][0]["size"], body.len());
-    let (status, back) = fetch(c.get(&format!("{PREFIX}/files/{id}")).full(true)).await.unwrap();
+    let (status, back) = fetch(c.get(&format!("{PREFIX}/files/{id}")).full(true))
+        .await
+        .unwrap();
     assert_eq!(status, 200);
     assert!(back == body, "downloaded bytes differ");
     // At rest: header + sealed chunks, no plaintext.
@@ -107,7 +110,8 @@ async fn register_verify_login_upload_download() {
     for n in [0, CHUNK] {
         let b = pseudo_random(n, 2);
         let r = c
-            .put(&format!("{PREFIX}/files?name=f{n}")).full(true)
+            .put(&format!("{PREFIX}/files?name=f{n}"))
+            .full(true)
             .body(b.clone())
             .send()
             .await
@@ -117,7 +121,9 @@ async fn register_verify_login_upload_download() {
             .as_str()
             .unwrap()
             .to_owned();
-        let (_, back) = fetch(c.get(&format!("{PREFIX}/files/{id}")).full(true)).await.unwrap();
+        let (_, back) = fetch(c.get(&format!("{PREFIX}/files/{id}")).full(true))
+            .await
+            .unwrap();
         assert!(back == b, "size {n}");
     }
     // Delete: gone from the list and the store.
@@ -172,12 +178,30 @@ async fn wrong_key_share_is_a_clear_error_and_binds_nothing() {
     assert_eq!(r.0, 401, "a refused login bound nothing");
     // Another user's encrypted data key: refused as not this account's.
     let mut bob = t.user("acme", "bob@example.test").await;
+    let bob_own = bob.edk.clone();
     let alice_edk = u.edk.clone();
     bob.edk = alice_edk;
     let r = bob.login().await;
     assert_eq!(
         (r.0, r.1["code"].as_str()),
         (400, Some("bad-encrypted-data-key")),
+        "{:?}",
+        r.1
+    );
+    // An encrypted data key naming a master key version the tenant lacks: the
+    // request's fault (400), not the server's (500).
+    let mut edk = STANDARD.decode(bob_own.as_deref().unwrap()).unwrap();
+    edk[..4].copy_from_slice(&99u32.to_be_bytes());
+    bob.edk = Some(STANDARD.encode(edk));
+    let r = bob.login().await;
+    assert_eq!(
+        (r.0, r.1["code"].as_str()),
+        (400, Some("bad-encrypted-data-key")),
+        "{:?}",
+        r.1
+    );
+    assert!(
+        r.1["error"].as_str().unwrap().contains("version 99"),
         "{:?}",
         r.1
     );
@@ -388,7 +412,8 @@ async fn an_upload_cut_short_leaves_nothing() {
     ]);
     let r = u
         .client
-        .put(&format!("{PREFIX}/files?name=cut.bin")).full(true)
+        .put(&format!("{PREFIX}/files?name=cut.bin"))
+        .full(true)
         .body_stream(stream)
         .send()
         .await;
@@ -413,7 +438,8 @@ async fn files_above_the_limit_are_refused_and_not_kept() {
     let u = t.user("acme", "alice@example.test").await;
     let r = u
         .client
-        .put(&format!("{PREFIX}/files?name=big")).full(true)
+        .put(&format!("{PREFIX}/files?name=big"))
+        .full(true)
         .body(pseudo_random(2 * CHUNK + 1, 5))
         .send()
         .await
@@ -449,7 +475,8 @@ async fn sharing_by_one_time_code() {
     // Anyone (no account, a fresh session) opens it with the code; wrong codes fail.
     let anon = t.client().await;
     let open = |code: String| {
-        anon.post(&format!("{PREFIX}/shares/{share}/open")).full(true)
+        anon.post(&format!("{PREFIX}/shares/{share}/open"))
+            .full(true)
             .json(&json!({ "otp": code }))
     };
     let (status, got) = fetch(open(format!("WRONG-{otp}"))).await.unwrap();
@@ -500,7 +527,8 @@ async fn shares_expire_lock_and_can_be_revoked() {
     let anon = t.client().await;
     let open = |share: &str, otp: &str| {
         fetch(
-            anon.post(&format!("{PREFIX}/shares/{share}/open")).full(true)
+            anon.post(&format!("{PREFIX}/shares/{share}/open"))
+                .full(true)
                 .json(&json!({ "otp": otp })),
         )
     };
@@ -635,9 +663,7 @@ async fn a_code_verifies_only_its_own_registration() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_ne!(first, second, "no second code mailed");
-    let verify = |code: &str, key: &str| {
-        json!({"tenant": "acme", "email": email, "code": code, "registration": key})
-    };
+    let verify = |code: &str, key: &str| json!({"tenant": "acme", "email": email, "code": code, "registration": key});
     // Mallory's code is dead; Alice's code with Mallory's key does nothing, however
     // often, and spends none of Alice's five tries.
     let r = call(&c, "POST", "/verify", verify(&first, &mallory)).await;
@@ -652,9 +678,8 @@ async fn a_code_verifies_only_its_own_registration() {
     assert_eq!(r.0, 200, "{:?}", r.1);
     // The account is Alice's: her password opens it, Mallory's does not.
     let share = STANDARD.encode(KeyShare::generate().unwrap().as_bytes());
-    let login = |pw: &str| {
-        json!({"tenant": "acme", "email": email, "password": pw, "key_share": share})
-    };
+    let login =
+        |pw: &str| json!({"tenant": "acme", "email": email, "password": pw, "key_share": share});
     let r = call(&c, "POST", "/login", login("mallory's password")).await;
     assert_eq!((r.0, r.1["code"].as_str()), (401, Some("wrong-password")));
     let r = call(&c, "POST", "/login", login(PASSWORD)).await;
@@ -699,4 +724,166 @@ async fn header_mode_requests_are_refused() {
     let r = call(&u.client, "GET", "/files", Value::Null).await;
     assert_eq!(r.0, 200, "{:?}", r.1);
     assert_eq!(r.1["files"].as_array().unwrap().len(), 0);
+}
+
+/// Guesses spread over many addresses still meet the account's own limit, which holds
+/// before any password is checked (the right password too, until it refills), tells the
+/// owner, and leaves other accounts alone; a refused check that is not a wrong password
+/// (an unverified account) costs the address as well.
+#[tokio::test]
+async fn failed_logins_are_limited_per_account_and_refused_checks_cost() {
+    let settings = BrokerSettings {
+        account_failure_burst: 3,
+        account_failure_refill: Duration::from_secs(3600),
+        ..BrokerSettings::default()
+    };
+    let t = TestBroker::start_with(&["acme"], settings).await;
+    let mut alice = t.user("acme", "alice@example.test").await;
+    let mut bob = t.user("acme", "bob@example.test").await;
+    let c = t.client().await;
+    let wrong = json!({"tenant": "acme", "email": "alice@example.test", "password": "wrong password",
+                       "key_share": STANDARD.encode([0u8; 32])});
+    for _ in 0..3 {
+        let r = call(&c, "POST", "/login", wrong.clone()).await;
+        assert_eq!((r.0, r.1["code"].as_str()), (401, Some("wrong-password")));
+    }
+    let r = call(&c, "POST", "/login", wrong).await;
+    assert_eq!((r.0, r.1["code"].as_str()), (429, Some("account-locked")));
+    let r = alice.login().await;
+    assert_eq!((r.0, r.1["code"].as_str()), (429, Some("account-locked")));
+    let notice = t
+        .mail_to(
+            "alice@example.test",
+            "failed logins to your sessioncert broker account",
+        )
+        .await;
+    assert!(notice.contains("paused"), "{notice}");
+    let r = bob.login().await;
+    assert_eq!(r.0, 200, "{:?}", r.1);
+
+    // An unverified account with its right password: refused, and counted.
+    let settings = BrokerSettings {
+        failure_burst: 4,
+        failure_refill: Duration::from_secs(3600),
+        ..BrokerSettings::default()
+    };
+    let t = TestBroker::start_with(&["acme"], settings).await;
+    let c = t.client().await;
+    let r = call(
+        &c,
+        "POST",
+        "/register",
+        json!({"tenant": "acme", "email": "carol@example.test", "password": PASSWORD,
+               "registration": registration("carol")}),
+    )
+    .await;
+    assert_eq!(r.0, 202, "{:?}", r.1);
+    let login = json!({"tenant": "acme", "email": "carol@example.test", "password": PASSWORD,
+                       "key_share": STANDARD.encode([0u8; 32])});
+    for _ in 0..3 {
+        let r = call(&c, "POST", "/login", login.clone()).await;
+        assert_eq!((r.0, r.1["code"].as_str()), (403, Some("not-verified")));
+    }
+    let r = call(&c, "POST", "/login", login).await;
+    assert_eq!(
+        (r.0, r.1["code"].as_str()),
+        (429, Some("too-many-failures"))
+    );
+}
+
+/// Per-user quotas (files, bytes, open shares), share and mail budgets, and upload slots.
+#[tokio::test]
+async fn quotas_and_budgets_hold() {
+    let settings = BrokerSettings {
+        max_files_per_user: 3,
+        max_bytes_per_user: 3 * CHUNK as u64,
+        max_open_shares_per_user: 2,
+        recipient_mail_burst: 2,
+        recipient_mail_refill: Duration::from_secs(3600),
+        uploads_per_user: 1,
+        ..BrokerSettings::default()
+    };
+    let t = TestBroker::start_with(&["acme"], settings).await;
+    let u = t.user("acme", "alice@example.test").await;
+    let a = u.upload("a", pseudo_random(CHUNK, 1)).await;
+    // Over the bytes left: refused, nothing kept.
+    let r = u
+        .client
+        .put(&format!("{PREFIX}/files?name=big"))
+        .full(true)
+        .body(pseudo_random(2 * CHUNK + 1, 2))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 507, "{}", String::from_utf8_lossy(r.body()));
+    assert!(String::from_utf8_lossy(r.body()).contains("quota-exceeded"));
+    let b = u.upload("b", pseudo_random(10, 3)).await;
+    u.upload("c", pseudo_random(10, 4)).await;
+    // Over the file count.
+    let r = u
+        .client
+        .put(&format!("{PREFIX}/files?name=d"))
+        .full(true)
+        .body(b"d".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 507);
+    let r = call(&u.client, "GET", "/files", Value::Null).await;
+    assert_eq!(r.1["files"].as_array().unwrap().len(), 3);
+    assert_eq!(t.file_objects().len(), 3, "{:?}", t.file_objects());
+
+    // Mails to one recipient: two, then refused; open shares: two, then refused.
+    let path = format!("/files/{a}/shares");
+    let share = |to: &str| call(&u.client, "POST", &path, json!({ "to": to }));
+    assert_eq!(share("bob@example.test").await.0, 201);
+    assert_eq!(share("bob@example.test").await.0, 201);
+    let r = share("carol@example.test").await;
+    assert_eq!((r.0, r.1["code"].as_str()), (507, Some("quota-exceeded")));
+    let r = call(&u.client, "GET", "/shares", Value::Null).await;
+    let first = r.1["shares"][0]["id"].as_str().unwrap().to_owned();
+    let r = call(
+        &u.client,
+        "DELETE",
+        &format!("/shares/{first}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(r.0, 204, "{:?}", r.1);
+    let r = share("bob@example.test").await;
+    assert_eq!((r.0, r.1["code"].as_str()), (429, Some("too-many-mails")));
+    assert_eq!(share("carol@example.test").await.0, 201);
+
+    // One upload at a time for this user: a second one meanwhile is refused.
+    let r = call(&u.client, "DELETE", &format!("/files/{b}"), Value::Null).await;
+    assert!(r.0 < 300, "{:?}", r);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<bytes::Bytes, std::io::Error>>();
+    // More than a chunk, so the request reaches the broker while its body is still open.
+    tx.send(Ok(bytes::Bytes::from(vec![1u8; 100_000]))).unwrap();
+    let rx = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let slow = tokio::spawn({
+        let c = u.client.clone();
+        async move {
+            c.put(&format!("{PREFIX}/files?name=slow"))
+                .full(true)
+                .body_stream(rx)
+                .send()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = u
+        .client
+        .put(&format!("{PREFIX}/files?name=second"))
+        .full(true)
+        .body(b"x".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429, "{}", String::from_utf8_lossy(r.body()));
+    assert!(String::from_utf8_lossy(r.body()).contains("too-many-uploads"));
+    drop(tx);
+    let _ = slow.await;
 }

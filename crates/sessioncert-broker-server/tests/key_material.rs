@@ -95,7 +95,8 @@ async fn no_key_material_at_rest_or_in_logs() {
     );
     let anon = t.client().await;
     let (status, got) = fetch(
-        anon.post(&format!("{PREFIX}/shares/{share}/open")).full(true)
+        anon.post(&format!("{PREFIX}/shares/{share}/open"))
+            .full(true)
             .json(&json!({"otp": otp})),
     )
     .await

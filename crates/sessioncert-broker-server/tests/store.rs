@@ -81,7 +81,10 @@ async fn accounts(s: &Arc<dyn BrokerStore>) {
     s.create_account(&again, &[mail("a@x.test")]).await.unwrap();
     assert_eq!(s.outbox_pending().await.unwrap(), 2);
     let a = s.account("acme", "a@x.test").await.unwrap().unwrap();
-    assert_eq!((a.id.as_str(), a.registration_digest), ("u2", Some([42; 32])));
+    assert_eq!(
+        (a.id.as_str(), a.registration_digest),
+        ("u2", Some([42; 32]))
+    );
     // The replaced registration's tries are gone with its id.
     assert!(s.take_verification_try("u1").await.unwrap().is_none());
     // Another tenant may have the same address.

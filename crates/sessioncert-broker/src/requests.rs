@@ -369,7 +369,10 @@ mod tests {
             r#"{{"tenant":"acme","email":"a@b.test","code":"ABCD-EFGH","registration":"{reg}"}}"#
         );
         assert_eq!(
-            Verify::parse(ok.as_bytes()).unwrap().registration.as_bytes(),
+            Verify::parse(ok.as_bytes())
+                .unwrap()
+                .registration
+                .as_bytes(),
             &[9u8; 32]
         );
         for bad in [

@@ -330,6 +330,14 @@ fn broker_on_the_embedded_default() {
     assert!(err.contains("413") && err.contains("larger than"), "{err}");
     // Sealed at rest in the default places.
     assert!(data.join("broker.db").exists());
+    // Sessions stay in memory: nothing in the data directory could resume a login.
+    let session_files: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("sessions"))
+        .collect();
+    assert!(session_files.is_empty(), "{session_files:?}");
     // The operator reads the audit log: every key use and share event, no secret.
     let audit = ok(&[
         "broker",
@@ -419,4 +427,35 @@ fn broker_on_postgres_and_s3() {
             &format!("DROP SCHEMA \"{schema}\" CASCADE"),
         ])
         .status();
+}
+
+/// Notifications need a place, and an outbox of codes must not sit in the data
+/// directory (a copy of it would open every live share).
+#[test]
+fn broker_serve_needs_an_outbox_outside_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&[
+        "broker",
+        "tenant",
+        "create",
+        "acme",
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    let serve = |extra: &[&str]| {
+        let mut args = vec!["broker", "serve", "--addr", "127.0.0.1:0", "--data"];
+        args.push(data.to_str().unwrap());
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let o = serve(&[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--smtp") && err.contains("--outbox"), "{err}");
+    let inside = data.join("outbox");
+    let o = serve(&["--outbox", inside.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("inside --data"), "{err}");
 }

@@ -22,9 +22,16 @@ use zeroize::Zeroizing;
 /// A PHC string of a password nobody has: unknown accounts cost the same check.
 const DUMMY_PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2Vzc2lvbmNlcnRkdW1teQ$3m2OT6pdQbzBH1HULOQ7o2mKAqTnuTqkJCVOdeGLylU";
 
-/// Checks that the tenant exists and the address is one mail can reach.
-fn check_account(b: &Broker, tenant: &str, email: &str) -> ApiResult<()> {
+/// Checks that the tenant exists and the address is one mail can reach. An unknown
+/// tenant counts as a failed attempt of `addr` (tenant names are guessable, not free).
+fn check_account(
+    b: &Broker,
+    addr: Option<std::net::IpAddr>,
+    tenant: &str,
+    email: &str,
+) -> ApiResult<()> {
     if !b.inner.kms.has_tenant(tenant) {
+        b.count_failure(addr);
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown-tenant",
@@ -54,7 +61,10 @@ pub(crate) async fn register(
     b.check_failures(addr)?;
     b.count_failure(addr);
     let req = Register::parse(&body).map_err(ApiError::request)?;
-    check_account(&b, &req.tenant, &req.email)?;
+    // (This registration was counted already.)
+    check_account(&b, None, &req.tenant, &req.email)?;
+    // Every registration mails the address: its owner's inbox has a budget too.
+    b.take_mail(&req.email)?;
     let email = req.email.clone();
     let password = req.password.clone();
     let phc = b
@@ -162,7 +172,7 @@ pub(crate) async fn verify(
     let addr = client_addr(ci.as_ref().map(|e| &e.0));
     b.check_failures(addr)?;
     let req = Verify::parse(&body).map_err(ApiError::request)?;
-    check_account(&b, &req.tenant, &req.email)?;
+    check_account(&b, addr, &req.tenant, &req.email)?;
     let email = req.email.clone();
     let wrong = || {
         ApiError::new(
@@ -250,8 +260,53 @@ fn key_error(e: BrokerError) -> ApiError {
             "bad-encrypted-data-key",
             "the encrypted data key is malformed or belongs to another account",
         ),
+        // A client's encrypted data key names a master key version this broker does
+        // not hold (made elsewhere, or edited): the request's fault, not the server's.
+        BrokerError::NoMasterKey { version, .. } => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-encrypted-data-key",
+            format!("the encrypted data key names master key version {version}, which this tenant does not have"),
+        ),
         e => ApiError::internal("the KMS failed", e),
     }
+}
+
+/// Counts a failed login against the account; when that locks it, tells its owner
+/// (once per lock, within the owner's mail budget).
+async fn account_failure(b: &Broker, tenant: &str, email: &str, exists: bool) {
+    if !b.count_account_failure(tenant, email) || !exists {
+        return;
+    }
+    if b.take_mail(email).is_err() {
+        return;
+    }
+    let s = &b.inner.settings;
+    let text = Zeroizing::new(format!(
+        "There were {} failed logins to your sessioncert broker account {email} (tenant {tenant}) at {} lately.\n\
+         Logins to it are paused for a few minutes; after that one try per {} s is allowed until they succeed.\n\
+         If this was not you, someone is guessing your password or key share: choose a long password.\n",
+        s.account_failure_burst,
+        s.public_url,
+        s.account_failure_refill.as_secs(),
+    ));
+    let sealed = match b.inner.secrets.seal_outbox(email, &text) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!(error = %e, "could not seal a notification");
+            return;
+        }
+    };
+    let mail = NewOutbox {
+        recipient: email.to_owned(),
+        subject: "Failed logins to your sessioncert broker account".into(),
+        sealed_text: sealed,
+    };
+    match b.inner.store.enqueue(&[mail], now_ms()).await {
+        Ok(()) => b.wake_outbox(),
+        Err(e) => tracing::error!(error = %e, "could not queue a notice"),
+    }
+    b.audit(tenant, "anonymous", "login.locked", email, "")
+        .await;
 }
 
 /// Checks address and password; the account on success.
@@ -263,7 +318,9 @@ async fn authenticate(
     password: &Zeroizing<String>,
 ) -> ApiResult<Account> {
     b.check_failures(addr)?;
-    check_account(b, tenant, email)?;
+    check_account(b, addr, tenant, email)?;
+    // Before any hashing: a locked account costs the guesser nothing but the refusal.
+    b.check_account_failures(tenant, email)?;
     let account = b.inner.store.account(tenant, email).await?;
     let phc = account
         .as_ref()
@@ -275,6 +332,9 @@ async fn authenticate(
     match account {
         Some(a) if ok => {
             if !a.verified {
+                // Not a wrong password, but a refused check all the same: it cost an
+                // Argon2 computation and must not be free to repeat.
+                b.count_failure(addr);
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     "not-verified",
@@ -285,6 +345,7 @@ async fn authenticate(
         }
         _ => {
             b.count_failure(addr);
+            account_failure(b, tenant, email, account.is_some()).await;
             b.audit(
                 tenant,
                 "anonymous",
@@ -324,7 +385,13 @@ pub(crate) async fn login(
             let (dk, edk, verifier) =
                 user_key::first_login(kms, &account.tenant, &account.id, share)
                     .map_err(key_error)?;
-            if !b.inner.store.set_pending_verifier(&account.id, &verifier.0).await? {
+            if !b
+                .inner
+                .store
+                .set_pending_verifier(&account.id, &verifier.0)
+                .await?
+            {
+                b.count_failure(addr);
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
                     "first-login-raced",
@@ -334,22 +401,39 @@ pub(crate) async fn login(
             (dk, Some(edk), true, "first login".to_owned())
         }
         (None, Some(_)) => {
+            // A refused check (it cost a password hash): counted like a failure.
+            b.count_failure(addr);
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "missing-encrypted-data-key",
                 "this account has logged in before: its encrypted data key is in the profile that did; log in with that profile",
-            ))
+            ));
         }
         (Some(e), committed) => {
-            let stored = committed
-                .or(account.pending_verifier)
-                .ok_or_else(|| ApiError::bad("this account has no data key yet: log in without encrypted_data_key"))?;
-            let l = match user_key::login(kms, &account.tenant, &account.id, share, e, &Verifier(stored)) {
+            let stored = committed.or(account.pending_verifier).ok_or_else(|| {
+                ApiError::bad("this account has no data key yet: log in without encrypted_data_key")
+            })?;
+            let l = match user_key::login(
+                kms,
+                &account.tenant,
+                &account.id,
+                share,
+                e,
+                &Verifier(stored),
+            ) {
                 Ok(l) => l,
                 Err(err) => {
                     if err == BrokerError::WrongKeyShare {
                         b.count_failure(addr);
-                        b.audit(&account.tenant, &account.id, "login.refused", &account.email, "wrong key share").await;
+                        account_failure(&b, &account.tenant, &account.email, true).await;
+                        b.audit(
+                            &account.tenant,
+                            &account.id,
+                            "login.refused",
+                            &account.email,
+                            "wrong key share",
+                        )
+                        .await;
                     }
                     return Err(key_error(err));
                 }
@@ -358,12 +442,16 @@ pub(crate) async fn login(
                 b.inner.store.commit_verifier(&account.id, &stored).await?;
             }
             let detail = match &l.rewrapped {
-                Some(r) => format!("re-wrapped from master key v{} to v{}", e.0.version, r.0.version),
+                Some(r) => format!(
+                    "re-wrapped from master key v{} to v{}",
+                    e.0.version, r.0.version
+                ),
                 None => String::new(),
             };
             (l.data_key, l.rewrapped, false, detail)
         }
     };
+    b.clear_account_failures(&account.tenant, &account.email);
     b.bind_login(
         ctx.session_id,
         Login {

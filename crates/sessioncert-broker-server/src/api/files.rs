@@ -101,6 +101,29 @@ pub(crate) async fn upload(
 ) -> ApiResult<Response> {
     let login = b.login_of(&ctx)?;
     check_file_name(&q.name).map_err(ApiError::request)?;
+    // Held until the upload ends: the instance's upload memory is bounded, and one user
+    // cannot take every slot.
+    let _slot = b.upload_slot(&login).await?;
+    let s = &b.inner.settings;
+    let usage = b
+        .inner
+        .store
+        .usage(&login.tenant, &login.user, now_ms(), s.share_max_failures)
+        .await?;
+    if usage.files >= s.max_files_per_user {
+        return Err(ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "quota-exceeded",
+            format!(
+                "this account keeps {} files, its most: delete some first",
+                usage.files
+            ),
+        ));
+    }
+    // Concurrent uploads of one user (at most `uploads_per_user`) may each fill the
+    // room left; the quota can be passed by that much, no more.
+    let room = s.max_bytes_per_user.saturating_sub(usage.bytes);
+    let quota_bound = room < s.max_file_bytes;
     let id = new_id()?;
     let key = key_of(&login, &id);
     let object = object_key(&login.tenant, &id);
@@ -110,7 +133,7 @@ pub(crate) async fn upload(
         .writer(&object)
         .await
         .map_err(|e| ApiError::internal("the object store failed", e))?;
-    let max = b.inner.settings.max_file_bytes;
+    let max = s.max_file_bytes.min(room);
     // The channel's own streamed-body limit (`--max-stream-body`) may end the body
     // before the broker's count does: both are "too large" to the user.
     let over_limit = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -140,6 +163,16 @@ pub(crate) async fn upload(
             return Err(ApiError::bad(
                 "the file did not arrive whole; nothing was stored",
             ));
+        }
+        Err(SealError::TooLarge(_)) if quota_bound => {
+            return Err(ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "quota-exceeded",
+                format!(
+                    "the file does not fit in this account's {} bytes of storage ({} in use); nothing was stored",
+                    s.max_bytes_per_user, usage.bytes
+                ),
+            ))
         }
         Err(SealError::TooLarge(_)) => return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

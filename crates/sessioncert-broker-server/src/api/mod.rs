@@ -9,6 +9,7 @@
 
 mod account;
 mod files;
+mod limits;
 mod shares;
 mod stream;
 mod workers;
@@ -22,12 +23,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use dashmap::DashMap;
+use limits::{network_of, TokenBuckets};
 use sessioncert_broker::user_key::DataKey;
 use sessioncert_proto::SessionId;
 use sessioncert_server::{SealedContext, SessionManager};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Every route's prefix.
 pub const PREFIX: &str = "/broker/v1";
@@ -59,6 +61,32 @@ pub struct BrokerSettings {
     pub failure_burst: u32,
     /// The pace at which failed attempts are allowed again.
     pub failure_refill: Duration,
+    /// Failed logins (wrong password or key share) one account may see in a burst,
+    /// from anywhere; then one per `account_failure_refill`. Checked before the
+    /// password is: guesses spread over many addresses still meet it.
+    pub account_failure_burst: u32,
+    /// The pace at which an account's failed logins are allowed again.
+    pub account_failure_refill: Duration,
+    /// Mails one recipient may be sent in a burst (verification codes, shares,
+    /// notices); then one per `recipient_mail_refill`.
+    pub recipient_mail_burst: u32,
+    /// The pace of a recipient's mails after the burst.
+    pub recipient_mail_refill: Duration,
+    /// Shares one user may make in a burst; then one per `share_refill`.
+    pub share_burst: u32,
+    /// The pace of a user's shares after the burst.
+    pub share_refill: Duration,
+    /// Uploads running at once on this instance (each holds up to 16 MiB of buffers
+    /// for the object store): the bound on upload memory. More wait briefly, then 503.
+    pub uploads_at_once: usize,
+    /// Uploads one user may run at once.
+    pub uploads_per_user: usize,
+    /// Files one user may keep.
+    pub max_files_per_user: u64,
+    /// Bytes (plaintext) one user may keep.
+    pub max_bytes_per_user: u64,
+    /// Shares one user may have open at once.
+    pub max_open_shares_per_user: u64,
     /// The sender of notifications.
     pub sender: String,
     /// How recipients reach the broker, for the mails: its URL.
@@ -81,6 +109,17 @@ impl Default for BrokerSettings {
             password_hashes_at_once: 2,
             failure_burst: 20,
             failure_refill: Duration::from_secs(3),
+            account_failure_burst: 10,
+            account_failure_refill: Duration::from_secs(30),
+            recipient_mail_burst: 20,
+            recipient_mail_refill: Duration::from_secs(180),
+            share_burst: 6,
+            share_refill: Duration::from_secs(10),
+            uploads_at_once: 8,
+            uploads_per_user: 2,
+            max_files_per_user: 10_000,
+            max_bytes_per_user: 10 << 30,
+            max_open_shares_per_user: 1_000,
             sender: "sessioncert-broker@localhost".to_owned(),
             public_url: String::new(),
             pin: String::new(),
@@ -158,43 +197,6 @@ impl IntoResponse for ApiError {
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
-/// Per-address budget of failed attempts (a token bucket per address).
-struct FailureBudget {
-    buckets: DashMap<IpAddr, (f64, Instant)>,
-    burst: f64,
-    refill: Duration,
-}
-
-/// Addresses tracked at most; beyond it the fullest buckets are dropped (they would
-/// allow a full burst anyway).
-const MAX_TRACKED_ADDRESSES: usize = 100_000;
-
-impl FailureBudget {
-    fn level(&self, addr: IpAddr, now: Instant) -> f64 {
-        self.buckets.get(&addr).map_or(self.burst, |b| {
-            let refilled =
-                now.duration_since(b.1).as_secs_f64() / self.refill.as_secs_f64().max(1e-3);
-            (b.0 + refilled).min(self.burst)
-        })
-    }
-
-    /// Whether `addr` may try once more.
-    fn allows(&self, addr: Option<IpAddr>) -> bool {
-        addr.is_none_or(|a| self.level(a, Instant::now()) >= 1.0)
-    }
-
-    /// Counts a failure of `addr`.
-    fn fail(&self, addr: Option<IpAddr>) {
-        let Some(a) = addr else { return };
-        let now = Instant::now();
-        let level = self.level(a, now);
-        if self.buckets.len() >= MAX_TRACKED_ADDRESSES {
-            self.buckets.retain(|_, b| b.0 < self.burst - 1.0);
-        }
-        self.buckets.insert(a, ((level - 1.0).max(0.0), now));
-    }
-}
-
 pub(crate) struct Inner {
     pub store: Arc<dyn BrokerStore>,
     pub objects: Objects,
@@ -206,7 +208,18 @@ pub(crate) struct Inner {
     logins: DashMap<SessionId, Arc<Login>>,
     outbox_wake: tokio::sync::Notify,
     hashing: Arc<tokio::sync::Semaphore>,
-    failures: FailureBudget,
+    /// Failed attempts per peer network.
+    failures: TokenBuckets<IpAddr>,
+    /// Failed logins per account (`tenant/email`).
+    account_failures: TokenBuckets<String>,
+    /// Mails per recipient.
+    recipient_mails: TokenBuckets<String>,
+    /// Shares made per user (`tenant/user`).
+    share_creations: TokenBuckets<String>,
+    /// Upload slots on this instance.
+    uploads: Arc<tokio::sync::Semaphore>,
+    /// Uploads running per user (`tenant/user`).
+    user_uploads: DashMap<String, usize>,
 }
 
 /// The key broker: its routes and background work.
@@ -240,11 +253,18 @@ impl Broker {
                 hashing: Arc::new(tokio::sync::Semaphore::new(
                     settings.password_hashes_at_once.max(1),
                 )),
-                failures: FailureBudget {
-                    buckets: DashMap::new(),
-                    burst: f64::from(settings.failure_burst.max(1)),
-                    refill: settings.failure_refill,
-                },
+                failures: TokenBuckets::new(settings.failure_burst, settings.failure_refill),
+                account_failures: TokenBuckets::new(
+                    settings.account_failure_burst,
+                    settings.account_failure_refill,
+                ),
+                recipient_mails: TokenBuckets::new(
+                    settings.recipient_mail_burst,
+                    settings.recipient_mail_refill,
+                ),
+                share_creations: TokenBuckets::new(settings.share_burst, settings.share_refill),
+                uploads: Arc::new(tokio::sync::Semaphore::new(settings.uploads_at_once.max(1))),
+                user_uploads: DashMap::new(),
                 settings,
             }),
         }
@@ -333,9 +353,9 @@ impl Broker {
         }
     }
 
-    /// Refuses an address that spent its failed attempts.
+    /// Refuses a peer whose network spent its failed attempts.
     pub(crate) fn check_failures(&self, addr: Option<IpAddr>) -> ApiResult<()> {
-        if self.inner.failures.allows(addr) {
+        if addr.is_none_or(|a| self.inner.failures.allows(&network_of(a))) {
             Ok(())
         } else {
             Err(ApiError::new(
@@ -346,8 +366,119 @@ impl Broker {
         }
     }
 
+    /// Counts a failed attempt against the peer's network.
     pub(crate) fn count_failure(&self, addr: Option<IpAddr>) {
-        self.inner.failures.fail(addr);
+        if let Some(a) = addr {
+            self.inner.failures.take(&network_of(a));
+        }
+    }
+
+    /// Refuses a login to an account that saw too many failed ones lately (whoever
+    /// asks, so a guesser with many addresses meets the same limit).
+    pub(crate) fn check_account_failures(&self, tenant: &str, email: &str) -> ApiResult<()> {
+        if self
+            .inner
+            .account_failures
+            .allows(&format!("{tenant}/{email}"))
+        {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "account-locked",
+                "too many failed logins to this account lately; wait a few minutes \
+                 (its owner has been notified)",
+            ))
+        }
+    }
+
+    /// Counts a failed login against the account; `true` when that spent its last try
+    /// (the moment to tell the owner).
+    pub(crate) fn count_account_failure(&self, tenant: &str, email: &str) -> bool {
+        let key = format!("{tenant}/{email}");
+        self.inner.account_failures.take(&key);
+        !self.inner.account_failures.allows(&key)
+    }
+
+    /// Forgets an account's failed logins (after a successful one).
+    pub(crate) fn clear_account_failures(&self, tenant: &str, email: &str) {
+        self.inner
+            .account_failures
+            .reset(&format!("{tenant}/{email}"));
+    }
+
+    /// Takes one mail of `recipient`'s budget; a refusal when it is spent.
+    pub(crate) fn take_mail(&self, recipient: &str) -> ApiResult<()> {
+        if self.inner.recipient_mails.try_take(&recipient.to_owned()) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-mails",
+                format!(
+                    "{recipient} was sent too many mails by this broker lately; try again later"
+                ),
+            ))
+        }
+    }
+
+    /// Takes one of a user's share creations; a refusal when they are spent.
+    pub(crate) fn take_share_creation(&self, login: &Login) -> ApiResult<()> {
+        if self
+            .inner
+            .share_creations
+            .try_take(&format!("{}/{}", login.tenant, login.user))
+        {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-shares",
+                "too many shares made lately; wait a minute",
+            ))
+        }
+    }
+
+    /// An upload slot for `login`: one of the instance's (waiting up to 5 s) and one of
+    /// the user's. Held until the upload ends; the bound on upload memory.
+    pub(crate) async fn upload_slot(&self, login: &Login) -> ApiResult<UploadSlot> {
+        let user = format!("{}/{}", login.tenant, login.user);
+        {
+            let mut n = self.inner.user_uploads.entry(user.clone()).or_insert(0);
+            if *n >= self.inner.settings.uploads_per_user.max(1) {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too-many-uploads",
+                    format!(
+                        "this account has {} uploads running; wait for one to end",
+                        *n
+                    ),
+                ));
+            }
+            *n += 1;
+        }
+        let user_slot = UserUpload {
+            broker: self.clone(),
+            user,
+        };
+        let permit = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.inner.uploads.clone().acquire_owned(),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "the broker is taking as many uploads as it can; try again shortly",
+            )
+        })?;
+        Ok(UploadSlot {
+            _permit: permit,
+            _user: user_slot,
+        })
     }
 
     /// Runs an Argon2id computation with the others bounded (memory and cores), off the
@@ -379,6 +510,27 @@ impl Broker {
         })
         .await
         .map_err(|e| ApiError::internal("a password check failed", e))
+    }
+}
+
+/// An upload's share of the instance's and the user's upload slots.
+pub(crate) struct UploadSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _user: UserUpload,
+}
+
+struct UserUpload {
+    broker: Broker,
+    user: String,
+}
+
+impl Drop for UserUpload {
+    fn drop(&mut self) {
+        let uploads = &self.broker.inner.user_uploads;
+        if let Some(mut n) = uploads.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+        }
+        uploads.remove_if(&self.user, |_, n| *n == 0);
     }
 }
 

@@ -65,6 +65,24 @@ pub(crate) async fn create(
         )));
     }
     let f = own_file(&b, &login, &file_id).await?;
+    let usage = b
+        .inner
+        .store
+        .usage(&login.tenant, &login.user, now_ms(), s.share_max_failures)
+        .await?;
+    if usage.open_shares >= s.max_open_shares_per_user {
+        return Err(ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "quota-exceeded",
+            format!(
+                "this account has {} open shares, its most: revoke some first",
+                usage.open_shares
+            ),
+        ));
+    }
+    // Each share copies a file and mails someone: neither may be free to repeat.
+    b.take_share_creation(&login)?;
+    b.take_mail(&recipient)?;
     let name = open_name(&key_of(&login, &f.id), &f.id, &f.name).unwrap_or_default();
     check_file_name(&name).map_err(|_| ApiError::internal("a stored name does not open", &f.id))?;
 

@@ -140,6 +140,17 @@ impl ShareRow {
     }
 }
 
+/// What one user keeps (for the quotas).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Files.
+    pub files: u64,
+    /// Their plaintext bytes.
+    pub bytes: u64,
+    /// Shares that still open.
+    pub open_shares: u64,
+}
+
 /// A notification to queue.
 #[derive(Debug, Clone)]
 pub struct NewOutbox {
@@ -234,6 +245,16 @@ pub trait BrokerStore: Send + Sync {
     /// Commits the pending verifier `v` (the client showed the encrypted data key of that
     /// first login); `false` if `v` is not the pending one or one is committed already.
     async fn commit_verifier(&self, account_id: &str, v: &[u8; 32]) -> Result<bool, StoreError>;
+
+    /// What one user keeps: files, their plaintext bytes, and shares that still open
+    /// at `now_ms`.
+    async fn usage(
+        &self,
+        tenant: &str,
+        owner: &str,
+        now_ms: u64,
+        max_failures: u32,
+    ) -> Result<Usage, StoreError>;
 
     /// Records a stored file (after its object is complete).
     async fn insert_file(&self, f: &FileRow) -> Result<(), StoreError>;

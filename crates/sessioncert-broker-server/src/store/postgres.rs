@@ -3,7 +3,7 @@
 
 use super::{
     digest, to_i64, to_u32, to_u64, Account, AuditEvent, BrokerStore, FileRow, NewAccount,
-    NewOutbox, OutboxRow, ShareClaim, ShareRow, StoreError,
+    NewOutbox, OutboxRow, ShareClaim, ShareRow, StoreError, Usage,
 };
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -385,6 +385,37 @@ impl BrokerStore for PostgresBrokerStore {
         .await
         .map_err(db)
         .map(drop)
+    }
+
+    async fn usage(
+        &self,
+        tenant: &str,
+        owner: &str,
+        now_ms: u64,
+        max_failures: u32,
+    ) -> Result<Usage, StoreError> {
+        let r = sqlx::query(
+            "SELECT
+               (SELECT COUNT(*) FROM broker_files WHERE tenant = $1 AND owner = $2),
+               (SELECT COALESCE(SUM(size), 0)::BIGINT FROM broker_files
+                  WHERE tenant = $1 AND owner = $2),
+               (SELECT COUNT(*) FROM broker_shares
+                  WHERE tenant = $1 AND owner = $2 AND revoked_ms IS NULL AND expires_ms > $3
+                    AND opens < max_opens AND failed_tries < $4)",
+        )
+        .bind(tenant)
+        .bind(owner)
+        .bind(to_i64(now_ms))
+        .bind(to_i32(max_failures))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        let get = |i: usize| r.try_get::<i64, _>(i).map(to_u64).map_err(db);
+        Ok(Usage {
+            files: get(0)?,
+            bytes: get(1)?,
+            open_shares: get(2)?,
+        })
     }
 
     async fn set_pending_verifier(

@@ -2,7 +2,7 @@
 
 use super::{
     digest, to_i64, to_u32, to_u64, Account, AuditEvent, BrokerStore, FileRow, NewAccount,
-    NewOutbox, OutboxRow, ShareClaim, ShareRow, StoreError,
+    NewOutbox, OutboxRow, ShareClaim, ShareRow, StoreError, Usage,
 };
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -333,6 +333,37 @@ impl BrokerStore for SqliteBrokerStore {
         })
         .await
         .map(drop)
+    }
+
+    async fn usage(
+        &self,
+        tenant: &str,
+        owner: &str,
+        now_ms: u64,
+        max_failures: u32,
+    ) -> Result<Usage, StoreError> {
+        let (tenant, owner) = (tenant.to_owned(), owner.to_owned());
+        self.run(move |c| {
+            let (files, bytes) = c.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM broker_files
+                 WHERE tenant = ?1 AND owner = ?2",
+                params![tenant, owner],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )?;
+            let open_shares = c.query_row(
+                "SELECT COUNT(*) FROM broker_shares
+                 WHERE tenant = ?1 AND owner = ?2 AND revoked_ms IS NULL AND expires_ms > ?3
+                   AND opens < max_opens AND failed_tries < ?4",
+                params![tenant, owner, to_i64(now_ms), max_failures],
+                |r| r.get::<_, i64>(0),
+            )?;
+            Ok(Usage {
+                files: to_u64(files),
+                bytes: to_u64(bytes),
+                open_shares: to_u64(open_shares),
+            })
+        })
+        .await
     }
 
     async fn set_pending_verifier(

@@ -9,7 +9,7 @@
 
 use super::request::{write_to_file, BodyError};
 use super::server::{self, App, Listening, ServerArgs, StoreUrl, START_STOP};
-use super::{parse_duration, parse_listen_addr};
+use super::{parse_duration, parse_listen_addr, parse_size};
 use anyhow::{bail, Context};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -203,6 +203,27 @@ pub struct BrokerOptions {
     /// The longest a share may last.
     #[arg(long, env = "SESSIONCERT_BROKER_SHARE_MAX_EXPIRY", default_value = "30d", allow_hyphen_values = true, value_parser = parse_duration)]
     share_max_expiry: Duration,
+    /// Bytes (plaintext) one user may keep.
+    #[arg(long, env = "SESSIONCERT_BROKER_MAX_BYTES_PER_USER", default_value = "10GiB", value_parser = parse_size)]
+    max_bytes_per_user: usize,
+    /// Files one user may keep.
+    #[arg(long, env = "SESSIONCERT_BROKER_MAX_FILES_PER_USER", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_files_per_user: u64,
+    /// Shares one user may have open at once.
+    #[arg(long, env = "SESSIONCERT_BROKER_MAX_OPEN_SHARES", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_open_shares: u64,
+    /// Shares one user may make per minute (also the burst).
+    #[arg(long, env = "SESSIONCERT_BROKER_SHARES_PER_MINUTE", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
+    shares_per_minute: u32,
+    /// Mails one recipient may be sent per hour (also the burst): codes, shares, notices.
+    #[arg(long, env = "SESSIONCERT_BROKER_MAILS_PER_HOUR", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    mails_per_hour: u32,
+    /// Uploads this instance runs at once (each holds up to 16 MiB of buffers).
+    #[arg(long, env = "SESSIONCERT_BROKER_UPLOADS_AT_ONCE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    uploads_at_once: u32,
+    /// Uploads one user may run at once.
+    #[arg(long, env = "SESSIONCERT_BROKER_UPLOADS_PER_USER", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    uploads_per_user: u32,
 }
 
 /// Runs a `broker` command.
@@ -333,6 +354,15 @@ async fn serve(mut a: BrokerServeArgs, settings: String) -> anyhow::Result<ExitC
             .unwrap_or_else(|| format!("{scheme}://{addr}"));
         let settings = BrokerSettings {
             share_expiry_max: b.share_max_expiry,
+            max_bytes_per_user: b.max_bytes_per_user as u64,
+            max_files_per_user: b.max_files_per_user,
+            max_open_shares_per_user: b.max_open_shares,
+            share_burst: b.shares_per_minute,
+            share_refill: Duration::from_secs(60) / b.shares_per_minute,
+            recipient_mail_burst: b.mails_per_hour,
+            recipient_mail_refill: Duration::from_secs(3600) / b.mails_per_hour,
+            uploads_at_once: b.uploads_at_once as usize,
+            uploads_per_user: b.uploads_per_user as usize,
             max_file_bytes,
             sender: b.mail_from.clone(),
             public_url,
@@ -619,7 +649,9 @@ async fn call(
 ) -> anyhow::Result<Value> {
     // Full-request mode: ids in the path and the headers travel sealed too (the broker
     // takes nothing else).
-    let mut req = client.request(method, &format!("{PREFIX}{path}")).full(true);
+    let mut req = client
+        .request(method, &format!("{PREFIX}{path}"))
+        .full(true);
     if let Some(b) = body {
         req = req.json(&b);
     }
