@@ -130,7 +130,7 @@ esac
 bash -c "$TRY" >"$SCRATCH/client.out" 2>&1 || fail "the example client failed: $(cat "$SCRATCH/client.out")"
 
 echo "== Key broker: the README's block, line by line, in this checkout"
-for f in ./broker-data pw.txt alice.profile copy.md bobs-copy.md; do [ ! -e "$f" ] || fail "$f exists; the broker example would reuse it"; done
+for f in ./broker-data ./broker-mail pw.txt alice.profile copy.md bobs-copy.md; do [ ! -e "$f" ] || fail "$f exists; the broker example would reuse it"; done
 port_free 8443 || fail "port 8443 is busy; the broker example needs it"
 BROKER_BLOCK=$(awk '/^## Key broker/{f=1} f&&/^```sh$/{b=1;next} b&&/^```$/{exit} b' "$README")
 [ -n "$BROKER_BLOCK" ] || fail "no shell block under ## Key broker"
@@ -148,7 +148,7 @@ BROKER_SCRIPT="$SCRATCH/broker.sh"
 grep -q 'broker open-share' "$BROKER_SCRIPT" || fail "the broker block lost its open-share line"
 SCRATCH="$SCRATCH" bash "$BROKER_SCRIPT" >"$SCRATCH/broker.out" 2>&1 || {
   [ -f "$SCRATCH/broker.pid" ] && kill "$(cat "$SCRATCH/broker.pid")" 2>/dev/null
-  rm -rf ./broker-data pw.txt alice.profile alice.profile.session alice.profile.session.lock copy.md bobs-copy.md
+  rm -rf ./broker-data ./broker-mail pw.txt alice.profile alice.profile.session alice.profile.session.lock copy.md bobs-copy.md
   fail "the broker example failed: $(tail -5 "$SCRATCH/broker.out")"
 }
 BROKER_OK=1
@@ -156,7 +156,7 @@ cmp -s README.md copy.md || BROKER_OK=
 cmp -s README.md bobs-copy.md || BROKER_OK=
 grep -rq 'correct horse' ./broker-data && BROKER_OK=
 [ -f "$SCRATCH/broker.pid" ] && kill "$(cat "$SCRATCH/broker.pid")" 2>/dev/null
-rm -rf ./broker-data pw.txt alice.profile alice.profile.session alice.profile.session.lock copy.md bobs-copy.md
+rm -rf ./broker-data ./broker-mail pw.txt alice.profile alice.profile.session alice.profile.session.lock copy.md bobs-copy.md
 [ -n "$BROKER_OK" ] || fail "the broker example's copies differ from README.md, or its data directory holds the password"
 
 echo "readme-check ok: quick start, streams, install, completions, man pages, examples, key broker"
