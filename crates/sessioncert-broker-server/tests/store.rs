@@ -191,9 +191,15 @@ async fn files_and_shares(s: &Arc<dyn BrokerStore>) {
         ShareClaim::Closed
     );
     // Wrong codes lock it.
+    // A try taken and given back (a right code) leaves the count as it was.
+    assert_eq!(s.take_share_try("s2", 5).await.unwrap(), Some(1));
+    s.refund_share_try("s2").await.unwrap();
     for i in 1..=5 {
-        assert_eq!(s.share_failure("s2").await.unwrap(), i);
+        assert_eq!(s.take_share_try("s2", 5).await.unwrap(), Some(i));
     }
+    // None left: no sixth try, however many ask at once.
+    let tries = futures_util::future::join_all((0..8).map(|_| s.take_share_try("s2", 5))).await;
+    assert!(tries.iter().all(|t| matches!(t, Ok(None))), "{tries:?}");
     assert_eq!(
         s.claim_share_open("s2", now, 5).await.unwrap(),
         ShareClaim::Closed

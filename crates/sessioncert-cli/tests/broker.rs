@@ -155,14 +155,31 @@ fn account(b: &Broker, dir: &Path, email: &str, passphrase: bool) -> PathBuf {
         assert_eq!(mode & 0o777, 0o600, "the profile holds the key share");
     }
     let code = mailed(&b.outbox, email, "Verification code:");
+    // With the passphrase user, the code comes from a file (kept out of the process
+    // list); the others give it on the command line.
+    let code_file = dir.join(format!("{email}.code"));
+    std::fs::write(&code_file, format!("{code}\n")).unwrap();
+    let verify: Vec<&str> = if passphrase {
+        vec!["--code-file", code_file.to_str().unwrap()]
+    } else {
+        vec!["--code", &code]
+    };
     ok(&[
-        "broker",
-        "verify",
-        "--profile",
-        profile.to_str().unwrap(),
-        "--code",
-        &code,
-    ]);
+        &["broker", "verify", "--profile", profile.to_str().unwrap()][..],
+        &verify,
+    ]
+    .concat());
+    // Verified: the profile no longer holds a registration key, and a second verify
+    // says so.
+    let text = std::fs::read_to_string(&profile).unwrap();
+    assert!(!text.contains("\"registration\""), "{text}");
+    let o = run(&[
+        &["broker", "verify", "--profile", profile.to_str().unwrap()][..],
+        &verify,
+    ]
+    .concat());
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no registration to verify"));
     let mut login = vec![
         "broker",
         "login",
@@ -263,19 +280,37 @@ fn flow(b: &Broker, dir: &Path) {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("wrong one-time code"));
     assert!(!out.exists());
-    ok(&[
-        "broker",
-        "open-share",
-        "--url",
-        &b.url,
-        "--pin",
-        &b.pin,
-        &share,
-        "--otp",
-        &otp,
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    // The code from standard input (`--otp-file -`): nothing on the command line.
+    let mut child = sc()
+        .args([
+            "broker",
+            "open-share",
+            "--url",
+            &b.url,
+            "--pin",
+            &b.pin,
+            &share,
+            "--otp-file",
+            "-",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{otp}\n").as_bytes())
+            .unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(std::fs::read(&out).unwrap() == content);
     assert!(ok(&["broker", "shares", "--profile", a]).contains("1/2"));
     // Revoked: closed.

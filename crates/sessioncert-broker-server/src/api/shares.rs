@@ -307,11 +307,20 @@ pub(crate) async fn open(
     if !share.opens_at(now, s.share_max_failures) {
         return Err(closed());
     }
+    // A try is taken before the code is compared and given back if it was right:
+    // concurrent guesses cannot evaluate more codes than the lock allows.
+    let Some(tries) = b
+        .inner
+        .store
+        .take_share_try(&id, s.share_max_failures)
+        .await?
+    else {
+        return Err(closed());
+    };
     let code = OneTimeCode::parse(&req.otp).ok();
     let Some(code) = code.filter(|c| c.matches(id.as_bytes(), &share.verifier)) else {
         b.count_failure(addr);
-        let failures = b.inner.store.share_failure(&id).await?;
-        let left = s.share_max_failures.saturating_sub(failures);
+        let left = s.share_max_failures.saturating_sub(tries);
         b.audit(
             &share.tenant,
             &format!("share:{id}"),
@@ -330,6 +339,7 @@ pub(crate) async fn open(
             },
         ));
     };
+    b.inner.store.refund_share_try(&id).await?;
     // The open is counted by the statement that allows it: concurrent opens of a
     // one-open share cannot both pass.
     let share = match b

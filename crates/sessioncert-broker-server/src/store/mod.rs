@@ -297,8 +297,13 @@ pub trait BrokerStore: Send + Sync {
     /// The share, as it is now (for checking a code before claiming an open).
     async fn share(&self, id: &str) -> Result<Option<ShareRow>, StoreError>;
 
-    /// Counts a wrong code against a share; returns the failures so far.
-    async fn share_failure(&self, id: &str) -> Result<u32, StoreError>;
+    /// Takes one code try of a share before its code is compared (counted as a wrong
+    /// code until [`BrokerStore::refund_share_try`]): the tries so far, or `None` when
+    /// the share has none left (or is gone). Concurrent guesses cannot share a try.
+    async fn take_share_try(&self, id: &str, max_failures: u32) -> Result<Option<u32>, StoreError>;
+
+    /// Gives back a try taken for a code that was right.
+    async fn refund_share_try(&self, id: &str) -> Result<(), StoreError>;
 
     /// Claims one open of a share in the statement that counts it.
     async fn claim_share_open(

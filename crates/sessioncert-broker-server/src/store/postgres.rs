@@ -621,16 +621,30 @@ impl BrokerStore for PostgresBrokerStore {
         row.as_ref().map(share_row).transpose().map_err(db)
     }
 
-    async fn share_failure(&self, id: &str) -> Result<u32, StoreError> {
+    async fn take_share_try(&self, id: &str, max_failures: u32) -> Result<Option<u32>, StoreError> {
         let n: Option<i32> = sqlx::query_scalar(
-            "UPDATE broker_shares SET failed_tries = failed_tries + 1 WHERE id = $1
+            "UPDATE broker_shares SET failed_tries = failed_tries + 1
+             WHERE id = $1 AND failed_tries < $2
              RETURNING failed_tries",
         )
         .bind(id)
+        .bind(to_i32(max_failures))
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        Ok(n.map_or(0, |n| to_u32(i64::from(n))))
+        Ok(n.map(|n| to_u32(i64::from(n))))
+    }
+
+    async fn refund_share_try(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE broker_shares SET failed_tries = failed_tries - 1
+             WHERE id = $1 AND failed_tries > 0",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)
+        .map(drop)
     }
 
     async fn claim_share_open(

@@ -574,19 +574,33 @@ impl BrokerStore for SqliteBrokerStore {
         .await
     }
 
-    async fn share_failure(&self, id: &str) -> Result<u32, StoreError> {
+    async fn take_share_try(&self, id: &str, max_failures: u32) -> Result<Option<u32>, StoreError> {
         let id = id.to_owned();
         self.run(move |c| {
             c.query_row(
-                "UPDATE broker_shares SET failed_tries = failed_tries + 1 WHERE id = ?1
+                "UPDATE broker_shares SET failed_tries = failed_tries + 1
+                 WHERE id = ?1 AND failed_tries < ?2
                  RETURNING failed_tries",
-                params![id],
+                params![id, max_failures],
                 |r| r.get::<_, i64>(0),
             )
             .optional()
         })
         .await
-        .map(|n| n.map_or(0, to_u32))
+        .map(|n| n.map(to_u32))
+    }
+
+    async fn refund_share_try(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.run(move |c| {
+            c.execute(
+                "UPDATE broker_shares SET failed_tries = failed_tries - 1
+                 WHERE id = ?1 AND failed_tries > 0",
+                params![id],
+            )
+        })
+        .await
+        .map(drop)
     }
 
     async fn claim_share_open(

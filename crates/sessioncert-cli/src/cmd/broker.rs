@@ -445,9 +445,17 @@ pub struct VerifyArgs {
     /// The profile file.
     #[arg(long, value_name = "FILE")]
     profile: PathBuf,
-    /// The code from the verification mail.
-    #[arg(long)]
-    code: String,
+    /// The code from the verification mail (visible to other local users in the
+    /// process list: --code-file keeps it out).
+    #[arg(
+        long,
+        required_unless_present = "code_file",
+        conflicts_with = "code_file"
+    )]
+    code: Option<String>,
+    /// A file holding the code (`-`: standard input).
+    #[arg(long, value_name = "FILE")]
+    code_file: Option<PathBuf>,
 }
 
 /// `broker login`.
@@ -533,9 +541,17 @@ pub struct OpenShareArgs {
     pin: String,
     /// The share id (from the mail).
     share: String,
-    /// The one-time code (from the mail).
-    #[arg(long)]
-    otp: String,
+    /// The one-time code (from the mail; visible to other local users in the process
+    /// list: --otp-file keeps it out).
+    #[arg(
+        long,
+        required_unless_present = "otp_file",
+        conflicts_with = "otp_file"
+    )]
+    otp: Option<String>,
+    /// A file holding the one-time code (`-`: standard input).
+    #[arg(long, value_name = "FILE")]
+    otp_file: Option<PathBuf>,
     /// Where to write the file (written whole or not at all; `-`: standard output).
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     output: PathBuf,
@@ -561,11 +577,29 @@ fn check_outbox_outside(outbox: &Path, data: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A code given on the command line or in a file (`-`: standard input).
+fn code_arg(
+    value: Option<&String>,
+    file: Option<&PathBuf>,
+    what: &str,
+) -> anyhow::Result<Zeroizing<String>> {
+    match (value, file) {
+        (Some(v), _) => Ok(Zeroizing::new(v.trim().to_owned())),
+        (None, Some(f)) => read_secret(f, what).map(|t| Zeroizing::new(t.trim().to_owned())),
+        (None, None) => bail!("give the {what} (or a file holding it)"),
+    }
+}
+
 fn read_secret(path: &Path, what: &str) -> anyhow::Result<Zeroizing<String>> {
-    let text = Zeroizing::new(
+    let text = Zeroizing::new(if path == Path::new("-") {
+        let mut t = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
+            .with_context(|| format!("cannot read the {what} from standard input"))?;
+        t
+    } else {
         std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the {what} file {}", path.display()))?,
-    );
+            .with_context(|| format!("cannot read the {what} file {}", path.display()))?
+    });
     let t = text.strip_suffix('\n').unwrap_or(&text);
     let t = t.strip_suffix('\r').unwrap_or(t);
     anyhow::ensure!(!t.is_empty(), "the {what} file {} is empty", path.display());
@@ -730,6 +764,7 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             a.profile.display()
         );
     };
+    let code = code_arg(a.code.as_ref(), a.code_file.as_ref(), "verification code")?;
     let registration_b64 = Zeroizing::new(STANDARD.encode(registration.as_bytes()));
     let client = connect(&profile.url, &profile.pin, None).await?;
     let answer = call(
@@ -739,7 +774,7 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         Some(json!({
             "tenant": profile.tenant,
             "email": profile.email,
-            "code": a.code,
+            "code": *code,
             "registration": *registration_b64,
         })),
     )
@@ -1039,11 +1074,12 @@ async fn unshare(a: IdArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn open_share(a: OpenShareArgs) -> anyhow::Result<ExitCode> {
+    let otp = code_arg(a.otp.as_ref(), a.otp_file.as_ref(), "one-time code")?;
     let client = connect(&a.url, &a.pin, None).await?;
     let resp = client
         .post(&format!("{PREFIX}/shares/{}/open", a.share.trim()))
         .full(true)
-        .json(&json!({ "otp": a.otp }))
+        .json(&json!({ "otp": *otp }))
         .send_streaming()
         .await;
     let result = match resp {
