@@ -312,6 +312,12 @@ fn flow(b: &Broker, dir: &Path) {
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(std::fs::read(&out).unwrap() == content);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "a decrypted file is its owner's only");
+    }
     assert!(ok(&["broker", "shares", "--profile", a]).contains("1/2"));
     // Revoked: closed.
     ok(&["broker", "unshare", "--profile", a, &share]);

@@ -961,7 +961,9 @@ async fn receive_file(
         }
         return Err(refusal(status, &body));
     }
-    match write_to_file(&mut resp, output).await {
+    // A decrypted file: readable by its owner only, unless it replaces one whose mode
+    // the user chose.
+    match write_to_file(&mut resp, output, Some(0o600)).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(BodyError::Client(e)) => Err(anyhow::Error::from(e).context(
             "the file did not arrive whole (cut short, or a chunk failed authentication); nothing was written",

@@ -358,7 +358,7 @@ pub async fn run(a: RequestArgs) -> anyhow::Result<ExitCode> {
         Ok(())
     } else {
         match &a.output {
-            Some(path) => write_to_file(&mut resp, path).await,
+            Some(path) => write_to_file(&mut resp, path, None).await,
             None => write_to(&mut resp, &mut out).await,
         }
     };
@@ -471,10 +471,13 @@ fn output_target(path: &std::path::Path) -> std::io::Result<OutputTarget> {
 }
 
 /// Writes the body to `path` as it arrives (see [`OutputTarget`]). Ctrl-C or SIGTERM
-/// during the transfer removes the temporary file (exit 130).
+/// during the transfer removes the temporary file (exit 130). A new file gets
+/// `new_file_mode` (Unix) when given, else the umask's default; a replaced file keeps
+/// its mode.
 pub(crate) async fn write_to_file(
     resp: &mut sessioncert_client::StreamingResponse,
     path: &std::path::Path,
+    new_file_mode: Option<u32>,
 ) -> Result<(), BodyError> {
     let local = |e: std::io::Error, p: &std::path::Path| {
         BodyError::Local(anyhow::Error::from(e).context(format!("cannot write {}", p.display())))
@@ -489,11 +492,16 @@ pub(crate) async fn write_to_file(
         OutputTarget::Replace {
             temp, permissions, ..
         } => {
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(temp)
-                .map_err(|e| local(e, temp))?;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            if let (Some(mode), None) = (new_file_mode, permissions) {
+                use std::os::unix::fs::OpenOptionsExt as _;
+                options.mode(mode);
+            }
+            #[cfg(not(unix))]
+            let _ = new_file_mode;
+            let f = options.open(temp).map_err(|e| local(e, temp))?;
             if let Some(p) = permissions {
                 f.set_permissions(p.clone()).map_err(|e| local(e, temp))?;
             }
