@@ -360,6 +360,36 @@ impl Objects {
     /// `u10/…`; empty lists everything), relative to the spec's prefix, sorted. Names
     /// that are not valid keys are left out.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, ObjectsError> {
+        Ok(self
+            .list_with_times(prefix)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// As [`Objects::list`], only the objects last written more than `age` ago.
+    pub async fn list_older_than(
+        &self,
+        prefix: &str,
+        age: Duration,
+    ) -> Result<Vec<String>, ObjectsError> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as i64;
+        let cutoff = now_ms.saturating_sub(age.as_millis() as i64);
+        Ok(self
+            .list_with_times(prefix)
+            .await?
+            .into_iter()
+            .filter(|(_, written_ms)| *written_ms <= cutoff)
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// The keys under `prefix` with when each was last written (Unix ms), sorted.
+    async fn list_with_times(&self, prefix: &str) -> Result<Vec<(String, i64)>, ObjectsError> {
         let prefix = prefix.trim_end_matches('/');
         if !prefix.is_empty() {
             check_key(prefix)?;
@@ -381,17 +411,17 @@ impl Objects {
             .try_collect()
             .await
             .map_err(|e| self.redactor.backend(prefix, e))?;
-        let mut keys: Vec<String> = metas
+        let mut keys: Vec<(String, i64)> = metas
             .into_iter()
             .filter_map(|m| {
                 m.location
                     .as_ref()
                     .strip_prefix(strip.as_str())
-                    .map(str::to_string)
+                    .map(|k| (k.to_string(), m.last_modified.timestamp_millis()))
             })
             // Only names the broker could have written: a stray file (an operator's
             // note in the directory) is no object, and would fail every later call.
-            .filter(|k| check_key(k).is_ok())
+            .filter(|(k, _)| check_key(k).is_ok())
             .collect();
         keys.sort();
         Ok(keys)

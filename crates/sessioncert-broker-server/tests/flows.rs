@@ -887,3 +887,32 @@ async fn quotas_and_budgets_hold() {
     drop(tx);
     let _ = slow.await;
 }
+
+/// A crash between an object's completion and its row leaves an object no id names;
+/// the sweep deletes those once they are old enough, and nothing a row names.
+#[tokio::test]
+async fn orphan_objects_are_swept() {
+    let t = TestBroker::start(&["acme"]).await;
+    let u = t.user("acme", "alice@example.test").await;
+    let body = pseudo_random(CHUNK + 3, 9);
+    let id = u.upload("kept.bin", body.clone()).await;
+    let path = format!("/files/{id}/shares");
+    let r = call(&u.client, "POST", &path, json!({"to": "bob@example.test"})).await;
+    assert_eq!(r.0, 201, "{:?}", r.1);
+    let objects = t.objects();
+    let stray_file = objects.join("files/acme/aaaaaaaaaaaaaaaaaaaaaaaaaa");
+    let stray_share = objects.join("shares/bbbbbbbbbbbbbbbbbbbbbbbbbb");
+    for p in [&stray_file, &stray_share] {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b"left by a crash").unwrap();
+    }
+    assert_eq!(t.file_objects().len(), 4);
+    // Too young: an upload on another instance may be about to write its row.
+    assert_eq!(t.broker.sweep_orphans(Duration::from_secs(3600)).await, 0);
+    assert_eq!(t.file_objects().len(), 4);
+    assert_eq!(t.broker.sweep_orphans(Duration::ZERO).await, 2);
+    assert!(!stray_file.exists() && !stray_share.exists());
+    assert_eq!(t.file_objects().len(), 2);
+    let (status, back) = u.download(&id).await.unwrap();
+    assert_eq!((status, back == body), (200, true));
+}

@@ -304,6 +304,13 @@ impl Broker {
         workers::purge_spent_shares(self).await
     }
 
+    /// Deletes objects at least `min_age` old that no file or share names (left by a
+    /// crash between an object's completion and its row); the workers do this hourly
+    /// for objects an hour old. Returns how many.
+    pub async fn sweep_orphans(&self, min_age: Duration) -> usize {
+        workers::sweep_orphans(self, min_age).await
+    }
+
     /// Logins held now.
     pub fn logins(&self) -> usize {
         self.inner.logins.len()

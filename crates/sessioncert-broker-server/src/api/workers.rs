@@ -17,6 +17,11 @@ pub(crate) const MAX_ATTEMPTS: u32 = 10;
 const LOGIN_SWEEP: Duration = Duration::from_secs(1);
 /// How often spent shares are looked for.
 const PURGE_EVERY: Duration = Duration::from_secs(15);
+/// How often objects no row names are looked for (the first time a minute after start).
+const ORPHAN_SWEEP_EVERY: Duration = Duration::from_secs(3600);
+/// How old such an object must be to go: an upload's object is complete a moment
+/// before its row is written, on this instance or another.
+pub(crate) const ORPHAN_MIN_AGE: Duration = Duration::from_secs(3600);
 
 /// The wait before attempt `attempts + 1`: 2 s doubling, at most 15 minutes.
 fn backoff(attempts: u32) -> Duration {
@@ -27,6 +32,7 @@ pub(super) fn spawn(b: Broker) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let outbox = tokio::spawn(outbox_loop(b.clone()));
         let purge = tokio::spawn(purge_loop(b.clone()));
+        let orphans = tokio::spawn(orphan_loop(b.clone()));
         let logins = tokio::spawn(login_loop(b));
         // Aborting this task aborts its children with it.
         struct AbortAll(Vec<tokio::task::JoinHandle<()>>);
@@ -37,7 +43,7 @@ pub(super) fn spawn(b: Broker) -> tokio::task::JoinHandle<()> {
                 }
             }
         }
-        let all = AbortAll(vec![outbox, purge, logins]);
+        let all = AbortAll(vec![outbox, purge, orphans, logins]);
         std::future::pending::<()>().await;
         drop(all);
     })
@@ -159,6 +165,63 @@ pub(crate) async fn purge_spent_shares(b: &Broker) -> usize {
             }
             Err(e) => {
                 tracing::warn!(error = %e, share = %s.id, "could not delete a spent share's copy; will retry")
+            }
+        }
+    }
+    n
+}
+
+async fn orphan_loop(b: Broker) {
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let mut tick = tokio::time::interval(ORPHAN_SWEEP_EVERY);
+    loop {
+        tick.tick().await;
+        let n = sweep_orphans(&b, ORPHAN_MIN_AGE).await;
+        if n > 0 {
+            tracing::info!(deleted = n, "objects no file or share names deleted");
+        }
+    }
+}
+
+/// Deletes objects at least `min_age` old that no file or share row names: what a crash
+/// between an object's completion and its row leaves behind. Returns how many.
+pub(crate) async fn sweep_orphans(b: &Broker, min_age: Duration) -> usize {
+    let mut n = 0;
+    for prefix in ["files", "shares"] {
+        let keys = match b.inner.objects.list_older_than(prefix, min_age).await {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list objects to sweep");
+                continue;
+            }
+        };
+        for key in keys {
+            // files/TENANT/ID and shares/ID: the id is the last segment.
+            let id = key.rsplit('/').next().unwrap_or_default();
+            let named = if prefix == "files" {
+                b.inner
+                    .store
+                    .file_exists(id)
+                    .await
+                    .map_err(|e| e.to_string())
+            } else {
+                b.inner
+                    .store
+                    .share(id)
+                    .await
+                    .map(|s| s.is_some())
+                    .map_err(|e| e.to_string())
+            };
+            match named {
+                Ok(true) => {}
+                Ok(false) => match b.inner.objects.delete(&key).await {
+                    Ok(()) => n += 1,
+                    Err(e) => tracing::warn!(error = %e, "could not delete an orphan object"),
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not check an object against the database");
+                    return n;
+                }
             }
         }
     }

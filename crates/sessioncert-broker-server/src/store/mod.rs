@@ -270,6 +270,9 @@ pub trait BrokerStore: Send + Sync {
         id: &str,
     ) -> Result<Option<FileRow>, StoreError>;
 
+    /// Whether a file row with this id exists (any tenant or owner).
+    async fn file_exists(&self, id: &str) -> Result<bool, StoreError>;
+
     /// Deletes a file and its shares; returns the file and the shares' objects, to delete.
     async fn delete_file(
         &self,

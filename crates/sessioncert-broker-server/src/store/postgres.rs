@@ -418,6 +418,14 @@ impl BrokerStore for PostgresBrokerStore {
         })
     }
 
+    async fn file_exists(&self, id: &str) -> Result<bool, StoreError> {
+        sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM broker_files WHERE id = $1)")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)
+    }
+
     async fn set_pending_verifier(
         &self,
         account_id: &str,

@@ -366,6 +366,15 @@ impl BrokerStore for SqliteBrokerStore {
         .await
     }
 
+    async fn file_exists(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.run(move |c| {
+            c.prepare("SELECT 1 FROM broker_files WHERE id = ?1")?
+                .exists(params![id])
+        })
+        .await
+    }
+
     async fn set_pending_verifier(
         &self,
         account_id: &str,
