@@ -355,6 +355,59 @@ fn broker_on_the_embedded_default() {
         &[],
     );
     flow(&b, dir.path());
+    // Registering again with the same unverified profile mails a new code; the first
+    // stops working, the new one verifies.
+    let dave = dir.path().join("dave.profile");
+    let pw = dir.path().join("pw");
+    let register = [
+        "broker",
+        "register",
+        "--url",
+        &b.url,
+        "--pin",
+        &b.pin,
+        "--tenant",
+        "acme",
+        "--email",
+        "dave@example.test",
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--profile",
+        dave.to_str().unwrap(),
+    ];
+    ok(&register);
+    let first = mailed(&b.outbox, "dave@example.test", "Verification code:");
+    let profile_before = std::fs::read_to_string(&dave).unwrap();
+    let o = run(&register);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("again"));
+    assert_eq!(std::fs::read_to_string(&dave).unwrap(), profile_before);
+    let mut second = first.clone();
+    for _ in 0..100 {
+        second = mailed(&b.outbox, "dave@example.test", "Verification code:");
+        if second != first {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_ne!(first, second);
+    let verify = |code: &str| {
+        run(&[
+            "broker",
+            "verify",
+            "--profile",
+            dave.to_str().unwrap(),
+            "--code",
+            code,
+        ])
+    };
+    assert!(!verify(&first).status.success());
+    let o = verify(&second);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Verified: the profile is never registered over.
+    let o = run(&register);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("verified"));
     // Over the channel's streamed-body limit: "too large", not a transfer failure.
     let carol = account(&b, dir.path(), "carol@example.test", false);
     let big = dir.path().join("big.bin");

@@ -431,7 +431,8 @@ pub struct RegisterArgs {
     /// A file holding the password (one trailing newline is ignored).
     #[arg(long, value_name = "FILE")]
     password_file: PathBuf,
-    /// Where to write the profile (0600; refused if it exists).
+    /// Where to write the profile (0600). An existing profile is used only to register
+    /// its not yet verified address again (a new code is mailed); otherwise refused.
     #[arg(long, value_name = "FILE")]
     profile: PathBuf,
     /// Seal the key share in the profile under this file's passphrase (Argon2id).
@@ -710,24 +711,47 @@ async fn register(a: RegisterArgs) -> anyhow::Result<ExitCode> {
         Some(f) => Some(read_secret(f, "passphrase")?),
         None => None,
     };
-    anyhow::ensure!(
-        !a.profile.exists(),
-        "{} exists: a profile holds a key share that cannot be made again; choose another path \
-         (or, if that profile's registration was never verified and its code expired, delete it and register again)",
-        a.profile.display()
-    );
     parse_pin(&a.pin)?;
-    let share = KeyShare::generate()?;
-    let registration = RegistrationKey::generate()?;
-    let mut profile = Profile::new(
-        &a.url,
-        &a.pin,
-        &a.tenant,
-        &a.email.trim().to_ascii_lowercase(),
-        &share,
-        passphrase.as_ref().map(|p| p.as_bytes()),
-    )?;
-    profile.set_registration(&registration);
+    let email = a.email.trim().to_ascii_lowercase();
+    // An existing profile whose address is not verified yet registers again with the
+    // same key share and registration key: a new code is mailed (the earlier one stops
+    // working). Any other existing profile is never overwritten: it holds a key share
+    // that cannot be made again.
+    let (profile, registration, again) = if a.profile.exists() {
+        let p = load_profile(&a.profile)?;
+        let reg = p.registration()?;
+        match reg {
+            Some(reg)
+                if p.tenant == a.tenant && p.email == email && p.url == a.url && p.pin == a.pin =>
+            {
+                (p, reg, true)
+            }
+            Some(_) => bail!(
+                "{} holds a registration of {} in tenant {} at {}: register that again, or choose another profile path",
+                a.profile.display(),
+                p.email,
+                p.tenant,
+                p.url
+            ),
+            None => bail!(
+                "{} exists and its address is verified: a profile holds a key share that cannot be made again; choose another path",
+                a.profile.display()
+            ),
+        }
+    } else {
+        let share = KeyShare::generate()?;
+        let registration = RegistrationKey::generate()?;
+        let mut profile = Profile::new(
+            &a.url,
+            &a.pin,
+            &a.tenant,
+            &email,
+            &share,
+            passphrase.as_ref().map(|p| p.as_bytes()),
+        )?;
+        profile.set_registration(&registration);
+        (profile, registration, false)
+    };
     let registration_b64 = Zeroizing::new(STANDARD.encode(registration.as_bytes()));
     let client = connect(&a.url, &a.pin, None).await?;
     let answer = call(
@@ -744,11 +768,18 @@ async fn register(a: RegisterArgs) -> anyhow::Result<ExitCode> {
     .await;
     close_quietly(&client).await;
     answer?;
-    save_profile(&a.profile, &profile)?;
+    if !again {
+        save_profile(&a.profile, &profile)?;
+    }
     eprintln!(
-        "registered {} in tenant {}; the broker mailed a verification code. Next:\n  sessioncert broker verify --profile {} --code CODE",
+        "registered {} in tenant {}{}; the broker mailed a verification code. Next:\n  sessioncert broker verify --profile {} --code CODE",
         profile.email,
         a.tenant,
+        if again {
+            " again (the earlier code no longer works)"
+        } else {
+            ""
+        },
         a.profile.display()
     );
     println!("{}", a.profile.display());
