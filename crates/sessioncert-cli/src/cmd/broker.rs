@@ -428,7 +428,8 @@ pub struct RegisterArgs {
     /// The account's e-mail address.
     #[arg(long)]
     email: String,
-    /// A file holding the password (one trailing newline is ignored).
+    /// A file holding the password (one trailing newline is ignored; `-`: standard
+    /// input).
     #[arg(long, value_name = "FILE")]
     password_file: PathBuf,
     /// Where to write the profile (0600). An existing profile is used only to register
@@ -464,7 +465,8 @@ pub struct VerifyArgs {
 pub struct LoginArgs {
     #[command(flatten)]
     profile: ProfileArgs,
-    /// A file holding the password (one trailing newline is ignored).
+    /// A file holding the password (one trailing newline is ignored; `-`: standard
+    /// input).
     #[arg(long, value_name = "FILE")]
     password_file: PathBuf,
 }
