@@ -743,10 +743,24 @@ async fn failed_logins_are_limited_per_account_and_refused_checks_cost() {
     let c = t.client().await;
     let wrong = json!({"tenant": "acme", "email": "alice@example.test", "password": "wrong password",
                        "key_share": STANDARD.encode([0u8; 32])});
-    for _ in 0..3 {
-        let r = call(&c, "POST", "/login", wrong.clone()).await;
-        assert_eq!((r.0, r.1["code"].as_str()), (401, Some("wrong-password")));
+    // Sent at once (the attempts are taken before the password is hashed): exactly as
+    // many are checked as the account allows, however many are in flight.
+    let mut clients = Vec::new();
+    for _ in 0..12 {
+        clients.push(t.client().await);
     }
+    let answers = futures_util::future::join_all(
+        clients
+            .iter()
+            .map(|c| call(c, "POST", "/login", wrong.clone())),
+    )
+    .await;
+    let checked = answers.iter().filter(|r| r.0 == 401).count();
+    let locked = answers
+        .iter()
+        .filter(|r| r.1["code"] == "account-locked")
+        .count();
+    assert_eq!((checked, locked), (3, 9), "{answers:?}");
     let r = call(&c, "POST", "/login", wrong).await;
     assert_eq!((r.0, r.1["code"].as_str()), (429, Some("account-locked")));
     let r = alice.login().await;
@@ -758,6 +772,18 @@ async fn failed_logins_are_limited_per_account_and_refused_checks_cost() {
         )
         .await;
     assert!(notice.contains("paused"), "{notice}");
+    // One notice, however often the locked account is tried.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let notices = std::fs::read_dir(t.outbox())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path())
+                .unwrap_or_default()
+                .contains("failed logins to your sessioncert broker account")
+        })
+        .count();
+    assert_eq!(notices, 1);
     let r = bob.login().await;
     assert_eq!(r.0, 200, "{:?}", r.1);
 

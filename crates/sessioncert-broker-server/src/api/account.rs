@@ -58,8 +58,8 @@ pub(crate) async fn register(
     // Every registration costs an address one attempt: each hashes a password and
     // mails someone, so none may be free for an anonymous peer.
     let addr = client_addr(ci.as_ref().map(|e| &e.0));
-    b.check_failures(addr)?;
-    b.count_failure(addr);
+    // Taken before anything is checked: concurrent registrations cannot share a token.
+    b.spend_attempt(addr)?;
     let req = Register::parse(&body).map_err(ApiError::request)?;
     // (This registration was counted already.)
     check_account(&b, None, &req.tenant, &req.email)?;
@@ -271,13 +271,11 @@ fn key_error(e: BrokerError) -> ApiError {
     }
 }
 
-/// Counts a failed login against the account; when that locks it, tells its owner
-/// (once per lock, within the owner's mail budget).
+/// After a failed login (already counted against the account): when the account has
+/// no attempt left, tells its owner, at most once an hour (not from the owner's mail
+/// budget: the notice must not crowd out their codes).
 async fn account_failure(b: &Broker, tenant: &str, email: &str, exists: bool) {
-    if !b.count_account_failure(tenant, email) || !exists {
-        return;
-    }
-    if b.take_mail(email).is_err() {
+    if !exists || !b.account_locked_now(tenant, email) {
         return;
     }
     let s = &b.inner.settings;
@@ -317,10 +315,12 @@ async fn authenticate(
     email: &str,
     password: &Zeroizing<String>,
 ) -> ApiResult<Account> {
-    b.check_failures(addr)?;
-    check_account(b, addr, tenant, email)?;
-    // Before any hashing: a locked account costs the guesser nothing but the refusal.
-    b.check_account_failures(tenant, email)?;
+    // Both attempts are taken before any hashing, so requests sent at once cannot all
+    // pass on the last token; a success gives them back, a refusal or a `503 busy`
+    // does not.
+    b.spend_attempt(addr)?;
+    check_account(b, None, tenant, email)?;
+    b.spend_account_attempt(tenant, email)?;
     let account = b.inner.store.account(tenant, email).await?;
     let phc = account
         .as_ref()
@@ -333,18 +333,19 @@ async fn authenticate(
         Some(a) if ok => {
             if !a.verified {
                 // Not a wrong password, but a refused check all the same: it cost an
-                // Argon2 computation and must not be free to repeat.
-                b.count_failure(addr);
+                // Argon2 computation and must not be free to repeat (its attempt stays
+                // spent).
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     "not-verified",
                     "verify the address first: `sessioncert broker verify --profile PROFILE --code CODE` with the code mailed at registration",
                 ));
             }
+            b.refund_attempt(addr);
+            b.refund_account_attempt(tenant, email);
             Ok(a)
         }
         _ => {
-            b.count_failure(addr);
             account_failure(b, tenant, email, account.is_some()).await;
             b.audit(
                 tenant,
@@ -425,6 +426,7 @@ pub(crate) async fn login(
                 Err(err) => {
                     if err == BrokerError::WrongKeyShare {
                         b.count_failure(addr);
+                        b.count_account_failure(&account.tenant, &account.email);
                         account_failure(&b, &account.tenant, &account.email, true).await;
                         b.audit(
                             &account.tenant,

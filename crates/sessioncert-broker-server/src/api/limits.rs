@@ -70,6 +70,16 @@ impl<K: Hash + Eq + Clone> TokenBuckets<K> {
         true
     }
 
+    /// Gives back a token taken with [`TokenBuckets::try_take`] (the attempt it paid
+    /// for succeeded).
+    pub(crate) fn refund(&self, key: &K) {
+        let now = Instant::now();
+        if let Some(mut e) = self.buckets.get_mut(key) {
+            let level = self.level_of(*e, now);
+            *e = ((level + 1.0).min(self.burst), now);
+        }
+    }
+
     /// Gives `key` its full burst again (e.g. after a success).
     pub(crate) fn reset(&self, key: &K) {
         self.buckets.remove(key);
@@ -129,6 +139,9 @@ mod tests {
         assert!(b.try_take(&"other"), "keys are separate");
         std::thread::sleep(Duration::from_millis(230));
         assert!(b.try_take(&"k"), "one token back after one refill period");
+        assert!(!b.try_take(&"k"));
+        b.refund(&"k");
+        assert!(b.try_take(&"k"), "a refunded token can be taken again");
         assert!(!b.try_take(&"k"));
         b.reset(&"k");
         assert!(b.allows(&"k"));

@@ -212,6 +212,8 @@ pub(crate) struct Inner {
     failures: TokenBuckets<IpAddr>,
     /// Failed logins per account (`tenant/email`).
     account_failures: TokenBuckets<String>,
+    /// Lock notices per account: one an hour.
+    lock_notices: TokenBuckets<String>,
     /// Mails per recipient.
     recipient_mails: TokenBuckets<String>,
     /// Shares made per user (`tenant/user`).
@@ -258,6 +260,7 @@ impl Broker {
                     settings.account_failure_burst,
                     settings.account_failure_refill,
                 ),
+                lock_notices: TokenBuckets::new(1, Duration::from_secs(3600)),
                 recipient_mails: TokenBuckets::new(
                     settings.recipient_mail_burst,
                     settings.recipient_mail_refill,
@@ -380,13 +383,35 @@ impl Broker {
         }
     }
 
-    /// Refuses a login to an account that saw too many failed ones lately (whoever
-    /// asks, so a guesser with many addresses meets the same limit).
-    pub(crate) fn check_account_failures(&self, tenant: &str, email: &str) -> ApiResult<()> {
+    /// Takes one attempt of the peer's network *before* an expensive check (a password
+    /// hash), so concurrent requests cannot all pass on the last token; `429` when none
+    /// is left. Give it back with [`Broker::refund_attempt`] if the check succeeds.
+    pub(crate) fn spend_attempt(&self, addr: Option<IpAddr>) -> ApiResult<()> {
+        match addr {
+            Some(a) if !self.inner.failures.try_take(&network_of(a)) => Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-failures",
+                "too many failed attempts from this address; wait a minute",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Gives back an attempt taken by [`Broker::spend_attempt`].
+    pub(crate) fn refund_attempt(&self, addr: Option<IpAddr>) {
+        if let Some(a) = addr {
+            self.inner.failures.refund(&network_of(a));
+        }
+    }
+
+    /// Takes one login attempt of an account (whoever asks, so a guesser with many
+    /// addresses meets the same limit) before its password is checked; `429` when it
+    /// saw too many failed ones lately.
+    pub(crate) fn spend_account_attempt(&self, tenant: &str, email: &str) -> ApiResult<()> {
         if self
             .inner
             .account_failures
-            .allows(&format!("{tenant}/{email}"))
+            .try_take(&format!("{tenant}/{email}"))
         {
             Ok(())
         } else {
@@ -399,15 +424,30 @@ impl Broker {
         }
     }
 
-    /// Counts a failed login against the account; `true` when that spent its last try
-    /// (the moment to tell the owner).
-    pub(crate) fn count_account_failure(&self, tenant: &str, email: &str) -> bool {
+    /// After a failed login (its attempt was taken before the check): `true` when the
+    /// owner should be told now — the account has no attempt left and was not reported
+    /// within the hour.
+    pub(crate) fn account_locked_now(&self, tenant: &str, email: &str) -> bool {
         let key = format!("{tenant}/{email}");
-        self.inner.account_failures.take(&key);
-        !self.inner.account_failures.allows(&key)
+        !self.inner.account_failures.allows(&key) && self.inner.lock_notices.try_take(&key)
     }
 
-    /// Forgets an account's failed logins (after a successful one).
+    /// Takes one login attempt of an account after the password check (a wrong key
+    /// share): counted, not checked.
+    pub(crate) fn count_account_failure(&self, tenant: &str, email: &str) {
+        self.inner
+            .account_failures
+            .take(&format!("{tenant}/{email}"));
+    }
+
+    /// Gives back an account's attempt taken before a check that succeeded.
+    pub(crate) fn refund_account_attempt(&self, tenant: &str, email: &str) {
+        self.inner
+            .account_failures
+            .refund(&format!("{tenant}/{email}"));
+    }
+
+    /// Forgets an account's failed logins (a login succeeded).
     pub(crate) fn clear_account_failures(&self, tenant: &str, email: &str) {
         self.inner
             .account_failures
@@ -416,7 +456,7 @@ impl Broker {
 
     /// Takes one mail of `recipient`'s budget; a refusal when it is spent.
     pub(crate) fn take_mail(&self, recipient: &str) -> ApiResult<()> {
-        if self.inner.recipient_mails.try_take(&recipient.to_owned()) {
+        if self.inner.recipient_mails.try_take(&mailbox_of(recipient)) {
             Ok(())
         } else {
             Err(ApiError::new(
@@ -517,6 +557,19 @@ impl Broker {
         })
         .await
         .map_err(|e| ApiError::internal("a password check failed", e))
+    }
+}
+
+/// The mailbox an address reaches, for its mail budget: `user+tag@host` is
+/// `user@host` (subaddresses would otherwise each get a budget of their own).
+fn mailbox_of(recipient: &str) -> String {
+    let r = recipient.to_ascii_lowercase();
+    match r.split_once('@') {
+        Some((local, domain)) => {
+            let base = local.split_once('+').map_or(local, |(b, _)| b);
+            format!("{base}@{domain}")
+        }
+        None => r,
     }
 }
 
