@@ -824,14 +824,14 @@ async fn quotas_and_budgets_hold() {
         max_files_per_user: 3,
         max_bytes_per_user: 3 * CHUNK as u64,
         max_open_shares_per_user: 2,
-        recipient_mail_burst: 2,
+        recipient_mail_burst: 3,
         recipient_mail_refill: Duration::from_secs(3600),
         uploads_per_user: 1,
         ..BrokerSettings::default()
     };
     let t = TestBroker::start_with(&["acme"], settings).await;
     let u = t.user("acme", "alice@example.test").await;
-    let a = u.upload("a", pseudo_random(CHUNK, 1)).await;
+    let a = u.upload("a", pseudo_random(2 * CHUNK, 1)).await;
     // Over the bytes left: refused, nothing kept.
     let r = u
         .client
@@ -844,7 +844,7 @@ async fn quotas_and_budgets_hold() {
     assert_eq!(r.status(), 507, "{}", String::from_utf8_lossy(r.body()));
     assert!(String::from_utf8_lossy(r.body()).contains("quota-exceeded"));
     let b = u.upload("b", pseudo_random(10, 3)).await;
-    u.upload("c", pseudo_random(10, 4)).await;
+    let c_id = u.upload("c", pseudo_random(10, 4)).await;
     // Over the file count.
     let r = u
         .client
@@ -859,8 +859,18 @@ async fn quotas_and_budgets_hold() {
     assert_eq!(r.1["files"].as_array().unwrap().len(), 3);
     assert_eq!(t.file_objects().len(), 3, "{:?}", t.file_objects());
 
-    // Mails to one recipient: two, then refused; open shares: two, then refused.
-    let path = format!("/files/{a}/shares");
+    // Mails: three per recipient (the sharer's copies count: Alice had her code and
+    // gets a copy of each share); open shares: two, then refused.
+    // A share is a copy and counts in the byte quota: file `a` (two chunks) does not fit.
+    let r = call(
+        &u.client,
+        "POST",
+        &format!("/files/{a}/shares"),
+        json!({"to": "bob@example.test"}),
+    )
+    .await;
+    assert_eq!((r.0, r.1["code"].as_str()), (507, Some("quota-exceeded")));
+    let path = format!("/files/{c_id}/shares");
     let share = |to: &str| call(&u.client, "POST", &path, json!({ "to": to }));
     assert_eq!(share("bob@example.test").await.0, 201);
     assert_eq!(share("bob@example.test").await.0, 201);
@@ -876,9 +886,17 @@ async fn quotas_and_budgets_hold() {
     )
     .await;
     assert_eq!(r.0, 204, "{:?}", r.1);
+    // Bob has a mail left, Alice (the sharer) none: refused, naming her.
     let r = share("bob@example.test").await;
     assert_eq!((r.0, r.1["code"].as_str()), (429, Some("too-many-mails")));
-    assert_eq!(share("carol@example.test").await.0, 201);
+    assert!(
+        r.1["error"]
+            .as_str()
+            .unwrap()
+            .contains("alice@example.test"),
+        "{:?}",
+        r.1
+    );
 
     // One upload at a time for this user: a second one meanwhile is refused.
     let r = call(&u.client, "DELETE", &format!("/files/{b}"), Value::Null).await;

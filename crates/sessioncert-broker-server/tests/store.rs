@@ -148,6 +148,12 @@ async fn files_and_shares(s: &Arc<dyn BrokerStore>) {
     )
     .await
     .unwrap();
+    // A share of a file that is gone (deleted while its copy was made) is refused.
+    let gone = s
+        .insert_share(&share("sx", "no-such-file", 3, now + 1000), &[])
+        .await;
+    assert!(matches!(gone, Err(StoreError::Gone)), "{gone:?}");
+    assert!(s.share("sx").await.unwrap().is_none());
     s.insert_share(&share("s2", "f1", 3, now + 1000), &[])
         .await
         .unwrap();

@@ -223,7 +223,7 @@ pub(crate) async fn list(
     Ok(Json(json!({ "files": files })).into_response())
 }
 
-fn no_such_file() -> ApiError {
+pub(crate) fn no_such_file() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "no-such-file",

@@ -456,17 +456,24 @@ impl Broker {
 
     /// Takes one mail of `recipient`'s budget; a refusal when it is spent.
     pub(crate) fn take_mail(&self, recipient: &str) -> ApiResult<()> {
-        if self.inner.recipient_mails.try_take(&mailbox_of(recipient)) {
-            Ok(())
-        } else {
-            Err(ApiError::new(
+        self.take_mails(&[recipient])
+    }
+
+    /// Takes one mail of each recipient's budget, or none when one of them is spent
+    /// (checked first, so a refused share costs nobody's budget).
+    pub(crate) fn take_mails(&self, recipients: &[&str]) -> ApiResult<()> {
+        let mails = &self.inner.recipient_mails;
+        if let Some(spent) = recipients.iter().find(|r| !mails.allows(&mailbox_of(r))) {
+            return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too-many-mails",
-                format!(
-                    "{recipient} was sent too many mails by this broker lately; try again later"
-                ),
-            ))
+                format!("{spent} was sent too many mails by this broker lately; try again later"),
+            ));
         }
+        for r in recipients {
+            mails.take(&mailbox_of(r));
+        }
+        Ok(())
     }
 
     /// Takes one of a user's share creations; a refusal when they are spent.
@@ -626,4 +633,18 @@ pub(crate) fn client_addr(
     ci: Option<&axum::extract::ConnectInfo<std::net::SocketAddr>>,
 ) -> Option<IpAddr> {
     ci.map(|c| c.0.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn subaddresses_share_their_mailbox_budget() {
+        assert_eq!(super::mailbox_of("Bob+x@Example.test"), "bob@example.test");
+        assert_eq!(
+            super::mailbox_of("bob+a+b@example.test"),
+            "bob@example.test"
+        );
+        assert_eq!(super::mailbox_of("bob@example.test"), "bob@example.test");
+        assert_eq!(super::mailbox_of("+15551234567"), "+15551234567");
+    }
 }

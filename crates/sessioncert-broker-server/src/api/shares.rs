@@ -1,11 +1,11 @@
 //! Shares: a copy of a file sealed under a key derived from a one-time code that only
 //! the mails carry (the broker keeps a verifier), opened by anyone holding the code.
 
-use super::files::{file_response, key_of, open_name, own_file, seal_name};
+use super::files::{file_response, key_of, no_such_file, open_name, own_file, seal_name};
 use super::stream::{open_stream, seal_into, SealError};
 use super::{client_addr, new_id, valid_id, ApiError, ApiResult, Broker};
 use crate::notify::Recipient;
-use crate::store::{NewOutbox, ShareClaim, ShareRow};
+use crate::store::{NewOutbox, ShareClaim, ShareRow, StoreError};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -80,9 +80,23 @@ pub(crate) async fn create(
             ),
         ));
     }
-    // Each share copies a file and mails someone: neither may be free to repeat.
+    // A share is a copy: it counts in the byte quota and, while it is written, holds an
+    // upload slot like an upload.
+    if usage.bytes.saturating_add(f.size) > s.max_bytes_per_user {
+        return Err(ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "quota-exceeded",
+            format!(
+                "a share is a copy of the file: {} more bytes do not fit in this account's {} ({} in use, shares' copies included)",
+                f.size, s.max_bytes_per_user, usage.bytes
+            ),
+        ));
+    }
+    // Each share copies a file and mails two people (the sharer's copy counts too):
+    // none of it may be free to repeat.
     b.take_share_creation(&login)?;
-    b.take_mail(&recipient)?;
+    b.take_mails(&[&recipient, &login.email])?;
+    let _slot = b.upload_slot(&login).await?;
     let name = open_name(&key_of(&login, &f.id), &f.id, &f.name).unwrap_or_default();
     check_file_name(&name).map_err(|_| ApiError::internal("a stored name does not open", &f.id))?;
 
@@ -191,7 +205,11 @@ pub(crate) async fn create(
     };
     if let Err(e) = b.inner.store.insert_share(&row, &mail).await {
         let _ = b.inner.objects.delete(&object).await;
-        return Err(e.into());
+        return Err(match e {
+            // Deleted while its copy was made: no share of it may stay.
+            StoreError::Gone => no_such_file(),
+            e => e.into(),
+        });
     }
     b.wake_outbox();
     b.audit(

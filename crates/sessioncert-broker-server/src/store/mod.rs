@@ -27,6 +27,9 @@ pub enum StoreError {
     /// The row exists already (an account with this address in this tenant).
     #[error("already exists")]
     Exists,
+    /// A row this one depends on is gone (a share's file was deleted meanwhile).
+    #[error("no longer exists")]
+    Gone,
     /// The database failed (the message never carries a password).
     #[error("broker database: {0}")]
     Database(String),
@@ -145,7 +148,7 @@ impl ShareRow {
 pub struct Usage {
     /// Files.
     pub files: u64,
-    /// Their plaintext bytes.
+    /// Plaintext bytes of the files and of the shares' copies not yet deleted.
     pub bytes: u64,
     /// Shares that still open.
     pub open_shares: u64,
@@ -246,8 +249,8 @@ pub trait BrokerStore: Send + Sync {
     /// first login); `false` if `v` is not the pending one or one is committed already.
     async fn commit_verifier(&self, account_id: &str, v: &[u8; 32]) -> Result<bool, StoreError>;
 
-    /// What one user keeps: files, their plaintext bytes, and shares that still open
-    /// at `now_ms`.
+    /// What one user keeps: files, the plaintext bytes of their files and of their
+    /// shares' copies not yet deleted, and shares that still open at `now_ms`.
     async fn usage(
         &self,
         tenant: &str,
@@ -282,7 +285,8 @@ pub trait BrokerStore: Send + Sync {
     ) -> Result<Option<(FileRow, Vec<String>)>, StoreError>;
 
     /// Records a share (after its object is complete) and queues its mail in one
-    /// transaction.
+    /// transaction, only while its file still exists ([`StoreError::Gone`] if it was
+    /// deleted meanwhile: a share of a deleted file must not stay open).
     async fn insert_share(&self, s: &ShareRow, mail: &[NewOutbox]) -> Result<(), StoreError>;
 
     /// The shares one user made, newest first.

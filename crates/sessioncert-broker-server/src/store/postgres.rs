@@ -398,7 +398,9 @@ impl BrokerStore for PostgresBrokerStore {
             "SELECT
                (SELECT COUNT(*) FROM broker_files WHERE tenant = $1 AND owner = $2),
                (SELECT COALESCE(SUM(size), 0)::BIGINT FROM broker_files
-                  WHERE tenant = $1 AND owner = $2),
+                  WHERE tenant = $1 AND owner = $2)
+               + (SELECT COALESCE(SUM(size), 0)::BIGINT FROM broker_shares
+                  WHERE tenant = $1 AND owner = $2 AND purged_ms IS NULL),
                (SELECT COUNT(*) FROM broker_shares
                   WHERE tenant = $1 AND owner = $2 AND revoked_ms IS NULL AND expires_ms > $3
                     AND opens < max_opens AND failed_tries < $4)",
@@ -550,6 +552,21 @@ impl BrokerStore for PostgresBrokerStore {
 
     async fn insert_share(&self, s: &ShareRow, mail: &[NewOutbox]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
+        // The file row is locked until this commits: a `delete_file` (which deletes the
+        // file row first, then its shares) either finished before — no row, no share —
+        // or waits and then deletes this share with the others.
+        let file: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM broker_files WHERE id = $1 AND tenant = $2 AND owner = $3 FOR SHARE",
+        )
+        .bind(&s.file_id)
+        .bind(&s.tenant)
+        .bind(&s.owner)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        if file.is_none() {
+            return Err(StoreError::Gone);
+        }
         sqlx::query(concat!(
             "INSERT INTO broker_shares (",
             share_columns!(),

@@ -345,8 +345,11 @@ impl BrokerStore for SqliteBrokerStore {
         let (tenant, owner) = (tenant.to_owned(), owner.to_owned());
         self.run(move |c| {
             let (files, bytes) = c.query_row(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM broker_files
-                 WHERE tenant = ?1 AND owner = ?2",
+                "SELECT (SELECT COUNT(*) FROM broker_files WHERE tenant = ?1 AND owner = ?2),
+                        (SELECT COALESCE(SUM(size), 0) FROM broker_files
+                           WHERE tenant = ?1 AND owner = ?2)
+                      + (SELECT COALESCE(SUM(size), 0) FROM broker_shares
+                           WHERE tenant = ?1 AND owner = ?2 AND purged_ms IS NULL)",
                 params![tenant, owner],
                 |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
             )?;
@@ -504,35 +507,47 @@ impl BrokerStore for SqliteBrokerStore {
     async fn insert_share(&self, s: &ShareRow, mail: &[NewOutbox]) -> Result<(), StoreError> {
         let s = s.clone();
         let mail = mail.to_vec();
-        self.run(move |c| {
-            let tx = c.transaction()?;
-            tx.execute(
-                &format!(
-                    "INSERT INTO broker_shares ({SHARE_COLUMNS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
-                ),
-                params![
-                    s.id,
-                    s.tenant,
-                    s.owner,
-                    s.file_id,
-                    s.recipient,
-                    s.verifier.to_vec(),
-                    s.object_key,
-                    s.name,
-                    to_i64(s.size),
-                    to_i64(s.created_ms),
-                    to_i64(s.expires_ms),
-                    s.max_opens,
-                    s.opens,
-                    s.failed_tries,
-                    s.revoked_ms.map(to_i64)
-                ],
-            )?;
-            queue(&tx, &mail, s.created_ms)?;
-            tx.commit()
-        })
-        .await
+        let inserted = self
+            .run(move |c| {
+                let tx = c.transaction()?;
+                let n = tx.execute(
+                    &format!(
+                        "INSERT INTO broker_shares ({SHARE_COLUMNS})
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15
+                     WHERE EXISTS (SELECT 1 FROM broker_files
+                                   WHERE id = ?4 AND tenant = ?2 AND owner = ?3)"
+                    ),
+                    params![
+                        s.id,
+                        s.tenant,
+                        s.owner,
+                        s.file_id,
+                        s.recipient,
+                        s.verifier.to_vec(),
+                        s.object_key,
+                        s.name,
+                        to_i64(s.size),
+                        to_i64(s.created_ms),
+                        to_i64(s.expires_ms),
+                        s.max_opens,
+                        s.opens,
+                        s.failed_tries,
+                        s.revoked_ms.map(to_i64)
+                    ],
+                )?;
+                if n == 0 {
+                    return Ok(false);
+                }
+                queue(&tx, &mail, s.created_ms)?;
+                tx.commit()?;
+                Ok(true)
+            })
+            .await?;
+        if inserted {
+            Ok(())
+        } else {
+            Err(StoreError::Gone)
+        }
     }
 
     async fn shares(&self, tenant: &str, owner: &str) -> Result<Vec<ShareRow>, StoreError> {
