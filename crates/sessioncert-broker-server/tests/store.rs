@@ -310,7 +310,40 @@ async fn sqlite_store() {
     let s = store::open(&format!("sqlite:{}", path.display()))
         .await
         .unwrap();
-    all(s).await;
+    all(s.clone()).await;
+    // A wiped notification's text is in neither the database nor its log once the
+    // store is compacted (SQLite's WAL keeps old pages until a checkpoint).
+    let marker = b"SEALED-TEXT-MARKER-7f3a".to_vec();
+    s.enqueue(
+        &[NewOutbox {
+            recipient: "m@x.test".into(),
+            subject: "s".into(),
+            sealed_text: marker.clone(),
+        }],
+        1,
+    )
+    .await
+    .unwrap();
+    let rows = s.outbox_claim(u64::MAX / 4, 1000, 100).await.unwrap();
+    let row = rows.iter().find(|r| r.sealed_text == marker).unwrap();
+    s.outbox_sent(row.id, 2).await.unwrap();
+    let holds_marker = |p: &std::path::Path| {
+        std::fs::read(p)
+            .unwrap_or_default()
+            .windows(marker.len())
+            .any(|w| w == marker.as_slice())
+    };
+    let wal = dir.path().join("broker.db-wal");
+    assert!(
+        holds_marker(&wal) || holds_marker(&path),
+        "the marker was never written"
+    );
+    s.compact().await.unwrap();
+    assert!(!holds_marker(&wal), "the WAL still holds a wiped text");
+    assert!(
+        !holds_marker(&path),
+        "the database still holds a wiped text"
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;

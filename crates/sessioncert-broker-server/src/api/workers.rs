@@ -62,6 +62,12 @@ async fn outbox_loop(b: Broker) {
                 for row in rows {
                     deliver(&b, row).await;
                 }
+                if n > 0 {
+                    // The texts just wiped must not live on in the database's log.
+                    if let Err(e) = b.inner.store.compact().await {
+                        tracing::warn!(error = %e, "could not compact the broker database");
+                    }
+                }
                 n
             }
             Err(e) => {

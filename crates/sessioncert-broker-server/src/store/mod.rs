@@ -352,6 +352,12 @@ pub trait BrokerStore: Send + Sync {
     /// Notifications not yet sent nor given up.
     async fn outbox_pending(&self) -> Result<u64, StoreError>;
 
+    /// Makes wiped notification texts unrecoverable from the store's own files: on
+    /// SQLite the write-ahead log keeps the pages as they were until a checkpoint, so
+    /// this checkpoints and truncates it. (PostgreSQL's WAL and backups are the
+    /// database operator's to manage.)
+    async fn compact(&self) -> Result<(), StoreError>;
+
     /// Appends an audit event.
     async fn audit(&self, e: &AuditEvent) -> Result<(), StoreError>;
 

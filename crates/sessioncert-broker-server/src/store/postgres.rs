@@ -428,6 +428,10 @@ impl BrokerStore for PostgresBrokerStore {
             .map_err(db)
     }
 
+    async fn compact(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     async fn set_pending_verifier(
         &self,
         account_id: &str,
