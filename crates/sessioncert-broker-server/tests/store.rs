@@ -105,7 +105,12 @@ async fn accounts(s: &Arc<dyn BrokerStore>) {
         assert_eq!(exp, now + 700_000 + 600_000);
     }
     assert!(s.take_verification_try("u4").await.unwrap().is_none());
-    s.mark_verified("u4").await.unwrap();
+    assert!(
+        !s.mark_verified("u1").await.unwrap(),
+        "a replaced registration"
+    );
+    assert!(s.mark_verified("u4").await.unwrap());
+    assert!(!s.mark_verified("u4").await.unwrap(), "verified once");
     let a = s.account("acme", "a@x.test").await.unwrap().unwrap();
     assert!(a.verified);
     assert_eq!(a.registration_digest, None, "kept after verification");
@@ -154,13 +159,22 @@ async fn files_and_shares(s: &Arc<dyn BrokerStore>) {
         .await;
     assert!(matches!(gone, Err(StoreError::Gone)), "{gone:?}");
     assert!(s.share("sx").await.unwrap().is_none());
+    // A share whose copy was deleted opens no more, whatever its counters say.
+    s.insert_share(&share("s9", "f1", 3, now + 1000), &[])
+        .await
+        .unwrap();
+    s.mark_share_purged("s9", now).await.unwrap();
+    assert_eq!(
+        s.claim_share_open("s9", now, 5).await.unwrap(),
+        ShareClaim::Closed
+    );
     s.insert_share(&share("s2", "f1", 3, now + 1000), &[])
         .await
         .unwrap();
     s.insert_share(&share("s3", "f2", 3, now + 1000), &[])
         .await
         .unwrap();
-    assert_eq!(s.shares("acme", "u1").await.unwrap().len(), 3);
+    assert_eq!(s.shares("acme", "u1").await.unwrap().len(), 4);
     assert!(s
         .revoke_share("acme", "u2", "s3", now)
         .await

@@ -242,7 +242,10 @@ pub(crate) async fn verify(
         .await;
         return Err(wrong());
     }
-    b.inner.store.mark_verified(&account.id).await?;
+    if !b.inner.store.mark_verified(&account.id).await? {
+        // Registered again between the check and now: that registration's code counts.
+        return Err(wrong());
+    }
     b.audit(&req.tenant, &account.id, "account.verify", &email, "")
         .await;
     Ok(Json(json!({ "status": "verified" })).into_response())
@@ -501,6 +504,8 @@ pub(crate) async fn confirm(
         .commit_verifier(&login.user, &verifier.0)
         .await?
     {
+        // This session's data key was never committed: nothing may be stored under it.
+        b.forget_login(&ctx.session_id);
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "first-login-raced",

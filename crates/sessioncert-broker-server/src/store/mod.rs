@@ -234,8 +234,9 @@ pub trait BrokerStore: Send + Sync {
         account_id: &str,
     ) -> Result<Option<([u8; 32], u64)>, StoreError>;
 
-    /// Marks the account verified and forgets its code and registration key.
-    async fn mark_verified(&self, account_id: &str) -> Result<(), StoreError>;
+    /// Marks the account verified and forgets its code and registration key; `false`
+    /// when no unverified account has this id (a new registration replaced it).
+    async fn mark_verified(&self, account_id: &str) -> Result<bool, StoreError>;
 
     /// Records a first login's verifier as pending; `false` if a verifier is committed
     /// already.

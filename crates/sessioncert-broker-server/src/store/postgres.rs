@@ -374,17 +374,17 @@ impl BrokerStore for PostgresBrokerStore {
         }
     }
 
-    async fn mark_verified(&self, account_id: &str) -> Result<(), StoreError> {
+    async fn mark_verified(&self, account_id: &str) -> Result<bool, StoreError> {
         sqlx::query(
             "UPDATE broker_accounts SET verified = TRUE, code_digest = NULL, code_tries = 0,
                registration_digest = NULL
-             WHERE id = $1",
+             WHERE id = $1 AND verified = FALSE",
         )
         .bind(account_id)
         .execute(&self.pool)
         .await
         .map_err(db)
-        .map(drop)
+        .map(|r| r.rows_affected() == 1)
     }
 
     async fn usage(
@@ -685,7 +685,7 @@ impl BrokerStore for PostgresBrokerStore {
         let row = sqlx::query(concat!(
             "UPDATE broker_shares SET opens = opens + 1
              WHERE id = $1 AND revoked_ms IS NULL AND expires_ms > $2
-               AND opens < max_opens AND failed_tries < $3
+               AND opens < max_opens AND failed_tries < $3 AND purged_ms IS NULL
              RETURNING ",
             share_columns!()
         ))

@@ -321,18 +321,18 @@ impl BrokerStore for SqliteBrokerStore {
         row.map(|(d, e)| Ok((digest(d)?, to_u64(e)))).transpose()
     }
 
-    async fn mark_verified(&self, account_id: &str) -> Result<(), StoreError> {
+    async fn mark_verified(&self, account_id: &str) -> Result<bool, StoreError> {
         let id = account_id.to_owned();
         self.run(move |c| {
             c.execute(
                 "UPDATE broker_accounts SET verified = 1, code_digest = NULL, code_tries = 0,
                    registration_digest = NULL
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND verified = 0",
                 params![id],
             )
         })
         .await
-        .map(drop)
+        .map(|n| n == 1)
     }
 
     async fn usage(
@@ -653,7 +653,7 @@ impl BrokerStore for SqliteBrokerStore {
                     &format!(
                         "UPDATE broker_shares SET opens = opens + 1
                          WHERE id = ?1 AND revoked_ms IS NULL AND expires_ms > ?2
-                           AND opens < max_opens AND failed_tries < ?3
+                           AND opens < max_opens AND failed_tries < ?3 AND purged_ms IS NULL
                          RETURNING {SHARE_COLUMNS}"
                     ),
                     params![id, to_i64(now_ms), max_failures],
