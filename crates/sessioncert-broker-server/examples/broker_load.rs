@@ -117,7 +117,7 @@ async fn main() {
             let file = if op == "share" {
                 let r = acc
                     .client
-                    .put("/broker/v1/files?name=s")
+                    .post("/broker/v1/files?name=s")
                     .full(true)
                     .body(vec![7u8; 1024])
                     .send()
@@ -138,7 +138,7 @@ async fn main() {
                     "upload-1k" => {
                         let r = acc
                             .client
-                            .put("/broker/v1/files?name=k")
+                            .post("/broker/v1/files?name=k")
                             .full(true)
                             .body(vec![1u8; 1024])
                             .send()

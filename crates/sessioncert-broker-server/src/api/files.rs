@@ -92,7 +92,7 @@ pub(crate) struct UploadQuery {
     name: String,
 }
 
-/// `PUT /files?name=NAME` with the file as the (streamed) body: `201 {"id", "size"}`.
+/// `POST /files?name=NAME` with the file as the (streamed) body: `201 {"id", "size"}`.
 pub(crate) async fn upload(
     State(b): State<Broker>,
     Extension(ctx): Extension<SealedContext>,

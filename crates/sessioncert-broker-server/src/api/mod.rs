@@ -282,7 +282,7 @@ impl Broker {
             .route(&p("/login"), post(account::login))
             .route(&p("/login/confirm"), post(account::confirm))
             .route(&p("/logout"), post(account::logout))
-            .route(&p("/files"), get(files::list).put(files::upload))
+            .route(&p("/files"), get(files::list).post(files::upload))
             .route(
                 &p("/files/{id}"),
                 get(files::download).delete(files::remove),

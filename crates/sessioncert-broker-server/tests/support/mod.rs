@@ -263,7 +263,7 @@ impl User {
     pub async fn upload(&self, name: &str, body: Vec<u8>) -> String {
         let r = self
             .client
-            .put(&format!("{PREFIX}/files?name={name}"))
+            .post(&format!("{PREFIX}/files?name={name}"))
             .full(true)
             .body(body)
             .send()

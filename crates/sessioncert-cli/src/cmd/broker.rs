@@ -898,7 +898,7 @@ async fn upload(a: UploadArgs) -> anyhow::Result<ExitCode> {
         .append_pair("name", &name)
         .finish();
     let resp = client
-        .put(&format!("{PREFIX}/files?{query}"))
+        .post(&format!("{PREFIX}/files?{query}"))
         .full(true)
         // Each upload makes a new file: never sent twice on a forged refusal.
         .idempotent(false)
