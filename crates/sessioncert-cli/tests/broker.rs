@@ -391,6 +391,17 @@ fn broker_on_the_embedded_default() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_ne!(first, second);
+    // Not verified yet: no login with this profile.
+    let o = run(&[
+        "broker",
+        "login",
+        "--profile",
+        dave.to_str().unwrap(),
+        "--password-file",
+        pw.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("never verified"));
     let verify = |code: &str| {
         run(&[
             "broker",
@@ -543,6 +554,12 @@ fn broker_serve_needs_an_outbox_outside_the_data_directory() {
         args.extend_from_slice(extra);
         run(&args)
     };
+    let outside = dir.path().join("mail");
+    for (flag, value) in [("--max-bytes-per-user", "0"), ("--share-max-expiry", "0s")] {
+        let o = serve(&["--outbox", outside.to_str().unwrap(), flag, value]);
+        assert!(!o.status.success(), "{flag} {value} accepted");
+        assert!(String::from_utf8_lossy(&o.stderr).contains(flag), "{flag}");
+    }
     let o = serve(&[]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);

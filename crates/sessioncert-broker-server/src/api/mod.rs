@@ -187,6 +187,14 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // The channel's access log sees only the sealed envelope's status: the broker's
+        // own answer is logged here (status and stable code; the message may name an
+        // address, so it stays out).
+        if self.status.is_server_error() {
+            tracing::warn!(target: "sessioncert::broker", status = self.status.as_u16(), code = self.code, "broker refused");
+        } else {
+            tracing::info!(target: "sessioncert::broker", status = self.status.as_u16(), code = self.code, "broker refused");
+        }
         (
             self.status,
             Json(serde_json::json!({ "error": self.message, "code": self.code })),

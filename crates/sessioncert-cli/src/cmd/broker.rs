@@ -144,7 +144,11 @@ broker.db in --data) or postgres://… (the broker's tables, shared by instances
 stay in memory (a login is bound to its session; nothing on disk can resume one). Notifications \
 need --smtp or --outbox (a directory outside --data: its mails carry codes). --config FILE: a TOML file whose keys are the \
 long flag names (outbox = \"/var/mail/broker\", max-stream-body = \"2GiB\"); flags and \
-environment variables override it."
+environment variables override it.",
+    // The flattened `serve` settings describe the demo server's session store; for the
+    // broker --store is its database and sessions are always in memory.
+    mut_arg("store", |a| a.help("The broker's database: sqlite:PATH (default: broker.db in --data) or postgres://USER@HOST/DB[?schema=NAME]").long_help(None::<&str>)),
+    mut_arg("memory", |a| a.hide(true))
 )]
 pub struct BrokerServeArgs {
     /// Address to listen on.
@@ -270,6 +274,24 @@ fn tenant(command: TenantCommand) -> anyhow::Result<ExitCode> {
                     a.name,
                     file.path().display()
                 );
+                let root = if std::env::var_os("SESSIONCERT_BROKER_ROOT_KEY").is_some() {
+                    "SESSIONCERT_BROKER_ROOT_KEY".to_owned()
+                } else {
+                    a.data
+                        .root_key_file
+                        .clone()
+                        .unwrap_or_else(|| {
+                            a.data
+                                .data
+                                .join(sessioncert_broker_server::keys::ROOT_KEY_FILE)
+                        })
+                        .display()
+                        .to_string()
+                };
+                eprintln!(
+                    "the KMS file is sealed under the root key in {root}: keep that key out of \
+                     the data directory's backups (--root-key-file or SESSIONCERT_BROKER_ROOT_KEY)"
+                );
             } else {
                 println!("tenant {} exists already; nothing changed", a.name);
             }
@@ -297,6 +319,14 @@ async fn serve(mut a: BrokerServeArgs, settings: String) -> anyhow::Result<ExitC
     // --store names the broker's database. The sessions stay in memory: a login is bound
     // to its session, and session keys on disk (or in a shared database) would let a copy
     // of them act in a live login; logins end at a restart anyway.
+    anyhow::ensure!(
+        a.broker.share_max_expiry >= Duration::from_secs(1),
+        "--share-max-expiry must be at least 1s"
+    );
+    anyhow::ensure!(
+        a.broker.max_bytes_per_user >= 1,
+        "--max-bytes-per-user must be at least 1 byte"
+    );
     let data = a.server.data.clone();
     let store_address = match a.server.store.take() {
         None => format!("sqlite:{}", data.join("broker.db").display()),
@@ -674,7 +704,10 @@ fn refusal(status: http::StatusCode, body: &[u8]) -> anyhow::Error {
         .and_then(Value::as_str)
         .map(str::to_owned)
         .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned());
-    anyhow::anyhow!("the broker refused ({status}): {msg}")
+    match v.get("code").and_then(Value::as_str) {
+        Some(code) => anyhow::anyhow!("the broker refused ({status}, {code}): {msg}"),
+        None => anyhow::anyhow!("the broker refused ({status}): {msg}"),
+    }
 }
 
 /// Sends a JSON request; the answer's JSON on success.
@@ -828,6 +861,13 @@ async fn login(a: LoginArgs) -> anyhow::Result<ExitCode> {
         (None, true) => bail!("this profile's key share is sealed: give --passphrase-file"),
         (None, false) => None,
     };
+    anyhow::ensure!(
+        profile.registration()?.is_none(),
+        "{}'s registration was never verified: run `sessioncert broker verify --profile {} --code CODE` \
+         (if the address was verified with another profile, that profile holds the account)",
+        a.profile.profile.display(),
+        a.profile.profile.display()
+    );
     let share = profile.key_share(passphrase.as_ref().map(|p| p.as_bytes()))?;
     let edk = profile.encrypted_data_key()?;
     let session = session_path(&a.profile.profile);
