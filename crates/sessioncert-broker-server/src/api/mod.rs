@@ -512,7 +512,7 @@ impl Broker {
                     StatusCode::TOO_MANY_REQUESTS,
                     "too-many-uploads",
                     format!(
-                        "this account has {} uploads running; wait for one to end",
+                        "this account has {} upload(s) or share copies running, its most; wait for one to end",
                         *n
                     ),
                 ));

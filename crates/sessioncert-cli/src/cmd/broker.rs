@@ -648,7 +648,7 @@ fn session_path(profile: &Path) -> PathBuf {
 fn load_profile(path: &Path) -> anyhow::Result<Profile> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the profile {}", path.display()))?;
-    Profile::from_json(&text).with_context(|| format!("{} is not a broker profile", path.display()))
+    Profile::from_json(&text).with_context(|| format!("cannot use the profile {}", path.display()))
 }
 
 fn save_profile(path: &Path, p: &Profile) -> anyhow::Result<()> {
@@ -932,6 +932,13 @@ async fn upload(a: UploadArgs) -> anyhow::Result<ExitCode> {
             .map(|n| n.to_string_lossy().into_owned())
             .context("the path names no file; give --name")?,
     };
+    let meta =
+        std::fs::metadata(&a.path).with_context(|| format!("cannot read {}", a.path.display()))?;
+    anyhow::ensure!(
+        meta.is_file(),
+        "{} is not a file (upload takes one regular file)",
+        a.path.display()
+    );
     std::fs::File::open(&a.path).with_context(|| format!("cannot read {}", a.path.display()))?;
     let (_, client) = logged_in(&a.profile).await?;
     let query: String = url::form_urlencoded::Serializer::new(String::new())
@@ -1090,7 +1097,7 @@ async fn share(a: ShareArgs) -> anyhow::Result<ExitCode> {
         .and_then(Value::as_str)
         .context("the broker answered no share id")?;
     eprintln!(
-        "shared with {} until {} ({} open(s)); the one-time code went to the recipient and to you",
+        "shared with {} until {} (opens allowed: {}); the one-time code went to the recipient and to you",
         a.to,
         time_of(&v["expires_ms"]),
         v["max_opens"]
