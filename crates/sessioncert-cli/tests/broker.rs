@@ -555,7 +555,12 @@ fn broker_serve_needs_an_outbox_outside_the_data_directory() {
         run(&args)
     };
     let outside = dir.path().join("mail");
-    for (flag, value) in [("--max-bytes-per-user", "0"), ("--share-max-expiry", "0s")] {
+    for (flag, value) in [
+        ("--max-bytes-per-user", "0"),
+        ("--share-max-expiry", "0s"),
+        ("--uploads-at-once", "0"),
+        ("--mails-per-hour", "-3"),
+    ] {
         let o = serve(&["--outbox", outside.to_str().unwrap(), flag, value]);
         assert!(!o.status.success(), "{flag} {value} accepted");
         assert!(String::from_utf8_lossy(&o.stderr).contains(flag), "{flag}");

@@ -208,25 +208,25 @@ pub struct BrokerOptions {
     #[arg(long, env = "SESSIONCERT_BROKER_SHARE_MAX_EXPIRY", default_value = "30d", allow_hyphen_values = true, value_parser = parse_duration)]
     share_max_expiry: Duration,
     /// Bytes (plaintext) one user may keep.
-    #[arg(long, env = "SESSIONCERT_BROKER_MAX_BYTES_PER_USER", default_value = "10GiB", value_parser = parse_size)]
+    #[arg(long, env = "SESSIONCERT_BROKER_MAX_BYTES_PER_USER", default_value = "10GiB", allow_hyphen_values = true, value_parser = parse_size)]
     max_bytes_per_user: usize,
     /// Files one user may keep.
-    #[arg(long, env = "SESSIONCERT_BROKER_MAX_FILES_PER_USER", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "SESSIONCERT_BROKER_MAX_FILES_PER_USER", default_value_t = 10_000, allow_hyphen_values = true, value_parser = positive::<u64>)]
     max_files_per_user: u64,
     /// Shares one user may have open at once.
-    #[arg(long, env = "SESSIONCERT_BROKER_MAX_OPEN_SHARES", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "SESSIONCERT_BROKER_MAX_OPEN_SHARES", default_value_t = 1_000, allow_hyphen_values = true, value_parser = positive::<u64>)]
     max_open_shares: u64,
     /// Shares one user may make per minute (also the burst).
-    #[arg(long, env = "SESSIONCERT_BROKER_SHARES_PER_MINUTE", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "SESSIONCERT_BROKER_SHARES_PER_MINUTE", default_value_t = 6, allow_hyphen_values = true, value_parser = positive::<u32>)]
     shares_per_minute: u32,
     /// Mails one recipient may be sent per hour (also the burst): codes, shares, notices.
-    #[arg(long, env = "SESSIONCERT_BROKER_MAILS_PER_HOUR", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "SESSIONCERT_BROKER_MAILS_PER_HOUR", default_value_t = 20, allow_hyphen_values = true, value_parser = positive::<u32>)]
     mails_per_hour: u32,
     /// Uploads this instance runs at once (each holds up to 16 MiB of buffers).
-    #[arg(long, env = "SESSIONCERT_BROKER_UPLOADS_AT_ONCE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "SESSIONCERT_BROKER_UPLOADS_AT_ONCE", default_value_t = 8, allow_hyphen_values = true, value_parser = positive::<u32>)]
     uploads_at_once: u32,
     /// Uploads one user may run at once.
-    #[arg(long, env = "SESSIONCERT_BROKER_UPLOADS_PER_USER", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "SESSIONCERT_BROKER_UPLOADS_PER_USER", default_value_t = 2, allow_hyphen_values = true, value_parser = positive::<u32>)]
     uploads_per_user: u32,
 }
 
@@ -588,6 +588,19 @@ pub struct OpenShareArgs {
     /// Where to write the file (written whole or not at all; `-`: standard output).
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     output: PathBuf,
+}
+
+/// A count of at least 1 (`0` and negative numbers refused, saying so).
+fn positive<T>(s: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + From<u8>,
+    T::Err: std::fmt::Display,
+{
+    let n: T = super::parse_number(s)?;
+    if n < T::from(1) {
+        return Err("must be at least 1".into());
+    }
+    Ok(n)
 }
 
 /// Refuses an outbox inside the data directory: its mails carry verification and
