@@ -275,10 +275,10 @@ fn key_error(e: BrokerError) -> ApiError {
 }
 
 /// After a failed login (already counted against the account): when the account has
-/// no attempt left, tells its owner, at most once an hour (not from the owner's mail
+/// no attempt left, tells its owner (a verified address only), at most once an hour per mailbox (not from the owner's mail
 /// budget: the notice must not crowd out their codes).
-async fn account_failure(b: &Broker, tenant: &str, email: &str, exists: bool) {
-    if !exists || !b.account_locked_now(tenant, email) {
+async fn account_failure(b: &Broker, tenant: &str, email: &str, verified: bool) {
+    if !verified || !b.account_locked_now(tenant, email) {
         return;
     }
     let s = &b.inner.settings;
@@ -349,7 +349,10 @@ async fn authenticate(
             Ok(a)
         }
         _ => {
-            account_failure(b, tenant, email, account.is_some()).await;
+            // Only a verified address is told: an unverified one may be anyone's,
+            // registered by whoever wants to mail it.
+            let verified = account.as_ref().is_some_and(|a| a.verified);
+            account_failure(b, tenant, email, verified).await;
             b.audit(
                 tenant,
                 "anonymous",

@@ -220,7 +220,7 @@ pub(crate) struct Inner {
     failures: TokenBuckets<IpAddr>,
     /// Failed logins per account (`tenant/email`).
     account_failures: TokenBuckets<String>,
-    /// Lock notices per account: one an hour.
+    /// Lock notices per mailbox: one an hour.
     lock_notices: TokenBuckets<String>,
     /// Mails per recipient.
     recipient_mails: TokenBuckets<String>,
@@ -437,7 +437,8 @@ impl Broker {
     /// within the hour.
     pub(crate) fn account_locked_now(&self, tenant: &str, email: &str) -> bool {
         let key = format!("{tenant}/{email}");
-        !self.inner.account_failures.allows(&key) && self.inner.lock_notices.try_take(&key)
+        !self.inner.account_failures.allows(&key)
+            && self.inner.lock_notices.try_take(&mailbox_of(email))
     }
 
     /// Takes one login attempt of an account after the password check (a wrong key

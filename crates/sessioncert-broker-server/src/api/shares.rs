@@ -94,9 +94,10 @@ pub(crate) async fn create(
     }
     // Each share copies a file and mails two people (the sharer's copy counts too):
     // none of it may be free to repeat.
+    // The slot first: a share refused for want of one costs no budget.
+    let _slot = b.upload_slot(&login).await?;
     b.take_share_creation(&login)?;
     b.take_mails(&[&recipient, &login.email])?;
-    let _slot = b.upload_slot(&login).await?;
     let name = open_name(&key_of(&login, &f.id), &f.id, &f.name).unwrap_or_default();
     check_file_name(&name).map_err(|_| ApiError::internal("a stored name does not open", &f.id))?;
 
