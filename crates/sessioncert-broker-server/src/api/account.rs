@@ -275,8 +275,9 @@ fn key_error(e: BrokerError) -> ApiError {
 }
 
 /// After a failed login (already counted against the account): when the account has
-/// no attempt left, tells its owner (a verified address only), at most once an hour per mailbox (not from the owner's mail
-/// budget: the notice must not crowd out their codes).
+/// no attempt left, tells its owner (a verified address only), at most once an hour per
+/// mailbox (not from the owner's mail budget: the notice must not crowd out their
+/// codes).
 async fn account_failure(b: &Broker, tenant: &str, email: &str, verified: bool) {
     if !verified || !b.account_locked_now(tenant, email) {
         return;
