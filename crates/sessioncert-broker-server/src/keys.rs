@@ -1,10 +1,11 @@
 //! The broker's secrets outside the database: the root key (a 0600 file or an
 //! environment variable), the KMS key file sealed under it, and the server secrets
-//! derived from it (the verification codes' HMAC key, the outbox's sealing key).
+//! derived from it (the verification codes' HMAC key), and the outbox's sealing key,
+//! which lives only in the running process.
 //!
 //! A stolen database holds none of these: without the root key the encrypted data keys
-//! cannot be unwrapped, the verification digests cannot be tested offline, and the
-//! queued notifications do not open.
+//! cannot be unwrapped and the verification digests cannot be tested offline; the
+//! queued notifications do not open even with the root key.
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -219,29 +220,55 @@ impl KeyFile {
 pub struct ServerSecrets {
     /// HMAC key of the verification codes' digests.
     pub verification: Zeroizing<[u8; 32]>,
-    /// Key sealing queued notifications.
-    pub outbox: Zeroizing<[u8; 32]>,
 }
 
 impl ServerSecrets {
     fn derive(root: &[u8; 32]) -> ServerSecrets {
         let hk = Hkdf::<Sha256>::new(Some(b"sessioncert-broker/1 server secrets"), root);
         let mut verification = Zeroizing::new([0u8; 32]);
-        let mut outbox = Zeroizing::new([0u8; 32]);
         // 32 bytes is always a valid HKDF-SHA-256 output length.
         let _ = hk.expand(b"verification codes", verification.as_mut());
-        let _ = hk.expand(b"outbox", outbox.as_mut());
-        ServerSecrets {
-            verification,
-            outbox,
-        }
+        ServerSecrets { verification }
+    }
+}
+
+/// Length of the key id that starts every sealed outbox text.
+pub const OUTBOX_KEY_ID_LEN: usize = 8;
+
+/// The key sealing this instance's queued notifications. It is made at start and lives
+/// only in this process's memory: a notification carries a one-time or verification
+/// code, and a database keeps what it once held (PostgreSQL's dead row versions, its
+/// WAL, backups) after the text is wiped. Sealed under a key no file holds, those
+/// copies stay closed to anyone who later has the database and the root key. The price:
+/// notifications still queued when the process ends are never delivered.
+///
+/// A sealed text is `key id (8) ‖ nonce (24) ‖ XChaCha20-Poly1305(text)` with the
+/// recipient as associated data; the key id lets each instance claim only its own.
+pub struct OutboxKey {
+    id: [u8; OUTBOX_KEY_ID_LEN],
+    key: Zeroizing<[u8; 32]>,
+}
+
+impl OutboxKey {
+    /// A fresh random key and id.
+    pub fn generate() -> Result<OutboxKey, BrokerError> {
+        let mut id = [0u8; OUTBOX_KEY_ID_LEN];
+        let mut key = Zeroizing::new([0u8; 32]);
+        getrandom::fill(&mut id).map_err(|_| BrokerError::Random)?;
+        getrandom::fill(key.as_mut()).map_err(|_| BrokerError::Random)?;
+        Ok(OutboxKey { id, key })
+    }
+
+    /// The id every text this key seals starts with.
+    pub fn id(&self) -> &[u8; OUTBOX_KEY_ID_LEN] {
+        &self.id
     }
 
     /// Seals a notification's text for the outbox table, bound to its recipient.
-    pub fn seal_outbox(&self, recipient: &str, text: &str) -> Result<Vec<u8>, BrokerError> {
+    pub fn seal(&self, recipient: &str, text: &str) -> Result<Vec<u8>, BrokerError> {
         let mut nonce = [0u8; 24];
         getrandom::fill(&mut nonce).map_err(|_| BrokerError::Random)?;
-        let ct = XChaCha20Poly1305::new(self.outbox.as_ref().into())
+        let ct = XChaCha20Poly1305::new(self.key.as_ref().into())
             .encrypt(
                 XNonce::from_slice(&nonce),
                 Payload {
@@ -250,27 +277,35 @@ impl ServerSecrets {
                 },
             )
             .map_err(|_| BrokerError::Random)?;
-        let mut out = nonce.to_vec();
+        let mut out = Vec::with_capacity(OUTBOX_KEY_ID_LEN + nonce.len() + ct.len());
+        out.extend_from_slice(&self.id);
+        out.extend_from_slice(&nonce);
         out.extend_from_slice(&ct);
         Ok(out)
     }
 
-    /// Opens what [`ServerSecrets::seal_outbox`] sealed.
-    pub fn open_outbox(&self, recipient: &str, sealed: &[u8]) -> Option<Zeroizing<String>> {
-        if sealed.len() < 24 {
+    /// Opens what [`OutboxKey::seal`] sealed; `None` for another key's text or a
+    /// damaged one.
+    pub fn open(&self, recipient: &str, sealed: &[u8]) -> Option<Zeroizing<String>> {
+        let rest = sealed.strip_prefix(self.id.as_slice())?;
+        if rest.len() < 24 {
             return None;
         }
-        let (nonce, ct) = sealed.split_at(24);
-        let plain = XChaCha20Poly1305::new(self.outbox.as_ref().into())
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: ct,
-                    aad: recipient.as_bytes(),
-                },
-            )
-            .ok()?;
-        String::from_utf8(plain).ok().map(Zeroizing::new)
+        let (nonce, ct) = rest.split_at(24);
+        let plain = Zeroizing::new(
+            XChaCha20Poly1305::new(self.key.as_ref().into())
+                .decrypt(
+                    XNonce::from_slice(nonce),
+                    Payload {
+                        msg: ct,
+                        aad: recipient.as_bytes(),
+                    },
+                )
+                .ok()?,
+        );
+        std::str::from_utf8(&plain)
+            .ok()
+            .map(|t| Zeroizing::new(t.to_owned()))
     }
 }
 
@@ -353,5 +388,37 @@ impl Kms for ServedKms {
         wrapped: &Wrapped,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, BrokerError> {
         self.current().unwrap(tenant, context, wrapped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_texts_open_only_under_their_own_key_and_recipient() {
+        let k = OutboxKey::generate().unwrap();
+        let sealed = k.seal("a@x.test", "One-time code: ABC").unwrap();
+        assert_eq!(&sealed[..OUTBOX_KEY_ID_LEN], k.id());
+        assert_eq!(
+            k.open("a@x.test", &sealed).unwrap().as_str(),
+            "One-time code: ABC"
+        );
+        // Another recipient, another instance's key, a flipped byte, a short text.
+        assert!(k.open("b@x.test", &sealed).is_none());
+        let other = OutboxKey::generate().unwrap();
+        assert_ne!(other.id(), k.id());
+        assert!(other.open("a@x.test", &sealed).is_none());
+        // Another key's text relabelled with this key's id.
+        let mut relabelled = other.seal("a@x.test", "x").unwrap();
+        relabelled[..OUTBOX_KEY_ID_LEN].copy_from_slice(k.id());
+        assert!(k.open("a@x.test", &relabelled).is_none());
+        let mut flipped = sealed.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(k.open("a@x.test", &flipped).is_none());
+        assert!(k
+            .open("a@x.test", &sealed[..OUTBOX_KEY_ID_LEN + 10])
+            .is_none());
+        assert!(k.open("a@x.test", &[]).is_none());
     }
 }

@@ -966,3 +966,62 @@ async fn orphan_objects_are_swept() {
     let (status, back) = u.download(&id).await.unwrap();
     assert_eq!((status, back == body), (200, true));
 }
+
+/// Someone holding the database and the root key (here: a broker started on both) can
+/// neither deliver nor open the mail another instance queued: its sealing key lived only
+/// in that instance's memory. The stale row is given up, its text wiped.
+#[tokio::test]
+async fn mail_queued_by_a_stopped_instance_opens_for_no_one() {
+    let first = TestBroker::start_without_workers(&["acme"]).await;
+    let c = first.client().await;
+    let r = call(
+        &c,
+        "POST",
+        "/register",
+        json!({"tenant": "acme", "email": "alice@example.test", "password": PASSWORD,
+               "registration": registration("alice@example.test")}),
+    )
+    .await;
+    assert_eq!(r.0, 202, "{:?}", r.1);
+    let db = format!("sqlite:{}", first.data().join("broker.db").display());
+    let store = sessioncert_broker_server::store::open(&db).await.unwrap();
+    assert_eq!(store.outbox_pending().await.unwrap(), 1);
+
+    let second = first.restart().await;
+    // The new instance's own mail flows (so its worker has passed over the old row)...
+    let _ = second.user("acme", "bob@example.test").await;
+    // ...but the old row was not delivered, and is not given up while it may still
+    // belong to a live instance.
+    let eml_to_alice = || {
+        std::fs::read_dir(second.outbox())
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read_to_string(e.path())
+                    .unwrap()
+                    .contains("alice@example.test")
+            })
+            .count()
+    };
+    assert_eq!(eml_to_alice(), 0);
+    assert_eq!(store.outbox_pending().await.unwrap(), 1);
+    assert_eq!(
+        second
+            .broker
+            .give_up_foreign_notifications(Duration::from_secs(3600))
+            .await,
+        0
+    );
+    assert_eq!(
+        second
+            .broker
+            .give_up_foreign_notifications(Duration::ZERO)
+            .await,
+        1
+    );
+    assert_eq!(store.outbox_pending().await.unwrap(), 0);
+    assert_eq!(eml_to_alice(), 0);
+    // Alice registers again and gets a code that works.
+    let u = second.user("acme", "alice@example.test").await;
+    assert_eq!(u.email, "alice@example.test");
+}

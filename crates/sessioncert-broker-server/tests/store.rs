@@ -27,11 +27,20 @@ fn account(id: &str, tenant: &str, email: &str, now: u64) -> NewAccount {
     }
 }
 
+/// The outbox key id the tests' rows are sealed under.
+const KEY: &[u8] = b"test-key";
+
 fn mail(to: &str) -> NewOutbox {
+    sealed_by(KEY, to)
+}
+
+fn sealed_by(key_id: &[u8], to: &str) -> NewOutbox {
+    let mut sealed_text = key_id.to_vec();
+    sealed_text.extend_from_slice(&[1, 2, 3]);
     NewOutbox {
         recipient: to.into(),
         subject: "s".into(),
-        sealed_text: vec![1, 2, 3],
+        sealed_text,
     }
 }
 
@@ -261,20 +270,20 @@ async fn files_and_shares(s: &Arc<dyn BrokerStore>) {
 
 async fn outbox_and_audit(s: &Arc<dyn BrokerStore>) {
     // What the earlier steps queued goes first.
-    for r in s.outbox_claim(10_000_000, 0, 100).await.unwrap() {
+    for r in s.outbox_claim(KEY, 10_000_000, 0, 100).await.unwrap() {
         s.outbox_sent(r.id, 1).await.unwrap();
     }
     assert_eq!(s.outbox_pending().await.unwrap(), 0);
     s.enqueue(&[mail("a@x"), mail("b@x"), mail("c@x")], 100)
         .await
         .unwrap();
-    let rows = s.outbox_claim(100, 1000, 2).await.unwrap();
+    let rows = s.outbox_claim(KEY, 100, 1000, 2).await.unwrap();
     assert_eq!(rows.len(), 2);
-    assert_eq!(rows[0].sealed_text, vec![1, 2, 3]);
+    assert_eq!(rows[0].sealed_text, b"test-key\x01\x02\x03");
     // Leased: another claim gets only the third.
-    let more = s.outbox_claim(100, 1000, 10).await.unwrap();
+    let more = s.outbox_claim(KEY, 100, 1000, 10).await.unwrap();
     assert_eq!(more.len(), 1);
-    assert!(s.outbox_claim(100, 1000, 10).await.unwrap().is_empty());
+    assert!(s.outbox_claim(KEY, 100, 1000, 10).await.unwrap().is_empty());
     s.outbox_sent(rows[0].id, 150).await.unwrap();
     s.outbox_retry(rows[1].id, 500, "421 try later")
         .await
@@ -284,12 +293,55 @@ async fn outbox_and_audit(s: &Arc<dyn BrokerStore>) {
         .unwrap();
     assert_eq!(s.outbox_pending().await.unwrap(), 1);
     // The retry is due at 500, not before; a lease that ran out frees a row.
-    assert!(s.outbox_claim(499, 1000, 10).await.unwrap().is_empty());
-    let again = s.outbox_claim(500, 1000, 10).await.unwrap();
+    assert!(s.outbox_claim(KEY, 499, 1000, 10).await.unwrap().is_empty());
+    let again = s.outbox_claim(KEY, 500, 1000, 10).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempts, 1);
-    let after_lease = s.outbox_claim(1500, 1000, 10).await.unwrap();
+    let after_lease = s.outbox_claim(KEY, 1500, 1000, 10).await.unwrap();
     assert_eq!(after_lease.len(), 1, "an expired lease releases the row");
+    s.outbox_sent(after_lease[0].id, 1600).await.unwrap();
+
+    // Rows sealed under another instance's key are never claimed here; once old
+    // enough they are given up (their key is gone) and their texts wiped.
+    s.enqueue(&[sealed_by(b"other-ky", "d@x"), mail("e@x")], 2000)
+        .await
+        .unwrap();
+    s.enqueue(&[sealed_by(b"other-ky", "f@x")], 3000)
+        .await
+        .unwrap();
+    let mine = s.outbox_claim(KEY, 5000, 1000, 10).await.unwrap();
+    assert_eq!(
+        mine.iter()
+            .map(|r| r.recipient.as_str())
+            .collect::<Vec<_>>(),
+        ["e@x"]
+    );
+    s.outbox_sent(mine[0].id, 5000).await.unwrap();
+    assert_eq!(s.outbox_pending().await.unwrap(), 2);
+    // Only what was created before the cutoff goes, and never this key's own rows.
+    s.enqueue(&[mail("g@x")], 2000).await.unwrap();
+    assert_eq!(
+        s.outbox_give_up_foreign(KEY, 2500, 5000, "gone")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(s.outbox_pending().await.unwrap(), 2);
+    assert_eq!(
+        s.outbox_give_up_foreign(KEY, 3500, 5000, "gone")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(s.outbox_pending().await.unwrap(), 1, "this key's row stays");
+    assert!(s
+        .outbox_claim(b"other-ky", 9000, 1000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let last = s.outbox_claim(KEY, 9000, 1000, 10).await.unwrap();
+    assert_eq!(last.len(), 1);
+    s.outbox_sent(last[0].id, 9000).await.unwrap();
 
     for i in 0..3 {
         s.audit(&AuditEvent {
@@ -327,7 +379,7 @@ async fn sqlite_store() {
     all(s.clone()).await;
     // A wiped notification's text is in neither the database nor its log once the
     // store is compacted (SQLite's WAL keeps old pages until a checkpoint).
-    let marker = b"SEALED-TEXT-MARKER-7f3a".to_vec();
+    let marker = [KEY, b"SEALED-TEXT-MARKER-7f3a"].concat();
     s.enqueue(
         &[NewOutbox {
             recipient: "m@x.test".into(),
@@ -338,7 +390,7 @@ async fn sqlite_store() {
     )
     .await
     .unwrap();
-    let rows = s.outbox_claim(u64::MAX / 4, 1000, 100).await.unwrap();
+    let rows = s.outbox_claim(KEY, u64::MAX / 4, 1000, 100).await.unwrap();
     let row = rows.iter().find(|r| r.sealed_text == marker).unwrap();
     s.outbox_sent(row.id, 2).await.unwrap();
     let holds_marker = |p: &std::path::Path| {

@@ -96,8 +96,8 @@ pub(crate) async fn register(
         subject: "Your sessioncert broker verification code".to_owned(),
         sealed_text: b
             .inner
-            .secrets
-            .seal_outbox(&email, &text)
+            .outbox_key
+            .seal(&email, &text)
             .map_err(|e| ApiError::internal("could not seal a notification", e))?,
     };
     let account = NewAccount {
@@ -129,8 +129,8 @@ pub(crate) async fn register(
             ));
             let sealed = b
                 .inner
-                .secrets
-                .seal_outbox(&email, &notice)
+                .outbox_key
+                .seal(&email, &notice)
                 .map_err(|e| ApiError::internal("could not seal a notification", e))?;
             b.inner
                 .store
@@ -291,7 +291,7 @@ async fn account_failure(b: &Broker, tenant: &str, email: &str, verified: bool) 
         s.public_url,
         s.account_failure_refill.as_secs(),
     ));
-    let sealed = match b.inner.secrets.seal_outbox(email, &text) {
+    let sealed = match b.inner.outbox_key.seal(email, &text) {
         Ok(x) => x,
         Err(e) => {
             tracing::error!(error = %e, "could not seal a notification");

@@ -14,7 +14,7 @@ mod shares;
 mod stream;
 mod workers;
 
-use crate::keys::{ServedKms, ServerSecrets};
+use crate::keys::{OutboxKey, ServedKms, ServerSecrets};
 use crate::notify::Notifier;
 use crate::objects::Objects;
 use crate::store::{AuditEvent, BrokerStore, StoreError};
@@ -25,6 +25,7 @@ use axum::{Json, Router};
 use dashmap::DashMap;
 use limits::{network_of, TokenBuckets};
 use sessioncert_broker::user_key::DataKey;
+use sessioncert_broker::BrokerError;
 use sessioncert_proto::SessionId;
 use sessioncert_server::{SealedContext, SessionManager};
 use std::net::IpAddr;
@@ -210,6 +211,8 @@ pub(crate) struct Inner {
     pub objects: Objects,
     pub kms: ServedKms,
     pub secrets: ServerSecrets,
+    /// Seals this instance's queued notifications; never leaves memory.
+    pub outbox_key: OutboxKey,
     pub notifier: Notifier,
     pub manager: Arc<SessionManager>,
     pub settings: BrokerSettings,
@@ -248,14 +251,16 @@ impl Broker {
         notifier: Notifier,
         manager: Arc<SessionManager>,
         settings: BrokerSettings,
-    ) -> Broker {
+    ) -> Result<Broker, BrokerError> {
         let secrets = kms.secrets();
-        Broker {
+        let outbox_key = OutboxKey::generate()?;
+        Ok(Broker {
             inner: Arc::new(Inner {
                 store,
                 objects,
                 kms,
                 secrets,
+                outbox_key,
                 notifier,
                 manager,
                 logins: DashMap::new(),
@@ -278,7 +283,7 @@ impl Broker {
                 user_uploads: DashMap::new(),
                 settings,
             }),
-        }
+        })
     }
 
     /// The sealed routes; hand them to `SessionCert::router`.
@@ -320,6 +325,13 @@ impl Broker {
     /// for objects an hour old. Returns how many.
     pub async fn sweep_orphans(&self, min_age: Duration) -> usize {
         workers::sweep_orphans(self, min_age).await
+    }
+
+    /// Gives up the pending notifications at least `min_age` old that another instance
+    /// (or this one before a restart) sealed: their key is gone with its process. The
+    /// workers do this every few minutes for those an hour old. Returns how many.
+    pub async fn give_up_foreign_notifications(&self, min_age: Duration) -> u64 {
+        workers::give_up_foreign(self, min_age).await
     }
 
     /// Logins held now.

@@ -171,8 +171,8 @@ pub(crate) async fn create(
     ));
     let seal = |to: &str, text: &str| {
         b.inner
-            .secrets
-            .seal_outbox(to, text)
+            .outbox_key
+            .seal(to, text)
             .map_err(|e| ApiError::internal("could not seal a notification", e))
     };
     let mail = [

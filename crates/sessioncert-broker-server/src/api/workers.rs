@@ -13,6 +13,12 @@ const LEASE: Duration = Duration::from_secs(120);
 const BATCH: u32 = 16;
 /// Attempts before a notification is given up.
 pub(crate) const MAX_ATTEMPTS: u32 = 10;
+/// How old a pending notification sealed under another instance's key must be to be
+/// given up: by then a live instance has delivered or given up its own (ten attempts
+/// take about half an hour), so the key that sealed it died with its process.
+pub(crate) const FOREIGN_GIVE_UP_AFTER: Duration = Duration::from_secs(3600);
+/// How often such notifications are looked for.
+const FOREIGN_SWEEP_EVERY: Duration = Duration::from_secs(300);
 /// How often logins are checked against their sessions.
 const LOGIN_SWEEP: Duration = Duration::from_secs(1);
 /// How often spent shares are looked for.
@@ -50,11 +56,21 @@ pub(super) fn spawn(b: Broker) -> tokio::task::JoinHandle<()> {
 }
 
 async fn outbox_loop(b: Broker) {
+    let mut foreign_checked: Option<tokio::time::Instant> = None;
     loop {
+        if foreign_checked.is_none_or(|t| t.elapsed() >= FOREIGN_SWEEP_EVERY) {
+            foreign_checked = Some(tokio::time::Instant::now());
+            give_up_foreign(&b, FOREIGN_GIVE_UP_AFTER).await;
+        }
         let delivered = match b
             .inner
             .store
-            .outbox_claim(now_ms(), LEASE.as_millis() as u64, BATCH)
+            .outbox_claim(
+                b.inner.outbox_key.id(),
+                now_ms(),
+                LEASE.as_millis() as u64,
+                BATCH,
+            )
             .await
         {
             Ok(rows) => {
@@ -76,9 +92,47 @@ async fn outbox_loop(b: Broker) {
             }
         };
         if delivered == 0 {
+            // What an operator waits to reach 0 before stopping this instance (its
+            // queued mail dies with it).
+            if let Ok(n) = b.inner.store.outbox_pending().await {
+                metrics::gauge!("sessioncert_broker_outbox_pending").set(n as f64);
+            }
             // New mail wakes the worker; retries come due on their own.
             let _ =
                 tokio::time::timeout(Duration::from_secs(2), b.inner.outbox_wake.notified()).await;
+        }
+    }
+}
+
+/// Gives up the pending notifications at least `min_age` old that were sealed under
+/// another key (an instance that stopped before delivering them, this one before a
+/// restart included). Returns how many.
+pub(crate) async fn give_up_foreign(b: &Broker, min_age: Duration) -> u64 {
+    let now = now_ms();
+    match b
+        .inner
+        .store
+        .outbox_give_up_foreign(
+            b.inner.outbox_key.id(),
+            now.saturating_sub(min_age.as_millis() as u64),
+            now,
+            "sealed by an instance that stopped before delivering it; its key is gone",
+        )
+        .await
+    {
+        Ok(0) => 0,
+        Ok(n) => {
+            metrics::counter!("sessioncert_broker_notifications_total", "outcome" => "failed")
+                .increment(n);
+            tracing::warn!(
+                given_up = n,
+                "notifications queued by a stopped instance given up: their sealing key lived only in its memory (re-share, or register again, to send new codes)"
+            );
+            n
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not look for notifications of stopped instances");
+            0
         }
     }
 }
@@ -91,12 +145,8 @@ async fn deliver(b: &Broker, row: OutboxRow) {
             tracing::error!(error = %e, "could not record a notification given up");
         }
     };
-    let Some(text) = b
-        .inner
-        .secrets
-        .open_outbox(&row.recipient, &row.sealed_text)
-    else {
-        give_up("its sealed text does not open under this root key".into()).await;
+    let Some(text) = b.inner.outbox_key.open(&row.recipient, &row.sealed_text) else {
+        give_up("its sealed text does not open under this instance's outbox key".into()).await;
         return;
     };
     let to = match Recipient::parse(&row.recipient) {

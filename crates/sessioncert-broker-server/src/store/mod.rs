@@ -332,14 +332,29 @@ pub trait BrokerStore: Send + Sync {
     /// Marks a share's object deleted.
     async fn mark_share_purged(&self, id: &str, now_ms: u64) -> Result<(), StoreError>;
 
-    /// Claims up to `limit` due notifications for `lease_ms` (another worker does not
-    /// take them meanwhile; one that died releases them when the lease ends).
+    /// Claims up to `limit` due notifications whose sealed text starts with `key_id`
+    /// (those this instance sealed; no other can open them) for `lease_ms`: another
+    /// worker does not take them meanwhile; one that died releases them when the lease
+    /// ends.
     async fn outbox_claim(
         &self,
+        key_id: &[u8],
         now_ms: u64,
         lease_ms: u64,
         limit: u32,
     ) -> Result<Vec<OutboxRow>, StoreError>;
+
+    /// Gives up, with `error`, the pending notifications created before
+    /// `created_before_ms` whose sealed text does not start with `key_id`: texts
+    /// sealed by an instance that is gone, which nothing can open any more. Returns how
+    /// many.
+    async fn outbox_give_up_foreign(
+        &self,
+        key_id: &[u8],
+        created_before_ms: u64,
+        now_ms: u64,
+        error: &str,
+    ) -> Result<u64, StoreError>;
 
     /// Marks a notification sent and wipes its text.
     async fn outbox_sent(&self, id: i64, now_ms: u64) -> Result<(), StoreError>;

@@ -749,6 +749,7 @@ impl BrokerStore for PostgresBrokerStore {
 
     async fn outbox_claim(
         &self,
+        key_id: &[u8],
         now_ms: u64,
         lease_ms: u64,
         limit: u32,
@@ -758,12 +759,15 @@ impl BrokerStore for PostgresBrokerStore {
             "UPDATE broker_outbox SET next_attempt_ms = $2
              WHERE id IN (SELECT id FROM broker_outbox
                           WHERE sent_ms IS NULL AND failed_ms IS NULL AND next_attempt_ms <= $1
+                            AND substring(sealed_text from 1 for $5) = $4
                           ORDER BY next_attempt_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED)
              RETURNING id, recipient, subject, sealed_text, attempts",
         )
         .bind(to_i64(now_ms))
         .bind(to_i64(now_ms.saturating_add(lease_ms)))
         .bind(i64::from(limit))
+        .bind(key_id)
+        .bind(key_id.len() as i32)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
@@ -820,6 +824,29 @@ impl BrokerStore for PostgresBrokerStore {
         .await
         .map_err(db)
         .map(drop)
+    }
+
+    async fn outbox_give_up_foreign(
+        &self,
+        key_id: &[u8],
+        created_before_ms: u64,
+        now_ms: u64,
+        error: &str,
+    ) -> Result<u64, StoreError> {
+        sqlx::query(
+            "UPDATE broker_outbox SET failed_ms = $3, sealed_text = NULL, last_error = $4
+             WHERE sent_ms IS NULL AND failed_ms IS NULL AND created_ms < $2
+               AND (sealed_text IS NULL OR substring(sealed_text from 1 for $5) <> $1)",
+        )
+        .bind(key_id)
+        .bind(to_i64(created_before_ms))
+        .bind(to_i64(now_ms))
+        .bind(error)
+        .bind(key_id.len() as i32)
+        .execute(&self.pool)
+        .await
+        .map_err(db)
+        .map(|r| r.rows_affected())
     }
 
     async fn outbox_pending(&self) -> Result<u64, StoreError> {

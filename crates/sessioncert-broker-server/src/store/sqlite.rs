@@ -712,10 +712,12 @@ impl BrokerStore for SqliteBrokerStore {
 
     async fn outbox_claim(
         &self,
+        key_id: &[u8],
         now_ms: u64,
         lease_ms: u64,
         limit: u32,
     ) -> Result<Vec<OutboxRow>, StoreError> {
+        let key_id = key_id.to_vec();
         self.run(move |c| {
             // The lease is the next attempt time: a claimed row is due again only when
             // its worker neither finished nor rescheduled it in time.
@@ -723,6 +725,7 @@ impl BrokerStore for SqliteBrokerStore {
                 "UPDATE broker_outbox SET next_attempt_ms = ?2
                  WHERE id IN (SELECT id FROM broker_outbox
                               WHERE sent_ms IS NULL AND failed_ms IS NULL AND next_attempt_ms <= ?1
+                                AND substr(sealed_text, 1, ?5) = ?4
                               ORDER BY next_attempt_ms, id LIMIT ?3)
                  RETURNING id, recipient, subject, sealed_text, attempts",
             )?;
@@ -730,7 +733,9 @@ impl BrokerStore for SqliteBrokerStore {
                 params![
                     to_i64(now_ms),
                     to_i64(now_ms.saturating_add(lease_ms)),
-                    limit
+                    limit,
+                    key_id,
+                    key_id.len() as i64
                 ],
                 |r| {
                     Ok(OutboxRow {
@@ -783,6 +788,33 @@ impl BrokerStore for SqliteBrokerStore {
         })
         .await
         .map(drop)
+    }
+
+    async fn outbox_give_up_foreign(
+        &self,
+        key_id: &[u8],
+        created_before_ms: u64,
+        now_ms: u64,
+        error: &str,
+    ) -> Result<u64, StoreError> {
+        let key_id = key_id.to_vec();
+        let error = error.to_owned();
+        self.run(move |c| {
+            c.execute(
+                "UPDATE broker_outbox SET failed_ms = ?3, sealed_text = NULL, last_error = ?4
+                 WHERE sent_ms IS NULL AND failed_ms IS NULL AND created_ms < ?2
+                   AND (sealed_text IS NULL OR substr(sealed_text, 1, ?5) <> ?1)",
+                params![
+                    key_id,
+                    to_i64(created_before_ms),
+                    to_i64(now_ms),
+                    error,
+                    key_id.len() as i64
+                ],
+            )
+        })
+        .await
+        .map(|n| n as u64)
     }
 
     async fn outbox_pending(&self) -> Result<u64, StoreError> {

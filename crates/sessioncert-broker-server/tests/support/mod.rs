@@ -46,6 +46,27 @@ impl TestBroker {
     }
 
     pub async fn start_with(tenants: &[&str], settings: BrokerSettings) -> TestBroker {
+        Self::serve(Self::tenants(tenants), settings, true).await
+    }
+
+    /// A broker whose outbox worker does not run: its mail stays queued.
+    pub async fn start_without_workers(tenants: &[&str]) -> TestBroker {
+        Self::serve(Self::tenants(tenants), BrokerSettings::default(), false).await
+    }
+
+    /// Stops this broker and starts another on the same data directory, database,
+    /// root key and objects (a restart).
+    pub async fn restart(mut self) -> TestBroker {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        // TestBroker stops its listener on drop; the data directory moves on.
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        drop(self);
+        Self::serve(dir, BrokerSettings::default(), true).await
+    }
+
+    fn tenants(tenants: &[&str]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let root = RootKeySource::new(&data, None).load_or_create().unwrap();
@@ -53,7 +74,13 @@ impl TestBroker {
         for t in tenants {
             assert!(file.create_tenant(t).unwrap());
         }
-        let kms = ServedKms::open(file).unwrap();
+        dir
+    }
+
+    async fn serve(dir: tempfile::TempDir, settings: BrokerSettings, workers: bool) -> TestBroker {
+        let data = dir.path().join("data");
+        let root = RootKeySource::new(&data, None).load().unwrap();
+        let kms = ServedKms::open(KeyFile::new(&data, root)).unwrap();
         let store = sessioncert_broker_server::store::open(&format!(
             "sqlite:{}",
             data.join("broker.db").display()
@@ -92,8 +119,11 @@ impl TestBroker {
             notifier,
             sc.manager().clone(),
             settings,
-        );
-        broker.spawn_workers();
+        )
+        .unwrap();
+        if workers {
+            broker.spawn_workers();
+        }
         let app = sc.router(broker.routes());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(sessioncert_server::listener::serve(

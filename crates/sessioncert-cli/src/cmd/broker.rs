@@ -406,7 +406,7 @@ async fn serve(mut a: BrokerServeArgs, settings: String) -> anyhow::Result<ExitC
             notifier,
             ready.sc.manager().clone(),
             settings,
-        );
+        )?;
         // Runs as long as the process.
         let _workers = broker.spawn_workers();
         let routes = ready.sc.router(broker.routes());
