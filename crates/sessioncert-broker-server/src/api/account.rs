@@ -195,20 +195,21 @@ pub(crate) async fn verify(
     }
     // Only the client that made this registration may spend its tries: a code mailed
     // to the address's owner never verifies someone else's registration of it.
+    // A refusal that reached this account costs a failure and is audited.
+    let refused = |why: &'static str| {
+        let (b, tenant, id, email) = (&b, &req.tenant, &account.id, &email);
+        async move {
+            b.count_failure(addr);
+            b.audit(tenant, id, "account.verify.refused", email, why)
+                .await;
+            wrong()
+        }
+    };
     if !account
         .registration_digest
         .is_some_and(|d| req.registration.matches(&d))
     {
-        b.count_failure(addr);
-        b.audit(
-            &req.tenant,
-            &account.id,
-            "account.verify.refused",
-            &email,
-            "not the registration's key",
-        )
-        .await;
-        return Err(wrong());
+        return Err(refused("not the registration's key").await);
     }
     // The try is taken before the code is compared: concurrent guesses cannot share one.
     let Some((digest, expires)) = b.inner.store.take_verification_try(&account.id).await? else {
@@ -231,16 +232,7 @@ pub(crate) async fn verify(
         &account.id,
         &digest,
     ) {
-        b.count_failure(addr);
-        b.audit(
-            &req.tenant,
-            &account.id,
-            "account.verify.refused",
-            &email,
-            "wrong code",
-        )
-        .await;
-        return Err(wrong());
+        return Err(refused("wrong code").await);
     }
     if !b.inner.store.mark_verified(&account.id).await? {
         // Registered again between the check and now: that registration's code counts.
