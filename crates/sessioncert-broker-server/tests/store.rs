@@ -139,6 +139,21 @@ async fn accounts(s: &Arc<dyn BrokerStore>) {
     let a = s.account("acme", "a@x.test").await.unwrap().unwrap();
     assert_eq!(a.key_verifier, Some([2; 32]));
     assert_eq!(a.pending_verifier, None);
+
+    // An unverified account goes once its code has expired long enough; a verified
+    // one never.
+    let expired = now + 600_000;
+    assert_eq!(s.delete_stale(0, expired).await.unwrap().accounts, 0);
+    assert_eq!(s.delete_stale(0, expired + 1).await.unwrap().accounts, 1);
+    assert!(s.account("other", "a@x.test").await.unwrap().is_none());
+    assert_eq!(s.delete_stale(0, u64::MAX / 4).await.unwrap().accounts, 0);
+    assert!(
+        s.account("acme", "a@x.test")
+            .await
+            .unwrap()
+            .unwrap()
+            .verified
+    );
 }
 
 async fn files_and_shares(s: &Arc<dyn BrokerStore>) {
@@ -342,6 +357,22 @@ async fn outbox_and_audit(s: &Arc<dyn BrokerStore>) {
     let last = s.outbox_claim(KEY, 9000, 1000, 10).await.unwrap();
     assert_eq!(last.len(), 1);
     s.outbox_sent(last[0].id, 9000).await.unwrap();
+
+    // Finished rows go once old enough; pending ones never.
+    s.enqueue(&[mail("h@x")], 9500).await.unwrap();
+    let stale = s.delete_stale(5001, 0).await.unwrap();
+    assert!(stale.notifications >= 4, "{stale:?}");
+    assert_eq!(stale.accounts, 0);
+    assert_eq!(s.outbox_pending().await.unwrap(), 1);
+    let kept = s.delete_stale(9001, 0).await.unwrap();
+    assert_eq!(
+        kept.notifications, 1,
+        "only g@x, sent at 9000, is left to go"
+    );
+    assert_eq!(s.outbox_pending().await.unwrap(), 1, "h@x is pending");
+    for r in s.outbox_claim(KEY, 10_000, 1000, 10).await.unwrap() {
+        s.outbox_sent(r.id, 10_000).await.unwrap();
+    }
 
     for i in 0..3 {
         s.audit(&AuditEvent {

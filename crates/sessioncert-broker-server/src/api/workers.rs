@@ -236,6 +236,33 @@ async fn orphan_loop(b: Broker) {
         if n > 0 {
             tracing::info!(deleted = n, "objects no file or share names deleted");
         }
+        delete_stale(&b, KEEP_STALE).await;
+    }
+}
+
+/// How long finished notifications' rows, and unverified accounts after their code
+/// expired, are kept.
+const KEEP_STALE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Deletes finished notifications and unverified accounts whose code expired, `keep`
+/// after the fact.
+async fn delete_stale(b: &Broker, keep: Duration) -> crate::store::Stale {
+    let before = now_ms().saturating_sub(keep.as_millis() as u64);
+    match b.inner.store.delete_stale(before, before).await {
+        Ok(s) => {
+            if s != crate::store::Stale::default() {
+                tracing::info!(
+                    notifications = s.notifications,
+                    unverified_accounts = s.accounts,
+                    "stale records deleted"
+                );
+            }
+            s
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not delete stale records");
+            crate::store::Stale::default()
+        }
     }
 }
 

@@ -154,6 +154,15 @@ pub struct Usage {
     pub open_shares: u64,
 }
 
+/// What [`BrokerStore::delete_stale`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stale {
+    /// Finished notifications.
+    pub notifications: u64,
+    /// Unverified accounts.
+    pub accounts: u64,
+}
+
 /// A notification to queue.
 #[derive(Debug, Clone)]
 pub struct NewOutbox {
@@ -367,6 +376,16 @@ pub trait BrokerStore: Send + Sync {
 
     /// Notifications not yet sent nor given up.
     async fn outbox_pending(&self) -> Result<u64, StoreError>;
+
+    /// Deletes what is kept for no one: notifications sent or given up before
+    /// `finished_before_ms` (their texts are wiped already; recipient and subject
+    /// remain), and unverified accounts whose code expired before
+    /// `code_expired_before_ms`.
+    async fn delete_stale(
+        &self,
+        finished_before_ms: u64,
+        code_expired_before_ms: u64,
+    ) -> Result<Stale, StoreError>;
 
     /// Makes wiped notification texts unrecoverable from the store's own files: on
     /// SQLite the write-ahead log keeps the pages as they were until a checkpoint, so

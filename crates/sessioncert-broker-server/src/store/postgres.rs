@@ -3,7 +3,7 @@
 
 use super::{
     digest, to_i64, to_u32, to_u64, Account, AuditEvent, BrokerStore, FileRow, NewAccount,
-    NewOutbox, OutboxRow, ShareClaim, ShareRow, StoreError, Usage,
+    NewOutbox, OutboxRow, ShareClaim, ShareRow, Stale, StoreError, Usage,
 };
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -847,6 +847,32 @@ impl BrokerStore for PostgresBrokerStore {
         .await
         .map_err(db)
         .map(|r| r.rows_affected())
+    }
+
+    async fn delete_stale(
+        &self,
+        finished_before_ms: u64,
+        code_expired_before_ms: u64,
+    ) -> Result<Stale, StoreError> {
+        let notifications =
+            sqlx::query("DELETE FROM broker_outbox WHERE COALESCE(sent_ms, failed_ms) < $1")
+                .bind(to_i64(finished_before_ms))
+                .execute(&self.pool)
+                .await
+                .map_err(db)?
+                .rows_affected();
+        let accounts = sqlx::query(
+            "DELETE FROM broker_accounts WHERE verified = FALSE AND code_expires_ms < $1",
+        )
+        .bind(to_i64(code_expired_before_ms))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        Ok(Stale {
+            notifications,
+            accounts,
+        })
     }
 
     async fn outbox_pending(&self) -> Result<u64, StoreError> {

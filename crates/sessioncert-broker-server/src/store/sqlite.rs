@@ -2,7 +2,7 @@
 
 use super::{
     digest, to_i64, to_u32, to_u64, Account, AuditEvent, BrokerStore, FileRow, NewAccount,
-    NewOutbox, OutboxRow, ShareClaim, ShareRow, StoreError, Usage,
+    NewOutbox, OutboxRow, ShareClaim, ShareRow, Stale, StoreError, Usage,
 };
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -815,6 +815,29 @@ impl BrokerStore for SqliteBrokerStore {
         })
         .await
         .map(|n| n as u64)
+    }
+
+    async fn delete_stale(
+        &self,
+        finished_before_ms: u64,
+        code_expired_before_ms: u64,
+    ) -> Result<Stale, StoreError> {
+        self.run(move |c| {
+            let notifications = c.execute(
+                "DELETE FROM broker_outbox
+                 WHERE COALESCE(sent_ms, failed_ms) < ?1",
+                params![to_i64(finished_before_ms)],
+            )?;
+            let accounts = c.execute(
+                "DELETE FROM broker_accounts WHERE verified = 0 AND code_expires_ms < ?1",
+                params![to_i64(code_expired_before_ms)],
+            )?;
+            Ok(Stale {
+                notifications: notifications as u64,
+                accounts: accounts as u64,
+            })
+        })
+        .await
     }
 
     async fn outbox_pending(&self) -> Result<u64, StoreError> {
