@@ -473,6 +473,14 @@ fn broker_on_the_embedded_default() {
             "no {action} in:\n{audit}"
         );
     }
+    // A tenant with no events (or a mistyped one) is said so, not silent.
+    let none = run(&["broker", "audit", "acmee", "--data", data.to_str().unwrap()]);
+    assert!(none.status.success());
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("no audit events for tenant \"acmee\""),
+        "{}",
+        String::from_utf8_lossy(&none.stderr)
+    );
     assert!(data.join("objects").is_dir());
 }
 

@@ -1204,6 +1204,10 @@ async fn audit(a: AuditArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("--store {}", server::redact_url(&address)))?;
     let events = store.audit_events(&a.tenant, a.limit).await?;
+    if events.is_empty() {
+        // Said on stderr so `--json` output stays clean; a mistyped tenant looks the same.
+        eprintln!("no audit events for tenant {:?} in this database", a.tenant);
+    }
     if a.json {
         for e in &events {
             println!(

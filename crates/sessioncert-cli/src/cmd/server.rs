@@ -673,6 +673,7 @@ pub async fn run(
     }
     let pin = keys.pin();
     let store = open_store(&a, &keys).await?;
+    let sessions_in_memory = matches!(store_choice(&a), Ok(StoreUrl::Memory));
     let policy = ServerPolicy {
         suites,
         lifetime_ms: a.session_lifetime.as_millis() as u64,
@@ -795,7 +796,11 @@ pub async fn run(
             "connections still open after the grace period; closed them"
         );
     }
-    tracing::info!("shutting down: persisting sessions");
+    if sessions_in_memory {
+        tracing::info!("shutting down: sessions are in memory only and end now");
+    } else {
+        tracing::info!("shutting down: persisting sessions");
+    }
     let saved = sc.shutdown().await.context("clean shutdown failed");
     if let Some((stop, task)) = admin_task {
         let _ = stop.send(());
