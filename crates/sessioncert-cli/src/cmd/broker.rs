@@ -723,6 +723,10 @@ fn refusal(status: http::StatusCode, body: &[u8]) -> anyhow::Error {
     }
 }
 
+/// How long a JSON request may take (a login waits for a password-hashing slot; files
+/// have no such bound, since their size sets their time).
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Sends a JSON request; the answer's JSON on success.
 async fn call(
     client: &Client,
@@ -734,7 +738,8 @@ async fn call(
     // takes nothing else).
     let mut req = client
         .request(method, &format!("{PREFIX}{path}"))
-        .full(true);
+        .full(true)
+        .timeout(CALL_TIMEOUT);
     if let Some(b) = body {
         req = req.json(&b);
     }
