@@ -481,6 +481,26 @@ fn broker_on_the_embedded_default() {
         "{}",
         String::from_utf8_lossy(&none.stderr)
     );
+    // A second broker on the same SQLite database refuses to start (its budgets would
+    // be separate).
+    let port = free_port().to_string();
+    let outbox2 = dir.path().join("outbox2");
+    let second = run(&[
+        "broker",
+        "serve",
+        "--addr",
+        &format!("127.0.0.1:{port}"),
+        "--data",
+        data.to_str().unwrap(),
+        "--outbox",
+        outbox2.to_str().unwrap(),
+    ]);
+    assert!(!second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another broker is serving"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
     assert!(data.join("objects").is_dir());
 }
 

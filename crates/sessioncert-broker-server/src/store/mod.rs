@@ -16,7 +16,7 @@ mod postgres;
 mod sqlite;
 
 pub use postgres::PostgresBrokerStore;
-pub use sqlite::SqliteBrokerStore;
+pub use sqlite::{lock_for_serving, SqliteBrokerStore};
 
 use async_trait::async_trait;
 
@@ -36,6 +36,9 @@ pub enum StoreError {
     /// The store address is not usable.
     #[error("broker store address: {0}")]
     BadAddress(String),
+    /// Another running broker serves this SQLite database.
+    #[error("another broker is serving {0} (it holds the lock on {0}.serve-lock): stop it first, or use PostgreSQL for several instances")]
+    InUse(String),
 }
 
 /// An account as stored.

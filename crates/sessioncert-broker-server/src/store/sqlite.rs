@@ -160,6 +160,34 @@ fn queue(tx: &rusqlite::Transaction<'_>, mail: &[NewOutbox], now: u64) -> rusqli
     Ok(())
 }
 
+/// Takes the lock a broker holds on the SQLite database it serves (`PATH.serve-lock`),
+/// so a second broker started on the same database refuses to start: its rate limits,
+/// upload slots and mail budgets would be separate, allowing twice as much. Other
+/// readers (`broker audit`) do not take it. Released when the file is dropped or the
+/// process ends.
+pub fn lock_for_serving(db: &Path) -> Result<std::fs::File, StoreError> {
+    let mut name = db.file_name().unwrap_or_default().to_os_string();
+    name.push(".serve-lock");
+    let lock = db.with_file_name(name);
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let file = options
+        .open(&lock)
+        .map_err(|e| StoreError::Database(format!("{}: {e}", lock.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse(db.display().to_string())),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(StoreError::Database(format!("{}: {e}", lock.display())))
+        }
+    }
+}
+
 impl SqliteBrokerStore {
     /// Opens (or creates, owner-only) the database file.
     pub async fn open(path: &Path) -> Result<SqliteBrokerStore, StoreError> {

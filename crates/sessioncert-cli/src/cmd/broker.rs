@@ -348,6 +348,13 @@ async fn serve(mut a: BrokerServeArgs, settings: String) -> anyhow::Result<ExitC
         }
         .key_file(false)?,
     )?;
+    // One broker per SQLite database (held until this function returns, i.e. the stop).
+    let _serving = match store_address.strip_prefix("sqlite:") {
+        Some(path) => Some(sessioncert_broker_server::store::lock_for_serving(
+            Path::new(path),
+        )?),
+        None => None,
+    };
     let store = sessioncert_broker_server::store::open(&store_address)
         .await
         .with_context(|| format!("--store {}", server::redact_url(&store_address)))?;
