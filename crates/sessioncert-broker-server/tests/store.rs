@@ -333,7 +333,8 @@ async fn outbox_and_audit(s: &Arc<dyn BrokerStore>) {
     );
     s.outbox_sent(mine[0].id, 5000).await.unwrap();
     assert_eq!(s.outbox_pending().await.unwrap(), 2);
-    // Only what was created before the cutoff goes, and never this key's own rows.
+    // Only what is old enough goes (no heartbeat ever came from "other-ky"), and never
+    // this key's own rows.
     s.enqueue(&[mail("g@x")], 2000).await.unwrap();
     assert_eq!(
         s.outbox_give_up_foreign(KEY, 2500, 5000, "gone")
@@ -343,12 +344,36 @@ async fn outbox_and_audit(s: &Arc<dyn BrokerStore>) {
     );
     assert_eq!(s.outbox_pending().await.unwrap(), 2);
     assert_eq!(
-        s.outbox_give_up_foreign(KEY, 3500, 5000, "gone")
+        s.outbox_give_up_foreign(KEY, 1500, 5000, "gone")
             .await
             .unwrap(),
         1
     );
     assert_eq!(s.outbox_pending().await.unwrap(), 1, "this key's row stays");
+    // Another instance that still beats keeps its rows, however old they are (a
+    // backlog, or clocks that differ); once silent long enough, they go.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    s.enqueue(&[sealed_by(b"alive-ky", "i@x")], 1)
+        .await
+        .unwrap();
+    s.outbox_heartbeat(b"alive-ky", now).await.unwrap();
+    assert_eq!(
+        s.outbox_give_up_foreign(KEY, 60_000, now, "gone")
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(s.outbox_pending().await.unwrap(), 2);
+    assert_eq!(
+        s.outbox_give_up_foreign(KEY, 0, now + 1, "gone")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(s.outbox_pending().await.unwrap(), 1);
     assert!(s
         .outbox_claim(b"other-ky", 9000, 1000, 10)
         .await

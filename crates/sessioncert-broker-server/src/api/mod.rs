@@ -327,11 +327,12 @@ impl Broker {
         workers::sweep_orphans(self, min_age).await
     }
 
-    /// Gives up the pending notifications at least `min_age` old that another instance
-    /// (or this one before a restart) sealed: their key is gone with its process. The
-    /// workers do this every few minutes for those an hour old. Returns how many.
-    pub async fn give_up_foreign_notifications(&self, min_age: Duration) -> u64 {
-        workers::give_up_foreign(self, min_age).await
+    /// Gives up the pending notifications sealed by an instance silent for
+    /// `silent_for` (another that stopped, or this one before a restart): their key is
+    /// gone with its process. The workers do this every minute, after 5 minutes'
+    /// silence. Returns how many.
+    pub async fn give_up_foreign_notifications(&self, silent_for: Duration) -> u64 {
+        workers::give_up_foreign(self, silent_for).await
     }
 
     /// Logins held now.

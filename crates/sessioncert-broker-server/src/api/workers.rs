@@ -13,12 +13,12 @@ const LEASE: Duration = Duration::from_secs(120);
 const BATCH: u32 = 16;
 /// Attempts before a notification is given up.
 pub(crate) const MAX_ATTEMPTS: u32 = 10;
-/// How old a pending notification sealed under another instance's key must be to be
-/// given up: by then a live instance has delivered or given up its own (ten attempts
-/// take about half an hour), so the key that sealed it died with its process.
-pub(crate) const FOREIGN_GIVE_UP_AFTER: Duration = Duration::from_secs(3600);
-/// How often such notifications are looked for.
-const FOREIGN_SWEEP_EVERY: Duration = Duration::from_secs(300);
+/// How often an instance records that it is alive (and so that the mail sealed under
+/// its key is still its to deliver).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(60);
+/// How long an instance may be silent before the mail sealed under its key is given up
+/// by the others: its key died with its process.
+pub(crate) const FOREIGN_SILENT_FOR: Duration = Duration::from_secs(300);
 /// How often logins are checked against their sessions.
 const LOGIN_SWEEP: Duration = Duration::from_secs(1);
 /// How often spent shares are looked for.
@@ -56,11 +56,23 @@ pub(super) fn spawn(b: Broker) -> tokio::task::JoinHandle<()> {
 }
 
 async fn outbox_loop(b: Broker) {
-    let mut foreign_checked: Option<tokio::time::Instant> = None;
+    let mut beaten: Option<tokio::time::Instant> = None;
     loop {
-        if foreign_checked.is_none_or(|t| t.elapsed() >= FOREIGN_SWEEP_EVERY) {
-            foreign_checked = Some(tokio::time::Instant::now());
-            give_up_foreign(&b, FOREIGN_GIVE_UP_AFTER).await;
+        if beaten.is_none_or(|t| t.elapsed() >= HEARTBEAT_EVERY) {
+            beaten = Some(tokio::time::Instant::now());
+            match b
+                .inner
+                .store
+                .outbox_heartbeat(b.inner.outbox_key.id(), now_ms())
+                .await
+            {
+                Ok(()) => {
+                    give_up_foreign(&b, FOREIGN_SILENT_FOR).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not record this instance's outbox heartbeat")
+                }
+            }
         }
         let delivered = match b
             .inner
@@ -104,18 +116,17 @@ async fn outbox_loop(b: Broker) {
     }
 }
 
-/// Gives up the pending notifications at least `min_age` old that were sealed under
-/// another key (an instance that stopped before delivering them, this one before a
-/// restart included). Returns how many.
-pub(crate) async fn give_up_foreign(b: &Broker, min_age: Duration) -> u64 {
-    let now = now_ms();
+/// Gives up the pending notifications sealed under the key of an instance silent for
+/// `silent_for` (one that stopped before delivering them, this one before a restart
+/// included). Returns how many.
+pub(crate) async fn give_up_foreign(b: &Broker, silent_for: Duration) -> u64 {
     match b
         .inner
         .store
         .outbox_give_up_foreign(
             b.inner.outbox_key.id(),
-            now.saturating_sub(min_age.as_millis() as u64),
-            now,
+            silent_for.as_millis() as u64,
+            now_ms(),
             "sealed by an instance that stopped before delivering it; its key is gone",
         )
         .await

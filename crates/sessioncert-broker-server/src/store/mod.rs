@@ -356,14 +356,18 @@ pub trait BrokerStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<OutboxRow>, StoreError>;
 
-    /// Gives up, with `error`, the pending notifications created before
-    /// `created_before_ms` whose sealed text does not start with `key_id`: texts
-    /// sealed by an instance that is gone, which nothing can open any more. Returns how
-    /// many.
+    /// Records that the instance sealing under `key_id` is alive (PostgreSQL: at the
+    /// database's clock; SQLite, one instance: at `now_ms`).
+    async fn outbox_heartbeat(&self, key_id: &[u8], now_ms: u64) -> Result<(), StoreError>;
+
+    /// Gives up, with `error`, the pending notifications whose sealed text does not
+    /// start with `key_id`, made at least `silent_for_ms` ago, whose key's instance has
+    /// not beaten for `silent_for_ms` (or never did): texts sealed by an instance that
+    /// is gone, which nothing can open any more. Returns how many.
     async fn outbox_give_up_foreign(
         &self,
         key_id: &[u8],
-        created_before_ms: u64,
+        silent_for_ms: u64,
         now_ms: u64,
         error: &str,
     ) -> Result<u64, StoreError>;

@@ -54,6 +54,11 @@ const SCHEMA: &[&str] = &[
       revoked_ms BIGINT,
       purged_ms BIGINT)",
     "CREATE INDEX IF NOT EXISTS broker_shares_owner ON broker_shares (tenant, owner)",
+    // Each instance's outbox key id and when (database time) it was last alive: mail
+    // sealed under a key whose instance stopped beating is given up, never a live one's.
+    "CREATE TABLE IF NOT EXISTS broker_outbox_keys (
+      key_id BYTEA PRIMARY KEY,
+      seen_ms BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS broker_outbox (
       id BIGSERIAL PRIMARY KEY,
       recipient TEXT NOT NULL,
@@ -826,27 +831,55 @@ impl BrokerStore for PostgresBrokerStore {
         .map(drop)
     }
 
+    async fn outbox_heartbeat(&self, key_id: &[u8], _now_ms: u64) -> Result<(), StoreError> {
+        // The database's clock, not this host's: instances on hosts whose clocks differ
+        // still agree on who is alive.
+        sqlx::query(
+            "INSERT INTO broker_outbox_keys (key_id, seen_ms)
+             VALUES ($1, (extract(epoch from clock_timestamp()) * 1000)::BIGINT)
+             ON CONFLICT (key_id) DO UPDATE SET seen_ms = EXCLUDED.seen_ms",
+        )
+        .bind(key_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)
+        .map(drop)
+    }
+
     async fn outbox_give_up_foreign(
         &self,
         key_id: &[u8],
-        created_before_ms: u64,
+        silent_for_ms: u64,
         now_ms: u64,
         error: &str,
     ) -> Result<u64, StoreError> {
-        sqlx::query(
+        let n = sqlx::query(
             "UPDATE broker_outbox SET failed_ms = $3, sealed_text = NULL, last_error = $4
-             WHERE sent_ms IS NULL AND failed_ms IS NULL AND created_ms < $2
-               AND (sealed_text IS NULL OR substring(sealed_text from 1 for $5) <> $1)",
+             WHERE sent_ms IS NULL AND failed_ms IS NULL AND created_ms < $3 - $2
+               AND (sealed_text IS NULL OR substring(sealed_text from 1 for $5) <> $1)
+               AND NOT EXISTS (
+                 SELECT 1 FROM broker_outbox_keys k
+                 WHERE k.key_id = substring(broker_outbox.sealed_text from 1 for $5)
+                   AND k.seen_ms > (extract(epoch from clock_timestamp()) * 1000)::BIGINT - $2)",
         )
         .bind(key_id)
-        .bind(to_i64(created_before_ms))
+        .bind(to_i64(silent_for_ms))
         .bind(to_i64(now_ms))
         .bind(error)
         .bind(key_id.len() as i32)
         .execute(&self.pool)
         .await
-        .map_err(db)
-        .map(|r| r.rows_affected())
+        .map_err(db)?
+        .rows_affected();
+        // Keys silent for a day are forgotten (their rows were given up long since).
+        sqlx::query(
+            "DELETE FROM broker_outbox_keys
+             WHERE seen_ms < (extract(epoch from clock_timestamp()) * 1000)::BIGINT - 86400000",
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(n)
     }
 
     async fn delete_stale(

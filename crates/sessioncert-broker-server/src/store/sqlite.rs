@@ -54,6 +54,10 @@ CREATE TABLE IF NOT EXISTS broker_shares (
   purged_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS broker_shares_owner ON broker_shares (tenant, owner);
+CREATE TABLE IF NOT EXISTS broker_outbox_keys (
+  key_id BLOB PRIMARY KEY,
+  seen_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS broker_outbox (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   recipient TEXT NOT NULL,
@@ -818,31 +822,52 @@ impl BrokerStore for SqliteBrokerStore {
         .map(drop)
     }
 
+    async fn outbox_heartbeat(&self, key_id: &[u8], now_ms: u64) -> Result<(), StoreError> {
+        let key_id = key_id.to_vec();
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO broker_outbox_keys (key_id, seen_ms) VALUES (?1, ?2)
+                 ON CONFLICT (key_id) DO UPDATE SET seen_ms = excluded.seen_ms",
+                params![key_id, to_i64(now_ms)],
+            )
+        })
+        .await
+        .map(drop)
+    }
+
     async fn outbox_give_up_foreign(
         &self,
         key_id: &[u8],
-        created_before_ms: u64,
+        silent_for_ms: u64,
         now_ms: u64,
         error: &str,
     ) -> Result<u64, StoreError> {
         let key_id = key_id.to_vec();
         let error = error.to_owned();
         self.run(move |c| {
-            c.execute(
+            let n = c.execute(
                 "UPDATE broker_outbox SET failed_ms = ?3, sealed_text = NULL, last_error = ?4
-                 WHERE sent_ms IS NULL AND failed_ms IS NULL AND created_ms < ?2
-                   AND (sealed_text IS NULL OR substr(sealed_text, 1, ?5) <> ?1)",
+                 WHERE sent_ms IS NULL AND failed_ms IS NULL AND created_ms < ?3 - ?2
+                   AND (sealed_text IS NULL OR substr(sealed_text, 1, ?5) <> ?1)
+                   AND NOT EXISTS (
+                     SELECT 1 FROM broker_outbox_keys k
+                     WHERE k.key_id = substr(broker_outbox.sealed_text, 1, ?5)
+                       AND k.seen_ms > ?3 - ?2)",
                 params![
                     key_id,
-                    to_i64(created_before_ms),
+                    to_i64(silent_for_ms),
                     to_i64(now_ms),
                     error,
                     key_id.len() as i64
                 ],
-            )
+            )?;
+            c.execute(
+                "DELETE FROM broker_outbox_keys WHERE seen_ms < ?1 - 86400000",
+                params![to_i64(now_ms)],
+            )?;
+            Ok(n as u64)
         })
         .await
-        .map(|n| n as u64)
     }
 
     async fn delete_stale(
