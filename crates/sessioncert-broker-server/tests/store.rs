@@ -360,6 +360,8 @@ async fn outbox_and_audit(s: &Arc<dyn BrokerStore>) {
         .await
         .unwrap();
     s.outbox_heartbeat(b"alive-ky", now).await.unwrap();
+    assert_eq!(s.outbox_pending_of(b"alive-ky").await.unwrap(), 1);
+    assert_eq!(s.outbox_pending_of(KEY).await.unwrap(), 1, "g@x");
     assert_eq!(
         s.outbox_give_up_foreign(KEY, 60_000, now, "gone")
             .await

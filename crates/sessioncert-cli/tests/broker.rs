@@ -355,6 +355,17 @@ fn broker_on_the_embedded_default() {
         &[],
     );
     flow(&b, dir.path());
+    // No core dump of the broker's memory (the outbox key, data keys) is ever written.
+    #[cfg(target_os = "linux")]
+    {
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", b.child.id())).unwrap();
+        let core = limits
+            .lines()
+            .find(|l| l.starts_with("Max core file size"))
+            .unwrap();
+        assert_eq!(core.split_whitespace().nth(4), Some("0"), "{core}");
+        assert_eq!(core.split_whitespace().nth(5), Some("0"), "{core}");
+    }
     // Registering again with the same unverified profile mails a new code; the first
     // stops working, the new one verifies.
     let dave = dir.path().join("dave.profile");

@@ -133,10 +133,10 @@ pub(crate) async fn create(
     let now = now_ms();
     let expires_ms = now.saturating_add(expires_secs.saturating_mul(1000));
     let code_text = code.text();
-    let how = format!(
+    let how = Zeroizing::new(format!(
         "sessioncert broker open-share --url {} --pin {} {share_id} --otp {} -o FILE",
         s.public_url, s.pin, *code_text
-    );
+    ));
     let terms = format!(
         "It can be opened {max_opens} time(s) until {}.",
         format_time(expires_ms)
@@ -151,6 +151,7 @@ pub(crate) async fn create(
          {terms} Open it with:\n\
          \n\
          {how}\n",
+        how = *how,
         sharer = login.email,
         url = s.public_url,
         size = f.size,

@@ -109,6 +109,14 @@ async fn outbox_loop(b: Broker) {
             if let Ok(n) = b.inner.store.outbox_pending().await {
                 metrics::gauge!("sessioncert_broker_outbox_pending").set(n as f64);
             }
+            if let Ok(n) = b
+                .inner
+                .store
+                .outbox_pending_of(b.inner.outbox_key.id())
+                .await
+            {
+                metrics::gauge!("sessioncert_broker_outbox_pending_here").set(n as f64);
+            }
             // New mail wakes the worker; retries come due on their own.
             let _ =
                 tokio::time::timeout(Duration::from_secs(2), b.inner.outbox_wake.notified()).await;

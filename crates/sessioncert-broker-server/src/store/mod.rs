@@ -384,6 +384,10 @@ pub trait BrokerStore: Send + Sync {
     /// Notifications not yet sent nor given up.
     async fn outbox_pending(&self) -> Result<u64, StoreError>;
 
+    /// Notifications not yet sent nor given up that were sealed under `key_id` (one
+    /// instance's: what is lost if it stops now).
+    async fn outbox_pending_of(&self, key_id: &[u8]) -> Result<u64, StoreError>;
+
     /// Deletes what is kept for no one: notifications sent or given up before
     /// `finished_before_ms` (their texts are wiped already; recipient and subject
     /// remain), and unverified accounts whose code expired before

@@ -908,6 +908,19 @@ impl BrokerStore for PostgresBrokerStore {
         })
     }
 
+    async fn outbox_pending_of(&self, key_id: &[u8]) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM broker_outbox WHERE sent_ms IS NULL AND failed_ms IS NULL
+               AND substring(sealed_text from 1 for $2) = $1",
+        )
+        .bind(key_id)
+        .bind(key_id.len() as i32)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(to_u64(n))
+    }
+
     async fn outbox_pending(&self) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM broker_outbox WHERE sent_ms IS NULL AND failed_ms IS NULL",

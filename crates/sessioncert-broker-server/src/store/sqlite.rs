@@ -893,6 +893,20 @@ impl BrokerStore for SqliteBrokerStore {
         .await
     }
 
+    async fn outbox_pending_of(&self, key_id: &[u8]) -> Result<u64, StoreError> {
+        let key_id = key_id.to_vec();
+        self.run(move |c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM broker_outbox WHERE sent_ms IS NULL AND failed_ms IS NULL
+                   AND substr(sealed_text, 1, ?2) = ?1",
+                params![key_id, key_id.len() as i64],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .await
+        .map(to_u64)
+    }
+
     async fn outbox_pending(&self) -> Result<u64, StoreError> {
         self.run(|c| {
             c.query_row(

@@ -311,11 +311,37 @@ fn tenant(command: TenantCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The broker's memory holds the outbox key (which opens every mail this process
+/// sealed, dead database copies included), logged-in users' data keys and codes on their
+/// way out: no core dump may write it to disk, and no other process of this user may
+/// read it (ptrace, /proc/PID/mem).
+#[cfg(target_os = "linux")]
+fn keep_memory_private() -> anyhow::Result<()> {
+    use rustix::process::{set_dumpable_behavior, setrlimit, DumpableBehavior, Resource, Rlimit};
+    setrlimit(
+        Resource::Core,
+        Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        },
+    )
+    .context("could not turn core dumps off")?;
+    set_dumpable_behavior(DumpableBehavior::NotDumpable)
+        .context("could not make the process non-dumpable")?;
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn keep_memory_private() -> anyhow::Result<()> {
+    Ok(())
+}
+
 async fn serve(mut a: BrokerServeArgs, settings: String) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
         !a.server.legacy_session_cert,
         "--legacy-session-cert is not offered by the broker (its clients speak the protocol)"
     );
+    keep_memory_private()?;
     // --store names the broker's database. The sessions stay in memory: a login is bound
     // to its session, and session keys on disk (or in a shared database) would let a copy
     // of them act in a live login; logins end at a restart anyway.
