@@ -36,6 +36,7 @@ fn backoff(attempts: u32) -> Duration {
 
 pub(super) fn spawn(b: Broker) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let heartbeat = tokio::spawn(heartbeat_loop(b.clone()));
         let outbox = tokio::spawn(outbox_loop(b.clone()));
         let purge = tokio::spawn(purge_loop(b.clone()));
         let orphans = tokio::spawn(orphan_loop(b.clone()));
@@ -49,31 +50,36 @@ pub(super) fn spawn(b: Broker) -> tokio::task::JoinHandle<()> {
                 }
             }
         }
-        let all = AbortAll(vec![outbox, purge, orphans, logins]);
+        let all = AbortAll(vec![heartbeat, outbox, purge, orphans, logins]);
         std::future::pending::<()>().await;
         drop(all);
     })
 }
 
-async fn outbox_loop(b: Broker) {
-    let mut beaten: Option<tokio::time::Instant> = None;
+/// Beats this instance's heartbeat and gives up stopped instances' mail. A task of its
+/// own: a delivery stuck on a slow mail server must not make the instance look dead.
+async fn heartbeat_loop(b: Broker) {
+    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
     loop {
-        if beaten.is_none_or(|t| t.elapsed() >= HEARTBEAT_EVERY) {
-            beaten = Some(tokio::time::Instant::now());
-            match b
-                .inner
-                .store
-                .outbox_heartbeat(b.inner.outbox_key.id(), now_ms())
-                .await
-            {
-                Ok(()) => {
-                    give_up_foreign(&b, FOREIGN_SILENT_FOR).await;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not record this instance's outbox heartbeat")
-                }
+        tick.tick().await;
+        match b
+            .inner
+            .store
+            .outbox_heartbeat(b.inner.outbox_key.id(), now_ms())
+            .await
+        {
+            Ok(()) => {
+                give_up_foreign(&b, FOREIGN_SILENT_FOR).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record this instance's outbox heartbeat")
             }
         }
+    }
+}
+
+async fn outbox_loop(b: Broker) {
+    loop {
         let delivered = match b
             .inner
             .store
