@@ -109,20 +109,20 @@ async fn outbox_loop(b: Broker) {
                 0
             }
         };
+        // After every pass, busy or not: what an operator waits to reach 0 before
+        // stopping this instance (its queued mail dies with it).
+        if let Ok(n) = b.inner.store.outbox_pending().await {
+            metrics::gauge!("sessioncert_broker_outbox_pending").set(n as f64);
+        }
+        if let Ok(n) = b
+            .inner
+            .store
+            .outbox_pending_of(b.inner.outbox_key.id())
+            .await
+        {
+            metrics::gauge!("sessioncert_broker_outbox_pending_here").set(n as f64);
+        }
         if delivered == 0 {
-            // What an operator waits to reach 0 before stopping this instance (its
-            // queued mail dies with it).
-            if let Ok(n) = b.inner.store.outbox_pending().await {
-                metrics::gauge!("sessioncert_broker_outbox_pending").set(n as f64);
-            }
-            if let Ok(n) = b
-                .inner
-                .store
-                .outbox_pending_of(b.inner.outbox_key.id())
-                .await
-            {
-                metrics::gauge!("sessioncert_broker_outbox_pending_here").set(n as f64);
-            }
             // New mail wakes the worker; retries come due on their own.
             let _ =
                 tokio::time::timeout(Duration::from_secs(2), b.inner.outbox_wake.notified()).await;
